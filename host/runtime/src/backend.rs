@@ -1,0 +1,472 @@
+//! A backend plugin running under limits: [`WasmBackend`] implements
+//! [`marsh_core::Backend`] over a pool of plugin instances.
+//!
+//! Each instance has its own `Store` (a trap poisons a whole store in wasmtime 48, so stores
+//! are never shared). Instances are created from an `InstancePre`, initialised with the
+//! operator's config, and reused across calls; a call checks one out, runs under a memory
+//! cap and an epoch deadline, and returns it. On any failure of the call itself (trap,
+//! deadline, memory cap, an answer larger than asked for) the instance is dropped, the
+//! fault is logged and counted, the caller gets [`BackendError::Fault`], and the next call
+//! gets a fresh instance. Errors the plugin returns as WIT values are ordinary results and
+//! keep the instance.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use marsh_core::{Backend, BackendError, IndexPage, ShareNumber, StorageIndex, Usage, WriteVector};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmtime::{Store, Trap};
+
+use crate::engine::{LoadedPlugin, Runtime, EPOCH_TICK};
+use crate::generated::exports::marsh::plugin::shares as ex;
+use crate::generated::marsh::plugin::types;
+use crate::generated::{Backend as Bindings, BackendPre};
+use crate::host::{Grants, HostState};
+use crate::inspect::World;
+use crate::{InitFailure, PluginLimits, StartError};
+
+/// How often a plugin failed and was restarted.
+#[derive(Debug, Default)]
+pub struct FaultStats {
+    faults: AtomicU64,
+    instances: AtomicU64,
+    last: Mutex<Option<String>>,
+}
+
+impl FaultStats {
+    /// Calls that ended in a fault (trap, deadline, memory cap, oversized answer).
+    pub fn faults(&self) -> u64 {
+        self.faults.load(Ordering::Relaxed)
+    }
+
+    /// Instances created so far (the first, plus one per replacement or extra concurrency).
+    pub fn instances(&self) -> u64 {
+        self.instances.load(Ordering::Relaxed)
+    }
+
+    /// The last fault's message.
+    pub fn last(&self) -> Option<String> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+struct Instance {
+    store: Store<HostState>,
+    bindings: Bindings,
+}
+
+/// An instance checked out of the pool, with the permit that bounds concurrency.
+struct Lease {
+    instance: Instance,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// A backend plugin, started and ready for calls.
+pub struct WasmBackend {
+    name: Arc<str>,
+    pre: BackendPre<HostState>,
+    engine: wasmtime::Engine,
+    grants: Grants,
+    config: Vec<types::ConfigEntry>,
+    limits: PluginLimits,
+    idle: Mutex<Vec<Instance>>,
+    permits: Arc<Semaphore>,
+    stats: Arc<FaultStats>,
+}
+
+impl std::fmt::Debug for WasmBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmBackend").field("name", &self.name).field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+fn init_failure(e: types::InitError) -> InitFailure {
+    match e {
+        types::InitError::BadConfig(m) => InitFailure::BadConfig(m),
+        types::InitError::Unavailable(m) => InitFailure::Unavailable(m),
+        types::InitError::RecoveryNeeded(r) => InitFailure::RecoveryNeeded { reason: r.reason, command: r.command },
+    }
+}
+
+fn plugin_error(e: ex::BackendError) -> BackendError {
+    match e {
+        ex::BackendError::NotFound => BackendError::NotFound,
+        ex::BackendError::Exists => BackendError::Exists,
+        ex::BackendError::OutOfRange(m) => BackendError::OutOfRange(m),
+        ex::BackendError::NoSpace => BackendError::NoSpace,
+        ex::BackendError::Corrupt(m) => BackendError::Corrupt(m),
+        ex::BackendError::Io(m) => BackendError::Io(m),
+    }
+}
+
+fn deadline_ticks(d: Duration) -> u64 {
+    (d.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
+}
+
+impl WasmBackend {
+    /// Start a backend plugin: instantiate it once and run its `init` with `config`, so a bad
+    /// config or a needed recovery is reported now, typed, rather than on the first call.
+    pub async fn start(
+        runtime: &Runtime,
+        plugin: &LoadedPlugin,
+        grants: Grants,
+        config: Vec<(String, String)>,
+        limits: PluginLimits,
+    ) -> Result<WasmBackend, StartError> {
+        if plugin.inspection.world != World::Backend {
+            return Err(StartError::WrongWorld { expected: World::Backend, found: plugin.inspection.world });
+        }
+        let pre = runtime
+            .linker
+            .instantiate_pre(&plugin.component)
+            .and_then(BackendPre::new)
+            .map_err(|e| StartError::Link(format!("{e:#}")))?;
+        let mut backend = WasmBackend {
+            name: "plugin".into(),
+            pre,
+            engine: runtime.engine.clone(),
+            grants,
+            config: config.into_iter().map(|(key, value)| types::ConfigEntry { key, value }).collect(),
+            limits,
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(limits.max_instances.max(1))),
+            stats: Arc::default(),
+        };
+        let mut first = backend.instantiate().await.map_err(StartError::Fault)?;
+        let info = first.bindings.marsh_plugin_shares().call_info(&mut first.store).await;
+        let info = info.map_err(|e| StartError::Fault(backend.describe_fault("info", &first, &e)))?;
+        backend.name = info.name.as_str().into();
+        first.store.data_mut().plugin = backend.name.clone();
+        if info.concurrency == types::Concurrency::Single {
+            backend.permits = Arc::new(Semaphore::new(1));
+        }
+        backend.init(&mut first).await?;
+        backend.idle_pool().push(first);
+        Ok(backend)
+    }
+
+    /// The plugin's name, as it reported it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Fault counters.
+    pub fn stats(&self) -> Arc<FaultStats> {
+        self.stats.clone()
+    }
+
+    fn idle_pool(&self) -> std::sync::MutexGuard<'_, Vec<Instance>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn instantiate(&self) -> Result<Instance, String> {
+        let state = HostState::new(self.name.clone(), self.grants.clone(), self.limits.max_call_bytes, self.limits.memory_bytes);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.memory);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(deadline_ticks(self.limits.call_deadline));
+        let bindings = self.pre.instantiate_async(&mut store).await.map_err(|e| format!("instantiation failed: {e:#}"))?;
+        self.stats.instances.fetch_add(1, Ordering::Relaxed);
+        Ok(Instance { store, bindings })
+    }
+
+    async fn init(&self, instance: &mut Instance) -> Result<(), StartError> {
+        instance.store.set_epoch_deadline(deadline_ticks(self.limits.call_deadline));
+        let call = instance.bindings.marsh_plugin_shares().call_init(&mut instance.store, &self.config);
+        match tokio::time::timeout(self.backstop(), call).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(StartError::Init { plugin: self.name.to_string(), failure: init_failure(e) }),
+            Ok(Err(trap)) => Err(StartError::Fault(self.describe_fault("init", instance, &trap))),
+            Err(_) => Err(StartError::Fault(format!("init did not return within {:?}", self.backstop()))),
+        }
+    }
+
+    /// A wall-clock bound past the epoch deadline, for calls stuck in a host import.
+    fn backstop(&self) -> Duration {
+        self.limits.call_deadline + Duration::from_secs(1)
+    }
+
+    async fn checkout(&self) -> Result<Lease, BackendError> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| BackendError::Fault("plugin is shut down".into()))?;
+        let pooled = self.idle_pool().pop();
+        let mut instance = match pooled {
+            Some(i) => i,
+            None => {
+                let mut fresh = self.instantiate().await.map_err(BackendError::Fault)?;
+                self.init(&mut fresh).await.map_err(|e| BackendError::Fault(format!("replacement instance did not start: {e}")))?;
+                fresh
+            }
+        };
+        instance.store.set_epoch_deadline(deadline_ticks(self.limits.call_deadline));
+        Ok(Lease { instance, _permit: permit })
+    }
+
+    fn describe_fault(&self, op: &str, instance: &Instance, error: &wasmtime::Error) -> String {
+        let state = instance.store.data();
+        let mut msg = if let Some(asked) = state.memory.refused {
+            format!(
+                "plugin `{}` exceeded its memory cap of {} MiB in `{op}` (asked for {} MiB)",
+                self.name,
+                self.limits.memory_bytes >> 20,
+                asked >> 20
+            )
+        } else if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            format!("plugin `{}` ran past its deadline of {:?} in `{op}`", self.name, self.limits.call_deadline)
+        } else {
+            format!("plugin `{}` trapped in `{op}`: {}", self.name, error.root_cause())
+        };
+        let stderr = state.stderr_text();
+        if !stderr.is_empty() {
+            msg.push_str(&format!("; plugin stderr: {stderr}"));
+        }
+        msg
+    }
+
+    fn fault(&self, message: String) -> BackendError {
+        self.stats.faults.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(plugin = %self.name, faults = self.stats.faults(), "{message}; instance discarded");
+        *self.stats.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.clone());
+        BackendError::Fault(message)
+    }
+
+    /// Finish a call: keep the instance if the call itself succeeded and its answer is within
+    /// bounds (`oversize` says what is wrong otherwise), drop it in every other case.
+    fn settle<T>(
+        &self,
+        op: &str,
+        lease: Lease,
+        outcome: Result<wasmtime::Result<Result<T, ex::BackendError>>, tokio::time::error::Elapsed>,
+        oversize: impl FnOnce(&T) -> Option<String>,
+    ) -> Result<T, BackendError> {
+        match outcome {
+            Ok(Ok(Ok(value))) => match oversize(&value) {
+                Some(what) => Err(self.fault(format!("plugin `{}` answered `{op}` with {what}", self.name))),
+                None => {
+                    self.idle_pool().push(lease.instance);
+                    Ok(value)
+                }
+            },
+            Ok(Ok(Err(e))) => {
+                self.idle_pool().push(lease.instance);
+                Err(plugin_error(e))
+            }
+            Ok(Err(trap)) => Err(self.fault(self.describe_fault(op, &lease.instance, &trap))),
+            Err(_) => Err(self.fault(format!(
+                "plugin `{}` did not return from `{op}` within {:?} (stuck in a host call)",
+                self.name,
+                self.backstop()
+            ))),
+        }
+    }
+}
+
+/// Run one export call on a checked-out instance, under the deadline and the backstop.
+macro_rules! invoke {
+    ($self:ident, $op:literal, |$exports:ident, $store:ident| $call:expr) => {
+        invoke!($self, $op, |$exports, $store| $call, |_| None)
+    };
+    ($self:ident, $op:literal, |$exports:ident, $store:ident| $call:expr, $oversize:expr) => {{
+        let mut lease = $self.checkout().await?;
+        let outcome = {
+            let Instance { store: $store, bindings } = &mut lease.instance;
+            let $exports = bindings.marsh_plugin_shares();
+            tokio::time::timeout($self.backstop(), $call).await
+        };
+        $self.settle($op, lease, outcome, $oversize)
+    }};
+}
+
+/// An oversize check: more than `max` items or bytes.
+fn more_than<T>(max: u64, len: impl Fn(&T) -> usize) -> impl FnOnce(&T) -> Option<String> {
+    move |v| {
+        let n = len(v) as u64;
+        (n > max).then(|| format!("{n} items or bytes, at most {max} allowed"))
+    }
+}
+
+fn check_chunk(limit: u64, len: usize) -> Result<(), BackendError> {
+    if len as u64 > limit {
+        Err(BackendError::OutOfRange(format!("{len} bytes in one call; the limit is {limit}")))
+    } else {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Backend for WasmBackend {
+    async fn begin(&self, si: &StorageIndex, shnum: ShareNumber, size: u64) -> Result<(), BackendError> {
+        let si = si.to_base32();
+        invoke!(self, "begin", |e, s| e.call_begin(s, &si, shnum.0, size))
+    }
+
+    async fn write(&self, si: &StorageIndex, shnum: ShareNumber, offset: u64, data: &[u8]) -> Result<(), BackendError> {
+        check_chunk(self.limits.max_call_bytes, data.len())?;
+        let si = si.to_base32();
+        invoke!(self, "write", |e, s| e.call_write(s, &si, shnum.0, offset, data))
+    }
+
+    async fn finish(&self, si: &StorageIndex, shnum: ShareNumber) -> Result<(), BackendError> {
+        let si = si.to_base32();
+        invoke!(self, "finish", |e, s| e.call_finish(s, &si, shnum.0))
+    }
+
+    async fn abort(&self, si: &StorageIndex, shnum: ShareNumber) -> Result<(), BackendError> {
+        let si = si.to_base32();
+        invoke!(self, "abort", |e, s| e.call_abort(s, &si, shnum.0))
+    }
+
+    async fn read(&self, si: &StorageIndex, shnum: ShareNumber, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
+        let si = si.to_base32();
+        let chunk = self.limits.max_call_bytes;
+        let mut out = Vec::new();
+        let (mut offset, mut remaining) = (offset, len);
+        loop {
+            let n = remaining.min(chunk);
+            let part = invoke!(self, "read", |e, s| e.call_read(s, &si, shnum.0, offset, n), more_than(n, Vec::len))?;
+            let got = part.len() as u64;
+            if out.is_empty() {
+                out = part;
+            } else {
+                out.extend_from_slice(&part);
+            }
+            remaining -= got;
+            if got < n || remaining == 0 {
+                return Ok(out);
+            }
+            offset += got;
+        }
+    }
+
+    async fn size(&self, si: &StorageIndex, shnum: ShareNumber) -> Result<Option<u64>, BackendError> {
+        let si = si.to_base32();
+        invoke!(self, "size", |e, s| e.call_size(s, &si, shnum.0))
+    }
+
+    async fn list_shares(&self, si: &StorageIndex) -> Result<Vec<ShareNumber>, BackendError> {
+        let si = si.to_base32();
+        let r = invoke!(self, "list-shares", |e, s| e.call_list_shares(s, &si), more_than(1 << 16, Vec::len))?;
+        Ok(r.into_iter().map(ShareNumber).collect())
+    }
+
+    async fn delete(&self, si: &StorageIndex, shnum: ShareNumber) -> Result<bool, BackendError> {
+        let si = si.to_base32();
+        invoke!(self, "delete", |e, s| e.call_delete(s, &si, shnum.0))
+    }
+
+    async fn mutable_read(&self, si: &StorageIndex, shnum: ShareNumber, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
+        let si = si.to_base32();
+        let chunk = self.limits.max_call_bytes;
+        let mut out = Vec::new();
+        let (mut offset, mut remaining) = (offset, len);
+        loop {
+            let n = remaining.min(chunk);
+            let part = invoke!(
+                self,
+                "mutable-read",
+                |e, s| e.call_mutable_read(s, &si, shnum.0, offset, n),
+                more_than(n, Vec::len)
+            )?;
+            let got = part.len() as u64;
+            out.extend_from_slice(&part);
+            remaining -= got;
+            if got < n || remaining == 0 {
+                return Ok(out);
+            }
+            offset += got;
+        }
+    }
+
+    async fn mutable_write(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNumber,
+        writes: &[WriteVector],
+        new_length: Option<u64>,
+    ) -> Result<(), BackendError> {
+        let si = si.to_base32();
+        // Split the writes into calls of at most `max_call_bytes`, cutting large vectors; the
+        // truncation travels with the last call. The caller holds the slot's lock throughout.
+        let limit = self.limits.max_call_bytes.max(1) as usize;
+        let mut batches: Vec<Vec<ex::WriteVector>> = vec![Vec::new()];
+        let mut batch_bytes = 0usize;
+        for w in writes {
+            let mut start = 0usize;
+            loop {
+                let room = limit - batch_bytes;
+                let end = (start + room).min(w.data.len());
+                if let Some(last) = batches.last_mut() {
+                    last.push(ex::WriteVector { offset: w.offset + start as u64, data: w.data[start..end].to_vec() });
+                }
+                batch_bytes += end - start;
+                start = end;
+                if batch_bytes == limit {
+                    batches.push(Vec::new());
+                    batch_bytes = 0;
+                }
+                if start >= w.data.len() {
+                    break;
+                }
+            }
+        }
+        let count = batches.len();
+        for (i, batch) in batches.iter().enumerate() {
+            let truncate = if i + 1 == count { new_length } else { None };
+            if batch.is_empty() && i + 1 != count {
+                continue;
+            }
+            invoke!(self, "mutable-write", |e, s| e.call_mutable_write(s, &si, shnum.0, batch, truncate))?;
+        }
+        Ok(())
+    }
+
+    async fn mutable_size(&self, si: &StorageIndex, shnum: ShareNumber) -> Result<Option<u64>, BackendError> {
+        let si = si.to_base32();
+        invoke!(self, "mutable-size", |e, s| e.call_mutable_size(s, &si, shnum.0))
+    }
+
+    async fn mutable_list(&self, si: &StorageIndex) -> Result<Vec<ShareNumber>, BackendError> {
+        let si = si.to_base32();
+        let r = invoke!(self, "mutable-list", |e, s| e.call_mutable_list(s, &si), more_than(1 << 16, Vec::len))?;
+        Ok(r.into_iter().map(ShareNumber).collect())
+    }
+
+    async fn mutable_delete(&self, si: &StorageIndex, shnum: ShareNumber) -> Result<bool, BackendError> {
+        let si = si.to_base32();
+        invoke!(self, "mutable-delete", |e, s| e.call_mutable_delete(s, &si, shnum.0))
+    }
+
+    async fn list_indexes(&self, start_after: Option<&StorageIndex>, limit: u32) -> Result<IndexPage, BackendError> {
+        let after = start_after.map(StorageIndex::to_base32);
+        let limit = limit.clamp(1, 1000);
+        let page = invoke!(
+            self,
+            "list-indexes",
+            |e, s| e.call_list_indexes(s, after.as_ref(), limit),
+            more_than(u64::from(limit), |p: &ex::IndexPage| p.indexes.len())
+        )?;
+        let parse = |s: String| {
+            s.parse::<StorageIndex>().map_err(|e| BackendError::Corrupt(format!("plugin listed a bad storage index: {e}")))
+        };
+        Ok(IndexPage {
+            indexes: page.indexes.into_iter().map(parse).collect::<Result<_, _>>()?,
+            next: page.next.map(parse).transpose()?,
+        })
+    }
+
+    async fn usage(&self) -> Result<Usage, BackendError> {
+        let u = invoke!(self, "usage", |e, s| e.call_usage(s))?;
+        Ok(Usage { available: u.available, used: u.used })
+    }
+
+    fn max_chunk(&self) -> usize {
+        usize::try_from(self.limits.max_call_bytes).unwrap_or(usize::MAX)
+    }
+}
+

@@ -1,0 +1,16 @@
+//! The one place wasmtime's generated bindings live. Nothing outside this crate sees these
+//! types: `host.rs` implements the imports, `backend.rs` maps the exports onto
+//! `marsh_core` types.
+
+#![allow(missing_docs, missing_debug_implementations, unused_qualifications, clippy::all, reason = "generated code")]
+
+wasmtime::component::bindgen!({
+    world: "backend",
+    path: "../../plugin-sdk/wit",
+    imports: { default: async },
+    exports: { default: async },
+    with: {
+        "marsh:plugin/blobs.store": crate::host::StoreHandle,
+        "marsh:plugin/blobs.upload": crate::host::UploadHandle,
+    },
+});

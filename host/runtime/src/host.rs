@@ -1,0 +1,375 @@
+//! The host side of the imports a plugin sees: `host` (log, progress, now), `seal` and
+//! `blobs`, implemented over the node's [`SealKey`] and the stores granted to the plugin.
+//!
+//! Every argument from the guest is hostile input: keys are validated into [`BlobKey`]s,
+//! sizes and lengths are checked against the per-call byte bound before anything is read or
+//! buffered, and listing limits are clamped. Errors go back to the guest as typed WIT values;
+//! nothing here traps the guest.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use marsh_seal::{SealError as HostSealError, SealKey};
+use marsh_stores::{BlobKey, BlobStore, BlobUpload, PutMode as HostPutMode, StoreError};
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::generated::marsh::plugin::{blobs, host, seal, types};
+
+/// Receives `host.progress` reports (the CLI draws a bar from them).
+pub type ProgressSink = Arc<dyn Fn(&str, u64, Option<u64>, &str) + Send + Sync>;
+
+/// What the operator granted one plugin: its stores by name, and the sealing key.
+#[derive(Clone)]
+pub struct Grants {
+    pub(crate) stores: BTreeMap<String, Arc<dyn BlobStore>>,
+    pub(crate) seal_key: SealKey,
+    pub(crate) progress: Option<ProgressSink>,
+}
+
+impl fmt::Debug for Grants {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Grants").field("stores", &self.stores.keys().collect::<Vec<_>>()).finish_non_exhaustive()
+    }
+}
+
+impl Grants {
+    /// No stores yet, sealing with `seal_key`.
+    pub fn new(seal_key: SealKey) -> Self {
+        Grants { stores: BTreeMap::new(), seal_key, progress: None }
+    }
+
+    /// Grant `store` to the plugin under `name`.
+    pub fn store(mut self, name: &str, store: Arc<dyn BlobStore>) -> Self {
+        self.stores.insert(name.to_owned(), store);
+        self
+    }
+
+    /// Send the plugin's progress reports to `sink`.
+    pub fn progress(mut self, sink: ProgressSink) -> Self {
+        self.progress = Some(sink);
+        self
+    }
+}
+
+/// An open store, as a guest resource.
+pub struct StoreHandle {
+    store: Arc<dyn BlobStore>,
+}
+
+/// A streamed upload, as a guest resource.
+pub struct UploadHandle {
+    upload: Option<Box<dyn BlobUpload>>,
+}
+
+/// The memory cap of one instance, remembering whether it refused a growth.
+pub(crate) struct MemoryCap {
+    pub(crate) cap: usize,
+    pub(crate) refused: Option<usize>,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.cap {
+            self.refused = Some(desired);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+}
+
+/// The state of one plugin instance's store.
+pub(crate) struct HostState {
+    pub(crate) plugin: Arc<str>,
+    pub(crate) grants: Grants,
+    pub(crate) max_call_bytes: u64,
+    pub(crate) memory: MemoryCap,
+    pub(crate) stderr: MemoryOutputPipe,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+/// Guest stderr kept per instance, for panic messages.
+const STDERR_CAPACITY: usize = 64 * 1024;
+
+impl HostState {
+    pub(crate) fn new(plugin: Arc<str>, grants: Grants, max_call_bytes: u64, memory_cap: usize) -> Self {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        // No preopens, environment, arguments, stdin or network: the guest's std links
+        // against wasi:cli and wasi:io, and gets nothing through them but a stderr pipe.
+        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
+        HostState {
+            plugin,
+            grants,
+            max_call_bytes,
+            memory: MemoryCap { cap: memory_cap, refused: None },
+            stderr,
+            wasi,
+            table: ResourceTable::new(),
+        }
+    }
+
+    /// What the guest wrote to stderr, trimmed, for fault messages.
+    pub(crate) fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.contents()).trim().chars().take(2000).collect()
+    }
+
+    fn store(&self, handle: &Resource<StoreHandle>) -> Result<Arc<dyn BlobStore>, types::BlobError> {
+        self.table
+            .get(handle)
+            .map(|h| h.store.clone())
+            .map_err(|e| types::BlobError::Io(format!("bad store handle: {e}")))
+    }
+
+    fn check_len(&self, len: u64) -> Result<(), types::BlobError> {
+        if len > self.max_call_bytes { Err(types::BlobError::TooLarge(len)) } else { Ok(()) }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+fn key(k: &str) -> Result<BlobKey, types::BlobError> {
+    BlobKey::new(k).map_err(blob_error)
+}
+
+pub(crate) fn blob_error(e: StoreError) -> types::BlobError {
+    match e {
+        StoreError::NotFound => types::BlobError::NotFound,
+        StoreError::Exists => types::BlobError::Exists,
+        StoreError::BadKey(m) => types::BlobError::BadKey(m),
+        StoreError::TooLarge(n) => types::BlobError::TooLarge(n),
+        StoreError::Unsupported(m) => types::BlobError::Unsupported(m),
+        StoreError::NoSpace => types::BlobError::NoSpace,
+        StoreError::Denied(m) => types::BlobError::Denied(m),
+        StoreError::Io(m) => types::BlobError::Io(m),
+    }
+}
+
+fn mode(m: blobs::PutMode) -> HostPutMode {
+    match m {
+        blobs::PutMode::CreateOnly => HostPutMode::CreateOnly,
+        blobs::PutMode::Overwrite => HostPutMode::Overwrite,
+    }
+}
+
+impl types::Host for HostState {}
+
+impl host::Host for HostState {
+    async fn log(&mut self, level: host::Level, message: String) {
+        let message: String = message.chars().take(4096).collect();
+        let plugin = &*self.plugin;
+        match level {
+            host::Level::Error => tracing::error!(plugin, "{message}"),
+            host::Level::Warn => tracing::warn!(plugin, "{message}"),
+            host::Level::Info => tracing::info!(plugin, "{message}"),
+            host::Level::Debug => tracing::debug!(plugin, "{message}"),
+            host::Level::Trace => tracing::trace!(plugin, "{message}"),
+        }
+    }
+
+    async fn progress(&mut self, done: u64, total: Option<u64>, what: String) {
+        if let Some(sink) = &self.grants.progress {
+            sink(&self.plugin, done, total, &what.chars().take(200).collect::<String>());
+        }
+    }
+
+    async fn now(&mut self) -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    }
+}
+
+/// Plugins seal under their own namespace, so no plugin can make a blob that unseals as the
+/// host's own state, or as another plugin kind's.
+fn plugin_purpose(purpose: &str) -> String {
+    format!("plugin:{purpose}")
+}
+
+fn seal_error(e: HostSealError) -> seal::SealError {
+    match e {
+        HostSealError::UnknownVersion(v) => seal::SealError::UnknownVersion(v),
+        HostSealError::Tampered | HostSealError::Truncated(_) | HostSealError::Random(_) => seal::SealError::Tampered,
+    }
+}
+
+impl seal::Host for HostState {
+    async fn seal(&mut self, purpose: String, plaintext: Vec<u8>) -> Result<Vec<u8>, seal::SealError> {
+        if plaintext.len() as u64 > self.max_call_bytes {
+            return Err(seal::SealError::TooLarge(plaintext.len() as u64));
+        }
+        self.grants.seal_key.seal(&plugin_purpose(&purpose), &plaintext).map_err(seal_error)
+    }
+
+    async fn unseal(&mut self, purpose: String, sealed: Vec<u8>) -> Result<Vec<u8>, seal::SealError> {
+        self.grants.seal_key.unseal(&plugin_purpose(&purpose), &sealed).map_err(seal_error)
+    }
+}
+
+impl blobs::Host for HostState {
+    async fn open(&mut self, name: String) -> Result<Resource<StoreHandle>, types::BlobError> {
+        let Some(store) = self.grants.stores.get(&name).cloned() else {
+            let granted: Vec<&str> = self.grants.stores.keys().map(String::as_str).collect();
+            return Err(types::BlobError::Denied(format!(
+                "store `{name}` is not granted to plugin `{}` (granted: {})",
+                self.plugin,
+                if granted.is_empty() { "none".to_owned() } else { granted.join(", ") }
+            )));
+        };
+        self.table.push(StoreHandle { store }).map_err(|e| types::BlobError::Io(format!("resource table: {e}")))
+    }
+}
+
+impl blobs::HostStore for HostState {
+    async fn get(&mut self, h: Resource<StoreHandle>, k: String) -> Result<Option<Vec<u8>>, types::BlobError> {
+        let (store, k) = (self.store(&h)?, key(&k)?);
+        // Check the size first, so an oversized object is refused without being read.
+        match store.head(&k).await.map_err(blob_error)? {
+            None => Ok(None),
+            Some(size) => {
+                self.check_len(size)?;
+                store.get(&k).await.map_err(blob_error)
+            }
+        }
+    }
+
+    async fn get_range(
+        &mut self,
+        h: Resource<StoreHandle>,
+        k: String,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Vec<u8>>, types::BlobError> {
+        let (store, k) = (self.store(&h)?, key(&k)?);
+        self.check_len(len.min(self.max_call_bytes.saturating_add(1)))?;
+        store.get_range(&k, offset, len).await.map_err(blob_error)
+    }
+
+    async fn head(&mut self, h: Resource<StoreHandle>, k: String) -> Result<Option<u64>, types::BlobError> {
+        let (store, k) = (self.store(&h)?, key(&k)?);
+        store.head(&k).await.map_err(blob_error)
+    }
+
+    async fn put(
+        &mut self,
+        h: Resource<StoreHandle>,
+        k: String,
+        data: Vec<u8>,
+        m: blobs::PutMode,
+    ) -> Result<(), types::BlobError> {
+        let (store, k) = (self.store(&h)?, key(&k)?);
+        self.check_len(data.len() as u64)?;
+        store.put(&k, &data, mode(m)).await.map_err(blob_error)
+    }
+
+    async fn delete(&mut self, h: Resource<StoreHandle>, k: String) -> Result<bool, types::BlobError> {
+        let (store, k) = (self.store(&h)?, key(&k)?);
+        store.delete(&k).await.map_err(blob_error)
+    }
+
+    async fn list_keys(
+        &mut self,
+        h: Resource<StoreHandle>,
+        prefix: String,
+        start_after: Option<String>,
+        limit: u32,
+    ) -> Result<blobs::Page, types::BlobError> {
+        let store = self.store(&h)?;
+        let page = store.list(&prefix, start_after.as_deref(), limit as usize).await.map_err(blob_error)?;
+        Ok(blobs::Page { keys: page.keys, next: page.next })
+    }
+
+    async fn begin_upload(
+        &mut self,
+        h: Resource<StoreHandle>,
+        k: String,
+        m: blobs::PutMode,
+    ) -> Result<Resource<UploadHandle>, types::BlobError> {
+        let (store, k) = (self.store(&h)?, key(&k)?);
+        let upload = store.begin_upload(&k, mode(m)).await.map_err(blob_error)?;
+        self.table
+            .push(UploadHandle { upload: Some(upload) })
+            .map_err(|e| types::BlobError::Io(format!("resource table: {e}")))
+    }
+
+    async fn capabilities(&mut self, h: Resource<StoreHandle>) -> blobs::Capabilities {
+        let random_access = self.table.get(&h).is_ok_and(|s| s.store.random_access());
+        blobs::Capabilities { random_access }
+    }
+
+    async fn available(&mut self, h: Resource<StoreHandle>) -> Result<Option<u64>, types::BlobError> {
+        self.store(&h)?.available().await.map_err(blob_error)
+    }
+
+    async fn write_at(
+        &mut self,
+        h: Resource<StoreHandle>,
+        k: String,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<(), types::BlobError> {
+        let (store, k) = (self.store(&h)?, key(&k)?);
+        self.check_len(data.len() as u64)?;
+        store.write_at(&k, offset, &data).await.map_err(blob_error)
+    }
+
+    async fn set_len(&mut self, h: Resource<StoreHandle>, k: String, len: u64) -> Result<(), types::BlobError> {
+        let (store, k) = (self.store(&h)?, key(&k)?);
+        store.set_len(&k, len).await.map_err(blob_error)
+    }
+
+    async fn sync(&mut self, h: Resource<StoreHandle>, k: String) -> Result<(), types::BlobError> {
+        let (store, k) = (self.store(&h)?, key(&k)?);
+        store.sync(&k).await.map_err(blob_error)
+    }
+
+    async fn rename(
+        &mut self,
+        h: Resource<StoreHandle>,
+        from: String,
+        to: String,
+        m: blobs::PutMode,
+    ) -> Result<(), types::BlobError> {
+        let (store, from, to) = (self.store(&h)?, key(&from)?, key(&to)?);
+        store.rename(&from, &to, mode(m)).await.map_err(blob_error)
+    }
+
+    async fn drop(&mut self, h: Resource<StoreHandle>) -> wasmtime::Result<()> {
+        self.table.delete(h)?;
+        Ok(())
+    }
+}
+
+impl blobs::HostUpload for HostState {
+    async fn append(&mut self, h: Resource<UploadHandle>, data: Vec<u8>) -> Result<(), types::BlobError> {
+        self.check_len(data.len() as u64)?;
+        let handle = self.table.get_mut(&h).map_err(|e| types::BlobError::Io(format!("bad upload handle: {e}")))?;
+        let upload = handle.upload.as_mut().ok_or_else(|| types::BlobError::Io("upload already finished".into()))?;
+        upload.append(&data).await.map_err(blob_error)
+    }
+
+    async fn finish(&mut self, h: Resource<UploadHandle>) -> Result<(), types::BlobError> {
+        let handle = self.table.delete(h).map_err(|e| types::BlobError::Io(format!("bad upload handle: {e}")))?;
+        match handle.upload {
+            Some(upload) => upload.finish().await.map_err(blob_error),
+            None => Err(types::BlobError::Io("upload already finished".into())),
+        }
+    }
+
+    async fn drop(&mut self, h: Resource<UploadHandle>) -> wasmtime::Result<()> {
+        let handle = self.table.delete(h)?;
+        if let Some(upload) = handle.upload {
+            upload.abort().await;
+        }
+        Ok(())
+    }
+}

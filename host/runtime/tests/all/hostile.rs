@@ -1,0 +1,69 @@
+//! Each hostile plugin gets a clear, typed fault within its limit; the instance is replaced
+//! and the very next call on the same plugin succeeds.
+
+use std::time::Duration;
+
+use marsh_core::{Backend, BackendError, ShareNumber, StorageIndex};
+use marsh_runtime::{LoadError, PluginLimits};
+
+use crate::support::{plugin_path, runtime, start};
+
+fn si() -> StorageIndex {
+    "aaaaaaaaaaaaaaaaaaaaaaaaaa".parse().expect("storage index")
+}
+
+/// Misbehave once, check the fault message, then check that the plugin still serves.
+async fn fault_then_recover(name: &str, limits: PluginLimits, expect: &[&str]) {
+    let (backend, _dir) = start(name, limits).await;
+    let stats = backend.stats();
+    let before = stats.instances();
+    let err = match name {
+        "hostile_flood" => backend.read(&si(), ShareNumber(0), 0, 10).await.map(drop),
+        _ => backend.write(&si(), ShareNumber(0), 0, b"data").await,
+    }
+    .expect_err("the hostile call must fail");
+    let BackendError::Fault(message) = &err else { panic!("{name}: expected a fault, got {err:?}") };
+    for word in expect {
+        assert!(message.contains(word), "{name}: fault message {message:?} lacks {word:?}");
+    }
+    assert_eq!(stats.faults(), 1, "{name}: the fault is counted");
+    assert_eq!(stats.last().as_deref(), Some(message.as_str()));
+    // The host is still up and the plugin answers the next call from a fresh instance.
+    assert_eq!(backend.list_shares(&si()).await, Ok(vec![]), "{name}: next call");
+    assert!(stats.instances() > before, "{name}: a replacement instance was created");
+    assert_eq!(backend.usage().await.map(|u| u.available), Ok(None), "{name}: and the one after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_plugin_faults_with_its_panic_message() {
+    fault_then_recover("hostile_trap", PluginLimits::default(), &["trapped", "exploding on purpose"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_loop_is_stopped_at_the_deadline() {
+    let limits = PluginLimits { call_deadline: Duration::from_millis(300), ..PluginLimits::default() };
+    fault_then_recover("hostile_spin", limits, &["deadline of 300ms"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbounded_memory_growth_stops_at_the_cap() {
+    let limits = PluginLimits { memory_bytes: 48 << 20, ..PluginLimits::default() };
+    fault_then_recover("hostile_hog", limits, &["memory cap of 48 MiB"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_answer_is_refused() {
+    fault_then_recover("hostile_flood", PluginLimits::default(), &["answered `read`", "at most 10 allowed"]).await;
+}
+
+#[test]
+fn a_plugin_built_against_another_abi_is_refused_at_load() {
+    let err = runtime().load(&plugin_path("hostile_wrong_abi")).expect_err("must not load");
+    match err {
+        LoadError::AbiMismatch { found, supported, .. } => {
+            assert_eq!(found, "0.2.0");
+            assert_eq!(supported, marsh_runtime::ABI_VERSION);
+        }
+        other => panic!("expected an ABI mismatch, got {other}"),
+    }
+}

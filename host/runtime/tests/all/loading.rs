@@ -1,0 +1,76 @@
+//! Loading: the compiled-plugin cache, inspection, and what a plugin may open.
+
+use std::sync::Arc;
+
+use marsh_runtime::{Grants, InitFailure, PluginLimits, Runtime, StartError, WasmBackend, World};
+use marsh_seal::SealKey;
+use marsh_stores::MemoryStore;
+
+use crate::support::{load, plugin_path};
+
+#[test]
+fn a_restart_loads_the_compiled_plugin_from_the_cache() {
+    let cache = tempfile::tempdir().expect("cache");
+    let first = Runtime::new(Some(cache.path().to_owned())).expect("runtime");
+    let loaded = first.load(&plugin_path("backend_disk")).expect("load");
+    assert!(!loaded.from_cache);
+    drop(first);
+    let second = Runtime::new(Some(cache.path().to_owned())).expect("runtime");
+    let again = second.load(&plugin_path("backend_disk")).expect("load");
+    assert!(again.from_cache, "the second runtime must reuse the artifact");
+    assert_eq!(again.sha256, loaded.sha256);
+    // A damaged artifact is ignored and rebuilt, never trusted.
+    for entry in std::fs::read_dir(cache.path()).expect("read cache") {
+        std::fs::write(entry.expect("entry").path(), b"garbage").expect("damage");
+    }
+    let third = Runtime::new(Some(cache.path().to_owned())).expect("runtime");
+    assert!(!third.load(&plugin_path("backend_disk")).expect("load").from_cache);
+}
+
+#[tokio::test]
+async fn inspection_names_world_abi_and_plugin() {
+    let plugin = load("backend_disk");
+    assert_eq!(plugin.inspection.world, World::Backend);
+    assert_eq!(plugin.inspection.abi, "0.1.0");
+    let d = crate::support::runtime().describe(&plugin).await.expect("describe");
+    assert_eq!(d.name, "backend-disk");
+    assert_eq!(d.version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(d.concurrency, "pooled");
+}
+
+#[test]
+fn a_file_that_is_not_a_component_is_refused() {
+    let err = crate::support::runtime().load_bytes(b"\0asm\x01\0\0\0", "core.wasm").expect_err("core module");
+    assert!(err.to_string().contains("core.wasm"), "{err}");
+    let err = crate::support::runtime().load_bytes(b"not wasm at all", "junk.wasm").expect_err("junk");
+    assert!(err.to_string().contains("junk.wasm"), "{err}");
+}
+
+#[tokio::test]
+async fn a_plugin_only_opens_stores_granted_to_it() {
+    let grants = Grants::new(SealKey::from_bytes([1; 32])).store("granted", Arc::new(MemoryStore::new("granted")));
+    let config = vec![("store".to_owned(), "other".to_owned())];
+    let err = WasmBackend::start(crate::support::runtime(), &load("backend_disk"), grants, config, PluginLimits::default())
+        .await
+        .expect_err("must not start");
+    match err {
+        StartError::Init { plugin, failure: InitFailure::Unavailable(message) } => {
+            assert_eq!(plugin, "backend-disk");
+            assert!(message.contains("`other` is not granted") && message.contains("granted"), "{message}");
+        }
+        other => panic!("expected an init failure, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn bad_plugin_config_is_reported_typed() {
+    let grants = Grants::new(SealKey::from_bytes([1; 32])).store("shares", Arc::new(MemoryStore::new("shares")));
+    let config = vec![("colour".to_owned(), "blue".to_owned())];
+    let err = WasmBackend::start(crate::support::runtime(), &load("backend_disk"), grants, config, PluginLimits::default())
+        .await
+        .expect_err("must not start");
+    assert!(
+        matches!(&err, StartError::Init { failure: InitFailure::BadConfig(m), .. } if m.contains("colour")),
+        "{err}"
+    );
+}

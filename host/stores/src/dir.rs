@@ -1,0 +1,442 @@
+//! The `dir` driver: objects as files under one root directory.
+//!
+//! Every path is resolved through a cap-std [`Dir`] opened on the root, so no key, `..`,
+//! absolute path or symlink can reach outside it (cap-std refuses the escape; validated
+//! [`BlobKey`]s refuse most of them earlier). Whole-object writes go to a temporary file under
+//! `.marsh-tmp/`, are fsynced, then linked (create-only) or renamed (overwrite) into place, and
+//! the parent directory is fsynced: a reader sees the old object or the new one, never half.
+//! Blocking file work runs on tokio's blocking pool.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cap_std::ambient_authority;
+use cap_fs_ext::OpenOptionsMaybeDirExt;
+use cap_std::fs::{Dir, OpenOptions};
+
+use crate::key::RESERVED_PREFIX;
+use crate::{page_of, BlobKey, BlobStore, BlobUpload, Page, PutMode, StoreError, MAX_PAGE};
+
+const TMP_DIR: &str = ".marsh-tmp";
+
+/// A store rooted at one directory.
+#[derive(Debug, Clone)]
+pub struct DirStore {
+    name: String,
+    root_path: PathBuf,
+    root: Arc<Dir>,
+}
+
+impl DirStore {
+    /// Open (creating if needed) the directory `root` as the store `name`.
+    pub fn open(name: &str, root: &Path) -> Result<Self, StoreError> {
+        let io = |e: std::io::Error| StoreError::Io(format!("store `{name}`: cannot open {}: {e}", root.display()));
+        std::fs::create_dir_all(root).map_err(io)?;
+        let dir = Dir::open_ambient_dir(root, ambient_authority()).map_err(io)?;
+        dir.create_dir_all(TMP_DIR).map_err(io)?;
+        Ok(DirStore { name: name.to_owned(), root_path: root.to_owned(), root: Arc::new(dir) })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root_path
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        key: &str,
+        f: impl FnOnce(&Dir) -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let root = self.root.clone();
+        let result = tokio::task::spawn_blocking(move || f(&root))
+            .await
+            .map_err(|e| StoreError::Io(format!("store `{}` {op}: worker failed: {e}", self.name)))?;
+        result.map_err(|e| StoreError::from_io(&self.name, op, key, &e))
+    }
+}
+
+fn random_name() -> std::io::Result<String> {
+    let mut bytes = [0u8; 12];
+    getrandom::getrandom(&mut bytes).map_err(std::io::Error::other)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn ensure_parent(root: &Dir, key: &str) -> std::io::Result<()> {
+    match key.rsplit_once('/') {
+        Some((parent, _)) => root.create_dir_all(parent),
+        None => Ok(()),
+    }
+}
+
+fn sync_parent(root: &Dir, key: &str) -> std::io::Result<()> {
+    let parent = key.rsplit_once('/').map_or(".", |(p, _)| p);
+    // An O_PATH handle (what `open_dir` gives) cannot be fsynced; open the directory for reading.
+    root.open_with(parent, OpenOptions::new().read(true).maybe_dir(true))?.sync_all()
+}
+
+/// Remove empty directories from `key`'s parent up towards the root.
+fn prune_empty_parents(root: &Dir, key: &str) {
+    let mut path = key;
+    while let Some((parent, _)) = path.rsplit_once('/') {
+        if root.remove_dir(parent).is_err() {
+            break;
+        }
+        path = parent;
+    }
+}
+
+/// Move a finished temporary file into place under `key`, durably.
+fn install(root: &Dir, tmp: &str, key: &str, mode: PutMode) -> std::io::Result<()> {
+    ensure_parent(root, key)?;
+    match mode {
+        PutMode::Overwrite => {
+            if root.symlink_metadata(key).is_ok_and(|m| m.is_dir()) {
+                let _ = root.remove_file(tmp);
+                return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "a directory is in the way"));
+            }
+            root.rename(tmp, root, key)?
+        }
+        PutMode::CreateOnly => {
+            // link(2) fails if the target exists, which makes create-only atomic.
+            let linked = root.hard_link(tmp, root, key);
+            let _ = root.remove_file(tmp);
+            linked?
+        }
+    }
+    sync_parent(root, key)
+}
+
+fn write_tmp(root: &Dir, data: &[u8]) -> std::io::Result<String> {
+    let tmp = format!("{TMP_DIR}/{}", random_name()?);
+    let mut file = root.open_with(&tmp, OpenOptions::new().write(true).create_new(true))?;
+    let written = file.write_all(data).and_then(|()| file.sync_all());
+    if let Err(e) = written {
+        let _ = root.remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(tmp)
+}
+
+fn is_file(root: &Dir, key: &str) -> std::io::Result<Option<u64>> {
+    match root.metadata(key) {
+        Ok(m) if m.is_file() => Ok(Some(m.len())),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.raw_os_error() == Some(20) => Ok(None), // ENOTDIR: a file where a directory was expected
+        Err(e) => Err(e),
+    }
+}
+
+/// Walk the tree in key order, collecting file keys that start with `prefix` and sort after
+/// `start_after`, stopping once `want` keys are found. Directories sort as `name/`, which
+/// makes depth-first order equal to the byte order of full keys.
+fn walk(root: &Dir, dir: &str, prefix: &str, start_after: Option<&str>, want: usize, out: &mut Vec<String>) -> std::io::Result<()> {
+    let entries = match if dir.is_empty() { root.read_dir(".") } else { root.read_dir(dir) } {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut names: Vec<(String, bool)> = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else { continue };
+        if name.starts_with(RESERVED_PREFIX) {
+            continue;
+        }
+        let file_type = entry.file_type()?;
+        if file_type.is_dir() {
+            names.push((format!("{name}/"), true));
+        } else if file_type.is_file() {
+            names.push((name, false));
+        }
+    }
+    names.sort();
+    for (name, is_dir) in names {
+        if out.len() >= want {
+            return Ok(());
+        }
+        let full = if dir.is_empty() { name.clone() } else { format!("{dir}/{name}") };
+        if is_dir {
+            // Skip subtrees that cannot hold a matching key.
+            if !(full.starts_with(prefix) || prefix.starts_with(&full)) {
+                continue;
+            }
+            if start_after.is_some_and(|a| !a.starts_with(&full) && a > full.as_str()) {
+                continue;
+            }
+            walk(root, full.trim_end_matches('/'), prefix, start_after, want, out)?;
+        } else if full.starts_with(prefix) && start_after.is_none_or(|a| full.as_str() > a) {
+            out.push(full);
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl BlobStore for DirStore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn get(&self, key: &BlobKey) -> Result<Option<Vec<u8>>, StoreError> {
+        let k = key.as_str().to_owned();
+        self.blocking("get", key.as_str(), move |root| match is_file(root, &k)? {
+            Some(_) => root.read(&k).map(Some),
+            None => Ok(None),
+        })
+        .await
+    }
+
+    async fn get_range(&self, key: &BlobKey, offset: u64, len: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let k = key.as_str().to_owned();
+        self.blocking("get-range", key.as_str(), move |root| {
+            let Some(size) = is_file(root, &k)? else { return Ok(None) };
+            let start = offset.min(size);
+            let n = len.min(size - start);
+            let mut file = root.open(&k)?;
+            file.seek(SeekFrom::Start(start))?;
+            let mut buf = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+            file.take(n).read_to_end(&mut buf)?;
+            Ok(Some(buf))
+        })
+        .await
+    }
+
+    async fn head(&self, key: &BlobKey) -> Result<Option<u64>, StoreError> {
+        let k = key.as_str().to_owned();
+        self.blocking("head", key.as_str(), move |root| is_file(root, &k)).await
+    }
+
+    async fn put(&self, key: &BlobKey, data: &[u8], mode: PutMode) -> Result<(), StoreError> {
+        let k = key.as_str().to_owned();
+        let data = data.to_vec();
+        self.blocking("put", key.as_str(), move |root| {
+            let tmp = write_tmp(root, &data)?;
+            install(root, &tmp, &k, mode)
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &BlobKey) -> Result<bool, StoreError> {
+        let k = key.as_str().to_owned();
+        self.blocking("delete", key.as_str(), move |root| {
+            if is_file(root, &k)?.is_none() {
+                return Ok(false);
+            }
+            root.remove_file(&k)?;
+            prune_empty_parents(root, &k);
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Page, StoreError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let (prefix, after) = (prefix.to_owned(), start_after.map(str::to_owned));
+        let p = prefix.clone();
+        let found = self
+            .blocking("list", &prefix, move |root| {
+                let mut out = Vec::new();
+                walk(root, "", &p, after.as_deref(), limit + 1, &mut out)?;
+                Ok(out)
+            })
+            .await?;
+        Ok(page_of(found.iter().map(String::as_str), &prefix, None, limit))
+    }
+
+    async fn begin_upload(&self, key: &BlobKey, mode: PutMode) -> Result<Box<dyn BlobUpload>, StoreError> {
+        let tmp = self
+            .blocking("begin-upload", key.as_str(), |root| {
+                let tmp = format!("{TMP_DIR}/{}", random_name()?);
+                root.open_with(&tmp, OpenOptions::new().write(true).create_new(true))?;
+                Ok(tmp)
+            })
+            .await?;
+        Ok(Box::new(DirUpload { store: self.clone(), key: key.clone(), mode, tmp, offset: 0 }))
+    }
+
+    async fn available(&self) -> Result<Option<u64>, StoreError> {
+        self.blocking("available", "", |root| {
+            let st = rustix::fs::fstatvfs(root).map_err(std::io::Error::from)?;
+            Ok(Some(st.f_bavail.saturating_mul(st.f_frsize)))
+        })
+        .await
+    }
+
+    fn random_access(&self) -> bool {
+        true
+    }
+
+    async fn write_at(&self, key: &BlobKey, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+        let k = key.as_str().to_owned();
+        let data = data.to_vec();
+        self.blocking("write-at", key.as_str(), move |root| {
+            ensure_parent(root, &k)?;
+            let file = root.open_with(&k, OpenOptions::new().write(true).create(true))?.into_std();
+            file.write_all_at(&data, offset)
+        })
+        .await
+    }
+
+    async fn set_len(&self, key: &BlobKey, len: u64) -> Result<(), StoreError> {
+        let k = key.as_str().to_owned();
+        self.blocking("set-len", key.as_str(), move |root| {
+            ensure_parent(root, &k)?;
+            root.open_with(&k, OpenOptions::new().write(true).create(true))?.set_len(len)
+        })
+        .await
+    }
+
+    async fn sync(&self, key: &BlobKey) -> Result<(), StoreError> {
+        let k = key.as_str().to_owned();
+        self.blocking("sync", key.as_str(), move |root| {
+            root.open_with(&k, OpenOptions::new().write(true))?.sync_all()?;
+            sync_parent(root, &k)
+        })
+        .await
+    }
+
+    async fn rename(&self, from: &BlobKey, to: &BlobKey, mode: PutMode) -> Result<(), StoreError> {
+        let (f, t) = (from.as_str().to_owned(), to.as_str().to_owned());
+        self.blocking("rename", from.as_str(), move |root| {
+            if is_file(root, &f)?.is_none() {
+                return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no such object"));
+            }
+            root.open_with(&f, OpenOptions::new().write(true))?.sync_all()?;
+            ensure_parent(root, &t)?;
+            match mode {
+                PutMode::Overwrite => root.rename(&f, root, &t)?,
+                PutMode::CreateOnly => {
+                    root.hard_link(&f, root, &t)?;
+                    root.remove_file(&f)?;
+                }
+            }
+            sync_parent(root, &t)?;
+            prune_empty_parents(root, &f);
+            Ok(())
+        })
+        .await
+    }
+}
+
+struct DirUpload {
+    store: DirStore,
+    key: BlobKey,
+    mode: PutMode,
+    tmp: String,
+    offset: u64,
+}
+
+#[async_trait]
+impl BlobUpload for DirUpload {
+    async fn append(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        let (tmp, data, offset) = (self.tmp.clone(), data.to_vec(), self.offset);
+        let n = data.len() as u64;
+        self.store
+            .blocking("upload-append", self.key.as_str(), move |root| {
+                root.open_with(&tmp, OpenOptions::new().write(true))?.into_std().write_all_at(&data, offset)
+            })
+            .await?;
+        self.offset += n;
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<(), StoreError> {
+        let (tmp, key, mode) = (self.tmp.clone(), self.key.as_str().to_owned(), self.mode);
+        self.store
+            .blocking("upload-finish", self.key.as_str(), move |root| {
+                root.open_with(&tmp, OpenOptions::new().write(true))?.sync_all()?;
+                install(root, &tmp, &key, mode)
+            })
+            .await
+    }
+
+    async fn abort(self: Box<Self>) {
+        let tmp = self.tmp.clone();
+        let _ = self.store.blocking("upload-abort", self.key.as_str(), move |root| root.remove_file(&tmp)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(k: &str) -> BlobKey {
+        BlobKey::new(k).unwrap()
+    }
+
+    #[tokio::test]
+    async fn objects_round_trip_and_list_in_key_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = DirStore::open("t", tmp.path()).unwrap();
+        for k in ["a-c", "a/b", "a/a/z", "b", "a.x"] {
+            s.put(&key(k), k.as_bytes(), PutMode::CreateOnly).await.unwrap();
+        }
+        assert_eq!(s.put(&key("b"), b"2", PutMode::CreateOnly).await, Err(StoreError::Exists));
+        assert_eq!(s.get(&key("b")).await.unwrap().unwrap(), b"b");
+        s.put(&key("b"), b"22", PutMode::Overwrite).await.unwrap();
+        assert_eq!(s.head(&key("b")).await.unwrap(), Some(2));
+        let all = s.list("", None, 100).await.unwrap();
+        let mut sorted = all.keys.clone();
+        sorted.sort();
+        assert_eq!(all.keys, sorted);
+        assert_eq!(all.keys.len(), 5);
+        let page = s.list("a", None, 2).await.unwrap();
+        assert_eq!(page.keys, vec!["a-c", "a.x"]);
+        let rest = s.list("a", page.next.as_deref(), 2).await.unwrap();
+        assert_eq!(rest.keys, vec!["a/a/z", "a/b"]);
+        assert_eq!(rest.next, None);
+        assert_eq!(s.get_range(&key("a/a/z"), 2, 10).await.unwrap().unwrap(), b"a/z");
+        assert_eq!(s.get_range(&key("a/a/z"), 10, 10).await.unwrap().unwrap(), b"");
+        assert!(s.delete(&key("a/a/z")).await.unwrap());
+        assert!(!tmp.path().join("a/a").exists(), "empty parents are pruned");
+        assert!(!s.delete(&key("a/a/z")).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn nothing_reaches_outside_the_root() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"do not read").unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), tmp.path().join("escape")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), tmp.path().join("link")).unwrap();
+        let s = DirStore::open("t", tmp.path()).unwrap();
+        for k in ["escape/secret", "link"] {
+            let got = s.get(&key(k)).await;
+            assert!(!matches!(got, Ok(Some(_))), "{k} was read: {got:?}");
+            assert!(s.write_at(&key(k), 0, b"pwned").await.is_err(), "{k} written");
+        }
+        assert_eq!(std::fs::read(outside.path().join("secret")).unwrap(), b"do not read");
+        assert!(s.put(&key("escape/new"), b"x", PutMode::Overwrite).await.is_err());
+        assert!(!outside.path().join("new").exists());
+    }
+
+    #[tokio::test]
+    async fn random_access_and_uploads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = DirStore::open("t", tmp.path()).unwrap();
+        s.write_at(&key("in/x"), 4, b"cd").await.unwrap();
+        s.write_at(&key("in/x"), 0, b"ab").await.unwrap();
+        assert_eq!(s.get(&key("in/x")).await.unwrap().unwrap(), b"ab\0\0cd");
+        s.set_len(&key("in/x"), 3).await.unwrap();
+        s.sync(&key("in/x")).await.unwrap();
+        s.put(&key("out/x"), b"old", PutMode::Overwrite).await.unwrap();
+        assert_eq!(s.rename(&key("in/x"), &key("out/x"), PutMode::CreateOnly).await, Err(StoreError::Exists));
+        s.rename(&key("in/x"), &key("out/y"), PutMode::CreateOnly).await.unwrap();
+        assert_eq!(s.get(&key("out/y")).await.unwrap().unwrap(), b"ab\0");
+        let mut u = s.begin_upload(&key("big"), PutMode::CreateOnly).await.unwrap();
+        u.append(b"hello ").await.unwrap();
+        assert_eq!(s.head(&key("big")).await.unwrap(), None, "invisible until finished");
+        u.append(b"world").await.unwrap();
+        u.finish().await.unwrap();
+        assert_eq!(s.get(&key("big")).await.unwrap().unwrap(), b"hello world");
+        let u = s.begin_upload(&key("gone"), PutMode::CreateOnly).await.unwrap();
+        u.abort().await;
+        assert_eq!(std::fs::read_dir(tmp.path().join(".marsh-tmp")).unwrap().count(), 0);
+        assert!(s.available().await.unwrap().unwrap() > 0);
+    }
+}

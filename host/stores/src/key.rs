@@ -1,0 +1,70 @@
+//! [`BlobKey`]: a validated store key. Every driver takes keys only in this form, so the
+//! rules that keep a plugin inside its store are checked in one place.
+
+use std::fmt;
+
+use crate::StoreError;
+
+/// Components starting with this are the drivers' own (temporary files) and never keys.
+pub(crate) const RESERVED_PREFIX: &str = ".marsh";
+
+/// A `/`-separated relative key: no empty, `.` or `..` component, no leading or trailing
+/// slash, no NUL or backslash, no reserved component, at most 1024 bytes.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BlobKey(String);
+
+impl BlobKey {
+    /// Validate a key.
+    pub fn new(key: &str) -> Result<Self, StoreError> {
+        let bad = key.is_empty()
+            || key.len() > 1024
+            || key.starts_with('/')
+            || key.ends_with('/')
+            || key.contains('\0')
+            || key.contains('\\')
+            || key.split('/').any(|c| c.is_empty() || c == "." || c == ".." || c.starts_with(RESERVED_PREFIX));
+        if bad {
+            Err(StoreError::BadKey(format!("{:?}", key.chars().take(80).collect::<String>())))
+        } else {
+            Ok(BlobKey(key.to_owned()))
+        }
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Everything before the last `/`, if any.
+    pub fn parent(&self) -> Option<&str> {
+        self.0.rsplit_once('/').map(|(p, _)| p)
+    }
+}
+
+impl fmt::Display for BlobKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for BlobKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BlobKey({:?})", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_confined_keys_pass() {
+        for good in ["a", "shares/ab/abcdef/0", "x.y", "a-b_c"] {
+            assert!(BlobKey::new(good).is_ok(), "{good}");
+        }
+        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b", "a/", "./a", "a\\b", "a\0b", ".marsh-tmp/x", "a/.marshx"] {
+            assert!(matches!(BlobKey::new(bad), Err(StoreError::BadKey(_))), "{bad:?}");
+        }
+        assert!(BlobKey::new(&"a".repeat(1025)).is_err());
+    }
+}

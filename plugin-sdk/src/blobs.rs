@@ -1,0 +1,232 @@
+//! Granted blob stores as seen by a plugin: [`Store`] and streamed [`Upload`]s.
+//!
+//! Keys are `/`-separated relative paths. The host confines them to the store; a key that
+//! tries to leave it is refused with [`BlobError::BadKey`]. Random-access operations
+//! (`write_at`, `set_len`, `sync`, `rename`) exist only where [`Store::capabilities`] says so;
+//! object stores such as S3 answer [`BlobError::Unsupported`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::native::{NativeStore, NativeUpload};
+
+/// Why a blob store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobError {
+    /// No object under that key.
+    NotFound,
+    /// A create-only write found an object already there.
+    Exists,
+    /// The key is not acceptable to the store.
+    BadKey(String),
+    /// More bytes than the host buffers for one call.
+    TooLarge(u64),
+    /// The store cannot do that operation.
+    Unsupported(String),
+    /// The store is out of space.
+    NoSpace,
+    /// The store refused access.
+    Denied(String),
+    /// Any other failure, with a message naming it.
+    Io(String),
+}
+
+impl fmt::Display for BlobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BlobError::NotFound => f.write_str("no such object"),
+            BlobError::Exists => f.write_str("object already exists"),
+            BlobError::BadKey(m) => write!(f, "bad key: {m}"),
+            BlobError::TooLarge(n) => write!(f, "{n} bytes is more than the host buffers for one call"),
+            BlobError::Unsupported(m) => write!(f, "unsupported by this store: {m}"),
+            BlobError::NoSpace => f.write_str("store is out of space"),
+            BlobError::Denied(m) => write!(f, "access denied: {m}"),
+            BlobError::Io(m) => write!(f, "store i/o failed: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for BlobError {}
+
+/// What a write does when the key exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutMode {
+    /// Fail with [`BlobError::Exists`].
+    CreateOnly,
+    /// Replace the object whole.
+    Overwrite,
+}
+
+/// What a store can do beyond the object operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Capabilities {
+    /// `write_at`, `set_len`, `sync` and `rename` work.
+    pub random_access: bool,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Page {
+    /// Keys in ascending byte order.
+    pub keys: Vec<String>,
+    /// Pass as `start_after` for the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+enum StoreInner {
+    #[cfg(target_arch = "wasm32")]
+    Wasm(crate::__private::imports::WasmStore),
+    Native(Arc<dyn NativeStore>),
+}
+
+/// An open, granted blob store.
+pub struct Store {
+    inner: StoreInner,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match &$self.inner {
+            #[cfg(target_arch = "wasm32")]
+            StoreInner::Wasm($s) => $e,
+            StoreInner::Native($s) => $e,
+        }
+    };
+}
+
+impl Store {
+    #[cfg(target_arch = "wasm32")]
+    pub(crate) fn wasm(store: crate::__private::imports::WasmStore) -> Self {
+        Store { inner: StoreInner::Wasm(store) }
+    }
+
+    pub(crate) fn native(store: Arc<dyn NativeStore>) -> Self {
+        Store { inner: StoreInner::Native(store) }
+    }
+
+    /// The whole object, or `None`.
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BlobError> {
+        dispatch!(self, s => s.get(key))
+    }
+
+    /// Up to `len` bytes from `offset` (short at the end), or `None` if the object is absent.
+    pub fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Option<Vec<u8>>, BlobError> {
+        dispatch!(self, s => s.get_range(key, offset, len))
+    }
+
+    /// The object's size, or `None`.
+    pub fn head(&self, key: &str) -> Result<Option<u64>, BlobError> {
+        dispatch!(self, s => s.head(key))
+    }
+
+    /// Write an object whole, durably and atomically.
+    pub fn put(&self, key: &str, data: &[u8], mode: PutMode) -> Result<(), BlobError> {
+        dispatch!(self, s => s.put(key, data, mode))
+    }
+
+    /// Remove an object; `true` if it existed.
+    pub fn delete(&self, key: &str) -> Result<bool, BlobError> {
+        dispatch!(self, s => s.delete(key))
+    }
+
+    /// Keys under `prefix` after `start_after`, at most `limit` (the host may clamp it).
+    pub fn list_keys(&self, prefix: &str, start_after: Option<&str>, limit: u32) -> Result<Page, BlobError> {
+        dispatch!(self, s => s.list_keys(prefix, start_after, limit))
+    }
+
+    /// Every key under `prefix`, following pages.
+    pub fn list_all(&self, prefix: &str) -> Result<Vec<String>, BlobError> {
+        let mut keys = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.list_keys(prefix, after.as_deref(), 1000)?;
+            keys.extend(page.keys);
+            match page.next {
+                Some(n) => after = Some(n),
+                None => return Ok(keys),
+            }
+        }
+    }
+
+    /// Start a streamed upload; nothing is visible until [`Upload::finish`].
+    pub fn begin_upload(&self, key: &str, mode: PutMode) -> Result<Upload, BlobError> {
+        match &self.inner {
+            #[cfg(target_arch = "wasm32")]
+            StoreInner::Wasm(s) => s.begin_upload(key, mode).map(|u| Upload { inner: UploadInner::Wasm(u) }),
+            StoreInner::Native(s) => s.begin_upload(key, mode).map(|u| Upload { inner: UploadInner::Native(u) }),
+        }
+    }
+
+    /// What this store can do.
+    pub fn capabilities(&self) -> Capabilities {
+        dispatch!(self, s => s.capabilities())
+    }
+
+    /// Bytes still available for new objects, if the store can tell.
+    pub fn available(&self) -> Result<Option<u64>, BlobError> {
+        dispatch!(self, s => s.available())
+    }
+
+    /// Write at an offset, creating the object and zero-filling holes; durable after `sync`.
+    pub fn write_at(&self, key: &str, offset: u64, data: &[u8]) -> Result<(), BlobError> {
+        dispatch!(self, s => s.write_at(key, offset, data))
+    }
+
+    /// Truncate or extend an object to `len` bytes.
+    pub fn set_len(&self, key: &str, len: u64) -> Result<(), BlobError> {
+        dispatch!(self, s => s.set_len(key, len))
+    }
+
+    /// Make earlier random-access changes to an object durable.
+    pub fn sync(&self, key: &str) -> Result<(), BlobError> {
+        dispatch!(self, s => s.sync(key))
+    }
+
+    /// Move an object durably; with [`PutMode::CreateOnly`] an existing target is an error.
+    pub fn rename(&self, from: &str, to: &str, mode: PutMode) -> Result<(), BlobError> {
+        dispatch!(self, s => s.rename(from, to, mode))
+    }
+}
+
+enum UploadInner {
+    #[cfg(target_arch = "wasm32")]
+    Wasm(crate::__private::imports::WasmUpload),
+    Native(Box<dyn NativeUpload>),
+}
+
+/// A streamed upload of one object. Dropping it without [`Upload::finish`] abandons it.
+pub struct Upload {
+    inner: UploadInner,
+}
+
+impl fmt::Debug for Upload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Upload")
+    }
+}
+
+impl Upload {
+    /// Append the next bytes.
+    pub fn append(&mut self, data: &[u8]) -> Result<(), BlobError> {
+        match &mut self.inner {
+            #[cfg(target_arch = "wasm32")]
+            UploadInner::Wasm(u) => u.append(data),
+            UploadInner::Native(u) => u.append(data),
+        }
+    }
+
+    /// Make the object visible under its key, durably.
+    pub fn finish(self) -> Result<(), BlobError> {
+        match self.inner {
+            #[cfg(target_arch = "wasm32")]
+            UploadInner::Wasm(u) => u.finish(),
+            UploadInner::Native(u) => u.finish(),
+        }
+    }
+}
