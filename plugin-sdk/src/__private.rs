@@ -180,7 +180,6 @@ pub mod imports {
     pub fn restore(snapshot: &[u8]) -> Result<(), crate::PersistError> {
         wit::accountant::restore(snapshot).map_err(crate::PersistError::Io)
     }
-
 }
 
 fn config(entries: Vec<wit::types::ConfigEntry>) -> Config {

@@ -37,7 +37,9 @@ impl fmt::Display for BlobError {
             BlobError::NotFound => f.write_str("no such object"),
             BlobError::Exists => f.write_str("object already exists"),
             BlobError::BadKey(m) => write!(f, "bad key: {m}"),
-            BlobError::TooLarge(n) => write!(f, "{n} bytes is more than the host buffers for one call"),
+            BlobError::TooLarge(n) => {
+                write!(f, "{n} bytes is more than the host buffers for one call")
+            }
             BlobError::Unsupported(m) => write!(f, "unsupported by this store: {m}"),
             BlobError::NoSpace => f.write_str("store is out of space"),
             BlobError::Denied(m) => write!(f, "access denied: {m}"),

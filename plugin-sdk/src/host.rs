@@ -39,7 +39,9 @@ impl fmt::Display for SealError {
         match self {
             SealError::Tampered => f.write_str("sealed blob failed authentication"),
             SealError::UnknownVersion(v) => write!(f, "sealed blob has unknown frame version {v}"),
-            SealError::TooLarge(n) => write!(f, "{n} bytes is more than the host seals in one call"),
+            SealError::TooLarge(n) => {
+                write!(f, "{n} bytes is more than the host seals in one call")
+            }
         }
     }
 }

@@ -125,9 +125,7 @@ pub use blobs::{BlobError, Capabilities, Page, PutMode, Store, Upload};
 pub use config::Config;
 pub use host::{Host, Level, SealError};
 pub use persistence::{Accountant, DbState, PersistError, Persistence, Plan, RecoverySummary};
-pub use types::{
-    Concurrency, InitError, PluginInfo, Recovery, ShareNumber, StorageIndex, StorageIndexError,
-};
+pub use types::{Concurrency, InitError, PluginInfo, Recovery, ShareNumber, StorageIndex, StorageIndexError};
 
 /// The version of the WIT package this SDK builds plugins against.
 pub const ABI_VERSION: &str = "0.1.0";

@@ -48,11 +48,7 @@ impl FromStr for StorageIndex {
             && s.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
             // 26 * 5 = 130 bits for 128: the last character's two low bits must be zero.
             && b"aeimquy4".contains(&s.as_bytes()[25]);
-        if ok {
-            Ok(StorageIndex(s.to_owned()))
-        } else {
-            Err(StorageIndexError(s.chars().take(64).collect()))
-        }
+        if ok { Ok(StorageIndex(s.to_owned())) } else { Err(StorageIndexError(s.chars().take(64).collect())) }
     }
 }
 
@@ -127,7 +123,9 @@ impl fmt::Display for InitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             InitError::BadConfig(m) => write!(f, "bad plugin config: {m}"),
-            InitError::RecoveryNeeded(r) => write!(f, "recovery needed: {}; run `{}`", r.reason, r.command),
+            InitError::RecoveryNeeded(r) => {
+                write!(f, "recovery needed: {}; run `{}`", r.reason, r.command)
+            }
             InitError::Unavailable(m) => write!(f, "unavailable: {m}"),
         }
     }

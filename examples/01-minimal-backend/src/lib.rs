@@ -61,7 +61,12 @@ impl MinimalBackend {
 
 impl Backend for MinimalBackend {
     fn info() -> PluginInfo {
-        PluginInfo::new("minimal-backend", env!("CARGO_PKG_VERSION"), "example: write-once objects in one store", Concurrency::Pooled)
+        PluginInfo::new(
+            "minimal-backend",
+            env!("CARGO_PKG_VERSION"),
+            "example: write-once objects in one store",
+            Concurrency::Pooled,
+        )
     }
 
     fn init(host: Host, config: Config) -> Result<Self, InitError> {
@@ -135,7 +140,13 @@ impl Backend for MinimalBackend {
         Ok(self.store.get_range(&slot(si, n), offset, len)?.unwrap_or_default())
     }
 
-    fn mutable_write(&mut self, si: &StorageIndex, n: ShareNumber, writes: &[WriteVector], new_length: Option<u64>) -> BackendResult<()> {
+    fn mutable_write(
+        &mut self,
+        si: &StorageIndex,
+        n: ShareNumber,
+        writes: &[WriteVector],
+        new_length: Option<u64>,
+    ) -> BackendResult<()> {
         if new_length == Some(0) {
             self.store.delete(&slot(si, n))?;
             return Ok(());
@@ -180,7 +191,8 @@ impl Backend for MinimalBackend {
         all.sort();
         all.dedup();
         let limit = limit.clamp(1, 1000) as usize;
-        let mut indexes: Vec<StorageIndex> = all.into_iter().filter(|s| start_after.is_none_or(|a| s > a)).take(limit + 1).collect();
+        let mut indexes: Vec<StorageIndex> =
+            all.into_iter().filter(|s| start_after.is_none_or(|a| s > a)).take(limit + 1).collect();
         let next = if indexes.len() > limit {
             indexes.truncate(limit);
             indexes.last().cloned()

@@ -4,14 +4,11 @@
 use marsh_core::{Backend, BackendError, ShareNumber, StorageIndex, WriteVector};
 use sha2::{Digest, Sha256};
 
-use crate::{pattern, Case, CaseFuture, Fresh};
+use crate::{Case, CaseFuture, Fresh, pattern};
 
 macro_rules! case {
     ($name:ident) => {
-        Case {
-            name: stringify!($name),
-            run: |b, f| -> CaseFuture<'_> { Box::pin($name(b, f)) },
-        }
+        Case { name: stringify!($name), run: |b, f| -> CaseFuture<'_> { Box::pin($name(b, f)) } }
     };
 }
 
@@ -47,7 +44,12 @@ fn expect_eq<T: PartialEq + std::fmt::Debug>(what: &str, got: T, want: T) -> Res
     if got == want { Ok(()) } else { Err(format!("{what}: got {got:?}, expected {want:?}")) }
 }
 
-fn expect_err<T: std::fmt::Debug>(what: &str, r: Result<T, BackendError>, ok: impl Fn(&BackendError) -> bool, want: &str) -> Result<(), String> {
+fn expect_err<T: std::fmt::Debug>(
+    what: &str,
+    r: Result<T, BackendError>,
+    ok: impl Fn(&BackendError) -> bool,
+    want: &str,
+) -> Result<(), String> {
     match r {
         Err(e) if ok(&e) => Ok(()),
         other => Err(format!("{what}: got {other:?}, expected {want}")),
@@ -133,7 +135,12 @@ async fn immutable_complete_share_cannot_begin_again(b: &dyn Backend, f: &Fresh)
     let si = f.si(0);
     store_immutable(b, &si, N0, b"kept").await?;
     expect_err("begin on a complete share", b.begin(&si, N0, 4).await, |e| *e == BackendError::Exists, "exists")?;
-    expect_err("write to a complete share", b.write(&si, N0, 0, b"XXXX").await, |e| *e == BackendError::NotFound, "not-found")?;
+    expect_err(
+        "write to a complete share",
+        b.write(&si, N0, 0, b"XXXX").await,
+        |e| *e == BackendError::NotFound,
+        "not-found",
+    )?;
     expect_bytes("read", &at("read", b.read(&si, N0, 0, 4).await)?, b"kept")
 }
 
@@ -150,8 +157,18 @@ async fn immutable_unknown_shares_are_not_found(b: &dyn Backend, f: &Fresh) -> R
 async fn immutable_write_past_declared_size_is_refused(b: &dyn Backend, f: &Fresh) -> Result<(), String> {
     let si = f.si(0);
     at("begin", b.begin(&si, N0, 10).await)?;
-    expect_err("write 8..12 of 10", b.write(&si, N0, 8, b"abcd").await, |e| matches!(e, BackendError::OutOfRange(_)), "out-of-range")?;
-    expect_err("write at u64::MAX", b.write(&si, N0, u64::MAX, b"a").await, |e| matches!(e, BackendError::OutOfRange(_)), "out-of-range")?;
+    expect_err(
+        "write 8..12 of 10",
+        b.write(&si, N0, 8, b"abcd").await,
+        |e| matches!(e, BackendError::OutOfRange(_)),
+        "out-of-range",
+    )?;
+    expect_err(
+        "write at u64::MAX",
+        b.write(&si, N0, u64::MAX, b"a").await,
+        |e| matches!(e, BackendError::OutOfRange(_)),
+        "out-of-range",
+    )?;
     at("write 0..10", b.write(&si, N0, 0, b"0123456789").await)?;
     at("finish", b.finish(&si, N0).await)?;
     expect_eq("size", at("size", b.size(&si, N0).await)?, Some(10))
@@ -345,10 +362,10 @@ async fn usage_reports(b: &dyn Backend, f: &Fresh) -> Result<(), String> {
     let before = at("usage", b.usage().await)?;
     store_immutable(b, &f.si(0), N0, &pattern(9, 10_000)).await?;
     let after = at("usage", b.usage().await)?;
-    if let (Some(b), Some(a)) = (before.used, after.used) {
-        if a < b + 10_000 {
-            return Err(format!("used went from {b} to {a} after storing a 10,000-byte share"));
-        }
+    if let (Some(b), Some(a)) = (before.used, after.used)
+        && a < b + 10_000
+    {
+        return Err(format!("used went from {b} to {a} after storing a 10,000-byte share"));
     }
     if after.available == Some(0) {
         return Err("available is 0 right after a successful write".into());

@@ -54,7 +54,11 @@ impl Backend for ReferenceBackend {
         let share = s.incoming.get_mut(&(*si, shnum)).ok_or(BackendError::NotFound)?;
         let end = offset.checked_add(data.len() as u64).filter(|e| *e <= share.len() as u64);
         let Some(end) = end else {
-            return Err(BackendError::OutOfRange(format!("write at {offset} of {} bytes past the declared size {}", data.len(), share.len())));
+            return Err(BackendError::OutOfRange(format!(
+                "write at {offset} of {} bytes past the declared size {}",
+                data.len(),
+                share.len()
+            )));
         };
         share[offset as usize..end as usize].copy_from_slice(data);
         Ok(())
@@ -72,7 +76,13 @@ impl Backend for ReferenceBackend {
         Ok(())
     }
 
-    async fn read(&self, si: &StorageIndex, shnum: ShareNumber, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
+    async fn read(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNumber,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, BackendError> {
         let s = self.state();
         s.immutable.get(&(*si, shnum)).map(|d| slice(d, offset, len)).ok_or(BackendError::NotFound)
     }
@@ -89,7 +99,13 @@ impl Backend for ReferenceBackend {
         Ok(self.state().immutable.remove(&(*si, shnum)).is_some())
     }
 
-    async fn mutable_read(&self, si: &StorageIndex, shnum: ShareNumber, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
+    async fn mutable_read(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNumber,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, BackendError> {
         Ok(self.state().mutable.get(&(*si, shnum)).map(|d| slice(d, offset, len)).unwrap_or_default())
     }
 
@@ -138,7 +154,8 @@ impl Backend for ReferenceBackend {
         all.sort();
         all.dedup();
         let limit = limit.clamp(1, 1000) as usize;
-        let mut indexes: Vec<StorageIndex> = all.into_iter().filter(|si| start_after.is_none_or(|a| si > a)).take(limit + 1).collect();
+        let mut indexes: Vec<StorageIndex> =
+            all.into_iter().filter(|si| start_after.is_none_or(|a| si > a)).take(limit + 1).collect();
         let next = if indexes.len() > limit {
             indexes.truncate(limit);
             indexes.last().copied()

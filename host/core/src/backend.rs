@@ -76,7 +76,8 @@ pub trait Backend: Send + Sync {
     /// Discard an in-progress share; not an error if there is none.
     async fn abort(&self, si: &StorageIndex, shnum: ShareNumber) -> Result<(), BackendError>;
     /// Read a complete immutable share, short at its end.
-    async fn read(&self, si: &StorageIndex, shnum: ShareNumber, offset: u64, len: u64) -> Result<Vec<u8>, BackendError>;
+    async fn read(&self, si: &StorageIndex, shnum: ShareNumber, offset: u64, len: u64)
+    -> Result<Vec<u8>, BackendError>;
     /// Size of a complete immutable share.
     async fn size(&self, si: &StorageIndex, shnum: ShareNumber) -> Result<Option<u64>, BackendError>;
     /// Complete immutable shares of a storage index, ascending.
@@ -85,7 +86,13 @@ pub trait Backend: Send + Sync {
     async fn delete(&self, si: &StorageIndex, shnum: ShareNumber) -> Result<bool, BackendError>;
 
     /// Read a mutable share, short at its end, empty if absent.
-    async fn mutable_read(&self, si: &StorageIndex, shnum: ShareNumber, offset: u64, len: u64) -> Result<Vec<u8>, BackendError>;
+    async fn mutable_read(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNumber,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, BackendError>;
     /// Apply writes, then shrink to `new_length` if smaller; `Some(0)` deletes the share.
     async fn mutable_write(
         &self,

@@ -119,7 +119,9 @@ mod tests {
         let letters: StorageIndex = "aaaaaaaaaaaaaaaaaaaaaaaaaa".parse().unwrap();
         assert!(digits < letters);
         assert!(digits.as_bytes() > letters.as_bytes());
-        for bad in ["", "aaaa", "AAAAAAAAAAAAAAAAAAAAAAAAAA", "aaaaaaaaaaaaaaaaaaaaaaaaa1", "aaaaaaaaaaaaaaaaaaaaaaaaaaa"] {
+        for bad in
+            ["", "aaaa", "AAAAAAAAAAAAAAAAAAAAAAAAAA", "aaaaaaaaaaaaaaaaaaaaaaaaa1", "aaaaaaaaaaaaaaaaaaaaaaaaaaa"]
+        {
             assert!(bad.parse::<StorageIndex>().is_err(), "{bad}");
         }
     }

@@ -19,7 +19,7 @@ use marsh_core::{Backend, BackendError, IndexPage, ShareNumber, StorageIndex, Us
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{Store, Trap};
 
-use crate::engine::{LoadedPlugin, Runtime, EPOCH_TICK};
+use crate::engine::{EPOCH_TICK, LoadedPlugin, Runtime};
 use crate::generated::exports::marsh::plugin::shares as ex;
 use crate::generated::marsh::plugin::types;
 use crate::generated::{Backend as Bindings, BackendPre};
@@ -162,12 +162,18 @@ impl WasmBackend {
     }
 
     async fn instantiate(&self) -> Result<Instance, String> {
-        let state = HostState::new(self.name.clone(), self.grants.clone(), self.limits.max_call_bytes, self.limits.memory_bytes);
+        let state = HostState::new(
+            self.name.clone(),
+            self.grants.clone(),
+            self.limits.max_call_bytes,
+            self.limits.memory_bytes,
+        );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.memory);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(deadline_ticks(self.limits.call_deadline));
-        let bindings = self.pre.instantiate_async(&mut store).await.map_err(|e| format!("instantiation failed: {e:#}"))?;
+        let bindings =
+            self.pre.instantiate_async(&mut store).await.map_err(|e| format!("instantiation failed: {e:#}"))?;
         self.stats.instances.fetch_add(1, Ordering::Relaxed);
         Ok(Instance { store, bindings })
     }
@@ -200,7 +206,9 @@ impl WasmBackend {
             Some(i) => i,
             None => {
                 let mut fresh = self.instantiate().await.map_err(BackendError::Fault)?;
-                self.init(&mut fresh).await.map_err(|e| BackendError::Fault(format!("replacement instance did not start: {e}")))?;
+                self.init(&mut fresh)
+                    .await
+                    .map_err(|e| BackendError::Fault(format!("replacement instance did not start: {e}")))?;
                 fresh
             }
         };
@@ -322,7 +330,13 @@ impl Backend for WasmBackend {
         invoke!(self, "abort", |e, s| e.call_abort(s, &si, shnum.0))
     }
 
-    async fn read(&self, si: &StorageIndex, shnum: ShareNumber, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
+    async fn read(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNumber,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, BackendError> {
         let si = si.to_base32();
         let chunk = self.limits.max_call_bytes;
         let mut out = Vec::new();
@@ -360,7 +374,13 @@ impl Backend for WasmBackend {
         invoke!(self, "delete", |e, s| e.call_delete(s, &si, shnum.0))
     }
 
-    async fn mutable_read(&self, si: &StorageIndex, shnum: ShareNumber, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
+    async fn mutable_read(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNumber,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, BackendError> {
         let si = si.to_base32();
         let chunk = self.limits.max_call_bytes;
         let mut out = Vec::new();
@@ -452,7 +472,8 @@ impl Backend for WasmBackend {
             more_than(u64::from(limit), |p: &ex::IndexPage| p.indexes.len())
         )?;
         let parse = |s: String| {
-            s.parse::<StorageIndex>().map_err(|e| BackendError::Corrupt(format!("plugin listed a bad storage index: {e}")))
+            s.parse::<StorageIndex>()
+                .map_err(|e| BackendError::Corrupt(format!("plugin listed a bad storage index: {e}")))
         };
         Ok(IndexPage {
             indexes: page.indexes.into_iter().map(parse).collect::<Result<_, _>>()?,
@@ -469,4 +490,3 @@ impl Backend for WasmBackend {
         usize::try_from(self.limits.max_call_bytes).unwrap_or(usize::MAX)
     }
 }
-

@@ -10,18 +10,18 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
+use crate::LoadError;
 use crate::generated;
 use crate::host::HostState;
-use crate::inspect::{inspect_component, Inspection};
-use crate::LoadError;
+use crate::inspect::{Inspection, inspect_component};
 
 /// How often the epoch advances; call deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -129,14 +129,16 @@ impl Runtime {
     /// Load a plugin file: compile it (or take it from the cache) and check that its world
     /// and ABI version are ones this host supports.
     pub fn load(&self, path: &Path) -> Result<LoadedPlugin, LoadError> {
-        let bytes = std::fs::read(path).map_err(|e| LoadError::Read { path: path.display().to_string(), error: e.to_string() })?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| LoadError::Read { path: path.display().to_string(), error: e.to_string() })?;
         self.load_bytes(&bytes, &path.display().to_string())
     }
 
     /// Like [`Runtime::load`], from bytes; `origin` names them in errors.
     pub fn load_bytes(&self, bytes: &[u8], origin: &str) -> Result<LoadedPlugin, LoadError> {
         let sha256 = data_encoding::HEXLOWER.encode(&Sha256::digest(bytes));
-        let compile_error = |e: wasmtime::Error| LoadError::Compile { origin: origin.to_owned(), error: format!("{e:#}") };
+        let compile_error =
+            |e: wasmtime::Error| LoadError::Compile { origin: origin.to_owned(), error: format!("{e:#}") };
         let (component, from_cache) = match self.cache_path(&sha256) {
             None => (Component::new(&self.engine, bytes).map_err(compile_error)?, false),
             Some(cached) => match self.deserialize_cached(&cached) {
@@ -144,7 +146,12 @@ impl Runtime {
                 None => {
                     let artifact = self.engine.precompile_component(bytes).map_err(compile_error)?;
                     write_atomically(&cached, &artifact)?;
-                    (self.deserialize_cached(&cached).ok_or_else(|| LoadError::Cache(format!("{} unreadable after writing it", cached.display())))?, false)
+                    (
+                        self.deserialize_cached(&cached).ok_or_else(|| {
+                            LoadError::Cache(format!("{} unreadable after writing it", cached.display()))
+                        })?,
+                        false,
+                    )
                 }
             },
         };

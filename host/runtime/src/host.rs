@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use marsh_seal::{SealError as HostSealError, SealKey};
 use marsh_stores::{BlobKey, BlobStore, BlobUpload, PutMode as HostPutMode, StoreError};
-use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::ResourceLimiter;
+use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 

@@ -12,7 +12,7 @@ use wasmtime::{Engine, Store};
 
 use crate::generated::marsh::plugin::types;
 use crate::host::{Grants, HostState};
-use crate::{LoadError, ABI_VERSION};
+use crate::{ABI_VERSION, LoadError};
 
 /// The world a plugin exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +89,11 @@ pub(crate) fn inspect_component(engine: &Engine, component: &Component, origin: 
         .chain(imports.iter().filter_map(|n| split(n).map(|(_, v)| v)))
         .find(|v| *v != ABI_VERSION);
     if let Some(v) = mismatch {
-        return Err(LoadError::AbiMismatch { origin: origin.to_owned(), found: v.to_owned(), supported: ABI_VERSION.to_owned() });
+        return Err(LoadError::AbiMismatch {
+            origin: origin.to_owned(),
+            found: v.to_owned(),
+            supported: ABI_VERSION.to_owned(),
+        });
     }
     Ok(Inspection { world, abi })
 }
@@ -113,9 +117,8 @@ pub(crate) async fn describe(
     store.set_epoch_deadline(500);
     let instance = linker.instantiate_async(&mut store, component).await.map_err(|e| format!("{e:#}"))?;
     let interface = format!("marsh:plugin/{}@{ABI_VERSION}", world.export());
-    let iface = instance
-        .get_export_index(&mut store, None, &interface)
-        .ok_or_else(|| format!("no export {interface}"))?;
+    let iface =
+        instance.get_export_index(&mut store, None, &interface).ok_or_else(|| format!("no export {interface}"))?;
     let func = instance
         .get_export_index(&mut store, Some(&iface), "info")
         .ok_or_else(|| format!("{interface} has no `info`"))?;

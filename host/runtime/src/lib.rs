@@ -20,7 +20,7 @@ mod inspect;
 use std::time::Duration;
 
 pub use backend::{FaultStats, WasmBackend};
-pub use engine::{LoadedPlugin, Runtime, EPOCH_TICK};
+pub use engine::{EPOCH_TICK, LoadedPlugin, Runtime};
 pub use host::{Grants, ProgressSink};
 pub use inspect::{Description, Inspection, World};
 
@@ -72,7 +72,9 @@ pub enum LoadError {
         error: String,
     },
     /// A component, but no marsh world.
-    #[error("{origin} exports no marsh world (exports: {exports}); a backend exports marsh:plugin/shares, a persistence strategy marsh:plugin/strategy")]
+    #[error(
+        "{origin} exports no marsh world (exports: {exports}); a backend exports marsh:plugin/shares, a persistence strategy marsh:plugin/strategy"
+    )]
     NotAPlugin {
         /// Where the bytes came from.
         origin: String,
@@ -80,7 +82,9 @@ pub enum LoadError {
         exports: String,
     },
     /// Built against an ABI version this host does not implement.
-    #[error("{origin} was built against marsh:plugin@{found}, but this host implements marsh:plugin@{supported}; rebuild the plugin against marsh-plugin-sdk {supported}")]
+    #[error(
+        "{origin} was built against marsh:plugin@{found}, but this host implements marsh:plugin@{supported}; rebuild the plugin against marsh-plugin-sdk {supported}"
+    )]
     AbiMismatch {
         /// Where the bytes came from.
         origin: String,
@@ -144,7 +148,9 @@ fn describe_init(f: &InitFailure) -> String {
     match f {
         InitFailure::BadConfig(m) => format!("bad config: {m}"),
         InitFailure::Unavailable(m) => format!("unavailable: {m}"),
-        InitFailure::RecoveryNeeded { reason, command } => format!("recovery needed: {reason}; run `{command}`"),
+        InitFailure::RecoveryNeeded { reason, command } => {
+            format!("recovery needed: {reason}; run `{command}`")
+        }
     }
 }
 

@@ -92,6 +92,13 @@ impl SealKey {
         SealKey { cipher: XChaCha20Poly1305::new(Key::from_slice(&bytes)) }
     }
 
+    /// A fresh random key that is never written anywhere (scratch runs, tests).
+    pub fn ephemeral() -> Result<SealKey, KeyFileError> {
+        let mut bytes = [0u8; 32];
+        getrandom::getrandom(&mut bytes).map_err(|e| KeyFileError::Random(e.to_string()))?;
+        Ok(SealKey::from_bytes(bytes))
+    }
+
     /// Write a fresh random key to `path`, which must not exist (mode 0600).
     pub fn create_file(path: &Path) -> Result<SealKey, KeyFileError> {
         let mut bytes = [0u8; 32];
@@ -109,7 +116,8 @@ impl SealKey {
 
     /// Read the key written by [`SealKey::create_file`].
     pub fn load_file(path: &Path) -> Result<SealKey, KeyFileError> {
-        let bytes = std::fs::read(path).map_err(|source| KeyFileError::Io { path: path.display().to_string(), source })?;
+        let bytes =
+            std::fs::read(path).map_err(|source| KeyFileError::Io { path: path.display().to_string(), source })?;
         let len = bytes.len();
         let bytes: [u8; 32] =
             bytes.try_into().map_err(|_| KeyFileError::BadLength { path: path.display().to_string(), len })?;
@@ -135,7 +143,9 @@ impl SealKey {
 
     /// Check and decrypt a blob sealed for the same purpose with the same key.
     pub fn unseal(&self, purpose: &str, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
-        let Some(&version) = sealed.first() else { return Err(SealError::Truncated(0)) };
+        let Some(&version) = sealed.first() else {
+            return Err(SealError::Truncated(0));
+        };
         if version != FRAME_VERSION {
             return Err(SealError::UnknownVersion(version));
         }
@@ -223,6 +233,9 @@ mod tests {
         let sealed = k.seal("p", b"state").unwrap();
         assert_eq!(again.unseal("p", &sealed).unwrap(), b"state");
         std::fs::write(dir.path().join("short.key"), [1u8; 31]).unwrap();
-        assert!(matches!(SealKey::load_file(&dir.path().join("short.key")), Err(KeyFileError::BadLength { len: 31, .. })));
+        assert!(matches!(
+            SealKey::load_file(&dir.path().join("short.key")),
+            Err(KeyFileError::BadLength { len: 31, .. })
+        ));
     }
 }

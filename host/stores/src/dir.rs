@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use cap_std::ambient_authority;
 use cap_fs_ext::OpenOptionsMaybeDirExt;
+use cap_std::ambient_authority;
 use cap_std::fs::{Dir, OpenOptions};
 
 use crate::key::RESERVED_PREFIX;
-use crate::{page_of, BlobKey, BlobStore, BlobUpload, Page, PutMode, StoreError, MAX_PAGE};
+use crate::{BlobKey, BlobStore, BlobUpload, MAX_PAGE, Page, PutMode, StoreError, page_of};
 
 const TMP_DIR: &str = ".marsh-tmp";
 
@@ -134,7 +134,14 @@ fn is_file(root: &Dir, key: &str) -> std::io::Result<Option<u64>> {
 /// Walk the tree in key order, collecting file keys that start with `prefix` and sort after
 /// `start_after`, stopping once `want` keys are found. Directories sort as `name/`, which
 /// makes depth-first order equal to the byte order of full keys.
-fn walk(root: &Dir, dir: &str, prefix: &str, start_after: Option<&str>, want: usize, out: &mut Vec<String>) -> std::io::Result<()> {
+fn walk(
+    root: &Dir,
+    dir: &str,
+    prefix: &str,
+    start_after: Option<&str>,
+    want: usize,
+    out: &mut Vec<String>,
+) -> std::io::Result<()> {
     let entries = match if dir.is_empty() { root.read_dir(".") } else { root.read_dir(dir) } {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -143,7 +150,9 @@ fn walk(root: &Dir, dir: &str, prefix: &str, start_after: Option<&str>, want: us
     let mut names: Vec<(String, bool)> = Vec::new();
     for entry in entries {
         let entry = entry?;
-        let Ok(name) = entry.file_name().into_string() else { continue };
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
         if name.starts_with(RESERVED_PREFIX) {
             continue;
         }
@@ -194,7 +203,9 @@ impl BlobStore for DirStore {
     async fn get_range(&self, key: &BlobKey, offset: u64, len: u64) -> Result<Option<Vec<u8>>, StoreError> {
         let k = key.as_str().to_owned();
         self.blocking("get-range", key.as_str(), move |root| {
-            let Some(size) = is_file(root, &k)? else { return Ok(None) };
+            let Some(size) = is_file(root, &k)? else {
+                return Ok(None);
+            };
             let start = offset.min(size);
             let n = len.min(size - start);
             let mut file = root.open(&k)?;

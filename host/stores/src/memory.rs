@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use crate::{page_of, BlobKey, BlobStore, BlobUpload, Page, PutMode, StoreError};
+use crate::{BlobKey, BlobStore, BlobUpload, Page, PutMode, StoreError, page_of};
 
 /// An in-memory store. Clones share contents.
 #[derive(Debug, Clone)]

@@ -52,7 +52,9 @@ impl DiskBackend {
         loop {
             let page = self.store.list_keys(&format!("{tree}/"), start.as_deref(), 1000)?;
             for k in &page.keys {
-                let Some(si) = k.split('/').nth(2).and_then(|s| s.parse::<StorageIndex>().ok()) else { continue };
+                let Some(si) = k.split('/').nth(2).and_then(|s| s.parse::<StorageIndex>().ok()) else {
+                    continue;
+                };
                 if out.last() != Some(&si) {
                     out.push(si);
                 }

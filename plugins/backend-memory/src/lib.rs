@@ -153,7 +153,8 @@ impl Backend for MemoryBackend {
 
     fn list_indexes(&mut self, start_after: Option<&StorageIndex>, limit: u32) -> BackendResult<IndexPage> {
         let limit = limit.clamp(1, 1000) as usize;
-        let mut all: Vec<StorageIndex> = self.complete.keys().chain(self.slots.keys()).map(|(si, _)| si.clone()).collect();
+        let mut all: Vec<StorageIndex> =
+            self.complete.keys().chain(self.slots.keys()).map(|(si, _)| si.clone()).collect();
         all.sort();
         all.dedup();
         let mut indexes: Vec<StorageIndex> =

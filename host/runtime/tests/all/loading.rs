@@ -50,9 +50,10 @@ fn a_file_that_is_not_a_component_is_refused() {
 async fn a_plugin_only_opens_stores_granted_to_it() {
     let grants = Grants::new(SealKey::from_bytes([1; 32])).store("granted", Arc::new(MemoryStore::new("granted")));
     let config = vec![("store".to_owned(), "other".to_owned())];
-    let err = WasmBackend::start(crate::support::runtime(), &load("backend_disk"), grants, config, PluginLimits::default())
-        .await
-        .expect_err("must not start");
+    let err =
+        WasmBackend::start(crate::support::runtime(), &load("backend_disk"), grants, config, PluginLimits::default())
+            .await
+            .expect_err("must not start");
     match err {
         StartError::Init { plugin, failure: InitFailure::Unavailable(message) } => {
             assert_eq!(plugin, "backend-disk");
@@ -66,9 +67,10 @@ async fn a_plugin_only_opens_stores_granted_to_it() {
 async fn bad_plugin_config_is_reported_typed() {
     let grants = Grants::new(SealKey::from_bytes([1; 32])).store("shares", Arc::new(MemoryStore::new("shares")));
     let config = vec![("colour".to_owned(), "blue".to_owned())];
-    let err = WasmBackend::start(crate::support::runtime(), &load("backend_disk"), grants, config, PluginLimits::default())
-        .await
-        .expect_err("must not start");
+    let err =
+        WasmBackend::start(crate::support::runtime(), &load("backend_disk"), grants, config, PluginLimits::default())
+            .await
+            .expect_err("must not start");
     assert!(
         matches!(&err, StartError::Init { failure: InitFailure::BadConfig(m), .. } if m.contains("colour")),
         "{err}"
