@@ -14,7 +14,11 @@ export RUST_BACKTRACE := 0
 PLUGINS := backend-disk backend-memory minimal-backend \
            hostile-trap hostile-spin hostile-hog hostile-flood hostile-wrong-abi
 
-.PHONY: setup plugins build test lint run bench
+# The real Tahoe-LAFS client, for the interop tests; installed once, outside the clone.
+TAHOE_VENV ?= $(HOME)/.cache/marsh/tahoe-venv
+TAHOE := $(TAHOE_VENV)/bin/tahoe
+
+.PHONY: setup plugins build test lint run bench tahoe interop
 
 setup:
 	@command -v rustup >/dev/null || { echo "rustup is required (https://rustup.rs)"; exit 1; }
@@ -32,13 +36,28 @@ lint: setup
 	cargo fmt --all --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
 
-test: plugins lint
+test: plugins lint tahoe
 	cargo test --locked --workspace
+	$(MAKE) --no-print-directory interop
 
+tahoe:
+	@$(TAHOE) --version >/dev/null 2>&1 || { \
+	  rm -rf $(TAHOE_VENV) && python3 -m venv $(TAHOE_VENV) && \
+	  $(TAHOE_VENV)/bin/pip install --quiet tahoe-lafs==1.20.0 && $(TAHOE) --version; }
+
+interop: tahoe
+	cargo build --locked -p marsh --bin marsh
+	python3 tests/interop/run.py $(CARGO_TARGET_DIR)/debug/marsh $(TAHOE)
+
+# A node with the default plugins on a local directory, printing its NURL.
+NODE_DIR ?= $(CURDIR)/target/node
 run: plugins
-	@echo "marsh run arrives with the GBS server; for now try: marsh plugin test $(MARSH_PLUGIN_DIR)/backend_disk.wasm"
-	cargo run --locked -p marsh -- plugin test $(MARSH_PLUGIN_DIR)/backend_disk.wasm
+	cargo build --locked -p marsh --bin marsh
+	@test -e $(NODE_DIR)/node.sqlite || $(CARGO_TARGET_DIR)/debug/marsh init --dir $(NODE_DIR)
+	$(CARGO_TARGET_DIR)/debug/marsh announce --dir $(NODE_DIR)
+	$(CARGO_TARGET_DIR)/debug/marsh run --dir $(NODE_DIR) --verbose
 
 bench: plugins
-	cargo build --locked --release -p marsh --bin marsh-bench-plugin
+	cargo build --locked --release -p marsh-bench --bin marsh-bench-plugin
+	mkdir -p $(CURDIR)/target
 	$(CARGO_TARGET_DIR)/release/marsh-bench-plugin $(MARSH_PLUGIN_DIR) $(CURDIR)/target

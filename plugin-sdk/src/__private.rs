@@ -266,6 +266,10 @@ mod backend_adapter {
             let s = si(s)?;
             call::<S, _>(|p| p.write(&s, n, offset, &data))
         }
+        fn read_incoming(s: String, n: u16, offset: u64, len: u64) -> Result<Vec<u8>, ex::BackendError> {
+            let s = si(s)?;
+            call::<S, _>(|p| p.read_incoming(&s, n, offset, len))
+        }
         fn finish(s: String, n: u16) -> Result<(), ex::BackendError> {
             let s = si(s)?;
             call::<S, _>(|p| p.finish(&s, n))

@@ -103,6 +103,10 @@ pub trait Backend: Sized + 'static {
     fn begin(&mut self, si: &StorageIndex, shnum: ShareNumber, size: u64) -> BackendResult<()>;
     /// Write bytes of an in-progress immutable share.
     fn write(&mut self, si: &StorageIndex, shnum: ShareNumber, offset: u64, data: &[u8]) -> BackendResult<()>;
+    /// Read bytes already written to an in-progress share, short at the declared size;
+    /// [`BackendError::NotFound`] when there is no upload.
+    fn read_incoming(&mut self, si: &StorageIndex, shnum: ShareNumber, offset: u64, len: u64)
+    -> BackendResult<Vec<u8>>;
     /// Make an in-progress share complete and visible, durably.
     fn finish(&mut self, si: &StorageIndex, shnum: ShareNumber) -> BackendResult<()>;
     /// Discard an in-progress share; not an error if there is none.

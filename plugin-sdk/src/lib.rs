@@ -53,6 +53,10 @@
 //!     fn write(&mut self, si: &StorageIndex, shnum: ShareNumber, offset: u64, data: &[u8]) -> BackendResult<()> {
 //!         Ok(self.store.write_at(&format!("incoming/{}", key(si, shnum)), offset, data)?)
 //!     }
+//!     fn read_incoming(&mut self, si: &StorageIndex, shnum: ShareNumber, offset: u64, len: u64) -> BackendResult<Vec<u8>> {
+//!         let key = format!("incoming/{}", key(si, shnum));
+//!         self.store.get_range(&key, offset, len)?.ok_or(BackendError::NotFound)
+//!     }
 //!     fn finish(&mut self, si: &StorageIndex, shnum: ShareNumber) -> BackendResult<()> {
 //!         let from = format!("incoming/{}", key(si, shnum));
 //!         Ok(self.store.rename(&from, &key(si, shnum), PutMode::CreateOnly)?)

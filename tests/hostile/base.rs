@@ -25,6 +25,9 @@ impl Backend for Hostile {
     fn write(&mut self, _: &StorageIndex, _: ShareNumber, _: u64, data: &[u8]) -> BackendResult<()> {
         on_write(data)
     }
+    fn read_incoming(&mut self, _: &StorageIndex, _: ShareNumber, _: u64, _: u64) -> BackendResult<Vec<u8>> {
+        Err(BackendError::NotFound)
+    }
     fn finish(&mut self, _: &StorageIndex, _: ShareNumber) -> BackendResult<()> {
         Ok(())
     }

@@ -93,6 +93,23 @@ impl Backend for MinimalBackend {
         Ok(())
     }
 
+    fn read_incoming(&mut self, si: &StorageIndex, n: ShareNumber, offset: u64, len: u64) -> BackendResult<Vec<u8>> {
+        let size = self.declared(si, n)?.ok_or(BackendError::NotFound)?;
+        let end = offset.saturating_add(len).min(size);
+        let mut out = vec![0u8; end.saturating_sub(offset) as usize];
+        // Later chunks win where chunks overlap; the host only asks for ranges it wrote.
+        for key in self.store.list_all(&format!("{}/chunk-", incoming(si, n)))? {
+            let at: u64 = key.rsplit("chunk-").next().and_then(|o| o.parse().ok()).unwrap_or(u64::MAX);
+            let Some(len) = self.store.head(&key)? else { continue };
+            let (lo, hi) = (at.max(offset), at.saturating_add(len).min(end));
+            if lo < hi {
+                let part = self.store.get_range(&key, lo - at, hi - lo)?.unwrap_or_default();
+                out[(lo - offset) as usize..(lo - offset) as usize + part.len()].copy_from_slice(&part);
+            }
+        }
+        Ok(out)
+    }
+
     fn finish(&mut self, si: &StorageIndex, n: ShareNumber) -> BackendResult<()> {
         let size = self.declared(si, n)?.ok_or(BackendError::NotFound)?;
         let mut upload = self.store.begin_upload(&share(si, n), PutMode::CreateOnly)?;

@@ -5,6 +5,7 @@
 
 #![allow(clippy::print_stdout, reason = "a command line prints its results")]
 
+mod node_cmd;
 mod plugin_cmd;
 
 use std::process::ExitCode;
@@ -21,17 +22,49 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create a node directory with its whole identity and initial config.
+    Init(node_cmd::InitArgs),
+    /// Read or change the node's config (kept in NODE_DIR/node.sqlite).
+    Config {
+        /// The node directory.
+        #[arg(long, global = true, default_value = ".")]
+        dir: std::path::PathBuf,
+        #[command(subcommand)]
+        command: node_cmd::ConfigCommand,
+    },
+    /// Print the node's NURL and the servers.yaml entry for a Tahoe client.
+    Announce {
+        /// The node directory.
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+    },
+    /// Serve the GBS storage protocol.
+    Run {
+        /// The node directory.
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+        /// Log one line per request.
+        #[arg(long, short)]
+        verbose: bool,
+    },
     /// Work with plugin files: inspect them, or run the conformance suite against them.
     #[command(subcommand)]
     Plugin(plugin_cmd::PluginCommand),
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MARSH_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let default_filter = match cli.command {
+        Command::Run { verbose: true, .. } => "info",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MARSH_LOG").unwrap_or_else(|_| default_filter.into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -42,6 +75,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Plugin(cmd) => plugin_cmd::run(cmd).await,
+            Command::Init(args) => node_cmd::init(args),
+            Command::Config { dir, command } => node_cmd::config(&dir, command),
+            Command::Announce { dir } => node_cmd::announce(&dir),
+            Command::Run { dir, .. } => node_cmd::run(&dir).await,
         }
     });
     match result {

@@ -15,6 +15,7 @@ macro_rules! case {
 pub(crate) static ALL: &[Case] = &[
     case!(immutable_out_of_order_writes_read_back),
     case!(immutable_invisible_until_finished),
+    case!(immutable_incoming_bytes_read_back),
     case!(immutable_reads_past_end_are_short),
     case!(immutable_abort_discards_the_upload),
     case!(immutable_begin_again_restarts_the_upload),
@@ -97,6 +98,31 @@ async fn immutable_invisible_until_finished(b: &dyn Backend, f: &Fresh) -> Resul
     expect_err("read before finish", b.read(&si, N0, 0, 4).await, |e| *e == BackendError::NotFound, "not-found")?;
     at("finish", b.finish(&si, N0).await)?;
     expect_eq("list after finish", at("list", b.list_shares(&si).await)?, vec![N0])
+}
+
+async fn immutable_incoming_bytes_read_back(b: &dyn Backend, f: &Fresh) -> Result<(), String> {
+    let si = f.si(0);
+    expect_err(
+        "read-incoming without an upload",
+        b.read_incoming(&si, N0, 0, 1).await,
+        |e| *e == BackendError::NotFound,
+        "not-found",
+    )?;
+    at("begin", b.begin(&si, N0, 10).await)?;
+    at("write 2..6", b.write(&si, N0, 2, b"cdef").await)?;
+    expect_bytes("read-incoming 3..5", &at("read-incoming", b.read_incoming(&si, N0, 3, 2).await)?, b"de")?;
+    let tail = at("read-incoming", b.read_incoming(&si, N0, 4, 100).await)?;
+    expect_eq("read-incoming 4+100 length (short at the declared size)", tail.len(), 6)?;
+    expect_bytes("read-incoming 4..6", &tail[..2], b"ef")?;
+    at("write 0..2", b.write(&si, N0, 0, b"ab").await)?;
+    at("write 6..10", b.write(&si, N0, 6, b"ghij").await)?;
+    at("finish", b.finish(&si, N0).await)?;
+    expect_err(
+        "read-incoming after finish",
+        b.read_incoming(&si, N0, 0, 1).await,
+        |e| *e == BackendError::NotFound,
+        "not-found",
+    )
 }
 
 async fn immutable_reads_past_end_are_short(b: &dyn Backend, f: &Fresh) -> Result<(), String> {

@@ -64,6 +64,17 @@ impl Backend for ReferenceBackend {
         Ok(())
     }
 
+    async fn read_incoming(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNumber,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, BackendError> {
+        let s = self.state();
+        s.incoming.get(&(*si, shnum)).map(|d| slice(d, offset, len)).ok_or(BackendError::NotFound)
+    }
+
     async fn finish(&self, si: &StorageIndex, shnum: ShareNumber) -> Result<(), BackendError> {
         let mut s = self.state();
         let share = s.incoming.remove(&(*si, shnum)).ok_or(BackendError::NotFound)?;

@@ -71,6 +71,14 @@ pub trait Backend: Send + Sync {
     async fn begin(&self, si: &StorageIndex, shnum: ShareNumber, size: u64) -> Result<(), BackendError>;
     /// Write bytes of an in-progress immutable share.
     async fn write(&self, si: &StorageIndex, shnum: ShareNumber, offset: u64, data: &[u8]) -> Result<(), BackendError>;
+    /// Read bytes already written to an in-progress share, short at the declared size.
+    async fn read_incoming(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNumber,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, BackendError>;
     /// Make an in-progress share complete and visible, durably.
     async fn finish(&self, si: &StorageIndex, shnum: ShareNumber) -> Result<(), BackendError>;
     /// Discard an in-progress share; not an error if there is none.

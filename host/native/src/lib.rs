@@ -114,6 +114,17 @@ impl<B: sdk::Backend + Send> Backend for NativeBackend<B> {
         self.call(|b| b.write(&si, shnum.0, offset, data)).await
     }
 
+    async fn read_incoming(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNumber,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, BackendError> {
+        let si = to_sdk_si(si);
+        self.call(|b| b.read_incoming(&si, shnum.0, offset, len)).await
+    }
+
     async fn finish(&self, si: &StorageIndex, shnum: ShareNumber) -> Result<(), BackendError> {
         let si = to_sdk_si(si);
         self.call(|b| b.finish(&si, shnum.0)).await

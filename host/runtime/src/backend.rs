@@ -320,6 +320,23 @@ impl Backend for WasmBackend {
         invoke!(self, "write", |e, s| e.call_write(s, &si, shnum.0, offset, data))
     }
 
+    async fn read_incoming(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNumber,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, BackendError> {
+        check_chunk(self.limits.max_call_bytes, usize::try_from(len).unwrap_or(usize::MAX))?;
+        let si = si.to_base32();
+        invoke!(
+            self,
+            "read-incoming",
+            |e, s| e.call_read_incoming(s, &si, shnum.0, offset, len),
+            more_than(len, Vec::len)
+        )
+    }
+
     async fn finish(&self, si: &StorageIndex, shnum: ShareNumber) -> Result<(), BackendError> {
         let si = si.to_base32();
         invoke!(self, "finish", |e, s| e.call_finish(s, &si, shnum.0))

@@ -115,6 +115,16 @@ impl Backend for DiskBackend {
         }
     }
 
+    fn read_incoming(
+        &mut self,
+        si: &StorageIndex,
+        shnum: ShareNumber,
+        offset: u64,
+        len: u64,
+    ) -> BackendResult<Vec<u8>> {
+        self.store.get_range(&key(INCOMING, si, shnum), offset, len)?.ok_or(BackendError::NotFound)
+    }
+
     fn finish(&mut self, si: &StorageIndex, shnum: ShareNumber) -> BackendResult<()> {
         // `rename` fsyncs the file, links it into place only if nothing is there, and fsyncs
         // the directory: when this returns the share is durable and complete.

@@ -84,6 +84,16 @@ impl Backend for MemoryBackend {
         }
     }
 
+    fn read_incoming(
+        &mut self,
+        si: &StorageIndex,
+        shnum: ShareNumber,
+        offset: u64,
+        len: u64,
+    ) -> BackendResult<Vec<u8>> {
+        self.incoming.get(&(si.clone(), shnum)).map(|d| slice(d, offset, len)).ok_or(BackendError::NotFound)
+    }
+
     fn finish(&mut self, si: &StorageIndex, shnum: ShareNumber) -> BackendResult<()> {
         let share = self.incoming.remove(&(si.clone(), shnum)).ok_or(BackendError::NotFound)?;
         self.complete.insert((si.clone(), shnum), share);

@@ -1,0 +1,231 @@
+//! The node commands: `marsh init`, `marsh config`, `marsh announce`, `marsh run`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use marsh_node::{InitOptions, NodeDir, config::parse_size};
+use marsh_runtime::{Grants, InitFailure, PluginLimits, Runtime, StartError, WasmBackend};
+use marsh_server::leases::LeaseBook;
+use marsh_server::{ServiceConfig, StorageService, SystemClock};
+use marsh_stores::{BlobStore, DirStore, MemoryStore};
+
+/// Exit status of `marsh run` when a plugin asks for `marsh recover`.
+pub const EXIT_RECOVERY_NEEDED: u8 = 3;
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The node directory to create.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1:3457")]
+    listen: SocketAddr,
+    /// Host clients connect to (default: the listen IP).
+    #[arg(long)]
+    public_host: Option<String>,
+    /// Port clients connect to (default: the listen port).
+    #[arg(long)]
+    public_port: Option<u16>,
+    /// Name shown to clients.
+    #[arg(long, default_value = "marsh")]
+    nickname: String,
+    /// Where the default disk store keeps shares (default: NODE_DIR-shares beside the node).
+    #[arg(long)]
+    storage_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print one key's effective value.
+    Get { key: String },
+    /// Set a key (validated).
+    Set { key: String, value: String },
+    /// Return a key to its default.
+    Unset { key: String },
+    /// Every key, with defaults.
+    List,
+}
+
+pub fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
+    let options = InitOptions {
+        listen: args.listen,
+        public_host: args.public_host,
+        public_port: args.public_port,
+        nickname: args.nickname,
+        storage_dir: args.storage_dir,
+    };
+    let node = NodeDir::init(&args.dir, &options)?;
+    let id = node.identity()?;
+    let (host, port) = public_address(&node)?;
+    println!("created marsh node {} in {}", id.server_id, node.root().display());
+    println!("NURL: {}", id.nurl(&host, port));
+    println!("Back up {} now: it holds the node's whole identity and config.", node.root().display());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn config(dir: &Path, cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
+    let node = NodeDir::open(dir)?;
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        ConfigCommand::Get { key } => writeln!(out, "{}", node.get(&key)?)?,
+        ConfigCommand::Set { key, value } => {
+            let stored = node.set(&key, &value)?;
+            writeln!(out, "{key} = {stored}")?;
+        }
+        ConfigCommand::Unset { key } => node.unset(&key)?,
+        ConfigCommand::List => {
+            for s in node.settings()? {
+                let value = s.value.as_deref().unwrap_or("(unset)");
+                let note = if s.is_default { "  (default)" } else { "" };
+                writeln!(out, "{} = {value}{note}    # {}", s.key, s.help)?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn public_address(node: &NodeDir) -> anyhow::Result<(String, u16)> {
+    let listen: SocketAddr = node.get("node.listen")?.parse().context("node.listen")?;
+    let host = node.get("node.public-host").unwrap_or_else(|_| listen.ip().to_string());
+    let port = match node.get("node.public-port") {
+        Ok(p) => p.parse().context("node.public-port")?,
+        Err(_) => listen.port(),
+    };
+    Ok((host, port))
+}
+
+pub fn announce(dir: &Path) -> anyhow::Result<ExitCode> {
+    let node = NodeDir::open(dir)?;
+    let id = node.identity()?;
+    let (host, port) = public_address(&node)?;
+    let nickname = node.get("node.nickname")?;
+    let nurl = id.nurl(&host, port);
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "# NURL: {nurl}")?;
+    writeln!(out, "# servers.yaml entry for a Tahoe-LAFS 1.20 client (NODEDIR/private/servers.yaml):")?;
+    writeln!(out, "storage:")?;
+    writeln!(out, "  {}:", id.server_id)?;
+    writeln!(out, "    ann:")?;
+    writeln!(out, "      nickname: {nickname}")?;
+    writeln!(out, "      anonymous-storage-FURL: {}", id.furl())?;
+    writeln!(out, "      anonymous-storage-NURLs:")?;
+    writeln!(out, "        - {nurl}")?;
+    writeln!(out, "      permutation-seed-base32: {}", id.permutation_seed)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Find a first-party plugin by name: `$MARSH_PLUGIN_DIR`, then beside the executable.
+fn first_party(file: &str) -> anyhow::Result<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(dir) = std::env::var_os("MARSH_PLUGIN_DIR") {
+        candidates.push(PathBuf::from(dir).join(file));
+    }
+    if let Some(exe_dir) = std::env::current_exe().ok().as_deref().and_then(Path::parent) {
+        candidates.push(exe_dir.join("plugins").join(file));
+        candidates.push(exe_dir.join("../wasm32-wasip2/plugin").join(file));
+    }
+    candidates.into_iter().find(|p| p.exists()).with_context(|| {
+        format!("cannot find the first-party plugin {file}: build it with `make plugins` or set MARSH_PLUGIN_DIR")
+    })
+}
+
+fn plugin_path(setting: &str) -> anyhow::Result<PathBuf> {
+    match setting {
+        "disk" => first_party("backend_disk.wasm"),
+        "memory" => first_party("backend_memory.wasm"),
+        path => Ok(PathBuf::from(path)),
+    }
+}
+
+fn open_store(name: &str, spec: &str) -> anyhow::Result<Arc<dyn BlobStore>> {
+    if spec == "memory" {
+        return Ok(Arc::new(MemoryStore::new(name)));
+    }
+    match spec.strip_prefix("dir:") {
+        Some(path) => Ok(Arc::new(DirStore::open(name, Path::new(path))?)),
+        None => bail!("store.{name} = {spec:?}: expected dir:PATH or memory"),
+    }
+}
+
+fn size(node: &NodeDir, key: &str) -> anyhow::Result<u64> {
+    let v = node.get(key)?;
+    parse_size(&v).with_context(|| format!("{key} = {v:?} is not a size"))
+}
+
+pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
+    let node = NodeDir::open(dir)?;
+    let id = node.identity()?;
+    let cache = node.cache();
+    std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+
+    let mut grants = Grants::new(id.seal_key.clone());
+    for name in node.get("backend.stores")?.split(',') {
+        let name = name.trim();
+        let spec = node.get(&format!("store.{name}")).with_context(|| format!("backend.stores names `{name}`"))?;
+        grants = grants.store(name, open_store(name, &spec)?);
+    }
+    let limits = PluginLimits {
+        memory_bytes: usize::try_from(size(&node, "limits.memory")?).unwrap_or(usize::MAX),
+        call_deadline: Duration::from_secs(node.get("limits.call-deadline")?.parse()?),
+        max_call_bytes: size(&node, "limits.max-call-bytes")?,
+        max_instances: node.get("limits.instances")?.parse()?,
+    };
+    let plugin_config: Vec<(String, String)> = node
+        .with_prefix("backend.config.")?
+        .into_iter()
+        .map(|(k, v)| (k.trim_start_matches("backend.config.").to_owned(), v))
+        .collect();
+    let runtime = Runtime::new(Some(cache.join("plugins")))?;
+    let plugin = runtime.load(&plugin_path(&node.get("backend.plugin")?)?)?;
+    let backend = match WasmBackend::start(&runtime, &plugin, grants, plugin_config, limits).await {
+        Ok(b) => b,
+        Err(StartError::Init { plugin, failure: InitFailure::RecoveryNeeded { reason, command } }) => {
+            eprintln!("marsh: the backend plugin `{plugin}` needs recovery before the node can start: {reason}");
+            eprintln!("run: {command}");
+            return Ok(ExitCode::from(EXIT_RECOVERY_NEEDED));
+        }
+        Err(StartError::Init { plugin, failure: InitFailure::BadConfig(m) }) => {
+            bail!(
+                "the backend plugin `{plugin}` refused its config: {m}\nfix it with `marsh config set backend.config.KEY VALUE --dir {}`",
+                node.root().display()
+            )
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let leases = Arc::new(LeaseBook::open(&cache.join("leases.sqlite"))?);
+    let service = Arc::new(StorageService::new(
+        Arc::new(backend),
+        leases,
+        Arc::new(SystemClock),
+        ServiceConfig {
+            swissnum: id.swissnum.clone(),
+            reserved_space: size(&node, "storage.reserved-space")?,
+            application_version: format!("marsh/{}", env!("CARGO_PKG_VERSION")),
+        },
+    ));
+    let tls = marsh_server::tls_config(id.cert_der.clone(), id.key_der.clone())?;
+    let listen: SocketAddr = node.get("node.listen")?.parse()?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
+    let (host, port) = public_address(&node)?;
+    println!("marsh: serving {}", id.nurl(&host, port));
+    std::io::stdout().flush()?;
+    tokio::select! {
+        () = marsh_server::serve(listener, tls, service) => {}
+        _ = shutdown() => eprintln!("marsh: shutting down"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
+}

@@ -1,0 +1,324 @@
+//! Typed configuration in `node.sqlite`: every key is declared in [`KEYS`] with its form and
+//! default; a value is validated and normalised before it is stored, and an unknown key or a
+//! bad value is refused with a message naming the valid keys or the expected form.
+
+use std::net::SocketAddr;
+
+use rusqlite::Connection;
+
+/// Why a config change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// No such key.
+    #[error("unknown config key `{key}`; valid keys: {valid}")]
+    UnknownKey {
+        /// The key given.
+        key: String,
+        /// Every valid key or key pattern.
+        valid: String,
+    },
+    /// The value does not have the key's form.
+    #[error("`{key}` = {value:?} is not valid: expected {expected}")]
+    BadValue {
+        /// The key.
+        key: String,
+        /// The value given.
+        value: String,
+        /// The form.
+        expected: String,
+    },
+    /// The database failed.
+    #[error("node.sqlite: {0}")]
+    Db(String),
+}
+
+impl From<rusqlite::Error> for ConfigError {
+    fn from(e: rusqlite::Error) -> Self {
+        ConfigError::Db(e.to_string())
+    }
+}
+
+/// The form of a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Any non-empty text.
+    Text,
+    /// `IP:PORT`.
+    Address,
+    /// 1-65535.
+    Port,
+    /// A size such as `1G`, `500MiB`, `4096`.
+    Size,
+    /// Whole seconds.
+    Seconds,
+    /// A positive count.
+    Count,
+    /// `disk`, `memory`, or a path to a `.wasm` file.
+    Plugin,
+    /// `dir:ABSOLUTE_PATH` or `memory`.
+    Store,
+    /// Plugin config: any text.
+    PluginValue,
+    /// Comma-separated names.
+    Names,
+}
+
+impl Kind {
+    fn expected(self) -> &'static str {
+        match self {
+            Kind::Text => "non-empty text",
+            Kind::Address => "an address such as 127.0.0.1:3457",
+            Kind::Port => "a port number 1-65535",
+            Kind::Size => "a size such as 1G, 500MiB or 4096 (K/M/G/T are powers of 1000, Ki/Mi/Gi/Ti of 1024)",
+            Kind::Seconds => "a whole number of seconds",
+            Kind::Count => "a whole number from 1",
+            Kind::Plugin => "`disk`, `memory`, or the path of a .wasm plugin file",
+            Kind::Store => "`dir:ABSOLUTE_PATH` or `memory`",
+            Kind::PluginValue => "text",
+            Kind::Names => "names separated by commas, e.g. shares,state",
+        }
+    }
+}
+
+/// One declared key (a key ending in `.*` is a family).
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    /// The key, or `prefix.*`.
+    pub name: &'static str,
+    /// Its form.
+    pub kind: Kind,
+    /// Its default, if any.
+    pub default: Option<&'static str>,
+    /// One line of help.
+    pub help: &'static str,
+}
+
+/// Every configuration key.
+pub const KEYS: &[Key] = &[
+    Key { name: "node.nickname", kind: Kind::Text, default: Some("marsh"), help: "name shown to clients" },
+    Key { name: "node.listen", kind: Kind::Address, default: Some("127.0.0.1:3457"), help: "where the node listens" },
+    Key {
+        name: "node.public-host",
+        kind: Kind::Text,
+        default: None,
+        help: "host in the NURL (default: the listen IP)",
+    },
+    Key {
+        name: "node.public-port",
+        kind: Kind::Port,
+        default: None,
+        help: "port in the NURL (default: the listen port)",
+    },
+    Key {
+        name: "storage.reserved-space",
+        kind: Kind::Size,
+        default: Some("1G"),
+        help: "space kept free on the backend's store",
+    },
+    Key { name: "backend.plugin", kind: Kind::Plugin, default: Some("disk"), help: "the storage backend plugin" },
+    Key {
+        name: "backend.stores",
+        kind: Kind::Names,
+        default: Some("shares"),
+        help: "stores granted to the backend plugin, comma-separated",
+    },
+    Key {
+        name: "backend.config.*",
+        kind: Kind::PluginValue,
+        default: None,
+        help: "config entries passed to the backend plugin",
+    },
+    Key { name: "store.*", kind: Kind::Store, default: None, help: "a blob store granted to plugins under this name" },
+    Key { name: "limits.memory", kind: Kind::Size, default: Some("256Mi"), help: "memory cap per plugin instance" },
+    Key { name: "limits.call-deadline", kind: Kind::Seconds, default: Some("30"), help: "deadline of one plugin call" },
+    Key {
+        name: "limits.max-call-bytes",
+        kind: Kind::Size,
+        default: Some("4Mi"),
+        help: "most bytes moved in one plugin call",
+    },
+    Key {
+        name: "limits.instances",
+        kind: Kind::Count,
+        default: Some("8"),
+        help: "plugin instances that may run at once",
+    },
+];
+
+fn find(key: &str) -> Result<&'static Key, ConfigError> {
+    KEYS.iter()
+        .find(|k| match k.name.strip_suffix('*') {
+            Some(prefix) => {
+                key.len() > prefix.len()
+                    && key.starts_with(prefix)
+                    && !key[prefix.len()..].contains(char::is_whitespace)
+            }
+            None => k.name == key,
+        })
+        .ok_or_else(|| ConfigError::UnknownKey {
+            key: key.to_owned(),
+            valid: KEYS.iter().map(|k| k.name).collect::<Vec<_>>().join(", "),
+        })
+}
+
+/// Parse a size: `<int>[K|M|G|T|P|E][i][B]`, case-insensitive.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(digits);
+    let n: u64 = n.parse().ok()?;
+    let unit = unit.to_ascii_lowercase();
+    let unit = unit.strip_suffix('b').unwrap_or(&unit);
+    let (prefix, base) = match unit.strip_suffix('i') {
+        Some(p) => (p, 1024u64),
+        None => (unit, 1000u64),
+    };
+    let exp = match prefix {
+        "" if base == 1000 => 0,
+        "k" => 1,
+        "m" => 2,
+        "g" => 3,
+        "t" => 4,
+        "p" => 5,
+        "e" => 6,
+        _ => return None,
+    };
+    n.checked_mul(base.checked_pow(exp)?)
+}
+
+/// Check and normalise a value for `key`.
+fn validate(key: &Key, name: &str, value: &str) -> Result<String, ConfigError> {
+    let bad = || ConfigError::BadValue {
+        key: name.to_owned(),
+        value: value.to_owned(),
+        expected: key.kind.expected().to_owned(),
+    };
+    let v = value.trim();
+    let ok = match key.kind {
+        Kind::Text => !v.is_empty(),
+        Kind::PluginValue => true,
+        Kind::Names => v.split(',').all(|n| !n.trim().is_empty() && !n.contains(char::is_whitespace)),
+        Kind::Address => v.parse::<SocketAddr>().is_ok(),
+        Kind::Port => v.parse::<u16>().is_ok_and(|p| p > 0),
+        Kind::Size => parse_size(v).is_some(),
+        Kind::Seconds => v.parse::<u64>().is_ok(),
+        Kind::Count => v.parse::<u32>().is_ok_and(|n| n > 0),
+        Kind::Plugin => v == "disk" || v == "memory" || (v.ends_with(".wasm") && std::path::Path::new(v).is_absolute()),
+        Kind::Store => v == "memory" || v.strip_prefix("dir:").is_some_and(|p| std::path::Path::new(p).is_absolute()),
+    };
+    if ok { Ok(v.to_owned()) } else { Err(bad()) }
+}
+
+/// A key and its effective value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    /// The key.
+    pub key: String,
+    /// The effective value (`None`: unset, no default).
+    pub value: Option<String>,
+    /// Whether the value is the default.
+    pub is_default: bool,
+    /// Help text.
+    pub help: &'static str,
+}
+
+pub(crate) fn set(conn: &Connection, key: &str, value: &str) -> Result<String, ConfigError> {
+    let declared = find(key)?;
+    let value = validate(declared, key, value)?;
+    conn.execute("INSERT OR REPLACE INTO config (key, value) VALUES (?1, ?2)", [key, value.as_str()])?;
+    Ok(value)
+}
+
+pub(crate) fn unset(conn: &Connection, key: &str) -> Result<(), ConfigError> {
+    find(key)?;
+    conn.execute("DELETE FROM config WHERE key = ?1", [key])?;
+    Ok(())
+}
+
+fn stored(conn: &Connection, key: &str) -> Result<Option<String>, ConfigError> {
+    use rusqlite::OptionalExtension;
+    Ok(conn.query_row("SELECT value FROM config WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+}
+
+pub(crate) fn get(conn: &Connection, key: &str) -> Result<String, ConfigError> {
+    let declared = find(key)?;
+    match stored(conn, key)? {
+        Some(v) => Ok(v),
+        None => declared.default.map(str::to_owned).ok_or_else(|| ConfigError::BadValue {
+            key: key.to_owned(),
+            value: String::new(),
+            expected: format!("a value (no default): set it with `marsh config set {key} VALUE`"),
+        }),
+    }
+}
+
+pub(crate) fn with_prefix(conn: &Connection, prefix: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut stmt = conn.prepare("SELECT key, value FROM config WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key")?;
+    let rows = stmt.query_map([prefix], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(crate) fn list(conn: &Connection) -> Result<Vec<Setting>, ConfigError> {
+    let mut out = Vec::new();
+    for key in KEYS {
+        if let Some(prefix) = key.name.strip_suffix('*') {
+            for (k, v) in with_prefix(conn, prefix)? {
+                out.push(Setting { key: k, value: Some(v), is_default: false, help: key.help });
+            }
+        } else {
+            let value = stored(conn, key.name)?;
+            let is_default = value.is_none();
+            out.push(Setting {
+                key: key.name.to_owned(),
+                value: value.or(key.default.map(str::to_owned)),
+                is_default,
+                help: key.help,
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> Connection {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch("CREATE TABLE config (key TEXT PRIMARY KEY, value TEXT NOT NULL);").unwrap();
+        c
+    }
+
+    #[test]
+    fn sizes_parse_like_tahoe() {
+        assert_eq!(parse_size("1G"), Some(1_000_000_000));
+        assert_eq!(parse_size("100MB"), Some(100_000_000));
+        assert_eq!(parse_size("1MiB"), Some(1 << 20));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("256Mi"), Some(256 << 20));
+        for bad in ["", "G", "1 G", "1X", "-1", "99999999999999999999E"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn keys_are_typed_and_unknown_ones_refused() {
+        let c = db();
+        assert_eq!(set(&c, "storage.reserved-space", "1G").unwrap(), "1G");
+        assert_eq!(get(&c, "storage.reserved-space").unwrap(), "1G");
+        let e = set(&c, "storage.reserved-space", "lots").unwrap_err();
+        assert!(e.to_string().contains("a size such as"), "{e}");
+        let e = set(&c, "storage.reserved", "1G").unwrap_err();
+        assert!(e.to_string().contains("valid keys: node.nickname"), "{e}");
+        assert!(set(&c, "store.shares", "dir:relative/path").is_err());
+        set(&c, "store.shares", "dir:/srv/shares").unwrap();
+        set(&c, "backend.config.store", "shares").unwrap();
+        assert_eq!(with_prefix(&c, "backend.config.").unwrap(), vec![("backend.config.store".into(), "shares".into())]);
+        assert_eq!(get(&c, "limits.instances").unwrap(), "8", "defaults apply");
+        unset(&c, "storage.reserved-space").unwrap();
+        let listed = list(&c).unwrap();
+        let reserved = listed.iter().find(|s| s.key == "storage.reserved-space").unwrap();
+        assert!(reserved.is_default && reserved.value.as_deref() == Some("1G"));
+        assert!(listed.iter().any(|s| s.key == "store.shares" && !s.is_default));
+    }
+}

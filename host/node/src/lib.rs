@@ -1,0 +1,205 @@
+//! A marsh node's directory (the low-rate state): identity created once by `marsh init`,
+//! typed configuration in `node.sqlite` changed only by `marsh config`, and the announcement
+//! a Tahoe client needs.
+//!
+//! Layout of `NODE_DIR`:
+//! - `node.sqlite`: tables `identity` (tub id, server id) and `config` (typed keys, see
+//!   [`config::KEYS`]);
+//! - `private/`: `tls.key` and `tls.crt` (PEM), `seal.key` (32 raw bytes), `swissnum`;
+//! - `cache/`: everything a running node writes (compiled plugins, the lease database). It is
+//!   disposable: losing it may need `marsh recover`, never loses shares.
+//!
+//! Architecture invariant: only [`NodeDir::init`] creates identity, and it refuses to touch an
+//! existing node; [`NodeDir::open`] opens `node.sqlite` read-only, so a running node writes
+//! nothing outside `cache/`.
+
+pub mod config;
+mod identity;
+
+use std::path::{Path, PathBuf};
+
+pub use config::{ConfigError, Setting};
+pub use identity::{Identity, InitOptions};
+
+/// Why the node directory could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// `init` found an existing node.
+    #[error("{0} already holds a marsh node (node.sqlite exists); refusing to overwrite its identity")]
+    Exists(String),
+    /// No node there.
+    #[error("{0} is not a marsh node directory (no node.sqlite); create one with `marsh init --dir {0}`")]
+    Missing(String),
+    /// A file could not be read or written.
+    #[error("{path}: {error}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What failed.
+        error: String,
+    },
+    /// The database failed.
+    #[error("node.sqlite: {0}")]
+    Db(String),
+    /// Making keys or the certificate failed.
+    #[error("identity: {0}")]
+    Identity(String),
+    /// A config problem.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+impl From<rusqlite::Error> for NodeError {
+    fn from(e: rusqlite::Error) -> Self {
+        NodeError::Db(e.to_string())
+    }
+}
+
+pub(crate) fn io_error(path: &Path, e: std::io::Error) -> NodeError {
+    NodeError::Io { path: path.display().to_string(), error: e.to_string() }
+}
+
+/// A node directory.
+#[derive(Debug, Clone)]
+pub struct NodeDir {
+    root: PathBuf,
+}
+
+impl NodeDir {
+    /// The directory (absolute).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `node.sqlite`.
+    pub fn db_path(&self) -> PathBuf {
+        self.root.join("node.sqlite")
+    }
+
+    /// `private/`.
+    pub fn private(&self) -> PathBuf {
+        self.root.join("private")
+    }
+
+    /// `cache/`, created on demand by a running node.
+    pub fn cache(&self) -> PathBuf {
+        self.root.join("cache")
+    }
+
+    /// Open an existing node.
+    pub fn open(root: &Path) -> Result<NodeDir, NodeError> {
+        let root = std::path::absolute(root).map_err(|e| io_error(root, e))?;
+        let dir = NodeDir { root };
+        if !dir.db_path().exists() {
+            return Err(NodeError::Missing(dir.root.display().to_string()));
+        }
+        Ok(dir)
+    }
+
+    fn read_only(&self) -> Result<rusqlite::Connection, NodeError> {
+        Ok(rusqlite::Connection::open_with_flags(
+            self.db_path(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?)
+    }
+
+    fn read_write(&self) -> Result<rusqlite::Connection, NodeError> {
+        Ok(rusqlite::Connection::open_with_flags(
+            self.db_path(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?)
+    }
+
+    /// The node's identity (read-only).
+    pub fn identity(&self) -> Result<Identity, NodeError> {
+        identity::load(self)
+    }
+
+    /// Every setting, with defaults (read-only).
+    pub fn settings(&self) -> Result<Vec<Setting>, NodeError> {
+        Ok(config::list(&self.read_only()?)?)
+    }
+
+    /// One setting's effective value (read-only).
+    pub fn get(&self, key: &str) -> Result<String, NodeError> {
+        Ok(config::get(&self.read_only()?, key)?)
+    }
+
+    /// Change a setting (`marsh config set`).
+    pub fn set(&self, key: &str, value: &str) -> Result<String, NodeError> {
+        Ok(config::set(&self.read_write()?, key, value)?)
+    }
+
+    /// Reset a setting to its default (`marsh config unset`).
+    pub fn unset(&self, key: &str) -> Result<(), NodeError> {
+        Ok(config::unset(&self.read_write()?, key)?)
+    }
+
+    /// Settings under a prefix, e.g. `backend.config.` (read-only).
+    pub fn with_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>, NodeError> {
+        Ok(config::with_prefix(&self.read_only()?, prefix)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> InitOptions {
+        InitOptions {
+            listen: "127.0.0.1:3457".parse().unwrap(),
+            public_host: Some("storage.example.org".into()),
+            public_port: None,
+            nickname: "n1".into(),
+            storage_dir: None,
+        }
+    }
+
+    #[test]
+    fn init_creates_all_identity_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("node");
+        let node = NodeDir::init(&root, &options()).unwrap();
+        let id = node.identity().unwrap();
+        assert_eq!(id.tub_id.len(), 32);
+        assert!(id.server_id.starts_with("v0-") && id.server_id.len() == 55, "{}", id.server_id);
+        assert_eq!(id.swissnum.len(), 32);
+        assert_eq!(id.spki_hash.len(), 43);
+        assert_eq!(
+            id.nurl("storage.example.org", 3457),
+            format!("pb://{}@storage.example.org:3457/{}#v=1", id.spki_hash, id.swissnum)
+        );
+        assert!(id.furl().starts_with(&format!("pb://{}@", id.tub_id)));
+        assert_eq!(node.get("store.shares").unwrap(), format!("dir:{}", tmp.path().join("node-shares").display()));
+        assert_eq!(node.get("node.public-host").unwrap(), "storage.example.org");
+        // A second init refuses, and the identity is unchanged.
+        assert!(matches!(NodeDir::init(&root, &options()), Err(NodeError::Exists(_))));
+        let again = NodeDir::open(&root).unwrap().identity().unwrap();
+        assert_eq!((again.tub_id, again.swissnum, again.spki_hash), (id.tub_id, id.swissnum, id.spki_hash));
+    }
+
+    #[test]
+    fn reading_a_node_writes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let node = NodeDir::init(&tmp.path().join("node"), &options()).unwrap();
+        let snapshot = || {
+            let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+            for entry in std::fs::read_dir(node.root()).unwrap().chain(std::fs::read_dir(node.private()).unwrap()) {
+                let p = entry.unwrap().path();
+                if p.is_file() {
+                    files.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+                }
+            }
+            files.sort();
+            files
+        };
+        let before = snapshot();
+        node.identity().unwrap();
+        node.settings().unwrap();
+        node.get("limits.memory").unwrap();
+        assert_eq!(snapshot(), before);
+        node.set("storage.reserved-space", "2G").unwrap();
+        assert_ne!(snapshot(), before, "config changes do write");
+        assert!(matches!(NodeDir::open(&tmp.path().join("missing")), Err(NodeError::Missing(_))));
+    }
+}

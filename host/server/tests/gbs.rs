@@ -1,0 +1,655 @@
+//! The GBS conformance cases of shared/GBS.md section 9 (ported from the reference's
+//! `test_storage_http.py`), against a running server over real TLS, with a client that pins
+//! the certificate by SPKI hash the way the Tahoe client does.
+
+#![allow(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ciborium::value::Value;
+use data_encoding::{BASE64, BASE64URL_NOPAD};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use marsh_conformance::reference::ReferenceBackend;
+use marsh_core::{ShareNumber, StorageIndex};
+use marsh_server::leases::{LEASE_SECONDS, LeaseBook};
+use marsh_server::{ManualClock, ServiceConfig, StorageService, wire};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use sha2::{Digest, Sha256};
+
+const SWISSNUM: &str = "eiu2i7p6d6mm4ihmss7ieou5hac3wn6b";
+const T0: u64 = 1_700_000_000;
+
+/// Accepts exactly one certificate, by the SHA-256 of its public key, as the Tahoe client does.
+#[derive(Debug)]
+struct PinnedSpki(String);
+
+impl ServerCertVerifier for PinnedSpki {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let spki = spki_of(end_entity).ok_or(rustls::Error::General("no SPKI".into()))?;
+        if BASE64URL_NOPAD.encode(&Sha256::digest(spki)) == self.0 {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General("SPKI hash mismatch".into()))
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            m,
+            c,
+            d,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            m,
+            c,
+            d,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The SubjectPublicKeyInfo inside a certificate (a minimal DER walk: Certificate ->
+/// TBSCertificate -> the seventh element, or sixth without the version tag).
+fn spki_of(cert: &[u8]) -> Option<&[u8]> {
+    fn tlv(b: &[u8]) -> Option<(usize, usize)> {
+        let len0 = *b.get(1)? as usize;
+        if len0 < 0x80 {
+            return Some((2, len0));
+        }
+        let n = len0 & 0x7f;
+        let mut len = 0usize;
+        for i in 0..n {
+            len = (len << 8) | *b.get(2 + i)? as usize;
+        }
+        Some((2 + n, len))
+    }
+    let (h, _) = tlv(cert)?;
+    let tbs = &cert[h..];
+    let (h, l) = tlv(tbs)?;
+    let mut rest = &tbs[h..h + l];
+    let mut index = 0;
+    if rest.first() == Some(&0xa0) {
+        let (h, l) = tlv(rest)?;
+        rest = &rest[h + l..];
+    }
+    loop {
+        let (h, l) = tlv(rest)?;
+        if index == 5 {
+            return Some(&rest[..h + l]);
+        }
+        rest = &rest[h + l..];
+        index += 1;
+    }
+}
+
+struct Server {
+    addr: std::net::SocketAddr,
+    spki: String,
+    clock: Arc<ManualClock>,
+    service: Arc<StorageService>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+async fn start() -> Server {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["marsh".into()]).unwrap().self_signed(&key).unwrap();
+    let spki = BASE64URL_NOPAD.encode(&Sha256::digest(spki_of(cert.der()).unwrap()));
+    let tls = marsh_server::tls_config(cert.der().to_vec(), key.serialize_der()).unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let service = Arc::new(StorageService::new(
+        Arc::new(ReferenceBackend::default()),
+        Arc::new(LeaseBook::in_memory().unwrap()),
+        clock.clone(),
+        ServiceConfig { swissnum: SWISSNUM.into(), reserved_space: 0, application_version: "marsh/test".into() },
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(marsh_server::serve(listener, tls, service.clone()));
+    Server { addr, spki, clock, service, _task: task }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    fn cbor(&self) -> Value {
+        assert_eq!(self.headers.get("content-type").map(|v| v.to_str().unwrap()), Some("application/cbor"));
+        wire::decode(&self.body).unwrap()
+    }
+}
+
+fn auth() -> String {
+    format!("Tahoe-LAFS {}", BASE64.encode(SWISSNUM.as_bytes()))
+}
+
+impl Server {
+    async fn send(&self, req: Request<Full<Bytes>>) -> Reply {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedSpki(self.spki.clone())))
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("ignored").unwrap(), tcp)
+            .await
+            .unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
+        tokio::spawn(conn);
+        let resp = sender.send_request(req).await.unwrap();
+        let (parts, body) = resp.into_parts();
+        Reply { status: parts.status, headers: parts.headers, body: body.collect().await.unwrap().to_bytes() }
+    }
+
+    /// A request with the right Authorization and CBOR accept, plus `secrets` and `headers`.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        secrets: &[(&str, &[u8])],
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(format!("/storage/v1/{path}"))
+            .header("host", "x")
+            .header("authorization", auth());
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("accept")) {
+            b = b.header("accept", "application/cbor");
+        }
+        for (kind, secret) in secrets {
+            b = b.header("x-tahoe-authorization", format!("{kind} {}", BASE64.encode(secret)));
+        }
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        self.send(b.body(Full::new(Bytes::from(body))).unwrap()).await
+    }
+}
+
+fn si(n: u8) -> String {
+    StorageIndex::from_bytes([n; 16]).to_base32()
+}
+
+const RENEW: &[u8] = &[1; 32];
+const CANCEL: &[u8] = &[2; 32];
+
+fn text(s: &str) -> Value {
+    Value::Text(s.into())
+}
+
+fn allocate_body(shares: &[u64], size: u64) -> Vec<u8> {
+    wire::encode(&Value::Map(vec![
+        (text("share-numbers"), wire::share_set(shares.iter().copied())),
+        (text("allocated-size"), Value::Integer(size.into())),
+    ]))
+}
+
+async fn allocate(s: &Server, si: &str, upload: &[u8], shares: &[u64], size: u64) -> (Vec<u64>, Vec<u64>) {
+    let r = s
+        .call(
+            Method::POST,
+            &format!("immutable/{si}"),
+            &[("lease-renew-secret", RENEW), ("lease-cancel-secret", CANCEL), ("upload-secret", upload)],
+            &[],
+            allocate_body(shares, size),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let Value::Map(m) = r.cbor() else { panic!("not a map") };
+    let set = |v: &Value| -> Vec<u64> {
+        let Value::Tag(258, inner) = v else { panic!("not a tagged set: {v:?}") };
+        let Value::Array(a) = inner.as_ref() else { panic!() };
+        a.iter().map(|x| u64::try_from(x.as_integer().unwrap()).unwrap()).collect()
+    };
+    (set(&m[0].1), set(&m[1].1))
+}
+
+async fn patch(s: &Server, si: &str, n: u64, upload: &[u8], start: u64, data: &[u8]) -> Reply {
+    let range = format!("bytes {}-{}/*", start, start + data.len() as u64 - 1);
+    s.call(
+        Method::PATCH,
+        &format!("immutable/{si}/{n}"),
+        &[("upload-secret", upload)],
+        &[("content-range", &range)],
+        data.to_vec(),
+    )
+    .await
+}
+
+fn required(r: &Reply) -> Vec<(u64, u64)> {
+    let Value::Map(m) = r.cbor() else { panic!() };
+    let Value::Array(ranges) = &m[0].1 else { panic!() };
+    ranges
+        .iter()
+        .map(|r| {
+            let Value::Map(r) = r else { panic!() };
+            (u64::try_from(r[0].1.as_integer().unwrap()).unwrap(), u64::try_from(r[1].1.as_integer().unwrap()).unwrap())
+        })
+        .collect()
+}
+
+async fn get(s: &Server, path: &str, range: Option<&str>) -> Reply {
+    let headers: Vec<(&str, &str)> = range.map(|r| vec![("range", r)]).unwrap_or_default();
+    s.call(Method::GET, path, &[], &headers, vec![]).await
+}
+
+#[tokio::test]
+async fn version_answers_with_byte_string_keys_and_checks_authorization() {
+    let s = start().await;
+    let r = get(&s, "version", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let Value::Map(m) = r.cbor() else { panic!() };
+    assert_eq!(m[0].0, Value::Bytes(b"http://allmydata.org/tahoe/protocols/storage/v1".to_vec()));
+    assert_eq!(m[1], (Value::Bytes(b"application-version".to_vec()), Value::Bytes(b"marsh/test".to_vec())));
+
+    let bare = |auth: Option<&[u8]>| {
+        let mut b = Request::builder().uri("/storage/v1/version").header("host", "x");
+        if let Some(a) = auth {
+            b = b.header("authorization", http::HeaderValue::from_bytes(a).unwrap());
+        }
+        b.body(Full::new(Bytes::new())).unwrap()
+    };
+    assert_eq!(s.send(bare(None)).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(s.send(bare(Some(b"Tahoe-LAFS d3Jvbmc="))).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(s.send(bare(Some(b"Tahoe-LAFS \xff"))).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        s.call(Method::GET, "version", &[], &[("accept", "image/gif")], vec![]).await.status,
+        StatusCode::NOT_ACCEPTABLE
+    );
+    assert_eq!(
+        s.call(Method::GET, "version", &[("upload-secret", b"x")], &[], vec![]).await.status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn routes_refuse_bad_storage_indexes_and_methods() {
+    let s = start().await;
+    for bad in [
+        "aaaaaaaaaaaaaaaaaaaaaaaaa",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        "aaaaaaaaaaaaaaaaaaaaaaaa1a",
+        "nomd2a65ylxjbqzsw7gcfh4ivr",
+    ] {
+        assert_eq!(get(&s, &format!("immutable/{bad}/shares"), None).await.status, StatusCode::NOT_FOUND, "{bad}");
+    }
+    assert_eq!(get(&s, "nope", None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(get(&s, &format!("immutable/{}/1x", si(1)), None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(s.call(Method::DELETE, "version", &[], &[], vec![]).await.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn bad_allocate_bodies_get_4xx_and_the_server_keeps_serving() {
+    let s = start().await;
+    let secrets: &[(&str, &[u8])] =
+        &[("lease-renew-secret", RENEW), ("lease-cancel-secret", CANCEL), ("upload-secret", b"up")];
+    let path = format!("immutable/{}", si(2));
+    let bad_schema = wire::encode(&Value::Map(vec![(text("bad-message"), text("x"))]));
+    assert_eq!(s.call(Method::POST, &path, secrets, &[], bad_schema).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(s.call(Method::POST, &path, secrets, &[], vec![0xff, 0x00, 0x13]).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        s.call(Method::POST, &path, secrets, &[("content-type", "some/value")], allocate_body(&[1], 10)).await.status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    assert_eq!(s.call(Method::POST, &path, secrets, &[], vec![0u8; 9000]).await.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        s.call(Method::POST, &path, &secrets[..2], &[], allocate_body(&[1], 10)).await.status,
+        StatusCode::BAD_REQUEST,
+        "missing secret"
+    );
+    let short: &[(&str, &[u8])] =
+        &[("lease-renew-secret", b"x"), ("lease-cancel-secret", CANCEL), ("upload-secret", b"up")];
+    assert_eq!(s.call(Method::POST, &path, short, &[], allocate_body(&[1], 10)).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        s.call(Method::POST, &path, secrets, &[], allocate_body(&[70_000], 10)).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    // No Content-Type is CBOR.
+    assert_eq!(s.call(Method::POST, &path, secrets, &[], allocate_body(&[1], 10)).await.status, StatusCode::OK);
+    assert_eq!(get(&s, "version", None).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn uploads_in_overlapping_chunks_report_what_is_required_and_complete_with_201() {
+    let s = start().await;
+    let si = si(3);
+    let data: Vec<u8> = (0..100u8).collect();
+    assert_eq!(allocate(&s, &si, b"up", &[1], 100).await, (vec![], vec![1]));
+    let r = patch(&s, &si, 1, b"up", 10, &data[10..20]).await;
+    assert_eq!((r.status, required(&r)), (StatusCode::OK, vec![(0, 10), (20, 100)]));
+    patch(&s, &si, 1, b"up", 30, &data[30..40]).await;
+    let r = patch(&s, &si, 1, b"up", 50, &data[50..60]).await;
+    assert_eq!(required(&r), vec![(0, 10), (20, 30), (40, 50), (60, 100)]);
+    let r = patch(&s, &si, 1, b"up", 15, &data[15..35]).await;
+    assert_eq!(required(&r), vec![(0, 10), (40, 50), (60, 100)]);
+    assert_eq!(patch(&s, &si, 1, b"wrong", 0, &data[..10]).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        patch(&s, &si, 1, b"up", 0, b"XXXXXXXXXXXXXXXX").await.status,
+        StatusCode::CONFLICT,
+        "conflicts with 10..16"
+    );
+    assert_eq!(patch(&s, &si, 2, b"up", 0, &data[..10]).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        patch(&s, &si, 1, b"up", 95, &[0u8; 10]).await.status,
+        StatusCode::BAD_REQUEST,
+        "past the allocated size"
+    );
+    assert_eq!(get(&s, &format!("immutable/{si}/shares"), None).await.cbor(), wire::share_set([]));
+    patch(&s, &si, 1, b"up", 0, &data[..10]).await;
+    patch(&s, &si, 1, b"up", 40, &data[40..50]).await;
+    let r = patch(&s, &si, 1, b"up", 60, &data[60..]).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.body.as_ref(), wire::encode(&wire::required(&[])).as_slice(), "201 carries {{required: []}}");
+    assert_eq!(get(&s, &format!("immutable/{si}/shares"), None).await.cbor(), wire::share_set([1]));
+    let r = get(&s, &format!("immutable/{si}/1"), Some("bytes=49-248")).await;
+    assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.headers["content-range"], "bytes 49-99/*");
+    assert_eq!(r.body.as_ref(), &data[49..]);
+    assert_eq!(
+        patch(&s, &si, 1, b"up", 0, &data[..10]).await.status,
+        StatusCode::NOT_FOUND,
+        "a complete share takes no writes"
+    );
+}
+
+#[tokio::test]
+async fn a_second_allocation_gets_only_the_free_shares() {
+    let s = start().await;
+    let si = si(4);
+    assert_eq!(allocate(&s, &si, b"first", &[1], 10).await, (vec![], vec![1]));
+    assert_eq!(allocate(&s, &si, b"second", &[1, 4, 6], 10).await, (vec![], vec![4, 6]));
+    assert_eq!(allocate(&s, &si, b"first", &[1], 10).await, (vec![], vec![1]), "a retry with the same secret");
+    assert_eq!(patch(&s, &si, 1, b"first", 0, b"0123456789").await.status, StatusCode::CREATED);
+    assert_eq!(allocate(&s, &si, b"third", &[1, 7], 10).await, (vec![1], vec![7]));
+}
+
+#[tokio::test]
+async fn bad_content_ranges_are_416() {
+    let s = start().await;
+    let si = si(5);
+    allocate(&s, &si, b"up", &[1], 10).await;
+    for bad in ["not a valid content-range header", "bytes -1-9/10", "bytes 0--9/10", "teapots 0-9/10", "bytes */10"] {
+        let r = s
+            .call(
+                Method::PATCH,
+                &format!("immutable/{si}/1"),
+                &[("upload-secret", b"up")],
+                &[("content-range", bad)],
+                b"0123456789".to_vec(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::RANGE_NOT_SATISFIABLE, "{bad}");
+    }
+    let r = s
+        .call(
+            Method::PATCH,
+            &format!("immutable/{si}/1"),
+            &[("upload-secret", b"up")],
+            &[("content-range", "bytes 0-3/*")],
+            b"0123456789".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "body longer than its range");
+    assert_eq!(get(&s, "version", None).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn aborts_and_idle_uploads_free_the_share() {
+    let s = start().await;
+    let si = si(6);
+    let abort = |n: u64, secret: &'static [u8]| {
+        let si = si.clone();
+        let s = &s;
+        async move {
+            s.call(Method::PUT, &format!("immutable/{si}/{n}/abort"), &[("upload-secret", secret)], &[], vec![])
+                .await
+                .status
+        }
+    };
+    allocate(&s, &si, b"up", &[1, 2], 10).await;
+    assert_eq!(abort(1, b"wrong").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(abort(1, b"up").await, StatusCode::OK);
+    assert_eq!(abort(3, b"up").await, StatusCode::NOT_FOUND);
+    assert_eq!(allocate(&s, &si, b"again", &[1], 10).await, (vec![], vec![1]));
+    // Share 2 sat idle; 30 minutes and a second later it is gone.
+    s.clock.advance(30 * 60 + 1);
+    assert!(s.service.abort_idle_uploads().await >= 1);
+    assert_eq!(allocate(&s, &si, b"later", &[2], 10).await, (vec![], vec![2]));
+    assert_eq!(patch(&s, &si, 2, b"later", 0, b"0123456789").await.status, StatusCode::CREATED);
+    assert_eq!(abort(2, b"later").await, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(get(&s, &format!("immutable/{si}/2"), Some("bytes=0-9")).await.body.as_ref(), b"0123456789");
+}
+
+#[tokio::test]
+async fn leases_are_added_or_renewed_by_renew_secret() {
+    let s = start().await;
+    let si_text = si(7);
+    let renew = |secret: &'static [u8]| {
+        let path = format!("lease/{si_text}");
+        let s = &s;
+        async move {
+            s.call(Method::PUT, &path, &[("lease-renew-secret", secret), ("lease-cancel-secret", CANCEL)], &[], vec![])
+                .await
+                .status
+        }
+    };
+    assert_eq!(renew(RENEW).await, StatusCode::NOT_FOUND, "nothing stored yet");
+    allocate(&s, &si_text, b"up", &[0], 4).await;
+    patch(&s, &si_text, 0, b"up", 0, b"data").await;
+    let si: StorageIndex = si_text.parse().unwrap();
+    let expiry = |s: &Server| {
+        s.service.leases().leases(&si, ShareNumber(0)).unwrap().iter().map(|l| l.expires).collect::<Vec<_>>()
+    };
+    assert_eq!(expiry(&s), vec![T0 + LEASE_SECONDS]);
+    s.clock.advance(167);
+    assert_eq!(renew(RENEW).await, StatusCode::NO_CONTENT);
+    assert_eq!(expiry(&s), vec![T0 + 167 + LEASE_SECONDS]);
+    s.clock.advance(10);
+    assert_eq!(renew(&[9; 32]).await, StatusCode::NO_CONTENT);
+    assert_eq!(expiry(&s), vec![T0 + 167 + LEASE_SECONDS, T0 + 177 + LEASE_SECONDS]);
+}
+
+/// One share's vectors: number, tests `(offset, size, specimen)`, writes `(offset, data)`, new length.
+type ShareVectors<'a> = (u64, Vec<(u64, u64, &'a [u8])>, Vec<(u64, &'a [u8])>, Option<u64>);
+
+fn rtw_body(vectors: &[ShareVectors<'_>], reads: &[(u64, u64)]) -> Vec<u8> {
+    let int = |n: u64| Value::Integer(n.into());
+    let twv = vectors
+        .iter()
+        .map(|(n, tests, writes, new_length)| {
+            (
+                int(*n),
+                Value::Map(vec![
+                    (
+                        text("test"),
+                        Value::Array(
+                            tests
+                                .iter()
+                                .map(|(o, sz, sp)| {
+                                    Value::Map(vec![
+                                        (text("offset"), int(*o)),
+                                        (text("size"), int(*sz)),
+                                        (text("specimen"), Value::Bytes(sp.to_vec())),
+                                    ])
+                                })
+                                .collect(),
+                        ),
+                    ),
+                    (
+                        text("write"),
+                        Value::Array(
+                            writes
+                                .iter()
+                                .map(|(o, d)| {
+                                    Value::Map(vec![
+                                        (text("offset"), int(*o)),
+                                        (text("data"), Value::Bytes(d.to_vec())),
+                                    ])
+                                })
+                                .collect(),
+                        ),
+                    ),
+                    (text("new-length"), new_length.map_or(Value::Null, int)),
+                ]),
+            )
+        })
+        .collect();
+    let rv =
+        reads.iter().map(|(o, sz)| Value::Map(vec![(text("offset"), int(*o)), (text("size"), int(*sz))])).collect();
+    wire::encode(&Value::Map(vec![
+        (text("test-write-vectors"), Value::Map(twv)),
+        (text("read-vector"), Value::Array(rv)),
+    ]))
+}
+
+async fn rtw(s: &Server, si: &str, we: &[u8], body: Vec<u8>) -> Reply {
+    s.call(
+        Method::POST,
+        &format!("mutable/{si}/read-test-write"),
+        &[("write-enabler", we), ("lease-renew-secret", RENEW), ("lease-cancel-secret", CANCEL)],
+        &[],
+        body,
+    )
+    .await
+}
+
+fn rtw_result(r: &Reply) -> (bool, BTreeMap<u64, Vec<Vec<u8>>>) {
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let Value::Map(m) = r.cbor() else { panic!() };
+    let Value::Bool(success) = m[0].1 else { panic!() };
+    let Value::Map(data) = &m[1].1 else { panic!() };
+    let data = data
+        .iter()
+        .map(|(k, v)| {
+            let Value::Array(reads) = v else { panic!() };
+            (
+                u64::try_from(k.as_integer().unwrap()).unwrap(),
+                reads.iter().map(|r| r.as_bytes().unwrap().clone()).collect(),
+            )
+        })
+        .collect();
+    (success, data)
+}
+
+#[tokio::test]
+async fn read_test_write_reads_before_writing_and_checks_the_write_enabler() {
+    let s = start().await;
+    let si = si(8);
+    let create = rtw_body(
+        &[(0, vec![(0, 1, b"")], vec![(0, b"abcdef-0")], None), (1, vec![(0, 1, b"")], vec![(0, b"abcdef-1")], None)],
+        &[],
+    );
+    assert_eq!(rtw_result(&rtw(&s, &si, b"we", create).await), (true, BTreeMap::new()));
+    let change = rtw_body(&[(0, vec![(0, 8, b"abcdef-0")], vec![(1, b"XYZ")], None)], &[(0, 8)]);
+    let (ok, data) = rtw_result(&rtw(&s, &si, b"we", change).await);
+    assert!(ok);
+    assert_eq!(
+        data,
+        BTreeMap::from([(0, vec![b"abcdef-0".to_vec()]), (1, vec![b"abcdef-1".to_vec()])]),
+        "reads come before the write"
+    );
+    assert_eq!(get(&s, &format!("mutable/{si}/0"), Some("bytes=0-7")).await.body.as_ref(), b"aXYZef-0");
+    let failing = rtw_body(&[(0, vec![(0, 3, b"nop")], vec![(0, b"QQQ")], None)], &[]);
+    assert!(!rtw_result(&rtw(&s, &si, b"we", failing).await).0);
+    assert_eq!(
+        get(&s, &format!("mutable/{si}/0"), None).await.body.as_ref(),
+        b"aXYZef-0",
+        "no write after a failed test"
+    );
+    let wrong = rtw_body(&[(0, vec![], vec![(0, b"QQQ")], None)], &[]);
+    assert_eq!(rtw(&s, &si, b"not the enabler", wrong).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(get(&s, &format!("mutable/{si}/0"), None).await.body.as_ref(), b"aXYZef-0");
+    assert_eq!(get(&s, &format!("mutable/{si}/shares"), None).await.cbor(), wire::share_set([0, 1]));
+    let delete = rtw_body(&[(1, vec![], vec![], Some(0))], &[]);
+    assert!(rtw_result(&rtw(&s, &si, b"we", delete).await).0);
+    assert_eq!(get(&s, &format!("mutable/{si}/shares"), None).await.cbor(), wire::share_set([0]));
+}
+
+#[tokio::test]
+async fn a_large_mutable_write_reads_back_intact() {
+    let s = start().await;
+    let si = si(9);
+    let big = marsh_conformance::pattern(7, 50_000_000);
+    assert!(rtw_result(&rtw(&s, &si, b"we", rtw_body(&[(0, vec![], vec![(0, &big)], None)], &[])).await).0);
+    let r = get(&s, &format!("mutable/{si}/0"), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.as_ref() == big.as_slice(), "50 MB round trip");
+}
+
+#[tokio::test]
+async fn ranged_reads_follow_the_reference() {
+    let s = start().await;
+    let si = si(10);
+    let data: Vec<u8> = (0..48u8).collect();
+    allocate(&s, &si, b"up", &[0], 48).await;
+    patch(&s, &si, 0, b"up", 0, &data).await;
+    let path = format!("immutable/{si}/0");
+    let r = get(&s, &path, Some("bytes=0-10")).await;
+    assert_eq!((r.status, r.headers["content-range"].to_str().unwrap()), (StatusCode::PARTIAL_CONTENT, "bytes 0-10/*"));
+    assert_eq!(r.headers["content-type"], "application/octet-stream");
+    assert_eq!(get(&s, &path, Some("bytes=3-17")).await.headers["content-range"], "bytes 3-17/*");
+    for bad in ["molluscs=0-9", "bytes=-2-9", "bytes=0--10", "bytes=-300-", "bytes=", "bytes=0-5, 6-7", "bytes=0-"] {
+        assert_eq!(get(&s, &path, Some(bad)).await.status, StatusCode::RANGE_NOT_SATISFIABLE, "{bad}");
+    }
+    assert_eq!(get(&s, &path, Some("bytes=48-60")).await.status, StatusCode::NO_CONTENT);
+    let r = get(&s, &path, None).await;
+    assert_eq!((r.status, r.body.as_ref()), (StatusCode::OK, data.as_slice()));
+    assert_eq!(get(&s, &format!("immutable/{si}/1"), Some("bytes=0-1")).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn corruption_advisories_are_recorded_for_known_shares() {
+    let s = start().await;
+    let si = si(11);
+    allocate(&s, &si, b"up", &[0], 4).await;
+    patch(&s, &si, 0, b"up", 0, b"data").await;
+    let body = wire::encode(&Value::Map(vec![(text("reason"), text("expected hash abcd, got hash efgh"))]));
+    assert_eq!(
+        s.call(Method::POST, &format!("immutable/{si}/0/corrupt"), &[], &[], body.clone()).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        s.call(Method::POST, &format!("immutable/{si}/5/corrupt"), &[], &[], body.clone()).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        s.call(Method::POST, &format!("mutable/{si}/0/corrupt"), &[], &[], body).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let recorded = s.service.leases().corruption_advisories().unwrap();
+    assert_eq!(recorded, vec![("immutable".into(), si.clone(), 0, "expected hash abcd, got hash efgh".into())]);
+}
