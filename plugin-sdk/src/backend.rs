@@ -86,6 +86,35 @@ pub struct IndexPage {
     pub next: Option<StorageIndex>,
 }
 
+impl IndexPage {
+    /// The page after `start_after` of at most `limit` (clamped to 1..=1000) indexes, from
+    /// `indexes` sorted ascending; duplicates are dropped.
+    pub fn from_sorted(
+        indexes: impl IntoIterator<Item = StorageIndex>,
+        start_after: Option<&StorageIndex>,
+        limit: u32,
+    ) -> Self {
+        let limit = limit.clamp(1, 1000) as usize;
+        let mut page: Vec<StorageIndex> = Vec::with_capacity(limit + 1);
+        for si in indexes {
+            if start_after.is_some_and(|a| &si <= a) || page.last() == Some(&si) {
+                continue;
+            }
+            page.push(si);
+            if page.len() > limit {
+                break;
+            }
+        }
+        let next = if page.len() > limit {
+            page.truncate(limit);
+            page.last().cloned()
+        } else {
+            None
+        };
+        IndexPage { indexes: page, next }
+    }
+}
+
 /// A storage backend: where shares live and in what layout.
 ///
 /// One value of this type lives in one plugin instance, created by [`Backend::init`]. The host

@@ -206,17 +206,7 @@ impl Backend for MinimalBackend {
             }
         }
         all.sort();
-        all.dedup();
-        let limit = limit.clamp(1, 1000) as usize;
-        let mut indexes: Vec<StorageIndex> =
-            all.into_iter().filter(|s| start_after.is_none_or(|a| s > a)).take(limit + 1).collect();
-        let next = if indexes.len() > limit {
-            indexes.truncate(limit);
-            indexes.last().cloned()
-        } else {
-            None
-        };
-        Ok(IndexPage { indexes, next })
+        Ok(IndexPage::from_sorted(all, start_after, limit))
     }
 
     fn usage(&mut self) -> BackendResult<Usage> {

@@ -163,17 +163,7 @@ impl Backend for ReferenceBackend {
         let s = self.state();
         let mut all: Vec<StorageIndex> = s.immutable.keys().chain(s.mutable.keys()).map(|(si, _)| *si).collect();
         all.sort();
-        all.dedup();
-        let limit = limit.clamp(1, 1000) as usize;
-        let mut indexes: Vec<StorageIndex> =
-            all.into_iter().filter(|si| start_after.is_none_or(|a| si > a)).take(limit + 1).collect();
-        let next = if indexes.len() > limit {
-            indexes.truncate(limit);
-            indexes.last().copied()
-        } else {
-            None
-        };
-        Ok(IndexPage { indexes, next })
+        Ok(IndexPage::from_sorted(all, start_after, limit))
     }
 
     async fn usage(&self) -> Result<Usage, BackendError> {

@@ -63,6 +63,35 @@ pub struct IndexPage {
     pub next: Option<StorageIndex>,
 }
 
+impl IndexPage {
+    /// The page after `start_after` of at most `limit` (clamped to 1..=1000) indexes, from
+    /// `indexes` sorted ascending; duplicates are dropped.
+    pub fn from_sorted(
+        indexes: impl IntoIterator<Item = StorageIndex>,
+        start_after: Option<&StorageIndex>,
+        limit: u32,
+    ) -> Self {
+        let limit = limit.clamp(1, 1000) as usize;
+        let mut page: Vec<StorageIndex> = Vec::with_capacity(limit + 1);
+        for si in indexes {
+            if start_after.is_some_and(|a| &si <= a) || page.last() == Some(&si) {
+                continue;
+            }
+            page.push(si);
+            if page.len() > limit {
+                break;
+            }
+        }
+        let next = if page.len() > limit {
+            page.truncate(limit);
+            page.last().copied()
+        } else {
+            None
+        };
+        IndexPage { indexes: page, next }
+    }
+}
+
 /// A storage backend. See the WIT `shares` interface for the meaning of each operation; the
 /// conformance suite checks every implementation against it.
 #[async_trait]

@@ -125,7 +125,7 @@ impl NativeStore for StoreAdapter {
 
     fn put(&self, k: &str, data: &[u8], m: sdk::PutMode) -> Result<(), sdk::BlobError> {
         let k = key(k)?;
-        block(self.0.put(&k, data, mode(m)))
+        block(self.0.put(&k, data.to_vec(), mode(m)))
     }
 
     fn delete(&self, k: &str) -> Result<bool, sdk::BlobError> {
@@ -154,7 +154,7 @@ impl NativeStore for StoreAdapter {
 
     fn write_at(&self, k: &str, offset: u64, data: &[u8]) -> Result<(), sdk::BlobError> {
         let k = key(k)?;
-        block(self.0.write_at(&k, offset, data))
+        block(self.0.write_at(&k, offset, data.to_vec()))
     }
 
     fn set_len(&self, k: &str, len: u64) -> Result<(), sdk::BlobError> {
@@ -178,7 +178,7 @@ struct UploadAdapter(Option<Box<dyn BlobUpload>>);
 impl NativeUpload for UploadAdapter {
     fn append(&mut self, data: &[u8]) -> Result<(), sdk::BlobError> {
         match self.0.as_mut() {
-            Some(u) => block(u.append(data)),
+            Some(u) => block(u.append(data.to_vec())),
             None => Err(sdk::BlobError::Io("upload already finished".into())),
         }
     }

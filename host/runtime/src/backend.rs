@@ -299,6 +299,47 @@ fn more_than<T>(max: u64, len: impl Fn(&T) -> usize) -> impl FnOnce(&T) -> Optio
     }
 }
 
+impl WasmBackend {
+    /// Read `len` bytes from `offset` in calls of at most `max_call_bytes`, stopping at the
+    /// end of the share.
+    async fn read_in_calls(
+        &self,
+        mutable: bool,
+        si: &StorageIndex,
+        shnum: ShareNumber,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, BackendError> {
+        let si = si.to_base32();
+        let mut out = Vec::new();
+        let (mut offset, mut remaining) = (offset, len);
+        loop {
+            let n = remaining.min(self.limits.max_call_bytes);
+            let part = if mutable {
+                invoke!(
+                    self,
+                    "mutable-read",
+                    |e, s| e.call_mutable_read(s, &si, shnum.0, offset, n),
+                    more_than(n, Vec::len)
+                )?
+            } else {
+                invoke!(self, "read", |e, s| e.call_read(s, &si, shnum.0, offset, n), more_than(n, Vec::len))?
+            };
+            let got = part.len() as u64;
+            if out.is_empty() {
+                out = part;
+            } else {
+                out.extend_from_slice(&part);
+            }
+            remaining -= got;
+            if got < n || remaining == 0 {
+                return Ok(out);
+            }
+            offset += got;
+        }
+    }
+}
+
 fn check_chunk(limit: u64, len: usize) -> Result<(), BackendError> {
     if len as u64 > limit {
         Err(BackendError::OutOfRange(format!("{len} bytes in one call; the limit is {limit}")))
@@ -354,25 +395,7 @@ impl Backend for WasmBackend {
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, BackendError> {
-        let si = si.to_base32();
-        let chunk = self.limits.max_call_bytes;
-        let mut out = Vec::new();
-        let (mut offset, mut remaining) = (offset, len);
-        loop {
-            let n = remaining.min(chunk);
-            let part = invoke!(self, "read", |e, s| e.call_read(s, &si, shnum.0, offset, n), more_than(n, Vec::len))?;
-            let got = part.len() as u64;
-            if out.is_empty() {
-                out = part;
-            } else {
-                out.extend_from_slice(&part);
-            }
-            remaining -= got;
-            if got < n || remaining == 0 {
-                return Ok(out);
-            }
-            offset += got;
-        }
+        self.read_in_calls(false, si, shnum, offset, len).await
     }
 
     async fn size(&self, si: &StorageIndex, shnum: ShareNumber) -> Result<Option<u64>, BackendError> {
@@ -398,26 +421,7 @@ impl Backend for WasmBackend {
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, BackendError> {
-        let si = si.to_base32();
-        let chunk = self.limits.max_call_bytes;
-        let mut out = Vec::new();
-        let (mut offset, mut remaining) = (offset, len);
-        loop {
-            let n = remaining.min(chunk);
-            let part = invoke!(
-                self,
-                "mutable-read",
-                |e, s| e.call_mutable_read(s, &si, shnum.0, offset, n),
-                more_than(n, Vec::len)
-            )?;
-            let got = part.len() as u64;
-            out.extend_from_slice(&part);
-            remaining -= got;
-            if got < n || remaining == 0 {
-                return Ok(out);
-            }
-            offset += got;
-        }
+        self.read_in_calls(true, si, shnum, offset, len).await
     }
 
     async fn mutable_write(

@@ -268,7 +268,7 @@ impl blobs::HostStore for HostState {
     ) -> Result<(), types::BlobError> {
         let (store, k) = (self.store(&h)?, key(&k)?);
         self.check_len(data.len() as u64)?;
-        store.put(&k, &data, mode(m)).await.map_err(blob_error)
+        store.put(&k, data, mode(m)).await.map_err(blob_error)
     }
 
     async fn delete(&mut self, h: Resource<StoreHandle>, k: String) -> Result<bool, types::BlobError> {
@@ -319,7 +319,7 @@ impl blobs::HostStore for HostState {
     ) -> Result<(), types::BlobError> {
         let (store, k) = (self.store(&h)?, key(&k)?);
         self.check_len(data.len() as u64)?;
-        store.write_at(&k, offset, &data).await.map_err(blob_error)
+        store.write_at(&k, offset, data).await.map_err(blob_error)
     }
 
     async fn set_len(&mut self, h: Resource<StoreHandle>, k: String, len: u64) -> Result<(), types::BlobError> {
@@ -354,7 +354,7 @@ impl blobs::HostUpload for HostState {
         self.check_len(data.len() as u64)?;
         let handle = self.table.get_mut(&h).map_err(|e| types::BlobError::Io(format!("bad upload handle: {e}")))?;
         let upload = handle.upload.as_mut().ok_or_else(|| types::BlobError::Io("upload already finished".into()))?;
-        upload.append(&data).await.map_err(blob_error)
+        upload.append(data).await.map_err(blob_error)
     }
 
     async fn finish(&mut self, h: Resource<UploadHandle>) -> Result<(), types::BlobError> {

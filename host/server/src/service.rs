@@ -30,6 +30,9 @@ use crate::wire;
 pub const MAX_MUTABLE_SHARE_SIZE: u64 = 69_105 * 1_000_000_000_000;
 /// Uploads with no write for this long are aborted.
 pub const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// The largest read-test-write body: a whole SDMF file or a batch of MDMF segments fits many
+/// times over; the reference allows 2^48 bytes, which would let one request exhaust memory.
+pub const MAX_READ_TEST_WRITE_BODY: usize = 128 << 20;
 /// A body that stops flowing for this long is abandoned.
 const BODY_STALL: Duration = Duration::from_secs(60);
 
@@ -385,7 +388,7 @@ impl StorageService {
                 check_accept(req.headers())?;
                 let (we, renew, cancel) =
                     (secret(SecretKind::WriteEnabler), secret(SecretKind::LeaseRenew), secret(SecretKind::LeaseCancel));
-                let body = cbor_body(req, usize::MAX).await?;
+                let body = cbor_body(req, MAX_READ_TEST_WRITE_BODY).await?;
                 let request = wire::read_test_write_request(&body).map_err(|e| text(StatusCode::BAD_REQUEST, e.0))?;
                 self.read_test_write(si, request, &we, &renew, &cancel).await
             }

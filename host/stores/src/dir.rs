@@ -222,9 +222,8 @@ impl BlobStore for DirStore {
         self.blocking("head", key.as_str(), move |root| is_file(root, &k)).await
     }
 
-    async fn put(&self, key: &BlobKey, data: &[u8], mode: PutMode) -> Result<(), StoreError> {
+    async fn put(&self, key: &BlobKey, data: Vec<u8>, mode: PutMode) -> Result<(), StoreError> {
         let k = key.as_str().to_owned();
-        let data = data.to_vec();
         self.blocking("put", key.as_str(), move |root| {
             let tmp = write_tmp(root, &data)?;
             install(root, &tmp, &k, mode)
@@ -282,9 +281,8 @@ impl BlobStore for DirStore {
         true
     }
 
-    async fn write_at(&self, key: &BlobKey, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+    async fn write_at(&self, key: &BlobKey, offset: u64, data: Vec<u8>) -> Result<(), StoreError> {
         let k = key.as_str().to_owned();
-        let data = data.to_vec();
         self.blocking("write-at", key.as_str(), move |root| {
             ensure_parent(root, &k)?;
             let file = root.open_with(&k, OpenOptions::new().write(true).create(true))?.into_std();
@@ -344,8 +342,8 @@ struct DirUpload {
 
 #[async_trait]
 impl BlobUpload for DirUpload {
-    async fn append(&mut self, data: &[u8]) -> Result<(), StoreError> {
-        let (tmp, data, offset) = (self.tmp.clone(), data.to_vec(), self.offset);
+    async fn append(&mut self, data: Vec<u8>) -> Result<(), StoreError> {
+        let (tmp, offset) = (self.tmp.clone(), self.offset);
         let n = data.len() as u64;
         self.store
             .blocking("upload-append", self.key.as_str(), move |root| {
@@ -385,11 +383,11 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let s = DirStore::open("t", tmp.path()).unwrap();
         for k in ["a-c", "a/b", "a/a/z", "b", "a.x"] {
-            s.put(&key(k), k.as_bytes(), PutMode::CreateOnly).await.unwrap();
+            s.put(&key(k), k.as_bytes().to_vec(), PutMode::CreateOnly).await.unwrap();
         }
-        assert_eq!(s.put(&key("b"), b"2", PutMode::CreateOnly).await, Err(StoreError::Exists));
+        assert_eq!(s.put(&key("b"), b"2".to_vec(), PutMode::CreateOnly).await, Err(StoreError::Exists));
         assert_eq!(s.get(&key("b")).await.unwrap().unwrap(), b"b");
-        s.put(&key("b"), b"22", PutMode::Overwrite).await.unwrap();
+        s.put(&key("b"), b"22".to_vec(), PutMode::Overwrite).await.unwrap();
         assert_eq!(s.head(&key("b")).await.unwrap(), Some(2));
         let all = s.list("", None, 100).await.unwrap();
         let mut sorted = all.keys.clone();
@@ -419,10 +417,10 @@ mod tests {
         for k in ["escape/secret", "link"] {
             let got = s.get(&key(k)).await;
             assert!(!matches!(got, Ok(Some(_))), "{k} was read: {got:?}");
-            assert!(s.write_at(&key(k), 0, b"pwned").await.is_err(), "{k} written");
+            assert!(s.write_at(&key(k), 0, b"pwned".to_vec()).await.is_err(), "{k} written");
         }
         assert_eq!(std::fs::read(outside.path().join("secret")).unwrap(), b"do not read");
-        assert!(s.put(&key("escape/new"), b"x", PutMode::Overwrite).await.is_err());
+        assert!(s.put(&key("escape/new"), b"x".to_vec(), PutMode::Overwrite).await.is_err());
         assert!(!outside.path().join("new").exists());
     }
 
@@ -430,19 +428,19 @@ mod tests {
     async fn random_access_and_uploads() {
         let tmp = tempfile::tempdir().unwrap();
         let s = DirStore::open("t", tmp.path()).unwrap();
-        s.write_at(&key("in/x"), 4, b"cd").await.unwrap();
-        s.write_at(&key("in/x"), 0, b"ab").await.unwrap();
+        s.write_at(&key("in/x"), 4, b"cd".to_vec()).await.unwrap();
+        s.write_at(&key("in/x"), 0, b"ab".to_vec()).await.unwrap();
         assert_eq!(s.get(&key("in/x")).await.unwrap().unwrap(), b"ab\0\0cd");
         s.set_len(&key("in/x"), 3).await.unwrap();
         s.sync(&key("in/x")).await.unwrap();
-        s.put(&key("out/x"), b"old", PutMode::Overwrite).await.unwrap();
+        s.put(&key("out/x"), b"old".to_vec(), PutMode::Overwrite).await.unwrap();
         assert_eq!(s.rename(&key("in/x"), &key("out/x"), PutMode::CreateOnly).await, Err(StoreError::Exists));
         s.rename(&key("in/x"), &key("out/y"), PutMode::CreateOnly).await.unwrap();
         assert_eq!(s.get(&key("out/y")).await.unwrap().unwrap(), b"ab\0");
         let mut u = s.begin_upload(&key("big"), PutMode::CreateOnly).await.unwrap();
-        u.append(b"hello ").await.unwrap();
+        u.append(b"hello ".to_vec()).await.unwrap();
         assert_eq!(s.head(&key("big")).await.unwrap(), None, "invisible until finished");
-        u.append(b"world").await.unwrap();
+        u.append(b"world".to_vec()).await.unwrap();
         u.finish().await.unwrap();
         assert_eq!(s.get(&key("big")).await.unwrap().unwrap(), b"hello world");
         let u = s.begin_upload(&key("gone"), PutMode::CreateOnly).await.unwrap();

@@ -93,8 +93,9 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
     async fn get_range(&self, key: &BlobKey, offset: u64, len: u64) -> Result<Option<Vec<u8>>, StoreError>;
     /// The object's size.
     async fn head(&self, key: &BlobKey) -> Result<Option<u64>, StoreError>;
-    /// Write an object whole, durably and atomically.
-    async fn put(&self, key: &BlobKey, data: &[u8], mode: PutMode) -> Result<(), StoreError>;
+    /// Write an object whole, durably and atomically. Takes the bytes by value: drivers hand
+    /// them to a blocking worker or keep them, so a borrowed slice would cost a copy.
+    async fn put(&self, key: &BlobKey, data: Vec<u8>, mode: PutMode) -> Result<(), StoreError>;
     /// Remove an object; `true` if it existed.
     async fn delete(&self, key: &BlobKey) -> Result<bool, StoreError>;
     /// Keys starting with `prefix` after `start_after`, at most `limit` (clamped to [`MAX_PAGE`]).
@@ -109,7 +110,7 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
         false
     }
     /// Write at an offset, creating the object, zero-filling holes; durable after `sync`.
-    async fn write_at(&self, key: &BlobKey, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+    async fn write_at(&self, key: &BlobKey, offset: u64, data: Vec<u8>) -> Result<(), StoreError> {
         let _ = (key, offset, data);
         Err(StoreError::Unsupported(format!("store `{}` has no random-access writes", self.name())))
     }
@@ -134,7 +135,7 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
 #[async_trait]
 pub trait BlobUpload: Send {
     /// Append the next bytes.
-    async fn append(&mut self, data: &[u8]) -> Result<(), StoreError>;
+    async fn append(&mut self, data: Vec<u8>) -> Result<(), StoreError>;
     /// Make the object visible, durably.
     async fn finish(self: Box<Self>) -> Result<(), StoreError>;
     /// Abandon it, leaving nothing behind.

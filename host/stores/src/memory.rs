@@ -54,12 +54,12 @@ impl BlobStore for MemoryStore {
         Ok(self.objects().get(key.as_str()).map(|o| o.len() as u64))
     }
 
-    async fn put(&self, key: &BlobKey, data: &[u8], mode: PutMode) -> Result<(), StoreError> {
+    async fn put(&self, key: &BlobKey, data: Vec<u8>, mode: PutMode) -> Result<(), StoreError> {
         let mut objects = self.objects();
         if mode == PutMode::CreateOnly && objects.contains_key(key.as_str()) {
             return Err(StoreError::Exists);
         }
-        objects.insert(key.as_str().to_owned(), data.to_vec());
+        objects.insert(key.as_str().to_owned(), data);
         Ok(())
     }
 
@@ -84,7 +84,7 @@ impl BlobStore for MemoryStore {
         true
     }
 
-    async fn write_at(&self, key: &BlobKey, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+    async fn write_at(&self, key: &BlobKey, offset: u64, data: Vec<u8>) -> Result<(), StoreError> {
         let start = index(offset)?;
         let end = start.checked_add(data.len()).ok_or(StoreError::NoSpace)?;
         let mut objects = self.objects();
@@ -92,7 +92,7 @@ impl BlobStore for MemoryStore {
         if object.len() < end {
             object.resize(end, 0);
         }
-        object[start..end].copy_from_slice(data);
+        object[start..end].copy_from_slice(&data);
         Ok(())
     }
 
@@ -126,13 +126,13 @@ struct MemoryUpload {
 
 #[async_trait]
 impl BlobUpload for MemoryUpload {
-    async fn append(&mut self, data: &[u8]) -> Result<(), StoreError> {
-        self.data.extend_from_slice(data);
+    async fn append(&mut self, data: Vec<u8>) -> Result<(), StoreError> {
+        self.data.extend_from_slice(&data);
         Ok(())
     }
 
     async fn finish(self: Box<Self>) -> Result<(), StoreError> {
-        self.store.put(&self.key, &self.data, self.mode).await
+        self.store.put(&self.key, self.data, self.mode).await
     }
 
     async fn abort(self: Box<Self>) {}

@@ -202,18 +202,13 @@ impl Backend for DiskBackend {
     }
 
     fn list_indexes(&mut self, start_after: Option<&StorageIndex>, limit: u32) -> BackendResult<IndexPage> {
-        let limit = limit.clamp(1, 1000) as usize;
-        let mut all = self.indexes_of(COMPLETE, start_after, limit + 1)?;
-        all.extend(self.indexes_of(SLOTS, start_after, limit + 1)?);
+        // Each tree yields up to limit + 1 indexes; merged, they decide this page and whether
+        // another follows.
+        let want = limit.clamp(1, 1000) as usize + 1;
+        let mut all = self.indexes_of(COMPLETE, start_after, want)?;
+        all.extend(self.indexes_of(SLOTS, start_after, want)?);
         all.sort();
-        all.dedup();
-        let next = if all.len() > limit {
-            all.truncate(limit);
-            all.last().cloned()
-        } else {
-            None
-        };
-        Ok(IndexPage { indexes: all, next })
+        Ok(IndexPage::from_sorted(all, start_after, limit))
     }
 
     fn usage(&mut self) -> BackendResult<Usage> {

@@ -162,20 +162,10 @@ impl Backend for MemoryBackend {
     }
 
     fn list_indexes(&mut self, start_after: Option<&StorageIndex>, limit: u32) -> BackendResult<IndexPage> {
-        let limit = limit.clamp(1, 1000) as usize;
         let mut all: Vec<StorageIndex> =
             self.complete.keys().chain(self.slots.keys()).map(|(si, _)| si.clone()).collect();
         all.sort();
-        all.dedup();
-        let mut indexes: Vec<StorageIndex> =
-            all.into_iter().filter(|si| start_after.is_none_or(|a| si > a)).take(limit + 1).collect();
-        let next = if indexes.len() > limit {
-            indexes.truncate(limit);
-            indexes.last().cloned()
-        } else {
-            None
-        };
-        Ok(IndexPage { indexes, next })
+        Ok(IndexPage::from_sorted(all, start_after, limit))
     }
 
     fn usage(&mut self) -> BackendResult<Usage> {
