@@ -1,0 +1,69 @@
+//! `marsh init`, `marsh config` and `marsh announce`, run as an operator runs them.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn marsh(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_marsh")).args(args).output().expect("run marsh")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn init(dir: &Path) -> Output {
+    marsh(&["init", "--dir", dir.to_str().expect("utf-8"), "--listen", "127.0.0.1:45678", "--nickname", "n1"])
+}
+
+#[test]
+fn init_refuses_to_overwrite_a_node() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("node");
+    let first = init(&dir);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(text(&first.stdout).contains("NURL: pb://"));
+    let key = std::fs::read(dir.join("private/tls.key")).expect("key");
+    let second = init(&dir);
+    assert_eq!(second.status.code(), Some(2));
+    assert!(text(&second.stderr).contains("refusing to overwrite"), "{}", text(&second.stderr));
+    assert_eq!(std::fs::read(dir.join("private/tls.key")).expect("key"), key, "identity untouched");
+}
+
+#[test]
+fn config_is_typed_and_explains_refusals() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("node");
+    assert!(init(&dir).status.success());
+    let d = dir.to_str().expect("utf-8");
+    let ok = marsh(&["config", "set", "storage.reserved-space", "2GiB", "--dir", d]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert_eq!(text(&marsh(&["config", "get", "storage.reserved-space", "--dir", d]).stdout).trim(), "2GiB");
+    let unknown = marsh(&["config", "set", "storage.reserve", "1G", "--dir", d]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(text(&unknown.stderr).contains("valid keys: node.nickname"), "{}", text(&unknown.stderr));
+    let bad = marsh(&["config", "set", "limits.instances", "many", "--dir", d]);
+    assert!(text(&bad.stderr).contains("a whole number from 1"), "{}", text(&bad.stderr));
+    let list = text(&marsh(&["config", "list", "--dir", d]).stdout);
+    assert!(list.contains("storage.reserved-space = 2GiB"), "{list}");
+    assert!(list.contains("limits.memory = 256Mi  (default)"), "{list}");
+    assert!(marsh(&["config", "unset", "storage.reserved-space", "--dir", d]).status.success());
+    assert_eq!(text(&marsh(&["config", "get", "storage.reserved-space", "--dir", d]).stdout).trim(), "1G");
+}
+
+#[test]
+fn announce_prints_a_servers_yaml_entry_the_client_accepts() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("node");
+    assert!(init(&dir).status.success());
+    let out = text(&marsh(&["announce", "--dir", dir.to_str().expect("utf-8")]).stdout);
+    let furl = out.lines().find_map(|l| l.trim().strip_prefix("anonymous-storage-FURL: ")).expect("furl line");
+    let tub = furl.strip_prefix("pb://").and_then(|r| r.split('@').next()).expect("tub id");
+    assert_eq!(tub.len(), 32, "a 20-byte base32 tub id: {furl}");
+    assert!(
+        out.lines()
+            .any(|l| l.trim().starts_with("- pb://") && l.trim().ends_with("#v=1") && l.contains("@127.0.0.1:45678/")),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l.trim().starts_with("v0-") && l.trim().ends_with(':')), "{out}");
+    assert!(out.contains("nickname: n1") && out.contains("permutation-seed-base32: "), "{out}");
+}
