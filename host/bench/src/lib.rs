@@ -1,1 +1,6 @@
-//! Benchmarks of marsh; the binaries under `src/bin/` are run by `make bench`.
+//! Benchmarks of marsh; the binaries under `src/bin/` are run by `make bench`, never by the
+//! tests. This library holds what they share: a GBS client that pins the server by SPKI hash
+//! the way the Tahoe client does ([`client`]), and process measurements from `/proc` ([`proc`]).
+
+pub mod client;
+pub mod proc;

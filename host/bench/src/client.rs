@@ -1,0 +1,286 @@
+//! A small GBS client: parses a NURL, connects over TLS accepting exactly the certificate
+//! whose SPKI hash the NURL names (as the Tahoe 1.20 client does), and sends requests on one
+//! kept-alive HTTP/1.1 connection.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ciborium::value::Value;
+use data_encoding::{BASE64, BASE64URL_NOPAD};
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use sha2::{Digest, Sha256};
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The NURL is malformed.
+    #[error("bad NURL {0:?}: expected pb://SPKI@HOST:PORT/SWISSNUM#v=1")]
+    Nurl(String),
+    /// Connecting or TLS failed.
+    #[error("connecting to {0}: {1}")]
+    Connect(String, String),
+    /// The HTTP exchange failed.
+    #[error("http: {0}")]
+    Http(String),
+}
+
+/// The parts of a NURL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nurl {
+    /// SPKI hash, base64url without padding.
+    pub spki: String,
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Swissnum.
+    pub swissnum: String,
+}
+
+impl std::str::FromStr for Nurl {
+    type Err = ClientError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ClientError::Nurl(s.to_owned());
+        let rest = s.strip_prefix("pb://").ok_or_else(bad)?;
+        let rest = rest.strip_suffix("#v=1").ok_or_else(bad)?;
+        let (spki, rest) = rest.split_once('@').ok_or_else(bad)?;
+        let (hostport, swissnum) = rest.split_once('/').ok_or_else(bad)?;
+        let (host, port) = hostport.rsplit_once(':').ok_or_else(bad)?;
+        Ok(Nurl {
+            spki: spki.to_owned(),
+            host: host.to_owned(),
+            port: port.parse().map_err(|_| bad())?,
+            swissnum: swissnum.to_owned(),
+        })
+    }
+}
+
+/// The SubjectPublicKeyInfo inside a DER certificate.
+pub fn spki_of(cert: &[u8]) -> Option<&[u8]> {
+    fn tlv(b: &[u8]) -> Option<(usize, usize)> {
+        let len0 = *b.get(1)? as usize;
+        if len0 < 0x80 {
+            return Some((2, len0));
+        }
+        let n = len0 & 0x7f;
+        let mut len = 0usize;
+        for i in 0..n {
+            len = (len << 8) | *b.get(2 + i)? as usize;
+        }
+        Some((2 + n, len))
+    }
+    let (h, _) = tlv(cert)?;
+    let tbs = cert.get(h..)?;
+    let (h, l) = tlv(tbs)?;
+    let mut rest = tbs.get(h..h + l)?;
+    if rest.first() == Some(&0xa0) {
+        let (h, l) = tlv(rest)?;
+        rest = rest.get(h + l..)?;
+    }
+    // serialNumber, signature, issuer, validity, subject, then subjectPublicKeyInfo.
+    for _ in 0..5 {
+        let (h, l) = tlv(rest)?;
+        rest = rest.get(h + l..)?;
+    }
+    let (h, l) = tlv(rest)?;
+    rest.get(..h + l)
+}
+
+/// The SPKI hash of a DER certificate as a NURL carries it.
+pub fn spki_hash(cert: &[u8]) -> Option<String> {
+    spki_of(cert).map(|spki| BASE64URL_NOPAD.encode(&Sha256::digest(spki)))
+}
+
+#[derive(Debug)]
+struct PinnedSpki(String);
+
+impl ServerCertVerifier for PinnedSpki {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match spki_hash(end_entity) {
+            Some(h) if h == self.0 => Ok(ServerCertVerified::assertion()),
+            _ => Err(rustls::Error::General("certificate does not match the NURL's SPKI hash".into())),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            m,
+            c,
+            d,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            m,
+            c,
+            d,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A response.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}
+
+/// One kept-alive connection to a GBS server.
+#[derive(Debug)]
+pub struct GbsClient {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    authorization: String,
+}
+
+impl GbsClient {
+    /// Connect to the server a NURL names.
+    pub async fn connect(nurl: &Nurl) -> Result<GbsClient, ClientError> {
+        let addr = format!("{}:{}", nurl.host, nurl.port);
+        let fail = |e: String| ClientError::Connect(addr.clone(), e);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| fail(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedSpki(nurl.spki.clone())))
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(&addr).await.map_err(|e| fail(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from("tahoe-lafs").map_err(|e| fail(e.to_string()))?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        tokio::spawn(conn);
+        Ok(GbsClient { sender, authorization: format!("Tahoe-LAFS {}", BASE64.encode(nurl.swissnum.as_bytes())) })
+    }
+
+    /// Send one request to `/storage/v1/{path}` with the given secrets and headers.
+    pub async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        secrets: &[(&str, &[u8])],
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<Reply, ClientError> {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(format!("/storage/v1/{path}"))
+            .header("host", "tahoe-lafs")
+            .header("authorization", &self.authorization)
+            .header("accept", "application/cbor");
+        for (kind, secret) in secrets {
+            b = b.header("x-tahoe-authorization", format!("{kind} {}", BASE64.encode(secret)));
+        }
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let req = b.body(Full::new(Bytes::from(body))).map_err(|e| ClientError::Http(e.to_string()))?;
+        self.sender.ready().await.map_err(|e| ClientError::Http(e.to_string()))?;
+        let resp = self.sender.send_request(req).await.map_err(|e| ClientError::Http(e.to_string()))?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map_err(|e| ClientError::Http(e.to_string()))?.to_bytes();
+        Ok(Reply { status: parts.status, headers: parts.headers, body })
+    }
+}
+
+/// CBOR text.
+pub fn text(s: &str) -> Value {
+    Value::Text(s.to_owned())
+}
+
+/// CBOR unsigned integer.
+pub fn int(n: u64) -> Value {
+    Value::Integer(n.into())
+}
+
+/// Encode a CBOR value.
+pub fn encode(v: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = ciborium::ser::into_writer(v, &mut out);
+    out
+}
+
+/// An allocate body.
+pub fn allocate_body(shares: &[u64], size: u64) -> Vec<u8> {
+    let set = Value::Tag(258, Box::new(Value::Array(shares.iter().map(|n| int(*n)).collect())));
+    encode(&Value::Map(vec![(text("share-numbers"), set), (text("allocated-size"), int(size))]))
+}
+
+/// A read-test-write body for one share: tests `(offset, size, specimen)`, writes `(offset, data)`.
+pub fn rtw_body(shnum: u64, tests: &[(u64, u64, &[u8])], writes: &[(u64, &[u8])], reads: &[(u64, u64)]) -> Vec<u8> {
+    let tests = tests
+        .iter()
+        .map(|(o, s, sp)| {
+            Value::Map(vec![
+                (text("offset"), int(*o)),
+                (text("size"), int(*s)),
+                (text("specimen"), Value::Bytes(sp.to_vec())),
+            ])
+        })
+        .collect();
+    let writes = writes
+        .iter()
+        .map(|(o, d)| Value::Map(vec![(text("offset"), int(*o)), (text("data"), Value::Bytes(d.to_vec()))]))
+        .collect();
+    let share = Value::Map(vec![
+        (text("test"), Value::Array(tests)),
+        (text("write"), Value::Array(writes)),
+        (text("new-length"), Value::Null),
+    ]);
+    let reads =
+        reads.iter().map(|(o, s)| Value::Map(vec![(text("offset"), int(*o)), (text("size"), int(*s))])).collect();
+    encode(&Value::Map(vec![
+        (text("test-write-vectors"), Value::Map(vec![(int(shnum), share)])),
+        (text("read-vector"), Value::Array(reads)),
+    ]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nurls_parse() {
+        let n: Nurl = "pb://abc_-DEF@127.0.0.1:3457/swiss#v=1".parse().unwrap();
+        assert_eq!(n, Nurl { spki: "abc_-DEF".into(), host: "127.0.0.1".into(), port: 3457, swissnum: "swiss".into() });
+        assert!("pb://abc@host/swiss#v=1".parse::<Nurl>().is_err());
+        assert!("http://abc@host:1/swiss".parse::<Nurl>().is_err());
+    }
+}
