@@ -57,7 +57,10 @@ run: plugins
 	$(CARGO_TARGET_DIR)/debug/marsh announce --dir $(NODE_DIR)
 	$(CARGO_TARGET_DIR)/debug/marsh run --dir $(NODE_DIR) --verbose
 
-bench: plugins
-	cargo build --locked --release -p marsh-bench --bin marsh-bench-plugin
+bench: plugins tahoe
+	cargo build --locked --release -p marsh-bench --bins
+	cargo build --locked --release -p marsh --features native-backends --bin marsh
 	mkdir -p $(CURDIR)/target
 	$(CARGO_TARGET_DIR)/release/marsh-bench-plugin $(MARSH_PLUGIN_DIR) $(CURDIR)/target
+	$(TAHOE_VENV)/bin/python host/bench/side_by_side.py $(CARGO_TARGET_DIR)/release/marsh \
+	  $(CARGO_TARGET_DIR)/release/marsh-load $(TAHOE) $(CURDIR)/target/bench

@@ -164,11 +164,11 @@ pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     let cache = node.cache();
     std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
 
-    let mut grants = Grants::new(id.seal_key.clone());
+    let mut stores = Vec::new();
     for name in node.get("backend.stores")?.split(',') {
         let name = name.trim();
         let spec = node.get(&format!("store.{name}")).with_context(|| format!("backend.stores names `{name}`"))?;
-        grants = grants.store(name, open_store(name, &spec)?);
+        stores.push((name.to_owned(), open_store(name, &spec)?));
     }
     let limits = PluginLimits {
         memory_bytes: usize::try_from(size(&node, "limits.memory")?).unwrap_or(usize::MAX),
@@ -181,8 +181,17 @@ pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         .into_iter()
         .map(|(k, v)| (k.trim_start_matches("backend.config.").to_owned(), v))
         .collect();
+    let plugin_setting = node.get("backend.plugin")?;
+    if let Some(name) = plugin_setting.strip_prefix("native:") {
+        let backend = native_backend(name, &id.seal_key, stores, plugin_config)?;
+        return serve(&node, &id, backend).await;
+    }
+    let mut grants = Grants::new(id.seal_key.clone());
+    for (name, store) in stores {
+        grants = grants.store(&name, store);
+    }
     let runtime = Runtime::new(Some(cache.join("plugins")))?;
-    let plugin = runtime.load(&plugin_path(&node.get("backend.plugin")?)?)?;
+    let plugin = runtime.load(&plugin_path(&plugin_setting)?)?;
     let backend = match WasmBackend::start(&runtime, &plugin, grants, plugin_config, limits).await {
         Ok(b) => b,
         Err(StartError::Init { plugin, failure: InitFailure::RecoveryNeeded { reason, command } }) => {
@@ -198,21 +207,60 @@ pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
+    serve(&node, &id, Arc::new(backend)).await
+}
+
+#[cfg(feature = "native-backends")]
+fn native_backend(
+    name: &str,
+    seal_key: &marsh_seal::SealKey,
+    stores: Vec<(String, Arc<dyn BlobStore>)>,
+    config: Vec<(String, String)>,
+) -> anyhow::Result<Arc<dyn marsh_core::Backend>> {
+    let mut grants = marsh_native::NativeGrants::new(seal_key.clone());
+    for (n, store) in stores {
+        grants = grants.store(&n, store);
+    }
+    Ok(match name {
+        "disk" => Arc::new(marsh_native::NativeDisk::start(grants, config)?),
+        "memory" => Arc::new(marsh_native::NativeMemory::start(grants, config)?),
+        other => bail!("no native backend `{other}`"),
+    })
+}
+
+#[cfg(not(feature = "native-backends"))]
+fn native_backend(
+    name: &str,
+    _: &marsh_seal::SealKey,
+    _: Vec<(String, Arc<dyn BlobStore>)>,
+    _: Vec<(String, String)>,
+) -> anyhow::Result<Arc<dyn marsh_core::Backend>> {
+    bail!(
+        "backend.plugin = native:{name} needs a marsh built with the `native-backends` feature (used by `make bench` only)"
+    )
+}
+
+async fn serve(
+    node: &NodeDir,
+    id: &marsh_node::Identity,
+    backend: Arc<dyn marsh_core::Backend>,
+) -> anyhow::Result<ExitCode> {
+    let cache = node.cache();
     let leases = Arc::new(LeaseBook::open(&cache.join("leases.sqlite"))?);
     let service = Arc::new(StorageService::new(
-        Arc::new(backend),
+        backend,
         leases,
         Arc::new(SystemClock),
         ServiceConfig {
             swissnum: id.swissnum.clone(),
-            reserved_space: size(&node, "storage.reserved-space")?,
+            reserved_space: size(node, "storage.reserved-space")?,
             application_version: format!("marsh/{}", env!("CARGO_PKG_VERSION")),
         },
     ));
     let tls = marsh_server::tls_config(id.cert_der.clone(), id.key_der.clone())?;
     let listen: SocketAddr = node.get("node.listen")?.parse()?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
-    let (host, port) = public_address(&node)?;
+    let (host, port) = public_address(node)?;
     println!("marsh: serving {}", id.nurl(&host, port));
     std::io::stdout().flush()?;
     tokio::select! {

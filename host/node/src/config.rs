@@ -72,7 +72,9 @@ impl Kind {
             Kind::Size => "a size such as 1G, 500MiB or 4096 (K/M/G/T are powers of 1000, Ki/Mi/Gi/Ti of 1024)",
             Kind::Seconds => "a whole number of seconds",
             Kind::Count => "a whole number from 1",
-            Kind::Plugin => "`disk`, `memory`, or the path of a .wasm plugin file",
+            Kind::Plugin => {
+                "`disk`, `memory`, the path of a .wasm plugin file, or `native:disk` (benchmark builds only)"
+            }
             Kind::Store => "`dir:ABSOLUTE_PATH` or `memory`",
             Kind::PluginValue => "text",
             Kind::Names => "names separated by commas, e.g. shares,state",
@@ -203,7 +205,10 @@ fn validate(key: &Key, name: &str, value: &str) -> Result<String, ConfigError> {
         Kind::Size => parse_size(v).is_some(),
         Kind::Seconds => v.parse::<u64>().is_ok(),
         Kind::Count => v.parse::<u32>().is_ok_and(|n| n > 0),
-        Kind::Plugin => v == "disk" || v == "memory" || (v.ends_with(".wasm") && std::path::Path::new(v).is_absolute()),
+        Kind::Plugin => {
+            matches!(v, "disk" | "memory" | "native:disk" | "native:memory")
+                || (v.ends_with(".wasm") && std::path::Path::new(v).is_absolute())
+        }
         Kind::Store => v == "memory" || v.strip_prefix("dir:").is_some_and(|p| std::path::Path::new(p).is_absolute()),
     };
     if ok { Ok(v.to_owned()) } else { Err(bad()) }

@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""`make bench`, second half: the same GBS workload against marsh (backend-disk as a wasm
+plugin), marsh (the same backend linked natively) and the Python tahoe-lafs 1.20 storage
+node, one after the other on this machine, plus the disk's own fsync'd write bandwidth, in
+one run. Prints one table with ratios against the Python server.
+
+Run with the tahoe venv's python (it needs `cryptography` to read the reference node's
+certificate). Usage: side_by_side.py MARSH MARSH_LOAD TAHOE SCRATCH_DIR
+Every server listens on 127.0.0.1; every request goes there.
+"""
+
+import base64
+import hashlib
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+MARSH, LOAD, TAHOE, SCRATCH = sys.argv[1:5]
+SHARES, SIZE, CHUNK, CONCURRENCY = 4, 64 << 20, 1 << 20, 4
+IDLE_CLIENTS, IDLE_SECONDS = 1000, 10
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(*args):
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
+
+
+def disk_bandwidth(directory):
+    """MiB/s of plain 1 MiB writes to SHARES files of SIZE bytes, each fsynced: the physical limit."""
+    buf = os.urandom(CHUNK)
+    start = time.time()
+    for i in range(SHARES):
+        path = os.path.join(directory, f"disk-{i}")
+        with open(path, "wb") as f:
+            for _ in range(SIZE // CHUNK):
+                f.write(buf)
+            f.flush()
+            os.fsync(f.fileno())
+    elapsed = time.time() - start
+    for i in range(SHARES):
+        os.remove(os.path.join(directory, f"disk-{i}"))
+    return SHARES * SIZE / (1 << 20) / elapsed
+
+
+def load(nurl, pid, extra):
+    out = run(LOAD, "--nurl", nurl, "--pid", str(pid), *extra)
+    for line in out.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):]), out
+    raise RuntimeError(f"no RESULT line from marsh-load:\n{out}")
+
+
+def workloads(nurl, pid):
+    main, text = load(nurl, pid, ["--shares", str(SHARES), "--size", str(SIZE), "--chunk", str(CHUNK),
+                                  "--concurrency", str(CONCURRENCY), "--mutable", "200", "--renewals", "200",
+                                  "--polls", "1000", "--idle-clients", str(IDLE_CLIENTS), "--idle-seconds", str(IDLE_SECONDS)])
+    many, _ = load(nurl, pid, ["--shares", "32", "--size", str(8 << 20), "--chunk", str(CHUNK), "--concurrency", "32",
+                               "--mutable", "0", "--renewals", "0", "--polls", "0"])
+    main["peak_rss_32_kib"] = many["peak_rss_kib"]
+    return main, text
+
+
+def marsh_server(name, native):
+    node = os.path.join(SCRATCH, name)
+    port = free_port()
+    run(MARSH, "init", "--dir", node, "--listen", f"127.0.0.1:{port}", "--storage-dir", node + "-shares")
+    run(MARSH, "config", "set", "storage.reserved-space", "0", "--dir", node)
+    if native:
+        run(MARSH, "config", "set", "backend.plugin", "native:disk", "--dir", node)
+    proc = subprocess.Popen([MARSH, "run", "--dir", node], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline()
+    if "serving pb://" not in line:
+        raise RuntimeError(f"{name} did not start: {line!r}")
+    time.sleep(1)
+    return proc, line.split("serving ", 1)[1].strip()
+
+
+def python_server():
+    node = os.path.join(SCRATCH, "tahoe-storage")
+    port = free_port()
+    run(TAHOE, "create-node", "--listen=tcp", f"--port=tcp:{port}:interface=127.0.0.1", f"--location=tcp:127.0.0.1:{port}",
+        "--webport=none", "--nickname=reference", node)
+    with open(os.path.join(node, "tahoe.cfg")) as f:
+        cfg = f.read().replace("reserved_space = 1G", "reserved_space = 0")
+    with open(os.path.join(node, "tahoe.cfg"), "w") as f:
+        f.write(cfg)
+    # `tahoe run` stops when its stdin closes: keep a pipe open.
+    proc = subprocess.Popen([TAHOE, "run", node], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    furl_path = os.path.join(node, "private", "storage.furl")
+    deadline = time.time() + 60
+    while not os.path.exists(furl_path):
+        if time.time() > deadline or proc.poll() is not None:
+            raise RuntimeError("the Python storage node did not start")
+        time.sleep(0.2)
+    time.sleep(2)
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    with open(os.path.join(node, "private", "node.pem"), "rb") as f:
+        cert = x509.load_pem_x509_certificate(f.read())
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    spki_hash = base64.urlsafe_b64encode(hashlib.sha256(spki).digest()).rstrip(b"=").decode()
+    with open(furl_path) as f:
+        swissnum = f.read().strip().rsplit("/", 1)[1]
+    return proc, f"pb://{spki_hash}@127.0.0.1:{port}/{swissnum}#v=1"
+
+
+def stop(proc):
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def main():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    if os.path.exists(SCRATCH):
+        shutil.rmtree(SCRATCH)
+    os.makedirs(SCRATCH)
+    disk = disk_bandwidth(SCRATCH)
+    results = {}
+    for name, start in [("marsh wasm", lambda: marsh_server("marsh-wasm", False)),
+                        ("marsh native", lambda: marsh_server("marsh-native", True)),
+                        ("python 1.20", python_server)]:
+        proc, nurl = start()
+        try:
+            results[name], text = workloads(nurl, proc.pid)
+            print(f"--- {name} ---\n{text}", flush=True)
+        finally:
+            stop(proc)
+    shutil.rmtree(SCRATCH, ignore_errors=True)
+
+    def g(name, path):
+        v = results[name]
+        for p in path:
+            v = v.get(p) if v is not None else None
+        return v
+
+    rows = [
+        ("upload MiB/s (4 x 64 MiB, 4 at once)", ("upload", "mib_s"), True),
+        ("download MiB/s (1 MiB ranged reads)", ("download", "mib_s"), True),
+        ("server CPU s per GiB uploaded", ("upload", "cpu_s_per_gib"), False),
+        ("server CPU s per GiB downloaded", ("download", "cpu_s_per_gib"), False),
+        ("upload p50 ms per 1 MiB PATCH", ("upload", "p50_ms"), False),
+        ("mutable read-test-write req/s", ("mutable", "rps"), True),
+        ("mutable read-test-write p99 ms", ("mutable", "p99_ms"), False),
+        ("lease renewal req/s", ("lease", "rps"), True),
+        ("version p50 ms", ("version", "p50_ms"), False),
+        (f"{IDLE_CLIENTS} idle clients polling version: % of one core", ("idle", "core_percent"), False),
+        ("idle RSS MiB", ("idle_rss_kib",), False),
+        ("peak RSS MiB (main run)", ("peak_rss_kib",), False),
+        ("peak RSS MiB (32 concurrent 8 MiB uploads)", ("peak_rss_32_kib",), False),
+    ]
+    print(f"\nSide by side, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores; disk's own fsync'd write bandwidth: {disk:.0f} MiB/s")
+    print("| measure | marsh wasm | marsh native | python 1.20 | wasm / python | native / python |")
+    print("|---|---|---|---|---|---|")
+    for label, path, _higher in rows:
+        vals = [g(n, path) for n in ["marsh wasm", "marsh native", "python 1.20"]]
+        if path[-1].endswith("_kib"):
+            vals = [v / 1024 if v is not None else None for v in vals]
+        cells = [f"{v:.2f}" if v is not None else "-" for v in vals]
+        ratio = lambda a, b: f"{a / b:.2f}" if a is not None and b not in (None, 0) else "-"
+        print(f"| {label} | {cells[0]} | {cells[1]} | {cells[2]} | {ratio(vals[0], vals[2])} | {ratio(vals[1], vals[2])} |")
+    up = g("marsh wasm", ("upload", "mib_s"))
+    print(f"\nmarsh wasm upload as a fraction of the disk's fsync'd bandwidth: {up / disk * 100:.0f}%")
+
+
+if __name__ == "__main__":
+    main()
