@@ -535,7 +535,10 @@ impl StorageService {
             }
             while pending.len() >= chunk || (done && !pending.is_empty()) {
                 let take = pending.len().min(chunk);
-                let piece: Vec<u8> = pending.drain(..take).collect();
+                // Hand the buffer itself to the backend; only a tail past the chunk is copied.
+                let rest = pending.split_off(take);
+                let piece = std::mem::replace(&mut pending, rest);
+                pending.reserve(chunk);
                 self.write_piece(&si, n, &mut up, offset, &piece).await?;
                 offset += take as u64;
             }
