@@ -2,5 +2,5 @@
 //! tests. This library holds what they share: a GBS client that pins the server by SPKI hash
 //! the way the Tahoe client does ([`client`]), and process measurements from `/proc` ([`proc`]).
 
-pub mod client;
+pub use marsh_gbs_client as client;
 pub mod proc;

@@ -166,6 +166,11 @@ mod tests {
         assert_eq!(id.swissnum.len(), 32);
         assert_eq!(id.spki_hash.len(), 43);
         assert_eq!(
+            marsh_gbs_client::spki_hash(&id.cert_der).as_deref(),
+            Some(id.spki_hash.as_str()),
+            "the pin matches the certificate"
+        );
+        assert_eq!(
             id.nurl("storage.example.org", 3457),
             format!("pb://{}@storage.example.org:3457/{}#v=1", id.spki_hash, id.swissnum)
         );

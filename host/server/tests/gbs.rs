@@ -1,6 +1,6 @@
 //! The GBS conformance cases of shared/GBS.md section 9 (ported from the reference's
 //! `test_storage_http.py`), against a running server over real TLS, with a client that pins
-//! the certificate by SPKI hash the way the Tahoe client does.
+//! the certificate by SPKI hash the way the Tahoe client does (`marsh-gbs-client`).
 
 #![allow(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
 
@@ -9,104 +9,17 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ciborium::value::Value;
-use data_encoding::{BASE64, BASE64URL_NOPAD};
+use data_encoding::BASE64;
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use marsh_conformance::reference::ReferenceBackend;
 use marsh_core::{ShareNumber, StorageIndex};
+use marsh_gbs_client::{GbsClient, Nurl};
 use marsh_server::leases::{LEASE_SECONDS, LeaseBook};
 use marsh_server::{ManualClock, ServiceConfig, StorageService, wire};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use sha2::{Digest, Sha256};
 
 const SWISSNUM: &str = "eiu2i7p6d6mm4ihmss7ieou5hac3wn6b";
 const T0: u64 = 1_700_000_000;
-
-/// Accepts exactly one certificate, by the SHA-256 of its public key, as the Tahoe client does.
-#[derive(Debug)]
-struct PinnedSpki(String);
-
-impl ServerCertVerifier for PinnedSpki {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let spki = spki_of(end_entity).ok_or(rustls::Error::General("no SPKI".into()))?;
-        if BASE64URL_NOPAD.encode(&Sha256::digest(spki)) == self.0 {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General("SPKI hash mismatch".into()))
-        }
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            m,
-            c,
-            d,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            m,
-            c,
-            d,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// The SubjectPublicKeyInfo inside a certificate (a minimal DER walk: Certificate ->
-/// TBSCertificate -> the seventh element, or sixth without the version tag).
-fn spki_of(cert: &[u8]) -> Option<&[u8]> {
-    fn tlv(b: &[u8]) -> Option<(usize, usize)> {
-        let len0 = *b.get(1)? as usize;
-        if len0 < 0x80 {
-            return Some((2, len0));
-        }
-        let n = len0 & 0x7f;
-        let mut len = 0usize;
-        for i in 0..n {
-            len = (len << 8) | *b.get(2 + i)? as usize;
-        }
-        Some((2 + n, len))
-    }
-    let (h, _) = tlv(cert)?;
-    let tbs = &cert[h..];
-    let (h, l) = tlv(tbs)?;
-    let mut rest = &tbs[h..h + l];
-    let mut index = 0;
-    if rest.first() == Some(&0xa0) {
-        let (h, l) = tlv(rest)?;
-        rest = &rest[h + l..];
-    }
-    loop {
-        let (h, l) = tlv(rest)?;
-        if index == 5 {
-            return Some(&rest[..h + l]);
-        }
-        rest = &rest[h + l..];
-        index += 1;
-    }
-}
 
 struct Server {
     addr: std::net::SocketAddr,
@@ -119,7 +32,7 @@ struct Server {
 async fn start() -> Server {
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(vec!["marsh".into()]).unwrap().self_signed(&key).unwrap();
-    let spki = BASE64URL_NOPAD.encode(&Sha256::digest(spki_of(cert.der()).unwrap()));
+    let spki = marsh_gbs_client::spki_hash(cert.der()).unwrap();
     let tls = marsh_server::tls_config(cert.der().to_vec(), key.serialize_der()).unwrap();
     let clock = Arc::new(ManualClock::new(T0));
     let service = Arc::new(StorageService::new(
@@ -153,24 +66,15 @@ fn auth() -> String {
 
 impl Server {
     async fn send(&self, req: Request<Full<Bytes>>) -> Reply {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedSpki(self.spki.clone())))
-            .with_no_client_auth();
-        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(ServerName::try_from("ignored").unwrap(), tcp)
-            .await
-            .unwrap();
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
-        tokio::spawn(conn);
-        let resp = sender.send_request(req).await.unwrap();
-        let (parts, body) = resp.into_parts();
-        Reply { status: parts.status, headers: parts.headers, body: body.collect().await.unwrap().to_bytes() }
+        let nurl = Nurl {
+            spki: self.spki.clone(),
+            host: "127.0.0.1".into(),
+            port: self.addr.port(),
+            swissnum: SWISSNUM.into(),
+        };
+        let mut client = GbsClient::connect(&nurl).await.unwrap();
+        let r = client.send(req).await.unwrap();
+        Reply { status: r.status, headers: r.headers, body: r.body }
     }
 
     /// A request with the right Authorization and CBOR accept, plus `secrets` and `headers`.

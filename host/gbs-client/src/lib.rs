@@ -1,6 +1,7 @@
 //! A small GBS client: parses a NURL, connects over TLS accepting exactly the certificate
 //! whose SPKI hash the NURL names (as the Tahoe 1.20 client does), and sends requests on one
-//! kept-alive HTTP/1.1 connection.
+//! kept-alive HTTP/1.1 connection. Used by the server's protocol tests and by `marsh-load`;
+//! it is a test and measurement tool, not a Tahoe client.
 
 use std::sync::Arc;
 
@@ -59,20 +60,22 @@ impl std::str::FromStr for Nurl {
     }
 }
 
+/// One DER element at the start of `b`: (header length, content length).
+fn tlv(b: &[u8]) -> Option<(usize, usize)> {
+    let len0 = *b.get(1)? as usize;
+    if len0 < 0x80 {
+        return Some((2, len0));
+    }
+    let n = len0 & 0x7f;
+    let mut len = 0usize;
+    for i in 0..n {
+        len = (len << 8) | *b.get(2 + i)? as usize;
+    }
+    Some((2 + n, len))
+}
+
 /// The SubjectPublicKeyInfo inside a DER certificate.
 pub fn spki_of(cert: &[u8]) -> Option<&[u8]> {
-    fn tlv(b: &[u8]) -> Option<(usize, usize)> {
-        let len0 = *b.get(1)? as usize;
-        if len0 < 0x80 {
-            return Some((2, len0));
-        }
-        let n = len0 & 0x7f;
-        let mut len = 0usize;
-        for i in 0..n {
-            len = (len << 8) | *b.get(2 + i)? as usize;
-        }
-        Some((2 + n, len))
-    }
     let (h, _) = tlv(cert)?;
     let tbs = cert.get(h..)?;
     let (h, l) = tlv(tbs)?;
@@ -119,18 +122,6 @@ fn verify_with_spki(
 
 /// The contents of the subjectPublicKey BIT STRING of a SubjectPublicKeyInfo.
 fn public_key_bits(spki: &[u8]) -> Option<&[u8]> {
-    fn tlv(b: &[u8]) -> Option<(usize, usize)> {
-        let len0 = *b.get(1)? as usize;
-        if len0 < 0x80 {
-            return Some((2, len0));
-        }
-        let n = len0 & 0x7f;
-        let mut len = 0usize;
-        for i in 0..n {
-            len = (len << 8) | *b.get(2 + i)? as usize;
-        }
-        Some((2 + n, len))
-    }
     let (h, l) = tlv(spki)?;
     let inner = spki.get(h..h + l)?;
     let (h, l) = tlv(inner)?; // AlgorithmIdentifier
@@ -246,6 +237,11 @@ impl GbsClient {
             b = b.header(*k, *v);
         }
         let req = b.body(Full::new(Bytes::from(body))).map_err(|e| ClientError::Http(e.to_string()))?;
+        self.send(req).await
+    }
+
+    /// Send a request exactly as built (tests use this for malformed or missing headers).
+    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<Reply, ClientError> {
         self.sender.ready().await.map_err(|e| ClientError::Http(e.to_string()))?;
         let resp = self.sender.send_request(req).await.map_err(|e| ClientError::Http(e.to_string()))?;
         let (parts, body) = resp.into_parts();
