@@ -82,18 +82,9 @@ fn random<const N: usize>() -> [u8; N] {
 }
 
 /// Deterministic content of a share at an offset, so downloads can be verified.
-fn pattern(seed: &[u8; 16], offset: u64, len: usize) -> Vec<u8> {
-    let mut x =
-        u64::from_le_bytes(seed[..8].try_into().unwrap_or_default()) ^ offset.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
+fn pattern(si: &[u8; 16], offset: u64, len: usize) -> Vec<u8> {
+    let seed = u64::from_le_bytes(si[..8].try_into().unwrap_or_default()) ^ offset;
+    marsh_conformance::pattern(seed, len)
 }
 
 fn si_text(si: &[u8; 16]) -> String {
@@ -110,13 +101,12 @@ struct Phase {
 }
 
 impl Phase {
+    /// A percentile of the latencies, which `phase` leaves sorted.
     fn percentile(&self, p: f64) -> f64 {
-        if self.latencies_ms.is_empty() {
-            return 0.0;
+        match self.latencies_ms.len() {
+            0 => 0.0,
+            n => self.latencies_ms[((n as f64 - 1.0) * p).round() as usize],
         }
-        let mut v = self.latencies_ms.clone();
-        v.sort_by(f64::total_cmp);
-        v[((v.len() as f64 - 1.0) * p).round() as usize]
     }
 }
 
@@ -185,7 +175,8 @@ where
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
-    let latencies_ms = std::mem::take(&mut *rec.latencies.lock().await);
+    let mut latencies_ms = std::mem::take(&mut *rec.latencies.lock().await);
+    latencies_ms.sort_by(f64::total_cmp);
     Ok(Phase { name, latencies_ms, bytes, elapsed, cpu })
 }
 
@@ -337,27 +328,17 @@ async fn main() -> anyhow::Result<()> {
         let n = p.latencies_ms.len();
         let mib_s = p.bytes as f64 / (1 << 20) as f64 / p.elapsed;
         let cpu_per_gib = p.cpu.filter(|_| p.bytes > 0).map(|c| c / (p.bytes as f64 / (1u64 << 30) as f64));
+        let (name, rps, p50, p99) = (p.name, n as f64 / p.elapsed, p.percentile(0.5), p.percentile(0.99));
+        let shown = |v: Option<f64>, none: &str, digits: usize| v.map_or(none.to_owned(), |c| format!("{c:.digits$}"));
         println!(
-            "| {:<8} | {:>8} | {:>6.0} | {:>7.1} | {:>6.2} | {:>6.2} | {:>12} | {:>9} |",
-            p.name,
-            n,
-            n as f64 / p.elapsed,
-            mib_s,
-            p.percentile(0.5),
-            p.percentile(0.99),
-            p.cpu.map_or("-".into(), |c| format!("{c:.2}")),
-            cpu_per_gib.map_or("-".into(), |c| format!("{c:.2}")),
+            "| {name:<8} | {n:>8} | {rps:>6.0} | {mib_s:>7.1} | {p50:>6.2} | {p99:>6.2} | {:>12} | {:>9} |",
+            shown(p.cpu, "-", 2),
+            shown(cpu_per_gib, "-", 2),
         );
         json.push(format!(
-            "\"{}\":{{\"requests\":{},\"rps\":{:.1},\"mib_s\":{:.2},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"cpu_s\":{},\"cpu_s_per_gib\":{}}}",
-            p.name,
-            n,
-            n as f64 / p.elapsed,
-            mib_s,
-            p.percentile(0.5),
-            p.percentile(0.99),
-            p.cpu.map_or("null".into(), |c| format!("{c:.3}")),
-            cpu_per_gib.map_or("null".into(), |c| format!("{c:.3}")),
+            "\"{name}\":{{\"requests\":{n},\"rps\":{rps:.1},\"mib_s\":{mib_s:.2},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"cpu_s\":{},\"cpu_s_per_gib\":{}}}",
+            shown(p.cpu, "null", 3),
+            shown(cpu_per_gib, "null", 3),
         ));
     }
     if let Some((clients, seconds, cpu)) = idle {
