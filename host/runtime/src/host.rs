@@ -250,7 +250,7 @@ impl blobs::HostStore for HostState {
         len: u64,
     ) -> Result<Option<Vec<u8>>, types::BlobError> {
         let (store, k) = (self.store(&h)?, key(&k)?);
-        self.check_len(len.min(self.max_call_bytes.saturating_add(1)))?;
+        self.check_len(len)?;
         store.get_range(&k, offset, len).await.map_err(blob_error)
     }
 
