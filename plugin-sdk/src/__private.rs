@@ -331,6 +331,13 @@ mod backend_adapter {
         fn usage() -> Result<ex::SpaceUsage, ex::BackendError> {
             call::<S, _>(|p| p.usage()).map(|u| ex::SpaceUsage { available: u.available, used: u.used })
         }
+        fn sweep(grace_seconds: u64) -> Result<ex::SweepReport, ex::BackendError> {
+            call::<S, _>(|p| p.sweep(grace_seconds)).map(|r| ex::SweepReport {
+                examined: r.examined,
+                removed: r.removed,
+                removed_bytes: r.removed_bytes,
+            })
+        }
     }
 }
 

@@ -77,6 +77,17 @@ pub struct Usage {
     pub used: Option<u64>,
 }
 
+/// What a [`Backend::sweep`] found and removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SweepReport {
+    /// Objects looked at.
+    pub examined: u64,
+    /// Leftovers removed.
+    pub removed: u64,
+    /// Their bytes, where known.
+    pub removed_bytes: u64,
+}
+
 /// One page of storage indexes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct IndexPage {
@@ -171,4 +182,10 @@ pub trait Backend: Sized + 'static {
     fn list_indexes(&mut self, start_after: Option<&StorageIndex>, limit: u32) -> BackendResult<IndexPage>;
     /// Space figures.
     fn usage(&mut self) -> BackendResult<Usage>;
+    /// Remove leftovers of interrupted work older than `grace_seconds` (never work in
+    /// progress). The default has nothing to sweep.
+    fn sweep(&mut self, grace_seconds: u64) -> BackendResult<SweepReport> {
+        let _ = grace_seconds;
+        Ok(SweepReport::default())
+    }
 }

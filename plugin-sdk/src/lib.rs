@@ -124,7 +124,7 @@ mod types;
 #[doc(hidden)]
 pub mod __private;
 
-pub use backend::{Backend, BackendError, BackendResult, IndexPage, Usage, WriteVector};
+pub use backend::{Backend, BackendError, BackendResult, IndexPage, SweepReport, Usage, WriteVector};
 pub use blobs::{BlobError, Capabilities, Page, PutMode, Store, Upload};
 pub use config::Config;
 pub use host::{Host, Level, SealError};

@@ -54,6 +54,17 @@ pub struct Usage {
     pub used: Option<u64>,
 }
 
+/// What a [`Backend::sweep`] found and removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SweepReport {
+    /// Objects looked at.
+    pub examined: u64,
+    /// Leftovers removed.
+    pub removed: u64,
+    /// Their bytes, where known.
+    pub removed_bytes: u64,
+}
+
 /// One page of storage indexes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct IndexPage {
@@ -149,6 +160,11 @@ pub trait Backend: Send + Sync {
     async fn list_indexes(&self, start_after: Option<&StorageIndex>, limit: u32) -> Result<IndexPage, BackendError>;
     /// Space figures.
     async fn usage(&self) -> Result<Usage, BackendError>;
+    /// Remove leftovers of interrupted work older than `grace_seconds`.
+    async fn sweep(&self, grace_seconds: u64) -> Result<SweepReport, BackendError> {
+        let _ = grace_seconds;
+        Ok(SweepReport::default())
+    }
 
     /// The most bytes one `write` or `read` call may carry; callers split larger transfers.
     fn max_chunk(&self) -> usize {

@@ -9,5 +9,5 @@
 mod backend;
 mod ids;
 
-pub use backend::{Backend, BackendError, IndexPage, Usage, WriteVector};
+pub use backend::{Backend, BackendError, IndexPage, SweepReport, Usage, WriteVector};
 pub use ids::{ParseStorageIndexError, ShareNumber, StorageIndex};

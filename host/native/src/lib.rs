@@ -15,7 +15,7 @@ mod imports;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use marsh_core::{Backend, BackendError, IndexPage, ShareNumber, StorageIndex, Usage, WriteVector};
+use marsh_core::{Backend, BackendError, IndexPage, ShareNumber, StorageIndex, SweepReport, Usage, WriteVector};
 use marsh_plugin_sdk as sdk;
 
 pub use imports::NativeGrants;
@@ -214,6 +214,11 @@ impl<B: sdk::Backend + Send> Backend for NativeBackend<B> {
     async fn usage(&self) -> Result<Usage, BackendError> {
         let u = self.call(|b| b.usage()).await?;
         Ok(Usage { available: u.available, used: u.used })
+    }
+
+    async fn sweep(&self, grace_seconds: u64) -> Result<SweepReport, BackendError> {
+        let r = self.call(move |b| b.sweep(grace_seconds)).await?;
+        Ok(SweepReport { examined: r.examined, removed: r.removed, removed_bytes: r.removed_bytes })
     }
 }
 

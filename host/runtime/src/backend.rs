@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use marsh_core::{Backend, BackendError, IndexPage, ShareNumber, StorageIndex, Usage, WriteVector};
+use marsh_core::{Backend, BackendError, IndexPage, ShareNumber, StorageIndex, SweepReport, Usage, WriteVector};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{Store, Trap};
 
@@ -505,6 +505,11 @@ impl Backend for WasmBackend {
     async fn usage(&self) -> Result<Usage, BackendError> {
         let u = invoke!(self, "usage", |e, s| e.call_usage(s))?;
         Ok(Usage { available: u.available, used: u.used })
+    }
+
+    async fn sweep(&self, grace_seconds: u64) -> Result<SweepReport, BackendError> {
+        let r = invoke!(self, "sweep", |e, s| e.call_sweep(s, grace_seconds))?;
+        Ok(SweepReport { examined: r.examined, removed: r.removed, removed_bytes: r.removed_bytes })
     }
 
     fn max_chunk(&self) -> usize {

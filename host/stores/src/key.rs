@@ -30,6 +30,18 @@ impl BlobKey {
         }
     }
 
+    /// A key in the host's own namespace (`.marsh-host/NAME`), e.g. the owner record. Plugins
+    /// cannot name it: [`BlobKey::new`] refuses reserved components, and listings skip them.
+    pub fn host(name: &str) -> Result<Self, StoreError> {
+        let plain = BlobKey::new(name)?;
+        Ok(BlobKey(format!("{RESERVED_PREFIX}-host/{}", plain.0)))
+    }
+
+    /// Whether a listed key lies in a reserved namespace (drivers leave such keys out of listings).
+    pub fn is_reserved(key: &str) -> bool {
+        key.split('/').any(|c| c.starts_with(RESERVED_PREFIX))
+    }
+
     /// The key as text.
     pub fn as_str(&self) -> &str {
         &self.0
