@@ -7,6 +7,7 @@
 
 mod node_cmd;
 mod plugin_cmd;
+mod stores;
 
 use std::process::ExitCode;
 
@@ -50,6 +51,9 @@ enum Command {
     /// Work with plugin files: inspect them, or run the conformance suite against them.
     #[command(subcommand)]
     Plugin(plugin_cmd::PluginCommand),
+    /// The node's blob stores: owner, release, take-over, sweep.
+    #[command(subcommand)]
+    Store(stores::StoreCommand),
 }
 
 fn main() -> ExitCode {
@@ -76,7 +80,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Plugin(cmd) => plugin_cmd::run(cmd).await,
             Command::Init(args) => node_cmd::init(args),
-            Command::Config { dir, command } => node_cmd::config(&dir, command),
+            Command::Config { dir, command } => node_cmd::config(&dir, command).await,
+            Command::Store(cmd) => stores::run(cmd).await,
             Command::Announce { dir } => node_cmd::announce(&dir),
             Command::Run { dir, .. } => node_cmd::run(&dir).await,
         }

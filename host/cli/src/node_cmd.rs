@@ -1,4 +1,5 @@
-//! The node commands: `marsh init`, `marsh config`, `marsh announce`, `marsh run`.
+//! The node commands: `marsh init`, `marsh config`, `marsh announce`, `marsh run`, and starting
+//! the backend over its claimed stores (shared with `marsh store sweep`).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -13,7 +14,9 @@ use marsh_node::{InitOptions, NodeDir, config::parse_size};
 use marsh_runtime::{Grants, InitFailure, PluginLimits, Runtime, StartError, WasmBackend};
 use marsh_server::leases::LeaseBook;
 use marsh_server::{ServiceConfig, StorageService, SystemClock};
-use marsh_stores::{BlobStore, DirStore, MemoryStore};
+use marsh_stores::BlobStore;
+
+use crate::stores::{self, Opened};
 
 /// Exit status of `marsh run` when a plugin asks for `marsh recover`.
 pub const EXIT_RECOVERY_NEEDED: u8 = 3;
@@ -69,16 +72,20 @@ pub fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn config(dir: &Path, cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
+pub async fn config(dir: &Path, cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
     let node = NodeDir::open(dir)?;
     let mut out = std::io::stdout().lock();
     match cmd {
         ConfigCommand::Get { key } => writeln!(out, "{}", node.get(&key)?)?,
         ConfigCommand::Set { key, value } => {
+            stores::check_switch(&node, &key, Some(value.trim())).await?;
             let stored = node.set(&key, &value)?;
             writeln!(out, "{key} = {stored}")?;
         }
-        ConfigCommand::Unset { key } => node.unset(&key)?,
+        ConfigCommand::Unset { key } => {
+            stores::check_switch(&node, &key, None).await?;
+            node.unset(&key)?;
+        }
         ConfigCommand::List => {
             for s in node.settings()? {
                 let value = s.value.as_deref().unwrap_or("(unset)");
@@ -138,18 +145,9 @@ fn first_party(file: &str) -> anyhow::Result<PathBuf> {
 fn plugin_path(setting: &str) -> anyhow::Result<PathBuf> {
     match setting {
         "disk" => first_party("backend_disk.wasm"),
+        "s3" => first_party("backend_s3.wasm"),
         "memory" => first_party("backend_memory.wasm"),
         path => Ok(PathBuf::from(path)),
-    }
-}
-
-fn open_store(name: &str, spec: &str) -> anyhow::Result<Arc<dyn BlobStore>> {
-    if spec == "memory" {
-        return Ok(Arc::new(MemoryStore::new(name)));
-    }
-    match spec.strip_prefix("dir:") {
-        Some(path) => Ok(Arc::new(DirStore::open(name, Path::new(path))?)),
-        None => bail!("store.{name} = {spec:?}: expected dir:PATH or memory"),
     }
 }
 
@@ -158,22 +156,32 @@ fn size(node: &NodeDir, key: &str) -> anyhow::Result<u64> {
     parse_size(&v).with_context(|| format!("{key} = {v:?} is not a size"))
 }
 
-pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
-    let node = NodeDir::open(dir)?;
+/// A plugin asked the operator to run a command before the node can start.
+#[derive(Debug, thiserror::Error)]
+#[error("the backend plugin `{plugin}` needs recovery before the node can start: {reason}\nrun: {command}")]
+pub struct RecoveryNeeded {
+    plugin: String,
+    reason: String,
+    command: String,
+}
+
+/// A started backend and the stores it was granted.
+pub struct Started {
+    pub backend: Arc<dyn marsh_core::Backend>,
+    pub stores: Vec<Opened>,
+}
+
+/// Open and claim the backend's stores, then start the backend plugin over them.
+pub async fn start_backend(node: &NodeDir) -> anyhow::Result<Started> {
     let id = node.identity()?;
     let cache = node.cache();
     std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
-
-    let mut stores = Vec::new();
-    for name in node.get("backend.stores")?.split(',') {
-        let name = name.trim();
-        let spec = node.get(&format!("store.{name}")).with_context(|| format!("backend.stores names `{name}`"))?;
-        stores.push((name.to_owned(), open_store(name, &spec)?));
-    }
+    let stores = stores::open_backend_stores(node).await?;
+    stores::claim_all(node, &id, &stores).await?;
     let limits = PluginLimits {
-        memory_bytes: usize::try_from(size(&node, "limits.memory")?).unwrap_or(usize::MAX),
+        memory_bytes: usize::try_from(size(node, "limits.memory")?).unwrap_or(usize::MAX),
         call_deadline: Duration::from_secs(node.get("limits.call-deadline")?.parse()?),
-        max_call_bytes: size(&node, "limits.max-call-bytes")?,
+        max_call_bytes: size(node, "limits.max-call-bytes")?,
         max_instances: node.get("limits.instances")?.parse()?,
     };
     let plugin_config: Vec<(String, String)> = node
@@ -181,13 +189,14 @@ pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         .into_iter()
         .map(|(k, v)| (k.trim_start_matches("backend.config.").to_owned(), v))
         .collect();
+    let granted: Vec<(String, Arc<dyn BlobStore>)> = stores.iter().map(|s| (s.name.clone(), s.store.clone())).collect();
     let plugin_setting = node.get("backend.plugin")?;
     if let Some(name) = plugin_setting.strip_prefix("native:") {
-        let backend = native_backend(name, &id.seal_key, stores, plugin_config)?;
-        return serve(&node, &id, backend).await;
+        let backend = native_backend(name, &id.seal_key, granted, plugin_config)?;
+        return Ok(Started { backend, stores });
     }
     let mut grants = Grants::new(id.seal_key.clone());
-    for (name, store) in stores {
+    for (name, store) in granted {
         grants = grants.store(&name, store);
     }
     let runtime = Runtime::new(Some(cache.join("plugins")))?;
@@ -195,9 +204,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     let backend = match WasmBackend::start(&runtime, &plugin, grants, plugin_config, limits).await {
         Ok(b) => b,
         Err(StartError::Init { plugin, failure: InitFailure::RecoveryNeeded { reason, command } }) => {
-            eprintln!("marsh: the backend plugin `{plugin}` needs recovery before the node can start: {reason}");
-            eprintln!("run: {command}");
-            return Ok(ExitCode::from(EXIT_RECOVERY_NEEDED));
+            return Err(RecoveryNeeded { plugin, reason, command }.into());
         }
         Err(StartError::Init { plugin, failure: InitFailure::BadConfig(m) }) => {
             bail!(
@@ -207,7 +214,23 @@ pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
-    serve(&node, &id, Arc::new(backend)).await
+    Ok(Started { backend: Arc::new(backend), stores })
+}
+
+pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
+    let node = NodeDir::open(dir)?;
+    let id = node.identity()?;
+    let started = match start_backend(&node).await {
+        Ok(s) => s,
+        Err(e) => match e.downcast::<RecoveryNeeded>() {
+            Ok(r) => {
+                eprintln!("marsh: {r}");
+                return Ok(ExitCode::from(EXIT_RECOVERY_NEEDED));
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    serve(&node, &id, started).await
 }
 
 #[cfg(feature = "native-backends")]
@@ -240,12 +263,10 @@ fn native_backend(
     )
 }
 
-async fn serve(
-    node: &NodeDir,
-    id: &marsh_node::Identity,
-    backend: Arc<dyn marsh_core::Backend>,
-) -> anyhow::Result<ExitCode> {
+async fn serve(node: &NodeDir, id: &marsh_node::Identity, started: Started) -> anyhow::Result<ExitCode> {
+    let Started { backend, stores } = started;
     let cache = node.cache();
+    let sweeper = spawn_sweeper(node, backend.clone())?;
     let leases = Arc::new(LeaseBook::open(&cache.join("leases.sqlite"))?);
     let service = Arc::new(StorageService::new(
         backend,
@@ -267,7 +288,43 @@ async fn serve(
         () = marsh_server::serve(listener, tls, service) => {}
         _ = shutdown() => eprintln!("marsh: shutting down"),
     }
+    if let Some(task) = sweeper {
+        task.abort();
+    }
+    for s in &stores {
+        if let Some(s3) = &s.s3 {
+            eprintln!("marsh: store `{}` ({}): {}", s.name, s.location, s3.stats());
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sweep the backend's leftovers a minute after start, then every `backend.sweep-interval`.
+fn spawn_sweeper(
+    node: &NodeDir,
+    backend: Arc<dyn marsh_core::Backend>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let interval: u64 = node.get("backend.sweep-interval")?.parse()?;
+    let grace: u64 = node.get("backend.sweep-grace")?.parse()?;
+    if interval == 0 {
+        return Ok(None);
+    }
+    Ok(Some(tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(60.min(interval))).await;
+        loop {
+            match backend.sweep(grace).await {
+                Ok(r) if r.removed > 0 => tracing::warn!(
+                    "sweep removed {} leftovers of interrupted work ({} bytes; {} objects examined)",
+                    r.removed,
+                    r.removed_bytes,
+                    r.examined
+                ),
+                Ok(r) => tracing::info!("sweep: nothing to remove ({} objects examined)", r.examined),
+                Err(e) => tracing::warn!("sweep failed: {e}"),
+            }
+            tokio::time::sleep(Duration::from_secs(interval)).await;
+        }
+    })))
 }
 
 async fn shutdown() -> std::io::Result<()> {

@@ -36,7 +36,7 @@ fn last_line(o: &Output) -> String {
 #[test]
 fn every_first_party_plugin_and_the_example_pass_the_suite() {
     let all = marsh_conformance::cases().len();
-    for name in ["backend_disk", "backend_memory", "minimal_backend"] {
+    for name in ["backend_disk", "backend_memory", "backend_s3", "minimal_backend"] {
         let path = plugin(name);
         let out = marsh(&["plugin", "test", path.to_str().expect("utf-8 path")]);
         assert!(out.status.success(), "{name}: {}\n{}", stdout(&out), String::from_utf8_lossy(&out.stderr));

@@ -61,6 +61,16 @@ pub enum Kind {
     PluginValue,
     /// Comma-separated names.
     Names,
+    /// `true` or `false`.
+    Bool,
+    /// An `http://` or `https://` URL.
+    Url,
+    /// Empty, or a key prefix ending in `/` (not starting with one).
+    KeyPrefix,
+    /// An absolute path.
+    AbsPath,
+    /// Text shown as `(set)` by `marsh config list`.
+    Secret,
 }
 
 impl Kind {
@@ -73,16 +83,22 @@ impl Kind {
             Kind::Seconds => "a whole number of seconds",
             Kind::Count => "a whole number from 1",
             Kind::Plugin => {
-                "`disk`, `memory`, the path of a .wasm plugin file, or `native:disk` (benchmark builds only)"
+                "`disk`, `s3`, `memory`, the path of a .wasm plugin file, or `native:disk` (benchmark builds only)"
             }
-            Kind::Store => "`dir:ABSOLUTE_PATH` or `memory`",
+            Kind::Store => "`dir:ABSOLUTE_PATH`, `s3` (settings under s3.NAME.*) or `memory`",
+            Kind::Bool => "true or false",
+            Kind::Url => "a URL starting with http:// or https://",
+            Kind::KeyPrefix => "empty, or a prefix ending in `/` such as `node1/`",
+            Kind::AbsPath => "an absolute path",
+            Kind::Secret => "non-empty text",
             Kind::PluginValue => "text",
             Kind::Names => "names separated by commas, e.g. shares,state",
         }
     }
 }
 
-/// One declared key (a key ending in `.*` is a family).
+/// One declared key. A `*` stands for one name (a store's, say) in a family of keys; a
+/// trailing `.*` takes any rest.
 #[derive(Debug, Clone, Copy)]
 pub struct Key {
     /// The key, or `prefix.*`.
@@ -131,6 +147,50 @@ pub const KEYS: &[Key] = &[
         help: "config entries passed to the backend plugin",
     },
     Key { name: "store.*", kind: Kind::Store, default: None, help: "a blob store granted to plugins under this name" },
+    Key {
+        name: "backend.sweep-interval",
+        kind: Kind::Seconds,
+        default: Some("21600"),
+        help: "seconds between sweeps of leftovers of interrupted uploads (0: never)",
+    },
+    Key {
+        name: "backend.sweep-grace",
+        kind: Kind::Seconds,
+        default: Some("86400"),
+        help: "a leftover must be this many seconds old to be swept",
+    },
+    Key { name: "s3.*.endpoint", kind: Kind::Url, default: None, help: "S3 service URL (default: AWS for the region)" },
+    Key { name: "s3.*.region", kind: Kind::Text, default: Some("us-east-1"), help: "S3 region, for signing" },
+    Key { name: "s3.*.bucket", kind: Kind::Text, default: None, help: "S3 bucket (required)" },
+    Key { name: "s3.*.prefix", kind: Kind::KeyPrefix, default: Some(""), help: "prefix of every key in the bucket" },
+    Key { name: "s3.*.path-style", kind: Kind::Bool, default: Some("false"), help: "path-style addressing" },
+    Key {
+        name: "s3.*.access-key-id",
+        kind: Kind::Text,
+        default: None,
+        help: "access key (default: $AWS_ACCESS_KEY_ID)",
+    },
+    Key {
+        name: "s3.*.secret-access-key",
+        kind: Kind::Secret,
+        default: None,
+        help: "secret key (default: $AWS_SECRET_ACCESS_KEY)",
+    },
+    Key { name: "s3.*.timeout", kind: Kind::Seconds, default: Some("30"), help: "deadline of one try of one request" },
+    Key { name: "s3.*.max-concurrency", kind: Kind::Count, default: Some("32"), help: "S3 requests in flight at once" },
+    Key {
+        name: "s3.*.max-attempts",
+        kind: Kind::Count,
+        default: Some("5"),
+        help: "tries per request on retryable errors",
+    },
+    Key { name: "s3.*.ca-file", kind: Kind::AbsPath, default: None, help: "extra CA certificates (PEM) to trust" },
+    Key {
+        name: "s3.*.part-size",
+        kind: Kind::Size,
+        default: Some("8Mi"),
+        help: "multipart upload part size (5Mi-5Gi)",
+    },
     Key { name: "limits.memory", kind: Kind::Size, default: Some("256Mi"), help: "memory cap per plugin instance" },
     Key { name: "limits.call-deadline", kind: Kind::Seconds, default: Some("30"), help: "deadline of one plugin call" },
     Key {
@@ -147,20 +207,26 @@ pub const KEYS: &[Key] = &[
     },
 ];
 
+/// Whether `key` is one of the keys `pattern` declares.
+fn matches(pattern: &str, key: &str) -> bool {
+    if let Some(prefix) = pattern.strip_suffix(".*") {
+        let rest = key.strip_prefix(prefix).and_then(|r| r.strip_prefix('.'));
+        return rest.is_some_and(|r| !r.is_empty() && !r.contains(char::is_whitespace));
+    }
+    match pattern.split_once('*') {
+        Some((head, tail)) => key
+            .strip_prefix(head)
+            .and_then(|r| r.strip_suffix(tail))
+            .is_some_and(|name| !name.is_empty() && !name.contains(['.', ' ', '\t', ','])),
+        None => pattern == key,
+    }
+}
+
 fn find(key: &str) -> Result<&'static Key, ConfigError> {
-    KEYS.iter()
-        .find(|k| match k.name.strip_suffix('*') {
-            Some(prefix) => {
-                key.len() > prefix.len()
-                    && key.starts_with(prefix)
-                    && !key[prefix.len()..].contains(char::is_whitespace)
-            }
-            None => k.name == key,
-        })
-        .ok_or_else(|| ConfigError::UnknownKey {
-            key: key.to_owned(),
-            valid: KEYS.iter().map(|k| k.name).collect::<Vec<_>>().join(", "),
-        })
+    KEYS.iter().find(|k| matches(k.name, key)).ok_or_else(|| ConfigError::UnknownKey {
+        key: key.to_owned(),
+        valid: KEYS.iter().map(|k| k.name).collect::<Vec<_>>().join(", "),
+    })
 }
 
 /// Parse a size: `<int>[K|M|G|T|P|E][i][B]`, case-insensitive.
@@ -197,7 +263,11 @@ fn validate(key: &Key, name: &str, value: &str) -> Result<String, ConfigError> {
     };
     let v = value.trim();
     let ok = match key.kind {
-        Kind::Text => !v.is_empty(),
+        Kind::Text | Kind::Secret => !v.is_empty(),
+        Kind::Bool => matches!(v, "true" | "false"),
+        Kind::Url => v.starts_with("http://") || v.starts_with("https://"),
+        Kind::KeyPrefix => v.is_empty() || (v.ends_with('/') && !v.starts_with('/') && !v.contains("//")),
+        Kind::AbsPath => std::path::Path::new(v).is_absolute(),
         Kind::PluginValue => true,
         Kind::Names => v.split(',').all(|n| !n.trim().is_empty() && !n.contains(char::is_whitespace)),
         Kind::Address => v.parse::<SocketAddr>().is_ok(),
@@ -206,10 +276,12 @@ fn validate(key: &Key, name: &str, value: &str) -> Result<String, ConfigError> {
         Kind::Seconds => v.parse::<u64>().is_ok(),
         Kind::Count => v.parse::<u32>().is_ok_and(|n| n > 0),
         Kind::Plugin => {
-            matches!(v, "disk" | "memory" | "native:disk" | "native:memory")
+            matches!(v, "disk" | "s3" | "memory" | "native:disk" | "native:memory")
                 || (v.ends_with(".wasm") && std::path::Path::new(v).is_absolute())
         }
-        Kind::Store => v == "memory" || v.strip_prefix("dir:").is_some_and(|p| std::path::Path::new(p).is_absolute()),
+        Kind::Store => {
+            v == "memory" || v == "s3" || v.strip_prefix("dir:").is_some_and(|p| std::path::Path::new(p).is_absolute())
+        }
     };
     if ok { Ok(v.to_owned()) } else { Err(bad()) }
 }
@@ -266,9 +338,12 @@ pub(crate) fn with_prefix(conn: &Connection, prefix: &str) -> Result<Vec<(String
 pub(crate) fn list(conn: &Connection) -> Result<Vec<Setting>, ConfigError> {
     let mut out = Vec::new();
     for key in KEYS {
-        if let Some(prefix) = key.name.strip_suffix('*') {
-            for (k, v) in with_prefix(conn, prefix)? {
-                out.push(Setting { key: k, value: Some(v), is_default: false, help: key.help });
+        if let Some((head, _)) = key.name.split_once('*') {
+            for (k, v) in with_prefix(conn, head)? {
+                if matches(key.name, &k) {
+                    let v = if key.kind == Kind::Secret { "(set)".to_owned() } else { v };
+                    out.push(Setting { key: k, value: Some(v), is_default: false, help: key.help });
+                }
             }
         } else {
             let value = stored(conn, key.name)?;
@@ -320,10 +395,21 @@ mod tests {
         set(&c, "backend.config.store", "shares").unwrap();
         assert_eq!(with_prefix(&c, "backend.config.").unwrap(), vec![("backend.config.store".into(), "shares".into())]);
         assert_eq!(get(&c, "limits.instances").unwrap(), "8", "defaults apply");
+        set(&c, "s3.shares.bucket", "b").unwrap();
+        set(&c, "s3.shares.secret-access-key", "hush").unwrap();
+        assert_eq!(get(&c, "s3.shares.region").unwrap(), "us-east-1", "family defaults apply");
+        assert!(set(&c, "s3.shares.path-style", "maybe").unwrap_err().to_string().contains("true or false"));
+        assert!(set(&c, "s3.shares.prefix", "no-slash").is_err());
+        assert!(set(&c, "s3.shares.colour", "red").unwrap_err().to_string().contains("valid keys"));
+        assert!(set(&c, "s3.a.b.bucket", "x").is_err(), "a store name has no dots");
+        set(&c, "store.shares", "s3").unwrap();
         unset(&c, "storage.reserved-space").unwrap();
         let listed = list(&c).unwrap();
         let reserved = listed.iter().find(|s| s.key == "storage.reserved-space").unwrap();
         assert!(reserved.is_default && reserved.value.as_deref() == Some("1G"));
         assert!(listed.iter().any(|s| s.key == "store.shares" && !s.is_default));
+        let secret = listed.iter().find(|s| s.key == "s3.shares.secret-access-key").unwrap();
+        assert_eq!(secret.value.as_deref(), Some("(set)"), "list never prints a secret");
+        assert!(listed.iter().any(|s| s.key == "s3.shares.bucket" && s.value.as_deref() == Some("b")));
     }
 }

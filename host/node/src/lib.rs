@@ -9,12 +9,15 @@
 //! - `cache/`: everything a running node writes (compiled plugins, the lease database). It is
 //!   disposable: losing it may need `marsh recover`, never loses shares.
 //!
+//! The node also claims the blob stores it uses ([`owner`]), so two nodes never share one.
+//!
 //! Architecture invariant: only [`NodeDir::init`] creates identity, and it refuses to touch an
 //! existing node; [`NodeDir::open`] opens `node.sqlite` read-only, so a running node writes
 //! nothing outside `cache/`.
 
 pub mod config;
 mod identity;
+pub mod owner;
 
 use std::path::{Path, PathBuf};
 

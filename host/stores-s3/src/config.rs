@@ -124,7 +124,9 @@ impl S3Config {
                         "true" | "yes" | "1" => true,
                         "false" | "no" | "0" => false,
                         _ => {
-                            return Err(S3ConfigError::Invalid(format!("path-style {value:?}: expected true or false")));
+                            return Err(S3ConfigError::Invalid(format!(
+                                "path-style {value:?}: expected true or false"
+                            )));
                         }
                     }
                 }

@@ -1,0 +1,144 @@
+//! Nodes on a real S3 server (SeaweedFS, started by `make test`): owner fencing between two
+//! nodes on one bucket prefix, its deliberate hand-over, and the refusal to switch the backend
+//! of a node that already keeps shares.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: these tests need a real S3 server; run `make test` (it starts SeaweedFS)")
+    })
+}
+
+fn marsh(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_marsh")).args(args).output().expect("run marsh")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn ok(out: Output) -> String {
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    text(&out.stdout)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A node whose backend is `backend-s3` on the test bucket under `prefix`.
+fn s3_node(dir: &Path, nickname: &str, prefix: &str) {
+    let d = dir.to_str().expect("utf-8");
+    let listen = format!("127.0.0.1:{}", free_port());
+    ok(marsh(&["init", "--dir", d, "--listen", &listen, "--nickname", nickname]));
+    for (k, v) in [
+        ("backend.plugin", "s3".to_owned()),
+        ("store.shares", "s3".to_owned()),
+        ("s3.shares.endpoint", var("MARSH_TEST_S3_ENDPOINT")),
+        ("s3.shares.bucket", var("MARSH_TEST_S3_BUCKET")),
+        ("s3.shares.region", var("MARSH_TEST_S3_REGION")),
+        ("s3.shares.prefix", prefix.to_owned()),
+        ("s3.shares.path-style", "true".to_owned()),
+        ("s3.shares.access-key-id", var("MARSH_TEST_S3_ACCESS_KEY")),
+        ("s3.shares.secret-access-key", var("MARSH_TEST_S3_SECRET_KEY")),
+    ] {
+        ok(marsh(&["config", "set", k, &v, "--dir", d]));
+    }
+}
+
+/// `marsh run`, once it prints that it serves; killed on drop.
+struct Running(Child);
+
+impl Running {
+    fn start(dir: &Path) -> Result<Running, String> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_marsh"))
+            .args(["run", "--dir", dir.to_str().expect("utf-8")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn marsh run");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
+        if line.starts_with("marsh: serving pb://") {
+            return Ok(Running(child));
+        }
+        let out = child.wait_with_output().expect("wait");
+        Err(format!("status {:?}: {}", out.status.code(), text(&out.stderr)))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn server_id(dir: &Path) -> String {
+    let out = ok(marsh(&["announce", "--dir", dir.to_str().expect("utf-8")]));
+    out.lines()
+        .find_map(|l| l.trim().strip_suffix(':').filter(|s| s.starts_with("v0-")).map(str::to_owned))
+        .expect("server id")
+}
+
+fn unique_prefix(what: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("cli-{what}-{}-{nanos}/", std::process::id())
+}
+
+#[test]
+fn a_second_node_on_the_same_prefix_refuses_to_start_until_released() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let prefix = unique_prefix("fence");
+    s3_node(&a, "first", &prefix);
+    s3_node(&b, "second", &prefix);
+    let first = Running::start(&a).expect("the first node starts");
+    let refusal = Running::start(&b).err().expect("the second node must refuse to start");
+    let a_id = server_id(&a);
+    assert!(refusal.contains("status Some(2)"), "{refusal}");
+    assert!(refusal.contains(&a_id) && refusal.contains("\"first\""), "names the owner: {refusal}");
+    assert!(refusal.contains("marsh store release"), "says how to hand over: {refusal}");
+    let owner = ok(marsh(&["store", "owner", "--dir", b.to_str().expect("utf-8")]));
+    assert!(owner.contains(&a_id) && !owner.contains("(this node)"), "{owner}");
+
+    // Releasing from the wrong node does nothing.
+    assert!(!marsh(&["store", "release", "--dir", b.to_str().expect("utf-8"), "shares"]).status.success());
+    drop(first);
+    ok(marsh(&["store", "release", "--dir", a.to_str().expect("utf-8"), "shares"]));
+    let second = Running::start(&b).expect("the second node starts once the first released the store");
+    drop(second);
+    let owner = ok(marsh(&["store", "owner", "--dir", b.to_str().expect("utf-8")]));
+    assert!(owner.contains("(this node)"), "{owner}");
+    // And the first now refuses, until it takes the store over, naming its owner.
+    assert!(Running::start(&a).is_err());
+    let b_id = server_id(&b);
+    ok(marsh(&["store", "take-over", "--dir", a.to_str().expect("utf-8"), "shares", "--from", &b_id]));
+    drop(Running::start(&a).expect("after a deliberate take-over"));
+}
+
+#[test]
+fn switching_the_backend_of_a_node_with_shares_is_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("node");
+    let storage = tmp.path().join("storage");
+    let d = dir.to_str().expect("utf-8");
+    ok(marsh(&["init", "--dir", d, "--storage-dir", storage.to_str().expect("utf-8")]));
+    // Before first use, the backend may change freely.
+    ok(marsh(&["config", "set", "backend.plugin", "s3", "--dir", d]));
+    ok(marsh(&["config", "set", "backend.plugin", "disk", "--dir", d]));
+    // A share on disk: now the backend and its store stay put.
+    std::fs::create_dir_all(storage.join("shares/aa/aaaa")).expect("mkdir");
+    std::fs::write(storage.join("shares/aa/aaaa/0"), b"share").expect("write");
+    let refused = marsh(&["config", "set", "backend.plugin", "s3", "--dir", d]);
+    assert_eq!(refused.status.code(), Some(2));
+    let why = text(&refused.stderr);
+    assert!(why.contains("already keeps shares in store `shares`") && why.contains("marsh init"), "{why}");
+    assert!(!marsh(&["config", "set", "store.shares", "s3", "--dir", d]).status.success());
+    assert_eq!(ok(marsh(&["config", "get", "backend.plugin", "--dir", d])).trim(), "disk", "unchanged");
+    // Unrelated keys still change.
+    ok(marsh(&["config", "set", "node.nickname", "still-fine", "--dir", d]));
+}
