@@ -6,7 +6,9 @@ them through the `servers.yaml` entry `marsh announce` prints, and checks byte f
 immutable files (multi-MiB and small), directories with `cp -r` both ways, SDMF and MDMF
 mutable files (overwrite, and an MDMF partial write through the web API), `check --verify`,
 `deep-check --add-lease`; that the client spoke HTTP (marsh's request log); that nothing in
-NODE_DIR outside cache/ changed; and a grid of three marsh nodes surviving the loss of one.
+NODE_DIR outside cache/ changed. The whole workload runs twice: on a node with backend-disk
+and on one with backend-s3 over the SeaweedFS that `make interop` starts (MARSH_TEST_S3_*).
+Then a grid of three marsh nodes survives the loss of one.
 
 Usage: run.py MARSH_BINARY TAHOE_BINARY
 Prints one line per check and a final "N passed, N failed"; exits 1 on any failure.
@@ -55,11 +57,24 @@ def wait_for(what, predicate, timeout=90):
     raise RuntimeError(f"timed out waiting for {what}: {last}")
 
 
+def s3_settings(prefix):
+    """`marsh config` settings for backend-s3 on the test S3 server (started by `make interop`)."""
+    env = lambda k: os.environ.get(k) or sys.exit(f"{k} is not set: run through `make interop` (it starts SeaweedFS)")
+    return [("backend.plugin", "s3"), ("store.shares", "s3"), ("s3.shares.endpoint", env("MARSH_TEST_S3_ENDPOINT")),
+            ("s3.shares.bucket", env("MARSH_TEST_S3_BUCKET")), ("s3.shares.region", env("MARSH_TEST_S3_REGION")),
+            ("s3.shares.prefix", prefix), ("s3.shares.path-style", "true"),
+            ("s3.shares.access-key-id", env("MARSH_TEST_S3_ACCESS_KEY")),
+            ("s3.shares.secret-access-key", env("MARSH_TEST_S3_SECRET_KEY"))]
+
+
 class Node:
-    def __init__(self, name):
+    def __init__(self, name, backend="disk"):
         self.dir = os.path.join(WORK, name)
         self.port = free_port()
         run(MARSH, "init", "--dir", self.dir, "--listen", f"127.0.0.1:{self.port}", "--nickname", name)
+        if backend == "s3":
+            for key, value in s3_settings(f"interop-{os.getpid()}-{int(time.time())}/{name}/"):
+                run(MARSH, "config", "set", key, value, "--dir", self.dir)
         self.log = open(os.path.join(WORK, f"{name}.log"), "w+")
         self.proc = subprocess.Popen([MARSH, "run", "--dir", self.dir, "--verbose"], stdout=subprocess.PIPE, stderr=self.log)
         PROCS.append(self.proc)
@@ -154,20 +169,24 @@ def write(path, content):
         f.write(content)
 
 
-def main():
-    node = Node("marsh-1")
-    client = Client("client-1", [node], needed=1, happy=1, total=1)
+def single_node_workload(backend):
+    """The client's whole workload against one node with `backend` (disk or s3)."""
+    node = Node(f"marsh-{backend}", backend)
+    client = Client(f"client-{backend}", [node], needed=1, happy=1, total=1)
     time.sleep(3)  # the node's start-up window; the invariant holds from here on
     before = tree_hash(node.dir, os.path.join(node.dir, "cache"))
     caps = {}
+    work = os.path.join(WORK, f"files-{backend}")
+    os.makedirs(work)
+    check = lambda name: globals()["check"](f"[{backend}] {name}")
 
     @check("immutable multi-MiB file: put and get byte for byte")
     def _():
         content = data(5 * 1024 * 1024 + 123, 1)
-        write(os.path.join(WORK, "big.bin"), content)
-        cap = client.tahoe("put", os.path.join(WORK, "big.bin")).strip()
+        write(os.path.join(work, "big.bin"), content)
+        cap = client.tahoe("put", os.path.join(work, "big.bin")).strip()
         assert cap.startswith("URI:CHK:"), cap
-        out = os.path.join(WORK, "big.out")
+        out = os.path.join(work, "big.out")
         client.tahoe("get", cap, out)
         assert open(out, "rb").read() == content
         caps["big"] = cap
@@ -181,13 +200,13 @@ def main():
 
     @check("mkdir and cp -r of a tree, there and back")
     def _():
-        src = os.path.join(WORK, "tree")
+        src = os.path.join(work, "tree")
         for rel, n in [("a.txt", 1000), ("sub/b.bin", 70_000), ("sub/deeper/c.bin", 300), ("empty-ish.txt", 60)]:
             write(os.path.join(src, rel), data(n, hash(rel) & 0xffff))
         client.tahoe("create-alias", "marsh")
         client.tahoe("mkdir", "marsh:made")
         client.tahoe("cp", "-r", src, "marsh:")  # creates marsh:tree
-        back = os.path.join(WORK, "back")
+        back = os.path.join(work, "back")
         os.makedirs(back)
         client.tahoe("cp", "-r", "marsh:tree", back)  # creates back/tree
         for rel in ["a.txt", "sub/b.bin", "sub/deeper/c.bin", "empty-ish.txt"]:
@@ -245,6 +264,18 @@ def main():
 
     node.stop()
     client.proc.terminate()
+    if backend == "s3":
+        @check("the shares went to S3: marsh counted its requests at shutdown")
+        def _():
+            line = next((l for l in node.log_text().splitlines() if "store `shares` (s3://" in l), None)
+            assert line is not None, "no S3 request counts in marsh's log"
+            put = int(line.split("PUT ")[1].split(",")[0])
+            assert put > 10, line
+
+
+def main():
+    single_node_workload("disk")
+    single_node_workload("s3")
 
     @check("a grid of three marsh nodes (2-of-3) survives losing one")
     def _():
