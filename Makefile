@@ -25,7 +25,7 @@ WEED := $(S3_VENV)/bin/weed
 # the server is stopped by pid afterwards, whether CMD passed or not.
 with_s3 = tests/s3/with-s3.sh $(S3_VENV)/bin/python
 
-.PHONY: setup plugins build test lint run bench tahoe interop s3
+.PHONY: setup plugins build test lint run bench bench-s3 tahoe interop s3
 
 setup:
 	@command -v rustup >/dev/null || { echo "rustup is required (https://rustup.rs)"; exit 1; }
@@ -77,3 +77,9 @@ bench: plugins tahoe
 	$(CARGO_TARGET_DIR)/release/marsh-bench-plugin $(MARSH_PLUGIN_DIR) $(CURDIR)/target
 	$(TAHOE_VENV)/bin/python host/bench/side_by_side.py $(CARGO_TARGET_DIR)/release/marsh \
 	  $(CARGO_TARGET_DIR)/release/marsh-load $(TAHOE) $(CURDIR)/target/bench
+
+# 100 MiB through the real client to backend-disk and to backend-s3 on SeaweedFS, with S3 request counts.
+bench-s3: plugins tahoe s3
+	cargo build --locked --release -p marsh --bin marsh
+	$(with_s3) $(TAHOE_VENV)/bin/python host/bench/s3_vs_disk.py $(CARGO_TARGET_DIR)/release/marsh $(TAHOE) \
+	  $(CURDIR)/target/bench-s3

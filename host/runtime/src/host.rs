@@ -232,13 +232,15 @@ impl blobs::Host for HostState {
 impl blobs::HostStore for HostState {
     async fn get(&mut self, h: Resource<StoreHandle>, k: String) -> Result<Option<Vec<u8>>, types::BlobError> {
         let (store, k) = (self.store(&h)?, key(&k)?);
-        // Check the size first, so an oversized object is refused without being read.
-        match store.head(&k).await.map_err(blob_error)? {
-            None => Ok(None),
-            Some(size) => {
-                self.check_len(size)?;
-                store.get(&k).await.map_err(blob_error)
+        // One ranged read of at most one byte more than a call may move: an oversized object is
+        // refused without being read whole, and a remote store sees one request, not two.
+        let limit = self.max_call_bytes;
+        match store.get_range(&k, 0, limit.saturating_add(1)).await.map_err(blob_error)? {
+            Some(data) if data.len() as u64 > limit => {
+                let size = store.head(&k).await.map_err(blob_error)?.unwrap_or(data.len() as u64);
+                Err(types::BlobError::TooLarge(size))
             }
+            other => Ok(other),
         }
     }
 
