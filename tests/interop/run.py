@@ -112,13 +112,13 @@ def tree_hash(root, skip):
 
 
 class Client:
-    def __init__(self, name, nodes, needed, happy, total):
+    def __init__(self, name, nodes, needed, happy, total, entry=None):
         self.dir = os.path.join(WORK, name)
         self.web = free_port()
         run(TAHOE, "create-client", "--webport", f"tcp:{self.web}:interface=127.0.0.1", "--shares-needed", str(needed),
             "--shares-happy", str(happy), "--shares-total", str(total), "--nickname", name, self.dir)
         with open(os.path.join(self.dir, "private", "servers.yaml"), "w") as f:
-            f.write("storage:\n" + "\n".join(n.entry() for n in nodes) + "\n")
+            f.write("storage:\n" + (entry or "\n".join(n.entry() for n in nodes)) + "\n")
         self.log = open(os.path.join(WORK, f"{name}.log"), "w")
         # `tahoe run` stops when its stdin closes; keep a pipe open for as long as it should run.
         self.proc = subprocess.Popen([TAHOE, "run", self.dir], stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT)
@@ -261,6 +261,23 @@ def single_node_workload(backend):
     def _():
         after = tree_hash(node.dir, os.path.join(node.dir, "cache"))
         assert after == before, "files outside cache/ changed while the node ran"
+
+    if backend == "disk":
+        @check("a named account's own NURL works with the client until it is revoked")
+        def _():
+            run(MARSH, "account", "create", "bob", "--quota", "10MiB", "--dir", node.dir)
+            announce = run(MARSH, "announce", "--account", "bob", "--dir", node.dir).splitlines()
+            entry = "\n".join(announce[announce.index("storage:") + 1:])
+            assert entry != node.entry(), "bob's entry carries bob's NURL"
+            bob = Client("client-bob", [node], needed=1, happy=1, total=1, entry=entry)
+            content = data(50_000, 9)
+            cap = bob.tahoe("put", "-", input=content).strip()
+            assert bob.web_get(f"/uri/{cap}") == content
+            assert "bob: active" in run(MARSH, "account", "list", "--dir", node.dir)
+            run(MARSH, "account", "revoke", "bob", "--dir", node.dir)
+            refused = run(TAHOE, "-d", bob.dir, "put", "-", input=data(50_000, 10), check=False)
+            assert not refused.strip().startswith("URI:"), f"a revoked account uploaded: {refused}"
+            bob.proc.terminate()
 
     node.stop()
     client.proc.terminate()

@@ -5,6 +5,7 @@
 
 #![allow(clippy::print_stdout, reason = "a command line prints its results")]
 
+mod account_cmd;
 mod node_cmd;
 mod plugin_cmd;
 mod stores;
@@ -38,7 +39,13 @@ enum Command {
         /// The node directory.
         #[arg(long, default_value = ".")]
         dir: std::path::PathBuf,
+        /// A named account's NURL instead of the anonymous one.
+        #[arg(long)]
+        account: Option<String>,
     },
+    /// Named accounts: create, list, show, set attributes, revoke.
+    #[command(subcommand)]
+    Account(account_cmd::AccountCommand),
     /// Serve the GBS storage protocol.
     Run {
         /// The node directory.
@@ -82,7 +89,8 @@ fn main() -> ExitCode {
             Command::Init(args) => node_cmd::init(args),
             Command::Config { dir, command } => node_cmd::config(&dir, command).await,
             Command::Store(cmd) => stores::run(cmd).await,
-            Command::Announce { dir } => node_cmd::announce(&dir),
+            Command::Announce { dir, account } => node_cmd::announce(&dir, account.as_deref()),
+            Command::Account(cmd) => account_cmd::run(cmd),
             Command::Run { dir, .. } => node_cmd::run(&dir).await,
         }
     });

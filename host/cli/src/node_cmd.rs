@@ -10,13 +10,16 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use marsh_accountant::Accountant;
 use marsh_node::{InitOptions, NodeDir, config::parse_size};
 use marsh_runtime::{Grants, InitFailure, PluginLimits, Runtime, StartError, WasmBackend};
-use marsh_server::leases::LeaseBook;
 use marsh_server::{ServiceConfig, StorageService, SystemClock};
 use marsh_stores::BlobStore;
 
 use crate::stores::{self, Opened};
+
+/// The accountant's database, under `NODE_DIR/cache/`.
+pub const ACCOUNTANT_DB: &str = "accountant.sqlite";
 
 /// Exit status of `marsh run` when a plugin asks for `marsh recover`.
 pub const EXIT_RECOVERY_NEEDED: u8 = 3;
@@ -97,7 +100,7 @@ pub async fn config(dir: &Path, cmd: ConfigCommand) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-fn public_address(node: &NodeDir) -> anyhow::Result<(String, u16)> {
+pub fn public_address(node: &NodeDir) -> anyhow::Result<(String, u16)> {
     let listen: SocketAddr = node.get("node.listen")?.parse().context("node.listen")?;
     let host = node.get("node.public-host").unwrap_or_else(|_| listen.ip().to_string());
     let port = match node.get("node.public-port") {
@@ -107,12 +110,15 @@ fn public_address(node: &NodeDir) -> anyhow::Result<(String, u16)> {
     Ok((host, port))
 }
 
-pub fn announce(dir: &Path) -> anyhow::Result<ExitCode> {
+pub fn announce(dir: &Path, account: Option<&str>) -> anyhow::Result<ExitCode> {
     let node = NodeDir::open(dir)?;
     let id = node.identity()?;
     let (host, port) = public_address(&node)?;
     let nickname = node.get("node.nickname")?;
-    let nurl = id.nurl(&host, port);
+    let nurl = match account {
+        None => id.nurl(&host, port),
+        Some(name) => crate::account_cmd::nurl(&node, &crate::account_cmd::open(&node)?, name)?,
+    };
     let mut out = std::io::stdout().lock();
     writeln!(out, "# NURL: {nurl}")?;
     writeln!(out, "# servers.yaml entry for a Tahoe-LAFS 1.20 client (NODEDIR/private/servers.yaml):")?;
@@ -267,10 +273,10 @@ async fn serve(node: &NodeDir, id: &marsh_node::Identity, started: Started) -> a
     let Started { backend, stores } = started;
     let cache = node.cache();
     let sweeper = spawn_sweeper(node, backend.clone())?;
-    let leases = Arc::new(LeaseBook::open(&cache.join("leases.sqlite"))?);
+    let accountant = Arc::new(Accountant::open(&cache.join(ACCOUNTANT_DB))?);
     let service = Arc::new(StorageService::new(
         backend,
-        leases,
+        accountant,
         Arc::new(SystemClock),
         ServiceConfig {
             swissnum: id.swissnum.clone(),

@@ -124,7 +124,7 @@ pub async fn check_switch(node: &NodeDir, key: &str, new_value: Option<&str>) ->
     if !placement_key(node, key)? || node.get(key).ok().as_deref() == new_value {
         return Ok(());
     }
-    let has_run = node.cache().join("leases.sqlite").exists();
+    let has_run = node.cache().join(crate::node_cmd::ACCOUNTANT_DB).exists();
     let stores = match open_backend_stores(node).await {
         Ok(s) => s,
         // The current settings never worked (a node being configured): nothing can be there.

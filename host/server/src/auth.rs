@@ -48,24 +48,6 @@ pub fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Check `Authorization: Tahoe-LAFS <base64(swissnum)>` against the expected header value.
-pub fn check_swissnum(headers: &HeaderMap, expected: &[u8]) -> Result<(), AuthError> {
-    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
-        return Err(AuthError::Unauthorized("missing Authorization header".into()));
-    };
-    let value = value.to_str().map_err(|_| AuthError::BadRequest("Authorization header is not text".into()))?;
-    if same(value.as_bytes(), expected) {
-        Ok(())
-    } else {
-        Err(AuthError::Unauthorized("wrong Authorization header".into()))
-    }
-}
-
-/// The `Authorization` value for a swissnum.
-pub fn authorization_value(swissnum: &str) -> Vec<u8> {
-    format!("Tahoe-LAFS {}", BASE64.encode(swissnum.as_bytes())).into_bytes()
-}
-
 /// Parse every `X-Tahoe-Authorization` header and require exactly the kinds in `required`.
 pub fn secrets(headers: &HeaderMap, required: &[SecretKind]) -> Result<Secrets, AuthError> {
     let bad = |m: String| AuthError::BadRequest(m);
@@ -126,17 +108,5 @@ mod tests {
         }
         let up = secrets(&headers(&["upload-secret YWI="]), &[SecretKind::Upload]).unwrap();
         assert_eq!(up[&SecretKind::Upload], b"ab");
-    }
-
-    #[test]
-    fn the_swissnum_header_is_compared_exactly() {
-        let expected = authorization_value("eiu2i7p6d6mm4ihmss7ieou5hac3wn6b");
-        assert_eq!(expected, b"Tahoe-LAFS ZWl1Mmk3cDZkNm1tNGlobXNzN2llb3U1aGFjM3duNmI=");
-        let mut h = HeaderMap::new();
-        assert!(matches!(check_swissnum(&h, &expected), Err(AuthError::Unauthorized(_))));
-        h.insert(http::header::AUTHORIZATION, HeaderValue::from_bytes(&expected).unwrap());
-        assert!(check_swissnum(&h, &expected).is_ok());
-        h.insert(http::header::AUTHORIZATION, HeaderValue::from_bytes(b"Tahoe-LAFS \xff").unwrap());
-        assert!(matches!(check_swissnum(&h, &expected), Err(AuthError::BadRequest(_))));
     }
 }

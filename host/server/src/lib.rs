@@ -2,14 +2,13 @@
 //! [`marsh_core::Backend`].
 //!
 //! Architecture invariant: this crate never sees wasmtime, a plugin binding or a store driver;
-//! it speaks to storage only through `marsh_core::Backend`, and keeps leases and write
-//! enablers in [`leases::LeaseBook`] (the module the accountant will replace).
+//! it speaks to storage only through `marsh_core::Backend`, and to accounting state (accounts,
+//! leases, write enablers) only through `marsh_accountant::Accountant`.
 //!
 //! Transport: HTTP/1.1 over rustls, one self-signed certificate, no SNI or ALPN needed, as the
 //! Tahoe 1.20 client connects. Slow or silent clients are cut off by header and body timeouts.
 
 pub mod auth;
-pub mod leases;
 pub mod ranges;
 mod service;
 pub mod wire;

@@ -22,9 +22,9 @@ use hyper::body::{Body, Incoming};
 use marsh_core::{Backend, BackendError, ShareNumber, StorageIndex, WriteVector};
 
 use crate::auth::{self, AuthError, SecretKind};
-use crate::leases::LeaseBook;
 use crate::ranges::{RangeSet, parse_content_range, parse_range};
 use crate::wire;
+use marsh_accountant::{Accountant, AccountantError, Caller};
 
 /// The largest mutable share, as in Tahoe.
 pub const MAX_MUTABLE_SHARE_SIZE: u64 = 69_105 * 1_000_000_000_000;
@@ -123,7 +123,7 @@ impl KeyedLocks {
 /// The storage service behind the HTTP server.
 pub struct StorageService {
     backend: Arc<dyn Backend>,
-    leases: Arc<LeaseBook>,
+    accountant: Arc<Accountant>,
     clock: Arc<dyn Clock>,
     config: ServiceConfig,
     authorization: Vec<u8>,
@@ -285,17 +285,17 @@ async fn cbor_body(req: Request<Incoming>, limit: usize) -> Result<Value, Respon
 }
 
 impl StorageService {
-    /// A service over `backend`, keeping leases in `leases`.
+    /// A service over `backend`, keeping accounts and leases in `accountant`.
     pub fn new(
         backend: Arc<dyn Backend>,
-        leases: Arc<LeaseBook>,
+        accountant: Arc<Accountant>,
         clock: Arc<dyn Clock>,
         config: ServiceConfig,
     ) -> Self {
-        let authorization = auth::authorization_value(&config.swissnum);
+        let authorization = marsh_accountant::authorization_value(&config.swissnum);
         StorageService {
             backend,
-            leases,
+            accountant,
             clock,
             config,
             authorization,
@@ -306,9 +306,32 @@ impl StorageService {
         }
     }
 
-    /// The lease book (for inspection and tests).
-    pub fn leases(&self) -> &LeaseBook {
-        &self.leases
+    /// The accountant (for inspection and tests).
+    pub fn accountant(&self) -> &Accountant {
+        &self.accountant
+    }
+
+    /// The account a request speaks for: the anonymous account's swissnum is the node's, every
+    /// other one is looked up, so account changes apply to the very next request.
+    fn caller(&self, headers: &HeaderMap) -> Result<Caller, Response<ResponseBody>> {
+        let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+            return Err(text(StatusCode::UNAUTHORIZED, "missing Authorization header"));
+        };
+        if value.to_str().is_err() {
+            return Err(text(StatusCode::BAD_REQUEST, "Authorization header is not text"));
+        }
+        let caller = if auth::same(value.as_bytes(), &self.authorization) {
+            self.accountant.anonymous().map_err(Self::accountant_failure)?
+        } else {
+            self.accountant
+                .caller(value.as_bytes())
+                .map_err(Self::accountant_failure)?
+                .ok_or_else(|| text(StatusCode::UNAUTHORIZED, "wrong Authorization header"))?
+        };
+        if caller.revoked {
+            return Err(text(StatusCode::UNAUTHORIZED, format!("account `{}` was revoked", caller.name)));
+        }
+        Ok(caller)
     }
 
     fn uploads(&self) -> std::sync::MutexGuard<'_, HashMap<UploadKey, Arc<tokio::sync::Mutex<Upload>>>> {
@@ -335,7 +358,11 @@ impl StorageService {
 
     async fn dispatch(&self, req: Request<Incoming>) -> Handled {
         let route = route(req.method(), req.uri().path()).map_err(empty)?;
-        auth::check_swissnum(req.headers(), &self.authorization).map_err(auth_failure)?;
+        let caller = self.caller(req.headers())?;
+        if matches!(route, Route::Allocate(_) | Route::Write(..) | Route::ReadTestWrite(_)) && !caller.attributes.write
+        {
+            return Err(text(StatusCode::FORBIDDEN, format!("account `{}` may not write", caller.name)));
+        }
         let required: &[SecretKind] = match route {
             Route::Lease(_) => &[SecretKind::LeaseRenew, SecretKind::LeaseCancel],
             Route::Allocate(_) => &[SecretKind::LeaseRenew, SecretKind::LeaseCancel, SecretKind::Upload],
@@ -350,14 +377,16 @@ impl StorageService {
                 check_accept(req.headers())?;
                 self.version().await
             }
-            Route::Lease(si) => self.renew(si, &secret(SecretKind::LeaseRenew), &secret(SecretKind::LeaseCancel)).await,
+            Route::Lease(si) => {
+                self.renew(&caller, si, &secret(SecretKind::LeaseRenew), &secret(SecretKind::LeaseCancel)).await
+            }
             Route::Allocate(si) => {
                 check_accept(req.headers())?;
                 let (renew, cancel, upload) =
                     (secret(SecretKind::LeaseRenew), secret(SecretKind::LeaseCancel), secret(SecretKind::Upload));
                 let body = cbor_body(req, 8192).await?;
                 let request = wire::allocate_request(&body).map_err(|e| text(StatusCode::BAD_REQUEST, e.0))?;
-                self.allocate(si, request, &renew, &cancel, &upload).await
+                self.allocate(&caller, si, request, &renew, &cancel, &upload).await
             }
             Route::Write(si, n) => {
                 check_accept(req.headers())?;
@@ -390,7 +419,7 @@ impl StorageService {
                     (secret(SecretKind::WriteEnabler), secret(SecretKind::LeaseRenew), secret(SecretKind::LeaseCancel));
                 let body = cbor_body(req, MAX_READ_TEST_WRITE_BODY).await?;
                 let request = wire::read_test_write_request(&body).map_err(|e| text(StatusCode::BAD_REQUEST, e.0))?;
-                self.read_test_write(si, request, &we, &renew, &cancel).await
+                self.read_test_write(&caller, si, request, &we, &renew, &cancel).await
             }
         }
     }
@@ -420,12 +449,12 @@ impl StorageService {
         Ok(cbor(StatusCode::OK, &wire::version(available, MAX_MUTABLE_SHARE_SIZE, &self.config.application_version)))
     }
 
-    fn lease_failure(e: crate::leases::LeaseError) -> Response<ResponseBody> {
+    fn accountant_failure(e: AccountantError) -> Response<ResponseBody> {
         tracing::error!("{e}");
-        text(StatusCode::INTERNAL_SERVER_ERROR, "lease database failed")
+        text(StatusCode::INTERNAL_SERVER_ERROR, "accounting database failed")
     }
 
-    async fn renew(&self, si: StorageIndex, renew: &[u8], cancel: &[u8]) -> Handled {
+    async fn renew(&self, caller: &Caller, si: StorageIndex, renew: &[u8], cancel: &[u8]) -> Handled {
         let mut shares = self.backend.list_shares(&si).await.map_err(|e| backend_failure("list", e))?;
         shares.extend(self.backend.mutable_list(&si).await.map_err(|e| backend_failure("list", e))?);
         if shares.is_empty() {
@@ -433,13 +462,14 @@ impl StorageService {
         }
         let now = self.clock.now();
         for n in shares {
-            self.leases.add_or_renew(&si, n, renew, cancel, now).map_err(Self::lease_failure)?;
+            self.accountant.add_or_renew(caller.id, &si, n, renew, cancel, now).map_err(Self::accountant_failure)?;
         }
         Ok(empty(StatusCode::NO_CONTENT))
     }
 
     async fn allocate(
         &self,
+        caller: &Caller,
         si: StorageIndex,
         request: wire::AllocateRequest,
         renew: &[u8],
@@ -449,9 +479,14 @@ impl StorageService {
         let now = self.clock.now();
         let complete = self.backend.list_shares(&si).await.map_err(|e| backend_failure("list", e))?;
         for n in &complete {
-            self.leases.add_or_renew(&si, *n, renew, cancel, now).map_err(Self::lease_failure)?;
+            self.accountant.add_or_renew(caller.id, &si, *n, renew, cancel, now).map_err(Self::accountant_failure)?;
         }
         let mut budget = self.available().await.saturating_sub(self.reserved.load(Ordering::SeqCst));
+        if let Some(quota) = caller.attributes.quota {
+            // Over quota looks like a full server to the client: the shares are not allocated.
+            let used = self.accountant.usage(caller.id).map_err(Self::accountant_failure)?;
+            budget = budget.min(quota.saturating_sub(used));
+        }
         let mut allocated = Vec::new();
         let mut requested = request.share_numbers.clone();
         requested.sort_unstable();
@@ -486,7 +521,10 @@ impl StorageService {
             };
             self.uploads().insert((si, n), Arc::new(tokio::sync::Mutex::new(upload)));
             self.reserved.fetch_add(request.allocated_size, Ordering::SeqCst);
-            self.leases.add_or_renew(&si, n, renew, cancel, now).map_err(Self::lease_failure)?;
+            self.accountant.add_or_renew(caller.id, &si, n, renew, cancel, now).map_err(Self::accountant_failure)?;
+            self.accountant
+                .record_share(caller.id, &si, n, request.allocated_size)
+                .map_err(Self::accountant_failure)?;
             allocated.push(number);
         }
         let have: Vec<u64> = complete.iter().map(|n| u64::from(n.0)).collect();
@@ -616,7 +654,7 @@ impl StorageService {
         if removed {
             self.reserved.fetch_sub(size, Ordering::SeqCst);
             self.backend.abort(si, n).await.map_err(|e| backend_failure("abort", e))?;
-            self.leases.forget_share(si, n).map_err(Self::lease_failure)?;
+            self.accountant.forget_share(si, n).map_err(Self::accountant_failure)?;
         }
         Ok(())
     }
@@ -656,7 +694,7 @@ impl StorageService {
         let body = cbor_body(req, 32_768).await?;
         let reason = wire::corrupt_request(&body).map_err(|e| text(StatusCode::BAD_REQUEST, e.0))?;
         tracing::warn!(kind, si = %si, shnum = n.0, reason, "client reports a corrupt share");
-        self.leases.record_corruption(self.clock.now(), kind, &si, n, &reason).map_err(Self::lease_failure)?;
+        self.accountant.record_corruption(self.clock.now(), kind, &si, n, &reason).map_err(Self::accountant_failure)?;
         Ok(empty(StatusCode::OK))
     }
 
@@ -732,6 +770,7 @@ impl StorageService {
 
     async fn read_test_write(
         &self,
+        caller: &Caller,
         si: StorageIndex,
         request: wire::ReadTestWriteRequest,
         enabler: &[u8],
@@ -739,7 +778,7 @@ impl StorageService {
         cancel: &[u8],
     ) -> Handled {
         let (guard, lock) = self.slot_locks.lock(si).await;
-        let result = self.read_test_write_locked(si, request, enabler, renew, cancel).await;
+        let result = self.read_test_write_locked(caller, si, request, enabler, renew, cancel).await;
         drop(guard);
         self.slot_locks.release(&si, lock);
         result
@@ -747,6 +786,7 @@ impl StorageService {
 
     async fn read_test_write_locked(
         &self,
+        caller: &Caller,
         si: StorageIndex,
         request: wire::ReadTestWriteRequest,
         enabler: &[u8],
@@ -757,7 +797,7 @@ impl StorageService {
         let existing = self.backend.mutable_list(&si).await.map_err(fail)?;
         // 1. The write enabler must match every existing share.
         for n in &existing {
-            match self.leases.check_write_enabler(&si, *n, enabler).map_err(Self::lease_failure)? {
+            match self.accountant.check_write_enabler(&si, *n, enabler).map_err(Self::accountant_failure)? {
                 Some(true) => {}
                 Some(false) => return Err(text(StatusCode::UNAUTHORIZED, "wrong write enabler")),
                 None => {
@@ -800,7 +840,7 @@ impl StorageService {
                 let n = shares[number];
                 if tw.new_length == Some(0) {
                     self.backend.mutable_delete(&si, n).await.map_err(fail)?;
-                    self.leases.forget_share(&si, n).map_err(Self::lease_failure)?;
+                    self.accountant.forget_share(&si, n).map_err(Self::accountant_failure)?;
                     continue;
                 }
                 for (offset, bytes) in &tw.write {
@@ -813,9 +853,11 @@ impl StorageService {
                 let is_new = !existing.contains(&n);
                 self.backend.mutable_write(&si, n, &writes, tw.new_length).await.map_err(fail)?;
                 if is_new {
-                    self.leases.set_write_enabler(&si, n, enabler).map_err(Self::lease_failure)?;
+                    self.accountant.set_write_enabler(&si, n, enabler).map_err(Self::accountant_failure)?;
                 }
-                self.leases.add_or_renew(&si, n, renew, cancel, now).map_err(Self::lease_failure)?;
+                self.accountant
+                    .add_or_renew(caller.id, &si, n, renew, cancel, now)
+                    .map_err(Self::accountant_failure)?;
             }
         }
         Ok(cbor(StatusCode::OK, &wire::read_test_write_response(success, &data)))

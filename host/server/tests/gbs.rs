@@ -12,10 +12,10 @@ use ciborium::value::Value;
 use data_encoding::BASE64;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
+use marsh_accountant::{Accountant, Attribute, Attributes, LEASE_SECONDS};
 use marsh_conformance::reference::ReferenceBackend;
 use marsh_core::{ShareNumber, StorageIndex};
 use marsh_gbs_client::{GbsClient, Nurl};
-use marsh_server::leases::{LEASE_SECONDS, LeaseBook};
 use marsh_server::{ManualClock, ServiceConfig, StorageService, wire};
 
 const SWISSNUM: &str = "eiu2i7p6d6mm4ihmss7ieou5hac3wn6b";
@@ -37,7 +37,7 @@ async fn start() -> Server {
     let clock = Arc::new(ManualClock::new(T0));
     let service = Arc::new(StorageService::new(
         Arc::new(ReferenceBackend::default()),
-        Arc::new(LeaseBook::in_memory().unwrap()),
+        Arc::new(Accountant::in_memory().unwrap()),
         clock.clone(),
         ServiceConfig { swissnum: SWISSNUM.into(), reserved_space: 0, application_version: "marsh/test".into() },
     ));
@@ -86,11 +86,24 @@ impl Server {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Reply {
+        self.call_as(&auth(), method, path, secrets, headers, body).await
+    }
+
+    /// The same with another `Authorization` value (another account's swissnum).
+    async fn call_as(
+        &self,
+        authorization: &str,
+        method: Method,
+        path: &str,
+        secrets: &[(&str, &[u8])],
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
         let mut b = Request::builder()
             .method(method)
             .uri(format!("/storage/v1/{path}"))
             .header("host", "x")
-            .header("authorization", auth());
+            .header("authorization", authorization);
         if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("accept")) {
             b = b.header("accept", "application/cbor");
         }
@@ -291,6 +304,55 @@ async fn uploads_in_overlapping_chunks_report_what_is_required_and_complete_with
 }
 
 #[tokio::test]
+async fn named_accounts_have_their_own_swissnum_quota_write_permission_and_revocation() {
+    let s = start().await;
+    let a = s.service.accountant();
+    let quota = Attributes { quota: Some(250), ..Attributes::default() };
+    let (alice, swissnum) = a.create_account("alice", &quota, T0).unwrap();
+    let alice_auth = format!("Tahoe-LAFS {}", BASE64.encode(swissnum.as_bytes()));
+    let allocate_as = |si: String, shares: Vec<u64>, size: u64| {
+        let auth = alice_auth.clone();
+        let s = &s;
+        async move {
+            let secrets: [(&str, &[u8]); 3] =
+                [("lease-renew-secret", RENEW), ("lease-cancel-secret", CANCEL), ("upload-secret", b"up")];
+            s.call_as(&auth, Method::POST, &format!("immutable/{si}"), &secrets, &[], allocate_body(&shares, size))
+                .await
+        }
+    };
+    let allocated = |r: &Reply| -> usize {
+        let Value::Map(m) = r.cbor() else { panic!("not a map") };
+        let Value::Tag(258, inner) = &m[1].1 else { panic!("not a set") };
+        inner.as_array().map_or(0, Vec::len)
+    };
+    // A quota of 250 bytes: two shares of 100 fit, the third does not (the client sees a full server).
+    let r = allocate_as(si(20), vec![0, 1, 2], 100).await;
+    assert_eq!((r.status, allocated(&r)), (StatusCode::OK, 2));
+    assert_eq!(a.usage(alice.id).unwrap(), 200, "uploads in progress count");
+    assert_eq!(a.leases(&StorageIndex::from_bytes([20; 16]), ShareNumber(0)).unwrap()[0].account, alice.id);
+    // The anonymous account has no quota.
+    assert_eq!(allocate(&s, &si(21), b"up", &[0, 1, 2], 100).await.1.len(), 3);
+    // Read-only: 403 on writes, reads still work.
+    a.set_attribute("alice", Attribute::Write(false)).unwrap();
+    let r = allocate_as(si(22), vec![0], 10).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(String::from_utf8_lossy(&r.body).contains("may not write"));
+    let version = s.call_as(&alice_auth, Method::GET, "version", &[], &[], Vec::new()).await;
+    assert_eq!(version.status, StatusCode::OK);
+    // Revoked: 401 at once, the node untouched; the anonymous account goes on.
+    a.revoke("alice", T0 + 1).unwrap();
+    let r = s.call_as(&alice_auth, Method::GET, "version", &[], &[], Vec::new()).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(String::from_utf8_lossy(&r.body).contains("revoked"));
+    assert_eq!(s.call(Method::GET, "version", &[], &[], Vec::new()).await.status, StatusCode::OK);
+    let unknown = format!("Tahoe-LAFS {}", BASE64.encode(b"nobody-has-this-swissnum"));
+    assert_eq!(
+        s.call_as(&unknown, Method::GET, "version", &[], &[], Vec::new()).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
 async fn a_second_allocation_gets_only_the_free_shares() {
     let s = start().await;
     let si = si(4);
@@ -376,7 +438,7 @@ async fn leases_are_added_or_renewed_by_renew_secret() {
     patch(&s, &si_text, 0, b"up", 0, b"data").await;
     let si: StorageIndex = si_text.parse().unwrap();
     let expiry = |s: &Server| {
-        s.service.leases().leases(&si, ShareNumber(0)).unwrap().iter().map(|l| l.expires).collect::<Vec<_>>()
+        s.service.accountant().leases(&si, ShareNumber(0)).unwrap().iter().map(|l| l.expires).collect::<Vec<_>>()
     };
     assert_eq!(expiry(&s), vec![T0 + LEASE_SECONDS]);
     s.clock.advance(167);
@@ -554,6 +616,6 @@ async fn corruption_advisories_are_recorded_for_known_shares() {
         s.call(Method::POST, &format!("mutable/{si}/0/corrupt"), &[], &[], body).await.status,
         StatusCode::NOT_FOUND
     );
-    let recorded = s.service.leases().corruption_advisories().unwrap();
+    let recorded = s.service.accountant().corruption_advisories().unwrap();
     assert_eq!(recorded, vec![("immutable".into(), si.clone(), 0, "expected hash abcd, got hash efgh".into())]);
 }

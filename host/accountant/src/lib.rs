@@ -1,0 +1,597 @@
+//! The accountant: the node's medium-rate state in SQLite (WAL) under `NODE_DIR/cache/`:
+//! accounts and their attributes, leases per share and account, the shares each account holds
+//! (for usage and quota), write enablers of mutable shares, and clients' corruption advisories.
+//!
+//! Accounts: `anonymous` (id 0) serves the node's announced NURL, whose swissnum lives in the
+//! node directory; every named account has its own swissnum, hence its own NURL. The server
+//! resolves a request's `Authorization` header to an account on every request, so creating,
+//! changing or revoking an account (from `marsh account`, another process) takes effect at once.
+//!
+//! Secrets: lease renew/cancel secrets and write enablers are stored as SHA-256 hashes. A named
+//! account's swissnum is kept in the clear as well as hashed, because `marsh announce --account`
+//! must print its NURL; the file is as private as the node's own key.
+//!
+//! API boundary: the server and the CLI reach accounting state only through [`Accountant`].
+
+mod schema;
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use marsh_core::{ShareNumber, StorageIndex};
+use rusqlite::{Connection, OptionalExtension, params};
+use sha2::{Digest, Sha256};
+
+pub use schema::VERSION as SCHEMA_VERSION;
+
+/// Lease duration: 31 days, as Tahoe's clients expect.
+pub const LEASE_SECONDS: u64 = 31 * 24 * 60 * 60;
+
+/// Why the accountant failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountantError {
+    /// The database failed.
+    #[error("accountant database: {0}")]
+    Db(String),
+    /// The database was written by a newer marsh.
+    #[error("the accountant database has schema version {found}; this marsh reads up to {supported}: upgrade marsh")]
+    NewerSchema {
+        /// Its version.
+        found: u32,
+        /// Ours.
+        supported: u32,
+    },
+    /// No account of that name.
+    #[error("no account named `{0}` (see `marsh account list`)")]
+    NoSuchAccount(String),
+    /// An account of that name exists.
+    #[error("an account named `{0}` already exists")]
+    AccountExists(String),
+    /// The name is not acceptable.
+    #[error("`{0}` is not a valid account name: use 1-64 of a-z, 0-9, `-` and `_`, starting with a letter or digit")]
+    BadName(String),
+}
+
+impl From<rusqlite::Error> for AccountantError {
+    fn from(e: rusqlite::Error) -> Self {
+        AccountantError::Db(e.to_string())
+    }
+}
+
+/// An account's row id. The anonymous account is [`AccountId::ANONYMOUS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccountId(pub i64);
+
+impl AccountId {
+    /// The account of the node's announced NURL.
+    pub const ANONYMOUS: AccountId = AccountId(0);
+}
+
+/// What an account may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attributes {
+    /// May upload and write mutable shares (default true).
+    pub write: bool,
+    /// Most bytes of shares it may hold, counting uploads in progress; `None`: no limit.
+    pub quota: Option<u64>,
+    /// A name for operators.
+    pub nickname: Option<String>,
+}
+
+impl Default for Attributes {
+    fn default() -> Self {
+        Attributes { write: true, quota: None, nickname: None }
+    }
+}
+
+/// One change to an account's attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attribute {
+    /// Write permission.
+    Write(bool),
+    /// Quota in bytes, or none.
+    Quota(Option<u64>),
+    /// Nickname, or none.
+    Nickname(Option<String>),
+}
+
+/// An account as `marsh account show` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Row id.
+    pub id: AccountId,
+    /// Name.
+    pub name: String,
+    /// Created, seconds since the epoch (0 for anonymous).
+    pub created: u64,
+    /// When it was revoked, if it was.
+    pub revoked: Option<u64>,
+    /// Its attributes.
+    pub attributes: Attributes,
+    /// Bytes of shares it holds, uploads in progress included.
+    pub usage: u64,
+    /// Leases it holds.
+    pub leases: u64,
+}
+
+/// Who made a request, as the server needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The account.
+    pub id: AccountId,
+    /// Its name, for messages.
+    pub name: String,
+    /// Whether it was revoked.
+    pub revoked: bool,
+    /// Its attributes.
+    pub attributes: Attributes,
+}
+
+/// One lease on one share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// SHA-256 of the renew secret.
+    pub renew_hash: [u8; 32],
+    /// SHA-256 of the cancel secret.
+    pub cancel_hash: [u8; 32],
+    /// Seconds since the epoch.
+    pub expires: u64,
+    /// The account that holds it.
+    pub account: AccountId,
+}
+
+fn hash(secret: &[u8]) -> [u8; 32] {
+    Sha256::digest(secret).into()
+}
+
+/// The `Authorization` header value a swissnum gives (`Tahoe-LAFS <base64(swissnum)>`).
+pub fn authorization_value(swissnum: &str) -> Vec<u8> {
+    format!("Tahoe-LAFS {}", data_encoding::BASE64.encode(swissnum.as_bytes())).into_bytes()
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+}
+
+/// The accounting database.
+#[derive(Debug)]
+pub struct Accountant {
+    conn: Mutex<Connection>,
+}
+
+impl Accountant {
+    /// Open (creating, or migrating forward) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, AccountantError> {
+        let mut conn = Connection::open(path)?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
+        // `marsh account` and the running node share the file.
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        schema::migrate(&mut conn)?;
+        Ok(Accountant { conn: Mutex::new(conn) })
+    }
+
+    /// A database in memory, for tests.
+    pub fn in_memory() -> Result<Self, AccountantError> {
+        let mut conn = Connection::open_in_memory()?;
+        schema::migrate(&mut conn)?;
+        Ok(Accountant { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // Every statement leaves the connection consistent; a panic elsewhere does not poison it.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    // ---- accounts ----
+
+    /// Create a named account; returns it and its swissnum.
+    pub fn create_account(
+        &self,
+        name: &str,
+        attributes: &Attributes,
+        now: u64,
+    ) -> Result<(Account, String), AccountantError> {
+        if !valid_name(name) || name == "anonymous" {
+            return Err(if name == "anonymous" {
+                AccountantError::AccountExists(name.to_owned())
+            } else {
+                AccountantError::BadName(name.to_owned())
+            });
+        }
+        let mut raw = [0u8; 20];
+        getrandom::getrandom(&mut raw).map_err(|e| AccountantError::Db(format!("random source: {e}")))?;
+        let swissnum = data_encoding::BASE32_NOPAD.encode(&raw).to_ascii_lowercase();
+        {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            let exists: bool =
+                tx.query_row("SELECT count(*) FROM accounts WHERE name = ?1", [name], |r| r.get::<_, i64>(0))? > 0;
+            if exists {
+                return Err(AccountantError::AccountExists(name.to_owned()));
+            }
+            tx.execute(
+                "INSERT INTO accounts (name, swissnum, swissnum_hash, created) VALUES (?1, ?2, ?3, ?4)",
+                params![name, swissnum, hash(&authorization_value(&swissnum)).as_slice(), now as i64],
+            )?;
+            let id = AccountId(tx.last_insert_rowid());
+            write_attributes(&tx, id, attributes)?;
+            tx.commit()?;
+        }
+        Ok((self.account(name)?, swissnum))
+    }
+
+    /// An account by name.
+    pub fn account(&self, name: &str) -> Result<Account, AccountantError> {
+        let conn = self.conn();
+        let row: Option<(i64, i64, Option<i64>)> = conn
+            .query_row("SELECT id, created, revoked FROM accounts WHERE name = ?1", [name], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        let (id, created, revoked) = row.ok_or_else(|| AccountantError::NoSuchAccount(name.to_owned()))?;
+        let id = AccountId(id);
+        let usage: i64 =
+            conn.query_row("SELECT coalesce(sum(size), 0) FROM shares WHERE account = ?1", [id.0], |r| r.get(0))?;
+        let leases: i64 = conn.query_row("SELECT count(*) FROM leases WHERE account = ?1", [id.0], |r| r.get(0))?;
+        Ok(Account {
+            id,
+            name: name.to_owned(),
+            created: created.max(0) as u64,
+            revoked: revoked.map(|r| r.max(0) as u64),
+            attributes: read_attributes(&conn, id)?,
+            usage: usage.max(0) as u64,
+            leases: leases.max(0) as u64,
+        })
+    }
+
+    /// Every account, anonymous first, then by name.
+    pub fn accounts(&self) -> Result<Vec<Account>, AccountantError> {
+        let names: Vec<String> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare("SELECT name FROM accounts ORDER BY id != 0, name")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        names.iter().map(|n| self.account(n)).collect()
+    }
+
+    /// A named account's swissnum (for its NURL); `None` for anonymous, whose swissnum is the node's.
+    pub fn swissnum(&self, name: &str) -> Result<Option<String>, AccountantError> {
+        let row: Option<Option<String>> =
+            self.conn().query_row("SELECT swissnum FROM accounts WHERE name = ?1", [name], |r| r.get(0)).optional()?;
+        row.ok_or_else(|| AccountantError::NoSuchAccount(name.to_owned()))
+    }
+
+    /// Change one attribute.
+    pub fn set_attribute(&self, name: &str, attribute: Attribute) -> Result<(), AccountantError> {
+        let id = self.account(name)?.id;
+        let conn = self.conn();
+        let (key, value) = match attribute {
+            Attribute::Write(w) => ("write", Some(w.to_string())),
+            Attribute::Quota(q) => ("quota", q.map(|q| q.to_string())),
+            Attribute::Nickname(n) => ("nickname", n),
+        };
+        match value {
+            Some(v) => conn.execute(
+                "INSERT INTO attributes (account, key, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (account, key) DO UPDATE SET value = excluded.value",
+                params![id.0, key, v],
+            )?,
+            None => conn.execute("DELETE FROM attributes WHERE account = ?1 AND key = ?2", params![id.0, key])?,
+        };
+        Ok(())
+    }
+
+    /// Revoke an account: every later request with its swissnum is refused. Its leases and
+    /// shares stay until they expire.
+    pub fn revoke(&self, name: &str, now: u64) -> Result<(), AccountantError> {
+        let changed = self.conn().execute(
+            "UPDATE accounts SET revoked = coalesce(revoked, ?2) WHERE name = ?1",
+            params![name, now as i64],
+        )?;
+        if changed == 0 {
+            return Err(AccountantError::NoSuchAccount(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// The named account whose swissnum gives `authorization` (a request's `Authorization`
+    /// header value), if any. The anonymous account is recognised by the server itself.
+    pub fn caller(&self, authorization: &[u8]) -> Result<Option<Caller>, AccountantError> {
+        let conn = self.conn();
+        let row: Option<(i64, String, Option<i64>)> = conn
+            .query_row(
+                "SELECT id, name, revoked FROM accounts WHERE swissnum_hash = ?1",
+                [hash(authorization).as_slice()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((id, name, revoked)) = row else { return Ok(None) };
+        let id = AccountId(id);
+        Ok(Some(Caller { id, name, revoked: revoked.is_some(), attributes: read_attributes(&conn, id)? }))
+    }
+
+    /// The anonymous account as a caller.
+    pub fn anonymous(&self) -> Result<Caller, AccountantError> {
+        let conn = self.conn();
+        let revoked: Option<i64> = conn.query_row("SELECT revoked FROM accounts WHERE id = 0", [], |r| r.get(0))?;
+        Ok(Caller {
+            id: AccountId::ANONYMOUS,
+            name: "anonymous".into(),
+            revoked: revoked.is_some(),
+            attributes: read_attributes(&conn, AccountId::ANONYMOUS)?,
+        })
+    }
+
+    /// Bytes of shares an account holds, uploads in progress included.
+    pub fn usage(&self, account: AccountId) -> Result<u64, AccountantError> {
+        let usage: i64 = self.conn().query_row(
+            "SELECT coalesce(sum(size), 0) FROM shares WHERE account = ?1",
+            [account.0],
+            |r| r.get(0),
+        )?;
+        Ok(usage.max(0) as u64)
+    }
+
+    /// Record that `account` holds a share of `size` bytes (an allocation or a mutable write).
+    /// The first account to hold a share keeps it; the size follows the share.
+    pub fn record_share(
+        &self,
+        account: AccountId,
+        si: &StorageIndex,
+        shnum: ShareNumber,
+        size: u64,
+    ) -> Result<(), AccountantError> {
+        self.conn().execute(
+            "INSERT INTO shares (si, shnum, account, size) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (si, shnum) DO UPDATE SET size = excluded.size",
+            params![si.to_base32(), shnum.0, account.0, size as i64],
+        )?;
+        Ok(())
+    }
+
+    // ---- leases ----
+
+    /// Renew the lease whose renew secret matches (never shortening it), or add one for `account`.
+    pub fn add_or_renew(
+        &self,
+        account: AccountId,
+        si: &StorageIndex,
+        shnum: ShareNumber,
+        renew: &[u8],
+        cancel: &[u8],
+        now: u64,
+    ) -> Result<(), AccountantError> {
+        let expires = now.saturating_add(LEASE_SECONDS) as i64;
+        self.conn().execute(
+            "INSERT INTO leases (si, shnum, renew_hash, cancel_hash, expires, account) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (si, shnum, renew_hash) DO UPDATE SET expires = max(expires, excluded.expires)",
+            params![si.to_base32(), shnum.0, hash(renew).as_slice(), hash(cancel).as_slice(), expires, account.0],
+        )?;
+        Ok(())
+    }
+
+    /// The leases of one share, soonest expiry first.
+    pub fn leases(&self, si: &StorageIndex, shnum: ShareNumber) -> Result<Vec<Lease>, AccountantError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT renew_hash, cancel_hash, expires, account FROM leases WHERE si = ?1 AND shnum = ?2 ORDER BY expires",
+        )?;
+        let rows = stmt.query_map(params![si.to_base32(), shnum.0], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (renew, cancel, expires, account) = row?;
+            let (Ok(renew_hash), Ok(cancel_hash)) = (renew.try_into(), cancel.try_into()) else {
+                return Err(AccountantError::Db("a stored lease hash is not 32 bytes".into()));
+            };
+            out.push(Lease { renew_hash, cancel_hash, expires: expires.max(0) as u64, account: AccountId(account) });
+        }
+        Ok(out)
+    }
+
+    /// Forget everything about a share (it was deleted or its upload aborted).
+    pub fn forget_share(&self, si: &StorageIndex, shnum: ShareNumber) -> Result<(), AccountantError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let (si, n) = (si.to_base32(), shnum.0);
+        tx.execute("DELETE FROM leases WHERE si = ?1 AND shnum = ?2", params![si, n])?;
+        tx.execute("DELETE FROM write_enablers WHERE si = ?1 AND shnum = ?2", params![si, n])?;
+        tx.execute("DELETE FROM shares WHERE si = ?1 AND shnum = ?2", params![si, n])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Whether `enabler` is the recorded write enabler of a mutable share: `None` when none is
+    /// recorded.
+    pub fn check_write_enabler(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNumber,
+        enabler: &[u8],
+    ) -> Result<Option<bool>, AccountantError> {
+        let stored: Option<Vec<u8>> = self
+            .conn()
+            .query_row(
+                "SELECT enabler_hash FROM write_enablers WHERE si = ?1 AND shnum = ?2",
+                params![si.to_base32(), shnum.0],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let want = hash(enabler);
+        Ok(stored.map(|s| s.len() == 32 && s.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0))
+    }
+
+    /// Record the write enabler of a new mutable share.
+    pub fn set_write_enabler(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNumber,
+        enabler: &[u8],
+    ) -> Result<(), AccountantError> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO write_enablers (si, shnum, enabler_hash) VALUES (?1, ?2, ?3)",
+            params![si.to_base32(), shnum.0, hash(enabler).as_slice()],
+        )?;
+        Ok(())
+    }
+
+    /// Record a client's corruption advisory.
+    pub fn record_corruption(
+        &self,
+        at: u64,
+        kind: &str,
+        si: &StorageIndex,
+        shnum: ShareNumber,
+        reason: &str,
+    ) -> Result<(), AccountantError> {
+        self.conn().execute(
+            "INSERT INTO corruption_advisories (at, kind, si, shnum, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![at as i64, kind, si.to_base32(), shnum.0, reason],
+        )?;
+        Ok(())
+    }
+
+    /// Corruption advisories recorded, oldest first: `(kind, si, shnum, reason)`.
+    pub fn corruption_advisories(&self) -> Result<Vec<(String, String, u16, String)>, AccountantError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT kind, si, shnum, reason FROM corruption_advisories ORDER BY rowid")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+fn write_attributes(conn: &Connection, id: AccountId, a: &Attributes) -> Result<(), AccountantError> {
+    let put = |k: &str, v: String| {
+        conn.execute(
+            "INSERT INTO attributes (account, key, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT (account, key) DO UPDATE SET value = excluded.value",
+            params![id.0, k, v],
+        )
+    };
+    put("write", a.write.to_string())?;
+    if let Some(q) = a.quota {
+        put("quota", q.to_string())?;
+    }
+    if let Some(n) = &a.nickname {
+        put("nickname", n.clone())?;
+    }
+    Ok(())
+}
+
+fn read_attributes(conn: &Connection, id: AccountId) -> Result<Attributes, AccountantError> {
+    let mut stmt = conn.prepare_cached("SELECT key, value FROM attributes WHERE account = ?1")?;
+    let rows = stmt.query_map([id.0], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut a = Attributes::default();
+    for row in rows {
+        let (k, v) = row?;
+        match k.as_str() {
+            "write" => a.write = v != "false",
+            "quota" => a.quota = v.parse().ok(),
+            "nickname" => a.nickname = Some(v),
+            _ => {}
+        }
+    }
+    Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn si(n: u8) -> StorageIndex {
+        StorageIndex::from_bytes([n; 16])
+    }
+
+    #[test]
+    fn renewal_matches_by_renew_secret_and_never_shortens() {
+        let book = Accountant::in_memory().unwrap();
+        let (si, n, anon) = (si(1), ShareNumber(0), AccountId::ANONYMOUS);
+        book.add_or_renew(anon, &si, n, &[1; 32], &[2; 32], 1000).unwrap();
+        book.add_or_renew(anon, &si, n, &[1; 32], &[2; 32], 1167).unwrap();
+        assert_eq!(
+            book.leases(&si, n).unwrap().iter().map(|l| l.expires).collect::<Vec<_>>(),
+            vec![1167 + LEASE_SECONDS]
+        );
+        book.add_or_renew(anon, &si, n, &[1; 32], &[2; 32], 500).unwrap();
+        assert_eq!(book.leases(&si, n).unwrap()[0].expires, 1167 + LEASE_SECONDS, "never backdated");
+        book.add_or_renew(anon, &si, n, &[3; 32], &[4; 32], 1177).unwrap();
+        let leases = book.leases(&si, n).unwrap();
+        assert_eq!(leases.len(), 2);
+        assert_ne!(leases[0].renew_hash, [1; 32], "stored hashed");
+        book.forget_share(&si, n).unwrap();
+        assert!(book.leases(&si, n).unwrap().is_empty());
+    }
+
+    #[test]
+    fn write_enablers_are_checked_by_hash() {
+        let book = Accountant::in_memory().unwrap();
+        assert_eq!(book.check_write_enabler(&si(1), ShareNumber(1), b"we").unwrap(), None);
+        book.set_write_enabler(&si(1), ShareNumber(1), b"we").unwrap();
+        assert_eq!(book.check_write_enabler(&si(1), ShareNumber(1), b"we").unwrap(), Some(true));
+        assert_eq!(book.check_write_enabler(&si(1), ShareNumber(1), b"WE").unwrap(), Some(false));
+    }
+
+    #[test]
+    fn accounts_resolve_by_swissnum_and_revocation_sticks() {
+        let a = Accountant::in_memory().unwrap();
+        let attrs = Attributes { quota: Some(1000), ..Attributes::default() };
+        let (alice, swissnum) = a.create_account("alice", &attrs, 77).unwrap();
+        assert_eq!((alice.name.as_str(), alice.created, alice.attributes.quota), ("alice", 77, Some(1000)));
+        assert_eq!(swissnum.len(), 32);
+        assert_eq!(
+            authorization_value("eiu2i7p6d6mm4ihmss7ieou5hac3wn6b"),
+            b"Tahoe-LAFS ZWl1Mmk3cDZkNm1tNGlobXNzN2llb3U1aGFjM3duNmI=",
+            "the header the reference client sends"
+        );
+        assert_eq!(a.swissnum("alice").unwrap().as_deref(), Some(swissnum.as_str()));
+        assert_eq!(a.swissnum("anonymous").unwrap(), None);
+        assert!(matches!(a.create_account("alice", &attrs, 78), Err(AccountantError::AccountExists(_))));
+        assert!(matches!(a.create_account("Bad Name", &attrs, 78), Err(AccountantError::BadName(_))));
+        assert!(matches!(a.create_account("anonymous", &attrs, 78), Err(AccountantError::AccountExists(_))));
+
+        let caller = a.caller(&authorization_value(&swissnum)).unwrap().unwrap();
+        assert_eq!((caller.id, caller.revoked), (alice.id, false));
+        assert_eq!(a.caller(&authorization_value("not-a-swissnum")).unwrap(), None);
+        a.set_attribute("alice", Attribute::Write(false)).unwrap();
+        assert!(!a.caller(&authorization_value(&swissnum)).unwrap().unwrap().attributes.write);
+        a.set_attribute("alice", Attribute::Quota(None)).unwrap();
+        assert_eq!(a.account("alice").unwrap().attributes.quota, None);
+        a.revoke("alice", 99).unwrap();
+        a.revoke("alice", 120).unwrap();
+        assert_eq!(a.account("alice").unwrap().revoked, Some(99), "the first revocation time stays");
+        assert!(a.caller(&authorization_value(&swissnum)).unwrap().unwrap().revoked);
+        assert!(matches!(a.revoke("bob", 1), Err(AccountantError::NoSuchAccount(_))));
+        let names: Vec<String> = a.accounts().unwrap().into_iter().map(|x| x.name).collect();
+        assert_eq!(names, ["anonymous", "alice"]);
+    }
+
+    #[test]
+    fn usage_counts_the_shares_an_account_holds() {
+        let a = Accountant::in_memory().unwrap();
+        let (alice, _) = a.create_account("alice", &Attributes::default(), 1).unwrap();
+        a.record_share(alice.id, &si(1), ShareNumber(0), 100).unwrap();
+        a.record_share(alice.id, &si(1), ShareNumber(1), 50).unwrap();
+        a.record_share(AccountId::ANONYMOUS, &si(1), ShareNumber(1), 70).unwrap();
+        assert_eq!(a.usage(alice.id).unwrap(), 170, "the share stays alice's; its size follows it");
+        assert_eq!(a.usage(AccountId::ANONYMOUS).unwrap(), 0);
+        a.forget_share(&si(1), ShareNumber(0)).unwrap();
+        assert_eq!(a.usage(alice.id).unwrap(), 70);
+    }
+
+    #[test]
+    fn the_schema_migrates_forward_and_refuses_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.sqlite");
+        drop(Accountant::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let v: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        drop(conn);
+        assert!(matches!(Accountant::open(&path), Err(AccountantError::NewerSchema { .. })));
+    }
+}

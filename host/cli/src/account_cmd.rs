@@ -1,0 +1,161 @@
+//! `marsh account`: named accounts, each with its own swissnum and so its own NURL, with
+//! write permission, quota and nickname as attributes. Changes reach a running node at once:
+//! the server looks each request's account up in the same database.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use marsh_accountant::{Account, Accountant, Attribute, Attributes};
+use marsh_node::NodeDir;
+use marsh_node::config::parse_size;
+
+use crate::node_cmd::{ACCOUNTANT_DB, public_address};
+
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Create a named account; prints its NURL.
+    Create {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// 1-64 of a-z, 0-9, `-`, `_`.
+        name: String,
+        /// Most bytes of shares it may hold, e.g. 20GiB (default: no limit).
+        #[arg(long)]
+        quota: Option<String>,
+        /// It may read and renew leases but not upload.
+        #[arg(long)]
+        read_only: bool,
+        /// A name for operators.
+        #[arg(long)]
+        nickname: Option<String>,
+    },
+    /// Every account with its usage.
+    List {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// One account in full.
+    Show {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        name: String,
+    },
+    /// Change an attribute: `write true|false`, `quota SIZE|none`, `nickname TEXT|none`.
+    Set {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        name: String,
+        attribute: String,
+        value: String,
+    },
+    /// Refuse every further request made with the account's NURL (takes effect at once).
+    Revoke {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        name: String,
+    },
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The node's accountant database (created on first use).
+pub fn open(node: &NodeDir) -> anyhow::Result<Accountant> {
+    let cache = node.cache();
+    std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    Ok(Accountant::open(&cache.join(ACCOUNTANT_DB))?)
+}
+
+fn quota(value: &str) -> anyhow::Result<Option<u64>> {
+    if value == "none" {
+        return Ok(None);
+    }
+    match parse_size(value) {
+        Some(n) => Ok(Some(n)),
+        None => bail!("quota {value:?}: expected a size such as 20GiB, or `none`"),
+    }
+}
+
+/// An account's NURL.
+pub fn nurl(node: &NodeDir, accountant: &Accountant, name: &str) -> anyhow::Result<String> {
+    let mut id = node.identity()?;
+    if let Some(swissnum) = accountant.swissnum(name)? {
+        id.swissnum = swissnum;
+    }
+    let (host, port) = public_address(node)?;
+    Ok(id.nurl(&host, port))
+}
+
+fn describe(a: &Account) -> String {
+    let quota = a.attributes.quota.map_or("none".to_owned(), |q| q.to_string());
+    let state = match a.revoked {
+        Some(t) => format!("revoked at {t}"),
+        None => "active".to_owned(),
+    };
+    format!(
+        "{}: {state}, write {}, quota {quota}, usage {} bytes, {} leases{}",
+        a.name,
+        a.attributes.write,
+        a.usage,
+        a.leases,
+        a.attributes.nickname.as_deref().map(|n| format!(", nickname \"{n}\"")).unwrap_or_default()
+    )
+}
+
+pub fn run(cmd: AccountCommand) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    let node_of = |dir: &Path| -> anyhow::Result<(NodeDir, Accountant)> {
+        let node = NodeDir::open(dir)?;
+        let accountant = open(&node)?;
+        Ok((node, accountant))
+    };
+    match cmd {
+        AccountCommand::Create { dir, name, quota: q, read_only, nickname } => {
+            let (node, accountant) = node_of(&dir)?;
+            let attributes =
+                Attributes { write: !read_only, quota: q.as_deref().map(quota).transpose()?.flatten(), nickname };
+            let (account, _) = accountant.create_account(&name, &attributes, now())?;
+            writeln!(out, "created {}", describe(&account))?;
+            writeln!(out, "NURL: {}", nurl(&node, &accountant, &name)?)?;
+            writeln!(out, "servers.yaml entry: marsh announce --dir {} --account {name}", node.root().display())?;
+        }
+        AccountCommand::List { dir } => {
+            let (_, accountant) = node_of(&dir)?;
+            for a in accountant.accounts()? {
+                writeln!(out, "{}", describe(&a))?;
+            }
+        }
+        AccountCommand::Show { dir, name } => {
+            let (node, accountant) = node_of(&dir)?;
+            let a = accountant.account(&name)?;
+            writeln!(out, "{}", describe(&a))?;
+            writeln!(out, "created: {}", a.created)?;
+            writeln!(out, "NURL: {}", nurl(&node, &accountant, &name)?)?;
+        }
+        AccountCommand::Set { dir, name, attribute, value } => {
+            let (_, accountant) = node_of(&dir)?;
+            let change = match attribute.as_str() {
+                "write" => Attribute::Write(match value.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => bail!("write {value:?}: expected true or false"),
+                }),
+                "quota" => Attribute::Quota(quota(&value)?),
+                "nickname" => Attribute::Nickname((value != "none").then_some(value)),
+                other => bail!("unknown attribute `{other}`: expected write, quota or nickname"),
+            };
+            accountant.set_attribute(&name, change)?;
+            writeln!(out, "{}", describe(&accountant.account(&name)?))?;
+        }
+        AccountCommand::Revoke { dir, name } => {
+            let (_, accountant) = node_of(&dir)?;
+            accountant.revoke(&name, now())?;
+            writeln!(out, "{}", describe(&accountant.account(&name)?))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,74 @@
+//! `marsh account` and `marsh announce --account` as an operator runs them, against a running
+//! node: a named account's NURL works, and revoking it stops its requests at once.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+use http::{Method, StatusCode};
+use marsh_gbs_client::{GbsClient, Nurl};
+
+fn marsh(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_marsh")).args(args).output().expect("run marsh")
+}
+
+fn ok(out: Output) -> String {
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run(dir: &Path) -> (Running, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_marsh"))
+        .args(["run", "--dir", dir.to_str().expect("utf-8")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
+    let nurl = line.trim().strip_prefix("marsh: serving ").expect("serving line").to_owned();
+    (Running(child), nurl)
+}
+
+async fn version_status(nurl: &str) -> StatusCode {
+    let nurl: Nurl = nurl.parse().expect("nurl");
+    let mut client = GbsClient::connect(&nurl).await.expect("connect");
+    client.call(Method::GET, "version", &[], &[], Vec::new()).await.expect("version").status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_account_has_its_own_nurl_until_it_is_revoked() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("node");
+    let d = dir.to_str().expect("utf-8");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    ok(marsh(&["init", "--dir", d, "--listen", &format!("127.0.0.1:{port}")]));
+    let (_node, anonymous) = run(&dir);
+
+    let created = ok(marsh(&["account", "create", "alice", "--quota", "1GiB", "--nickname", "Alice", "--dir", d]));
+    let nurl = created.lines().find_map(|l| l.strip_prefix("NURL: ")).expect("NURL line").to_owned();
+    assert_ne!(nurl, anonymous, "its own swissnum");
+    assert!(created.contains("quota 1073741824"), "{created}");
+    assert!(ok(marsh(&["announce", "--account", "alice", "--dir", d])).contains(&nurl));
+    assert!(!marsh(&["account", "create", "alice", "--dir", d]).status.success(), "names are unique");
+    assert!(!marsh(&["announce", "--account", "bob", "--dir", d]).status.success());
+
+    // The running node knows the account without a restart.
+    assert_eq!(version_status(&nurl).await, StatusCode::OK);
+    ok(marsh(&["account", "set", "alice", "write", "false", "--dir", d]));
+    assert!(ok(marsh(&["account", "show", "alice", "--dir", d])).contains("write false"));
+    ok(marsh(&["account", "revoke", "alice", "--dir", d]));
+    assert_eq!(version_status(&nurl).await, StatusCode::UNAUTHORIZED, "revocation takes effect at once");
+    assert_eq!(version_status(&anonymous).await, StatusCode::OK);
+    let list = ok(marsh(&["account", "list", "--dir", d]));
+    assert!(list.starts_with("anonymous: active") && list.contains("alice: revoked at"), "{list}");
+}
