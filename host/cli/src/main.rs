@@ -6,6 +6,7 @@
 #![allow(clippy::print_stdout, reason = "a command line prints its results")]
 
 mod account_cmd;
+mod gc_cmd;
 mod node_cmd;
 mod plugin_cmd;
 mod stores;
@@ -42,6 +43,15 @@ enum Command {
         /// A named account's NURL instead of the anonymous one.
         #[arg(long)]
         account: Option<String>,
+    },
+    /// Delete shares whose leases have all expired (`expire.*` config), or with --dry-run list them.
+    Gc {
+        /// The node directory.
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+        /// Report what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Named accounts: create, list, show, set attributes, revoke.
     #[command(subcommand)]
@@ -91,6 +101,7 @@ fn main() -> ExitCode {
             Command::Store(cmd) => stores::run(cmd).await,
             Command::Announce { dir, account } => node_cmd::announce(&dir, account.as_deref()),
             Command::Account(cmd) => account_cmd::run(cmd),
+            Command::Gc { dir, dry_run } => gc_cmd::run(&dir, dry_run).await,
             Command::Run { dir, .. } => node_cmd::run(&dir).await,
         }
     });

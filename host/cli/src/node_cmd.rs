@@ -274,6 +274,7 @@ async fn serve(node: &NodeDir, id: &marsh_node::Identity, started: Started) -> a
     let cache = node.cache();
     let sweeper = spawn_sweeper(node, backend.clone())?;
     let accountant = Arc::new(Accountant::open(&cache.join(ACCOUNTANT_DB))?);
+    let collector = spawn_collector(node, backend.clone(), accountant.clone())?;
     let service = Arc::new(StorageService::new(
         backend,
         accountant,
@@ -294,7 +295,7 @@ async fn serve(node: &NodeDir, id: &marsh_node::Identity, started: Started) -> a
         () = marsh_server::serve(listener, tls, service) => {}
         _ = shutdown() => eprintln!("marsh: shutting down"),
     }
-    if let Some(task) = sweeper {
+    for task in [sweeper, collector].into_iter().flatten() {
         task.abort();
     }
     for s in &stores {
@@ -303,6 +304,31 @@ async fn serve(node: &NodeDir, id: &marsh_node::Identity, started: Started) -> a
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// With `expire.enabled`, a lease-expiry pass five minutes after start, then every `expire.interval`.
+fn spawn_collector(
+    node: &NodeDir,
+    backend: Arc<dyn marsh_core::Backend>,
+    accountant: Arc<Accountant>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    if node.get("expire.enabled")? != "true" {
+        return Ok(None);
+    }
+    let policy = crate::gc_cmd::policy(node)?;
+    let interval: u64 = node.get("expire.interval")?.parse()?;
+    Ok(Some(tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(300.min(interval.max(1)))).await;
+        loop {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            match marsh_server::gc::collect(backend.as_ref(), &accountant, &policy, now, false).await {
+                Ok(r) if r.expired.is_empty() => tracing::info!("lease expiry: {}", crate::gc_cmd::describe(&r, false)),
+                Ok(r) => tracing::warn!("lease expiry: {}", crate::gc_cmd::describe(&r, false)),
+                Err(e) => tracing::warn!("lease expiry pass failed: {e}"),
+            }
+            tokio::time::sleep(Duration::from_secs(interval.max(60))).await;
+        }
+    })))
 }
 
 /// Sweep the backend's leftovers a minute after start, then every `backend.sweep-interval`.

@@ -71,6 +71,10 @@ pub enum Kind {
     AbsPath,
     /// Text shown as `(set)` by `marsh config list`.
     Secret,
+    /// `age` or `cutoff-date`.
+    ExpireMode,
+    /// A UTC date `YYYY-MM-DD`.
+    Date,
 }
 
 impl Kind {
@@ -91,6 +95,8 @@ impl Kind {
             Kind::KeyPrefix => "empty, or a prefix ending in `/` such as `node1/`",
             Kind::AbsPath => "an absolute path",
             Kind::Secret => "non-empty text",
+            Kind::ExpireMode => "`age` or `cutoff-date`",
+            Kind::Date => "a UTC date such as 2026-01-31",
             Kind::PluginValue => "text",
             Kind::Names => "names separated by commas, e.g. shares,state",
         }
@@ -158,6 +164,38 @@ pub const KEYS: &[Key] = &[
         kind: Kind::Seconds,
         default: Some("86400"),
         help: "a leftover must be this many seconds old to be swept",
+    },
+    Key {
+        name: "expire.enabled",
+        kind: Kind::Bool,
+        default: Some("false"),
+        help: "delete shares whose leases have all expired",
+    },
+    Key {
+        name: "expire.mode",
+        kind: Kind::ExpireMode,
+        default: Some("age"),
+        help: "age: leases expire by age; cutoff-date: leases renewed before expire.cutoff-date",
+    },
+    Key {
+        name: "expire.override-lease-duration",
+        kind: Kind::Seconds,
+        default: None,
+        help: "age mode: a lease expires this many seconds after renewal (default: its own 31 days)",
+    },
+    Key {
+        name: "expire.cutoff-date",
+        kind: Kind::Date,
+        default: None,
+        help: "cutoff-date mode: leases renewed before this UTC date have expired",
+    },
+    Key { name: "expire.immutable", kind: Kind::Bool, default: Some("true"), help: "collect immutable shares" },
+    Key { name: "expire.mutable", kind: Kind::Bool, default: Some("true"), help: "collect mutable shares" },
+    Key {
+        name: "expire.interval",
+        kind: Kind::Seconds,
+        default: Some("86400"),
+        help: "seconds between collection passes of a running node",
     },
     Key { name: "s3.*.endpoint", kind: Kind::Url, default: None, help: "S3 service URL (default: AWS for the region)" },
     Key { name: "s3.*.region", kind: Kind::Text, default: Some("us-east-1"), help: "S3 region, for signing" },
@@ -229,6 +267,26 @@ fn find(key: &str) -> Result<&'static Key, ConfigError> {
     })
 }
 
+/// Seconds since the epoch at the start of a UTC date `YYYY-MM-DD`.
+pub fn parse_date(s: &str) -> Option<u64> {
+    let mut parts = s.trim().splitn(3, '-');
+    let (y, m, d): (i64, i64, i64) =
+        (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days_in = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || d < 1 || d > days_in[(m - 1) as usize] {
+        return None;
+    }
+    // Days from 1970-01-01 to the date, by the civil-calendar algorithm (March-based years).
+    let (y2, m2) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * m2 + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400).ok()
+}
+
 /// Parse a size: `<int>[K|M|G|T|P|E][i][B]`, case-insensitive.
 pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
@@ -268,6 +326,8 @@ fn validate(key: &Key, name: &str, value: &str) -> Result<String, ConfigError> {
         Kind::Url => v.starts_with("http://") || v.starts_with("https://"),
         Kind::KeyPrefix => v.is_empty() || (v.ends_with('/') && !v.starts_with('/') && !v.contains("//")),
         Kind::AbsPath => std::path::Path::new(v).is_absolute(),
+        Kind::ExpireMode => matches!(v, "age" | "cutoff-date"),
+        Kind::Date => parse_date(v).is_some(),
         Kind::PluginValue => true,
         Kind::Names => v.split(',').all(|n| !n.trim().is_empty() && !n.contains(char::is_whitespace)),
         Kind::Address => v.parse::<SocketAddr>().is_ok(),
@@ -378,6 +438,17 @@ mod tests {
         assert_eq!(parse_size("256Mi"), Some(256 << 20));
         for bad in ["", "G", "1 G", "1X", "-1", "99999999999999999999E"] {
             assert_eq!(parse_size(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn dates_are_utc_days() {
+        assert_eq!(parse_date("1970-01-01"), Some(0));
+        assert_eq!(parse_date("2000-03-01"), Some(951_868_800));
+        assert_eq!(parse_date("2026-11-27"), Some(1_795_737_600));
+        assert_eq!(parse_date("2024-02-29"), Some(1_709_164_800));
+        for bad in ["2023-02-29", "2026-13-01", "1969-12-31", "yesterday", "2026-1"] {
+            assert_eq!(parse_date(bad), None, "{bad}");
         }
     }
 
