@@ -11,7 +11,7 @@ export RUST_BACKTRACE := 0
 # Every plugin built from source: first-party, the example, and the hostile test plugins.
 # Each is built by its own cargo invocation: a wasm plugin exports exactly one world, and the
 # SDK's world features must not be unified across plugins.
-PLUGINS := backend-disk backend-memory backend-s3 minimal-backend \
+PLUGINS := backend-disk backend-memory backend-s3 persistence-local persistence-records minimal-backend \
            hostile-trap hostile-spin hostile-hog hostile-flood hostile-wrong-abi
 
 # The real Tahoe-LAFS client, for the interop tests; installed once, outside the clone.

@@ -13,6 +13,7 @@
 //!
 //! API boundary: the server and the CLI reach accounting state only through [`Accountant`].
 
+mod change;
 mod schema;
 
 use std::path::Path;
@@ -22,6 +23,7 @@ use marsh_core::{ShareNumber, StorageIndex};
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
+pub use change::{BadChange, Change};
 pub use schema::VERSION as SCHEMA_VERSION;
 
 /// Lease duration: 31 days, as Tahoe's clients expect.
@@ -47,6 +49,9 @@ pub enum AccountantError {
     /// An account of that name exists.
     #[error("an account named `{0}` already exists")]
     AccountExists(String),
+    /// A recovered change record does not parse.
+    #[error(transparent)]
+    BadChange(#[from] BadChange),
     /// The name is not acceptable.
     #[error("`{0}` is not a valid account name: use 1-64 of a-z, 0-9, `-` and `_`, starting with a letter or digit")]
     BadName(String),
@@ -140,7 +145,7 @@ pub struct Lease {
     pub account: AccountId,
 }
 
-fn hash(secret: &[u8]) -> [u8; 32] {
+pub(crate) fn hash(secret: &[u8]) -> [u8; 32] {
     Sha256::digest(secret).into()
 }
 
@@ -211,12 +216,10 @@ impl Accountant {
             if exists {
                 return Err(AccountantError::AccountExists(name.to_owned()));
             }
-            tx.execute(
-                "INSERT INTO accounts (name, swissnum, swissnum_hash, created) VALUES (?1, ?2, ?3, ?4)",
-                params![name, swissnum, hash(&authorization_value(&swissnum)).as_slice(), now as i64],
-            )?;
-            let id = AccountId(tx.last_insert_rowid());
-            write_attributes(&tx, id, attributes)?;
+            log(&tx, &Change::Account { name: name.to_owned(), swissnum: swissnum.clone(), created: now })?;
+            for change in attribute_changes(name, attributes) {
+                log(&tx, &change)?;
+            }
             tx.commit()?;
         }
         Ok((self.account(name)?, swissnum))
@@ -266,35 +269,39 @@ impl Accountant {
 
     /// Change one attribute.
     pub fn set_attribute(&self, name: &str, attribute: Attribute) -> Result<(), AccountantError> {
-        let id = self.account(name)?.id;
-        let conn = self.conn();
+        self.account(name)?;
         let (key, value) = match attribute {
             Attribute::Write(w) => ("write", Some(w.to_string())),
             Attribute::Quota(q) => ("quota", q.map(|q| q.to_string())),
             Attribute::Nickname(n) => ("nickname", n),
         };
-        match value {
-            Some(v) => conn.execute(
-                "INSERT INTO attributes (account, key, value) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (account, key) DO UPDATE SET value = excluded.value",
-                params![id.0, key, v],
-            )?,
-            None => conn.execute("DELETE FROM attributes WHERE account = ?1 AND key = ?2", params![id.0, key])?,
-        };
+        self.commit(&Change::Attribute { account: name.to_owned(), key: key.to_owned(), value })
+    }
+
+    /// Apply one change and log it, in one transaction.
+    fn commit(&self, change: &Change) -> Result<(), AccountantError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        log(&tx, change)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Like [`Accountant::commit`], for a change that names an account given by id.
+    fn commit_for(&self, account: AccountId, make: impl FnOnce(String) -> Change) -> Result<(), AccountantError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let name = name_of(&tx, account)?;
+        log(&tx, &make(name))?;
+        tx.commit()?;
         Ok(())
     }
 
     /// Revoke an account: every later request with its swissnum is refused. Its leases and
     /// shares stay until they expire.
     pub fn revoke(&self, name: &str, now: u64) -> Result<(), AccountantError> {
-        let changed = self.conn().execute(
-            "UPDATE accounts SET revoked = coalesce(revoked, ?2) WHERE name = ?1",
-            params![name, now as i64],
-        )?;
-        if changed == 0 {
-            return Err(AccountantError::NoSuchAccount(name.to_owned()));
-        }
-        Ok(())
+        self.account(name)?;
+        self.commit(&Change::Revoked { account: name.to_owned(), at: now })
     }
 
     /// The named account whose swissnum gives `authorization` (a request's `Authorization`
@@ -344,12 +351,7 @@ impl Accountant {
         shnum: ShareNumber,
         size: u64,
     ) -> Result<(), AccountantError> {
-        self.conn().execute(
-            "INSERT INTO shares (si, shnum, account, size) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (si, shnum) DO UPDATE SET size = excluded.size",
-            params![si.to_base32(), shnum.0, account.0, size as i64],
-        )?;
-        Ok(())
+        self.commit_for(account, |account| Change::Share { si: si.to_base32(), shnum: shnum.0, account, size })
     }
 
     // ---- leases ----
@@ -364,13 +366,14 @@ impl Accountant {
         cancel: &[u8],
         now: u64,
     ) -> Result<(), AccountantError> {
-        let expires = now.saturating_add(LEASE_SECONDS) as i64;
-        self.conn().execute(
-            "INSERT INTO leases (si, shnum, renew_hash, cancel_hash, expires, account) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (si, shnum, renew_hash) DO UPDATE SET expires = max(expires, excluded.expires)",
-            params![si.to_base32(), shnum.0, hash(renew).as_slice(), hash(cancel).as_slice(), expires, account.0],
-        )?;
-        Ok(())
+        self.commit_for(account, |account| Change::Lease {
+            si: si.to_base32(),
+            shnum: shnum.0,
+            renew_hash: hash(renew).to_vec(),
+            cancel_hash: hash(cancel).to_vec(),
+            expires: now.saturating_add(LEASE_SECONDS),
+            account,
+        })
     }
 
     /// The leases of one share, soonest expiry first.
@@ -395,14 +398,7 @@ impl Accountant {
 
     /// Forget everything about a share (it was deleted or its upload aborted).
     pub fn forget_share(&self, si: &StorageIndex, shnum: ShareNumber) -> Result<(), AccountantError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let (si, n) = (si.to_base32(), shnum.0);
-        tx.execute("DELETE FROM leases WHERE si = ?1 AND shnum = ?2", params![si, n])?;
-        tx.execute("DELETE FROM write_enablers WHERE si = ?1 AND shnum = ?2", params![si, n])?;
-        tx.execute("DELETE FROM shares WHERE si = ?1 AND shnum = ?2", params![si, n])?;
-        tx.commit()?;
-        Ok(())
+        self.commit(&Change::Forget { si: si.to_base32(), shnum: shnum.0 })
     }
 
     /// Whether `enabler` is the recorded write enabler of a mutable share: `None` when none is
@@ -432,11 +428,83 @@ impl Accountant {
         shnum: ShareNumber,
         enabler: &[u8],
     ) -> Result<(), AccountantError> {
+        self.commit(&Change::WriteEnabler { si: si.to_base32(), shnum: shnum.0, hash: hash(enabler).to_vec() })
+    }
+
+    // ---- the change log ----
+
+    /// Logged changes after `seq`, oldest first, at most `limit`: `(seq, encoded change)`.
+    pub fn changes_after(&self, seq: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, AccountantError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT seq, body FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+        let rows =
+            stmt.query_map(params![seq as i64, limit as i64], |r| Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest logged change's number (0 when none).
+    pub fn last_seq(&self) -> Result<u64, AccountantError> {
+        let seq: Option<i64> = self.conn().query_row("SELECT max(seq) FROM changes", [], |r| r.get(0))?;
+        Ok(seq.unwrap_or(0).max(0) as u64)
+    }
+
+    /// How far the persistence strategy has confirmed the log.
+    pub fn persisted_seq(&self) -> Result<u64, AccountantError> {
+        let seq: i64 = self.conn().query_row("SELECT value FROM meta WHERE key = 'persisted_seq'", [], |r| r.get(0))?;
+        Ok(seq.max(0) as u64)
+    }
+
+    /// Record that changes up to `seq` are persisted (never moves back).
+    pub fn mark_persisted(&self, seq: u64) -> Result<(), AccountantError> {
+        self.conn().execute("UPDATE meta SET value = max(value, ?1) WHERE key = 'persisted_seq'", [seq as i64])?;
+        Ok(())
+    }
+
+    /// Apply a change recovered from a persistence strategy under its original number, and
+    /// count it as persisted. Idempotent; a record that does not parse is refused untouched.
+    pub fn apply_recovered(&self, seq: u64, body: &[u8]) -> Result<(), AccountantError> {
+        let change = Change::decode(body)?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        change.apply(&tx)?;
+        tx.execute("INSERT OR IGNORE INTO changes (seq, body) VALUES (?1, ?2)", params![seq as i64, body])?;
+        tx.execute("UPDATE meta SET value = max(value, ?1) WHERE key = 'persisted_seq'", [seq as i64])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The blob a persistence strategy gets for change `seq`: the number (8 bytes, big-endian)
+    /// then the encoded change, so a strategy can hand it back without keeping the number.
+    pub fn strategy_blob(seq: u64, body: &[u8]) -> Vec<u8> {
+        let mut out = seq.to_be_bytes().to_vec();
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// Apply a blob made by [`Accountant::strategy_blob`] and handed back by a strategy.
+    pub fn apply_strategy_blob(&self, blob: &[u8]) -> Result<(), AccountantError> {
+        let (seq, body) = blob
+            .split_first_chunk::<8>()
+            .ok_or_else(|| BadChange("a change blob shorter than its sequence number".into()))?;
+        self.apply_recovered(u64::from_be_bytes(*seq), body)
+    }
+
+    /// Mark a recovery as started (`true`) or finished; an interrupted recovery stays marked,
+    /// so the node does not start on a half-rebuilt database.
+    pub fn set_recovering(&self, on: bool) -> Result<(), AccountantError> {
         self.conn().execute(
-            "INSERT OR REPLACE INTO write_enablers (si, shnum, enabler_hash) VALUES (?1, ?2, ?3)",
-            params![si.to_base32(), shnum.0, hash(enabler).as_slice()],
+            "INSERT INTO meta (key, value) VALUES ('recovering', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [i64::from(on)],
         )?;
         Ok(())
+    }
+
+    /// Whether a recovery started and did not finish.
+    pub fn recovering(&self) -> Result<bool, AccountantError> {
+        let v: Option<i64> =
+            self.conn().query_row("SELECT value FROM meta WHERE key = 'recovering'", [], |r| r.get(0)).optional()?;
+        Ok(v == Some(1))
     }
 
     /// Record a client's corruption advisory.
@@ -464,22 +532,30 @@ impl Accountant {
     }
 }
 
-fn write_attributes(conn: &Connection, id: AccountId, a: &Attributes) -> Result<(), AccountantError> {
-    let put = |k: &str, v: String| {
-        conn.execute(
-            "INSERT INTO attributes (account, key, value) VALUES (?1, ?2, ?3)
-             ON CONFLICT (account, key) DO UPDATE SET value = excluded.value",
-            params![id.0, k, v],
-        )
-    };
-    put("write", a.write.to_string())?;
-    if let Some(q) = a.quota {
-        put("quota", q.to_string())?;
-    }
-    if let Some(n) = &a.nickname {
-        put("nickname", n.clone())?;
-    }
+/// Apply `change` and append it to the log, inside `tx`.
+fn log(tx: &rusqlite::Transaction<'_>, change: &Change) -> Result<(), AccountantError> {
+    change.apply(tx)?;
+    tx.execute("INSERT INTO changes (body) VALUES (?1)", [change.encode()])?;
     Ok(())
+}
+
+fn name_of(tx: &rusqlite::Transaction<'_>, id: AccountId) -> Result<String, AccountantError> {
+    tx.query_row("SELECT name FROM accounts WHERE id = ?1", [id.0], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| AccountantError::NoSuchAccount(format!("#{}", id.0)))
+}
+
+fn attribute_changes(account: &str, a: &Attributes) -> Vec<Change> {
+    let change = |key: &str, value: Option<String>| Change::Attribute {
+        account: account.to_owned(),
+        key: key.to_owned(),
+        value,
+    };
+    vec![
+        change("write", Some(a.write.to_string())),
+        change("quota", a.quota.map(|q| q.to_string())),
+        change("nickname", a.nickname.clone()),
+    ]
 }
 
 fn read_attributes(conn: &Connection, id: AccountId) -> Result<Attributes, AccountantError> {
@@ -580,6 +656,54 @@ mod tests {
         assert_eq!(a.usage(AccountId::ANONYMOUS).unwrap(), 0);
         a.forget_share(&si(1), ShareNumber(0)).unwrap();
         assert_eq!(a.usage(alice.id).unwrap(), 70);
+    }
+
+    #[test]
+    fn the_log_replays_into_an_equal_database() {
+        let a = Accountant::in_memory().unwrap();
+        let quota = Attributes { quota: Some(5), ..Attributes::default() };
+        let (alice, swissnum) = a.create_account("alice", &quota, 3).unwrap();
+        a.add_or_renew(alice.id, &si(1), ShareNumber(0), b"r", b"c", 100).unwrap();
+        a.add_or_renew(AccountId::ANONYMOUS, &si(2), ShareNumber(1), b"r2", b"c2", 200).unwrap();
+        a.record_share(alice.id, &si(1), ShareNumber(0), 42).unwrap();
+        a.set_write_enabler(&si(3), ShareNumber(0), b"we").unwrap();
+        a.add_or_renew(AccountId::ANONYMOUS, &si(3), ShareNumber(0), b"r3", b"c3", 300).unwrap();
+        a.forget_share(&si(3), ShareNumber(0)).unwrap();
+        a.set_attribute("alice", Attribute::Write(false)).unwrap();
+        a.revoke("alice", 9).unwrap();
+        let log = a.changes_after(0, 1000).unwrap();
+        assert_eq!(log.len() as u64, a.last_seq().unwrap());
+        assert_eq!(a.persisted_seq().unwrap(), 0);
+        a.mark_persisted(4).unwrap();
+        a.mark_persisted(2).unwrap();
+        assert_eq!(a.persisted_seq().unwrap(), 4, "never moves back");
+
+        let b = Accountant::in_memory().unwrap();
+        for (seq, body) in log.iter().chain(log.iter()) {
+            b.apply_recovered(*seq, body).unwrap();
+        }
+        assert_eq!(b.accounts().unwrap(), a.accounts().unwrap(), "replayed twice, same accounts");
+        assert_eq!(b.leases(&si(1), ShareNumber(0)).unwrap(), a.leases(&si(1), ShareNumber(0)).unwrap());
+        assert_eq!(b.leases(&si(2), ShareNumber(1)).unwrap(), a.leases(&si(2), ShareNumber(1)).unwrap());
+        assert!(b.leases(&si(3), ShareNumber(0)).unwrap().is_empty());
+        assert_eq!(b.swissnum("alice").unwrap(), Some(swissnum.clone()));
+        assert!(b.caller(&authorization_value(&swissnum)).unwrap().unwrap().revoked);
+        let last = a.last_seq().unwrap();
+        assert_eq!((b.last_seq().unwrap(), b.persisted_seq().unwrap()), (last, last));
+        // New changes continue the numbering.
+        b.add_or_renew(AccountId::ANONYMOUS, &si(4), ShareNumber(0), b"r", b"c", 1).unwrap();
+        assert_eq!(b.last_seq().unwrap(), last + 1);
+        assert!(matches!(b.apply_recovered(99, b"junk"), Err(AccountantError::BadChange(_))));
+        let c = Accountant::in_memory().unwrap();
+        c.set_recovering(true).unwrap();
+        for (seq, body) in &log {
+            c.apply_strategy_blob(&Accountant::strategy_blob(*seq, body)).unwrap();
+        }
+        assert!(c.recovering().unwrap());
+        c.set_recovering(false).unwrap();
+        assert!(!c.recovering().unwrap());
+        assert_eq!(c.accounts().unwrap(), a.accounts().unwrap());
+        assert!(c.apply_strategy_blob(b"short").is_err());
     }
 
     #[test]

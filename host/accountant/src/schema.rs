@@ -38,6 +38,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE corruption_advisories (
         at INTEGER NOT NULL, kind TEXT NOT NULL, si TEXT NOT NULL, shnum INTEGER NOT NULL, reason TEXT NOT NULL);
     ",
+    // 2: the change log persistence strategies carry off the machine, and how far they got.
+    "
+    CREATE TABLE changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO meta (key, value) VALUES ('persisted_seq', 0);
+    ",
 ];
 
 /// The schema version this build writes.

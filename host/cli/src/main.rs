@@ -8,6 +8,7 @@
 mod account_cmd;
 mod gc_cmd;
 mod node_cmd;
+mod persist;
 mod plugin_cmd;
 mod stores;
 
@@ -52,6 +53,13 @@ enum Command {
         /// Report what would be deleted; delete nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Rebuild the accounting database (accounts, leases, write enablers) from the persistence
+    /// plugin after the machine or its cache/ was lost. Safe to run again.
+    Recover {
+        /// The node directory.
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
     },
     /// Named accounts: create, list, show, set attributes, revoke.
     #[command(subcommand)]
@@ -102,6 +110,7 @@ fn main() -> ExitCode {
             Command::Announce { dir, account } => node_cmd::announce(&dir, account.as_deref()),
             Command::Account(cmd) => account_cmd::run(cmd),
             Command::Gc { dir, dry_run } => gc_cmd::run(&dir, dry_run).await,
+            Command::Recover { dir } => persist::recover(&dir).await,
             Command::Run { dir, .. } => node_cmd::run(&dir).await,
         }
     });

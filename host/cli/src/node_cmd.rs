@@ -134,7 +134,7 @@ pub fn announce(dir: &Path, account: Option<&str>) -> anyhow::Result<ExitCode> {
 }
 
 /// Find a first-party plugin by name: `$MARSH_PLUGIN_DIR`, then beside the executable.
-fn first_party(file: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn first_party(file: &str) -> anyhow::Result<PathBuf> {
     let mut candidates = Vec::new();
     if let Some(dir) = std::env::var_os("MARSH_PLUGIN_DIR") {
         candidates.push(PathBuf::from(dir).join(file));
@@ -236,7 +236,14 @@ pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
             Err(e) => return Err(e),
         },
     };
-    serve(&node, &id, started).await
+    let (accountant, strategy) = match crate::persist::startup(&node).await? {
+        crate::persist::Startup::Serve(a, s) => (a, s),
+        crate::persist::Startup::RecoveryNeeded(message) => {
+            eprintln!("marsh: {message}");
+            return Ok(ExitCode::from(EXIT_RECOVERY_NEEDED));
+        }
+    };
+    serve(&node, &id, started, accountant, strategy).await
 }
 
 #[cfg(feature = "native-backends")]
@@ -269,15 +276,20 @@ fn native_backend(
     )
 }
 
-async fn serve(node: &NodeDir, id: &marsh_node::Identity, started: Started) -> anyhow::Result<ExitCode> {
+async fn serve(
+    node: &NodeDir,
+    id: &marsh_node::Identity,
+    started: Started,
+    accountant: Arc<Accountant>,
+    strategy: Arc<marsh_runtime::WasmStrategy>,
+) -> anyhow::Result<ExitCode> {
     let Started { backend, stores } = started;
-    let cache = node.cache();
     let sweeper = spawn_sweeper(node, backend.clone())?;
-    let accountant = Arc::new(Accountant::open(&cache.join(ACCOUNTANT_DB))?);
+    let persister = Some(crate::persist::spawn_persister(node, accountant.clone(), strategy.clone())?);
     let collector = spawn_collector(node, backend.clone(), accountant.clone())?;
     let service = Arc::new(StorageService::new(
         backend,
-        accountant,
+        accountant.clone(),
         Arc::new(SystemClock),
         ServiceConfig {
             swissnum: id.swissnum.clone(),
@@ -295,8 +307,14 @@ async fn serve(node: &NodeDir, id: &marsh_node::Identity, started: Started) -> a
         () = marsh_server::serve(listener, tls, service) => {}
         _ = shutdown() => eprintln!("marsh: shutting down"),
     }
-    for task in [sweeper, collector].into_iter().flatten() {
+    for task in [sweeper, collector, persister].into_iter().flatten() {
         task.abort();
+    }
+    // What changed since the last hand-over goes now.
+    match crate::persist::flush(&accountant, &strategy).await {
+        Ok(n) if n > 0 => eprintln!("marsh: persisted the last {n} accounting changes"),
+        Ok(_) => {}
+        Err(e) => eprintln!("marsh: could not persist the last accounting changes: {e:#}"),
     }
     for s in &stores {
         if let Some(s3) = &s.s3 {

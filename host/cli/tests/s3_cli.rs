@@ -50,9 +50,21 @@ fn s3_node(dir: &Path, nickname: &str, prefix: &str) {
 }
 
 /// `marsh run`, once it prints that it serves; killed on drop.
-struct Running(Child);
+struct Running(Child, String);
 
 impl Running {
+    /// Stop as an operator does (SIGTERM), so the node hands its last changes over.
+    fn stop(mut self) -> String {
+        let pid = self.0.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+        let mut stderr = String::new();
+        if let Some(mut e) = self.0.stderr.take() {
+            std::io::Read::read_to_string(&mut e, &mut stderr).expect("stderr");
+        }
+        let _ = self.0.wait();
+        stderr
+    }
+
     fn start(dir: &Path) -> Result<Running, String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_marsh"))
             .args(["run", "--dir", dir.to_str().expect("utf-8")])
@@ -62,8 +74,8 @@ impl Running {
             .expect("spawn marsh run");
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
-        if line.starts_with("marsh: serving pb://") {
-            return Ok(Running(child));
+        if let Some(nurl) = line.trim().strip_prefix("marsh: serving ") {
+            return Ok(Running(child, nurl.to_owned()));
         }
         let out = child.wait_with_output().expect("wait");
         Err(format!("status {:?}: {}", out.status.code(), text(&out.stderr)))
@@ -141,4 +153,90 @@ fn switching_the_backend_of_a_node_with_shares_is_refused() {
     assert_eq!(ok(marsh(&["config", "get", "backend.plugin", "--dir", d])).trim(), "disk", "unchanged");
     // Unrelated keys still change.
     ok(marsh(&["config", "set", "node.nickname", "still-fine", "--dir", d]));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    assert!(Command::new("cp").args(["-a"]).arg(from).arg(to).status().expect("cp").success());
+}
+
+fn leases_of(dir: &Path, si: &str) -> Vec<marsh_accountant::Lease> {
+    let a = marsh_accountant::Accountant::open(&dir.join("cache/accountant.sqlite")).expect("accountant");
+    a.leases(&si.parse().expect("si"), marsh_core::ShareNumber(0)).expect("leases")
+}
+
+/// The machine is lost: NODE_DIR comes back from the copy taken after init and config, with no
+/// cache/. Accounts, attributes and leases come back from `persistence-records` on S3, by
+/// `marsh recover` or by itself with `recovery.auto`; shares are read through the old NURLs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_and_leases_survive_the_loss_of_the_machine() {
+    use http::{Method, StatusCode};
+    use marsh_gbs_client::{GbsClient, Nurl, allocate_body};
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (node, backup) = (tmp.path().join("node"), tmp.path().join("backup"));
+    let d = node.to_str().expect("utf-8");
+    s3_node(&node, "dr", &unique_prefix("dr"));
+    ok(marsh(&["config", "set", "persistence.plugin", "records", "--dir", d]));
+    ok(marsh(&["config", "set", "persistence.max-delay", "1", "--dir", d]));
+    copy_dir(&node, &backup);
+
+    let running = Running::start(&node).expect("starts");
+    let anonymous: Nurl = running.1.parse().expect("nurl");
+    let created = ok(marsh(&["account", "create", "alice", "--quota", "1GiB", "--nickname", "Alice", "--dir", d]));
+    let alice: Nurl = created.lines().find_map(|l| l.strip_prefix("NURL: ")).expect("NURL").parse().expect("nurl");
+    ok(marsh(&["account", "create", "bob", "--read-only", "--dir", d]));
+    let si = "aeaqcaibaeaqcaibaeaqcaibae";
+    let secrets: [(&str, &[u8]); 3] =
+        [("lease-renew-secret", &[1; 32]), ("lease-cancel-secret", &[2; 32]), ("upload-secret", &[3; 32])];
+    let mut as_alice = GbsClient::connect(&alice).await.expect("connect");
+    let r =
+        as_alice.call(Method::POST, &format!("immutable/{si}"), &secrets, &[], allocate_body(&[0], 5)).await.unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    let r = as_alice
+        .call(
+            Method::PATCH,
+            &format!("immutable/{si}/0"),
+            &secrets[2..],
+            &[("content-range", "bytes 0-4/*")],
+            b"hello".to_vec(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::CREATED);
+    // A second lease, the anonymous account's.
+    let mut anon = GbsClient::connect(&anonymous).await.expect("connect");
+    let renew: [(&str, &[u8]); 2] = [("lease-renew-secret", &[7; 32]), ("lease-cancel-secret", &[8; 32])];
+    assert_eq!(
+        anon.call(Method::PUT, &format!("lease/{si}"), &renew, &[], Vec::new()).await.unwrap().status,
+        StatusCode::NO_CONTENT
+    );
+    let stderr = running.stop();
+    let accounts_before = ok(marsh(&["account", "list", "--dir", d]));
+    let leases_before = leases_of(&node, si);
+    assert_eq!(leases_before.len(), 2, "{stderr}");
+
+    // The machine is lost.
+    std::fs::remove_dir_all(&node).expect("rm");
+    copy_dir(&backup, &node);
+    let refused = Running::start(&node).err().expect("must not start without its accounting state");
+    assert!(refused.contains("status Some(3)") && refused.contains(&format!("marsh recover --dir {d}")), "{refused}");
+    let recovered = ok(marsh(&["recover", "--dir", d]));
+    assert!(recovered.contains("3 accounts, 2 leases"), "{recovered}");
+    assert_eq!(ok(marsh(&["account", "list", "--dir", d])), accounts_before, "accounts and attributes are back");
+    assert_eq!(leases_of(&node, si), leases_before, "leases are back, same expiry, same accounts");
+    // Again: idempotent.
+    assert!(ok(marsh(&["recover", "--dir", d])).contains("3 accounts, 2 leases"));
+
+    let running = Running::start(&node).expect("starts after recovery");
+    let mut as_alice = GbsClient::connect(&alice).await.expect("alice's NURL still works");
+    let r = as_alice.call(Method::GET, &format!("immutable/{si}/0"), &[], &[], Vec::new()).await.unwrap();
+    assert_eq!((r.status, r.body.as_ref()), (StatusCode::OK, &b"hello"[..]));
+    drop(running);
+
+    // With recovery.auto, no operator step.
+    std::fs::remove_dir_all(&node).expect("rm");
+    copy_dir(&backup, &node);
+    ok(marsh(&["config", "set", "recovery.auto", "true", "--dir", d]));
+    drop(Running::start(&node).expect("recovers by itself"));
+    assert_eq!(leases_of(&node, si), leases_before);
 }

@@ -73,6 +73,8 @@ pub enum Kind {
     Secret,
     /// `age` or `cutoff-date`.
     ExpireMode,
+    /// `local`, `records`, or a path to a `.wasm` file.
+    Strategy,
     /// A UTC date `YYYY-MM-DD`.
     Date,
 }
@@ -96,6 +98,7 @@ impl Kind {
             Kind::AbsPath => "an absolute path",
             Kind::Secret => "non-empty text",
             Kind::ExpireMode => "`age` or `cutoff-date`",
+            Kind::Strategy => "`local`, `records`, or the absolute path of a .wasm persistence plugin",
             Kind::Date => "a UTC date such as 2026-01-31",
             Kind::PluginValue => "text",
             Kind::Names => "names separated by commas, e.g. shares,state",
@@ -164,6 +167,36 @@ pub const KEYS: &[Key] = &[
         kind: Kind::Seconds,
         default: Some("86400"),
         help: "a leftover must be this many seconds old to be swept",
+    },
+    Key {
+        name: "persistence.plugin",
+        kind: Kind::Strategy,
+        default: Some("local"),
+        help: "how accounts and leases survive the loss of the machine (local, records)",
+    },
+    Key {
+        name: "persistence.stores",
+        kind: Kind::Names,
+        default: Some("shares"),
+        help: "stores granted to the persistence plugin, comma-separated",
+    },
+    Key {
+        name: "persistence.config.*",
+        kind: Kind::PluginValue,
+        default: None,
+        help: "config entries passed to the persistence plugin",
+    },
+    Key {
+        name: "persistence.max-delay",
+        kind: Kind::Seconds,
+        default: Some("5"),
+        help: "most seconds an accounting change waits before it is handed to the persistence plugin",
+    },
+    Key {
+        name: "recovery.auto",
+        kind: Kind::Bool,
+        default: Some("false"),
+        help: "recover at start-up without waiting for `marsh recover`",
     },
     Key {
         name: "expire.enabled",
@@ -327,6 +360,9 @@ fn validate(key: &Key, name: &str, value: &str) -> Result<String, ConfigError> {
         Kind::KeyPrefix => v.is_empty() || (v.ends_with('/') && !v.starts_with('/') && !v.contains("//")),
         Kind::AbsPath => std::path::Path::new(v).is_absolute(),
         Kind::ExpireMode => matches!(v, "age" | "cutoff-date"),
+        Kind::Strategy => {
+            matches!(v, "local" | "records") || (v.ends_with(".wasm") && std::path::Path::new(v).is_absolute())
+        }
         Kind::Date => parse_date(v).is_some(),
         Kind::PluginValue => true,
         Kind::Names => v.split(',').all(|n| !n.trim().is_empty() && !n.contains(char::is_whitespace)),

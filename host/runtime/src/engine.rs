@@ -100,6 +100,9 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| LoadError::Engine(e.to_string()))?;
         generated::Backend::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| LoadError::Engine(e.to_string()))?;
+        // The persistence world adds one import; the shared ones are linked once, above.
+        generated::persistence::marsh::plugin::accountant::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| LoadError::Engine(e.to_string()))?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let (ticking, flag) = (engine.clone(), stop.clone());

@@ -14,3 +14,20 @@ wasmtime::component::bindgen!({
         "marsh:plugin/blobs.upload": crate::host::UploadHandle,
     },
 });
+
+/// The `persistence` world: the shared interfaces are the ones generated above; only the
+/// `accountant` import and the `strategy` export are new.
+pub mod persistence {
+    wasmtime::component::bindgen!({
+        world: "persistence",
+        path: "../../plugin-sdk/wit",
+        imports: { default: async },
+        exports: { default: async },
+        with: {
+            "marsh:plugin/types": super::marsh::plugin::types,
+            "marsh:plugin/host": super::marsh::plugin::host,
+            "marsh:plugin/seal": super::marsh::plugin::seal,
+            "marsh:plugin/blobs": super::marsh::plugin::blobs,
+        },
+    });
+}

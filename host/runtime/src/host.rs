@@ -22,12 +22,22 @@ use crate::generated::marsh::plugin::{blobs, host, seal, types};
 /// Receives `host.progress` reports (the CLI draws a bar from them).
 pub type ProgressSink = Arc<dyn Fn(&str, u64, Option<u64>, &str) + Send + Sync>;
 
+/// Where a recovering persistence strategy's `accountant.apply` / `accountant.restore` go: the
+/// node's accounting database. Changes are the opaque blobs the host produced for `record`.
+pub trait AccountingSink: Send + Sync {
+    /// Apply recovered changes in order; idempotent.
+    fn apply(&self, changes: Vec<Vec<u8>>) -> Result<(), String>;
+    /// Replace the database with a snapshot made by the host.
+    fn restore(&self, snapshot: Vec<u8>) -> Result<(), String>;
+}
+
 /// What the operator granted one plugin: its stores by name, and the sealing key.
 #[derive(Clone)]
 pub struct Grants {
     pub(crate) stores: BTreeMap<String, Arc<dyn BlobStore>>,
     pub(crate) seal_key: SealKey,
     pub(crate) progress: Option<ProgressSink>,
+    pub(crate) accounting: Option<Arc<dyn AccountingSink>>,
 }
 
 impl fmt::Debug for Grants {
@@ -39,12 +49,18 @@ impl fmt::Debug for Grants {
 impl Grants {
     /// No stores yet, sealing with `seal_key`.
     pub fn new(seal_key: SealKey) -> Self {
-        Grants { stores: BTreeMap::new(), seal_key, progress: None }
+        Grants { stores: BTreeMap::new(), seal_key, progress: None, accounting: None }
     }
 
     /// Grant `store` to the plugin under `name`.
     pub fn store(mut self, name: &str, store: Arc<dyn BlobStore>) -> Self {
         self.stores.insert(name.to_owned(), store);
+        self
+    }
+
+    /// Where a persistence strategy's recovered changes go.
+    pub fn accounting(mut self, sink: Arc<dyn AccountingSink>) -> Self {
+        self.accounting = Some(sink);
         self
     }
 
@@ -164,6 +180,22 @@ fn mode(m: blobs::PutMode) -> HostPutMode {
 }
 
 impl types::Host for HostState {}
+
+impl crate::generated::persistence::marsh::plugin::accountant::Host for HostState {
+    async fn apply(&mut self, changes: Vec<Vec<u8>>) -> Result<(), String> {
+        let sink = self.grants.accounting.clone().ok_or("this plugin was not granted the accountant")?;
+        let bytes: u64 = changes.iter().map(|c| c.len() as u64).sum();
+        if bytes > self.max_call_bytes {
+            return Err(format!("{bytes} bytes of changes in one call; at most {}", self.max_call_bytes));
+        }
+        tokio::task::block_in_place(|| sink.apply(changes))
+    }
+
+    async fn restore(&mut self, snapshot: Vec<u8>) -> Result<(), String> {
+        let sink = self.grants.accounting.clone().ok_or("this plugin was not granted the accountant")?;
+        tokio::task::block_in_place(|| sink.restore(snapshot))
+    }
+}
 
 impl host::Host for HostState {
     async fn log(&mut self, level: host::Level, message: String) {

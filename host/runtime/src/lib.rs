@@ -16,13 +16,15 @@ mod engine;
 mod generated;
 mod host;
 mod inspect;
+mod strategy;
 
 use std::time::Duration;
 
 pub use backend::{FaultStats, WasmBackend};
 pub use engine::{EPOCH_TICK, LoadedPlugin, Runtime};
-pub use host::{Grants, ProgressSink};
+pub use host::{AccountingSink, Grants, ProgressSink};
 pub use inspect::{Description, Inspection, World};
+pub use strategy::{PersistFailure, RecoveryReport, StartupPlan, WasmStrategy};
 
 /// The `marsh:plugin` package version this host implements.
 pub const ABI_VERSION: &str = "0.1.0";

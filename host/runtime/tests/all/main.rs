@@ -11,3 +11,5 @@ mod conformance;
 mod hostile;
 /// Loading, caching, inspection and grants.
 mod loading;
+/// Persistence strategy plugins through `WasmStrategy`.
+mod persistence;

@@ -1,0 +1,258 @@
+//! [`WasmStrategy`]: a started accountant persistence strategy plugin (world `persistence`).
+//!
+//! One instance, calls serialised (a strategy orders what it writes). The same limits as a
+//! backend apply, except that `recover` runs under its own, longer deadline. A trap loses the
+//! instance; the next call gets a fresh one, initialised with the same config.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use wasmtime::Store;
+
+use crate::engine::{LoadedPlugin, Runtime};
+use crate::generated::marsh::plugin::types;
+use crate::generated::persistence::exports::marsh::plugin::strategy as ex;
+use crate::generated::persistence::{Persistence, PersistencePre};
+use crate::host::{Grants, HostState};
+use crate::{EPOCH_TICK, InitFailure, PluginLimits, StartError, World};
+
+/// What a strategy wants done at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartupPlan {
+    /// Use the local database as it is.
+    UseLocal,
+    /// Recover now (the operator allowed automatic recovery).
+    Recover,
+}
+
+/// What a recovery read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Change records applied.
+    pub changes_read: u64,
+    /// Snapshots restored.
+    pub snapshots_read: u64,
+    /// Blobs that did not unseal or parse, skipped.
+    pub tampered: u64,
+    /// Missing sequence ranges.
+    pub gaps: Vec<String>,
+}
+
+/// Why a strategy call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PersistFailure {
+    /// The plugin's store failed.
+    #[error("persistence store: {0}")]
+    Io(String),
+    /// A sealed blob did not authenticate.
+    #[error("tampered persistence blob: {0}")]
+    Tampered(String),
+    /// Persisted changes are missing.
+    #[error("gap in persisted changes: {0}")]
+    Gap(String),
+    /// The plugin trapped, overran or misbehaved; its instance was discarded.
+    #[error("{0}")]
+    Fault(String),
+    /// Start-up needs the operator.
+    #[error("{}", describe(.0))]
+    Init(InitFailure),
+}
+
+fn describe(f: &InitFailure) -> String {
+    match f {
+        InitFailure::BadConfig(m) => format!("bad config: {m}"),
+        InitFailure::Unavailable(m) => format!("unavailable: {m}"),
+        InitFailure::RecoveryNeeded { reason, command } => format!("recovery needed: {reason}; run `{command}`"),
+    }
+}
+
+fn init_failure(e: types::InitError) -> InitFailure {
+    match e {
+        types::InitError::BadConfig(m) => InitFailure::BadConfig(m),
+        types::InitError::Unavailable(m) => InitFailure::Unavailable(m),
+        types::InitError::RecoveryNeeded(r) => InitFailure::RecoveryNeeded { reason: r.reason, command: r.command },
+    }
+}
+
+fn persist_failure(e: ex::PersistError) -> PersistFailure {
+    match e {
+        ex::PersistError::Io(m) => PersistFailure::Io(m),
+        ex::PersistError::Tampered(m) => PersistFailure::Tampered(m),
+        ex::PersistError::Gap(m) => PersistFailure::Gap(m),
+    }
+}
+
+struct Instance {
+    store: Store<HostState>,
+    bindings: Persistence,
+}
+
+/// A started persistence strategy.
+pub struct WasmStrategy {
+    name: Arc<str>,
+    pre: PersistencePre<HostState>,
+    engine: wasmtime::Engine,
+    grants: Grants,
+    config: Vec<types::ConfigEntry>,
+    limits: PluginLimits,
+    instance: Mutex<Option<Instance>>,
+}
+
+impl std::fmt::Debug for WasmStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmStrategy").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+fn ticks(d: Duration) -> u64 {
+    (d.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
+}
+
+impl WasmStrategy {
+    /// Start a persistence plugin and run its `init`.
+    pub async fn start(
+        runtime: &Runtime,
+        plugin: &LoadedPlugin,
+        grants: Grants,
+        config: Vec<(String, String)>,
+        limits: PluginLimits,
+    ) -> Result<WasmStrategy, StartError> {
+        if plugin.inspection.world != World::Persistence {
+            return Err(StartError::WrongWorld { expected: World::Persistence, found: plugin.inspection.world });
+        }
+        let pre = runtime
+            .linker
+            .instantiate_pre(&plugin.component)
+            .and_then(PersistencePre::new)
+            .map_err(|e| StartError::Link(format!("{e:#}")))?;
+        let mut strategy = WasmStrategy {
+            name: "strategy".into(),
+            pre,
+            engine: runtime.engine.clone(),
+            grants,
+            config: config.into_iter().map(|(key, value)| types::ConfigEntry { key, value }).collect(),
+            limits,
+            instance: Mutex::new(None),
+        };
+        let mut first = strategy.instantiate().await.map_err(StartError::Fault)?;
+        let info = first.bindings.marsh_plugin_strategy().call_info(&mut first.store).await;
+        let info = info.map_err(|e| StartError::Fault(format!("plugin trapped in `info`: {}", e.root_cause())))?;
+        strategy.name = info.name.as_str().into();
+        first.store.data_mut().plugin = strategy.name.clone();
+        strategy.init(&mut first).await?;
+        *strategy.instance.get_mut() = Some(first);
+        Ok(strategy)
+    }
+
+    /// The plugin's name, as it reported it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn instantiate(&self) -> Result<Instance, String> {
+        let state = HostState::new(
+            self.name.clone(),
+            self.grants.clone(),
+            self.limits.max_call_bytes,
+            self.limits.memory_bytes,
+        );
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.memory);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(ticks(self.limits.call_deadline));
+        let bindings =
+            self.pre.instantiate_async(&mut store).await.map_err(|e| format!("instantiation failed: {e:#}"))?;
+        Ok(Instance { store, bindings })
+    }
+
+    async fn init(&self, instance: &mut Instance) -> Result<(), StartError> {
+        instance.store.set_epoch_deadline(ticks(self.limits.call_deadline));
+        match instance.bindings.marsh_plugin_strategy().call_init(&mut instance.store, &self.config).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StartError::Init { plugin: self.name.to_string(), failure: init_failure(e) }),
+            Err(trap) => {
+                Err(StartError::Fault(format!("plugin `{}` trapped in `init`: {}", self.name, trap.root_cause())))
+            }
+        }
+    }
+
+    /// Run `call` on the instance (a fresh one if the last call lost it) under `deadline`.
+    async fn call<T>(
+        &self,
+        op: &str,
+        deadline: Duration,
+        call: impl AsyncFnOnce(&mut Instance) -> wasmtime::Result<T>,
+    ) -> Result<T, PersistFailure> {
+        let mut slot = self.instance.lock().await;
+        if slot.is_none() {
+            let mut fresh = self.instantiate().await.map_err(PersistFailure::Fault)?;
+            self.init(&mut fresh).await.map_err(|e| PersistFailure::Fault(format!("replacement instance: {e}")))?;
+            *slot = Some(fresh);
+        }
+        let Some(instance) = slot.as_mut() else { return Err(PersistFailure::Fault("no instance".into())) };
+        instance.store.set_epoch_deadline(ticks(deadline));
+        match tokio::time::timeout(deadline + Duration::from_secs(1), call(instance)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(trap)) => {
+                let stderr = instance.store.data().stderr_text();
+                *slot = None;
+                let msg = format!("plugin `{}` trapped in `{op}`: {} {stderr}", self.name, trap.root_cause());
+                tracing::warn!("{msg}; instance discarded");
+                Err(PersistFailure::Fault(msg))
+            }
+            Err(_) => {
+                *slot = None;
+                Err(PersistFailure::Fault(format!(
+                    "plugin `{}` did not return from `{op}` within {deadline:?}",
+                    self.name
+                )))
+            }
+        }
+    }
+
+    /// Ask the strategy whether the node can start on its local database.
+    pub async fn startup(
+        &self,
+        present: bool,
+        last_sequence: u64,
+        auto_recover: bool,
+    ) -> Result<StartupPlan, PersistFailure> {
+        let state = ex::DbState { present, last_sequence };
+        let answer = self
+            .call("startup", self.limits.call_deadline, async |i: &mut Instance| {
+                i.bindings.marsh_plugin_strategy().call_startup(&mut i.store, state, auto_recover).await
+            })
+            .await?;
+        match answer {
+            Ok(ex::Plan::UseLocal) => Ok(StartupPlan::UseLocal),
+            Ok(ex::Plan::Recover) => Ok(StartupPlan::Recover),
+            Err(e) => Err(PersistFailure::Init(init_failure(e))),
+        }
+    }
+
+    /// Persist changes numbered from `first_sequence`.
+    pub async fn record(&self, first_sequence: u64, changes: Vec<Vec<u8>>) -> Result<(), PersistFailure> {
+        self.call("record", self.limits.call_deadline, async |i: &mut Instance| {
+            i.bindings.marsh_plugin_strategy().call_record(&mut i.store, first_sequence, &changes).await
+        })
+        .await?
+        .map_err(persist_failure)
+    }
+
+    /// Rebuild the accounting database through the granted accountant, under `deadline`.
+    pub async fn recover(&self, deadline: Duration) -> Result<RecoveryReport, PersistFailure> {
+        let summary = self
+            .call("recover", deadline, async |i: &mut Instance| {
+                i.bindings.marsh_plugin_strategy().call_recover(&mut i.store).await
+            })
+            .await?
+            .map_err(persist_failure)?;
+        Ok(RecoveryReport {
+            changes_read: summary.changes_read,
+            snapshots_read: summary.snapshots_read,
+            tampered: summary.tampered,
+            gaps: summary.gaps,
+        })
+    }
+}

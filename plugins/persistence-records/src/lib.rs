@@ -1,0 +1,141 @@
+//! `persistence-records`: every accounting change becomes one small sealed object in a granted
+//! blob store (config `store`, default `shares`: next to the shares), at
+//! `accounting/<sequence:020>`, written create-only. Recovery lists them in order, unseals each,
+//! and applies them through the host's accountant; a blob that does not unseal or whose
+//! sequence does not match its key is counted as tampered and skipped, and missing sequence
+//! numbers are reported as gaps.
+//!
+//! The store operator sees how many changes there were and when, never what they say: keys
+//! carry only the sequence number and every object is sealed with the node's key.
+//!
+//! Start-up: with a local database, use it. Without one, if the store holds records, the node
+//! must recover first: `recovery-needed`, or recover at once when the operator allowed it.
+
+use marsh_plugin_sdk::{
+    Accountant, BlobError, Concurrency, Config, DbState, Host, InitError, PersistError, Persistence, Plan, PluginInfo,
+    PutMode, Recovery, RecoverySummary, Store,
+};
+
+const PREFIX: &str = "accounting/";
+const PURPOSE: &str = "records-change";
+/// Bytes of changes handed to the accountant per call during recovery.
+const APPLY_BATCH: usize = 512 << 10;
+
+/// The records strategy.
+#[derive(Debug)]
+pub struct Records {
+    host: Host,
+    store: Store,
+}
+
+fn key(sequence: u64) -> String {
+    format!("{PREFIX}{sequence:020}")
+}
+
+fn io(e: BlobError) -> PersistError {
+    PersistError::Io(e.to_string())
+}
+
+/// The sequence number a host change blob starts with.
+fn sequence_of(change: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(change.get(..8)?.try_into().ok()?))
+}
+
+impl Persistence for Records {
+    fn info() -> PluginInfo {
+        PluginInfo::new(
+            "persistence-records",
+            env!("CARGO_PKG_VERSION"),
+            "one sealed object per accounting change, next to the shares",
+            Concurrency::Single,
+        )
+    }
+
+    fn init(host: Host, config: Config) -> Result<Self, InitError> {
+        config.only_keys(&["store"])?;
+        let store = host.open_store(config.get("store").unwrap_or("shares"))?;
+        Ok(Records { host, store })
+    }
+
+    fn startup(&mut self, state: DbState, auto_recover: bool) -> Result<Plan, InitError> {
+        if state.present {
+            return Ok(Plan::UseLocal);
+        }
+        let persisted = !self.store.list_keys(PREFIX, None, 1)?.keys.is_empty();
+        match (persisted, auto_recover) {
+            (false, _) => Ok(Plan::UseLocal),
+            (true, true) => Ok(Plan::Recover),
+            (true, false) => Err(InitError::RecoveryNeeded(Recovery {
+                reason: "the local accounting database is missing, and the store holds persisted accounting \
+                         records: accounts, leases and write enablers must be rebuilt from them"
+                    .into(),
+                command: "marsh recover".into(),
+            })),
+        }
+    }
+
+    fn record(&mut self, first_sequence: u64, changes: &[Vec<u8>]) -> Result<(), PersistError> {
+        for (i, change) in changes.iter().enumerate() {
+            let sequence = first_sequence + i as u64;
+            let sealed = self.host.seal(PURPOSE, change).map_err(|e| PersistError::Io(format!("sealing: {e}")))?;
+            match self.store.put(&key(sequence), &sealed, PutMode::CreateOnly) {
+                // Written before a crash that came before the host noted it: the same change.
+                Ok(()) | Err(BlobError::Exists) => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, _sequence: u64, _snapshot: &[u8]) -> Result<(), PersistError> {
+        // Records are never compacted: recovery replays all of them.
+        Ok(())
+    }
+
+    fn recover(&mut self, accountant: &Accountant) -> Result<RecoverySummary, PersistError> {
+        let keys = self.store.list_all(PREFIX).map_err(io)?;
+        let total = keys.len() as u64;
+        let mut summary = RecoverySummary::default();
+        let (mut batch, mut batch_bytes) = (Vec::new(), 0usize);
+        let mut expected = 1u64;
+        for (done, k) in keys.iter().enumerate() {
+            let Some(sequence) = k.strip_prefix(PREFIX).and_then(|s| s.parse::<u64>().ok()) else {
+                summary.tampered += 1;
+                continue;
+            };
+            if sequence > expected {
+                summary.gaps.push(if sequence - 1 == expected {
+                    format!("{expected}")
+                } else {
+                    format!("{expected}-{}", sequence - 1)
+                });
+            }
+            expected = expected.max(sequence + 1);
+            let Some(sealed) = self.store.get(k).map_err(io)? else { continue };
+            let change = match self.host.unseal(PURPOSE, &sealed) {
+                Ok(c) if sequence_of(&c) == Some(sequence) => c,
+                _ => {
+                    self.host.log(marsh_plugin_sdk::Level::Warn, &format!("skipping tampered accounting record {k}"));
+                    summary.tampered += 1;
+                    continue;
+                }
+            };
+            batch_bytes += change.len();
+            batch.push(change);
+            if batch_bytes >= APPLY_BATCH {
+                accountant.apply(&batch)?;
+                summary.changes_read += batch.len() as u64;
+                (batch, batch_bytes) = (Vec::new(), 0);
+                self.host.progress(done as u64 + 1, Some(total), "accounting records applied");
+            }
+        }
+        if !batch.is_empty() {
+            accountant.apply(&batch)?;
+            summary.changes_read += batch.len() as u64;
+        }
+        self.host.progress(total, Some(total), "accounting records applied");
+        Ok(summary)
+    }
+}
+
+marsh_plugin_sdk::export_persistence!(Records);
