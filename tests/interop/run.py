@@ -8,7 +8,10 @@ mutable files (overwrite, and an MDMF partial write through the web API), `check
 `deep-check --add-lease`; that the client spoke HTTP (marsh's request log); that nothing in
 NODE_DIR outside cache/ changed. The whole workload runs twice: on a node with backend-disk
 and on one with backend-s3 over the SeaweedFS that `make interop` starts (MARSH_TEST_S3_*).
-Then a grid of three marsh nodes survives the loss of one.
+Then disaster recovery with backend-s3 and persistence-records: accounts, attributes and leases
+come back through `marsh recover` (and by themselves with `recovery.auto`) after NODE_DIR is
+replaced by its post-init backup, and the client reads every file. Last, a grid of three marsh
+nodes survives the loss of one.
 
 Usage: run.py MARSH_BINARY TAHOE_BINARY
 Prints one line per check and a final "N passed, N failed"; exits 1 on any failure.
@@ -68,20 +71,37 @@ def s3_settings(prefix):
 
 
 class Node:
-    def __init__(self, name, backend="disk"):
+    def __init__(self, name, backend="disk", settings=()):
+        self.name = name
         self.dir = os.path.join(WORK, name)
         self.port = free_port()
         run(MARSH, "init", "--dir", self.dir, "--listen", f"127.0.0.1:{self.port}", "--nickname", name)
         if backend == "s3":
-            for key, value in s3_settings(f"interop-{os.getpid()}-{int(time.time())}/{name}/"):
-                run(MARSH, "config", "set", key, value, "--dir", self.dir)
+            settings = s3_settings(f"interop-{os.getpid()}-{int(time.time())}/{name}/") + list(settings)
+        for key, value in settings:
+            run(MARSH, "config", "set", key, value, "--dir", self.dir)
+        # The operator's backup: NODE_DIR right after init and config.
+        shutil.copytree(self.dir, self.dir + ".backup", symlinks=True)
         self.log = open(os.path.join(WORK, f"{name}.log"), "w+")
+        line = self.start()
+        if "serving pb://" not in line:
+            raise RuntimeError(f"{name} did not start: {line!r}, log:\n{self.log_text()}")
+        self.announce = run(MARSH, "announce", "--dir", self.dir)
+
+    def start(self):
+        """Run the node; the first line it printed (or its exit status and stderr if it stopped)."""
         self.proc = subprocess.Popen([MARSH, "run", "--dir", self.dir, "--verbose"], stdout=subprocess.PIPE, stderr=self.log)
         PROCS.append(self.proc)
         line = self.proc.stdout.readline().decode()
-        if "serving pb://" not in line:
-            raise RuntimeError(f"{name} did not start: {line!r}, log:\n{open(self.log.name).read()}")
-        self.announce = run(MARSH, "announce", "--dir", self.dir)
+        if not line:
+            self.proc.wait(timeout=60)
+            return f"exit {self.proc.returncode}"
+        return line
+
+    def lose_machine(self):
+        """Replace NODE_DIR with the backup taken after init: no cache/, nothing runtime-made."""
+        shutil.rmtree(self.dir)
+        shutil.copytree(self.dir + ".backup", self.dir, symlinks=True)
 
     def entry(self):
         """The servers.yaml lines for this node (everything under `storage:`)."""
@@ -126,6 +146,9 @@ class Client:
         wait_for(f"{name}'s web API", lambda: urllib.request.urlopen(f"http://127.0.0.1:{self.web}/", timeout=5).status == 200)
         want = len(nodes)
         wait_for(f"{name} to connect to {want} marsh nodes", lambda: self.connected() >= want)
+
+    def wait_connected(self):
+        wait_for(f"{self.dir} to connect", lambda: self.connected() >= 1)
 
     def connected(self):
         import json
@@ -290,9 +313,82 @@ def single_node_workload(backend):
             assert put > 10, line
 
 
+def leases(node):
+    import sqlite3
+    db = sqlite3.connect(os.path.join(node.dir, "cache", "accountant.sqlite"))
+    try:
+        return db.execute("SELECT si, shnum, renew_hash, expires, account FROM leases ORDER BY si, shnum, renew_hash").fetchall()
+    finally:
+        db.close()
+
+
+def disaster_recovery():
+    """backend-s3 + persistence-records: the machine is lost after uploads and lease renewals;
+    `marsh run` asks for `marsh recover`; afterwards accounts, attributes and leases are back and
+    the client reads every file; the same again with recovery.auto and no operator step."""
+    node = Node("marsh-dr", "s3", [("persistence.plugin", "records"), ("persistence.max-delay", "1")])
+    run(MARSH, "account", "create", "carol", "--quota", "50MiB", "--nickname", "Carol", "--dir", node.dir)
+    announce = run(MARSH, "announce", "--account", "carol", "--dir", node.dir).splitlines()
+    carol = Client("client-carol", [node], needed=1, happy=1, total=1, entry="\n".join(announce[announce.index("storage:") + 1:]))
+    anon = Client("client-dr", [node], needed=1, happy=1, total=1)
+    files = {}
+    for i, (who, size) in enumerate([(carol, 1_200_000), (carol, 3000), (anon, 700_000)]):
+        content = data(size, 100 + i)
+        files[who.tahoe("put", "-", input=content).strip()] = content
+    anon.tahoe("create-alias", "dr")
+    anon.tahoe("mkdir", "dr:dir")
+    files["dir"] = None
+    out = anon.tahoe("deep-check", "--add-lease", "dr:")
+    assert "done:" in out, out
+    node.stop()
+    accounts, held = run(MARSH, "account", "list", "--dir", node.dir), leases(node)
+    assert "carol: active" in accounts and len(held) >= 4, (accounts, held)
+
+    def reads_everything():
+        for c in [carol, anon]:
+            c.wait_connected()
+        for cap, content in files.items():
+            if content is not None:
+                assert anon.web_get(f"/uri/{cap}") == content, cap
+        assert "dir" in anon.tahoe("ls", "dr:")
+
+    @check("disaster recovery: after losing the machine `marsh run` asks for `marsh recover`")
+    def _():
+        node.lose_machine()
+        status = node.start()
+        assert status == "exit 3", status
+        assert f"marsh recover --dir {node.dir}" in node.log_text()
+
+    @check("disaster recovery: `marsh recover` brings back accounts, attributes and leases")
+    def _():
+        out = run(MARSH, "recover", "--dir", node.dir)
+        assert "accounts" in out and "change records read" in out, out
+        assert run(MARSH, "account", "list", "--dir", node.dir) == accounts
+        assert leases(node) == held, "same leases, same expiry, same accounts"
+
+    @check("disaster recovery: the client reads every file through the recovered node")
+    def _():
+        assert "serving pb://" in node.start()
+        reads_everything()
+        node.stop()
+
+    @check("disaster recovery: with recovery.auto the node recovers by itself")
+    def _():
+        node.lose_machine()
+        run(MARSH, "config", "set", "recovery.auto", "true", "--dir", node.dir)
+        assert "serving pb://" in node.start()
+        assert leases(node) == held
+        reads_everything()
+        node.stop()
+
+    carol.proc.terminate()
+    anon.proc.terminate()
+
+
 def main():
     single_node_workload("disk")
     single_node_workload("s3")
+    disaster_recovery()
 
     @check("a grid of three marsh nodes (2-of-3) survives losing one")
     def _():

@@ -215,6 +215,30 @@ async fn accounts_and_leases_survive_the_loss_of_the_machine() {
     let leases_before = leases_of(&node, si);
     assert_eq!(leases_before.len(), 2, "{stderr}");
 
+    // What the strategy put in the bucket says nothing in the clear.
+    let mut config = marsh_stores_s3::S3Config::new("shares", &var("MARSH_TEST_S3_BUCKET"));
+    config.endpoint = Some(var("MARSH_TEST_S3_ENDPOINT"));
+    config.path_style = true;
+    config.access_key_id = Some(var("MARSH_TEST_S3_ACCESS_KEY"));
+    config.secret_access_key = Some(var("MARSH_TEST_S3_SECRET_KEY"));
+    config.prefix = ok(marsh(&["config", "get", "s3.shares.prefix", "--dir", d])).trim().to_owned();
+    let bucket = marsh_stores_s3::S3Store::open(config).await.expect("bucket");
+    let records = marsh_stores::BlobStore::list(&bucket, "accounting/", None, 1000).await.unwrap().keys;
+    assert!(records.len() >= 8, "{records:?}");
+    let alice_swissnum = alice.swissnum.clone();
+    let lease_hash = leases_before[0].renew_hash;
+    for k in &records {
+        let blob =
+            marsh_stores::BlobStore::get(&bucket, &marsh_stores::BlobKey::new(k).unwrap()).await.unwrap().unwrap();
+        for needle in [&b"alice"[..], b"Alice", b"bob", si.as_bytes(), alice_swissnum.as_bytes(), &lease_hash] {
+            assert!(
+                !blob.windows(needle.len()).any(|w| w == needle),
+                "{k} holds {:?} in the clear",
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+
     // The machine is lost.
     std::fs::remove_dir_all(&node).expect("rm");
     copy_dir(&backup, &node);
