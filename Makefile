@@ -78,8 +78,11 @@ bench: plugins tahoe
 	$(TAHOE_VENV)/bin/python host/bench/side_by_side.py $(CARGO_TARGET_DIR)/release/marsh \
 	  $(CARGO_TARGET_DIR)/release/marsh-load $(TAHOE) $(CURDIR)/target/bench
 
-# 100 MiB through the real client to backend-disk and to backend-s3 on SeaweedFS, with S3 request counts.
+# 100 MiB through the real client to backend-disk and to backend-s3 on SeaweedFS, with S3 request
+# counts; then persistence-records rebuilding 100,000 leases from SeaweedFS.
 bench-s3: plugins tahoe s3
 	cargo build --locked --release -p marsh --bin marsh
+	cargo build --locked --release -p marsh-bench --bin marsh-bench-recovery
 	$(with_s3) $(TAHOE_VENV)/bin/python host/bench/s3_vs_disk.py $(CARGO_TARGET_DIR)/release/marsh $(TAHOE) \
 	  $(CURDIR)/target/bench-s3
+	$(with_s3) $(CARGO_TARGET_DIR)/release/marsh-bench-recovery $(MARSH_PLUGIN_DIR) 100000
