@@ -47,7 +47,14 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..leases {
         let mut si = [0u8; 16];
         si[..8].copy_from_slice(&i.to_be_bytes());
-        source.add_or_renew(AccountId::ANONYMOUS, &StorageIndex::from_bytes(si), ShareNumber(0), &si, &si, 1_800_000_000)?;
+        source.add_or_renew(
+            AccountId::ANONYMOUS,
+            &StorageIndex::from_bytes(si),
+            ShareNumber(0),
+            &si,
+            &si,
+            1_800_000_000,
+        )?;
     }
     let local = t.elapsed();
     let changes = source.changes_after(0, usize::MAX)?;
