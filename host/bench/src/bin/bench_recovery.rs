@@ -7,6 +7,8 @@
 //! (sealed exactly as the plugin seals them); the timed recovery is the plugin's own, which
 //! lists and reads them one by one.
 
+#![allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
