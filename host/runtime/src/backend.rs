@@ -19,7 +19,7 @@ use marsh_core::{Backend, BackendError, IndexPage, ShareNumber, StorageIndex, Sw
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{Store, Trap};
 
-use crate::engine::{EPOCH_TICK, LoadedPlugin, Runtime};
+use crate::engine::{LoadedPlugin, Runtime};
 use crate::generated::exports::marsh::plugin::shares as ex;
 use crate::generated::marsh::plugin::types;
 use crate::generated::{Backend as Bindings, BackendPre};
@@ -101,10 +101,6 @@ fn plugin_error(e: ex::BackendError) -> BackendError {
     }
 }
 
-fn deadline_ticks(d: Duration) -> u64 {
-    (d.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
-}
-
 impl WasmBackend {
     /// Start a backend plugin: instantiate it once and run its `init` with `config`, so a bad
     /// config or a needed recovery is reported now, typed, rather than on the first call.
@@ -162,16 +158,7 @@ impl WasmBackend {
     }
 
     async fn instantiate(&self) -> Result<Instance, String> {
-        let state = HostState::new(
-            self.name.clone(),
-            self.grants.clone(),
-            self.limits.max_call_bytes,
-            self.limits.memory_bytes,
-        );
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.memory);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(deadline_ticks(self.limits.call_deadline));
+        let mut store = HostState::new_store(&self.engine, self.name.clone(), self.grants.clone(), &self.limits);
         let bindings =
             self.pre.instantiate_async(&mut store).await.map_err(|e| format!("instantiation failed: {e:#}"))?;
         self.stats.instances.fetch_add(1, Ordering::Relaxed);
@@ -179,7 +166,7 @@ impl WasmBackend {
     }
 
     async fn init(&self, instance: &mut Instance) -> Result<(), StartError> {
-        instance.store.set_epoch_deadline(deadline_ticks(self.limits.call_deadline));
+        instance.store.set_epoch_deadline(crate::deadline_ticks(self.limits.call_deadline));
         let call = instance.bindings.marsh_plugin_shares().call_init(&mut instance.store, &self.config);
         match tokio::time::timeout(self.backstop(), call).await {
             Ok(Ok(Ok(()))) => Ok(()),
@@ -212,7 +199,7 @@ impl WasmBackend {
                 fresh
             }
         };
-        instance.store.set_epoch_deadline(deadline_ticks(self.limits.call_deadline));
+        instance.store.set_epoch_deadline(crate::deadline_ticks(self.limits.call_deadline));
         Ok(Lease { instance, _permit: permit })
     }
 

@@ -132,6 +132,21 @@ impl HostState {
         }
     }
 
+    /// A store for one instance of `plugin`: memory cap, epoch deadline of one call.
+    pub(crate) fn new_store(
+        engine: &wasmtime::Engine,
+        plugin: Arc<str>,
+        grants: Grants,
+        limits: &crate::PluginLimits,
+    ) -> wasmtime::Store<HostState> {
+        let state = HostState::new(plugin, grants, limits.max_call_bytes, limits.memory_bytes);
+        let mut store = wasmtime::Store::new(engine, state);
+        store.limiter(|s| &mut s.memory);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(crate::deadline_ticks(limits.call_deadline));
+        store
+    }
+
     /// What the guest wrote to stderr, trimmed, for fault messages.
     pub(crate) fn stderr_text(&self) -> String {
         String::from_utf8_lossy(&self.stderr.contents()).trim().chars().take(2000).collect()

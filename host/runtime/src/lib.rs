@@ -26,6 +26,11 @@ pub use host::{AccountingSink, Grants, ProgressSink};
 pub use inspect::{Description, Inspection, World};
 pub use strategy::{PersistFailure, RecoveryReport, StartupPlan, WasmStrategy};
 
+/// Epoch ticks for a deadline (at least one, plus one for the tick in progress).
+pub(crate) fn deadline_ticks(d: Duration) -> u64 {
+    (d.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
+}
+
 /// The `marsh:plugin` package version this host implements.
 pub const ABI_VERSION: &str = "0.1.0";
 

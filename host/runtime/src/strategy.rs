@@ -15,7 +15,7 @@ use crate::generated::marsh::plugin::types;
 use crate::generated::persistence::exports::marsh::plugin::strategy as ex;
 use crate::generated::persistence::{Persistence, PersistencePre};
 use crate::host::{Grants, HostState};
-use crate::{EPOCH_TICK, InitFailure, PluginLimits, StartError, World};
+use crate::{InitFailure, PluginLimits, StartError, World};
 
 /// What a strategy wants done at start-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,10 +105,6 @@ impl std::fmt::Debug for WasmStrategy {
     }
 }
 
-fn ticks(d: Duration) -> u64 {
-    (d.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
-}
-
 impl WasmStrategy {
     /// Start a persistence plugin and run its `init`.
     pub async fn start(
@@ -151,23 +147,14 @@ impl WasmStrategy {
     }
 
     async fn instantiate(&self) -> Result<Instance, String> {
-        let state = HostState::new(
-            self.name.clone(),
-            self.grants.clone(),
-            self.limits.max_call_bytes,
-            self.limits.memory_bytes,
-        );
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.memory);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(ticks(self.limits.call_deadline));
+        let mut store = HostState::new_store(&self.engine, self.name.clone(), self.grants.clone(), &self.limits);
         let bindings =
             self.pre.instantiate_async(&mut store).await.map_err(|e| format!("instantiation failed: {e:#}"))?;
         Ok(Instance { store, bindings })
     }
 
     async fn init(&self, instance: &mut Instance) -> Result<(), StartError> {
-        instance.store.set_epoch_deadline(ticks(self.limits.call_deadline));
+        instance.store.set_epoch_deadline(crate::deadline_ticks(self.limits.call_deadline));
         match instance.bindings.marsh_plugin_strategy().call_init(&mut instance.store, &self.config).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(StartError::Init { plugin: self.name.to_string(), failure: init_failure(e) }),
@@ -191,7 +178,7 @@ impl WasmStrategy {
             *slot = Some(fresh);
         }
         let Some(instance) = slot.as_mut() else { return Err(PersistFailure::Fault("no instance".into())) };
-        instance.store.set_epoch_deadline(ticks(deadline));
+        instance.store.set_epoch_deadline(crate::deadline_ticks(deadline));
         match tokio::time::timeout(deadline + Duration::from_secs(1), call(instance)).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(trap)) => {
