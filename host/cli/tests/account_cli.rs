@@ -72,3 +72,48 @@ async fn a_named_account_has_its_own_nurl_until_it_is_revoked() {
     let list = ok(marsh(&["account", "list", "--dir", d]));
     assert!(list.starts_with("anonymous: active") && list.contains("alice: revoked at"), "{list}");
 }
+
+/// A recovery that stopped half-way is marked in the database: the node refuses to serve from
+/// it until `marsh recover` has run to the end, which is safe to repeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_recovery_is_finished_before_the_node_serves() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (dir, backup) = (tmp.path().join("node"), tmp.path().join("backup"));
+    let d = dir.to_str().expect("utf-8");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    ok(marsh(&[
+        "init",
+        "--dir",
+        d,
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--storage-dir",
+        tmp.path().join("s").to_str().expect("utf-8"),
+    ]));
+    ok(marsh(&["config", "set", "persistence.plugin", "records", "--dir", d]));
+    assert!(Command::new("cp").arg("-a").arg(&dir).arg(&backup).status().expect("cp").success());
+    let (node, _) = run(&dir);
+    ok(marsh(&["account", "create", "dave", "--dir", d]));
+    let mut node = node;
+    let pid = node.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    node.0.wait().expect("the node stops, handing its last changes over");
+    let before = ok(marsh(&["account", "list", "--dir", d]));
+
+    std::fs::remove_dir_all(&dir).expect("rm");
+    assert!(Command::new("cp").arg("-a").arg(&backup).arg(&dir).status().expect("cp").success());
+    ok(marsh(&["recover", "--dir", d]));
+    // As if the recovery had been killed before it finished.
+    marsh_accountant::Accountant::open(&dir.join("cache/accountant.sqlite"))
+        .expect("db")
+        .set_recovering(true)
+        .expect("mark");
+    let refused = marsh(&["run", "--dir", d]);
+    assert_eq!(refused.status.code(), Some(3));
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("interrupted") && why.contains(&format!("marsh recover --dir {d}")), "{why}");
+    ok(marsh(&["recover", "--dir", d]));
+    assert_eq!(ok(marsh(&["account", "list", "--dir", d])), before);
+    let (node, _) = run(&dir);
+    drop(node);
+}
