@@ -56,10 +56,7 @@ pub async fn start(node: &NodeDir, accountant: Arc<Accountant>, progress: bool) 
         grants = grants.store(&opened.name, opened.store);
     }
     if progress {
-        grants = grants.progress(Arc::new(|plugin: &str, done: u64, total: Option<u64>, what: &str| match total {
-            Some(t) => eprintln!("{plugin}: {done}/{t} {what}"),
-            None => eprintln!("{plugin}: {done} {what}"),
-        }));
+        grants = grants.progress(progress_sink());
     }
     let config: Vec<(String, String)> = node
         .with_prefix("persistence.config.")?
@@ -69,6 +66,34 @@ pub async fn start(node: &NodeDir, accountant: Arc<Accountant>, progress: bool) 
     let runtime = Runtime::new(Some(node.cache().join("plugins")))?;
     let plugin = runtime.load(&plugin_path(&node.get("persistence.plugin")?)?)?;
     Ok(WasmStrategy::start(&runtime, &plugin, grants, config, PluginLimits::default()).await?)
+}
+
+/// Progress of a recovery: a bar on a terminal, plain lines otherwise (logs, CI).
+fn progress_sink() -> marsh_runtime::ProgressSink {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return Arc::new(|plugin: &str, done: u64, total: Option<u64>, what: &str| match total {
+            Some(t) => eprintln!("{plugin}: {done}/{t} {what}"),
+            None => eprintln!("{plugin}: {done} {what}"),
+        });
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} {msg} ({eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    Arc::new(move |plugin: &str, done: u64, total: Option<u64>, what: &str| {
+        bar.set_prefix(plugin.to_owned());
+        if let Some(t) = total {
+            bar.set_length(t);
+        }
+        bar.set_position(done);
+        bar.set_message(what.to_owned());
+        if total.is_some_and(|t| done >= t) {
+            bar.finish();
+        }
+    })
 }
 
 /// What `marsh run` does before serving.
