@@ -1,10 +1,11 @@
 //! The wasm plugin host: loads marsh plugins (WebAssembly components built against
 //! `marsh:plugin@0.1.0`), checks what they are, runs them under per-plugin limits, and
-//! exposes a backend plugin as a [`marsh_core::Backend`].
+//! exposes a backend plugin as a [`marsh_core::Backend`] and a persistence strategy plugin as a
+//! [`WasmStrategy`].
 //!
 //! API boundary: wasmtime types and the generated bindings stay inside this crate (the
 //! bindings in the private `generated` module). Callers see [`Runtime`], [`LoadedPlugin`],
-//! [`WasmBackend`], [`Grants`], [`PluginLimits`] and typed errors.
+//! [`WasmBackend`], [`WasmStrategy`], [`Grants`], [`PluginLimits`] and typed errors.
 //!
 //! Architecture invariant: a plugin can only reach the stores granted to it by name, never
 //! holds the sealing key, and can never take the host down: every call has a memory cap,
