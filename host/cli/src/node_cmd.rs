@@ -175,6 +175,8 @@ pub struct RecoveryNeeded {
 pub struct Started {
     pub backend: Arc<dyn marsh_core::Backend>,
     pub stores: Vec<Opened>,
+    /// The process's one wasm runtime, for the persistence plugin too.
+    pub runtime: Runtime,
 }
 
 /// Open and claim the backend's stores, then start the backend plugin over them.
@@ -197,15 +199,15 @@ pub async fn start_backend(node: &NodeDir) -> anyhow::Result<Started> {
         .collect();
     let granted: Vec<(String, Arc<dyn BlobStore>)> = stores.iter().map(|s| (s.name.clone(), s.store.clone())).collect();
     let plugin_setting = node.get("backend.plugin")?;
+    let runtime = Runtime::new(Some(cache.join("plugins")))?;
     if let Some(name) = plugin_setting.strip_prefix("native:") {
         let backend = native_backend(name, &id.seal_key, granted, plugin_config)?;
-        return Ok(Started { backend, stores });
+        return Ok(Started { backend, stores, runtime });
     }
     let mut grants = Grants::new(id.seal_key.clone());
     for (name, store) in granted {
         grants = grants.store(&name, store);
     }
-    let runtime = Runtime::new(Some(cache.join("plugins")))?;
     let plugin = runtime.load(&plugin_path(&plugin_setting)?)?;
     let backend = match WasmBackend::start(&runtime, &plugin, grants, plugin_config, limits).await {
         Ok(b) => b,
@@ -220,7 +222,7 @@ pub async fn start_backend(node: &NodeDir) -> anyhow::Result<Started> {
         }
         Err(e) => return Err(e.into()),
     };
-    Ok(Started { backend: Arc::new(backend), stores })
+    Ok(Started { backend: Arc::new(backend), stores, runtime })
 }
 
 pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
@@ -236,7 +238,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
             Err(e) => return Err(e),
         },
     };
-    let (accountant, strategy) = match crate::persist::startup(&node).await? {
+    let (accountant, strategy) = match crate::persist::startup(&node, &started.runtime).await? {
         crate::persist::Startup::Serve(a, s) => (a, s),
         crate::persist::Startup::RecoveryNeeded(message) => {
             eprintln!("marsh: {message}");
@@ -283,7 +285,7 @@ async fn serve(
     accountant: Arc<Accountant>,
     strategy: Arc<marsh_runtime::WasmStrategy>,
 ) -> anyhow::Result<ExitCode> {
-    let Started { backend, stores } = started;
+    let Started { backend, stores, .. } = started;
     let sweeper = spawn_sweeper(node, backend.clone())?;
     let persister = Some(crate::persist::spawn_persister(node, accountant.clone(), strategy.clone())?);
     let collector = spawn_collector(node, backend.clone(), accountant.clone())?;

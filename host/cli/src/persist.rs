@@ -47,7 +47,12 @@ fn plugin_path(setting: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// Start the configured strategy with `accountant` as its sink.
-pub async fn start(node: &NodeDir, accountant: Arc<Accountant>, progress: bool) -> anyhow::Result<WasmStrategy> {
+pub async fn start(
+    node: &NodeDir,
+    runtime: &Runtime,
+    accountant: Arc<Accountant>,
+    progress: bool,
+) -> anyhow::Result<WasmStrategy> {
     let id = node.identity()?;
     let mut grants = Grants::new(id.seal_key.clone()).accounting(Arc::new(Sink(accountant)));
     for name in node.get("persistence.stores")?.split(',') {
@@ -63,9 +68,8 @@ pub async fn start(node: &NodeDir, accountant: Arc<Accountant>, progress: bool) 
         .into_iter()
         .map(|(k, v)| (k.trim_start_matches("persistence.config.").to_owned(), v))
         .collect();
-    let runtime = Runtime::new(Some(node.cache().join("plugins")))?;
     let plugin = runtime.load(&plugin_path(&node.get("persistence.plugin")?)?)?;
-    Ok(WasmStrategy::start(&runtime, &plugin, grants, config, PluginLimits::default()).await?)
+    Ok(WasmStrategy::start(runtime, &plugin, grants, config, PluginLimits::default()).await?)
 }
 
 /// Progress of a recovery: a bar on a terminal, plain lines otherwise (logs, CI).
@@ -105,14 +109,14 @@ pub enum Startup {
 }
 
 /// Open the accounting database and let the strategy decide whether the node may start on it.
-pub async fn startup(node: &NodeDir) -> anyhow::Result<Startup> {
+pub async fn startup(node: &NodeDir, runtime: &Runtime) -> anyhow::Result<Startup> {
     let cache = node.cache();
     std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
     let db = cache.join(ACCOUNTANT_DB);
     let present = db.exists();
     let accountant = Arc::new(Accountant::open(&db)?);
     let interrupted = accountant.recovering()?;
-    let strategy = Arc::new(start(node, accountant.clone(), false).await?);
+    let strategy = Arc::new(start(node, runtime, accountant.clone(), false).await?);
     let auto = node.get("recovery.auto")? == "true";
     let command = format!("marsh recover --dir {}", node.root().display());
     if interrupted && !auto {
@@ -195,7 +199,8 @@ pub async fn recover(dir: &Path) -> anyhow::Result<ExitCode> {
     let cache = node.cache();
     std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
     let accountant = Arc::new(Accountant::open(&cache.join(ACCOUNTANT_DB))?);
-    let strategy = start(&node, accountant.clone(), true).await?;
+    let runtime = Runtime::new(Some(cache.join("plugins")))?;
+    let strategy = start(&node, &runtime, accountant.clone(), true).await?;
     let started = std::time::Instant::now();
     let report = recover_with(&accountant, &strategy).await?;
     let accounts = accountant.accounts()?;
