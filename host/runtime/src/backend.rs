@@ -25,7 +25,7 @@ use crate::generated::marsh::plugin::types;
 use crate::generated::{Backend as Bindings, BackendPre};
 use crate::host::{Grants, HostState};
 use crate::inspect::World;
-use crate::{InitFailure, PluginLimits, StartError};
+use crate::{PluginLimits, StartError};
 
 /// How often a plugin failed and was restarted.
 #[derive(Debug, Default)]
@@ -82,14 +82,6 @@ impl std::fmt::Debug for WasmBackend {
     }
 }
 
-fn init_failure(e: types::InitError) -> InitFailure {
-    match e {
-        types::InitError::BadConfig(m) => InitFailure::BadConfig(m),
-        types::InitError::Unavailable(m) => InitFailure::Unavailable(m),
-        types::InitError::RecoveryNeeded(r) => InitFailure::RecoveryNeeded { reason: r.reason, command: r.command },
-    }
-}
-
 fn plugin_error(e: ex::BackendError) -> BackendError {
     match e {
         ex::BackendError::NotFound => BackendError::NotFound,
@@ -111,9 +103,7 @@ impl WasmBackend {
         config: Vec<(String, String)>,
         limits: PluginLimits,
     ) -> Result<WasmBackend, StartError> {
-        if plugin.inspection.world != World::Backend {
-            return Err(StartError::WrongWorld { expected: World::Backend, found: plugin.inspection.world });
-        }
+        plugin.expect_world(World::Backend)?;
         let pre = runtime
             .linker
             .instantiate_pre(&plugin.component)
@@ -170,7 +160,7 @@ impl WasmBackend {
         let call = instance.bindings.marsh_plugin_shares().call_init(&mut instance.store, &self.config);
         match tokio::time::timeout(self.backstop(), call).await {
             Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(StartError::Init { plugin: self.name.to_string(), failure: init_failure(e) }),
+            Ok(Ok(Err(e))) => Err(StartError::Init { plugin: self.name.to_string(), failure: crate::init_failure(e) }),
             Ok(Err(trap)) => Err(StartError::Fault(self.describe_fault("init", instance, &trap))),
             Err(_) => Err(StartError::Fault(format!("init did not return within {:?}", self.backstop()))),
         }

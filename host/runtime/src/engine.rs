@@ -65,6 +65,17 @@ pub struct LoadedPlugin {
     pub from_cache: bool,
 }
 
+impl LoadedPlugin {
+    /// Refuse to start a plugin of another world than the caller's.
+    pub(crate) fn expect_world(&self, expected: crate::World) -> Result<(), crate::StartError> {
+        if self.inspection.world == expected {
+            Ok(())
+        } else {
+            Err(crate::StartError::WrongWorld { expected, found: self.inspection.world })
+        }
+    }
+}
+
 impl std::fmt::Debug for LoadedPlugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadedPlugin")

@@ -143,7 +143,7 @@ pub enum StartError {
     #[error("{0}")]
     Fault(String),
     /// Its `init` refused.
-    #[error("plugin `{plugin}` refused to start: {}", describe_init(.failure))]
+    #[error("plugin `{plugin}` refused to start: {failure}")]
     Init {
         /// The plugin's name.
         plugin: String,
@@ -152,13 +152,23 @@ pub enum StartError {
     },
 }
 
-fn describe_init(f: &InitFailure) -> String {
-    match f {
-        InitFailure::BadConfig(m) => format!("bad config: {m}"),
-        InitFailure::Unavailable(m) => format!("unavailable: {m}"),
-        InitFailure::RecoveryNeeded { reason, command } => {
-            format!("recovery needed: {reason}; run `{command}`")
+impl std::fmt::Display for InitFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InitFailure::BadConfig(m) => write!(f, "bad config: {m}"),
+            InitFailure::Unavailable(m) => write!(f, "unavailable: {m}"),
+            InitFailure::RecoveryNeeded { reason, command } => write!(f, "recovery needed: {reason}; run `{command}`"),
         }
+    }
+}
+
+/// A plugin's `init-error`, as the host reports it (backends and strategies alike).
+pub(crate) fn init_failure(e: generated::marsh::plugin::types::InitError) -> InitFailure {
+    use generated::marsh::plugin::types::InitError;
+    match e {
+        InitError::BadConfig(m) => InitFailure::BadConfig(m),
+        InitError::Unavailable(m) => InitFailure::Unavailable(m),
+        InitError::RecoveryNeeded(r) => InitFailure::RecoveryNeeded { reason: r.reason, command: r.command },
     }
 }
 

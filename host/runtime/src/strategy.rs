@@ -55,24 +55,8 @@ pub enum PersistFailure {
     #[error("{0}")]
     Fault(String),
     /// Start-up needs the operator.
-    #[error("{}", describe(.0))]
+    #[error("{0}")]
     Init(InitFailure),
-}
-
-fn describe(f: &InitFailure) -> String {
-    match f {
-        InitFailure::BadConfig(m) => format!("bad config: {m}"),
-        InitFailure::Unavailable(m) => format!("unavailable: {m}"),
-        InitFailure::RecoveryNeeded { reason, command } => format!("recovery needed: {reason}; run `{command}`"),
-    }
-}
-
-fn init_failure(e: types::InitError) -> InitFailure {
-    match e {
-        types::InitError::BadConfig(m) => InitFailure::BadConfig(m),
-        types::InitError::Unavailable(m) => InitFailure::Unavailable(m),
-        types::InitError::RecoveryNeeded(r) => InitFailure::RecoveryNeeded { reason: r.reason, command: r.command },
-    }
 }
 
 fn persist_failure(e: ex::PersistError) -> PersistFailure {
@@ -114,9 +98,7 @@ impl WasmStrategy {
         config: Vec<(String, String)>,
         limits: PluginLimits,
     ) -> Result<WasmStrategy, StartError> {
-        if plugin.inspection.world != World::Persistence {
-            return Err(StartError::WrongWorld { expected: World::Persistence, found: plugin.inspection.world });
-        }
+        plugin.expect_world(World::Persistence)?;
         let pre = runtime
             .linker
             .instantiate_pre(&plugin.component)
@@ -157,7 +139,7 @@ impl WasmStrategy {
         instance.store.set_epoch_deadline(crate::deadline_ticks(self.limits.call_deadline));
         match instance.bindings.marsh_plugin_strategy().call_init(&mut instance.store, &self.config).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(StartError::Init { plugin: self.name.to_string(), failure: init_failure(e) }),
+            Ok(Err(e)) => Err(StartError::Init { plugin: self.name.to_string(), failure: crate::init_failure(e) }),
             Err(trap) => {
                 Err(StartError::Fault(format!("plugin `{}` trapped in `init`: {}", self.name, trap.root_cause())))
             }
@@ -214,7 +196,7 @@ impl WasmStrategy {
         match answer {
             Ok(ex::Plan::UseLocal) => Ok(StartupPlan::UseLocal),
             Ok(ex::Plan::Recover) => Ok(StartupPlan::Recover),
-            Err(e) => Err(PersistFailure::Init(init_failure(e))),
+            Err(e) => Err(PersistFailure::Init(crate::init_failure(e))),
         }
     }
 
