@@ -238,7 +238,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
             Err(e) => return Err(e),
         },
     };
-    let (accountant, strategy) = match crate::persist::startup(&node, &started.runtime).await? {
+    let (accountant, strategy) = match crate::persist::startup(&node, &started.runtime, &started.stores).await? {
         crate::persist::Startup::Serve(a, s) => (a, s),
         crate::persist::Startup::RecoveryNeeded(message) => {
             eprintln!("marsh: {message}");

@@ -46,19 +46,24 @@ fn plugin_path(setting: &str) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// Start the configured strategy with `accountant` as its sink.
+/// Start the configured strategy with `accountant` as its sink, over its stores (`open` holds
+/// those already opened).
 pub async fn start(
     node: &NodeDir,
     runtime: &Runtime,
     accountant: Arc<Accountant>,
     progress: bool,
+    open: &[stores::Opened],
 ) -> anyhow::Result<WasmStrategy> {
     let id = node.identity()?;
     let mut grants = Grants::new(id.seal_key.clone()).accounting(Arc::new(Sink(accountant)));
-    for name in node.get("persistence.stores")?.split(',') {
-        let opened =
-            stores::open(node, name.trim()).await.with_context(|| format!("persistence.stores names `{name}`"))?;
-        grants = grants.store(&opened.name, opened.store);
+    for name in node.get("persistence.stores")?.split(',').map(str::trim) {
+        // A store the backend already opened (and checked) is shared, not opened again.
+        let store = match open.iter().find(|s| s.name == name) {
+            Some(s) => s.store.clone(),
+            None => stores::open(node, name).await.with_context(|| format!("persistence.stores names `{name}`"))?.store,
+        };
+        grants = grants.store(name, store);
     }
     if progress {
         grants = grants.progress(progress_sink());
@@ -109,14 +114,14 @@ pub enum Startup {
 }
 
 /// Open the accounting database and let the strategy decide whether the node may start on it.
-pub async fn startup(node: &NodeDir, runtime: &Runtime) -> anyhow::Result<Startup> {
+pub async fn startup(node: &NodeDir, runtime: &Runtime, open: &[stores::Opened]) -> anyhow::Result<Startup> {
     let cache = node.cache();
     std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
     let db = cache.join(ACCOUNTANT_DB);
     let present = db.exists();
     let accountant = Arc::new(Accountant::open(&db)?);
     let interrupted = accountant.recovering()?;
-    let strategy = Arc::new(start(node, runtime, accountant.clone(), false).await?);
+    let strategy = Arc::new(start(node, runtime, accountant.clone(), false, open).await?);
     let auto = node.get("recovery.auto")? == "true";
     let command = format!("marsh recover --dir {}", node.root().display());
     if interrupted && !auto {
@@ -200,7 +205,7 @@ pub async fn recover(dir: &Path) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
     let accountant = Arc::new(Accountant::open(&cache.join(ACCOUNTANT_DB))?);
     let runtime = Runtime::new(Some(cache.join("plugins")))?;
-    let strategy = start(&node, &runtime, accountant.clone(), true).await?;
+    let strategy = start(&node, &runtime, accountant.clone(), true, &[]).await?;
     let started = std::time::Instant::now();
     let report = recover_with(&accountant, &strategy).await?;
     let accounts = accountant.accounts()?;
