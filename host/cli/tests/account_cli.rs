@@ -1,42 +1,19 @@
 //! `marsh account` and `marsh announce --account` as an operator runs them, against a running
 //! node: a named account's NURL works, and revoking it stops its requests at once.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+mod common;
 
+use std::path::Path;
+use std::process::Command;
+
+use common::{Running, marsh, ok};
 use http::{Method, StatusCode};
 use marsh_gbs_client::{GbsClient, Nurl};
 
-fn marsh(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_marsh")).args(args).output().expect("run marsh")
-}
-
-fn ok(out: Output) -> String {
-    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn run(dir: &Path) -> (Running, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_marsh"))
-        .args(["run", "--dir", dir.to_str().expect("utf-8")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
-    let nurl = line.trim().strip_prefix("marsh: serving ").expect("serving line").to_owned();
-    (Running(child), nurl)
+    let node = Running::start(dir).expect("the node starts");
+    let nurl = node.nurl.clone();
+    (node, nurl)
 }
 
 async fn version_status(nurl: &str) -> StatusCode {
@@ -50,7 +27,7 @@ async fn a_named_account_has_its_own_nurl_until_it_is_revoked() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path().join("node");
     let d = dir.to_str().expect("utf-8");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let port = common::free_port();
     ok(marsh(&["init", "--dir", d, "--listen", &format!("127.0.0.1:{port}")]));
     let (_node, anonymous) = run(&dir);
 
@@ -80,7 +57,7 @@ async fn an_interrupted_recovery_is_finished_before_the_node_serves() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (dir, backup) = (tmp.path().join("node"), tmp.path().join("backup"));
     let d = dir.to_str().expect("utf-8");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let port = common::free_port();
     ok(marsh(&[
         "init",
         "--dir",
@@ -94,10 +71,7 @@ async fn an_interrupted_recovery_is_finished_before_the_node_serves() {
     assert!(Command::new("cp").arg("-a").arg(&dir).arg(&backup).status().expect("cp").success());
     let (node, _) = run(&dir);
     ok(marsh(&["account", "create", "dave", "--dir", d]));
-    let mut node = node;
-    let pid = node.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
-    node.0.wait().expect("the node stops, handing its last changes over");
+    node.stop();
     let before = ok(marsh(&["account", "list", "--dir", d]));
 
     std::fs::remove_dir_all(&dir).expect("rm");

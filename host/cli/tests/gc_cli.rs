@@ -1,27 +1,18 @@
 //! `marsh gc` as an operator runs it: a dry run lists what would go and deletes nothing, a real
 //! pass deletes shares whose leases all expired and keeps shares with no lease record.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
+mod common;
 
+use common::{Running, marsh, ok};
 use http::{Method, StatusCode};
 use marsh_gbs_client::{GbsClient, Nurl, allocate_body};
-
-fn marsh(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_marsh")).args(args).output().expect("run marsh")
-}
-
-fn ok(out: Output) -> String {
-    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_deletes_expired_shares_and_keeps_unrecorded_ones() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (dir, storage) = (tmp.path().join("node"), tmp.path().join("storage"));
     let d = dir.to_str().expect("utf-8");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let port = common::free_port();
     ok(marsh(&[
         "init",
         "--dir",
@@ -33,14 +24,8 @@ async fn gc_deletes_expired_shares_and_keeps_unrecorded_ones() {
     ]));
 
     // One share uploaded through the protocol, so it has a lease.
-    let mut node = Command::new(env!("CARGO_BIN_EXE_marsh"))
-        .args(["run", "--dir", d])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut line = String::new();
-    BufReader::new(node.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
-    let nurl: Nurl = line.trim().strip_prefix("marsh: serving ").expect("serving").parse().expect("nurl");
+    let node = Running::start(&dir).expect("the node starts");
+    let nurl: Nurl = node.nurl.parse().expect("nurl");
     let mut client = GbsClient::connect(&nurl).await.expect("connect");
     let si = "aaaaaaaaaaaaaaaaaaaaaaaaaa";
     let secrets: [(&str, &[u8]); 3] =
@@ -61,8 +46,7 @@ async fn gc_deletes_expired_shares_and_keeps_unrecorded_ones() {
         .await
         .expect("patch");
     assert_eq!(r.status, StatusCode::CREATED);
-    let _ = node.kill();
-    let _ = node.wait();
+    drop(node);
     let leased = storage.join(format!("shares/aa/{si}/0"));
     assert!(leased.exists());
     // One share put there by hand: no lease record.

@@ -2,9 +2,12 @@
 //! nodes on one bucket prefix, its deliberate hand-over, and the refusal to switch the backend
 //! of a node that already keeps shares.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
+
+use common::{Running, marsh, ok, text};
 
 fn var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -12,27 +15,10 @@ fn var(name: &str) -> String {
     })
 }
 
-fn marsh(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_marsh")).args(args).output().expect("run marsh")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn ok(out: Output) -> String {
-    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
-    text(&out.stdout)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
 /// A node whose backend is `backend-s3` on the test bucket under `prefix`.
 fn s3_node(dir: &Path, nickname: &str, prefix: &str) {
     let d = dir.to_str().expect("utf-8");
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{}", common::free_port());
     ok(marsh(&["init", "--dir", d, "--listen", &listen, "--nickname", nickname]));
     for (k, v) in [
         ("backend.plugin", "s3".to_owned()),
@@ -46,46 +32,6 @@ fn s3_node(dir: &Path, nickname: &str, prefix: &str) {
         ("s3.shares.secret-access-key", var("MARSH_TEST_S3_SECRET_KEY")),
     ] {
         ok(marsh(&["config", "set", k, &v, "--dir", d]));
-    }
-}
-
-/// `marsh run`, once it prints that it serves; killed on drop.
-struct Running(Child, String);
-
-impl Running {
-    /// Stop as an operator does (SIGTERM), so the node hands its last changes over.
-    fn stop(mut self) -> String {
-        let pid = self.0.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
-        let mut stderr = String::new();
-        if let Some(mut e) = self.0.stderr.take() {
-            std::io::Read::read_to_string(&mut e, &mut stderr).expect("stderr");
-        }
-        let _ = self.0.wait();
-        stderr
-    }
-
-    fn start(dir: &Path) -> Result<Running, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_marsh"))
-            .args(["run", "--dir", dir.to_str().expect("utf-8")])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn marsh run");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
-        if let Some(nurl) = line.trim().strip_prefix("marsh: serving ") {
-            return Ok(Running(child, nurl.to_owned()));
-        }
-        let out = child.wait_with_output().expect("wait");
-        Err(format!("status {:?}: {}", out.status.code(), text(&out.stderr)))
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -181,7 +127,7 @@ async fn accounts_and_leases_survive_the_loss_of_the_machine() {
     copy_dir(&node, &backup);
 
     let running = Running::start(&node).expect("starts");
-    let anonymous: Nurl = running.1.parse().expect("nurl");
+    let anonymous: Nurl = running.nurl.parse().expect("nurl");
     let created = ok(marsh(&["account", "create", "alice", "--quota", "1GiB", "--nickname", "Alice", "--dir", d]));
     let alice: Nurl = created.lines().find_map(|l| l.strip_prefix("NURL: ")).expect("NURL").parse().expect("nurl");
     ok(marsh(&["account", "create", "bob", "--read-only", "--dir", d]));
