@@ -11,7 +11,7 @@ export RUST_BACKTRACE := 0
 # Every plugin built from source: first-party, the example, and the hostile test plugins.
 # Each is built by its own cargo invocation: a wasm plugin exports exactly one world, and the
 # SDK's world features must not be unified across plugins.
-PLUGINS := backend-disk backend-memory backend-s3 persistence-local persistence-records minimal-backend \
+PLUGINS := backend-disk backend-memory backend-s3 persistence-local persistence-records persistence-stash minimal-backend \
            hostile-trap hostile-spin hostile-hog hostile-flood hostile-wrong-abi
 
 # The real Tahoe-LAFS client, for the interop tests; installed once, outside the clone.
@@ -79,10 +79,14 @@ bench: plugins tahoe
 	  $(CARGO_TARGET_DIR)/release/marsh-load $(TAHOE) $(CURDIR)/target/bench
 
 # 100 MiB through the real client to backend-disk and to backend-s3 on SeaweedFS, with S3 request
-# counts; then persistence-records rebuilding 100,000 leases from SeaweedFS.
+# counts; lease renewals under each persistence strategy; then persistence-records and
+# persistence-stash rebuilding 100,000 leases from SeaweedFS.
 bench-s3: plugins tahoe s3
 	cargo build --locked --release -p marsh --bin marsh
-	cargo build --locked --release -p marsh-bench --bin marsh-bench-recovery
+	cargo build --locked --release -p marsh-bench --bin marsh-bench-recovery --bin marsh-load
 	$(with_s3) $(TAHOE_VENV)/bin/python host/bench/s3_vs_disk.py $(CARGO_TARGET_DIR)/release/marsh $(TAHOE) \
 	  $(CURDIR)/target/bench-s3
-	$(with_s3) $(CARGO_TARGET_DIR)/release/marsh-bench-recovery $(MARSH_PLUGIN_DIR) 100000
+	python3 host/bench/strategies.py $(CARGO_TARGET_DIR)/release/marsh $(CARGO_TARGET_DIR)/release/marsh-load \
+	  $(CURDIR)/target/bench-strategies
+	$(with_s3) $(CARGO_TARGET_DIR)/release/marsh-bench-recovery $(MARSH_PLUGIN_DIR) 100000 records
+	$(with_s3) $(CARGO_TARGET_DIR)/release/marsh-bench-recovery $(MARSH_PLUGIN_DIR) 100000 stash

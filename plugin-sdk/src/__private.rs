@@ -176,9 +176,55 @@ pub mod imports {
         wit::accountant::apply(changes).map_err(crate::PersistError::Io)
     }
 
+    pub fn state_get(name: &str) -> Result<Option<Vec<u8>>, BlobError> {
+        wit::state::get(name).map_err(blob_error)
+    }
+
+    pub fn state_put(name: &str, value: &[u8]) -> Result<(), BlobError> {
+        wit::state::put(name, value).map_err(blob_error)
+    }
+
     #[cfg(feature = "persistence")]
-    pub fn restore(snapshot: &[u8]) -> Result<(), crate::PersistError> {
-        wit::accountant::restore(snapshot).map_err(crate::PersistError::Io)
+    pub fn take_snapshot() -> Result<WasmSnapshot, crate::PersistError> {
+        wit::accountant::take_snapshot().map(WasmSnapshot).map_err(crate::PersistError::Io)
+    }
+
+    #[cfg(feature = "persistence")]
+    pub fn begin_restore() -> Result<WasmRestore, crate::PersistError> {
+        wit::accountant::begin_restore().map(WasmRestore).map_err(crate::PersistError::Io)
+    }
+
+    /// A snapshot resource.
+    #[cfg(feature = "persistence")]
+    #[derive(Debug)]
+    pub struct WasmSnapshot(wit::accountant::Snapshot);
+
+    #[cfg(feature = "persistence")]
+    impl WasmSnapshot {
+        pub fn sequence(&self) -> u64 {
+            self.0.sequence()
+        }
+        pub fn size(&self) -> u64 {
+            self.0.size()
+        }
+        pub fn read(&self, offset: u64, len: u64) -> Result<Vec<u8>, crate::PersistError> {
+            self.0.read(offset, len).map_err(crate::PersistError::Io)
+        }
+    }
+
+    /// A restore resource.
+    #[cfg(feature = "persistence")]
+    #[derive(Debug)]
+    pub struct WasmRestore(wit::accountant::Restore);
+
+    #[cfg(feature = "persistence")]
+    impl WasmRestore {
+        pub fn append(&mut self, data: &[u8]) -> Result<(), crate::PersistError> {
+            self.0.append(data).map_err(crate::PersistError::Io)
+        }
+        pub fn finish(self) -> Result<u64, crate::PersistError> {
+            wit::accountant::Restore::finish(self.0).map_err(crate::PersistError::Io)
+        }
     }
 }
 
@@ -395,10 +441,7 @@ mod persistence_adapter {
             })
         }
         fn record(first_sequence: u64, changes: Vec<Vec<u8>>) -> Result<(), ex::PersistError> {
-            call::<S, _>(|p| p.record(first_sequence, &changes))
-        }
-        fn checkpoint(sequence: u64, snapshot: Vec<u8>) -> Result<(), ex::PersistError> {
-            call::<S, _>(|p| p.checkpoint(sequence, &snapshot))
+            call::<S, _>(|p| p.record(&Accountant::wasm(), first_sequence, &changes))
         }
         fn recover() -> Result<ex::RecoverySummary, ex::PersistError> {
             call::<S, _>(|p| p.recover(&Accountant::wasm())).map(|s| ex::RecoverySummary {

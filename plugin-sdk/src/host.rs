@@ -127,6 +127,25 @@ impl Host {
         }
     }
 
+    /// The newest value the host keeps for this plugin under `name` (see the `state` interface:
+    /// sealed, versioned, in the plugin's first granted store), or none.
+    pub fn state_get(&self, name: &str) -> Result<Option<Vec<u8>>, BlobError> {
+        match &self.inner {
+            #[cfg(target_arch = "wasm32")]
+            Inner::Wasm => crate::__private::imports::state_get(name),
+            Inner::Native(n) => n.state_get(name),
+        }
+    }
+
+    /// Replace the value the host keeps for this plugin under `name` (at most 64 KiB).
+    pub fn state_put(&self, name: &str, value: &[u8]) -> Result<(), BlobError> {
+        match &self.inner {
+            #[cfg(target_arch = "wasm32")]
+            Inner::Wasm => crate::__private::imports::state_put(name, value),
+            Inner::Native(n) => n.state_put(name, value),
+        }
+    }
+
     /// Open a store the operator granted to this plugin.
     pub fn open_store(&self, name: &str) -> Result<Store, BlobError> {
         match &self.inner {

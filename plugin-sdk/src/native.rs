@@ -25,6 +25,10 @@ pub trait NativeImports: Send + Sync {
     fn unseal(&self, purpose: &str, sealed: &[u8]) -> Result<Vec<u8>, SealError>;
     /// See `blobs.open`.
     fn open(&self, name: &str) -> Result<Arc<dyn NativeStore>, BlobError>;
+    /// See `state.get`.
+    fn state_get(&self, name: &str) -> Result<Option<Vec<u8>>, BlobError>;
+    /// See `state.put`.
+    fn state_put(&self, name: &str, value: &[u8]) -> Result<(), BlobError>;
 }
 
 /// One granted blob store; see the `blobs.store` resource.
@@ -53,10 +57,12 @@ pub trait NativeUpload: Send {
     fn finish(self: Box<Self>) -> Result<(), BlobError>;
 }
 
-/// The host's accountant during recovery; see the `accountant` interface.
+/// The host's accountant; see the `accountant` interface.
 pub trait NativeAccountant: Send + Sync {
     /// Apply recovered changes in order.
     fn apply(&self, changes: &[Vec<u8>]) -> Result<(), PersistError>;
-    /// Replace the whole database with a snapshot.
-    fn restore(&self, snapshot: &[u8]) -> Result<(), PersistError>;
+    /// A consistent snapshot: its sequence and bytes.
+    fn snapshot(&self) -> Result<(u64, Vec<u8>), PersistError>;
+    /// Replace the whole database with a snapshot; returns its sequence.
+    fn restore(&self, snapshot: &[u8]) -> Result<u64, PersistError>;
 }

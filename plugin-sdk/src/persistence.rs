@@ -1,6 +1,8 @@
 //! The accountant persistence strategy trait: how accounts, attributes and leases survive
 //! the loss of the machine. Changes arrive as opaque, versioned records produced by the host;
-//! a strategy stores them (sealed) and hands them back during recovery.
+//! a strategy stores them (sealed) and hands them back during recovery. A strategy that
+//! compacts its log takes a [`Snapshot`] of the host's database and hands it back through a
+//! [`Restore`]; both move in pieces, so no call carries more than the host's per-call bound.
 
 use std::fmt;
 use std::sync::Arc;
@@ -73,11 +75,11 @@ pub trait Persistence: Sized + 'static {
     fn init(host: Host, config: Config) -> Result<Self, InitError>;
     /// Decide, from the local database's state, whether the node can start as is.
     fn startup(&mut self, state: DbState, auto_recover: bool) -> Result<Plan, InitError>;
-    /// Persist changes numbered from `first_sequence`, in order.
-    fn record(&mut self, first_sequence: u64, changes: &[Vec<u8>]) -> Result<(), PersistError>;
-    /// Persist a full snapshot as of `sequence`.
-    fn checkpoint(&mut self, sequence: u64, snapshot: &[u8]) -> Result<(), PersistError>;
-    /// Rebuild the host's database through [`Accountant::apply`] / [`Accountant::restore`].
+    /// Persist changes numbered from `first_sequence`, in order. A compacting strategy may
+    /// take an [`Accountant::snapshot`] here.
+    fn record(&mut self, accountant: &Accountant, first_sequence: u64, changes: &[Vec<u8>])
+    -> Result<(), PersistError>;
+    /// Rebuild the host's database through [`Accountant::apply`] / [`Accountant::begin_restore`].
     fn recover(&mut self, accountant: &Accountant) -> Result<RecoverySummary, PersistError>;
 }
 
@@ -120,12 +122,125 @@ impl Accountant {
         }
     }
 
-    /// Replace the whole database with a snapshot.
-    pub fn restore(&self, snapshot: &[u8]) -> Result<(), PersistError> {
+    /// A consistent snapshot of the host's database, taken now.
+    pub fn snapshot(&self) -> Result<Snapshot, PersistError> {
         match &self.inner {
             #[cfg(all(target_arch = "wasm32", feature = "persistence"))]
-            AccountantInner::Wasm => crate::__private::imports::restore(snapshot),
-            AccountantInner::Native(a) => a.restore(snapshot),
+            AccountantInner::Wasm => {
+                crate::__private::imports::take_snapshot().map(|s| Snapshot { inner: SnapshotInner::Wasm(s) })
+            }
+            AccountantInner::Native(a) => {
+                a.snapshot().map(|(sequence, bytes)| Snapshot { inner: SnapshotInner::Native { sequence, bytes } })
+            }
+        }
+    }
+
+    /// Start handing a snapshot back (during `recover` only).
+    pub fn begin_restore(&self) -> Result<Restore, PersistError> {
+        match &self.inner {
+            #[cfg(all(target_arch = "wasm32", feature = "persistence"))]
+            AccountantInner::Wasm => {
+                crate::__private::imports::begin_restore().map(|r| Restore { inner: RestoreInner::Wasm(r) })
+            }
+            AccountantInner::Native(a) => {
+                Ok(Restore { inner: RestoreInner::Native { to: a.clone(), bytes: Vec::new() } })
+            }
+        }
+    }
+}
+
+/// A snapshot of the host's accounting database: opaque bytes, read in pieces.
+pub struct Snapshot {
+    inner: SnapshotInner,
+}
+
+enum SnapshotInner {
+    #[cfg(all(target_arch = "wasm32", feature = "persistence"))]
+    Wasm(crate::__private::imports::WasmSnapshot),
+    Native {
+        sequence: u64,
+        bytes: Vec<u8>,
+    },
+}
+
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Snapshot").field("sequence", &self.sequence()).field("size", &self.size()).finish()
+    }
+}
+
+impl Snapshot {
+    /// The newest change it includes.
+    pub fn sequence(&self) -> u64 {
+        match &self.inner {
+            #[cfg(all(target_arch = "wasm32", feature = "persistence"))]
+            SnapshotInner::Wasm(s) => s.sequence(),
+            SnapshotInner::Native { sequence, .. } => *sequence,
+        }
+    }
+
+    /// Its size in bytes.
+    pub fn size(&self) -> u64 {
+        match &self.inner {
+            #[cfg(all(target_arch = "wasm32", feature = "persistence"))]
+            SnapshotInner::Wasm(s) => s.size(),
+            SnapshotInner::Native { bytes, .. } => bytes.len() as u64,
+        }
+    }
+
+    /// Up to `len` bytes from `offset`, shorter at the end.
+    pub fn read(&self, offset: u64, len: u64) -> Result<Vec<u8>, PersistError> {
+        match &self.inner {
+            #[cfg(all(target_arch = "wasm32", feature = "persistence"))]
+            SnapshotInner::Wasm(s) => s.read(offset, len),
+            SnapshotInner::Native { bytes, .. } => {
+                let size = bytes.len() as u64;
+                let (start, end) = (offset.min(size), offset.saturating_add(len).min(size));
+                Ok(bytes[start as usize..end as usize].to_vec())
+            }
+        }
+    }
+}
+
+/// A snapshot being handed back to the host during recovery.
+pub struct Restore {
+    inner: RestoreInner,
+}
+
+enum RestoreInner {
+    #[cfg(all(target_arch = "wasm32", feature = "persistence"))]
+    Wasm(crate::__private::imports::WasmRestore),
+    Native {
+        to: Arc<dyn NativeAccountant>,
+        bytes: Vec<u8>,
+    },
+}
+
+impl fmt::Debug for Restore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Restore")
+    }
+}
+
+impl Restore {
+    /// Append the next bytes.
+    pub fn append(&mut self, data: &[u8]) -> Result<(), PersistError> {
+        match &mut self.inner {
+            #[cfg(all(target_arch = "wasm32", feature = "persistence"))]
+            RestoreInner::Wasm(r) => r.append(data),
+            RestoreInner::Native { bytes, .. } => {
+                bytes.extend_from_slice(data);
+                Ok(())
+            }
+        }
+    }
+
+    /// Replace the host's database with the snapshot; returns its sequence.
+    pub fn finish(self) -> Result<u64, PersistError> {
+        match self.inner {
+            #[cfg(all(target_arch = "wasm32", feature = "persistence"))]
+            RestoreInner::Wasm(r) => r.finish(),
+            RestoreInner::Native { to, bytes } => to.restore(&bytes),
         }
     }
 }

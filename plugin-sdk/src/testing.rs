@@ -46,7 +46,12 @@ impl TestHost {
 
     /// Finish building.
     pub fn build(self) -> Host {
-        Host::native(Arc::new(TestImports { stores: self.stores, now: self.now, log: Mutex::default() }))
+        Host::native(Arc::new(TestImports {
+            stores: self.stores,
+            now: self.now,
+            log: Mutex::default(),
+            state: Mutex::default(),
+        }))
     }
 }
 
@@ -54,6 +59,7 @@ struct TestImports {
     stores: BTreeMap<String, MemoryStore>,
     now: u64,
     log: Mutex<Vec<(Level, String)>>,
+    state: Mutex<BTreeMap<String, Vec<u8>>>,
 }
 
 const SEAL_TAG: &[u8; 8] = b"testseal";
@@ -102,6 +108,15 @@ impl NativeImports for TestImports {
             Some(s) => Ok(Arc::new(s.clone())),
             None => Err(BlobError::Denied(format!("store `{name}` is not granted to this plugin"))),
         }
+    }
+
+    fn state_get(&self, name: &str) -> Result<Option<Vec<u8>>, BlobError> {
+        Ok(lock(&self.state).get(name).cloned())
+    }
+
+    fn state_put(&self, name: &str, value: &[u8]) -> Result<(), BlobError> {
+        lock(&self.state).insert(name.to_owned(), value.to_vec());
+        Ok(())
     }
 }
 

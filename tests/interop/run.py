@@ -8,9 +8,10 @@ mutable files (overwrite, and an MDMF partial write through the web API), `check
 `deep-check --add-lease`; that the client spoke HTTP (marsh's request log); that nothing in
 NODE_DIR outside cache/ changed. The whole workload runs twice: on a node with backend-disk
 and on one with backend-s3 over the SeaweedFS that `make interop` starts (MARSH_TEST_S3_*).
-Then disaster recovery with backend-s3 and persistence-records: accounts, attributes and leases
-come back through `marsh recover` (and by themselves with `recovery.auto`) after NODE_DIR is
-replaced by its post-init backup, and the client reads every file. Last, a grid of three marsh
+Then disaster recovery with backend-s3 and each durable persistence strategy (`records`, and
+`stash` with snapshots): accounts, attributes and leases come back through `marsh recover` (and
+by themselves with `recovery.auto`) after NODE_DIR is replaced by its post-init backup, and the
+client reads every file. Last, a grid of three marsh
 nodes survives the loss of one.
 
 Usage: run.py MARSH_BINARY TAHOE_BINARY
@@ -322,15 +323,18 @@ def leases(node):
         db.close()
 
 
-def disaster_recovery():
-    """backend-s3 + persistence-records: the machine is lost after uploads and lease renewals;
-    `marsh run` asks for `marsh recover`; afterwards accounts, attributes and leases are back and
-    the client reads every file; the same again with recovery.auto and no operator step."""
-    node = Node("marsh-dr", "s3", [("persistence.plugin", "records"), ("persistence.max-delay", "1")])
+def disaster_recovery(strategy, settings=()):
+    """backend-s3 + a durable persistence strategy: the machine is lost after uploads and lease
+    renewals; `marsh run` asks for `marsh recover`; afterwards accounts, attributes and leases are
+    back and the client reads every file; the same again with recovery.auto and no operator step."""
+    node = Node(f"marsh-dr-{strategy}", "s3",
+                [("persistence.plugin", strategy), ("persistence.max-delay", "1"), *settings])
     run(MARSH, "account", "create", "carol", "--quota", "50MiB", "--nickname", "Carol", "--dir", node.dir)
+    run(MARSH, "account", "create", "dave", "--read-only", "--dir", node.dir)
     announce = run(MARSH, "announce", "--account", "carol", "--dir", node.dir).splitlines()
-    carol = Client("client-carol", [node], needed=1, happy=1, total=1, entry="\n".join(announce[announce.index("storage:") + 1:]))
-    anon = Client("client-dr", [node], needed=1, happy=1, total=1)
+    carol = Client(f"client-carol-{strategy}", [node], needed=1, happy=1, total=1,
+                   entry="\n".join(announce[announce.index("storage:") + 1:]))
+    anon = Client(f"client-dr-{strategy}", [node], needed=1, happy=1, total=1)
     files = {}
     for i, (who, size) in enumerate([(carol, 1_200_000), (carol, 3000), (anon, 700_000)]):
         content = data(size, 100 + i)
@@ -342,7 +346,7 @@ def disaster_recovery():
     assert "done:" in out, out
     node.stop()
     accounts, held = run(MARSH, "account", "list", "--dir", node.dir), leases(node)
-    assert "carol: active" in accounts and len(held) >= 4, (accounts, held)
+    assert "carol: active" in accounts and "dave: active" in accounts and len(held) >= 4, (accounts, held)
 
     def reads_everything():
         for c in [carol, anon]:
@@ -352,27 +356,29 @@ def disaster_recovery():
                 assert anon.web_get(f"/uri/{cap}") == content, cap
         assert "dir" in anon.tahoe("ls", "dr:")
 
-    @check("disaster recovery: after losing the machine `marsh run` asks for `marsh recover`")
+    @check(f"disaster recovery ({strategy}): after losing the machine `marsh run` asks for `marsh recover`")
     def _():
         node.lose_machine()
         status = node.start()
         assert status == "exit 3", status
         assert f"marsh recover --dir {node.dir}" in node.log_text()
 
-    @check("disaster recovery: `marsh recover` brings back accounts, attributes and leases")
+    @check(f"disaster recovery ({strategy}): `marsh recover` brings back accounts, attributes and leases")
     def _():
         out = run(MARSH, "recover", "--dir", node.dir)
         assert "accounts" in out and "change records read" in out, out
+        if strategy == "stash":
+            assert " 1 snapshots," in out, out
         assert run(MARSH, "account", "list", "--dir", node.dir) == accounts
         assert leases(node) == held, "same leases, same expiry, same accounts"
 
-    @check("disaster recovery: the client reads every file through the recovered node")
+    @check(f"disaster recovery ({strategy}): the client reads every file through the recovered node")
     def _():
         assert "serving pb://" in node.start()
         reads_everything()
         node.stop()
 
-    @check("disaster recovery: with recovery.auto the node recovers by itself")
+    @check(f"disaster recovery ({strategy}): with recovery.auto the node recovers by itself")
     def _():
         node.lose_machine()
         run(MARSH, "config", "set", "recovery.auto", "true", "--dir", node.dir)
@@ -388,7 +394,8 @@ def disaster_recovery():
 def main():
     single_node_workload("disk")
     single_node_workload("s3")
-    disaster_recovery()
+    disaster_recovery("records")
+    disaster_recovery("stash", [("persistence.config.snapshot-changes", "5")])
 
     @check("a grid of three marsh nodes (2-of-3) survives losing one")
     def _():

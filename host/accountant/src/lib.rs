@@ -15,8 +15,9 @@
 
 mod change;
 mod schema;
+mod snapshot;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use marsh_core::{ShareNumber, StorageIndex};
@@ -25,6 +26,7 @@ use sha2::{Digest, Sha256};
 
 pub use change::{BadChange, Change};
 pub use schema::VERSION as SCHEMA_VERSION;
+pub use snapshot::{MAX_SNAPSHOT_BYTES, Snapshot};
 
 /// Lease duration: 31 days, as Tahoe's clients expect.
 pub const LEASE_SECONDS: u64 = 31 * 24 * 60 * 60;
@@ -52,6 +54,9 @@ pub enum AccountantError {
     /// A recovered change record does not parse.
     #[error(transparent)]
     BadChange(#[from] BadChange),
+    /// A snapshot handed back for restore is not a sound accounting database.
+    #[error("refusing the snapshot: {0}")]
+    BadSnapshot(String),
     /// The name is not acceptable.
     #[error("`{0}` is not a valid account name: use 1-64 of a-z, 0-9, `-` and `_`, starting with a letter or digit")]
     BadName(String),
@@ -164,6 +169,8 @@ fn valid_name(name: &str) -> bool {
 #[derive(Debug)]
 pub struct Accountant {
     conn: Mutex<Connection>,
+    /// The database file (none in memory).
+    path: Option<PathBuf>,
 }
 
 impl Accountant {
@@ -174,14 +181,14 @@ impl Accountant {
         // `marsh account` and the running node share the file.
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         schema::migrate(&mut conn)?;
-        Ok(Accountant { conn: Mutex::new(conn) })
+        Ok(Accountant { conn: Mutex::new(conn), path: Some(path.to_path_buf()) })
     }
 
     /// A database in memory, for tests.
     pub fn in_memory() -> Result<Self, AccountantError> {
         let mut conn = Connection::open_in_memory()?;
         schema::migrate(&mut conn)?;
-        Ok(Accountant { conn: Mutex::new(conn) })
+        Ok(Accountant { conn: Mutex::new(conn), path: None })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -458,6 +465,17 @@ impl Accountant {
     pub fn mark_persisted(&self, seq: u64) -> Result<(), AccountantError> {
         self.conn().execute("UPDATE meta SET value = max(value, ?1) WHERE key = 'persisted_seq'", [seq as i64])?;
         Ok(())
+    }
+
+    /// Drop logged changes before `seq` that the strategy has confirmed, keeping the newest
+    /// (its number continues the log). Returns how many went.
+    pub fn prune_persisted(&self, seq: u64) -> Result<u64, AccountantError> {
+        let n = self.conn().execute(
+            "DELETE FROM changes WHERE seq < min(?1, (SELECT value FROM meta WHERE key = 'persisted_seq'),
+                                                (SELECT max(seq) FROM changes))",
+            [seq as i64],
+        )?;
+        Ok(n as u64)
     }
 
     /// Apply a change recovered from a persistence strategy under its original number, and

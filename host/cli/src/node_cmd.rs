@@ -15,6 +15,7 @@ use marsh_node::{InitOptions, NodeDir, config::parse_size};
 use marsh_runtime::{Grants, InitFailure, PluginLimits, Runtime, StartError, WasmBackend};
 use marsh_server::{ServiceConfig, StorageService, SystemClock};
 use marsh_stores::BlobStore;
+use marsh_stores::state::StateStore;
 
 use crate::stores::{self, Opened};
 
@@ -286,9 +287,11 @@ async fn serve(
     strategy: Arc<marsh_runtime::WasmStrategy>,
 ) -> anyhow::Result<ExitCode> {
     let Started { backend, stores, .. } = started;
-    let sweeper = spawn_sweeper(node, backend.clone())?;
+    // The node's runtime-discovered state lives in the backend's first store, never in NODE_DIR.
+    let state = stores.first().map(|s| StateStore::node(s.store.clone(), id.seal_key.clone()));
+    let sweeper = spawn_sweeper(node, backend.clone(), state.clone())?;
     let persister = Some(crate::persist::spawn_persister(node, accountant.clone(), strategy.clone())?);
-    let collector = spawn_collector(node, backend.clone(), accountant.clone())?;
+    let collector = spawn_collector(node, backend.clone(), accountant.clone(), state)?;
     let service = Arc::new(StorageService::new(
         backend,
         accountant.clone(),
@@ -326,11 +329,44 @@ async fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
-/// With `expire.enabled`, a lease-expiry pass five minutes after start, then every `expire.interval`.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// How long until periodic task `name` is due: `interval` after it last ran (node state), and
+/// never sooner than `settle` after start. A node restarted often still runs it on schedule,
+/// neither at every start nor never.
+async fn first_delay(state: Option<&StateStore>, name: &str, interval: u64, settle: u64) -> Duration {
+    let last = match state {
+        Some(state) => match state.get(name).await {
+            Ok(v) => v.and_then(|v| <[u8; 8]>::try_from(v).ok()).map(u64::from_be_bytes),
+            Err(e) => {
+                tracing::warn!("reading node state: {e}");
+                None
+            }
+        },
+        None => None,
+    };
+    let due_in = last.map_or(0, |last| last.saturating_add(interval).saturating_sub(unix_now()));
+    Duration::from_secs(due_in.max(settle))
+}
+
+/// Note in node state that periodic task `name` ran now.
+async fn ran(state: Option<&StateStore>, name: &str) {
+    if let Some(state) = state
+        && let Err(e) = state.put(name, &unix_now().to_be_bytes()).await
+    {
+        tracing::warn!("writing node state: {e}");
+    }
+}
+
+/// With `expire.enabled`, a lease-expiry pass every `expire.interval`: the first five minutes
+/// after start, or later if the last pass (node state `gc-last-run`) was more recent.
 fn spawn_collector(
     node: &NodeDir,
     backend: Arc<dyn marsh_core::Backend>,
     accountant: Arc<Accountant>,
+    state: Option<StateStore>,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     if node.get("expire.enabled")? != "true" {
         return Ok(None);
@@ -338,23 +374,26 @@ fn spawn_collector(
     let policy = crate::gc_cmd::policy(node)?;
     let interval: u64 = node.get("expire.interval")?.parse()?;
     Ok(Some(tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(300.min(interval.max(1)))).await;
+        let settle = 300.min(interval.max(1));
+        tokio::time::sleep(first_delay(state.as_ref(), "gc-last-run", interval, settle).await).await;
         loop {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            match marsh_server::gc::collect(backend.as_ref(), &accountant, &policy, now, false).await {
+            match marsh_server::gc::collect(backend.as_ref(), &accountant, &policy, unix_now(), false).await {
                 Ok(r) if r.expired.is_empty() => tracing::info!("lease expiry: {}", crate::gc_cmd::describe(&r, false)),
                 Ok(r) => tracing::warn!("lease expiry: {}", crate::gc_cmd::describe(&r, false)),
                 Err(e) => tracing::warn!("lease expiry pass failed: {e}"),
             }
-            tokio::time::sleep(Duration::from_secs(interval.max(60))).await;
+            ran(state.as_ref(), "gc-last-run").await;
+            tokio::time::sleep(Duration::from_secs(interval.max(1))).await;
         }
     })))
 }
 
-/// Sweep the backend's leftovers a minute after start, then every `backend.sweep-interval`.
+/// Sweep the backend's leftovers every `backend.sweep-interval`: the first a minute after start,
+/// or later if the last sweep (node state `sweep-last-run`) was more recent.
 fn spawn_sweeper(
     node: &NodeDir,
     backend: Arc<dyn marsh_core::Backend>,
+    state: Option<StateStore>,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     let interval: u64 = node.get("backend.sweep-interval")?.parse()?;
     let grace: u64 = node.get("backend.sweep-grace")?.parse()?;
@@ -362,7 +401,7 @@ fn spawn_sweeper(
         return Ok(None);
     }
     Ok(Some(tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(60.min(interval))).await;
+        tokio::time::sleep(first_delay(state.as_ref(), "sweep-last-run", interval, 60.min(interval)).await).await;
         loop {
             match backend.sweep(grace).await {
                 Ok(r) if r.removed > 0 => tracing::warn!(
@@ -374,6 +413,7 @@ fn spawn_sweeper(
                 Ok(r) => tracing::info!("sweep: nothing to remove ({} objects examined)", r.examined),
                 Err(e) => tracing::warn!("sweep failed: {e}"),
             }
+            ran(state.as_ref(), "sweep-last-run").await;
             tokio::time::sleep(Duration::from_secs(interval)).await;
         }
     })))

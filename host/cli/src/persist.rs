@@ -33,8 +33,13 @@ impl AccountingSink for Sink {
         Ok(())
     }
 
-    fn restore(&self, _snapshot: Vec<u8>) -> Result<(), String> {
-        Err("this host does not restore snapshots yet".into())
+    fn snapshot(&self) -> Result<(u64, Vec<u8>), String> {
+        let s = self.0.snapshot().map_err(|e| e.to_string())?;
+        Ok((s.sequence, s.bytes))
+    }
+
+    fn restore(&self, snapshot: Vec<u8>) -> Result<u64, String> {
+        self.0.restore_snapshot(&snapshot).map_err(|e| e.to_string())
     }
 }
 
@@ -42,6 +47,7 @@ fn plugin_path(setting: &str) -> anyhow::Result<PathBuf> {
     match setting {
         "local" => crate::node_cmd::first_party("persistence_local.wasm"),
         "records" => crate::node_cmd::first_party("persistence_records.wasm"),
+        "stash" => crate::node_cmd::first_party("persistence_stash.wasm"),
         path => Ok(PathBuf::from(path)),
     }
 }
@@ -163,6 +169,8 @@ pub async fn flush(accountant: &Accountant, strategy: &WasmStrategy) -> anyhow::
         let blobs = run.iter().map(|(seq, body)| Accountant::strategy_blob(*seq, body)).collect();
         strategy.record(first, blobs).await?;
         accountant.mark_persisted(last)?;
+        // The strategy holds them now; the local log keeps only its newest entry.
+        accountant.prune_persisted(last)?;
         sent += run.len() as u64;
     }
 }

@@ -110,19 +110,35 @@ fn leases_of(dir: &Path, si: &str) -> Vec<marsh_accountant::Lease> {
     a.leases(&si.parse().expect("si"), marsh_core::ShareNumber(0)).expect("leases")
 }
 
-/// The machine is lost: NODE_DIR comes back from the copy taken after init and config, with no
-/// cache/. Accounts, attributes and leases come back from `persistence-records` on S3, by
-/// `marsh recover` or by itself with `recovery.auto`; shares are read through the old NURLs.
+/// `persistence-records` on S3: one sealed object per change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn accounts_and_leases_survive_the_loss_of_the_machine() {
+async fn accounts_and_leases_survive_the_loss_of_the_machine_with_records() {
+    survive_the_loss_of_the_machine("records", &[], "accounting/").await;
+}
+
+/// `persistence-stash` on S3, snapshotting every 5 changes so recovery restores a snapshot and
+/// then replays the log after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_and_leases_survive_the_loss_of_the_machine_with_stash() {
+    survive_the_loss_of_the_machine("stash", &[("persistence.config.snapshot-changes", "5")], "stash/").await;
+}
+
+/// The machine is lost: NODE_DIR comes back from the copy taken after init and config, with no
+/// cache/. Accounts, attributes and leases come back from the persistence strategy on S3, by
+/// `marsh recover` or by itself with `recovery.auto`; shares are read through the old NURLs.
+#[allow(clippy::unwrap_used, reason = "the body of two tests")]
+async fn survive_the_loss_of_the_machine(strategy: &str, config: &[(&str, &str)], blobs: &str) {
     use http::{Method, StatusCode};
     use marsh_gbs_client::{GbsClient, Nurl, allocate_body};
 
     let tmp = tempfile::tempdir().expect("tmp");
     let (node, backup) = (tmp.path().join("node"), tmp.path().join("backup"));
     let d = node.to_str().expect("utf-8");
-    s3_node(&node, "dr", &unique_prefix("dr"));
-    ok(marsh(&["config", "set", "persistence.plugin", "records", "--dir", d]));
+    s3_node(&node, "dr", &unique_prefix(&format!("dr-{strategy}")));
+    ok(marsh(&["config", "set", "persistence.plugin", strategy, "--dir", d]));
+    for (k, v) in config {
+        ok(marsh(&["config", "set", k, v, "--dir", d]));
+    }
     ok(marsh(&["config", "set", "persistence.max-delay", "1", "--dir", d]));
     copy_dir(&node, &backup);
 
@@ -169,8 +185,11 @@ async fn accounts_and_leases_survive_the_loss_of_the_machine() {
     config.secret_access_key = Some(var("MARSH_TEST_S3_SECRET_KEY"));
     config.prefix = ok(marsh(&["config", "get", "s3.shares.prefix", "--dir", d])).trim().to_owned();
     let bucket = marsh_stores_s3::S3Store::open(config).await.expect("bucket");
-    let records = marsh_stores::BlobStore::list(&bucket, "accounting/", None, 1000).await.unwrap().keys;
-    assert!(records.len() >= 8, "{records:?}");
+    let records = marsh_stores::BlobStore::list(&bucket, blobs, None, 1000).await.unwrap().keys;
+    assert!(!records.is_empty(), "the strategy wrote nothing under {blobs}");
+    if strategy == "stash" {
+        assert!(records.iter().any(|k| k.ends_with(".manifest")), "a snapshot was stashed: {records:?}");
+    }
     let alice_swissnum = alice.swissnum.clone();
     let lease_hash = leases_before[0].renew_hash;
     for k in &records {
@@ -192,6 +211,9 @@ async fn accounts_and_leases_survive_the_loss_of_the_machine() {
     assert!(refused.contains("status Some(3)") && refused.contains(&format!("marsh recover --dir {d}")), "{refused}");
     let recovered = ok(marsh(&["recover", "--dir", d]));
     assert!(recovered.contains("3 accounts, 2 leases"), "{recovered}");
+    if strategy == "stash" {
+        assert!(recovered.contains(" 1 snapshots,"), "{recovered}");
+    }
     assert_eq!(ok(marsh(&["account", "list", "--dir", d])), accounts_before, "accounts and attributes are back");
     assert_eq!(leases_of(&node, si), leases_before, "leases are back, same expiry, same accounts");
     // Again: idempotent.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use marsh_plugin_sdk as sdk;
 use marsh_plugin_sdk::native::{NativeImports, NativeStore, NativeUpload};
 use marsh_seal::SealKey;
+use marsh_stores::state::{StateError, StateStore};
 use marsh_stores::{BlobKey, BlobStore, BlobUpload, PutMode, StoreError};
 use tokio::runtime::Handle;
 
@@ -16,27 +17,41 @@ use tokio::runtime::Handle;
 pub struct NativeGrants {
     stores: BTreeMap<String, Arc<dyn BlobStore>>,
     seal_key: SealKey,
+    /// The first store granted keeps the plugin's state.
+    state: Option<Arc<dyn BlobStore>>,
 }
 
 impl NativeGrants {
     /// No stores yet.
     pub fn new(seal_key: SealKey) -> Self {
-        NativeGrants { stores: BTreeMap::new(), seal_key }
+        NativeGrants { stores: BTreeMap::new(), seal_key, state: None }
     }
 
     /// Grant `store` under `name`.
     pub fn store(mut self, name: &str, store: Arc<dyn BlobStore>) -> Self {
+        self.state.get_or_insert_with(|| store.clone());
         self.stores.insert(name.to_owned(), store);
         self
     }
 
-    pub(crate) fn into_imports(self) -> Imports {
-        Imports { grants: self }
+    pub(crate) fn into_imports(self, plugin: &str) -> Imports {
+        let state = self.state.clone().and_then(|s| StateStore::plugin(s, self.seal_key.clone(), plugin));
+        Imports { grants: self, state }
     }
 }
 
 pub(crate) struct Imports {
     grants: NativeGrants,
+    state: Option<StateStore>,
+}
+
+fn state_error(e: StateError) -> sdk::BlobError {
+    match e {
+        StateError::BadName(_) => sdk::BlobError::BadKey(e.to_string()),
+        StateError::TooLarge(n) => sdk::BlobError::TooLarge(n as u64),
+        StateError::Tampered(_) => sdk::BlobError::Io(e.to_string()),
+        StateError::Store { error, .. } => blob_error(error),
+    }
 }
 
 fn blob_error(e: StoreError) -> sdk::BlobError {
@@ -102,6 +117,16 @@ impl NativeImports for Imports {
             Some(store) => Ok(Arc::new(StoreAdapter(store.clone()))),
             None => Err(sdk::BlobError::Denied(format!("store `{name}` is not granted to this plugin"))),
         }
+    }
+
+    fn state_get(&self, name: &str) -> Result<Option<Vec<u8>>, sdk::BlobError> {
+        let state = self.state.as_ref().ok_or_else(|| sdk::BlobError::Denied("no store to keep state in".into()))?;
+        Handle::current().block_on(state.get(name)).map_err(state_error)
+    }
+
+    fn state_put(&self, name: &str, value: &[u8]) -> Result<(), sdk::BlobError> {
+        let state = self.state.as_ref().ok_or_else(|| sdk::BlobError::Denied("no store to keep state in".into()))?;
+        Handle::current().block_on(state.put(name, value)).map(|_| ()).map_err(state_error)
     }
 }
 

@@ -69,7 +69,7 @@ fn from_sdk_error(e: sdk::BackendError) -> BackendError {
 impl<B: sdk::Backend + Send> NativeBackend<B> {
     /// Start the plugin with `grants` and `config`, running its `init` once now.
     pub fn start(grants: NativeGrants, config: Vec<(String, String)>) -> Result<Self, NativeStartError> {
-        let host = sdk::Host::native(Arc::new(grants.into_imports()));
+        let host = sdk::Host::native(Arc::new(grants.into_imports(&B::info().name)));
         let config = sdk::Config::from_pairs(config);
         let first = tokio::task::block_in_place(|| B::init(host.clone(), config.clone()))
             .map_err(|error| NativeStartError { plugin: B::info().name, error })?;

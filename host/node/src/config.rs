@@ -73,7 +73,7 @@ pub enum Kind {
     Secret,
     /// `age` or `cutoff-date`.
     ExpireMode,
-    /// `local`, `records`, or a path to a `.wasm` file.
+    /// `local`, `records`, `stash`, or a path to a `.wasm` file.
     Strategy,
     /// A UTC date `YYYY-MM-DD`.
     Date,
@@ -98,7 +98,7 @@ impl Kind {
             Kind::AbsPath => "an absolute path",
             Kind::Secret => "non-empty text",
             Kind::ExpireMode => "`age` or `cutoff-date`",
-            Kind::Strategy => "`local`, `records`, or the absolute path of a .wasm persistence plugin",
+            Kind::Strategy => "`local`, `records`, `stash`, or the absolute path of a .wasm persistence plugin",
             Kind::Date => "a UTC date such as 2026-01-31",
             Kind::PluginValue => "text",
             Kind::Names => "names separated by commas, e.g. shares,state",
@@ -172,7 +172,7 @@ pub const KEYS: &[Key] = &[
         name: "persistence.plugin",
         kind: Kind::Strategy,
         default: Some("local"),
-        help: "how accounts and leases survive the loss of the machine (local, records)",
+        help: "how accounts and leases survive the loss of the machine (local, records, stash)",
     },
     Key {
         name: "persistence.stores",
@@ -361,7 +361,8 @@ fn validate(key: &Key, name: &str, value: &str) -> Result<String, ConfigError> {
         Kind::AbsPath => std::path::Path::new(v).is_absolute(),
         Kind::ExpireMode => matches!(v, "age" | "cutoff-date"),
         Kind::Strategy => {
-            matches!(v, "local" | "records") || (v.ends_with(".wasm") && std::path::Path::new(v).is_absolute())
+            matches!(v, "local" | "records" | "stash")
+                || (v.ends_with(".wasm") && std::path::Path::new(v).is_absolute())
         }
         Kind::Date => parse_date(v).is_some(),
         Kind::PluginValue => true,

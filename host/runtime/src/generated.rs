@@ -28,6 +28,9 @@ pub mod persistence {
             "marsh:plugin/host": super::marsh::plugin::host,
             "marsh:plugin/seal": super::marsh::plugin::seal,
             "marsh:plugin/blobs": super::marsh::plugin::blobs,
+            "marsh:plugin/state": super::marsh::plugin::state,
+            "marsh:plugin/accountant.snapshot": crate::host::SnapshotHandle,
+            "marsh:plugin/accountant.restore": crate::host::RestoreHandle,
         },
     });
 }

@@ -1,5 +1,6 @@
-//! The host side of the imports a plugin sees: `host` (log, progress, now), `seal` and
-//! `blobs`, implemented over the node's [`SealKey`] and the stores granted to the plugin.
+//! The host side of the imports a plugin sees: `host` (log, progress, now), `seal`, `blobs`,
+//! `state` and (for persistence strategies) `accountant`, implemented over the node's
+//! [`SealKey`], the stores granted to the plugin and the node's accounting database.
 //!
 //! Every argument from the guest is hostile input: keys are validated into [`BlobKey`]s,
 //! sizes and lengths are checked against the per-call byte bound before anything is read or
@@ -22,14 +23,20 @@ use crate::generated::marsh::plugin::{blobs, host, seal, types};
 /// Receives `host.progress` reports (the CLI draws a bar from them).
 pub type ProgressSink = Arc<dyn Fn(&str, u64, Option<u64>, &str) + Send + Sync>;
 
-/// Where a recovering persistence strategy's `accountant.apply` / `accountant.restore` go: the
-/// node's accounting database. Changes are the opaque blobs the host produced for `record`.
+/// What a persistence strategy's `accountant` import reaches: the node's accounting database.
+/// Changes are the opaque blobs the host produced for `record`; snapshots are opaque too.
 pub trait AccountingSink: Send + Sync {
     /// Apply recovered changes in order; idempotent.
     fn apply(&self, changes: Vec<Vec<u8>>) -> Result<(), String>;
-    /// Replace the database with a snapshot made by the host.
-    fn restore(&self, snapshot: Vec<u8>) -> Result<(), String>;
+    /// A consistent snapshot of the database: its sequence and its bytes.
+    fn snapshot(&self) -> Result<(u64, Vec<u8>), String>;
+    /// Replace the database with a snapshot made by [`AccountingSink::snapshot`]; returns its
+    /// sequence. Refuses (changing nothing) a snapshot that is not sound.
+    fn restore(&self, snapshot: Vec<u8>) -> Result<u64, String>;
 }
+
+/// The largest snapshot a strategy may hand back.
+const MAX_RESTORE_BYTES: u64 = 1 << 30;
 
 /// What the operator granted one plugin: its stores by name, and the sealing key.
 #[derive(Clone)]
@@ -38,6 +45,7 @@ pub struct Grants {
     pub(crate) seal_key: SealKey,
     pub(crate) progress: Option<ProgressSink>,
     pub(crate) accounting: Option<Arc<dyn AccountingSink>>,
+    pub(crate) state: Option<Arc<dyn BlobStore>>,
 }
 
 impl fmt::Debug for Grants {
@@ -49,11 +57,15 @@ impl fmt::Debug for Grants {
 impl Grants {
     /// No stores yet, sealing with `seal_key`.
     pub fn new(seal_key: SealKey) -> Self {
-        Grants { stores: BTreeMap::new(), seal_key, progress: None, accounting: None }
+        Grants { stores: BTreeMap::new(), seal_key, progress: None, accounting: None, state: None }
     }
 
-    /// Grant `store` to the plugin under `name`.
+    /// Grant `store` to the plugin under `name`. The first store granted also keeps the
+    /// plugin's `state` values.
     pub fn store(mut self, name: &str, store: Arc<dyn BlobStore>) -> Self {
+        if self.state.is_none() {
+            self.state = Some(store.clone());
+        }
         self.stores.insert(name.to_owned(), store);
         self
     }
@@ -79,6 +91,17 @@ pub struct StoreHandle {
 /// A streamed upload, as a guest resource.
 pub struct UploadHandle {
     upload: Option<Box<dyn BlobUpload>>,
+}
+
+/// A snapshot a strategy reads in pieces, as a guest resource.
+pub struct SnapshotHandle {
+    sequence: u64,
+    bytes: Vec<u8>,
+}
+
+/// A snapshot a recovering strategy hands back in pieces, as a guest resource.
+pub struct RestoreHandle {
+    bytes: Vec<u8>,
 }
 
 /// The memory cap of one instance, remembering whether it refused a growth.
@@ -108,6 +131,8 @@ pub(crate) struct HostState {
     pub(crate) max_call_bytes: u64,
     pub(crate) memory: MemoryCap,
     pub(crate) stderr: MemoryOutputPipe,
+    /// A `recover` call is running: `accountant.begin-restore` is allowed.
+    pub(crate) recovering: bool,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -127,6 +152,7 @@ impl HostState {
             max_call_bytes,
             memory: MemoryCap { cap: memory_cap, refused: None },
             stderr,
+            recovering: false,
             wasi,
             table: ResourceTable::new(),
         }
@@ -196,9 +222,17 @@ fn mode(m: blobs::PutMode) -> HostPutMode {
 
 impl types::Host for HostState {}
 
-impl crate::generated::persistence::marsh::plugin::accountant::Host for HostState {
+use crate::generated::persistence::marsh::plugin::accountant;
+
+impl HostState {
+    fn accounting(&self) -> Result<Arc<dyn AccountingSink>, String> {
+        self.grants.accounting.clone().ok_or_else(|| "this plugin was not granted the accountant".to_owned())
+    }
+}
+
+impl accountant::Host for HostState {
     async fn apply(&mut self, changes: Vec<Vec<u8>>) -> Result<(), String> {
-        let sink = self.grants.accounting.clone().ok_or("this plugin was not granted the accountant")?;
+        let sink = self.accounting()?;
         let bytes: u64 = changes.iter().map(|c| c.len() as u64).sum();
         if bytes > self.max_call_bytes {
             return Err(format!("{bytes} bytes of changes in one call; at most {}", self.max_call_bytes));
@@ -206,9 +240,99 @@ impl crate::generated::persistence::marsh::plugin::accountant::Host for HostStat
         tokio::task::block_in_place(|| sink.apply(changes))
     }
 
-    async fn restore(&mut self, snapshot: Vec<u8>) -> Result<(), String> {
-        let sink = self.grants.accounting.clone().ok_or("this plugin was not granted the accountant")?;
-        tokio::task::block_in_place(|| sink.restore(snapshot))
+    async fn take_snapshot(&mut self) -> Result<Resource<SnapshotHandle>, String> {
+        let sink = self.accounting()?;
+        let (sequence, bytes) = tokio::task::block_in_place(|| sink.snapshot())?;
+        self.table.push(SnapshotHandle { sequence, bytes }).map_err(|e| format!("resource table: {e}"))
+    }
+
+    async fn begin_restore(&mut self) -> Result<Resource<RestoreHandle>, String> {
+        self.accounting()?;
+        if !self.recovering {
+            return Err("a snapshot can be restored only during `recover`".into());
+        }
+        self.table.push(RestoreHandle { bytes: Vec::new() }).map_err(|e| format!("resource table: {e}"))
+    }
+}
+
+impl accountant::HostSnapshot for HostState {
+    async fn sequence(&mut self, h: Resource<SnapshotHandle>) -> u64 {
+        self.table.get(&h).map_or(0, |s| s.sequence)
+    }
+
+    async fn size(&mut self, h: Resource<SnapshotHandle>) -> u64 {
+        self.table.get(&h).map_or(0, |s| s.bytes.len() as u64)
+    }
+
+    async fn read(&mut self, h: Resource<SnapshotHandle>, offset: u64, len: u64) -> Result<Vec<u8>, String> {
+        if len > self.max_call_bytes {
+            return Err(format!("{len} bytes in one read; at most {}", self.max_call_bytes));
+        }
+        let snapshot = self.table.get(&h).map_err(|e| format!("bad snapshot handle: {e}"))?;
+        let size = snapshot.bytes.len() as u64;
+        let (start, end) = (offset.min(size), offset.saturating_add(len).min(size));
+        Ok(snapshot.bytes[start as usize..end as usize].to_vec())
+    }
+
+    async fn drop(&mut self, h: Resource<SnapshotHandle>) -> wasmtime::Result<()> {
+        self.table.delete(h)?;
+        Ok(())
+    }
+}
+
+impl accountant::HostRestore for HostState {
+    async fn append(&mut self, h: Resource<RestoreHandle>, data: Vec<u8>) -> Result<(), String> {
+        if data.len() as u64 > self.max_call_bytes {
+            return Err(format!("{} bytes in one call; at most {}", data.len(), self.max_call_bytes));
+        }
+        let restore = self.table.get_mut(&h).map_err(|e| format!("bad restore handle: {e}"))?;
+        if (restore.bytes.len() + data.len()) as u64 > MAX_RESTORE_BYTES {
+            return Err(format!("a snapshot larger than {MAX_RESTORE_BYTES} bytes"));
+        }
+        restore.bytes.extend_from_slice(&data);
+        Ok(())
+    }
+
+    async fn finish(&mut self, h: Resource<RestoreHandle>) -> Result<u64, String> {
+        let restore = self.table.delete(h).map_err(|e| format!("bad restore handle: {e}"))?;
+        let sink = self.accounting()?;
+        tokio::task::block_in_place(|| sink.restore(restore.bytes))
+    }
+
+    async fn drop(&mut self, h: Resource<RestoreHandle>) -> wasmtime::Result<()> {
+        self.table.delete(h)?;
+        Ok(())
+    }
+}
+
+fn state_error(e: marsh_stores::state::StateError) -> types::BlobError {
+    use marsh_stores::state::StateError as E;
+    match e {
+        E::BadName(_) => types::BlobError::BadKey(e.to_string()),
+        E::TooLarge(n) => types::BlobError::TooLarge(n as u64),
+        E::Tampered(_) => types::BlobError::Io(e.to_string()),
+        E::Store { error, .. } => blob_error(error),
+    }
+}
+
+impl HostState {
+    fn state_store(&self) -> Result<marsh_stores::state::StateStore, types::BlobError> {
+        let store = self.grants.state.clone().ok_or_else(|| {
+            types::BlobError::Denied(format!("plugin `{}` was granted no store to keep state in", self.plugin))
+        })?;
+        marsh_stores::state::StateStore::plugin(store, self.grants.seal_key.clone(), &self.plugin).ok_or_else(|| {
+            types::BlobError::Denied(format!("plugin name `{}` cannot name state (use a-z, 0-9, `-`)", self.plugin))
+        })
+    }
+}
+
+impl crate::generated::marsh::plugin::state::Host for HostState {
+    async fn get(&mut self, name: String) -> Result<Option<Vec<u8>>, types::BlobError> {
+        self.state_store()?.get(&name).await.map_err(state_error)
+    }
+
+    async fn put(&mut self, name: String, value: Vec<u8>) -> Result<(), types::BlobError> {
+        self.state_store()?.put(&name, &value).await.map(|_| ()).map_err(state_error)
     }
 }
 

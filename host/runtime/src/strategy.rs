@@ -213,7 +213,10 @@ impl WasmStrategy {
     pub async fn recover(&self, deadline: Duration) -> Result<RecoveryReport, PersistFailure> {
         let summary = self
             .call("recover", deadline, async |i: &mut Instance| {
-                i.bindings.marsh_plugin_strategy().call_recover(&mut i.store).await
+                i.store.data_mut().recovering = true;
+                let result = i.bindings.marsh_plugin_strategy().call_recover(&mut i.store).await;
+                i.store.data_mut().recovering = false;
+                result
             })
             .await?
             .map_err(persist_failure)?;

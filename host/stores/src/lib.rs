@@ -4,11 +4,13 @@
 //! Architecture invariant: a key can never reach outside its store. Keys are validated here
 //! ([`BlobKey`]) and the directory driver additionally resolves every path through cap-std,
 //! so `..`, absolute paths and symlinks pointing out of the root fail whatever the key says.
-//! This crate knows nothing of plugins, wasm, shares or sealing.
+//! This crate knows nothing of plugins, wasm or shares. Its one use of the node key is
+//! [`state`]: the host's own small sealed values, kept under the reserved prefix.
 
 mod dir;
 mod key;
 mod memory;
+pub mod state;
 
 use std::fmt;
 

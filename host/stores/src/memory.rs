@@ -69,7 +69,8 @@ impl BlobStore for MemoryStore {
 
     async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Page, StoreError> {
         let objects = self.objects();
-        Ok(page_of(objects.keys().map(String::as_str), prefix, start_after, limit))
+        // Host records (`.marsh-host/...`) are left out, as every driver does.
+        Ok(page_of(objects.keys().map(String::as_str).filter(|k| !BlobKey::is_reserved(k)), prefix, start_after, limit))
     }
 
     async fn begin_upload(&self, key: &BlobKey, mode: PutMode) -> Result<Box<dyn BlobUpload>, StoreError> {

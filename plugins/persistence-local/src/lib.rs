@@ -39,11 +39,7 @@ impl Persistence for Local {
         Ok(Plan::UseLocal)
     }
 
-    fn record(&mut self, _first_sequence: u64, _changes: &[Vec<u8>]) -> Result<(), PersistError> {
-        Ok(())
-    }
-
-    fn checkpoint(&mut self, _sequence: u64, _snapshot: &[u8]) -> Result<(), PersistError> {
+    fn record(&mut self, _: &Accountant, _first_sequence: u64, _changes: &[Vec<u8>]) -> Result<(), PersistError> {
         Ok(())
     }
 

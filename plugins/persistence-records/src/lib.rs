@@ -18,8 +18,11 @@ use marsh_plugin_sdk::{
 
 const PREFIX: &str = "accounting/";
 const PURPOSE: &str = "records-change";
-/// Bytes of changes handed to the accountant per call during recovery.
+/// Bytes of changes handed to the accountant per call during recovery, at most.
 const APPLY_BATCH: usize = 512 << 10;
+/// Records between progress reports (and applies): at least this many, and enough that a
+/// recovery reports about a thousand times whatever its size.
+const PROGRESS_EVERY: u64 = 16;
 
 /// The records strategy.
 #[derive(Debug)]
@@ -74,7 +77,7 @@ impl Persistence for Records {
         }
     }
 
-    fn record(&mut self, first_sequence: u64, changes: &[Vec<u8>]) -> Result<(), PersistError> {
+    fn record(&mut self, _: &Accountant, first_sequence: u64, changes: &[Vec<u8>]) -> Result<(), PersistError> {
         for (i, change) in changes.iter().enumerate() {
             let sequence = first_sequence + i as u64;
             let sealed = self.host.seal(PURPOSE, change).map_err(|e| PersistError::Io(format!("sealing: {e}")))?;
@@ -87,14 +90,10 @@ impl Persistence for Records {
         Ok(())
     }
 
-    fn checkpoint(&mut self, _sequence: u64, _snapshot: &[u8]) -> Result<(), PersistError> {
-        // Records are never compacted: recovery replays all of them.
-        Ok(())
-    }
-
     fn recover(&mut self, accountant: &Accountant) -> Result<RecoverySummary, PersistError> {
         let keys = self.store.list_all(PREFIX).map_err(io)?;
         let total = keys.len() as u64;
+        let every = PROGRESS_EVERY.max(total / 1000);
         let mut summary = RecoverySummary::default();
         let (mut batch, mut batch_bytes) = (Vec::new(), 0usize);
         let mut expected = 1u64;
@@ -122,7 +121,7 @@ impl Persistence for Records {
             };
             batch_bytes += change.len();
             batch.push(change);
-            if batch_bytes >= APPLY_BATCH {
+            if batch_bytes >= APPLY_BATCH || (done as u64 + 1).is_multiple_of(every) {
                 accountant.apply(&batch)?;
                 summary.changes_read += batch.len() as u64;
                 (batch, batch_bytes) = (Vec::new(), 0);

@@ -1,11 +1,14 @@
-//! `marsh-bench-recovery`: how long `persistence-records` takes to rebuild the accounting
+//! `marsh-bench-recovery`: how long a persistence strategy takes to rebuild the accounting
 //! database of N leases from an S3 bucket (SeaweedFS under `tests/s3/with-s3.sh`), and how
-//! long the records took to write, through the real plugin and driver.
+//! long persisting them took, through the real plugin and driver.
 //!
-//! Usage: marsh-bench-recovery PLUGIN_DIR LEASES
-//! Reads MARSH_TEST_S3_* for the server. Setup writes the records with 32 concurrent PUTs
-//! (sealed exactly as the plugin seals them); the timed recovery is the plugin's own, which
-//! lists and reads them one by one.
+//! Usage: marsh-bench-recovery PLUGIN_DIR LEASES [records|stash]
+//! Reads MARSH_TEST_S3_* for the server.
+//! - `records` (default): setup writes the records with 32 concurrent PUTs (sealed exactly as
+//!   the plugin seals them); the timed recovery is the plugin's own, which lists and reads
+//!   them one by one.
+//! - `stash`: the plugin itself persists the changes, in `record` calls of 500 as a node's
+//!   persister makes them (taking snapshots as it judges due), then recovers.
 
 #![allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
 
@@ -27,8 +30,11 @@ impl AccountingSink for Sink {
     fn apply(&self, changes: Vec<Vec<u8>>) -> Result<(), String> {
         changes.iter().try_for_each(|c| self.0.apply_strategy_blob(c).map_err(|e| e.to_string()))
     }
-    fn restore(&self, _: Vec<u8>) -> Result<(), String> {
-        Err("no snapshots".into())
+    fn snapshot(&self) -> Result<(u64, Vec<u8>), String> {
+        self.0.snapshot().map(|s| (s.sequence, s.bytes)).map_err(|e| e.to_string())
+    }
+    fn restore(&self, snapshot: Vec<u8>) -> Result<u64, String> {
+        self.0.restore_snapshot(&snapshot).map_err(|e| e.to_string())
     }
 }
 
@@ -41,6 +47,8 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let plugin_dir = PathBuf::from(args.next().context("usage: marsh-bench-recovery PLUGIN_DIR LEASES")?);
     let leases: u64 = args.next().context("LEASES")?.parse()?;
+    let strategy_name = args.next().unwrap_or_else(|| "records".to_owned());
+    anyhow::ensure!(["records", "stash"].contains(&strategy_name.as_str()), "the strategy is `records` or `stash`");
     let tmp = tempfile::tempdir()?;
 
     // The changes a node makes for N lease renewals.
@@ -70,26 +78,39 @@ async fn main() -> anyhow::Result<()> {
     let store = S3Store::open(config).await?;
     let key = SealKey::from_bytes([3; 32]);
 
+    let runtime = Runtime::new(None)?;
+    let plugin = runtime.load(&plugin_dir.join(format!("persistence_{strategy_name}.wasm")))?;
     let t = Instant::now();
-    let sem = Arc::new(tokio::sync::Semaphore::new(32));
-    let mut tasks = Vec::new();
-    for (seq, body) in changes {
-        let sealed = key.seal("plugin:records-change", &Accountant::strategy_blob(seq, &body))?;
-        let (store, permit) = (store.clone(), sem.clone().acquire_owned().await?);
-        tasks.push(tokio::spawn(async move {
-            let _permit = permit;
-            store.put(&BlobKey::new(&format!("accounting/{seq:020}"))?, sealed, PutMode::CreateOnly).await?;
-            anyhow::Ok(())
-        }));
-    }
-    for task in tasks {
-        task.await??;
+    let source = Arc::new(source);
+    if strategy_name == "records" {
+        let sem = Arc::new(tokio::sync::Semaphore::new(32));
+        let mut tasks = Vec::new();
+        for (seq, body) in changes {
+            let sealed = key.seal("plugin:records-change", &Accountant::strategy_blob(seq, &body))?;
+            let (store, permit) = (store.clone(), sem.clone().acquire_owned().await?);
+            tasks.push(tokio::spawn(async move {
+                let _permit = permit;
+                store.put(&BlobKey::new(&format!("accounting/{seq:020}"))?, sealed, PutMode::CreateOnly).await?;
+                anyhow::Ok(())
+            }));
+        }
+        for task in tasks {
+            task.await??;
+        }
+    } else {
+        let grants = Grants::new(key.clone())
+            .store("shares", Arc::new(store.clone()))
+            .accounting(Arc::new(Sink(source.clone())));
+        let writer = WasmStrategy::start(&runtime, &plugin, grants, Vec::new(), PluginLimits::default()).await?;
+        for run in changes.chunks(500) {
+            let blobs = run.iter().map(|(seq, body)| Accountant::strategy_blob(*seq, body)).collect();
+            writer.record(run[0].0, blobs).await?;
+        }
     }
     let write = t.elapsed();
+    let written = store.stats();
 
     let target = Arc::new(Accountant::open(&tmp.path().join("recovered.sqlite"))?);
-    let runtime = Runtime::new(None)?;
-    let plugin = runtime.load(&plugin_dir.join("persistence_records.wasm"))?;
     let grants = Grants::new(key).store("shares", Arc::new(store.clone())).accounting(Arc::new(Sink(target.clone())));
     let strategy = WasmStrategy::start(&runtime, &plugin, grants, Vec::new(), PluginLimits::default()).await?;
     let before = store.stats();
@@ -100,11 +121,21 @@ async fn main() -> anyhow::Result<()> {
     let recovered: u64 = target.accounts()?.iter().map(|a| a.leases).sum();
     anyhow::ensure!(recovered == leases, "recovered {recovered} leases of {leases}");
 
-    println!("{leases} leases, persistence-records on SeaweedFS (127.0.0.1)");
+    println!("{leases} leases, persistence-{strategy_name} on SeaweedFS (127.0.0.1)");
     println!("  logging them locally (SQLite, one transaction each): {:.1} s", local.as_secs_f64());
-    println!("  writing the sealed records, 32 PUTs at a time:        {:.1} s", write.as_secs_f64());
+    if strategy_name == "records" {
+        println!("  writing the sealed records, 32 PUTs at a time:        {:.1} s", write.as_secs_f64());
+    } else {
+        println!(
+            "  persisting them through the plugin, 500 per call:    {:.1} s, {} S3 requests, {} bytes sent",
+            write.as_secs_f64(),
+            written.requests(),
+            written.bytes_sent
+        );
+    }
     println!(
-        "  recovery by the plugin ({} records read, {} tampered): {:.1} s, {} S3 requests",
+        "  recovery by the plugin ({} snapshots, {} changes read, {} tampered): {:.1} s, {} S3 requests",
+        report.snapshots_read,
         report.changes_read,
         report.tampered,
         recover.as_secs_f64(),

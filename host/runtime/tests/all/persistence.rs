@@ -18,7 +18,10 @@ impl AccountingSink for Collect {
         self.0.lock().expect("sink lock").extend(changes);
         Ok(())
     }
-    fn restore(&self, _: Vec<u8>) -> Result<(), String> {
+    fn snapshot(&self) -> Result<(u64, Vec<u8>), String> {
+        Err("no snapshots".into())
+    }
+    fn restore(&self, _: Vec<u8>) -> Result<u64, String> {
         Err("no snapshots".into())
     }
 }
@@ -93,4 +96,142 @@ async fn the_local_strategy_keeps_nothing_and_always_starts() {
     assert!(store.list("", None, 10).await.unwrap().keys.is_empty());
     assert_eq!(local.startup(false, 0, false).await.unwrap(), StartupPlan::UseLocal);
     assert_eq!(local.recover(std::time::Duration::from_secs(5)).await.unwrap().changes_read, 0);
+}
+
+/// The node's real accounting database as a strategy's accountant.
+struct Db(Arc<marsh_accountant::Accountant>);
+
+impl AccountingSink for Db {
+    fn apply(&self, changes: Vec<Vec<u8>>) -> Result<(), String> {
+        changes.iter().try_for_each(|c| self.0.apply_strategy_blob(c).map_err(|e| e.to_string()))
+    }
+    fn snapshot(&self) -> Result<(u64, Vec<u8>), String> {
+        self.0.snapshot().map(|s| (s.sequence, s.bytes)).map_err(|e| e.to_string())
+    }
+    fn restore(&self, snapshot: Vec<u8>) -> Result<u64, String> {
+        self.0.restore_snapshot(&snapshot).map_err(|e| e.to_string())
+    }
+}
+
+fn db(dir: &std::path::Path, name: &str) -> Arc<marsh_accountant::Accountant> {
+    Arc::new(marsh_accountant::Accountant::open(&dir.join(name)).expect("test setup"))
+}
+
+async fn stash(store: &MemoryStore, accountant: &Arc<marsh_accountant::Accountant>) -> WasmStrategy {
+    let grants = Grants::new(SealKey::from_bytes([5; 32]))
+        .store("shares", Arc::new(store.clone()))
+        .accounting(Arc::new(Db(accountant.clone())));
+    let config = vec![("snapshot-changes".to_owned(), "40".to_owned())];
+    WasmStrategy::start(runtime(), &load("persistence_stash"), grants, config, PluginLimits::default())
+        .await
+        .expect("start")
+}
+
+/// What the persister does: hand over every change not yet confirmed, in runs of 10.
+async fn persist(a: &marsh_accountant::Accountant, strategy: &WasmStrategy) {
+    loop {
+        let batch = a.changes_after(a.persisted_seq().expect("test setup"), 10).expect("test setup");
+        let Some(&(first, _)) = batch.first() else { return };
+        let last = batch.last().expect("test setup").0;
+        strategy
+            .record(first, batch.iter().map(|(s, b)| marsh_accountant::Accountant::strategy_blob(*s, b)).collect())
+            .await
+            .expect("test setup");
+        a.mark_persisted(last).expect("test setup");
+    }
+}
+
+fn leases(a: &marsh_accountant::Accountant, n: u8) -> Vec<marsh_accountant::Lease> {
+    (0..n)
+        .flat_map(|i| {
+            a.leases(&marsh_core::StorageIndex::from_bytes([i; 16]), marsh_core::ShareNumber(0)).expect("test setup")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stash_restores_the_newest_sound_snapshot_plus_the_contiguous_log_and_reports_gaps() {
+    use marsh_accountant::{AccountId, Attributes};
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemoryStore::new("shares");
+    let a = db(dir.path(), "a.sqlite");
+    // Accounts made before the node chose `stash`: the first record cannot continue an empty
+    // stash, so the plugin snapshots at once.
+    a.create_account("alice", &Attributes { quota: Some(1 << 30), ..Attributes::default() }, 10).unwrap();
+    a.mark_persisted(a.last_seq().unwrap()).unwrap();
+    let writer = stash(&store, &a).await;
+    assert_eq!(writer.startup(true, a.last_seq().unwrap(), false).await.unwrap(), StartupPlan::UseLocal);
+    for i in 0..100u8 {
+        let si = marsh_core::StorageIndex::from_bytes([i; 16]);
+        a.add_or_renew(AccountId::ANONYMOUS, &si, marsh_core::ShareNumber(0), &[i; 32], &[i; 32], 1000 + u64::from(i))
+            .unwrap();
+        if i % 7 == 0 {
+            persist(&a, &writer).await;
+        }
+    }
+    a.create_account("bob", &Attributes { write: false, ..Attributes::default() }, 20).unwrap();
+    persist(&a, &writer).await;
+
+    let keys = store.list("", None, 1000).await.unwrap().keys;
+    let manifests: Vec<&String> = keys.iter().filter(|k| k.ends_with(".manifest")).collect();
+    assert_eq!(manifests.len(), 2, "two snapshots kept: {keys:?}");
+    let older: u64 = manifests[0]["stash/snapshots/".len()..][..20].parse().unwrap();
+    for k in &keys {
+        assert!(k.starts_with("stash/"), "{k}");
+        if let Some(range) = k.strip_prefix("stash/log/") {
+            let last: u64 = range[21..].parse().unwrap();
+            assert!(last > older, "segment {k} is covered by the older kept snapshot and should be gone");
+        }
+        let blob = store.get(&BlobKey::new(k).unwrap()).await.unwrap().unwrap();
+        for secret in [&b"alice"[..], b"bob", &[7u8; 32]] {
+            assert!(!blob.windows(secret.len()).any(|w| w == secret), "{k} holds plaintext");
+        }
+    }
+
+    // The machine is lost: a new database comes back equal, numbering included.
+    let recover = |name: &'static str| {
+        let (dir, store) = (dir.path().to_owned(), store.clone());
+        async move {
+            let b = db(&dir, name);
+            let strategy = stash(&store, &b).await;
+            let report = strategy.recover(std::time::Duration::from_secs(60)).await.unwrap();
+            (b, report)
+        }
+    };
+    let (b, report) = recover("b.sqlite").await;
+    assert_eq!((report.snapshots_read, report.tampered, report.gaps.len()), (1, 0, 0), "{report:?}");
+    assert!(report.changes_read > 0, "the log after the newest snapshot was applied");
+    assert_eq!(b.accounts().unwrap(), a.accounts().unwrap());
+    assert_eq!(leases(&b, 100), leases(&a, 100));
+    assert_eq!(b.last_seq().unwrap(), a.last_seq().unwrap());
+
+    // The newest snapshot damaged: the older one and the longer log give the same database.
+    let newest_part = keys.iter().rfind(|k| k.contains("/part-")).unwrap();
+    let k = BlobKey::new(newest_part).unwrap();
+    let mut part = store.get(&k).await.unwrap().unwrap();
+    part[40] ^= 1;
+    store.put(&k, part, PutMode::Overwrite).await.unwrap();
+    let (c, report) = recover("c.sqlite").await;
+    assert_eq!((report.snapshots_read, report.tampered, report.gaps.len()), (1, 1, 0), "{report:?}");
+    assert_eq!(c.accounts().unwrap(), a.accounts().unwrap());
+    assert_eq!(leases(&c, 100), leases(&a, 100));
+
+    // A segment missing after the older snapshot: the hole is reported, nothing after it applied.
+    let segments: Vec<&String> = keys.iter().filter(|k| k.starts_with("stash/log/")).collect();
+    let hole = segments[segments.len() / 2];
+    store.delete(&BlobKey::new(hole).unwrap()).await.unwrap();
+    let (d, report) = recover("d.sqlite").await;
+    assert_eq!(report.gaps.len(), 1, "{report:?}");
+    let first_missing: u64 = hole["stash/log/".len()..][..20].parse().unwrap();
+    assert!(report.gaps[0].starts_with(&format!("{first_missing}-")), "{report:?}");
+    assert_eq!(d.last_seq().unwrap(), first_missing - 1, "nothing past the hole");
+
+    // A node without its database is told to recover.
+    let fresh = db(dir.path(), "e.sqlite");
+    match stash(&store, &fresh).await.startup(false, 0, false).await {
+        Err(PersistFailure::Init(marsh_runtime::InitFailure::RecoveryNeeded { command, .. })) => {
+            assert_eq!(command, "marsh recover")
+        }
+        other => panic!("expected recovery-needed, got {other:?}"),
+    }
 }

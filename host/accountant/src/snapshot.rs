@@ -1,0 +1,254 @@
+//! Snapshots of the accounting database, for persistence strategies that compact their log:
+//! [`Accountant::snapshot`] makes a consistent copy as of one change, and
+//! [`Accountant::restore_snapshot`] replaces the database's contents with one during recovery.
+//!
+//! The format is a SQLite database file of this crate's schema (its version in `user_version`),
+//! with the change log cut down to its newest entry (which names the snapshot's sequence) and
+//! without the node-local `meta` bookkeeping. A snapshot of an older schema is migrated forward
+//! on restore; one from a newer marsh is refused.
+//!
+//! A snapshot handed back is hostile input until checked: it is written to a temporary file,
+//! opened with SQLite's defensive settings, integrity-checked, required to hold exactly this
+//! schema's tables, and only its rows are copied, in one transaction, into the live database
+//! (whose own schema, triggers and settings stay untouched).
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::{Accountant, AccountantError, schema};
+
+/// The tables a snapshot carries, in copy order (`meta` stays node-local).
+const TABLES: &[&str] =
+    &["accounts", "attributes", "leases", "shares", "write_enablers", "corruption_advisories", "changes"];
+
+/// The largest snapshot the host accepts back.
+pub const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
+
+/// A consistent copy of the accounting database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The newest change it includes (0 for a database with no changes).
+    pub sequence: u64,
+    /// The snapshot's bytes (a SQLite database file).
+    pub bytes: Vec<u8>,
+}
+
+/// A temporary file removed when dropped (with SQLite's side files).
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn beside(db: Option<&Path>, what: &str) -> Result<Self, AccountantError> {
+        let mut tag = [0u8; 8];
+        getrandom::getrandom(&mut tag).map_err(|e| AccountantError::Db(format!("randomness: {e}")))?;
+        let name = format!("{what}-{}.sqlite", data_encoding::HEXLOWER.encode(&tag));
+        let dir = db.and_then(Path::parent).map_or_else(std::env::temp_dir, Path::to_path_buf);
+        Ok(TempDb(dir.join(name)))
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-journal", "-wal", "-shm"] {
+            let mut p = self.0.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn db_error(what: &str, e: impl std::fmt::Display) -> AccountantError {
+    AccountantError::Db(format!("{what}: {e}"))
+}
+
+impl Accountant {
+    /// A consistent copy of the database as of its newest change. Taken on a connection of its
+    /// own when the database is a file, so requests are not held up while it is written.
+    pub fn snapshot(&self) -> Result<Snapshot, AccountantError> {
+        let tmp = TempDb::beside(self.path.as_deref(), "snapshot")?;
+        let target = tmp.0.to_string_lossy().into_owned();
+        match &self.path {
+            Some(path) => {
+                let reader = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+                reader.busy_timeout(std::time::Duration::from_secs(10))?;
+                reader.execute("VACUUM INTO ?1", [&target])?;
+            }
+            None => {
+                self.conn().execute("VACUUM INTO ?1", [&target])?;
+            }
+        }
+        let copy = Connection::open(&tmp.0)?;
+        let sequence: i64 = copy.query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |r| r.get(0))?;
+        copy.execute_batch(
+            "DELETE FROM changes WHERE seq < (SELECT max(seq) FROM changes);
+             DROP TABLE meta;
+             VACUUM;",
+        )?;
+        drop(copy);
+        let bytes = std::fs::read(&tmp.0).map_err(|e| db_error("reading the snapshot", e))?;
+        Ok(Snapshot { sequence: sequence.max(0) as u64, bytes })
+    }
+
+    /// Replace every account, lease, write enabler and logged change with those of `snapshot`,
+    /// in one transaction; returns the snapshot's sequence. Changes up to it count as persisted.
+    /// A snapshot that is not a sound database of this schema is refused and nothing changes.
+    pub fn restore_snapshot(&self, snapshot: &[u8]) -> Result<u64, AccountantError> {
+        if snapshot.len() as u64 > MAX_SNAPSHOT_BYTES {
+            return Err(AccountantError::BadSnapshot(format!(
+                "{} bytes; at most {MAX_SNAPSHOT_BYTES}",
+                snapshot.len()
+            )));
+        }
+        if !snapshot.starts_with(b"SQLite format 3\0") {
+            return Err(AccountantError::BadSnapshot("not a database file".into()));
+        }
+        let tmp = TempDb::beside(self.path.as_deref(), "restore")?;
+        std::fs::write(&tmp.0, snapshot).map_err(|e| db_error("writing the snapshot to a temporary file", e))?;
+        let sequence = check_and_migrate(&tmp.0)?;
+        let attach = tmp.0.to_string_lossy().into_owned();
+        let mut conn = self.conn();
+        conn.execute("ATTACH DATABASE ?1 AS snap", [&attach])?;
+        let copied = (|| -> Result<(), AccountantError> {
+            let tx = conn.transaction()?;
+            // Rows reference each other (attributes name accounts): children go first, parents
+            // come back first.
+            for table in TABLES.iter().rev() {
+                tx.execute_batch(&format!("DELETE FROM main.{table};"))?;
+            }
+            for table in TABLES {
+                tx.execute_batch(&format!("INSERT INTO main.{table} SELECT * FROM snap.{table};"))?;
+            }
+            tx.execute_batch(
+                "DELETE FROM main.sqlite_sequence; INSERT INTO main.sqlite_sequence SELECT * FROM snap.sqlite_sequence;",
+            )?;
+            tx.execute("UPDATE meta SET value = ?1 WHERE key = 'persisted_seq'", [sequence as i64])?;
+            tx.commit()?;
+            Ok(())
+        })();
+        conn.execute("DETACH DATABASE snap", [])?;
+        copied.map_err(|e| AccountantError::BadSnapshot(format!("copying its rows: {e}")))?;
+        Ok(sequence)
+    }
+}
+
+/// Open a snapshot defensively, check it, bring it to this schema; returns its sequence.
+fn check_and_migrate(path: &Path) -> Result<u64, AccountantError> {
+    let bad = |what: &str| AccountantError::BadSnapshot(what.to_owned());
+    let mut conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+        .map_err(|e| AccountantError::BadSnapshot(format!("does not open: {e}")))?;
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+    conn.execute_batch("PRAGMA trusted_schema = OFF;")?;
+    let check: String = conn
+        .query_row("PRAGMA integrity_check(1)", [], |r| r.get(0))
+        .map_err(|e| AccountantError::BadSnapshot(format!("does not read: {e}")))?;
+    if check != "ok" {
+        return Err(AccountantError::BadSnapshot(format!("integrity check: {check}")));
+    }
+    let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > schema::VERSION {
+        return Err(AccountantError::NewerSchema { found: version, supported: schema::VERSION });
+    }
+    if version < 2 {
+        return Err(bad("older than the first schema that has snapshots"));
+    }
+    // Objects other than our tables, their indexes and SQLite's own: refused, not copied.
+    let mut stmt = conn.prepare("SELECT type, name FROM sqlite_master WHERE type IN ('table', 'view', 'trigger')")?;
+    let objects: Vec<(String, String)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    drop(stmt);
+    for (kind, name) in &objects {
+        if kind != "table" || !(TABLES.contains(&name.as_str()) || name == "sqlite_sequence") {
+            return Err(AccountantError::BadSnapshot(format!("unexpected {kind} `{name}`")));
+        }
+    }
+    if objects.len() != TABLES.len() + 1 {
+        return Err(bad("tables are missing"));
+    }
+    // Migrations expect `meta`; a snapshot leaves it out.
+    conn.execute_batch(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+         INSERT INTO meta (key, value) VALUES ('persisted_seq', 0);",
+    )?;
+    schema::migrate(&mut conn)?;
+    let sequence: i64 = conn.query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |r| r.get(0))?;
+    Ok(sequence.max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Attributes;
+
+    fn node(dir: &Path) -> Accountant {
+        Accountant::open(&dir.join("accountant.sqlite")).unwrap()
+    }
+
+    #[test]
+    fn a_snapshot_restores_into_an_equal_database_and_numbering_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = node(dir.path());
+        a.create_account("alice", &Attributes { quota: Some(1000), ..Attributes::default() }, 5).unwrap();
+        a.create_account("bob", &Attributes::default(), 6).unwrap();
+        a.revoke("bob", 7).unwrap();
+        let snap = a.snapshot().unwrap();
+        assert_eq!(snap.sequence, a.last_seq().unwrap());
+        assert!(snap.sequence >= 3);
+
+        let other = tempfile::tempdir().unwrap();
+        let b = node(other.path());
+        b.create_account("mallory", &Attributes::default(), 1).unwrap();
+        assert_eq!(b.restore_snapshot(&snap.bytes).unwrap(), snap.sequence);
+        assert_eq!(b.accounts().unwrap(), a.accounts().unwrap());
+        assert_eq!(b.swissnum("alice").unwrap(), a.swissnum("alice").unwrap());
+        assert_eq!((b.last_seq().unwrap(), b.persisted_seq().unwrap()), (snap.sequence, snap.sequence));
+        // The next change is numbered after the snapshot, as it would have been on the original.
+        b.create_account("carol", &Attributes::default(), 8).unwrap();
+        a.create_account("carol", &Attributes::default(), 8).unwrap();
+        assert_eq!(b.last_seq().unwrap(), a.last_seq().unwrap());
+        assert!(b.last_seq().unwrap() > snap.sequence);
+        // An in-memory database snapshots too.
+        let m = Accountant::in_memory().unwrap();
+        m.create_account("dave", &Attributes::default(), 1).unwrap();
+        assert_eq!(m.snapshot().unwrap().sequence, m.last_seq().unwrap());
+        assert!(m.last_seq().unwrap() > 0);
+    }
+
+    #[test]
+    fn a_bad_snapshot_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = node(dir.path());
+        a.create_account("alice", &Attributes::default(), 5).unwrap();
+        let before = a.accounts().unwrap();
+        let good = a.snapshot().unwrap().bytes;
+
+        let mut flipped = good.clone();
+        let mid = flipped.len() / 2;
+        flipped[mid..mid + 64].iter_mut().for_each(|b| *b ^= 0x5a);
+        let truncated = good[..good.len() / 2].to_vec();
+        // A database with a trigger of its own: refused, not run.
+        let hostile = {
+            let t = TempDb::beside(Some(&dir.path().join("x")), "hostile").unwrap();
+            std::fs::write(&t.0, &good).unwrap();
+            let c = Connection::open(&t.0).unwrap();
+            c.execute_batch("CREATE TRIGGER evil AFTER INSERT ON accounts BEGIN DELETE FROM leases; END;").unwrap();
+            drop(c);
+            std::fs::read(&t.0).unwrap()
+        };
+        for (what, bytes) in [
+            ("garbage", b"not a database".to_vec()),
+            ("flipped", flipped),
+            ("truncated", truncated),
+            ("trigger", hostile),
+        ] {
+            let err = a.restore_snapshot(&bytes).expect_err(what);
+            assert!(matches!(err, AccountantError::BadSnapshot(_) | AccountantError::Db(_)), "{what}: {err}");
+            assert_eq!(a.accounts().unwrap(), before, "{what} changed nothing");
+        }
+        // No temporary files are left beside the database.
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| n.starts_with("accountant.sqlite")), "{names:?}");
+    }
+}
