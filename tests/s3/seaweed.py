@@ -14,6 +14,9 @@ MARSH_TEST_S3_ENDPOINT_TLS (https), MARSH_TEST_S3_CA (PEM file), MARSH_TEST_S3_A
 MARSH_TEST_S3_SECRET_KEY, MARSH_TEST_S3_BUCKET, MARSH_TEST_S3_REGION.
 """
 
+import datetime
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -60,20 +63,45 @@ def make_certs(state):
     return ca_crt, crt, key
 
 
-def wait_ready(url, proc, log, deadline_s=120):
-    """Until the S3 API answers an HTTP request (any status: 403 means it is up and checking auth)."""
+def head_bucket(endpoint):
+    """A HeadBucket signed with AWS Signature V4 (the S3 API answers 403 to anything unsigned,
+    bucket or no bucket); its HTTP status."""
+    host = endpoint.split("://", 1)[1]
+    now = datetime.datetime.now(datetime.timezone.utc)
+    amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+    payload = hashlib.sha256(b"").hexdigest()
+    headers = {"host": host, "x-amz-content-sha256": payload, "x-amz-date": amz_date}
+    signed = ";".join(sorted(headers))
+    canonical = "\n".join(["HEAD", f"/{BUCKET}", "", *(f"{k}:{headers[k]}" for k in sorted(headers)), "", signed, payload])
+    scope = f"{day}/{REGION}/s3/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    key = ("AWS4" + SECRET_KEY).encode()
+    for part in (day, REGION, "s3", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    headers["authorization"] = (f"AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/{scope}, SignedHeaders={signed}, "
+                                f"Signature={signature}")
+    request = urllib.request.Request(f"{endpoint}/{BUCKET}", method="HEAD", headers=headers)
+    try:
+        return urllib.request.urlopen(request, timeout=2).status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def wait_ready(endpoint, proc, log, deadline_s=120):
+    """Until the S3 API answers and the test bucket exists: `weed mini -bucket` creates it only
+    after the API is already up, and a test that starts in between finds no bucket."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             sys.exit(f"weed exited with {proc.returncode} before it was ready; see {log}")
         try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except urllib.error.HTTPError:
-            return
+            if head_bucket(endpoint) == 200:
+                return
         except OSError:
-            time.sleep(0.2)
-    sys.exit(f"SeaweedFS S3 at {url} not ready after {deadline_s}s; see {log}")
+            pass
+        time.sleep(0.2)
+    sys.exit(f"SeaweedFS S3 at {endpoint} (bucket {BUCKET}) not ready after {deadline_s}s; see {log}")
 
 
 def start(state):
@@ -100,7 +128,7 @@ def start(state):
         f.write(str(proc.pid))
     http = f"http://127.0.0.1:{ports['s3.port']}"
     https = f"https://127.0.0.1:{ports['s3.port.https']}"
-    wait_ready(http + "/", proc, log)
+    wait_ready(http, proc, log)
     env = {
         "MARSH_TEST_S3_ENDPOINT": http,
         "MARSH_TEST_S3_ENDPOINT_TLS": https,

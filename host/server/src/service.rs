@@ -833,8 +833,21 @@ impl StorageService {
             }
             data.insert(u64::from(n.0), reads);
         }
-        // 4. Writes, only if every test passed.
+        // 4. Writes, only if every test passed, and only if they keep the caller within its quota.
         if success {
+            if let Some(quota) = caller.attributes.quota {
+                let growth = self.mutable_growth(&si, &existing, &request, &shares).await.map_err(fail)?;
+                let used = self.accountant.usage(caller.id).map_err(Self::accountant_failure)?;
+                if growth > 0 && used.saturating_add(growth) > quota {
+                    return Err(text(
+                        StatusCode::INSUFFICIENT_STORAGE,
+                        format!(
+                            "account `{}` would go over its quota ({used} of {quota} bytes used; this write adds {growth})",
+                            caller.name
+                        ),
+                    ));
+                }
+            }
             let now = self.clock.now();
             for (number, tw) in &request.test_write_vectors {
                 let n = shares[number];
@@ -855,12 +868,39 @@ impl StorageService {
                 if is_new {
                     self.accountant.set_write_enabler(&si, n, enabler).map_err(Self::accountant_failure)?;
                 }
+                // Usage: the share's size now, held by the account that created it.
+                let size = self.backend.mutable_size(&si, n).await.map_err(fail)?.unwrap_or(0);
+                self.accountant.record_share(caller.id, &si, n, size).map_err(Self::accountant_failure)?;
                 self.accountant
                     .add_or_renew(caller.id, &si, n, renew, cancel, now)
                     .map_err(Self::accountant_failure)?;
             }
         }
         Ok(cbor(StatusCode::OK, &wire::read_test_write_response(success, &data)))
+    }
+}
+
+impl StorageService {
+    /// How many bytes a read-test-write would add to the mutable shares it writes.
+    async fn mutable_growth(
+        &self,
+        si: &StorageIndex,
+        existing: &[ShareNumber],
+        request: &wire::ReadTestWriteRequest,
+        shares: &BTreeMap<u64, ShareNumber>,
+    ) -> Result<u64, BackendError> {
+        let mut growth = 0u64;
+        for (number, tw) in &request.test_write_vectors {
+            let n = shares[number];
+            let current = if existing.contains(&n) { self.backend.mutable_size(si, n).await?.unwrap_or(0) } else { 0 };
+            let written = tw.write.iter().map(|(o, d)| o.saturating_add(d.len() as u64)).max().unwrap_or(0);
+            let mut size = current.max(written);
+            if let Some(limit) = tw.new_length {
+                size = size.min(limit);
+            }
+            growth = growth.saturating_add(size.saturating_sub(current));
+        }
+        Ok(growth)
     }
 }
 

@@ -619,3 +619,42 @@ async fn corruption_advisories_are_recorded_for_known_shares() {
     let recorded = s.service.accountant().corruption_advisories().unwrap();
     assert_eq!(recorded, vec![("immutable".into(), si.clone(), 0, "expected hash abcd, got hash efgh".into())]);
 }
+
+#[tokio::test]
+async fn mutable_shares_count_towards_usage_and_a_quota_stops_their_growth() {
+    let s = start().await;
+    let a = s.service.accountant();
+    let (alice, swissnum) =
+        a.create_account("alice", &Attributes { quota: Some(100), ..Attributes::default() }, T0).unwrap();
+    let auth = format!("Tahoe-LAFS {}", BASE64.encode(swissnum.as_bytes()));
+    let si = si(30);
+    let rtw_as = |body: Vec<u8>| {
+        let (auth, si, s) = (auth.clone(), si.clone(), &s);
+        async move {
+            let secrets: [(&str, &[u8]); 3] =
+                [("write-enabler", b"we"), ("lease-renew-secret", RENEW), ("lease-cancel-secret", CANCEL)];
+            s.call_as(&auth, Method::POST, &format!("mutable/{si}/read-test-write"), &secrets, &[], body).await
+        }
+    };
+    let create = rtw_body(&[(0, vec![], vec![(0, &[1; 60])], None)], &[]);
+    assert!(rtw_result(&rtw_as(create).await).0);
+    assert_eq!(a.usage(alice.id).unwrap(), 60, "a new mutable share counts");
+    let grow = rtw_body(&[(0, vec![], vec![(60, &[2; 30])], None)], &[]);
+    assert!(rtw_result(&rtw_as(grow).await).0);
+    assert_eq!(a.usage(alice.id).unwrap(), 90);
+    // 20 more bytes would make 110 of 100: refused as out of space, nothing written.
+    let over = rtw_body(&[(0, vec![], vec![(90, &[3; 20])], None)], &[]);
+    let r = rtw_as(over).await;
+    assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE);
+    assert!(String::from_utf8_lossy(&r.body).contains("quota"), "{:?}", r.body);
+    assert_eq!(get(&s, &format!("mutable/{si}/0"), None).await.body.len(), 90);
+    // Rewriting bytes already held costs nothing; shrinking gives room back.
+    let rewrite = rtw_body(&[(0, vec![], vec![(0, &[4; 90])], None)], &[]);
+    assert!(rtw_result(&rtw_as(rewrite).await).0);
+    let shrink = rtw_body(&[(0, vec![], vec![], Some(50))], &[]);
+    assert!(rtw_result(&rtw_as(shrink).await).0);
+    assert_eq!(a.usage(alice.id).unwrap(), 50);
+    let delete = rtw_body(&[(0, vec![], vec![], Some(0))], &[]);
+    assert!(rtw_result(&rtw_as(delete).await).0);
+    assert_eq!(a.usage(alice.id).unwrap(), 0);
+}
