@@ -181,6 +181,7 @@ impl Accountant {
         // `marsh account` and the running node share the file.
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         schema::migrate(&mut conn)?;
+        snapshot::remove_stale_temporaries(path);
         Ok(Accountant { conn: Mutex::new(conn), path: Some(path.to_path_buf()) })
     }
 
@@ -359,6 +360,27 @@ impl Accountant {
         size: u64,
     ) -> Result<(), AccountantError> {
         self.commit_for(account, |account| Change::Share { si: si.to_base32(), shnum: shnum.0, account, size })
+    }
+
+    /// The account holding a share (id, name, quota), if the share is recorded.
+    pub fn holder(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNumber,
+    ) -> Result<Option<(AccountId, String, Option<u64>)>, AccountantError> {
+        let conn = self.conn();
+        let row: Option<(i64, String)> = conn
+            .query_row(
+                "SELECT s.account, a.name FROM shares s JOIN accounts a ON a.id = s.account
+                 WHERE s.si = ?1 AND s.shnum = ?2",
+                params![si.to_base32(), shnum.0],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match row {
+            Some((id, name)) => Ok(Some((AccountId(id), name, read_attributes(&conn, AccountId(id))?.quota))),
+            None => Ok(None),
+        }
     }
 
     // ---- leases ----

@@ -86,6 +86,13 @@ impl Accountant {
         )?;
         drop(copy);
         let bytes = std::fs::read(&tmp.0).map_err(|e| db_error("reading the snapshot", e))?;
+        if bytes.len() as u64 > MAX_SNAPSHOT_BYTES {
+            // It could be stored but never restored.
+            return Err(AccountantError::BadSnapshot(format!(
+                "the database makes a snapshot of {} bytes; at most {MAX_SNAPSHOT_BYTES} can be restored",
+                bytes.len()
+            )));
+        }
         Ok(Snapshot { sequence: sequence.max(0) as u64, bytes })
     }
 
@@ -170,8 +177,53 @@ fn check_and_migrate(path: &Path) -> Result<u64, AccountantError> {
          INSERT INTO meta (key, value) VALUES ('persisted_seq', 0);",
     )?;
     schema::migrate(&mut conn)?;
+    // Exactly this build's tables, columns, constraints and indexes, as its migrations make them.
+    let mut fresh = Connection::open_in_memory()?;
+    schema::migrate(&mut fresh)?;
+    if schema_of(&conn)? != schema_of(&fresh)? {
+        return Err(bad("its tables are not the accounting schema"));
+    }
     let sequence: i64 = conn.query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |r| r.get(0))?;
+    // The numbering goes on from the newest change, not from a number planted in the file.
+    let counters: Vec<(String, i64)> = conn
+        .prepare("SELECT name, seq FROM sqlite_sequence")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    if counters.iter().any(|(name, seq)| name != "changes" || *seq != sequence) {
+        return Err(bad("its change counter does not match its newest change"));
+    }
     Ok(sequence.max(0) as u64)
+}
+
+/// One schema object as `sqlite_master` records it: type, name, table, definition.
+type SchemaObject = (String, String, String, Option<String>);
+
+/// Every object but `meta` (which a snapshot leaves out), as SQLite records its definition.
+fn schema_of(conn: &Connection) -> Result<Vec<SchemaObject>, AccountantError> {
+    let mut stmt = conn
+        .prepare("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE tbl_name != 'meta' ORDER BY type, name")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Remove temporary snapshot files an interrupted snapshot or restore left beside the database
+/// more than an hour ago (a younger one may belong to a process at work on it).
+pub(crate) fn remove_stale_temporaries(db: &Path) {
+    let Some(dir) = db.parent() else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours = (name.starts_with("snapshot-") || name.starts_with("restore-")) && name.contains(".sqlite");
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(3600));
+        if ours && old {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -225,20 +277,25 @@ mod tests {
         let mid = flipped.len() / 2;
         flipped[mid..mid + 64].iter_mut().for_each(|b| *b ^= 0x5a);
         let truncated = good[..good.len() / 2].to_vec();
-        // A database with a trigger of its own: refused, not run.
-        let hostile = {
+        // Sound databases that are not what a snapshot may be: refused, nothing of them run.
+        let doctored = |sql: &str| {
             let t = TempDb::beside(Some(&dir.path().join("x")), "hostile").unwrap();
             std::fs::write(&t.0, &good).unwrap();
             let c = Connection::open(&t.0).unwrap();
-            c.execute_batch("CREATE TRIGGER evil AFTER INSERT ON accounts BEGIN DELETE FROM leases; END;").unwrap();
+            c.execute_batch(sql).unwrap();
             drop(c);
             std::fs::read(&t.0).unwrap()
         };
+        let trigger = doctored("CREATE TRIGGER evil AFTER INSERT ON accounts BEGIN DELETE FROM leases; END;");
+        let column = doctored("ALTER TABLE leases ADD COLUMN evil TEXT;");
+        let counter = doctored("UPDATE sqlite_sequence SET seq = 9000000000000000000;");
         for (what, bytes) in [
             ("garbage", b"not a database".to_vec()),
             ("flipped", flipped),
             ("truncated", truncated),
-            ("trigger", hostile),
+            ("trigger", trigger),
+            ("column", column),
+            ("counter", counter),
         ] {
             let err = a.restore_snapshot(&bytes).expect_err(what);
             assert!(matches!(err, AccountantError::BadSnapshot(_) | AccountantError::Db(_)), "{what}: {err}");

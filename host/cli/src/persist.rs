@@ -214,6 +214,20 @@ pub async fn recover(dir: &Path) -> anyhow::Result<ExitCode> {
     let accountant = Arc::new(Accountant::open(&cache.join(ACCOUNTANT_DB))?);
     let runtime = Runtime::new(Some(cache.join("plugins")))?;
     let strategy = start(&node, &runtime, accountant.clone(), true, &[]).await?;
+    // Changes the local database made and the strategy never got would be lost to the rebuild
+    // (and their numbers reused): hand them over first, or stop.
+    let (last, persisted) = (accountant.last_seq()?, accountant.persisted_seq()?);
+    if last > persisted && !accountant.recovering()? {
+        flush(&accountant, &strategy).await.with_context(|| {
+            format!(
+                "the local database holds {} changes the persistence plugin does not have yet, and handing \
+                 them over failed; recovering now would lose them. Start the node to persist them, or move \
+                 {} aside to recover without them",
+                last - persisted,
+                cache.join(ACCOUNTANT_DB).display()
+            )
+        })?;
+    }
     let started = std::time::Instant::now();
     let report = recover_with(&accountant, &strategy).await?;
     let accounts = accountant.accounts()?;

@@ -226,7 +226,7 @@ pub const KEYS: &[Key] = &[
     Key { name: "expire.mutable", kind: Kind::Bool, default: Some("true"), help: "collect mutable shares" },
     Key {
         name: "expire.interval",
-        kind: Kind::Seconds,
+        kind: Kind::Count,
         default: Some("86400"),
         help: "seconds between collection passes of a running node",
     },

@@ -131,8 +131,12 @@ pub(crate) struct HostState {
     pub(crate) max_call_bytes: u64,
     pub(crate) memory: MemoryCap,
     pub(crate) stderr: MemoryOutputPipe,
-    /// A `recover` call is running: `accountant.begin-restore` is allowed.
+    /// A `recover` call is running: `accountant.begin-restore` and `restore.finish` are allowed.
     pub(crate) recovering: bool,
+    /// Snapshot and restore resources alive in this instance (at most one of each: each holds
+    /// a whole database in host memory, outside the instance's memory cap).
+    snapshots: usize,
+    restores: usize,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -153,6 +157,8 @@ impl HostState {
             memory: MemoryCap { cap: memory_cap, refused: None },
             stderr,
             recovering: false,
+            snapshots: 0,
+            restores: 0,
             wasi,
             table: ResourceTable::new(),
         }
@@ -242,8 +248,13 @@ impl accountant::Host for HostState {
 
     async fn take_snapshot(&mut self) -> Result<Resource<SnapshotHandle>, String> {
         let sink = self.accounting()?;
+        if self.snapshots > 0 {
+            return Err("one snapshot at a time: drop the last one first".into());
+        }
         let (sequence, bytes) = tokio::task::block_in_place(|| sink.snapshot())?;
-        self.table.push(SnapshotHandle { sequence, bytes }).map_err(|e| format!("resource table: {e}"))
+        let handle = self.table.push(SnapshotHandle { sequence, bytes }).map_err(|e| format!("resource table: {e}"))?;
+        self.snapshots += 1;
+        Ok(handle)
     }
 
     async fn begin_restore(&mut self) -> Result<Resource<RestoreHandle>, String> {
@@ -251,7 +262,13 @@ impl accountant::Host for HostState {
         if !self.recovering {
             return Err("a snapshot can be restored only during `recover`".into());
         }
-        self.table.push(RestoreHandle { bytes: Vec::new() }).map_err(|e| format!("resource table: {e}"))
+        if self.restores > 0 {
+            return Err("one restore at a time: finish or drop the last one first".into());
+        }
+        let handle =
+            self.table.push(RestoreHandle { bytes: Vec::new() }).map_err(|e| format!("resource table: {e}"))?;
+        self.restores += 1;
+        Ok(handle)
     }
 }
 
@@ -276,6 +293,7 @@ impl accountant::HostSnapshot for HostState {
 
     async fn drop(&mut self, h: Resource<SnapshotHandle>) -> wasmtime::Result<()> {
         self.table.delete(h)?;
+        self.snapshots = self.snapshots.saturating_sub(1);
         Ok(())
     }
 }
@@ -295,12 +313,18 @@ impl accountant::HostRestore for HostState {
 
     async fn finish(&mut self, h: Resource<RestoreHandle>) -> Result<u64, String> {
         let restore = self.table.delete(h).map_err(|e| format!("bad restore handle: {e}"))?;
+        self.restores = self.restores.saturating_sub(1);
+        // A handle kept from a recovery must not replace the database of a serving node.
+        if !self.recovering {
+            return Err("a snapshot can be restored only during `recover`".into());
+        }
         let sink = self.accounting()?;
         tokio::task::block_in_place(|| sink.restore(restore.bytes))
     }
 
     async fn drop(&mut self, h: Resource<RestoreHandle>) -> wasmtime::Result<()> {
         self.table.delete(h)?;
+        self.restores = self.restores.saturating_sub(1);
         Ok(())
     }
 }

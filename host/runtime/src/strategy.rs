@@ -1,8 +1,9 @@
 //! [`WasmStrategy`]: a started accountant persistence strategy plugin (world `persistence`).
 //!
 //! One instance, calls serialised (a strategy orders what it writes). The same limits as a
-//! backend apply, except that `recover` runs under its own, longer deadline. A trap loses the
-//! instance; the next call gets a fresh one, initialised with the same config.
+//! backend apply, except that `recover` and `record` (which may snapshot) run under their own,
+//! longer deadlines. A trap loses the instance; the next call gets a fresh one, initialised
+//! with the same config.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,9 @@ use crate::generated::persistence::exports::marsh::plugin::strategy as ex;
 use crate::generated::persistence::{Persistence, PersistencePre};
 use crate::host::{Grants, HostState};
 use crate::{InitFailure, PluginLimits, StartError, World};
+
+/// How long one `record` call may run: long enough to snapshot a large database to a slow store.
+pub const RECORD_DEADLINE: Duration = Duration::from_secs(600);
 
 /// What a strategy wants done at start-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,9 +204,12 @@ impl WasmStrategy {
         }
     }
 
-    /// Persist changes numbered from `first_sequence`.
+    /// Persist changes numbered from `first_sequence`. The call may take a snapshot and write
+    /// it out, so it runs under [`RECORD_DEADLINE`] (at least), not the per-call deadline; it
+    /// runs in the background persister, never on a request's path.
     pub async fn record(&self, first_sequence: u64, changes: Vec<Vec<u8>>) -> Result<(), PersistFailure> {
-        self.call("record", self.limits.call_deadline, async |i: &mut Instance| {
+        let deadline = self.limits.call_deadline.max(RECORD_DEADLINE);
+        self.call("record", deadline, async |i: &mut Instance| {
             i.bindings.marsh_plugin_strategy().call_record(&mut i.store, first_sequence, &changes).await
         })
         .await?

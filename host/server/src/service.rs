@@ -835,19 +835,7 @@ impl StorageService {
         }
         // 4. Writes, only if every test passed, and only if they keep the caller within its quota.
         if success {
-            if let Some(quota) = caller.attributes.quota {
-                let growth = self.mutable_growth(&si, &existing, &request, &shares).await.map_err(fail)?;
-                let used = self.accountant.usage(caller.id).map_err(Self::accountant_failure)?;
-                if growth > 0 && used.saturating_add(growth) > quota {
-                    return Err(text(
-                        StatusCode::INSUFFICIENT_STORAGE,
-                        format!(
-                            "account `{}` would go over its quota ({used} of {quota} bytes used; this write adds {growth})",
-                            caller.name
-                        ),
-                    ));
-                }
-            }
+            self.check_mutable_quota(caller, &si, &existing, &request, &shares).await?;
             let now = self.clock.now();
             for (number, tw) in &request.test_write_vectors {
                 let n = shares[number];
@@ -881,26 +869,51 @@ impl StorageService {
 }
 
 impl StorageService {
-    /// How many bytes a read-test-write would add to the mutable shares it writes.
-    async fn mutable_growth(
+    /// Refuse (507) a read-test-write that would grow mutable shares past the quota of the
+    /// account holding them: the account that created each share, or the caller for new ones.
+    async fn check_mutable_quota(
         &self,
+        caller: &Caller,
         si: &StorageIndex,
         existing: &[ShareNumber],
         request: &wire::ReadTestWriteRequest,
         shares: &BTreeMap<u64, ShareNumber>,
-    ) -> Result<u64, BackendError> {
-        let mut growth = 0u64;
+    ) -> Result<(), Response<ResponseBody>> {
+        let fail = |e| backend_failure("read-test-write", e);
+        // Growth per holding account, for holders with a quota.
+        let mut growth: BTreeMap<i64, (String, u64, u64)> = BTreeMap::new();
         for (number, tw) in &request.test_write_vectors {
             let n = shares[number];
-            let current = if existing.contains(&n) { self.backend.mutable_size(si, n).await?.unwrap_or(0) } else { 0 };
+            let (holder, name, quota) = match self.accountant.holder(si, n).map_err(Self::accountant_failure)? {
+                Some(held) => held,
+                None => (caller.id, caller.name.clone(), caller.attributes.quota),
+            };
+            let Some(quota) = quota else { continue };
+            let current = if existing.contains(&n) {
+                self.backend.mutable_size(si, n).await.map_err(fail)?.unwrap_or(0)
+            } else {
+                0
+            };
             let written = tw.write.iter().map(|(o, d)| o.saturating_add(d.len() as u64)).max().unwrap_or(0);
             let mut size = current.max(written);
             if let Some(limit) = tw.new_length {
                 size = size.min(limit);
             }
-            growth = growth.saturating_add(size.saturating_sub(current));
+            let entry = growth.entry(holder.0).or_insert((name, quota, 0));
+            entry.2 = entry.2.saturating_add(size.saturating_sub(current));
         }
-        Ok(growth)
+        for (id, (name, quota, grows)) in growth {
+            let used = self.accountant.usage(marsh_accountant::AccountId(id)).map_err(Self::accountant_failure)?;
+            if grows > 0 && used.saturating_add(grows) > quota {
+                return Err(text(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    format!(
+                        "account `{name}` would go over its quota ({used} of {quota} bytes used; this write adds {grows})"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

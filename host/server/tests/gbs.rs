@@ -627,9 +627,9 @@ async fn mutable_shares_count_towards_usage_and_a_quota_stops_their_growth() {
     let (alice, swissnum) =
         a.create_account("alice", &Attributes { quota: Some(100), ..Attributes::default() }, T0).unwrap();
     let auth = format!("Tahoe-LAFS {}", BASE64.encode(swissnum.as_bytes()));
-    let si = si(30);
+    let slot = si(30);
     let rtw_as = |body: Vec<u8>| {
-        let (auth, si, s) = (auth.clone(), si.clone(), &s);
+        let (auth, si, s) = (auth.clone(), slot.clone(), &s);
         async move {
             let secrets: [(&str, &[u8]); 3] =
                 [("write-enabler", b"we"), ("lease-renew-secret", RENEW), ("lease-cancel-secret", CANCEL)];
@@ -647,7 +647,7 @@ async fn mutable_shares_count_towards_usage_and_a_quota_stops_their_growth() {
     let r = rtw_as(over).await;
     assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE);
     assert!(String::from_utf8_lossy(&r.body).contains("quota"), "{:?}", r.body);
-    assert_eq!(get(&s, &format!("mutable/{si}/0"), None).await.body.len(), 90);
+    assert_eq!(get(&s, &format!("mutable/{slot}/0"), None).await.body.len(), 90);
     // Rewriting bytes already held costs nothing; shrinking gives room back.
     let rewrite = rtw_body(&[(0, vec![], vec![(0, &[4; 90])], None)], &[]);
     assert!(rtw_result(&rtw_as(rewrite).await).0);
@@ -657,4 +657,26 @@ async fn mutable_shares_count_towards_usage_and_a_quota_stops_their_growth() {
     let delete = rtw_body(&[(0, vec![], vec![], Some(0))], &[]);
     assert!(rtw_result(&rtw_as(delete).await).0);
     assert_eq!(a.usage(alice.id).unwrap(), 0);
+
+    // Growth is charged to the account holding the share, whoever writes.
+    let (bob, bob_swissnum) = a.create_account("bob", &Attributes::default(), T0).unwrap();
+    let bob_auth = format!("Tahoe-LAFS {}", BASE64.encode(bob_swissnum.as_bytes()));
+    let write_as = |auth: String, si: String, body: Vec<u8>| {
+        let s = &s;
+        async move {
+            let secrets: [(&str, &[u8]); 3] =
+                [("write-enabler", b"we"), ("lease-renew-secret", RENEW), ("lease-cancel-secret", CANCEL)];
+            s.call_as(&auth, Method::POST, &format!("mutable/{si}/read-test-write"), &secrets, &[], body).await
+        }
+    };
+    let (alices, bobs) = (si(31), si(32));
+    let create = rtw_body(&[(0, vec![], vec![(0, &[5; 90])], None)], &[]);
+    assert!(rtw_result(&write_as(auth.clone(), alices.clone(), create.clone()).await).0);
+    assert!(rtw_result(&write_as(bob_auth.clone(), bobs.clone(), create).await).0);
+    let grow = rtw_body(&[(0, vec![], vec![(90, &[6; 500])], None)], &[]);
+    let r = write_as(bob_auth, alices, grow.clone()).await;
+    assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE, "alice's share stays within alice's quota");
+    assert!(String::from_utf8_lossy(&r.body).contains("`alice`"), "{:?}", r.body);
+    assert!(rtw_result(&write_as(auth, bobs, grow).await).0, "bob's share is bob's to grow: alice is not charged");
+    assert_eq!((a.usage(alice.id).unwrap(), a.usage(bob.id).unwrap()), (90, 590));
 }

@@ -17,6 +17,8 @@ use crate::{BlobKey, BlobStore, PutMode, StoreError};
 /// The largest value kept.
 pub const MAX_STATE_BYTES: usize = 64 << 10;
 const FORMAT: u8 = 1;
+/// Bytes a sealed value adds to its plaintext, with room to spare (seal frame, nonce, tag).
+const SEAL_OVERHEAD: u64 = 256;
 
 /// Why a state operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,7 +86,14 @@ impl StateStore {
     pub async fn get_versioned(&self, name: &str) -> Result<Option<(u64, Vec<u8>)>, StateError> {
         let (key, purpose) = self.key(name)?;
         let store_error = |error| StateError::Store { name: name.to_owned(), error };
-        let Some(sealed) = self.store.get(&key).await.map_err(store_error)? else { return Ok(None) };
+        // Never more than a value can be: an object someone grew in the store is not read whole.
+        let limit = MAX_STATE_BYTES as u64 + SEAL_OVERHEAD;
+        let Some(sealed) = self.store.get_range(&key, 0, limit + 1).await.map_err(store_error)? else {
+            return Ok(None);
+        };
+        if sealed.len() as u64 > limit {
+            return Err(StateError::Tampered(name.to_owned()));
+        }
         let plain = self.seal.unseal(&purpose, &sealed).map_err(|_| StateError::Tampered(name.to_owned()))?;
         match plain.split_first() {
             Some((&FORMAT, rest)) if rest.len() >= 8 => {

@@ -1,42 +1,54 @@
 //! `persistence-stash`: Litestream-like. The host's accounting database goes to a granted blob
 //! store (config `store`, default `shares`) as sealed snapshots plus a sealed log of the
-//! changes since, every object written create-only and never changed:
+//! changes since, every object written create-only and never changed, in *generations*:
 //!
-//! - `stash/log/<first:020>-<last:020>`: one segment per `record` call, the changes
-//!   `first..=last` framed as `[len: u32 BE][change]...`, sealed for exactly that range;
-//! - `stash/snapshots/<seq:020>-<attempt>/part-<i:06>`: a snapshot of the database as of
-//!   change `seq`, in sealed parts of at most [`PART`] bytes, each sealed for its snapshot,
-//!   attempt, index and count;
-//! - `stash/snapshots/<seq:020>.manifest`: written last, naming the attempt whose parts make
-//!   the snapshot. A snapshot exists exactly when its manifest does.
+//! - `stash/g<gen>/log/<first:020>-<last:020>`: one segment per `record` call, the changes
+//!   `first..=last` framed as `[len: u32 BE][change]...`, sealed for that generation and range;
+//! - `stash/g<gen>/snapshots/<seq:020>-<attempt>/part-<i:06>`: a snapshot of the database as of
+//!   change `seq`, in sealed parts of at most [`PART`] bytes, each sealed for its generation,
+//!   snapshot, attempt, index and count;
+//! - `stash/g<gen>/snapshots/<seq:020>.manifest`: written last, naming the attempt whose parts
+//!   make the snapshot. A snapshot exists exactly when its manifest does.
 //!
 //! A snapshot is taken in `record` once `snapshot-changes` changes (default 10,000) were
 //! logged since the last one, once `snapshot-interval` seconds (default a day) passed with
-//! changes, and whenever the log would not continue what the stash holds (a node that switched
-//! to `stash` with accounts already in its database). Then snapshots older than the previous
-//! one, and log segments it covers, are deleted: the stash always holds two snapshots and the
-//! log after the older, so a damaged newest snapshot falls back to the one before.
+//! changes, and instead of a log segment whenever the changes would not continue what the
+//! generation holds (a node that switched to `stash` with accounts already in its database).
+//! Then snapshots older than the previous one, log segments it covers, and parts no manifest
+//! names are deleted: a generation holds two snapshots and the log after the older, so a
+//! damaged newest snapshot falls back to the one before.
 //!
-//! Recovery restores the newest snapshot that unseals whole, then applies the log after it,
-//! in order, for as long as it is contiguous. A gap stops it and is reported with the missing
-//! range: later changes are never applied over a hole. Blobs that do not unseal are counted
-//! as tampered and skipped, never trusted.
+//! What the newest generation holds is, to this plugin, its newest snapshot plus the log
+//! contiguous after it (its *end*). Changes handed over again with numbers up to the end must
+//! be the very changes stored (a retry after a crash): anything else is refused, never
+//! overwritten. A local database behind the end is stale, and start-up asks for recovery
+//! rather than serve from it.
+//!
+//! Recovery restores the newest snapshot of the newest generation that unseals whole, then
+//! applies the log after it, in order, for as long as it is contiguous. A gap stops it and is
+//! reported with the missing range: later changes are never applied over a hole. Blobs that do
+//! not unseal are counted as tampered and skipped, never trusted; when nothing unseals at all
+//! (the wrong node key?) recovery fails instead. A recovery that could not reach the end of
+//! what was stashed snapshots the database it rebuilt into a new generation, which the node
+//! then continues: nothing stashed is ever deleted because of what a recovery could not read,
+//! and the older generation stays for the operator to inspect (or delete: `stash/g<gen>/`).
 //!
 //! The store operator sees how many snapshots and segments there are, their sizes and times,
 //! and the change numbers in the keys, never what they say.
+
+use std::collections::BTreeMap;
 
 use marsh_plugin_sdk::{
     Accountant, BlobError, Concurrency, Config, DbState, Host, InitError, Level, PersistError, Persistence, Plan,
     PluginInfo, PutMode, Recovery, RecoverySummary, Store,
 };
 
-const LOG: &str = "stash/log/";
-const SNAPSHOTS: &str = "stash/snapshots/";
+const ROOT: &str = "stash/";
 /// Plaintext bytes per sealed snapshot part (the host moves at most 4 MiB per call).
 pub const PART: u64 = 2 << 20;
 /// Bytes of changes handed to the accountant per call during recovery.
 const APPLY_BATCH: usize = 512 << 10;
-/// The state value naming the newest snapshot: `[seq: u64 BE][taken at: u64 BE]`.
+/// The state value naming the newest snapshot: `[generation: u64 BE][seq: u64 BE][taken at: u64 BE]`.
 const LAST_SNAPSHOT: &str = "last-snapshot";
 
 /// The stash strategy.
@@ -46,15 +58,21 @@ pub struct Stash {
     store: Store,
     snapshot_changes: u64,
     snapshot_interval: u64,
-    /// What the stash holds, learnt at the first `record`: the newest change logged or
-    /// snapshotted, the newest snapshot, and when it was taken.
+    /// What the newest generation holds, learnt at first use.
     cursor: Option<Cursor>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Cursor {
+    /// The generation written to.
+    generation: u64,
+    /// Its newest snapshot plus the contiguous log after it reach this change.
     end: u64,
+    /// The newest change any of its objects names (beyond `end` if its log has a hole).
+    beyond: u64,
+    /// Its newest snapshot's sequence (0 when none).
     snapshot: u64,
+    /// When that was taken.
     snapshot_at: u64,
 }
 
@@ -62,31 +80,60 @@ fn io(e: BlobError) -> PersistError {
     PersistError::Io(e.to_string())
 }
 
-fn segment_key(first: u64, last: u64) -> String {
-    format!("{LOG}{first:020}-{last:020}")
+fn seal_failed(e: impl std::fmt::Display) -> PersistError {
+    PersistError::Io(format!("sealing: {e}"))
 }
 
-fn segment_range(key: &str) -> Option<(u64, u64)> {
-    let (first, last) = key.strip_prefix(LOG)?.split_once('-')?;
+fn generation_prefix(generation: u64) -> String {
+    format!("{ROOT}g{generation:06}/")
+}
+
+fn log_prefix(generation: u64) -> String {
+    format!("{}log/", generation_prefix(generation))
+}
+
+fn snapshots_prefix(generation: u64) -> String {
+    format!("{}snapshots/", generation_prefix(generation))
+}
+
+fn segment_key(generation: u64, first: u64, last: u64) -> String {
+    format!("{}{first:020}-{last:020}", log_prefix(generation))
+}
+
+fn segment_purpose(generation: u64, first: u64, last: u64) -> String {
+    format!("stash-log:{generation}:{first}-{last}")
+}
+
+fn segment_range(generation: u64, key: &str) -> Option<(u64, u64)> {
+    let (first, last) = key.strip_prefix(&log_prefix(generation))?.split_once('-')?;
     let (first, last) = (first.parse().ok()?, last.parse().ok()?);
     (first <= last).then_some((first, last))
 }
 
-fn manifest_key(seq: u64) -> String {
-    format!("{SNAPSHOTS}{seq:020}.manifest")
+fn manifest_key(generation: u64, seq: u64) -> String {
+    format!("{}{seq:020}.manifest", snapshots_prefix(generation))
 }
 
-fn part_key(seq: u64, attempt: u64, i: u64) -> String {
-    format!("{SNAPSHOTS}{seq:020}-{attempt}/part-{i:06}")
+fn manifest_purpose(generation: u64, seq: u64) -> String {
+    format!("stash-manifest:{generation}:{seq}")
 }
 
-fn part_purpose(seq: u64, attempt: u64, i: u64, parts: u64) -> String {
-    format!("stash-part:{seq}:{attempt}:{i}/{parts}")
+fn part_key(generation: u64, seq: u64, attempt: u64, i: u64) -> String {
+    format!("{}{seq:020}-{attempt}/part-{i:06}", snapshots_prefix(generation))
 }
 
-/// The snapshot sequence a key under `stash/snapshots/` belongs to.
-fn snapshot_of(key: &str) -> Option<u64> {
-    key.strip_prefix(SNAPSHOTS)?.get(..20)?.parse().ok()
+fn part_purpose(generation: u64, seq: u64, attempt: u64, i: u64, parts: u64) -> String {
+    format!("stash-part:{generation}:{seq}:{attempt}:{i}/{parts}")
+}
+
+/// The generation a key under `stash/` belongs to.
+fn generation_of(key: &str) -> Option<u64> {
+    key.strip_prefix(ROOT)?.strip_prefix('g')?.get(..6)?.parse().ok()
+}
+
+/// The snapshot sequence a key under a generation's `snapshots/` belongs to.
+fn snapshot_of(generation: u64, key: &str) -> Option<u64> {
+    key.strip_prefix(&snapshots_prefix(generation))?.get(..20)?.parse().ok()
 }
 
 /// A manifest: which attempt's parts make snapshot `seq`, and how many bytes they hold.
@@ -143,40 +190,101 @@ fn sequence_of(change: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(*change.first_chunk::<8>()?))
 }
 
+/// How far a snapshot at `from` plus `segments` (ascending) reach without a hole.
+fn contiguous_end(from: u64, segments: &[(u64, u64, String)]) -> u64 {
+    let mut end = from;
+    for &(first, last, _) in segments {
+        if first > end + 1 {
+            break;
+        }
+        end = end.max(last);
+    }
+    end
+}
+
 impl Stash {
-    /// What the store holds, from listings (keys only; nothing is read but the state value).
+    /// Generations present, ascending.
+    fn generations(&self) -> Result<Vec<u64>, PersistError> {
+        let mut gens: Vec<u64> =
+            self.store.list_all(ROOT).map_err(io)?.iter().filter_map(|k| generation_of(k)).collect();
+        gens.dedup();
+        Ok(gens)
+    }
+
+    /// Sequences of generation `generation`'s snapshots whose manifest exists, ascending.
+    fn manifests(&self, generation: u64) -> Result<Vec<u64>, PersistError> {
+        let keys = self.store.list_all(&snapshots_prefix(generation)).map_err(io)?;
+        Ok(keys.iter().filter(|k| k.ends_with(".manifest")).filter_map(|k| snapshot_of(generation, k)).collect())
+    }
+
+    /// Generation `generation`'s log segments `(first, last, key)`, ascending.
+    fn segments(&self, generation: u64) -> Result<Vec<(u64, u64, String)>, PersistError> {
+        let mut segments: Vec<(u64, u64, String)> = self
+            .store
+            .list_all(&log_prefix(generation))
+            .map_err(io)?
+            .into_iter()
+            .filter_map(|k| segment_range(generation, &k).map(|(f, l)| (f, l, k)))
+            .collect();
+        segments.sort();
+        Ok(segments)
+    }
+
+    /// What the newest generation holds, from listings (keys only; nothing is read but the
+    /// state value).
     fn learn(&mut self) -> Result<Cursor, PersistError> {
         if let Some(c) = self.cursor {
             return Ok(c);
         }
-        let snapshot = self.manifests()?.last().copied().unwrap_or(0);
-        let end = self.store.list_all(LOG).map_err(io)?.iter().filter_map(|k| segment_range(k)).map(|r| r.1).max();
+        let generation = self.generations()?.last().copied().unwrap_or(0);
+        let snapshot = self.manifests(generation)?.last().copied().unwrap_or(0);
+        let segments = self.segments(generation)?;
+        let end = contiguous_end(snapshot, &segments);
+        let beyond = segments.iter().map(|s| s.1).max().unwrap_or(0).max(end);
+        let mut noted = generation.to_be_bytes().to_vec();
+        noted.extend_from_slice(&snapshot.to_be_bytes());
         let snapshot_at = match self.host.state_get(LAST_SNAPSHOT) {
-            Ok(Some(v)) if v.len() == 16 && v[..8] == snapshot.to_be_bytes() => {
-                u64::from_be_bytes(v[8..].try_into().unwrap_or_default())
+            Ok(Some(v)) if v.len() == 24 && v[..16] == noted[..] => {
+                u64::from_be_bytes(v[16..].try_into().unwrap_or_default())
             }
             // Unknown: count the interval from now.
             _ => self.host.now(),
         };
-        let cursor = Cursor { end: end.unwrap_or(0).max(snapshot), snapshot, snapshot_at };
+        let cursor = Cursor { generation, end, beyond, snapshot, snapshot_at };
         self.cursor = Some(cursor);
         Ok(cursor)
     }
 
-    /// Sequences of the snapshots whose manifest exists, ascending.
-    fn manifests(&self) -> Result<Vec<u64>, PersistError> {
-        let keys = self.store.list_all(SNAPSHOTS).map_err(io)?;
-        Ok(keys.iter().filter(|k| k.ends_with(".manifest")).filter_map(|k| snapshot_of(k)).collect())
+    /// Check that changes `first..` handed over again are the ones generation `generation` holds
+    /// under those numbers (those its snapshot covers cannot be compared and count as held).
+    fn verify_held(&self, generation: u64, first: u64, changes: &[Vec<u8>], snapshot: u64) -> Result<(), PersistError> {
+        let from = first.max(snapshot + 1);
+        let Some(last) = (first + changes.len() as u64).checked_sub(1).filter(|&l| l >= from) else { return Ok(()) };
+        let mut held = BTreeMap::new();
+        for (f, l, key) in self.segments(generation)? {
+            if l < from || f > last {
+                continue;
+            }
+            let Some(sealed) = self.store.get(&key).map_err(io)? else { continue };
+            let stored =
+                self.host.unseal(&segment_purpose(generation, f, l), &sealed).ok().and_then(|p| decode_segment(&p));
+            held.extend(stored.into_iter().flatten().filter_map(|c| sequence_of(&c).map(|seq| (seq, c))));
+        }
+        for seq in from..=last {
+            if held.get(&seq) != changes.get((seq - first) as usize) {
+                return Err(PersistError::Gap(format!(
+                    "the stash holds other changes than the node under number {seq}: the local database and the \
+                     stash disagree (run `marsh recover`); nothing was overwritten"
+                )));
+            }
+        }
+        Ok(())
     }
 
-    /// Take a snapshot and store it; then drop what the one before the previous covered.
-    fn snapshot(&mut self, accountant: &Accountant) -> Result<(), PersistError> {
-        let mut cursor = self.learn()?;
+    /// Take a snapshot into generation `generation` and make it the cursor's; then prune.
+    fn snapshot(&mut self, accountant: &Accountant, generation: u64) -> Result<(), PersistError> {
         let snap = accountant.snapshot()?;
         let seq = snap.sequence();
-        if seq <= cursor.snapshot && cursor.snapshot > 0 {
-            return Ok(());
-        }
         let now = self.host.now();
         let manifest = Manifest { seq, attempt: now, size: snap.size() };
         let parts = manifest.parts();
@@ -184,73 +292,89 @@ impl Stash {
             let plain = snap.read(i * PART, PART)?;
             let sealed = self
                 .host
-                .seal(&part_purpose(seq, manifest.attempt, i, parts), &plain)
-                .map_err(|e| PersistError::Io(format!("sealing: {e}")))?;
-            self.store.put(&part_key(seq, manifest.attempt, i), &sealed, PutMode::CreateOnly).map_err(io)?;
+                .seal(&part_purpose(generation, seq, manifest.attempt, i, parts), &plain)
+                .map_err(seal_failed)?;
+            self.store
+                .put(&part_key(generation, seq, manifest.attempt, i), &sealed, PutMode::CreateOnly)
+                .map_err(io)?;
         }
-        let sealed = self
-            .host
-            .seal(&format!("stash-manifest:{seq}"), &manifest.encode())
-            .map_err(|e| PersistError::Io(format!("sealing: {e}")))?;
-        match self.store.put(&manifest_key(seq), &sealed, PutMode::CreateOnly) {
+        let sealed = self.host.seal(&manifest_purpose(generation, seq), &manifest.encode()).map_err(seal_failed)?;
+        match self.store.put(&manifest_key(generation, seq), &sealed, PutMode::CreateOnly) {
             Ok(()) => {}
             // A snapshot of this very state is already complete: ours is surplus.
             Err(BlobError::Exists) => {
                 for i in 0..parts {
-                    self.store.delete(&part_key(seq, manifest.attempt, i)).map_err(io)?;
+                    self.store.delete(&part_key(generation, seq, manifest.attempt, i)).map_err(io)?;
                 }
             }
             Err(e) => return Err(io(e)),
         }
-        self.host.log(Level::Info, &format!("stashed a snapshot as of change {seq} ({} bytes)", manifest.size));
-        let mut state = seq.to_be_bytes().to_vec();
+        self.host.log(
+            Level::Info,
+            &format!("stashed a snapshot as of change {seq} in generation {generation} ({} bytes)", manifest.size),
+        );
+        let mut state = generation.to_be_bytes().to_vec();
+        state.extend_from_slice(&seq.to_be_bytes());
         state.extend_from_slice(&now.to_be_bytes());
         if let Err(e) = self.host.state_put(LAST_SNAPSHOT, &state) {
             self.host.log(Level::Warn, &format!("could not note the snapshot in node state: {e}"));
         }
-        cursor.snapshot = seq;
-        cursor.snapshot_at = now;
-        cursor.end = cursor.end.max(seq);
-        self.cursor = Some(cursor);
-        self.prune()
+        let previous = self.cursor.filter(|c| c.generation == generation);
+        let end = previous.map_or(seq, |c| c.end.max(seq));
+        let beyond = previous.map_or(seq, |c| c.beyond.max(seq));
+        self.cursor = Some(Cursor { generation, end, beyond, snapshot: seq, snapshot_at: now });
+        self.prune(generation)
     }
 
-    /// Keep the two newest snapshots and the log after the older; delete everything older.
-    fn prune(&mut self) -> Result<(), PersistError> {
-        let manifests = self.manifests()?;
-        let [.., keep, _] = manifests[..] else { return Ok(()) };
-        let newest = manifests.last().copied().unwrap_or(keep);
-        for k in self.store.list_all(SNAPSHOTS).map_err(io)? {
-            // Older snapshots, and parts of attempts that never got a manifest.
-            let stale = snapshot_of(&k).is_some_and(|s| s < keep || (s < newest && !manifests.contains(&s)));
-            if stale {
-                self.store.delete(&k).map_err(io)?;
-            }
+    /// In generation `generation`, keep the two newest snapshots and the log after the older; delete
+    /// everything older, and parts of attempts that never got a manifest.
+    fn prune(&mut self, generation: u64) -> Result<(), PersistError> {
+        let manifests = self.manifests(generation)?;
+        let keep = match manifests[..] {
+            [.., keep, _] => keep,
+            _ => 0,
+        };
+        let mut stale: Vec<String> = self
+            .store
+            .list_all(&snapshots_prefix(generation))
+            .map_err(io)?
+            .into_iter()
+            .filter(|k| snapshot_of(generation, k).is_some_and(|s| s < keep || !manifests.contains(&s)))
+            .collect();
+        // Manifests first, so no manifest is ever left naming parts already gone.
+        stale.sort_by_key(|k| !k.ends_with(".manifest"));
+        for k in stale {
+            self.store.delete(&k).map_err(io)?;
         }
-        for k in self.store.list_all(LOG).map_err(io)? {
-            if segment_range(&k).is_some_and(|(_, last)| last <= keep) {
-                self.store.delete(&k).map_err(io)?;
+        if keep > 0 {
+            for (_, last, key) in self.segments(generation)? {
+                if last <= keep {
+                    self.store.delete(&key).map_err(io)?;
+                }
             }
         }
         Ok(())
     }
 
-    /// Restore snapshot `seq` through `accountant`; `None` if it is damaged (counted in
-    /// `summary`), having changed nothing.
+    /// Restore snapshot `seq` of generation `generation` through `accountant`; `None` if it is
+    /// damaged (counted in `summary`), having changed nothing.
     fn restore(
         &self,
         accountant: &Accountant,
+        generation: u64,
         seq: u64,
         summary: &mut RecoverySummary,
     ) -> Result<Option<u64>, PersistError> {
         let tampered = |summary: &mut RecoverySummary, what: &str| {
-            self.host.log(Level::Warn, &format!("snapshot {seq}: {what}; trying an older one"));
+            self.host
+                .log(Level::Warn, &format!("snapshot {seq} of generation {generation}: {what}; trying an older one"));
             summary.tampered += 1;
             Ok(None)
         };
-        let Some(sealed) = self.store.get(&manifest_key(seq)).map_err(io)? else { return Ok(None) };
+        let Some(sealed) = self.store.get(&manifest_key(generation, seq)).map_err(io)? else { return Ok(None) };
         let manifest =
-            match self.host.unseal(&format!("stash-manifest:{seq}"), &sealed).ok().and_then(|m| Manifest::decode(&m)) {
+            match self.host.unseal(&manifest_purpose(generation, seq), &sealed).ok().and_then(|m| Manifest::decode(&m))
+            {
                 Some(m) if m.seq == seq => m,
                 _ => return tampered(summary, "the manifest does not unseal"),
             };
@@ -258,11 +382,11 @@ impl Stash {
         let mut restore = accountant.begin_restore()?;
         let mut size = 0;
         for i in 0..parts {
-            let key = part_key(seq, manifest.attempt, i);
-            let Some(sealed) = self.store.get(&key).map_err(io)? else {
+            let Some(sealed) = self.store.get(&part_key(generation, seq, manifest.attempt, i)).map_err(io)? else {
                 return tampered(summary, &format!("part {i} of {parts} is missing"));
             };
-            let Ok(plain) = self.host.unseal(&part_purpose(seq, manifest.attempt, i, parts), &sealed) else {
+            let Ok(plain) = self.host.unseal(&part_purpose(generation, seq, manifest.attempt, i, parts), &sealed)
+            else {
                 return tampered(summary, &format!("part {i} of {parts} does not unseal"));
             };
             size += plain.len() as u64;
@@ -281,6 +405,62 @@ impl Stash {
                 Ok(None)
             }
         }
+    }
+
+    /// Apply generation `generation`'s log after `base`, in order, while it is contiguous; returns how
+    /// far it got and the first change of the segment after the hole, if there is one.
+    fn replay(
+        &self,
+        accountant: &Accountant,
+        generation: u64,
+        base: u64,
+        summary: &mut RecoverySummary,
+    ) -> Result<(u64, Option<u64>), PersistError> {
+        let segments: Vec<(u64, u64, String)> = self.segments(generation)?.into_iter().filter(|s| s.1 > base).collect();
+        let total = segments.len() as u64;
+        let (mut covered, mut resume) = (base, None);
+        let (mut batch, mut batch_bytes) = (Vec::new(), 0usize);
+        for (done, (first, last, key)) in segments.iter().enumerate() {
+            if *last <= covered {
+                continue;
+            }
+            if *first > covered + 1 {
+                resume = Some(*first);
+                break;
+            }
+            let Some(sealed) = self.store.get(key).map_err(io)? else { continue };
+            let changes = self
+                .host
+                .unseal(&segment_purpose(generation, *first, *last), &sealed)
+                .ok()
+                .and_then(|p| decode_segment(&p));
+            let sound = changes.as_ref().is_some_and(|c| {
+                c.len() as u64 == last - first + 1
+                    && c.iter().enumerate().all(|(i, c)| sequence_of(c) == Some(first + i as u64))
+            });
+            let (true, Some(changes)) = (sound, changes) else {
+                self.host.log(Level::Warn, &format!("skipping tampered log segment {key}"));
+                summary.tampered += 1;
+                continue;
+            };
+            for change in changes.into_iter().skip((covered + 1 - first) as usize) {
+                batch_bytes += change.len();
+                batch.push(change);
+            }
+            covered = *last;
+            if batch_bytes >= APPLY_BATCH {
+                accountant.apply(&batch)?;
+                summary.changes_read += batch.len() as u64;
+                (batch, batch_bytes) = (Vec::new(), 0);
+                self.host.progress(done as u64 + 1, Some(total), "log segments applied");
+            }
+        }
+        if !batch.is_empty() {
+            accountant.apply(&batch)?;
+            summary.changes_read += batch.len() as u64;
+        }
+        self.host.progress(total, Some(total), "log segments applied");
+        Ok((covered, resume))
     }
 }
 
@@ -303,20 +483,27 @@ impl Persistence for Stash {
     }
 
     fn startup(&mut self, state: DbState, auto_recover: bool) -> Result<Plan, InitError> {
-        if state.present {
+        let cursor = self.learn().map_err(|e| InitError::Unavailable(format!("reading the stash: {e}")))?;
+        let reason = if !state.present {
+            if self.store.list_keys(ROOT, None, 1)?.keys.is_empty() {
+                return Ok(Plan::UseLocal);
+            }
+            "the local accounting database is missing, and the store holds stashed snapshots and change logs: \
+             accounts, leases and write enablers must be restored from them"
+                .to_owned()
+        } else if state.last_sequence < cursor.end {
+            format!(
+                "the local accounting database ends at change {}, but the stash holds changes up to {}: the \
+                 database is older than what was persisted (restored from an old copy?) and must be rebuilt",
+                state.last_sequence, cursor.end
+            )
+        } else {
             return Ok(Plan::UseLocal);
+        };
+        if auto_recover {
+            return Ok(Plan::Recover);
         }
-        let stashed = !self.store.list_keys("stash/", None, 1)?.keys.is_empty();
-        match (stashed, auto_recover) {
-            (false, _) => Ok(Plan::UseLocal),
-            (true, true) => Ok(Plan::Recover),
-            (true, false) => Err(InitError::RecoveryNeeded(Recovery {
-                reason: "the local accounting database is missing, and the store holds stashed snapshots and \
-                         change logs: accounts, leases and write enablers must be restored from them"
-                    .into(),
-                command: "marsh recover".into(),
-            })),
-        }
+        Err(InitError::RecoveryNeeded(Recovery { reason, command: "marsh recover".into() }))
     }
 
     fn record(&mut self, accountant: &Accountant, first: u64, changes: &[Vec<u8>]) -> Result<(), PersistError> {
@@ -324,100 +511,103 @@ impl Persistence for Stash {
             return Ok(());
         };
         let cursor = self.learn()?;
+        // Numbers the stash already holds: only a retry of the very same changes is accepted.
+        let held = (cursor.end.min(last) + 1).saturating_sub(first) as usize;
+        self.verify_held(cursor.generation, first, &changes[..held], cursor.snapshot)?;
         if last <= cursor.end {
-            return Ok(()); // A retry of changes the stash already holds.
+            return Ok(());
+        }
+        let (first, changes) = (first + held as u64, &changes[held..]);
+        if cursor.beyond > cursor.end {
+            // The generation has a hole nobody recovered across: go on in a new one.
+            self.host.log(
+                Level::Warn,
+                &format!(
+                    "the stash's generation {} has a hole after change {}; continuing in generation {}",
+                    cursor.generation,
+                    cursor.end,
+                    cursor.generation + 1
+                ),
+            );
+            return self.snapshot(accountant, cursor.generation + 1);
+        }
+        if first != cursor.end + 1 {
+            // Changes that do not continue the stash: a snapshot, which holds them, anchors them.
+            return self.snapshot(accountant, cursor.generation);
         }
         let sealed = self
             .host
-            .seal(&format!("stash-log:{first}-{last}"), &encode_segment(changes))
-            .map_err(|e| PersistError::Io(format!("sealing: {e}")))?;
-        match self.store.put(&segment_key(first, last), &sealed, PutMode::CreateOnly) {
-            Ok(()) | Err(BlobError::Exists) => {}
+            .seal(&segment_purpose(cursor.generation, first, last), &encode_segment(changes))
+            .map_err(seal_failed)?;
+        match self.store.put(&segment_key(cursor.generation, first, last), &sealed, PutMode::CreateOnly) {
+            Ok(()) => {}
+            // Written before a crash that came before the host noted it: the same bytes, or refused.
+            Err(BlobError::Exists) => self.verify_held(cursor.generation, first, changes, 0)?,
             Err(e) => return Err(io(e)),
         }
-        let continues = first <= cursor.end + 1;
-        let cursor = Cursor { end: last, ..cursor };
+        let cursor = Cursor { end: last, beyond: last, ..cursor };
         self.cursor = Some(cursor);
-        let logged = last - cursor.snapshot;
-        let due = logged >= self.snapshot_changes
+        let due = last - cursor.snapshot >= self.snapshot_changes
             || self.host.now().saturating_sub(cursor.snapshot_at) >= self.snapshot_interval;
-        if !continues || due { self.snapshot(accountant) } else { Ok(()) }
+        if due { self.snapshot(accountant, cursor.generation) } else { Ok(()) }
     }
 
     fn recover(&mut self, accountant: &Accountant) -> Result<RecoverySummary, PersistError> {
         let mut summary = RecoverySummary::default();
-        let mut base = 0;
-        for seq in self.manifests()?.into_iter().rev() {
-            if let Some(restored) = self.restore(accountant, seq, &mut summary)? {
-                summary.snapshots_read = 1;
-                base = restored;
+        let gens = self.generations()?;
+        let newest = gens.last().copied().unwrap_or(0);
+        // The newest generation with a sound snapshot, or whose log starts at the beginning.
+        let mut chosen = None;
+        'gens: for &generation in gens.iter().rev() {
+            for seq in self.manifests(generation)?.into_iter().rev() {
+                if let Some(restored) = self.restore(accountant, generation, seq, &mut summary)? {
+                    summary.snapshots_read = 1;
+                    chosen = Some((generation, restored));
+                    break 'gens;
+                }
+            }
+            if self.segments(generation)?.first().is_some_and(|s| s.0 == 1) {
+                chosen = Some((generation, 0));
                 break;
             }
         }
-        let mut segments: Vec<(u64, u64, String)> = self
-            .store
-            .list_all(LOG)
-            .map_err(io)?
-            .into_iter()
-            .filter_map(|k| segment_range(&k).map(|(f, l)| (f, l, k)))
-            .filter(|&(_, last, _)| last > base)
-            .collect();
-        segments.sort();
-        let total = segments.len() as u64;
-        let mut covered = base;
-        let (mut batch, mut batch_bytes) = (Vec::new(), 0usize);
-        for (done, (first, last, key)) in segments.iter().enumerate() {
-            if *last <= covered {
-                continue;
+        let Some((generation, base)) = chosen else {
+            if !gens.is_empty() && summary.tampered == 0 {
+                summary.gaps.push("everything: no snapshot unseals and no log starts at change 1".into());
             }
-            if *first > covered + 1 {
-                break;
+            if summary.tampered > 0 {
+                return Err(PersistError::Tampered(format!(
+                    "nothing in the stash unseals with this node's key ({} snapshots tried): is this the node \
+                     directory that wrote it?",
+                    summary.tampered
+                )));
             }
-            let Some(sealed) = self.store.get(key).map_err(io)? else { continue };
-            let changes = match self
-                .host
-                .unseal(&format!("stash-log:{first}-{last}"), &sealed)
-                .ok()
-                .and_then(|p| decode_segment(&p))
-            {
-                Some(c)
-                    if c.len() as u64 == last - first + 1
-                        && c.iter().enumerate().all(|(i, c)| sequence_of(c) == Some(first + i as u64)) =>
-                {
-                    c
+            return Ok(summary);
+        };
+        let (covered, resume) = self.replay(accountant, generation, base, &mut summary)?;
+        if summary.changes_read == 0 && summary.snapshots_read == 0 && summary.tampered > 0 {
+            return Err(PersistError::Tampered(format!(
+                "nothing in the stash unseals with this node's key ({} blobs tried): is this the node directory \
+                 that wrote it?",
+                summary.tampered
+            )));
+        }
+        let beyond = self.segments(generation)?.iter().map(|s| s.1).max().unwrap_or(0);
+        if beyond > covered {
+            summary.gaps.push(match resume {
+                Some(next) => {
+                    format!("{}-{} (changes {next}-{beyond} after it were not applied)", covered + 1, next - 1)
                 }
-                _ => {
-                    self.host.log(Level::Warn, &format!("skipping tampered log segment {key}"));
-                    summary.tampered += 1;
-                    continue;
-                }
-            };
-            for change in changes.into_iter().skip((covered + 1 - first) as usize) {
-                batch_bytes += change.len();
-                batch.push(change);
-            }
-            covered = *last;
-            if batch_bytes >= APPLY_BATCH {
-                accountant.apply(&batch)?;
-                summary.changes_read += batch.len() as u64;
-                (batch, batch_bytes) = (Vec::new(), 0);
-                self.host.progress(done as u64 + 1, Some(total), "log segments applied");
-            }
+                None => format!("{}-{beyond}", covered + 1),
+            });
         }
-        if !batch.is_empty() {
-            accountant.apply(&batch)?;
-            summary.changes_read += batch.len() as u64;
+        // Not all of what was stashed came back: the node goes on from what did, in a new
+        // generation that starts with a snapshot of it.
+        if generation != newest || beyond > covered || summary.tampered > 0 {
+            self.cursor = None;
+            self.snapshot(accountant, newest + 1)?;
         }
-        // Anything logged beyond a hole is left out, and the hole is reported.
-        if let Some(next) = segments.iter().map(|s| s.0).filter(|&f| f > covered).min() {
-            let beyond = segments.iter().map(|s| s.1).max().unwrap_or(next);
-            summary.gaps.push(format!(
-                "{}-{} (changes {next}-{beyond} after it were not applied)",
-                covered + 1,
-                next - 1
-            ));
-        }
-        self.host.progress(total, Some(total), "log segments applied");
+        self.cursor = None;
         Ok(summary)
     }
 }
@@ -430,15 +620,20 @@ mod tests {
 
     #[test]
     fn keys_and_frames_round_trip_and_refuse_garbage() {
-        assert_eq!(segment_range(&segment_key(7, 9)), Some((7, 9)));
-        assert_eq!(segment_range("stash/log/9-7"), None);
-        assert_eq!(snapshot_of(&part_key(42, 1700, 3)), Some(42));
-        assert_eq!(snapshot_of(&manifest_key(42)), Some(42));
+        assert_eq!(segment_range(3, &segment_key(3, 7, 9)), Some((7, 9)));
+        assert_eq!(segment_range(3, &segment_key(4, 7, 9)), None);
+        assert_eq!(segment_range(3, "stash/g000003/log/9-7"), None);
+        assert_eq!(snapshot_of(2, &part_key(2, 42, 1700, 3)), Some(42));
+        assert_eq!(snapshot_of(2, &manifest_key(2, 42)), Some(42));
+        assert_eq!((generation_of(&manifest_key(12, 1)), generation_of("stash/x")), (Some(12), None));
         let m = Manifest { seq: 42, attempt: 1700, size: 5 * PART + 1 };
         assert_eq!((Manifest::decode(&m.encode()), m.parts()), (Some(m), 6));
         assert_eq!(Manifest::decode(&[1, 2, 3]), None);
         let changes = vec![b"abc".to_vec(), Vec::new(), vec![7; 300]];
         assert_eq!(decode_segment(&encode_segment(&changes)), Some(changes));
         assert_eq!(decode_segment(&[0, 0, 0, 9, 1]), None);
+        let segs = |r: &[(u64, u64)]| r.iter().map(|&(f, l)| (f, l, String::new())).collect::<Vec<_>>();
+        assert_eq!(contiguous_end(10, &segs(&[(5, 12), (13, 20), (22, 30)])), 20);
+        assert_eq!(contiguous_end(0, &segs(&[(2, 5)])), 0);
     }
 }

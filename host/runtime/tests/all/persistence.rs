@@ -118,7 +118,15 @@ fn db(dir: &std::path::Path, name: &str) -> Arc<marsh_accountant::Accountant> {
 }
 
 async fn stash(store: &MemoryStore, accountant: &Arc<marsh_accountant::Accountant>) -> WasmStrategy {
-    let grants = Grants::new(SealKey::from_bytes([5; 32]))
+    stash_keyed(store, accountant, [5; 32]).await
+}
+
+async fn stash_keyed(
+    store: &MemoryStore,
+    accountant: &Arc<marsh_accountant::Accountant>,
+    key: [u8; 32],
+) -> WasmStrategy {
+    let grants = Grants::new(SealKey::from_bytes(key))
         .store("shares", Arc::new(store.clone()))
         .accounting(Arc::new(Db(accountant.clone())));
     let config = vec![("snapshot-changes".to_owned(), "40".to_owned())];
@@ -149,13 +157,19 @@ fn leases(a: &marsh_accountant::Accountant, n: u8) -> Vec<marsh_accountant::Leas
         .collect()
 }
 
+const GEN0: &str = "stash/g000000/";
+
+fn seq_in(key: &str, after: &str) -> u64 {
+    key[key.find(after).expect("prefix") + after.len()..][..20].parse().expect("a sequence")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stash_restores_the_newest_sound_snapshot_plus_the_contiguous_log_and_reports_gaps() {
     use marsh_accountant::{AccountId, Attributes};
     let dir = tempfile::tempdir().unwrap();
     let store = MemoryStore::new("shares");
     let a = db(dir.path(), "a.sqlite");
-    // Accounts made before the node chose `stash`: the first record cannot continue an empty
+    // Accounts made before the node chose `stash`: the first changes cannot continue an empty
     // stash, so the plugin snapshots at once.
     a.create_account("alice", &Attributes { quota: Some(1 << 30), ..Attributes::default() }, 10).unwrap();
     a.mark_persisted(a.last_seq().unwrap()).unwrap();
@@ -172,14 +186,36 @@ async fn stash_restores_the_newest_sound_snapshot_plus_the_contiguous_log_and_re
     a.create_account("bob", &Attributes { write: false, ..Attributes::default() }, 20).unwrap();
     persist(&a, &writer).await;
 
+    // A retry of changes already held is harmless; other changes under those numbers are refused.
+    // (Changes a snapshot covers cannot be compared: make sure the newest are only in the log.)
+    let newest_snapshot = || async {
+        let keys = store.list(GEN0, None, 1000).await.unwrap().keys;
+        keys.iter().filter(|k| k.ends_with(".manifest")).map(|k| seq_in(k, "snapshots/")).max().unwrap()
+    };
+    if newest_snapshot().await + 3 > a.last_seq().unwrap() {
+        for i in 0..3u8 {
+            let si = marsh_core::StorageIndex::from_bytes([200 + i; 16]);
+            a.add_or_renew(AccountId::ANONYMOUS, &si, marsh_core::ShareNumber(0), &[i; 32], &[i; 32], 1).unwrap();
+        }
+        persist(&a, &writer).await;
+    }
+    assert!(newest_snapshot().await + 3 <= a.last_seq().unwrap());
+    let held = a.changes_after(a.last_seq().unwrap() - 3, 10).unwrap();
+    let blobs: Vec<Vec<u8>> = held.iter().map(|(s, b)| marsh_accountant::Accountant::strategy_blob(*s, b)).collect();
+    writer.record(held[0].0, blobs.clone()).await.unwrap();
+    let mut forged = blobs.clone();
+    forged[1].push(0);
+    let refused = writer.record(held[0].0, forged).await.expect_err("other changes under held numbers");
+    assert!(refused.to_string().contains("disagree"), "{refused}");
+
     let keys = store.list("", None, 1000).await.unwrap().keys;
     let manifests: Vec<&String> = keys.iter().filter(|k| k.ends_with(".manifest")).collect();
     assert_eq!(manifests.len(), 2, "two snapshots kept: {keys:?}");
-    let older: u64 = manifests[0]["stash/snapshots/".len()..][..20].parse().unwrap();
+    let older = seq_in(manifests[0], "snapshots/");
     for k in &keys {
-        assert!(k.starts_with("stash/"), "{k}");
-        if let Some(range) = k.strip_prefix("stash/log/") {
-            let last: u64 = range[21..].parse().unwrap();
+        assert!(k.starts_with(GEN0), "{k}");
+        if k.contains("/log/") {
+            let last: u64 = k[k.len() - 20..].parse().unwrap();
             assert!(last > older, "segment {k} is covered by the older kept snapshot and should be gone");
         }
         let blob = store.get(&BlobKey::new(k).unwrap()).await.unwrap().unwrap();
@@ -188,22 +224,37 @@ async fn stash_restores_the_newest_sound_snapshot_plus_the_contiguous_log_and_re
         }
     }
 
+    // A local database older than what the stash holds is not served from.
+    match writer.startup(true, a.last_seq().unwrap() - 5, false).await {
+        Err(PersistFailure::Init(marsh_runtime::InitFailure::RecoveryNeeded { reason, .. })) => {
+            assert!(reason.contains("older than what was persisted"), "{reason}")
+        }
+        other => panic!("expected recovery-needed for a stale database, got {other:?}"),
+    }
+
     // The machine is lost: a new database comes back equal, numbering included.
-    let recover = |name: &'static str| {
+    let recover = |name: &'static str, key: [u8; 32]| {
         let (dir, store) = (dir.path().to_owned(), store.clone());
         async move {
             let b = db(&dir, name);
-            let strategy = stash(&store, &b).await;
-            let report = strategy.recover(std::time::Duration::from_secs(60)).await.unwrap();
+            let strategy = stash_keyed(&store, &b, key).await;
+            let report = strategy.recover(std::time::Duration::from_secs(60)).await;
             (b, report)
         }
     };
-    let (b, report) = recover("b.sqlite").await;
+    let (b, report) = recover("b.sqlite", [5; 32]).await;
+    let report = report.unwrap();
     assert_eq!((report.snapshots_read, report.tampered, report.gaps.len()), (1, 0, 0), "{report:?}");
     assert!(report.changes_read > 0, "the log after the newest snapshot was applied");
     assert_eq!(b.accounts().unwrap(), a.accounts().unwrap());
     assert_eq!(leases(&b, 100), leases(&a, 100));
     assert_eq!(b.last_seq().unwrap(), a.last_seq().unwrap());
+    assert!(store.list("stash/g000001/", None, 10).await.unwrap().keys.is_empty(), "complete: no new generation");
+
+    // Another node's key: nothing unseals, and recovery says so rather than start empty.
+    let (_, report) = recover("wrong.sqlite", [6; 32]).await;
+    let failure = report.expect_err("nothing unseals");
+    assert!(failure.to_string().contains("this node's key"), "{failure}");
 
     // The newest snapshot damaged: the older one and the longer log give the same database.
     let newest_part = keys.iter().rfind(|k| k.contains("/part-")).unwrap();
@@ -211,23 +262,46 @@ async fn stash_restores_the_newest_sound_snapshot_plus_the_contiguous_log_and_re
     let mut part = store.get(&k).await.unwrap().unwrap();
     part[40] ^= 1;
     store.put(&k, part, PutMode::Overwrite).await.unwrap();
-    let (c, report) = recover("c.sqlite").await;
+    let (c, report) = recover("c.sqlite", [5; 32]).await;
+    let report = report.unwrap();
     assert_eq!((report.snapshots_read, report.tampered, report.gaps.len()), (1, 1, 0), "{report:?}");
     assert_eq!(c.accounts().unwrap(), a.accounts().unwrap());
     assert_eq!(leases(&c, 100), leases(&a, 100));
+    // Not everything read back: the node goes on in a new generation, nothing deleted.
+    let gen1 = store.list("stash/g000001/", None, 100).await.unwrap().keys;
+    assert!(gen1.iter().any(|k| k.ends_with(".manifest")), "{gen1:?}");
+    assert!(store.get(&k).await.unwrap().is_some(), "the damaged part is kept for the operator");
+    // Recovering again now restores generation 1's snapshot: the same database.
+    let (c2, report) = recover("c2.sqlite", [5; 32]).await;
+    assert_eq!(report.unwrap().tampered, 0);
+    assert_eq!(c2.accounts().unwrap(), a.accounts().unwrap());
+    assert_eq!(c2.last_seq().unwrap(), c.last_seq().unwrap());
+    for k in gen1 {
+        store.delete(&BlobKey::new(&k).unwrap()).await.unwrap();
+    }
 
     // A segment missing after the older snapshot: the hole is reported, nothing after it applied.
-    let segments: Vec<&String> = keys.iter().filter(|k| k.starts_with("stash/log/")).collect();
+    let segments: Vec<&String> = keys.iter().filter(|k| k.contains("/log/") && seq_in(k, "log/") > older + 1).collect();
     let hole = segments[segments.len() / 2];
     store.delete(&BlobKey::new(hole).unwrap()).await.unwrap();
-    let (d, report) = recover("d.sqlite").await;
+    let (d, report) = recover("d.sqlite", [5; 32]).await;
+    let report = report.unwrap();
     assert_eq!(report.gaps.len(), 1, "{report:?}");
-    let first_missing: u64 = hole["stash/log/".len()..][..20].parse().unwrap();
+    let first_missing = seq_in(hole, "log/");
     assert!(report.gaps[0].starts_with(&format!("{first_missing}-")), "{report:?}");
     assert_eq!(d.last_seq().unwrap(), first_missing - 1, "nothing past the hole");
+    // The node goes on from there, in generation 1; a later loss brings back what it did since.
+    let node_d = stash(&store, &d).await;
+    assert_eq!(node_d.startup(true, d.last_seq().unwrap(), false).await.unwrap(), StartupPlan::UseLocal);
+    d.create_account("erin", &Attributes::default(), 30).unwrap();
+    persist(&d, &node_d).await;
+    let (e, report) = recover("e.sqlite", [5; 32]).await;
+    assert_eq!(report.unwrap().gaps, Vec::<String>::new());
+    assert_eq!(e.accounts().unwrap(), d.accounts().unwrap());
+    assert_eq!(e.last_seq().unwrap(), d.last_seq().unwrap());
 
     // A node without its database is told to recover.
-    let fresh = db(dir.path(), "e.sqlite");
+    let fresh = db(dir.path(), "f.sqlite");
     match stash(&store, &fresh).await.startup(false, 0, false).await {
         Err(PersistFailure::Init(marsh_runtime::InitFailure::RecoveryNeeded { command, .. })) => {
             assert_eq!(command, "marsh recover")
