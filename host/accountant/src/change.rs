@@ -95,6 +95,11 @@ fn int(n: u64) -> Value {
 }
 
 impl Change {
+    /// Whether applying it changes who a caller is (accounts, their attributes, revocation).
+    pub fn touches_accounts(&self) -> bool {
+        matches!(self, Change::Account { .. } | Change::Attribute { .. } | Change::Revoked { .. })
+    }
+
     /// The CBOR bytes.
     pub fn encode(&self) -> Vec<u8> {
         let fields = match self {

@@ -171,7 +171,25 @@ pub struct Accountant {
     conn: Mutex<Connection>,
     /// The database file (none in memory).
     path: Option<PathBuf>,
+    /// Callers resolved from `Authorization` values, valid while no connection has changed
+    /// accounts or attributes. Every request resolves its caller; this keeps SQLite out of it.
+    callers: Mutex<CallerCache>,
+    /// Bumped by every change to accounts or attributes made through this value (SQLite's
+    /// `data_version` only moves for other connections' commits).
+    account_writes: std::sync::atomic::AtomicU64,
 }
+
+/// Resolved callers and the database state they were read in.
+#[derive(Debug, Default)]
+struct CallerCache {
+    /// `(data_version, account_writes)` when the entries were read.
+    valid_for: Option<(i64, u64)>,
+    /// Keyed by the SHA-256 of the `Authorization` value; `None` for the anonymous account.
+    entries: std::collections::HashMap<Option<[u8; 32]>, Option<Caller>>,
+}
+
+/// Callers kept at most; past that the cache starts again (unknown swissnums are cached too).
+const MAX_CACHED_CALLERS: usize = 4096;
 
 impl Accountant {
     /// Open (creating, or migrating forward) the database at `path`.
@@ -182,14 +200,23 @@ impl Accountant {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         schema::migrate(&mut conn)?;
         snapshot::remove_stale_temporaries(path);
-        Ok(Accountant { conn: Mutex::new(conn), path: Some(path.to_path_buf()) })
+        Ok(Accountant::with(conn, Some(path.to_path_buf())))
     }
 
     /// A database in memory, for tests.
     pub fn in_memory() -> Result<Self, AccountantError> {
         let mut conn = Connection::open_in_memory()?;
         schema::migrate(&mut conn)?;
-        Ok(Accountant { conn: Mutex::new(conn), path: None })
+        Ok(Accountant::with(conn, None))
+    }
+
+    fn with(conn: Connection, path: Option<PathBuf>) -> Self {
+        Accountant {
+            conn: Mutex::new(conn),
+            path,
+            callers: Mutex::default(),
+            account_writes: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -229,6 +256,7 @@ impl Accountant {
                 log(&tx, &change)?;
             }
             tx.commit()?;
+            self.accounts_changed();
         }
         Ok((self.account(name)?, swissnum))
     }
@@ -292,6 +320,9 @@ impl Accountant {
         let tx = conn.transaction()?;
         log(&tx, change)?;
         tx.commit()?;
+        if change.touches_accounts() {
+            self.accounts_changed();
+        }
         Ok(())
     }
 
@@ -300,8 +331,12 @@ impl Accountant {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let name = name_of(&tx, account)?;
-        log(&tx, &make(name))?;
+        let change = make(name);
+        log(&tx, &change)?;
         tx.commit()?;
+        if change.touches_accounts() {
+            self.accounts_changed();
+        }
         Ok(())
     }
 
@@ -315,29 +350,35 @@ impl Accountant {
     /// The named account whose swissnum gives `authorization` (a request's `Authorization`
     /// header value), if any. The anonymous account is recognised by the server itself.
     pub fn caller(&self, authorization: &[u8]) -> Result<Option<Caller>, AccountantError> {
-        let conn = self.conn();
-        let row: Option<(i64, String, Option<i64>)> = conn
-            .query_row(
-                "SELECT id, name, revoked FROM accounts WHERE swissnum_hash = ?1",
-                [hash(authorization).as_slice()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
-        let Some((id, name, revoked)) = row else { return Ok(None) };
-        let id = AccountId(id);
-        Ok(Some(Caller { id, name, revoked: revoked.is_some(), attributes: read_attributes(&conn, id)? }))
+        self.cached_caller(Some(hash(authorization)))
     }
 
     /// The anonymous account as a caller.
     pub fn anonymous(&self) -> Result<Caller, AccountantError> {
+        self.cached_caller(None)?.ok_or_else(|| AccountantError::Db("the anonymous account is missing".into()))
+    }
+
+    /// A caller from the cache, or read (and cached) if accounts changed since it was filled.
+    fn cached_caller(&self, key: Option<[u8; 32]>) -> Result<Option<Caller>, AccountantError> {
         let conn = self.conn();
-        let revoked: Option<i64> = conn.query_row("SELECT revoked FROM accounts WHERE id = 0", [], |r| r.get(0))?;
-        Ok(Caller {
-            id: AccountId::ANONYMOUS,
-            name: "anonymous".into(),
-            revoked: revoked.is_some(),
-            attributes: read_attributes(&conn, AccountId::ANONYMOUS)?,
-        })
+        let version: i64 = conn.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))?;
+        let state = (version, self.account_writes.load(std::sync::atomic::Ordering::Acquire));
+        let mut cache = self.callers.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.valid_for != Some(state) || cache.entries.len() >= MAX_CACHED_CALLERS {
+            cache.entries.clear();
+            cache.valid_for = Some(state);
+        }
+        if let Some(hit) = cache.entries.get(&key) {
+            return Ok(hit.clone());
+        }
+        let caller = read_caller(&conn, key)?;
+        cache.entries.insert(key, caller.clone());
+        Ok(caller)
+    }
+
+    /// Note a change to accounts or attributes made through this value.
+    fn accounts_changed(&self) {
+        self.account_writes.fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
     /// Bytes of shares an account holds, uploads in progress included.
@@ -510,6 +551,9 @@ impl Accountant {
         tx.execute("INSERT OR IGNORE INTO changes (seq, body) VALUES (?1, ?2)", params![seq as i64, body])?;
         tx.execute("UPDATE meta SET value = max(value, ?1) WHERE key = 'persisted_seq'", [seq as i64])?;
         tx.commit()?;
+        if change.touches_accounts() {
+            self.accounts_changed();
+        }
         Ok(())
     }
 
@@ -598,6 +642,24 @@ fn attribute_changes(account: &str, a: &Attributes) -> Vec<Change> {
     ]
 }
 
+/// A caller from the database: the anonymous account (`None`), or the account whose swissnum
+/// hashes to `key`.
+fn read_caller(conn: &Connection, key: Option<[u8; 32]>) -> Result<Option<Caller>, AccountantError> {
+    let row: Option<(i64, String, Option<i64>)> = match key {
+        None => conn
+            .prepare_cached("SELECT id, name, revoked FROM accounts WHERE id = 0")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?,
+        Some(hash) => conn
+            .prepare_cached("SELECT id, name, revoked FROM accounts WHERE swissnum_hash = ?1")?
+            .query_row([hash.as_slice()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?,
+    };
+    let Some((id, name, revoked)) = row else { return Ok(None) };
+    let id = AccountId(id);
+    Ok(Some(Caller { id, name, revoked: revoked.is_some(), attributes: read_attributes(conn, id)? }))
+}
+
 fn read_attributes(conn: &Connection, id: AccountId) -> Result<Attributes, AccountantError> {
     let mut stmt = conn.prepare_cached("SELECT key, value FROM attributes WHERE account = ?1")?;
     let rows = stmt.query_map([id.0], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
@@ -683,6 +745,29 @@ mod tests {
         assert!(matches!(a.revoke("bob", 1), Err(AccountantError::NoSuchAccount(_))));
         let names: Vec<String> = a.accounts().unwrap().into_iter().map(|x| x.name).collect();
         assert_eq!(names, ["anonymous", "alice"]);
+    }
+
+    #[test]
+    fn resolved_callers_follow_changes_made_by_another_process_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("accountant.sqlite");
+        let (node, operator) = (Accountant::open(&path).unwrap(), Accountant::open(&path).unwrap());
+        let (_, swissnum) = operator.create_account("alice", &Attributes::default(), 1).unwrap();
+        let auth = authorization_value(&swissnum);
+        // Resolved (and cached) by the node, before and after a lease write of its own.
+        assert!(!node.caller(&auth).unwrap().unwrap().revoked);
+        node.add_or_renew(AccountId::ANONYMOUS, &si(1), ShareNumber(0), b"r", b"c", 5).unwrap();
+        assert!(node.caller(&auth).unwrap().unwrap().attributes.write);
+        assert!(!node.anonymous().unwrap().revoked);
+        // `marsh account` is another connection: the node sees its changes on the next request.
+        operator.set_attribute("alice", Attribute::Write(false)).unwrap();
+        assert!(!node.caller(&auth).unwrap().unwrap().attributes.write);
+        operator.revoke("alice", 2).unwrap();
+        assert!(node.caller(&auth).unwrap().unwrap().revoked);
+        let (_, bob) = operator.create_account("bob", &Attributes::default(), 3).unwrap();
+        assert_eq!(node.caller(&authorization_value(&bob)).unwrap().unwrap().name, "bob");
+        operator.set_attribute("anonymous", Attribute::Quota(Some(5))).unwrap();
+        assert_eq!(node.anonymous().unwrap().attributes.quota, Some(5));
     }
 
     #[test]

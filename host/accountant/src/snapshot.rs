@@ -134,6 +134,7 @@ impl Accountant {
         })();
         conn.execute("DETACH DATABASE snap", [])?;
         copied.map_err(|e| AccountantError::BadSnapshot(format!("copying its rows: {e}")))?;
+        self.accounts_changed();
         Ok(sequence)
     }
 }
