@@ -16,6 +16,7 @@
 mod change;
 mod schema;
 mod snapshot;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -177,12 +178,16 @@ pub struct Accountant {
     /// Bumped by every change to accounts or attributes made through this value (SQLite's
     /// `data_version` only moves for other connections' commits).
     account_writes: std::sync::atomic::AtomicU64,
+    /// Tells whether another process may have changed the file, without a SQLite read (none in
+    /// memory, or where inotify is unavailable: then `data_version` is asked every time).
+    watch: Option<watch::ChangeWatch>,
 }
 
 /// Resolved callers and the database state they were read in.
 #[derive(Debug, Default)]
 struct CallerCache {
-    /// `(data_version, account_writes)` when the entries were read.
+    /// What the entries were read under: the writes through this value, and SQLite's
+    /// `data_version` when there is no watch (0 when the watch vouches instead).
     valid_for: Option<(i64, u64)>,
     /// Keyed by the SHA-256 of the `Authorization` value; `None` for the anonymous account.
     entries: std::collections::HashMap<Option<[u8; 32]>, Option<Caller>>,
@@ -211,11 +216,13 @@ impl Accountant {
     }
 
     fn with(conn: Connection, path: Option<PathBuf>) -> Self {
+        let watch = path.as_deref().and_then(watch::ChangeWatch::new);
         Accountant {
             conn: Mutex::new(conn),
             path,
             callers: Mutex::default(),
             account_writes: std::sync::atomic::AtomicU64::new(0),
+            watch,
         }
     }
 
@@ -361,10 +368,13 @@ impl Accountant {
     /// A caller from the cache, or read (and cached) if accounts changed since it was filled.
     fn cached_caller(&self, key: Option<[u8; 32]>) -> Result<Option<Caller>, AccountantError> {
         let conn = self.conn();
-        let version: i64 = conn.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))?;
+        let (version, changed) = match self.watch.as_ref().and_then(watch::ChangeWatch::changed) {
+            Some(changed) => (0, changed),
+            None => (conn.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))?, false),
+        };
         let state = (version, self.account_writes.load(std::sync::atomic::Ordering::Acquire));
         let mut cache = self.callers.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.valid_for != Some(state) || cache.entries.len() >= MAX_CACHED_CALLERS {
+        if changed || cache.valid_for != Some(state) || cache.entries.len() >= MAX_CACHED_CALLERS {
             cache.entries.clear();
             cache.valid_for = Some(state);
         }
