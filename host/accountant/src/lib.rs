@@ -186,9 +186,11 @@ pub struct Accountant {
 /// Resolved callers and the database state they were read in.
 #[derive(Debug, Default)]
 struct CallerCache {
-    /// What the entries were read under: the writes through this value, and SQLite's
-    /// `data_version` when there is no watch (0 when the watch vouches instead).
+    /// What the entries were read under: SQLite's `data_version` (as last asked) and the
+    /// writes through this value.
     valid_for: Option<(i64, u64)>,
+    /// When SQLite's `data_version` was last asked.
+    asked_at: Option<std::time::Instant>,
     /// Keyed by the SHA-256 of the `Authorization` value; `None` for the anonymous account.
     entries: std::collections::HashMap<Option<[u8; 32]>, Option<Caller>>,
 }
@@ -368,15 +370,22 @@ impl Accountant {
     /// A caller from the cache, or read (and cached) if accounts changed since it was filled.
     fn cached_caller(&self, key: Option<[u8; 32]>) -> Result<Option<Caller>, AccountantError> {
         let conn = self.conn();
-        let (version, changed) = match self.watch.as_ref().and_then(watch::ChangeWatch::changed) {
-            Some(changed) => (0, changed),
-            None => (conn.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))?, false),
-        };
-        let state = (version, self.account_writes.load(std::sync::atomic::Ordering::Acquire));
+        let writes = self.account_writes.load(std::sync::atomic::Ordering::Acquire);
         let mut cache = self.callers.lock().unwrap_or_else(|p| p.into_inner());
-        if changed || cache.valid_for != Some(state) || cache.entries.len() >= MAX_CACHED_CALLERS {
+        // SQLite was asked after the directory fell quiet, and it has stayed quiet since: what
+        // it said still holds. Otherwise ask again.
+        let quiet = self.watch.as_ref().and_then(watch::ChangeWatch::quiet_since);
+        let vouched = quiet.zip(cache.asked_at).is_some_and(|(since, asked)| asked >= since);
+        let version = match (vouched, cache.valid_for) {
+            (true, Some((version, _))) => version,
+            _ => {
+                cache.asked_at = Some(std::time::Instant::now());
+                conn.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))?
+            }
+        };
+        if cache.valid_for != Some((version, writes)) || cache.entries.len() >= MAX_CACHED_CALLERS {
             cache.entries.clear();
-            cache.valid_for = Some(state);
+            cache.valid_for = Some((version, writes));
         }
         if let Some(hit) = cache.entries.get(&key) {
             return Ok(hit.clone());

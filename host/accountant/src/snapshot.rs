@@ -132,9 +132,10 @@ impl Accountant {
             tx.commit()?;
             Ok(())
         })();
+        // Whatever happened, callers are read again.
+        self.accounts_changed();
         conn.execute("DETACH DATABASE snap", [])?;
         copied.map_err(|e| AccountantError::BadSnapshot(format!("copying its rows: {e}")))?;
-        self.accounts_changed();
         Ok(sequence)
     }
 }

@@ -1,16 +1,22 @@
-//! Knowing, without asking SQLite, whether the database may have changed: an inotify watch on
-//! the database's directory. Another process's commit writes the WAL file, and the kernel
-//! queues the event inside that write, before the writer's `marsh account ...` returns; so a
-//! request that starts afterwards finds it queued, and a cached caller is never stale. Looking
-//! costs one non-blocking `read` instead of a SQLite read transaction (locks, `fcntl`).
+//! Knowing, without asking SQLite, that the database has *not* changed: an inotify watch on the
+//! database's directory. Another process's commit writes the WAL file, and the kernel queues
+//! the event inside that write, before the writer's `marsh account ...` returns. The commit
+//! becomes visible to readers a moment later, when the writer updates the WAL index in shared
+//! memory, which raises no event; so an event only says "a change is under way". Once the
+//! directory has been quiet for [`QUIET`] no commit is in flight, and what SQLite
+//! (`data_version`) said *after that point* stays true until the next event: the caller asks
+//! SQLite once past [`ChangeWatch::quiet_since`], and from then on cached callers stand
+//! without a SQLite read (locks, `fcntl`), at the cost of one non-blocking `read` per request.
 //!
-//! Any event counts as a change (our own writes too), an overflowing queue counts as a change,
-//! and a watch the kernel dropped (the directory deleted or moved) makes [`ChangeWatch::changed`]
-//! answer `None` from then on, so the caller falls back to asking SQLite.
+//! Any event counts (our own writes too), an overflowing queue counts, and a watch the kernel
+//! dropped (the directory deleted or moved) answers `None` from then on, so the caller asks
+//! SQLite every time.
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
 
@@ -18,17 +24,26 @@ use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
 const WATCH_GONE: u32 = 0x0000_8000 /* IN_IGNORED */ | 0x0000_0400 /* IN_DELETE_SELF */
     | 0x0000_0800 /* IN_MOVE_SELF */ | 0x0000_2000 /* IN_UNMOUNT */;
 
+/// How long after the last event the directory must stay quiet before the watch vouches for
+/// the database again: far longer than a commit takes from its WAL write to its index update.
+pub(crate) const QUIET: Duration = Duration::from_secs(10);
+
 /// A watch on the directory holding the database.
 #[derive(Debug)]
 pub(crate) struct ChangeWatch {
     fd: OwnedFd,
     gone: AtomicBool,
+    last_event: Mutex<Option<Instant>>,
 }
 
 impl ChangeWatch {
     /// Watch the directory of `db`; `None` if the kernel will not (then ask SQLite instead).
     pub(crate) fn new(db: &Path) -> Option<Self> {
-        let dir = db.parent()?;
+        // SQLite keeps the WAL beside the file a symbolic link leads to.
+        let dir = match std::fs::canonicalize(db) {
+            Ok(file) => file.parent()?.to_path_buf(),
+            Err(_) => std::fs::canonicalize(db.parent()?).ok()?,
+        };
         let fd = inotify::init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC).ok()?;
         let flags = WatchFlags::MODIFY
             | WatchFlags::CLOSE_WRITE
@@ -38,13 +53,30 @@ impl ChangeWatch {
             | WatchFlags::MOVED_TO
             | WatchFlags::DELETE_SELF
             | WatchFlags::MOVE_SELF;
-        inotify::add_watch(&fd, dir, flags).ok()?;
-        Some(ChangeWatch { fd, gone: AtomicBool::new(false) })
+        inotify::add_watch(&fd, &dir, flags).ok()?;
+        // Until it has been quiet for a while, it vouches for nothing.
+        Some(ChangeWatch { fd, gone: AtomicBool::new(false), last_event: Mutex::new(Some(Instant::now())) })
     }
 
-    /// Whether anything in the directory changed since the last call (`Some(true)` if so),
+    /// Since when the directory has been quiet, no commit in flight: [`QUIET`] after the last
+    /// event, if that has passed. What SQLite said after that instant holds until an event.
+    pub(crate) fn quiet_since(&self) -> Option<Instant> {
+        let mut last = self.last_event.lock().unwrap_or_else(|p| p.into_inner());
+        match self.changed()? {
+            true => {
+                *last = Some(Instant::now());
+                None
+            }
+            false => {
+                let since = last.map_or_else(Instant::now, |at| at + QUIET);
+                (since <= Instant::now()).then_some(since)
+            }
+        }
+    }
+
+    /// Whether anything in the directory changed since the last look (`Some(true)` if so),
     /// or `None` once the watch cannot tell any more.
-    pub(crate) fn changed(&self) -> Option<bool> {
+    fn changed(&self) -> Option<bool> {
         if self.gone.load(Ordering::Acquire) {
             return None;
         }
@@ -87,6 +119,19 @@ fn events_end_the_watch(mut events: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_watch_vouches_only_after_a_quiet_spell() {
+        let tmp = tempfile::tempdir().unwrap();
+        let watch = ChangeWatch::new(&tmp.path().join("accountant.sqlite")).unwrap();
+        assert_eq!(watch.quiet_since(), None, "a new watch vouches for nothing yet");
+        let event = Instant::now() - QUIET - Duration::from_secs(1);
+        *watch.last_event.lock().unwrap() = Some(event);
+        assert_eq!(watch.quiet_since(), Some(event + QUIET), "quiet for long enough");
+        std::fs::write(tmp.path().join("accountant.sqlite-wal"), b"frames").unwrap();
+        assert_eq!(watch.quiet_since(), None, "a commit may be under way");
+        assert_eq!(watch.quiet_since(), None, "and still may be, for a while");
+    }
 
     #[test]
     fn writes_in_the_directory_are_seen_and_a_removed_directory_gives_up() {

@@ -290,7 +290,7 @@ async fn serve(
     // The node's runtime-discovered state lives in the backend's first store, never in NODE_DIR.
     let state = stores.first().map(|s| StateStore::node(s.store.clone(), id.seal_key.clone()));
     let sweeper = spawn_sweeper(node, backend.clone(), state.clone())?;
-    let persister = Some(crate::persist::spawn_persister(node, accountant.clone(), strategy.clone())?);
+    let persister = crate::persist::spawn_persister(node, accountant.clone(), strategy.clone())?;
     let collector = spawn_collector(node, backend.clone(), accountant.clone(), state)?;
     let service = Arc::new(StorageService::new(
         backend,
@@ -312,9 +312,10 @@ async fn serve(
         () = marsh_server::serve(listener, tls, service) => {}
         _ = shutdown() => eprintln!("marsh: shutting down"),
     }
-    for task in [sweeper, collector, persister].into_iter().flatten() {
+    for task in [sweeper, collector].into_iter().flatten() {
         task.abort();
     }
+    persister.stop().await;
     // What changed since the last hand-over goes now.
     match crate::persist::flush(&accountant, &strategy).await {
         Ok(n) if n > 0 => eprintln!("marsh: persisted the last {n} accounting changes"),

@@ -175,16 +175,35 @@ pub async fn flush(accountant: &Accountant, strategy: &WasmStrategy) -> anyhow::
     }
 }
 
+/// The task that flushes every `persistence.max-delay` seconds.
+pub struct Persister {
+    task: tokio::task::JoinHandle<()>,
+    stop: Arc<tokio::sync::Notify>,
+}
+
+impl Persister {
+    /// Stop between hand-overs, never in the middle of one, and wait for it.
+    pub async fn stop(self) {
+        self.stop.notify_one();
+        let _ = self.task.await;
+    }
+}
+
 /// Flush every `persistence.max-delay` seconds.
 pub fn spawn_persister(
     node: &NodeDir,
     accountant: Arc<Accountant>,
     strategy: Arc<WasmStrategy>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> anyhow::Result<Persister> {
     let delay = Duration::from_secs(node.get("persistence.max-delay")?.parse::<u64>()?.max(1));
-    Ok(tokio::spawn(async move {
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let stopped = stop.clone();
+    let task = tokio::spawn(async move {
         loop {
-            tokio::time::sleep(delay).await;
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = stopped.notified() => return,
+            }
             tracing::trace!(last = ?accountant.last_seq().ok(), persisted = ?accountant.persisted_seq().ok(), "persister wakes");
             match flush(&accountant, &strategy).await {
                 Ok(0) => {}
@@ -192,7 +211,8 @@ pub fn spawn_persister(
                 Err(e) => tracing::warn!("persisting accounting changes failed (will retry): {e:#}"),
             }
         }
-    }))
+    });
+    Ok(Persister { task, stop })
 }
 
 async fn recover_with(

@@ -159,13 +159,16 @@ impl Runtime {
                 Some(component) => (component, true),
                 None => {
                     let artifact = self.engine.precompile_component(bytes).map_err(compile_error)?;
-                    write_atomically(&cached, &artifact)?;
-                    (
-                        self.deserialize_cached(&cached).ok_or_else(|| {
-                            LoadError::Cache(format!("{} unreadable after writing it", cached.display()))
-                        })?,
-                        false,
-                    )
+                    // The cache only saves the next start a compilation: failing to write it
+                    // costs nothing now. Loads racing on one plugin each write their own file.
+                    if let Err(e) = write_atomically(&cached, &artifact) {
+                        tracing::warn!("not caching the compiled plugin: {e}");
+                    }
+                    // SAFETY: `artifact` was produced just now by `precompile_component` of this
+                    // very engine.
+                    #[allow(unsafe_code, reason = "loading the artifact this engine just compiled")]
+                    let component = unsafe { Component::deserialize(&self.engine, &artifact) };
+                    (component.map_err(compile_error)?, false)
                 }
             },
         };
@@ -192,9 +195,16 @@ impl Runtime {
     }
 }
 
+/// Write `data` to a temporary file of its own (unique per process, thread and call, so
+/// concurrent loads of one plugin never share one) and rename it into place.
 fn write_atomically(path: &Path, data: &[u8]) -> Result<(), LoadError> {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let err = |e: std::io::Error| LoadError::Cache(format!("{}: {e}", path.display()));
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     std::fs::write(&tmp, data).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        err(e)
+    })
 }

@@ -158,29 +158,33 @@ impl WasmStrategy {
         call: impl AsyncFnOnce(&mut Instance) -> wasmtime::Result<T>,
     ) -> Result<T, PersistFailure> {
         let mut slot = self.instance.lock().await;
-        if slot.is_none() {
-            let mut fresh = self.instantiate().await.map_err(PersistFailure::Fault)?;
-            self.init(&mut fresh).await.map_err(|e| PersistFailure::Fault(format!("replacement instance: {e}")))?;
-            *slot = Some(fresh);
-        }
-        let Some(instance) = slot.as_mut() else { return Err(PersistFailure::Fault("no instance".into())) };
+        // The instance is taken out for the call and put back only when the call returned:
+        // a call abandoned half-way (its future dropped, e.g. a task aborted at shutdown)
+        // drops the instance with it, and the next call gets a fresh one.
+        let mut instance = match slot.take() {
+            Some(instance) => instance,
+            None => {
+                let mut fresh = self.instantiate().await.map_err(PersistFailure::Fault)?;
+                self.init(&mut fresh).await.map_err(|e| PersistFailure::Fault(format!("replacement instance: {e}")))?;
+                fresh
+            }
+        };
         instance.store.set_epoch_deadline(crate::deadline_ticks(deadline));
-        match tokio::time::timeout(deadline + Duration::from_secs(1), call(instance)).await {
-            Ok(Ok(value)) => Ok(value),
+        match tokio::time::timeout(deadline + Duration::from_secs(1), call(&mut instance)).await {
+            Ok(Ok(value)) => {
+                *slot = Some(instance);
+                Ok(value)
+            }
             Ok(Err(trap)) => {
                 let stderr = instance.store.data().stderr_text();
-                *slot = None;
                 let msg = format!("plugin `{}` trapped in `{op}`: {} {stderr}", self.name, trap.root_cause());
                 tracing::warn!("{msg}; instance discarded");
                 Err(PersistFailure::Fault(msg))
             }
-            Err(_) => {
-                *slot = None;
-                Err(PersistFailure::Fault(format!(
-                    "plugin `{}` did not return from `{op}` within {deadline:?}",
-                    self.name
-                )))
-            }
+            Err(_) => Err(PersistFailure::Fault(format!(
+                "plugin `{}` did not return from `{op}` within {deadline:?}",
+                self.name
+            ))),
         }
     }
 

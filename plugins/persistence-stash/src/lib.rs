@@ -203,12 +203,31 @@ fn contiguous_end(from: u64, segments: &[(u64, u64, String)]) -> u64 {
 }
 
 impl Stash {
-    /// Generations present, ascending.
+    /// Generations that hold something recovery can start from (a manifest, or a log from
+    /// change 1), ascending. Parts left by a snapshot that never finished do not make one.
+    /// Objects under `stash/` outside any generation are refused, not ignored.
     fn generations(&self) -> Result<Vec<u64>, PersistError> {
-        let mut gens: Vec<u64> =
-            self.store.list_all(ROOT).map_err(io)?.iter().filter_map(|k| generation_of(k)).collect();
+        let keys = self.store.list_all(ROOT).map_err(io)?;
+        if let Some(stray) = keys.iter().find(|k| generation_of(k).is_none()) {
+            return Err(PersistError::Io(format!(
+                "the stash holds `{stray}`, which belongs to no generation: a layout this plugin does not read"
+            )));
+        }
+        let usable = |generation: u64| {
+            keys.iter().any(|k| {
+                (k.ends_with(".manifest") && snapshot_of(generation, k).is_some())
+                    || segment_range(generation, k).is_some_and(|(first, _)| first == 1)
+            })
+        };
+        let mut gens: Vec<u64> = keys.iter().filter_map(|k| generation_of(k)).collect();
         gens.dedup();
+        gens.retain(|&g| usable(g));
         Ok(gens)
+    }
+
+    /// The newest generation number any object names (usable or not), so a new one is new.
+    fn newest_generation_named(&self) -> Result<u64, PersistError> {
+        Ok(self.store.list_all(ROOT).map_err(io)?.iter().filter_map(|k| generation_of(k)).max().unwrap_or(0))
     }
 
     /// Sequences of generation `generation`'s snapshots whose manifest exists, ascending.
@@ -288,15 +307,24 @@ impl Stash {
         let now = self.host.now();
         let manifest = Manifest { seq, attempt: now, size: snap.size() };
         let parts = manifest.parts();
-        for i in 0..parts {
-            let plain = snap.read(i * PART, PART)?;
-            let sealed = self
-                .host
-                .seal(&part_purpose(generation, seq, manifest.attempt, i, parts), &plain)
-                .map_err(seal_failed)?;
-            self.store
-                .put(&part_key(generation, seq, manifest.attempt, i), &sealed, PutMode::CreateOnly)
-                .map_err(io)?;
+        let mut written = 0;
+        let mut upload = || -> Result<(), PersistError> {
+            for i in 0..parts {
+                let plain = snap.read(i * PART, PART)?;
+                let purpose = part_purpose(generation, seq, manifest.attempt, i, parts);
+                let sealed = self.host.seal(&purpose, &plain).map_err(seal_failed)?;
+                let key = part_key(generation, seq, manifest.attempt, i);
+                self.store.put(&key, &sealed, PutMode::CreateOnly).map_err(io)?;
+                written += 1;
+            }
+            Ok(())
+        };
+        if let Err(e) = upload() {
+            // Best effort: leave no parts behind that no manifest will ever name.
+            for i in 0..written {
+                let _ = self.store.delete(&part_key(generation, seq, manifest.attempt, i));
+            }
+            return Err(e);
         }
         let sealed = self.host.seal(&manifest_purpose(generation, seq), &manifest.encode()).map_err(seal_failed)?;
         match self.store.put(&manifest_key(generation, seq), &sealed, PutMode::CreateOnly) {
@@ -520,16 +548,15 @@ impl Persistence for Stash {
         let (first, changes) = (first + held as u64, &changes[held..]);
         if cursor.beyond > cursor.end {
             // The generation has a hole nobody recovered across: go on in a new one.
+            let next = self.newest_generation_named()? + 1;
             self.host.log(
                 Level::Warn,
                 &format!(
-                    "the stash's generation {} has a hole after change {}; continuing in generation {}",
-                    cursor.generation,
-                    cursor.end,
-                    cursor.generation + 1
+                    "the stash's generation {} has a hole after change {}; continuing in generation {next}",
+                    cursor.generation, cursor.end
                 ),
             );
-            return self.snapshot(accountant, cursor.generation + 1);
+            return self.snapshot(accountant, next);
         }
         if first != cursor.end + 1 {
             // Changes that do not continue the stash: a snapshot, which holds them, anchors them.
@@ -555,7 +582,7 @@ impl Persistence for Stash {
     fn recover(&mut self, accountant: &Accountant) -> Result<RecoverySummary, PersistError> {
         let mut summary = RecoverySummary::default();
         let gens = self.generations()?;
-        let newest = gens.last().copied().unwrap_or(0);
+        let Some(&newest) = gens.last() else { return Ok(summary) };
         // The newest generation with a sound snapshot, or whose log starts at the beginning.
         let mut chosen = None;
         'gens: for &generation in gens.iter().rev() {
@@ -571,28 +598,19 @@ impl Persistence for Stash {
                 break;
             }
         }
-        let Some((generation, base)) = chosen else {
-            if !gens.is_empty() && summary.tampered == 0 {
-                summary.gaps.push("everything: no snapshot unseals and no log starts at change 1".into());
-            }
-            if summary.tampered > 0 {
-                return Err(PersistError::Tampered(format!(
-                    "nothing in the stash unseals with this node's key ({} snapshots tried): is this the node \
-                     directory that wrote it?",
-                    summary.tampered
-                )));
-            }
-            return Ok(summary);
-        };
+        let Some((generation, base)) = chosen else { return Err(self.unrecoverable(&gens)?) };
         let (covered, resume) = self.replay(accountant, generation, base, &mut summary)?;
-        if summary.changes_read == 0 && summary.snapshots_read == 0 && summary.tampered > 0 {
-            return Err(PersistError::Tampered(format!(
-                "nothing in the stash unseals with this node's key ({} blobs tried): is this the node directory \
-                 that wrote it?",
-                summary.tampered
-            )));
+        if summary.changes_read == 0 && summary.snapshots_read == 0 && base == 0 {
+            return Err(self.unrecoverable(&gens)?);
         }
-        let beyond = self.segments(generation)?.iter().map(|s| s.1).max().unwrap_or(0);
+        // How far the stash reached: its newest snapshot or segment, in this generation or any
+        // newer one (a damaged newest snapshot may hold changes no segment does).
+        let mut beyond = 0;
+        for &g in gens.iter().filter(|&&g| g >= generation) {
+            let snapshots = self.manifests(g)?.into_iter().max().unwrap_or(0);
+            let logged = self.segments(g)?.iter().map(|s| s.1).max().unwrap_or(0);
+            beyond = beyond.max(snapshots).max(logged);
+        }
         if beyond > covered {
             summary.gaps.push(match resume {
                 Some(next) => {
@@ -605,10 +623,43 @@ impl Persistence for Stash {
         // generation that starts with a snapshot of it.
         if generation != newest || beyond > covered || summary.tampered > 0 {
             self.cursor = None;
-            self.snapshot(accountant, newest + 1)?;
+            let next = self.newest_generation_named()? + 1;
+            self.snapshot(accountant, next)?;
         }
         self.cursor = None;
         Ok(summary)
+    }
+}
+
+impl Stash {
+    /// Why nothing could be recovered from a stash that holds generations: another node's key
+    /// (nothing unseals), or nothing restorable although it unseals. The node must not start
+    /// empty over either.
+    fn unrecoverable(&self, gens: &[u64]) -> Result<PersistError, PersistError> {
+        for &generation in gens {
+            for seq in self.manifests(generation)? {
+                let Some(sealed) = self.store.get(&manifest_key(generation, seq)).map_err(io)? else { continue };
+                if self.host.unseal(&manifest_purpose(generation, seq), &sealed).is_ok() {
+                    return Ok(PersistError::Gap(
+                        "no snapshot in the stash could be restored and no log starts at change 1 (the node's \
+                         log says why); refusing to start from nothing"
+                            .into(),
+                    ));
+                }
+            }
+            for (first, last, key) in self.segments(generation)?.into_iter().take(3) {
+                let Some(sealed) = self.store.get(&key).map_err(io)? else { continue };
+                if self.host.unseal(&segment_purpose(generation, first, last), &sealed).is_ok() {
+                    return Ok(PersistError::Gap(format!(
+                        "the stash's log has a hole before change {first} and no snapshot could be restored; \
+                         refusing to start from nothing"
+                    )));
+                }
+            }
+        }
+        Ok(PersistError::Tampered(
+            "nothing in the stash unseals with this node's key: is this the node directory that wrote it?".into(),
+        ))
     }
 }
 

@@ -27,6 +27,27 @@ fn a_restart_loads_the_compiled_plugin_from_the_cache() {
     assert!(!third.load(&plugin_path("backend_disk")).expect("load").from_cache);
 }
 
+#[test]
+fn loads_of_one_plugin_racing_on_an_empty_cache_all_succeed() {
+    // Several nodes' tests, or a backend and its conformance run, compile the same plugin at
+    // once: each must get its component, and the cache must end up whole.
+    let cache = tempfile::tempdir().expect("cache");
+    let runtime = Runtime::new(Some(cache.path().to_owned())).expect("runtime");
+    let bytes = std::fs::read(plugin_path("backend_memory")).expect("plugin");
+    std::thread::scope(|scope| {
+        let loads: Vec<_> = (0..4).map(|_| scope.spawn(|| runtime.load_bytes(&bytes, "backend_memory"))).collect();
+        for load in loads {
+            load.join().expect("thread").expect("every racing load succeeds");
+        }
+    });
+    let names: Vec<String> = std::fs::read_dir(cache.path())
+        .expect("read cache")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 1, "one artifact, no temporary files left: {names:?}");
+    assert!(runtime.load_bytes(&bytes, "backend_memory").expect("load").from_cache);
+}
+
 #[tokio::test]
 async fn inspection_names_world_abi_and_plugin() {
     let plugin = load("backend_disk");
