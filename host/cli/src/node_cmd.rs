@@ -306,11 +306,12 @@ async fn serve(
     let listen: SocketAddr = node.get("node.listen")?.parse()?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let (host, port) = public_address(node)?;
+    let stopped = shutdown_signals()?;
     println!("marsh: serving {}", id.nurl(&host, port));
     std::io::stdout().flush()?;
     tokio::select! {
         () = marsh_server::serve(listener, tls, service) => {}
-        _ = shutdown() => eprintln!("marsh: shutting down"),
+        () = stopped => eprintln!("marsh: shutting down"),
     }
     for task in [sweeper, collector].into_iter().flatten() {
         task.abort();
@@ -420,10 +421,16 @@ fn spawn_sweeper(
     })))
 }
 
-async fn shutdown() -> std::io::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r,
-        _ = term.recv() => Ok(()),
-    }
+/// SIGTERM and SIGINT, caught from the moment this returns (not from the first poll): an
+/// operator or supervisor may stop the node the instant it says it serves, and it must still
+/// hand over its last changes rather than die of the default action.
+fn shutdown_signals() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }

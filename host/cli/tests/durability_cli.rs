@@ -194,7 +194,9 @@ fn a_recovery_killed_halfway_is_refused_at_start_and_resumes_to_the_same_result(
             .expect("lease");
         }
     }
+    // Stopped the moment it says it serves: it must still shut down cleanly and hand over.
     let stderr = Running::start(&node).expect("starts").stop();
+    assert!(stderr.contains("marsh: shutting down"), "stopped by the default action of SIGTERM: {stderr}");
     let db = Accountant::open(&db_path).expect("db");
     assert_eq!(db.persisted_seq().expect("seq"), db.last_seq().expect("seq"), "all persisted\n{stderr}");
     let accounts_before = ok(marsh(&["account", "list", "--dir", d]));
