@@ -128,7 +128,10 @@ pub use backend::{Backend, BackendError, BackendResult, IndexPage, SweepReport, 
 pub use blobs::{BlobError, Capabilities, Page, PutMode, Store, Upload};
 pub use config::Config;
 pub use host::{Host, Level, SealError};
-pub use persistence::{Accountant, DbState, PersistError, Persistence, Plan, RecoverySummary, Restore, Snapshot};
+pub use persistence::{
+    Accountant, ApplyBatch, DbState, PersistError, Persistence, Plan, RecoverySummary, Restore, Snapshot,
+    change_sequence,
+};
 pub use types::{Concurrency, InitError, PluginInfo, Recovery, ShareNumber, StorageIndex, StorageIndexError};
 
 /// The version of the WIT package this SDK builds plugins against.

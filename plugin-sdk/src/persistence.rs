@@ -149,6 +149,58 @@ impl Accountant {
     }
 }
 
+/// The sequence number a change record starts with (8 bytes, big-endian; see the WIT
+/// `accountant.change`), or `None` if it is too short to have one.
+pub fn change_sequence(change: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(*change.first_chunk::<8>()?))
+}
+
+/// Recovered changes handed to the host in order, in batches that stay well under the bytes a
+/// call may move. Queue with [`ApplyBatch::push`]; [`ApplyBatch::flush`] what is left at the end.
+#[derive(Debug)]
+pub struct ApplyBatch<'a> {
+    accountant: &'a Accountant,
+    changes: Vec<Vec<u8>>,
+    bytes: usize,
+    applied: u64,
+}
+
+impl<'a> ApplyBatch<'a> {
+    /// Bytes of changes queued before they are applied.
+    pub const BYTES: usize = 512 << 10;
+
+    /// An empty batch for `accountant`.
+    pub fn new(accountant: &'a Accountant) -> Self {
+        ApplyBatch { accountant, changes: Vec::new(), bytes: 0, applied: 0 }
+    }
+
+    /// Queue a change, applying the batch once it holds [`ApplyBatch::BYTES`]; true if it did.
+    pub fn push(&mut self, change: Vec<u8>) -> Result<bool, PersistError> {
+        self.bytes += change.len();
+        self.changes.push(change);
+        if self.bytes < Self::BYTES {
+            return Ok(false);
+        }
+        self.flush()?;
+        Ok(true)
+    }
+
+    /// Apply what is queued.
+    pub fn flush(&mut self) -> Result<(), PersistError> {
+        if !self.changes.is_empty() {
+            self.accountant.apply(&self.changes)?;
+            self.applied += self.changes.len() as u64;
+            (self.changes, self.bytes) = (Vec::new(), 0);
+        }
+        Ok(())
+    }
+
+    /// Changes applied so far.
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+}
+
 /// A snapshot of the host's accounting database: opaque bytes, read in pieces.
 pub struct Snapshot {
     inner: SnapshotInner,
@@ -242,5 +294,45 @@ impl Restore {
             RestoreInner::Wasm(r) => r.finish(),
             RestoreInner::Native { to, bytes } => to.restore(&bytes),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Records the batches it is handed.
+    #[derive(Default)]
+    struct Batches(Mutex<Vec<usize>>);
+
+    impl NativeAccountant for Batches {
+        fn apply(&self, changes: &[Vec<u8>]) -> Result<(), PersistError> {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).push(changes.len());
+            Ok(())
+        }
+        fn snapshot(&self) -> Result<(u64, Vec<u8>), PersistError> {
+            Err(PersistError::Io("no snapshots here".into()))
+        }
+        fn restore(&self, _: &[u8]) -> Result<u64, PersistError> {
+            Err(PersistError::Io("no snapshots here".into()))
+        }
+    }
+
+    #[test]
+    fn a_batch_applies_at_its_byte_bound_and_on_flush_in_order() {
+        let sink = Arc::new(Batches::default());
+        let accountant = Accountant::native(sink.clone());
+        let mut batch = ApplyBatch::new(&accountant);
+        let quarter = vec![0u8; ApplyBatch::BYTES / 4];
+        let pushed: Vec<bool> = (0..5).map(|_| batch.push(quarter.clone()).unwrap()).collect();
+        assert_eq!(pushed, [false, false, false, true, false], "applied when it reached the bound");
+        batch.flush().unwrap();
+        batch.flush().unwrap();
+        assert_eq!(*sink.0.lock().unwrap(), [4, 1], "the rest on flush, nothing for an empty flush");
+        assert_eq!(batch.applied(), 5);
+        assert_eq!(change_sequence(&[0, 0, 0, 0, 0, 0, 1, 2, 99]), Some(258));
+        assert_eq!(change_sequence(&[1, 2, 3]), None);
     }
 }

@@ -12,14 +12,12 @@
 //! must recover first: `recovery-needed`, or recover at once when the operator allowed it.
 
 use marsh_plugin_sdk::{
-    Accountant, BlobError, Concurrency, Config, DbState, Host, InitError, PersistError, Persistence, Plan, PluginInfo,
-    PutMode, Recovery, RecoverySummary, Store,
+    Accountant, ApplyBatch, BlobError, Concurrency, Config, DbState, Host, InitError, PersistError, Persistence, Plan,
+    PluginInfo, PutMode, Recovery, RecoverySummary, Store, change_sequence,
 };
 
 const PREFIX: &str = "accounting/";
 const PURPOSE: &str = "records-change";
-/// Bytes of changes handed to the accountant per call during recovery, at most.
-const APPLY_BATCH: usize = 512 << 10;
 /// Records between progress reports (and applies): at least this many, and enough that a
 /// recovery reports about a thousand times whatever its size.
 const PROGRESS_EVERY: u64 = 16;
@@ -37,11 +35,6 @@ fn key(sequence: u64) -> String {
 
 fn io(e: BlobError) -> PersistError {
     PersistError::Io(e.to_string())
-}
-
-/// The sequence number a host change blob starts with.
-fn sequence_of(change: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(change.get(..8)?.try_into().ok()?))
 }
 
 impl Persistence for Records {
@@ -95,7 +88,7 @@ impl Persistence for Records {
         let total = keys.len() as u64;
         let every = PROGRESS_EVERY.max(total / 1000);
         let mut summary = RecoverySummary::default();
-        let (mut batch, mut batch_bytes) = (Vec::new(), 0usize);
+        let mut batch = ApplyBatch::new(accountant);
         let mut expected = 1u64;
         for (done, k) in keys.iter().enumerate() {
             let Some(sequence) = k.strip_prefix(PREFIX).and_then(|s| s.parse::<u64>().ok()) else {
@@ -112,26 +105,21 @@ impl Persistence for Records {
             expected = expected.max(sequence + 1);
             let Some(sealed) = self.store.get(k).map_err(io)? else { continue };
             let change = match self.host.unseal(PURPOSE, &sealed) {
-                Ok(c) if sequence_of(&c) == Some(sequence) => c,
+                Ok(c) if change_sequence(&c) == Some(sequence) => c,
                 _ => {
                     self.host.log(marsh_plugin_sdk::Level::Warn, &format!("skipping tampered accounting record {k}"));
                     summary.tampered += 1;
                     continue;
                 }
             };
-            batch_bytes += change.len();
-            batch.push(change);
-            if batch_bytes >= APPLY_BATCH || (done as u64 + 1).is_multiple_of(every) {
-                accountant.apply(&batch)?;
-                summary.changes_read += batch.len() as u64;
-                (batch, batch_bytes) = (Vec::new(), 0);
+            let applied = batch.push(change)?;
+            if applied || (done as u64 + 1).is_multiple_of(every) {
+                batch.flush()?;
                 self.host.progress(done as u64 + 1, Some(total), "accounting records applied");
             }
         }
-        if !batch.is_empty() {
-            accountant.apply(&batch)?;
-            summary.changes_read += batch.len() as u64;
-        }
+        batch.flush()?;
+        summary.changes_read = batch.applied();
         self.host.progress(total, Some(total), "accounting records applied");
         Ok(summary)
     }

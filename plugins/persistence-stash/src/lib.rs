@@ -39,15 +39,13 @@
 use std::collections::BTreeMap;
 
 use marsh_plugin_sdk::{
-    Accountant, BlobError, Concurrency, Config, DbState, Host, InitError, Level, PersistError, Persistence, Plan,
-    PluginInfo, PutMode, Recovery, RecoverySummary, Store,
+    Accountant, ApplyBatch, BlobError, Concurrency, Config, DbState, Host, InitError, Level, PersistError, Persistence,
+    Plan, PluginInfo, PutMode, Recovery, RecoverySummary, Store, change_sequence,
 };
 
 const ROOT: &str = "stash/";
 /// Plaintext bytes per sealed snapshot part (the host moves at most 4 MiB per call).
 pub const PART: u64 = 2 << 20;
-/// Bytes of changes handed to the accountant per call during recovery.
-const APPLY_BATCH: usize = 512 << 10;
 /// The state value naming the newest snapshot: `[generation: u64 BE][seq: u64 BE][taken at: u64 BE]`.
 const LAST_SNAPSHOT: &str = "last-snapshot";
 
@@ -185,11 +183,6 @@ fn decode_segment(mut b: &[u8]) -> Option<Vec<Vec<u8>>> {
     Some(out)
 }
 
-/// The sequence number a host change blob starts with.
-fn sequence_of(change: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(*change.first_chunk::<8>()?))
-}
-
 /// How far a snapshot at `from` plus `segments` (ascending) reach without a hole.
 fn contiguous_end(from: u64, segments: &[(u64, u64, String)]) -> u64 {
     let mut end = from;
@@ -287,7 +280,7 @@ impl Stash {
             let Some(sealed) = self.store.get(&key).map_err(io)? else { continue };
             let stored =
                 self.host.unseal(&segment_purpose(generation, f, l), &sealed).ok().and_then(|p| decode_segment(&p));
-            held.extend(stored.into_iter().flatten().filter_map(|c| sequence_of(&c).map(|seq| (seq, c))));
+            held.extend(stored.into_iter().flatten().filter_map(|c| change_sequence(&c).map(|seq| (seq, c))));
         }
         for seq in from..=last {
             if held.get(&seq) != changes.get((seq - first) as usize) {
@@ -447,7 +440,7 @@ impl Stash {
         let segments: Vec<(u64, u64, String)> = self.segments(generation)?.into_iter().filter(|s| s.1 > base).collect();
         let total = segments.len() as u64;
         let (mut covered, mut resume) = (base, None);
-        let (mut batch, mut batch_bytes) = (Vec::new(), 0usize);
+        let mut batch = ApplyBatch::new(accountant);
         for (done, (first, last, key)) in segments.iter().enumerate() {
             if *last <= covered {
                 continue;
@@ -464,29 +457,24 @@ impl Stash {
                 .and_then(|p| decode_segment(&p));
             let sound = changes.as_ref().is_some_and(|c| {
                 c.len() as u64 == last - first + 1
-                    && c.iter().enumerate().all(|(i, c)| sequence_of(c) == Some(first + i as u64))
+                    && c.iter().enumerate().all(|(i, c)| change_sequence(c) == Some(first + i as u64))
             });
             let (true, Some(changes)) = (sound, changes) else {
                 self.host.log(Level::Warn, &format!("skipping tampered log segment {key}"));
                 summary.tampered += 1;
                 continue;
             };
+            let mut applied = false;
             for change in changes.into_iter().skip((covered + 1 - first) as usize) {
-                batch_bytes += change.len();
-                batch.push(change);
+                applied |= batch.push(change)?;
             }
             covered = *last;
-            if batch_bytes >= APPLY_BATCH {
-                accountant.apply(&batch)?;
-                summary.changes_read += batch.len() as u64;
-                (batch, batch_bytes) = (Vec::new(), 0);
+            if applied {
                 self.host.progress(done as u64 + 1, Some(total), "log segments applied");
             }
         }
-        if !batch.is_empty() {
-            accountant.apply(&batch)?;
-            summary.changes_read += batch.len() as u64;
-        }
+        batch.flush()?;
+        summary.changes_read += batch.applied();
         self.host.progress(total, Some(total), "log segments applied");
         Ok((covered, resume))
     }
