@@ -20,12 +20,23 @@ fn clock_ticks() -> f64 {
     100.0
 }
 
-/// Resident memory in KiB (`VmRSS`).
+/// Resident memory in KiB (`VmRSS`): private memory plus the mapped pages of the executable
+/// and libraries, which are clean, shared with the page cache and reclaimable.
 pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// Resident anonymous memory in KiB (`RssAnon`): heap, stacks, wasm memories; what the process
+/// alone holds and the kernel cannot drop without swap.
+pub fn anon_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "RssAnon:")
+}
+
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
 }
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use http::{Method, StatusCode};
 use marsh_bench::client::{GbsClient, Nurl, allocate_body, rtw_body};
-use marsh_bench::proc::{RssSampler, cpu_seconds, rss_kib};
+use marsh_bench::proc::{RssSampler, anon_kib, cpu_seconds, rss_kib};
 use tokio::sync::Mutex;
 
 #[derive(Debug, Clone)]
@@ -184,6 +184,7 @@ where
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let idle_rss = args.pid.and_then(rss_kib);
+    let idle_anon = args.pid.and_then(anon_kib);
     let sampler = args.pid.map(RssSampler::start);
     let sis: Arc<Vec<[u8; 16]>> = Arc::new((0..args.shares).map(|_| random::<16>()).collect());
     let mut phases = Vec::new();
@@ -353,13 +354,20 @@ async fn main() -> anyhow::Result<()> {
         ));
     }
     let peak = sampler.as_ref().map(RssSampler::peak_kib);
-    if let (Some(i), Some(p)) = (idle_rss, peak) {
-        println!("server RSS: idle {:.1} MiB, peak during the run {:.1} MiB", i as f64 / 1024.0, p as f64 / 1024.0);
+    if let (Some(i), Some(a), Some(p)) = (idle_rss, idle_anon, peak) {
+        println!(
+            "server RSS: idle {:.1} MiB ({:.1} MiB of it anonymous), peak during the run {:.1} MiB",
+            i as f64 / 1024.0,
+            a as f64 / 1024.0,
+            p as f64 / 1024.0
+        );
     }
+    let kib = |v: Option<u64>| v.map_or("null".into(), |v| v.to_string());
     json.push(format!(
-        "\"idle_rss_kib\":{},\"peak_rss_kib\":{}",
-        idle_rss.map_or("null".into(), |v| v.to_string()),
-        peak.map_or("null".into(), |v| v.to_string())
+        "\"idle_rss_kib\":{},\"idle_anon_kib\":{},\"peak_rss_kib\":{}",
+        kib(idle_rss),
+        kib(idle_anon),
+        kib(peak)
     ));
     println!("RESULT {{{}}}", json.join(","));
     Ok(())
