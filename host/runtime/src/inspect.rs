@@ -114,7 +114,7 @@ pub(crate) async fn describe(
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.memory);
     store.epoch_deadline_trap();
-    store.set_epoch_deadline(500);
+    store.set_epoch_deadline(crate::deadline_ticks(std::time::Duration::from_secs(5)));
     let instance = linker.instantiate_async(&mut store, component).await.map_err(|e| format!("{e:#}"))?;
     let interface = format!("marsh:plugin/{}@{ABI_VERSION}", world.export());
     let iface =

@@ -130,6 +130,9 @@ pub struct StorageService {
     uploads: Mutex<HashMap<UploadKey, Arc<tokio::sync::Mutex<Upload>>>>,
     slot_locks: KeyedLocks,
     available: Mutex<Option<(Instant, u64)>>,
+    /// The encoded `version` answer for the free space it states: clients poll it every
+    /// second, and it changes only when that figure does.
+    version_body: Mutex<Option<(u64, Bytes)>>,
     /// Bytes promised to uploads in progress.
     reserved: AtomicU64,
 }
@@ -302,6 +305,7 @@ impl StorageService {
             uploads: Mutex::default(),
             slot_locks: KeyedLocks::default(),
             available: Mutex::new(None),
+            version_body: Mutex::new(None),
             reserved: AtomicU64::new(0),
         }
     }
@@ -341,18 +345,22 @@ impl StorageService {
     /// Handle one request: never panics, never fails.
     pub async fn handle(&self, req: Request<Incoming>) -> Response<ResponseBody> {
         let start = Instant::now();
-        let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+        // Copied only when request logging is on (`marsh run --verbose`).
+        let logged = tracing::enabled!(target: "marsh::request", tracing::Level::INFO)
+            .then(|| (req.method().clone(), req.uri().path().to_owned()));
         let response = match self.dispatch(req).await {
             Ok(r) | Err(r) => r,
         };
-        tracing::info!(
-            target: "marsh::request",
-            %method,
-            path,
-            status = response.status().as_u16(),
-            ms = start.elapsed().as_millis() as u64,
-            "request"
-        );
+        if let Some((method, path)) = logged {
+            tracing::info!(
+                target: "marsh::request",
+                %method,
+                path,
+                status = response.status().as_u16(),
+                ms = start.elapsed().as_millis() as u64,
+                "request"
+            );
+        }
         response
     }
 
@@ -446,7 +454,17 @@ impl StorageService {
 
     async fn version(&self) -> Handled {
         let available = self.available().await;
-        Ok(cbor(StatusCode::OK, &wire::version(available, MAX_MUTABLE_SHARE_SIZE, &self.config.application_version)))
+        let mut cached = self.version_body.lock().unwrap_or_else(|p| p.into_inner());
+        let body = match &*cached {
+            Some((stated, body)) if *stated == available => body.clone(),
+            _ => {
+                let value = wire::version(available, MAX_MUTABLE_SHARE_SIZE, &self.config.application_version);
+                let body = Bytes::from(wire::encode(&value));
+                *cached = Some((available, body.clone()));
+                body
+            }
+        };
+        Ok(respond(StatusCode::OK, Some("application/cbor"), body))
     }
 
     fn accountant_failure(e: AccountantError) -> Response<ResponseBody> {
