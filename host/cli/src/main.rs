@@ -7,6 +7,7 @@
 
 mod account_cmd;
 mod gc_cmd;
+mod malloc;
 mod node_cmd;
 mod persist;
 mod plugin_cmd;
@@ -111,7 +112,10 @@ fn main() -> ExitCode {
             Command::Account(cmd) => account_cmd::run(cmd),
             Command::Gc { dir, dry_run } => gc_cmd::run(&dir, dry_run).await,
             Command::Recover { dir } => persist::recover(&dir).await,
-            Command::Run { dir, .. } => node_cmd::run(&dir).await,
+            Command::Run { dir, .. } => {
+                malloc::tune_for_serving();
+                node_cmd::run(&dir).await
+            }
         }
     });
     match result {

@@ -1,0 +1,27 @@
+//! Allocator settings for a serving node.
+//!
+//! Share data moves through the node in 1 MiB buffers (a PATCH piece, a ranged read, the
+//! copies into and out of a plugin's memory), allocated on one thread and often freed on
+//! another. glibc's defaults hand buffers that size back to the kernel and fault them in again:
+//! it serves them with `mmap` until its adaptive threshold catches up, then trims the top of
+//! each arena as soon as 2 MiB is free there. Over 1 GiB uploaded and 1 GiB downloaded that
+//! was 207,000 minor page faults in the server; with the thresholds below, 54,000, and peak
+//! RSS under 32 concurrent 8 MiB uploads stayed at about 90 MiB (87 MiB before).
+
+/// Allocations above this come from `mmap`: above the largest buffer the node moves.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MMAP_THRESHOLD: libc::c_int = 4 << 20;
+/// Free memory kept at the top of an arena before it is given back to the kernel.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const TRIM_THRESHOLD: libc::c_int = 8 << 20;
+
+/// Set the thresholds; call once, before the node starts serving.
+pub fn tune_for_serving() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code, reason = "mallopt is glibc's documented way to set these, with no preconditions")]
+    // SAFETY: mallopt only changes allocator parameters; any value is accepted or refused (0).
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+    }
+}
