@@ -2,7 +2,8 @@
 """`make bench`, second half: the same GBS workload against marsh (backend-disk as a wasm
 plugin), marsh (the same backend linked natively) and the Python tahoe-lafs 1.20 storage
 node, one after the other on this machine, plus the disk's own fsync'd write bandwidth, in
-one run. Prints one table with ratios against the Python server.
+one run. Prints a table of medians with ratios against the Python server and wasm against
+native, then the spread of the main rows.
 
 Run with the tahoe venv's python (it needs `cryptography` to read the reference node's
 certificate). Usage: side_by_side.py MARSH MARSH_LOAD TAHOE SCRATCH_DIR
@@ -36,7 +37,7 @@ MARSH, LOAD, TAHOE, SCRATCH = sys.argv[1:5]
 SHARES, SIZE, CHUNK, CONCURRENCY = 4, 64 << 20, 1 << 20, 4
 IDLE_CLIENTS, IDLE_SECONDS = 1000, 10
 MANY, MANY_SIZE = 32, 8 << 20
-ROUNDS = int(os.environ.get("MARSH_BENCH_ROUNDS", "3"))
+ROUNDS = max(1, int(os.environ.get("MARSH_BENCH_ROUNDS", "3")))
 
 
 def free_port():
@@ -191,11 +192,18 @@ def main():
                 print(f"--- round {r + 1}/{ROUNDS}: {name} ---\n{text}", flush=True)
             finally:
                 stop(proc)
+                # Its shares go too, so every server runs beside the same data on disk.
+                for d in os.listdir(SCRATCH):
+                    shutil.rmtree(os.path.join(SCRATCH, d), ignore_errors=True)
     shutil.rmtree(SCRATCH, ignore_errors=True)
     disk = statistics.median(disks)
 
+    short = []
+
     def g(name, path):
         vals = [v for v in (lookup(res, path) for res in runs[name]) if v is not None]
+        if 0 < len(vals) < ROUNDS:
+            short.append(f"{name}: {' '.join(path)} from {len(vals)} of {ROUNDS} rounds")
         return statistics.median(vals) if vals else None
 
     def spread(name, path):
@@ -233,8 +241,12 @@ def main():
     print(f"\nSpread over the {ROUNDS} rounds (min-max):")
     print("| measure | marsh wasm | marsh native | python 1.20 |")
     print("|---|---|---|---|")
-    for label, path in rows[:4] + rows[9:10]:
+    spread_rows = {("upload", "mib_s"), ("download", "mib_s"), ("upload", "cpu_s_per_gib"),
+                   ("download", "cpu_s_per_gib"), ("idle", "core_percent")}
+    for label, path in [r for r in rows if r[1] in spread_rows]:
         print(f"| {label} | {' | '.join(spread(n, path) for n in SERVERS)} |")
+    for line in dict.fromkeys(short):
+        print(f"note: {line}")
     up = g("marsh wasm", ("upload", "mib_s"))
     print(f"\nmarsh wasm upload as a fraction of the disk's fsync'd bandwidth: {up / disk * 100:.0f}%")
 

@@ -95,6 +95,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if matches!(cli.command, Command::Run { .. }) {
+        malloc::tune_for_serving();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -112,10 +115,7 @@ fn main() -> ExitCode {
             Command::Account(cmd) => account_cmd::run(cmd),
             Command::Gc { dir, dry_run } => gc_cmd::run(&dir, dry_run).await,
             Command::Recover { dir } => persist::recover(&dir).await,
-            Command::Run { dir, .. } => {
-                malloc::tune_for_serving();
-                node_cmd::run(&dir).await
-            }
+            Command::Run { dir, .. } => node_cmd::run(&dir).await,
         }
     });
     match result {

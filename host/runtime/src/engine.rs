@@ -23,9 +23,10 @@ use crate::generated;
 use crate::host::HostState;
 use crate::inspect::{Inspection, inspect_component};
 
-/// How often the epoch advances; call deadlines are counted in these ticks. Deadlines are
-/// seconds long, so a coarse tick loses nothing, and the ticker thread wakes only 20 times a
-/// second on an idle node (100 times at the 10 ms first used).
+/// How often the epoch advances; call deadlines are counted in these ticks, so a call may run
+/// up to one tick past its deadline. A node's deadlines are seconds long (30 s by default);
+/// at 50 ms the ticker thread wakes 20 times a second on an idle node (100 at the 10 ms first
+/// used).
 pub const EPOCH_TICK: Duration = Duration::from_millis(50);
 
 /// Stops the ticker thread when the runtime goes away.

@@ -27,9 +27,10 @@ pub use host::{AccountingSink, Grants, ProgressSink};
 pub use inspect::{Description, Inspection, World};
 pub use strategy::{PersistFailure, RecoveryReport, StartupPlan, WasmStrategy};
 
-/// Epoch ticks for a deadline (at least one, plus one for the tick in progress).
+/// Epoch ticks for a deadline: rounded up (a call is never stopped before its deadline), plus
+/// one for the tick in progress. A call is stopped at most one tick after its deadline.
 pub(crate) fn deadline_ticks(d: Duration) -> u64 {
-    (d.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
+    d.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64 + 1
 }
 
 /// The `marsh:plugin` package version this host implements.

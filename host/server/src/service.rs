@@ -345,7 +345,7 @@ impl StorageService {
     /// Handle one request: never panics, never fails.
     pub async fn handle(&self, req: Request<Incoming>) -> Response<ResponseBody> {
         let start = Instant::now();
-        // Copied only when request logging is on (`marsh run --verbose`).
+        // Copied only when request logging is on (`marsh run --verbose`, or `MARSH_LOG`).
         let logged = tracing::enabled!(target: "marsh::request", tracing::Level::INFO)
             .then(|| (req.method().clone(), req.uri().path().to_owned()));
         let response = match self.dispatch(req).await {

@@ -354,12 +354,13 @@ async fn main() -> anyhow::Result<()> {
         ));
     }
     let peak = sampler.as_ref().map(RssSampler::peak_kib);
-    if let (Some(i), Some(a), Some(p)) = (idle_rss, idle_anon, peak) {
+    if args.pid.is_some() {
+        let mib = |v: Option<u64>| v.map_or("?".into(), |v| format!("{:.1}", v as f64 / 1024.0));
         println!(
-            "server RSS: idle {:.1} MiB ({:.1} MiB of it anonymous), peak during the run {:.1} MiB",
-            i as f64 / 1024.0,
-            a as f64 / 1024.0,
-            p as f64 / 1024.0
+            "server RSS: idle {} MiB ({} MiB of it anonymous), peak during the run {} MiB",
+            mib(idle_rss),
+            mib(idle_anon),
+            mib(peak)
         );
     }
     let kib = |v: Option<u64>| v.map_or("null".into(), |v| v.to_string());
