@@ -142,6 +142,32 @@ fn walk(
     want: usize,
     out: &mut Vec<String>,
 ) -> std::io::Result<()> {
+    // When the prefix names this directory's next component in full (`slots/ab/<si>/` at the
+    // top), only that subtree can match: go straight into it rather than reading and sorting
+    // the whole level. A lease renewal lists two such prefixes; with 2,000 slots stored the
+    // level reads made it cost about 1 ms of CPU.
+    let here = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+    if let Some((component, _)) = prefix.strip_prefix(&here).and_then(|rest| rest.split_once('/'))
+        && !component.is_empty()
+    {
+        // The same rules as the listing below: no key has a host-reserved, `.` or `..`
+        // component, and only a real directory (not a symlink) is entered.
+        if component.starts_with(RESERVED_PREFIX) || component == "." || component == ".." {
+            return Ok(());
+        }
+        let full = format!("{here}{component}");
+        let real_dir = match root.symlink_metadata(&full) {
+            Ok(m) => m.is_dir(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(20) => false,
+            Err(e) => return Err(e),
+        };
+        let subtree = format!("{full}/");
+        let past = start_after.is_some_and(|a| !a.starts_with(&subtree) && a > subtree.as_str());
+        if !real_dir || past {
+            return Ok(());
+        }
+        return walk(root, &full, prefix, start_after, want, out);
+    }
     let entries = match if dir.is_empty() { root.read_dir(".") } else { root.read_dir(dir) } {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -411,6 +437,32 @@ mod tests {
         assert!(s.delete(&key("a/a/z")).await.unwrap());
         assert!(!tmp.path().join("a/a").exists(), "empty parents are pruned");
         assert!(!s.delete(&key("a/a/z")).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_prefix_naming_directories_lists_what_a_full_walk_would() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = DirStore::open("t", tmp.path()).unwrap();
+        let keys = ["slots/ab/abc/0", "slots/ab/abc/1", "slots/ab/abd/0", "slots/ac/acx/2", "slots/ab/abc-x/3"];
+        for k in keys {
+            s.put(&key(k), b"x".to_vec(), PutMode::CreateOnly).await.unwrap();
+        }
+        // A symlinked directory and a host-reserved one are never entered by either path.
+        std::os::unix::fs::symlink(tmp.path().join("slots/ab/abc"), tmp.path().join("slots/ab/abz")).unwrap();
+        std::fs::create_dir_all(tmp.path().join("slots/ab/.marsh-x")).unwrap();
+        std::fs::write(tmp.path().join("slots/ab/.marsh-x/9"), b"hidden").unwrap();
+        let everything = s.list("", None, 100).await.unwrap().keys;
+        for prefix in
+            ["slots/ab/abc/", "slots/ab/abc", "slots/ab/", "slots/ab/abz/", "slots/ab/.marsh-x/", "slots/zz/q/"]
+        {
+            let expected: Vec<String> = everything.iter().filter(|k| k.starts_with(prefix)).cloned().collect();
+            assert_eq!(s.list(prefix, None, 100).await.unwrap().keys, expected, "prefix {prefix}");
+        }
+        assert_eq!(s.list("slots/ab/abc/", None, 100).await.unwrap().keys, vec!["slots/ab/abc/0", "slots/ab/abc/1"]);
+        let after = s.list("slots/ab/abc/", Some("slots/ab/abc/0"), 100).await.unwrap();
+        assert_eq!(after.keys, vec!["slots/ab/abc/1"]);
+        assert!(s.list("slots/ab/abc/", Some("slots/ab/abd"), 100).await.unwrap().keys.is_empty());
+        assert!(s.list("slots/ab/../ab/abc/", None, 100).await.unwrap().keys.is_empty());
     }
 
     #[tokio::test]
