@@ -72,10 +72,10 @@ run: plugins
 
 bench: plugins tahoe
 	cargo build --locked --release -p marsh-bench --bins
-	cargo build --locked --release -p marsh --features native-backends --bin marsh
+	cargo build --locked --profile server -p marsh --features native-backends --bin marsh
 	mkdir -p $(CURDIR)/target
 	$(CARGO_TARGET_DIR)/release/marsh-bench-plugin $(MARSH_PLUGIN_DIR) $(CURDIR)/target
-	$(TAHOE_VENV)/bin/python host/bench/side_by_side.py $(CARGO_TARGET_DIR)/release/marsh \
+	$(TAHOE_VENV)/bin/python host/bench/side_by_side.py $(CARGO_TARGET_DIR)/server/marsh \
 	  $(CARGO_TARGET_DIR)/release/marsh-load $(TAHOE) $(CURDIR)/target/bench
 
 # 100 MiB through the real client to backend-disk and to backend-s3 on SeaweedFS, with S3 request

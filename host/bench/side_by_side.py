@@ -215,6 +215,7 @@ def main():
         ("download MiB/s (1 MiB ranged reads)", ("download", "mib_s")),
         ("server CPU s per GiB uploaded", ("upload", "cpu_s_per_gib")),
         ("server CPU s per GiB downloaded", ("download", "cpu_s_per_gib")),
+        ("load generator CPU s per GiB uploaded (same cores)", ("upload", "client_cpu_s_per_gib")),
         ("upload p50 ms per 1 MiB PATCH", ("upload", "p50_ms")),
         ("mutable read-test-write req/s", ("mutable", "rps")),
         ("mutable read-test-write p99 ms", ("mutable", "p99_ms")),
