@@ -50,17 +50,21 @@ def run(*args):
     return subprocess.run(args, check=True, capture_output=True, text=True).stdout
 
 
+def write_fsynced(path, buf, count):
+    """Write `buf` `count` times to a new file at `path`, then fsync it."""
+    with open(path, "wb") as f:
+        for _ in range(count):
+            f.write(buf)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def disk_bandwidth(directory):
     """MiB/s of plain 1 MiB writes to SHARES files of SIZE bytes, each fsynced: the physical limit."""
     buf = os.urandom(CHUNK)
     start = time.time()
     for i in range(SHARES):
-        path = os.path.join(directory, f"disk-{i}")
-        with open(path, "wb") as f:
-            for _ in range(SIZE // CHUNK):
-                f.write(buf)
-            f.flush()
-            os.fsync(f.fileno())
+        write_fsynced(os.path.join(directory, f"disk-{i}"), buf, SIZE // CHUNK)
     elapsed = time.time() - start
     for i in range(SHARES):
         os.remove(os.path.join(directory, f"disk-{i}"))
@@ -71,12 +75,7 @@ def recycle_page_cache(directory):
     """Write, fsync and delete as many bytes as one server's workload writes, so the pages the
     next measurement writes into have been used before (see the module doc)."""
     path = os.path.join(directory, "recycle")
-    buf = bytes(CHUNK)
-    with open(path, "wb") as f:
-        for _ in range((SHARES * SIZE + MANY * MANY_SIZE) // CHUNK):
-            f.write(buf)
-        f.flush()
-        os.fsync(f.fileno())
+    write_fsynced(path, bytes(CHUNK), (SHARES * SIZE + MANY * MANY_SIZE) // CHUNK)
     os.remove(path)
 
 
@@ -100,8 +99,6 @@ def workloads(nurl, pid):
 
 def marsh_server(name, native):
     node = os.path.join(SCRATCH, name)
-    shutil.rmtree(node, ignore_errors=True)
-    shutil.rmtree(node + "-shares", ignore_errors=True)
     port = free_port()
     run(MARSH, "init", "--dir", node, "--listen", f"127.0.0.1:{port}", "--storage-dir", node + "-shares")
     run(MARSH, "config", "set", "storage.reserved-space", "0", "--dir", node)
@@ -122,7 +119,6 @@ def marsh_server(name, native):
 
 def python_server():
     node = os.path.join(SCRATCH, "tahoe-storage")
-    shutil.rmtree(node, ignore_errors=True)
     port = free_port()
     run(TAHOE, "create-node", "--listen=tcp", f"--port=tcp:{port}:interface=127.0.0.1", f"--location=tcp:127.0.0.1:{port}",
         "--webport=none", "--nickname=reference", node)
@@ -200,14 +196,17 @@ def main():
 
     short = []
 
+    def values(name, path):
+        return [v for v in (lookup(res, path) for res in runs[name]) if v is not None]
+
     def g(name, path):
-        vals = [v for v in (lookup(res, path) for res in runs[name]) if v is not None]
+        vals = values(name, path)
         if 0 < len(vals) < ROUNDS:
             short.append(f"{name}: {' '.join(path)} from {len(vals)} of {ROUNDS} rounds")
         return statistics.median(vals) if vals else None
 
     def spread(name, path):
-        vals = [v for v in (lookup(res, path) for res in runs[name]) if v is not None]
+        vals = values(name, path)
         return f"{min(vals):.2f}-{max(vals):.2f}" if vals else "-"
 
     rows = [

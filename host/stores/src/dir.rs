@@ -131,6 +131,12 @@ fn is_file(root: &Dir, key: &str) -> std::io::Result<Option<u64>> {
     }
 }
 
+/// Whether every key in the subtree `dir/` (with its trailing slash) sorts at or before
+/// `start_after`, so a listing resuming there can skip it.
+fn wholly_before(dir: &str, start_after: Option<&str>) -> bool {
+    start_after.is_some_and(|a| !a.starts_with(dir) && a > dir)
+}
+
 /// Walk the tree in key order, collecting file keys that start with `prefix` and sort after
 /// `start_after`, stopping once `want` keys are found. Directories sort as `name/`, which
 /// makes depth-first order equal to the byte order of full keys.
@@ -161,9 +167,7 @@ fn walk(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(20) => false,
             Err(e) => return Err(e),
         };
-        let subtree = format!("{full}/");
-        let past = start_after.is_some_and(|a| !a.starts_with(&subtree) && a > subtree.as_str());
-        if !real_dir || past {
+        if !real_dir || wholly_before(&format!("{full}/"), start_after) {
             return Ok(());
         }
         return walk(root, &full, prefix, start_after, want, out);
@@ -200,7 +204,7 @@ fn walk(
             if !(full.starts_with(prefix) || prefix.starts_with(&full)) {
                 continue;
             }
-            if start_after.is_some_and(|a| !a.starts_with(&full) && a > full.as_str()) {
+            if wholly_before(&full, start_after) {
                 continue;
             }
             walk(root, full.trim_end_matches('/'), prefix, start_after, want, out)?;
