@@ -3,10 +3,40 @@
 //! the encoded changes off the machine; recovery applies them again. Applying is idempotent
 //! (upserts keyed by what the change is about), so replaying a change twice is harmless.
 //!
-//! Encoding: CBOR, an array `[1, kind, fields...]`; the leading 1 is the format version.
+//! Encoding: CBOR, an array `[version, kind, fields...]`.
+//! - Version 2 (written now) names the share kind of every share-scoped change (`lease`,
+//!   `share`, `forget`) right after the change kind: `["lease", "mutable", si, ...]`.
+//! - Version 1 (written before share kinds were kept apart) is still read. Its share-scoped
+//!   changes carry no kind ([`ShareRef::kind`] is `None`); applying one resolves it the way the
+//!   schema migration does: a share with a recorded write enabler is mutable, any other is
+//!   immutable, and a version-1 `forget` forgets both kinds, as it did when it was written.
+//!   A change decoded from version 1 encodes back to the same version-1 bytes.
+//!
+//! Decoding validates every field: canonical storage indexes, 32-byte hashes, share numbers,
+//! attribute values that parse. A record that does not is refused whole.
 
 use ciborium::value::Value;
-use rusqlite::{Transaction, params};
+use marsh_core::{ShareId, ShareKind, ShareNumber, StorageIndex};
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use crate::Attribute;
+
+/// A share as a change names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShareRef {
+    /// Its kind; `None` only in version-1 records, which could not say.
+    pub kind: Option<ShareKind>,
+    /// The storage index.
+    pub si: StorageIndex,
+    /// The share number.
+    pub shnum: ShareNumber,
+}
+
+impl From<&ShareId> for ShareRef {
+    fn from(id: &ShareId) -> Self {
+        ShareRef { kind: Some(id.kind), si: id.si, shnum: id.shnum }
+    }
+}
 
 /// One change to accounting state. Accounts are named, not numbered, so a change means the
 /// same on any database it is applied to.
@@ -21,14 +51,12 @@ pub enum Change {
         /// When.
         created: u64,
     },
-    /// An attribute was set (`Some`) or removed (`None`).
+    /// An attribute was set.
     Attribute {
         /// The account.
         account: String,
-        /// `write`, `quota` or `nickname`.
-        key: String,
-        /// The value.
-        value: Option<String>,
+        /// The attribute and its new value.
+        attribute: Attribute,
     },
     /// An account was revoked.
     Revoked {
@@ -39,14 +67,12 @@ pub enum Change {
     },
     /// A lease was added or renewed (never shortened).
     Lease {
-        /// Storage index, base32.
-        si: String,
-        /// Share number.
-        shnum: u16,
+        /// The share.
+        share: ShareRef,
         /// SHA-256 of the renew secret.
-        renew_hash: Vec<u8>,
+        renew_hash: [u8; 32],
         /// SHA-256 of the cancel secret.
-        cancel_hash: Vec<u8>,
+        cancel_hash: [u8; 32],
         /// Expiry.
         expires: u64,
         /// The account holding it.
@@ -54,10 +80,8 @@ pub enum Change {
     },
     /// An account holds a share of this size.
     Share {
-        /// Storage index, base32.
-        si: String,
-        /// Share number.
-        shnum: u16,
+        /// The share.
+        share: ShareRef,
         /// The account.
         account: String,
         /// Bytes.
@@ -65,19 +89,17 @@ pub enum Change {
     },
     /// Everything about a share was forgotten (deleted, or its upload aborted).
     Forget {
-        /// Storage index, base32.
-        si: String,
-        /// Share number.
-        shnum: u16,
+        /// The share.
+        share: ShareRef,
     },
-    /// The write enabler of a new mutable share.
+    /// The write enabler of a new mutable share (write enablers exist for mutable shares only).
     WriteEnabler {
-        /// Storage index, base32.
-        si: String,
+        /// Storage index.
+        si: StorageIndex,
         /// Share number.
-        shnum: u16,
+        shnum: ShareNumber,
         /// SHA-256 of the enabler.
-        hash: Vec<u8>,
+        hash: [u8; 32],
     },
 }
 
@@ -94,40 +116,95 @@ fn int(n: u64) -> Value {
     Value::Integer(n.into())
 }
 
+/// The stored spelling of a share kind (`kind` columns).
+pub(crate) fn kind_code(kind: ShareKind) -> i64 {
+    match kind {
+        ShareKind::Immutable => 0,
+        ShareKind::Mutable => 1,
+    }
+}
+
+/// An attribute as its key and stored value.
+pub(crate) fn attribute_entry(attribute: &Attribute) -> (&'static str, Option<String>) {
+    match attribute {
+        Attribute::Write(w) => ("write", Some(w.to_string())),
+        Attribute::Quota(q) => ("quota", q.map(|q| q.to_string())),
+        Attribute::Nickname(n) => ("nickname", n.clone()),
+    }
+}
+
+/// An attribute from its key and stored value; anything that does not parse is an error,
+/// never a default.
+pub(crate) fn parse_attribute(key: &str, value: Option<&str>) -> Result<Attribute, BadChange> {
+    let bad = || BadChange(format!("attribute `{key}` has the unreadable value {value:?}"));
+    match key {
+        "write" => match value {
+            Some("true") => Ok(Attribute::Write(true)),
+            Some("false") => Ok(Attribute::Write(false)),
+            _ => Err(bad()),
+        },
+        "quota" => match value {
+            None => Ok(Attribute::Quota(None)),
+            Some(v) => v.parse().map(|q| Attribute::Quota(Some(q))).map_err(|_| bad()),
+        },
+        "nickname" => Ok(Attribute::Nickname(value.map(str::to_owned))),
+        other => Err(BadChange(format!("unknown attribute `{other}`"))),
+    }
+}
+
 impl Change {
     /// Whether applying it changes who a caller is (accounts, their attributes, revocation).
     pub fn touches_accounts(&self) -> bool {
         matches!(self, Change::Account { .. } | Change::Attribute { .. } | Change::Revoked { .. })
     }
 
-    /// The CBOR bytes.
+    /// The CBOR bytes: version 2, or version 1 for a change read from a version-1 record.
     pub fn encode(&self) -> Vec<u8> {
+        let legacy = matches!(
+            self,
+            Change::Lease { share: ShareRef { kind: None, .. }, .. }
+                | Change::Share { share: ShareRef { kind: None, .. }, .. }
+                | Change::Forget { share: ShareRef { kind: None, .. } }
+        );
+        // The share-scoped head: the change kind, then (version 2) the share kind, si, shnum.
+        let head = |name: &str, share: &ShareRef| {
+            let mut v = vec![text(name)];
+            if let Some(kind) = share.kind {
+                v.push(text(kind.as_str()));
+            }
+            v.extend([text(&share.si.to_base32()), int(u64::from(share.shnum.0))]);
+            v
+        };
         let fields = match self {
             Change::Account { name, swissnum, created } => {
                 vec![text("account"), text(name), text(swissnum), int(*created)]
             }
-            Change::Attribute { account, key, value } => {
+            Change::Attribute { account, attribute } => {
+                let (key, value) = attribute_entry(attribute);
                 vec![text("attribute"), text(account), text(key), value.as_deref().map_or(Value::Null, text)]
             }
             Change::Revoked { account, at } => vec![text("revoked"), text(account), int(*at)],
-            Change::Lease { si, shnum, renew_hash, cancel_hash, expires, account } => vec![
-                text("lease"),
-                text(si),
-                int(u64::from(*shnum)),
-                Value::Bytes(renew_hash.clone()),
-                Value::Bytes(cancel_hash.clone()),
-                int(*expires),
-                text(account),
-            ],
-            Change::Share { si, shnum, account, size } => {
-                vec![text("share"), text(si), int(u64::from(*shnum)), text(account), int(*size)]
+            Change::Lease { share, renew_hash, cancel_hash, expires, account } => {
+                let mut v = head("lease", share);
+                v.extend([
+                    Value::Bytes(renew_hash.to_vec()),
+                    Value::Bytes(cancel_hash.to_vec()),
+                    int(*expires),
+                    text(account),
+                ]);
+                v
             }
-            Change::Forget { si, shnum } => vec![text("forget"), text(si), int(u64::from(*shnum))],
+            Change::Share { share, account, size } => {
+                let mut v = head("share", share);
+                v.extend([text(account), int(*size)]);
+                v
+            }
+            Change::Forget { share } => head("forget", share),
             Change::WriteEnabler { si, shnum, hash } => {
-                vec![text("write-enabler"), text(si), int(u64::from(*shnum)), Value::Bytes(hash.clone())]
+                vec![text("write-enabler"), text(&si.to_base32()), int(u64::from(shnum.0)), Value::Bytes(hash.to_vec())]
             }
         };
-        let mut all = vec![int(1)];
+        let mut all = vec![int(if legacy { 1 } else { 2 })];
         all.extend(fields);
         let mut out = Vec::new();
         // Writing into a Vec cannot fail.
@@ -135,7 +212,7 @@ impl Change {
         out
     }
 
-    /// Read a change record.
+    /// Read a change record (version 1 or 2).
     pub fn decode(bytes: &[u8]) -> Result<Change, BadChange> {
         let bad = |m: &str| BadChange(m.to_owned());
         let value: Value = ciborium::de::from_reader(bytes).map_err(|e| BadChange(format!("not CBOR: {e}")))?;
@@ -151,47 +228,61 @@ impl Change {
                 _ => Err(bad("expected text")),
             }
         };
-        let bytes = |v: Value| -> Result<Vec<u8>, BadChange> {
+        let hash = |v: Value| -> Result<[u8; 32], BadChange> {
             match v {
-                Value::Bytes(b) if b.len() == 32 => Ok(b),
+                Value::Bytes(b) => b.try_into().map_err(|_| bad("expected a 32-byte hash")),
                 _ => Err(bad("expected a 32-byte hash")),
             }
         };
-        let shnum = |v: Value| -> Result<u16, BadChange> { u16::try_from(num(v)?).map_err(|_| bad("share number")) };
-        if num(next()?)? != 1 {
+        let si = |v: Value| -> Result<StorageIndex, BadChange> {
+            string(v)?.parse().map_err(|_| bad("not a canonical storage index"))
+        };
+        let shnum = |v: Value| -> Result<ShareNumber, BadChange> {
+            u16::try_from(num(v)?).map(ShareNumber).map_err(|_| bad("share number"))
+        };
+        let version = num(next()?)?;
+        if !(1..=2).contains(&version) {
             return Err(bad("unknown format version"));
         }
+        let share = |next: &mut dyn FnMut() -> Result<Value, BadChange>| -> Result<ShareRef, BadChange> {
+            let kind = if version == 2 {
+                Some(match string(next()?)?.as_str() {
+                    "immutable" => ShareKind::Immutable,
+                    "mutable" => ShareKind::Mutable,
+                    _ => return Err(bad("unknown share kind")),
+                })
+            } else {
+                None
+            };
+            Ok(ShareRef { kind, si: si(next()?)?, shnum: shnum(next()?)? })
+        };
         let change = match string(next()?)?.as_str() {
             "account" => Change::Account { name: string(next()?)?, swissnum: string(next()?)?, created: num(next()?)? },
-            "attribute" => Change::Attribute {
-                account: string(next()?)?,
-                key: string(next()?)?,
-                value: match next()? {
+            "attribute" => {
+                let account = string(next()?)?;
+                let key = string(next()?)?;
+                let value = match next()? {
                     Value::Null => None,
                     v => Some(string(v)?),
-                },
-            },
+                };
+                Change::Attribute { account, attribute: parse_attribute(&key, value.as_deref())? }
+            }
             "revoked" => Change::Revoked { account: string(next()?)?, at: num(next()?)? },
             "lease" => Change::Lease {
-                si: string(next()?)?,
-                shnum: shnum(next()?)?,
-                renew_hash: bytes(next()?)?,
-                cancel_hash: bytes(next()?)?,
+                share: share(&mut next)?,
+                renew_hash: hash(next()?)?,
+                cancel_hash: hash(next()?)?,
                 expires: num(next()?)?,
                 account: string(next()?)?,
             },
-            "share" => Change::Share {
-                si: string(next()?)?,
-                shnum: shnum(next()?)?,
-                account: string(next()?)?,
-                size: num(next()?)?,
-            },
-            "forget" => Change::Forget { si: string(next()?)?, shnum: shnum(next()?)? },
-            "write-enabler" => {
-                Change::WriteEnabler { si: string(next()?)?, shnum: shnum(next()?)?, hash: bytes(next()?)? }
-            }
+            "share" => Change::Share { share: share(&mut next)?, account: string(next()?)?, size: num(next()?)? },
+            "forget" => Change::Forget { share: share(&mut next)? },
+            "write-enabler" => Change::WriteEnabler { si: si(next()?)?, shnum: shnum(next()?)?, hash: hash(next()?)? },
             other => return Err(BadChange(format!("unknown kind `{other}`"))),
         };
+        if next().is_ok() {
+            return Err(bad("too many fields"));
+        }
         Ok(change)
     }
 
@@ -199,6 +290,21 @@ impl Change {
     pub(crate) fn apply(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
         let id = |name: &str| -> rusqlite::Result<i64> {
             tx.query_row("SELECT id FROM accounts WHERE name = ?1", [name], |r| r.get(0))
+        };
+        // A version-1 record's share: mutable when it has a write enabler, as the migration decided.
+        let kind = |share: &ShareRef| -> rusqlite::Result<i64> {
+            match share.kind {
+                Some(k) => Ok(kind_code(k)),
+                None => Ok(i64::from(
+                    tx.query_row(
+                        "SELECT 1 FROM write_enablers WHERE si = ?1 AND shnum = ?2",
+                        params![share.si.to_base32(), share.shnum.0],
+                        |_| Ok(()),
+                    )
+                    .optional()?
+                    .is_some(),
+                )),
+            }
         };
         match self {
             Change::Account { name, swissnum, created } => {
@@ -212,15 +318,17 @@ impl Change {
                     ],
                 )?;
             }
-            Change::Attribute { account, key, value } => {
+            Change::Attribute { account, attribute } => {
                 let id = id(account)?;
-                match value {
-                    Some(v) => tx.execute(
+                match attribute_entry(attribute) {
+                    (key, Some(v)) => tx.execute(
                         "INSERT INTO attributes (account, key, value) VALUES (?1, ?2, ?3)
                          ON CONFLICT (account, key) DO UPDATE SET value = excluded.value",
                         params![id, key, v],
                     )?,
-                    None => tx.execute("DELETE FROM attributes WHERE account = ?1 AND key = ?2", params![id, key])?,
+                    (key, None) => {
+                        tx.execute("DELETE FROM attributes WHERE account = ?1 AND key = ?2", params![id, key])?
+                    }
                 };
             }
             Change::Revoked { account, at } => {
@@ -229,29 +337,48 @@ impl Change {
                     params![account, *at as i64],
                 )?;
             }
-            Change::Lease { si, shnum, renew_hash, cancel_hash, expires, account } => {
+            Change::Lease { share, renew_hash, cancel_hash, expires, account } => {
                 tx.execute(
-                    "INSERT INTO leases (si, shnum, renew_hash, cancel_hash, expires, account) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT (si, shnum, renew_hash) DO UPDATE SET expires = max(expires, excluded.expires)",
-                    params![si, shnum, renew_hash, cancel_hash, *expires as i64, id(account)?],
+                    "INSERT INTO leases (kind, si, shnum, renew_hash, cancel_hash, expires, account)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (kind, si, shnum, renew_hash) DO UPDATE SET expires = max(expires, excluded.expires)",
+                    params![
+                        kind(share)?,
+                        share.si.to_base32(),
+                        share.shnum.0,
+                        renew_hash.as_slice(),
+                        cancel_hash.as_slice(),
+                        *expires as i64,
+                        id(account)?
+                    ],
                 )?;
             }
-            Change::Share { si, shnum, account, size } => {
+            Change::Share { share, account, size } => {
                 tx.execute(
-                    "INSERT INTO shares (si, shnum, account, size) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (si, shnum) DO UPDATE SET size = excluded.size",
-                    params![si, shnum, id(account)?, *size as i64],
+                    "INSERT INTO shares (kind, si, shnum, account, size) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (kind, si, shnum) DO UPDATE SET size = excluded.size",
+                    params![kind(share)?, share.si.to_base32(), share.shnum.0, id(account)?, *size as i64],
                 )?;
             }
-            Change::Forget { si, shnum } => {
-                tx.execute("DELETE FROM leases WHERE si = ?1 AND shnum = ?2", params![si, shnum])?;
-                tx.execute("DELETE FROM write_enablers WHERE si = ?1 AND shnum = ?2", params![si, shnum])?;
-                tx.execute("DELETE FROM shares WHERE si = ?1 AND shnum = ?2", params![si, shnum])?;
+            Change::Forget { share } => {
+                let (si, n) = (share.si.to_base32(), share.shnum.0);
+                // A version-1 forget meant both kinds; a version-2 one means exactly its own.
+                let kinds: &[i64] = match share.kind {
+                    Some(k) => &[kind_code(k)][..],
+                    None => &[0, 1],
+                };
+                for k in kinds {
+                    tx.execute("DELETE FROM leases WHERE kind = ?1 AND si = ?2 AND shnum = ?3", params![k, si, n])?;
+                    tx.execute("DELETE FROM shares WHERE kind = ?1 AND si = ?2 AND shnum = ?3", params![k, si, n])?;
+                }
+                if share.kind != Some(ShareKind::Immutable) {
+                    tx.execute("DELETE FROM write_enablers WHERE si = ?1 AND shnum = ?2", params![si, n])?;
+                }
             }
             Change::WriteEnabler { si, shnum, hash } => {
                 tx.execute(
                     "INSERT OR REPLACE INTO write_enablers (si, shnum, enabler_hash) VALUES (?1, ?2, ?3)",
-                    params![si, shnum, hash],
+                    params![si.to_base32(), shnum.0, hash.as_slice()],
                 )?;
             }
         }
@@ -263,30 +390,93 @@ impl Change {
 mod tests {
     use super::*;
 
+    fn si() -> StorageIndex {
+        StorageIndex::from_bytes([7; 16])
+    }
+
     #[test]
     fn every_kind_round_trips_and_junk_is_refused() {
+        let share = |kind| ShareRef { kind, si: si(), shnum: ShareNumber(3) };
         let all = [
             Change::Account { name: "a".into(), swissnum: "s".into(), created: 5 },
-            Change::Attribute { account: "a".into(), key: "quota".into(), value: Some("10".into()) },
-            Change::Attribute { account: "a".into(), key: "nickname".into(), value: None },
+            Change::Attribute { account: "a".into(), attribute: Attribute::Quota(Some(10)) },
+            Change::Attribute { account: "a".into(), attribute: Attribute::Nickname(None) },
+            Change::Attribute { account: "a".into(), attribute: Attribute::Write(false) },
             Change::Revoked { account: "a".into(), at: 9 },
             Change::Lease {
-                si: "x".into(),
-                shnum: 3,
-                renew_hash: vec![1; 32],
-                cancel_hash: vec![2; 32],
+                share: share(Some(ShareKind::Mutable)),
+                renew_hash: [1; 32],
+                cancel_hash: [2; 32],
                 expires: 77,
                 account: "anonymous".into(),
             },
-            Change::Share { si: "x".into(), shnum: 3, account: "a".into(), size: 100 },
-            Change::Forget { si: "x".into(), shnum: 3 },
-            Change::WriteEnabler { si: "x".into(), shnum: 1, hash: vec![3; 32] },
+            Change::Share { share: share(Some(ShareKind::Immutable)), account: "a".into(), size: 100 },
+            Change::Forget { share: share(Some(ShareKind::Mutable)) },
+            Change::Forget { share: share(None) },
+            Change::WriteEnabler { si: si(), shnum: ShareNumber(1), hash: [3; 32] },
         ];
         for c in all {
             assert_eq!(Change::decode(&c.encode()).unwrap(), c);
         }
-        for junk in [&b""[..], b"\xff\xff", &Change::Forget { si: "x".into(), shnum: 1 }.encode()[..4]] {
+        let forget = Change::Forget { share: share(Some(ShareKind::Immutable)) }.encode();
+        for junk in [&b""[..], b"\xff\xff", &forget[..4]] {
             assert!(Change::decode(junk).is_err());
         }
+    }
+
+    /// Version-1 records exactly as the previous release wrote them.
+    fn v1(fields: Vec<Value>) -> Vec<u8> {
+        let mut all = vec![int(1)];
+        all.extend(fields);
+        let mut out = Vec::new();
+        ciborium::ser::into_writer(&Value::Array(all), &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn version_one_records_still_read_and_encode_back_unchanged() {
+        let s = si().to_base32();
+        let lease = v1(vec![
+            text("lease"),
+            text(&s),
+            int(3),
+            Value::Bytes(vec![1; 32]),
+            Value::Bytes(vec![2; 32]),
+            int(77),
+            text("anonymous"),
+        ]);
+        let c = Change::decode(&lease).unwrap();
+        assert!(matches!(c, Change::Lease { share: ShareRef { kind: None, .. }, expires: 77, .. }));
+        assert_eq!(c.encode(), lease);
+        let forget = v1(vec![text("forget"), text(&s), int(3)]);
+        assert_eq!(Change::decode(&forget).unwrap().encode(), forget);
+        let attr = v1(vec![text("attribute"), text("a"), text("quota"), text("10")]);
+        assert_eq!(
+            Change::decode(&attr).unwrap(),
+            Change::Attribute { account: "a".into(), attribute: Attribute::Quota(Some(10)) }
+        );
+    }
+
+    #[test]
+    fn malformed_fields_are_refused_not_defaulted() {
+        let s = si().to_base32();
+        for bad in [
+            v1(vec![text("attribute"), text("a"), text("quota"), text("lots")]),
+            v1(vec![text("attribute"), text("a"), text("write"), text("yes")]),
+            v1(vec![text("attribute"), text("a"), text("colour"), text("red")]),
+            v1(vec![text("forget"), text("NOT-A-STORAGE-INDEX"), int(3)]),
+            v1(vec![text("forget"), text(&s), int(70_000)]),
+            v1(vec![text("forget"), text(&s), int(3), int(4)]),
+            v1(vec![text("write-enabler"), text(&s), int(1), Value::Bytes(vec![3; 31])]),
+        ] {
+            assert!(Change::decode(&bad).is_err(), "{bad:?}");
+        }
+        let mut two =
+            Change::Forget { share: ShareRef { kind: Some(ShareKind::Mutable), si: si(), shnum: ShareNumber(1) } }
+                .encode();
+        // Corrupt the share kind's text ("mutable" -> "mutablf").
+        let at = two.windows(7).position(|w| w == b"mutable").unwrap();
+        two[at + 6] = b'f';
+        assert!(Change::decode(&two).is_err());
     }
 }

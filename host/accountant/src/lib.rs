@@ -17,17 +17,20 @@ mod change;
 mod schema;
 mod snapshot;
 mod watch;
+mod writes;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use marsh_core::{ShareNumber, StorageIndex};
+use marsh_core::{ShareId, ShareKind, ShareNumber, StorageIndex};
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
-pub use change::{BadChange, Change};
+use change::kind_code;
+pub use change::{BadChange, Change, ShareRef};
 pub use schema::VERSION as SCHEMA_VERSION;
 pub use snapshot::{MAX_SNAPSHOT_BYTES, Snapshot};
+pub use writes::{MutableShareWrite, MutableWrite};
 
 /// Lease duration: 31 days, as Tahoe's clients expect.
 pub const LEASE_SECONDS: u64 = 31 * 24 * 60 * 60;
@@ -58,6 +61,14 @@ pub enum AccountantError {
     /// A snapshot handed back for restore is not a sound accounting database.
     #[error("refusing the snapshot: {0}")]
     BadSnapshot(String),
+    /// A stored attribute does not parse: refused, never read as a default.
+    #[error("account #{account}: {reason}")]
+    BadAttribute {
+        /// The account's row id.
+        account: i64,
+        /// What is wrong.
+        reason: String,
+    },
     /// The name is not acceptable.
     #[error("`{0}` is not a valid account name: use 1-64 of a-z, 0-9, `-` and `_`, starting with a letter or digit")]
     BadName(String),
@@ -136,6 +147,17 @@ pub struct Caller {
     pub revoked: bool,
     /// Its attributes.
     pub attributes: Attributes,
+}
+
+/// The account holding a share, as quota checks need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// The account.
+    pub id: AccountId,
+    /// Its name, for messages.
+    pub name: String,
+    /// Its quota.
+    pub quota: Option<u64>,
 }
 
 /// One lease on one share.
@@ -314,13 +336,12 @@ impl Accountant {
 
     /// Change one attribute.
     pub fn set_attribute(&self, name: &str, attribute: Attribute) -> Result<(), AccountantError> {
-        self.account(name)?;
-        let (key, value) = match attribute {
-            Attribute::Write(w) => ("write", Some(w.to_string())),
-            Attribute::Quota(q) => ("quota", q.map(|q| q.to_string())),
-            Attribute::Nickname(n) => ("nickname", n),
-        };
-        self.commit(&Change::Attribute { account: name.to_owned(), key: key.to_owned(), value })
+        // Only the account's existence: an operator repairs an unreadable attribute this way.
+        let exists = self.conn().query_row("SELECT 1 FROM accounts WHERE name = ?1", [name], |_| Ok(())).optional()?;
+        if exists.is_none() {
+            return Err(AccountantError::NoSuchAccount(name.to_owned()));
+        }
+        self.commit(&Change::Attribute { account: name.to_owned(), attribute })
     }
 
     /// Apply one change and log it, in one transaction.
@@ -412,33 +433,26 @@ impl Accountant {
 
     /// Record that `account` holds a share of `size` bytes (an allocation or a mutable write).
     /// The first account to hold a share keeps it; the size follows the share.
-    pub fn record_share(
-        &self,
-        account: AccountId,
-        si: &StorageIndex,
-        shnum: ShareNumber,
-        size: u64,
-    ) -> Result<(), AccountantError> {
-        self.commit_for(account, |account| Change::Share { si: si.to_base32(), shnum: shnum.0, account, size })
+    pub fn record_share(&self, account: AccountId, share: &ShareId, size: u64) -> Result<(), AccountantError> {
+        self.commit_for(account, |account| Change::Share { share: share.into(), account, size })
     }
 
-    /// The account holding a share (id, name, quota), if the share is recorded.
-    pub fn holder(
-        &self,
-        si: &StorageIndex,
-        shnum: ShareNumber,
-    ) -> Result<Option<(AccountId, String, Option<u64>)>, AccountantError> {
+    /// The account holding a share, if the share is recorded.
+    pub fn holder(&self, share: &ShareId) -> Result<Option<Holder>, AccountantError> {
         let conn = self.conn();
         let row: Option<(i64, String)> = conn
             .query_row(
                 "SELECT s.account, a.name FROM shares s JOIN accounts a ON a.id = s.account
-                 WHERE s.si = ?1 AND s.shnum = ?2",
-                params![si.to_base32(), shnum.0],
+                 WHERE s.kind = ?1 AND s.si = ?2 AND s.shnum = ?3",
+                params![kind_code(share.kind), share.si.to_base32(), share.shnum.0],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
         match row {
-            Some((id, name)) => Ok(Some((AccountId(id), name, read_attributes(&conn, AccountId(id))?.quota))),
+            Some((id, name)) => {
+                let quota = read_attributes(&conn, AccountId(id))?.quota;
+                Ok(Some(Holder { id: AccountId(id), name, quota }))
+            }
             None => Ok(None),
         }
     }
@@ -449,29 +463,22 @@ impl Accountant {
     pub fn add_or_renew(
         &self,
         account: AccountId,
-        si: &StorageIndex,
-        shnum: ShareNumber,
+        share: &ShareId,
         renew: &[u8],
         cancel: &[u8],
         now: u64,
     ) -> Result<(), AccountantError> {
-        self.commit_for(account, |account| Change::Lease {
-            si: si.to_base32(),
-            shnum: shnum.0,
-            renew_hash: hash(renew).to_vec(),
-            cancel_hash: hash(cancel).to_vec(),
-            expires: now.saturating_add(LEASE_SECONDS),
-            account,
-        })
+        self.commit_for(account, |account| lease_change(share, account, renew, cancel, now))
     }
 
     /// The leases of one share, soonest expiry first.
-    pub fn leases(&self, si: &StorageIndex, shnum: ShareNumber) -> Result<Vec<Lease>, AccountantError> {
+    pub fn leases(&self, share: &ShareId) -> Result<Vec<Lease>, AccountantError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT renew_hash, cancel_hash, expires, account FROM leases WHERE si = ?1 AND shnum = ?2 ORDER BY expires",
+        let mut stmt = conn.prepare_cached(
+            "SELECT renew_hash, cancel_hash, expires, account FROM leases
+             WHERE kind = ?1 AND si = ?2 AND shnum = ?3 ORDER BY expires",
         )?;
-        let rows = stmt.query_map(params![si.to_base32(), shnum.0], |r| {
+        let rows = stmt.query_map(params![kind_code(share.kind), share.si.to_base32(), share.shnum.0], |r| {
             Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
         })?;
         let mut out = Vec::new();
@@ -485,9 +492,21 @@ impl Accountant {
         Ok(out)
     }
 
-    /// Forget everything about a share (it was deleted or its upload aborted).
-    pub fn forget_share(&self, si: &StorageIndex, shnum: ShareNumber) -> Result<(), AccountantError> {
-        self.commit(&Change::Forget { si: si.to_base32(), shnum: shnum.0 })
+    /// Forget everything about a share (it was deleted or its upload aborted): its leases, its
+    /// holder and, for a mutable share, its write enabler. The other kind's share of the same
+    /// storage index and number is untouched.
+    pub fn forget_share(&self, share: &ShareId) -> Result<(), AccountantError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        log(&tx, &Change::Forget { share: share.into() })?;
+        if share.kind == ShareKind::Immutable {
+            tx.execute(
+                "DELETE FROM open_uploads WHERE si = ?1 AND shnum = ?2",
+                params![share.si.to_base32(), share.shnum.0],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Whether `enabler` is the recorded write enabler of a mutable share: `None` when none is
@@ -517,7 +536,7 @@ impl Accountant {
         shnum: ShareNumber,
         enabler: &[u8],
     ) -> Result<(), AccountantError> {
-        self.commit(&Change::WriteEnabler { si: si.to_base32(), shnum: shnum.0, hash: hash(enabler).to_vec() })
+        self.commit(&Change::WriteEnabler { si: *si, shnum, hash: hash(enabler) })
     }
 
     // ---- the change log ----
@@ -635,6 +654,17 @@ impl Accountant {
     }
 }
 
+/// The change a lease added or renewed now makes.
+fn lease_change(share: &ShareId, account: String, renew: &[u8], cancel: &[u8], now: u64) -> Change {
+    Change::Lease {
+        share: share.into(),
+        renew_hash: hash(renew),
+        cancel_hash: hash(cancel),
+        expires: now.saturating_add(LEASE_SECONDS),
+        account,
+    }
+}
+
 /// Apply `change` and append it to the log, inside `tx`.
 fn log(tx: &rusqlite::Transaction<'_>, change: &Change) -> Result<(), AccountantError> {
     change.apply(tx)?;
@@ -649,16 +679,10 @@ fn name_of(tx: &rusqlite::Transaction<'_>, id: AccountId) -> Result<String, Acco
 }
 
 fn attribute_changes(account: &str, a: &Attributes) -> Vec<Change> {
-    let change = |key: &str, value: Option<String>| Change::Attribute {
-        account: account.to_owned(),
-        key: key.to_owned(),
-        value,
-    };
-    vec![
-        change("write", Some(a.write.to_string())),
-        change("quota", a.quota.map(|q| q.to_string())),
-        change("nickname", a.nickname.clone()),
-    ]
+    [Attribute::Write(a.write), Attribute::Quota(a.quota), Attribute::Nickname(a.nickname.clone())]
+        .into_iter()
+        .map(|attribute| Change::Attribute { account: account.to_owned(), attribute })
+        .collect()
 }
 
 /// A caller from the database: the anonymous account (`None`), or the account whose swissnum
@@ -685,11 +709,14 @@ fn read_attributes(conn: &Connection, id: AccountId) -> Result<Attributes, Accou
     let mut a = Attributes::default();
     for row in rows {
         let (k, v) = row?;
-        match k.as_str() {
-            "write" => a.write = v != "false",
-            "quota" => a.quota = v.parse().ok(),
-            "nickname" => a.nickname = Some(v),
-            _ => {}
+        // Fail closed: a value that does not parse refuses the caller instead of granting a
+        // default (write permission, no quota).
+        match change::parse_attribute(&k, Some(&v))
+            .map_err(|e| AccountantError::BadAttribute { account: id.0, reason: e.0 })?
+        {
+            Attribute::Write(w) => a.write = w,
+            Attribute::Quota(q) => a.quota = q,
+            Attribute::Nickname(n) => a.nickname = n,
         }
     }
     Ok(a)
@@ -707,20 +734,24 @@ mod tests {
     fn renewal_matches_by_renew_secret_and_never_shortens() {
         let book = Accountant::in_memory().unwrap();
         let (si, n, anon) = (si(1), ShareNumber(0), AccountId::ANONYMOUS);
-        book.add_or_renew(anon, &si, n, &[1; 32], &[2; 32], 1000).unwrap();
-        book.add_or_renew(anon, &si, n, &[1; 32], &[2; 32], 1167).unwrap();
+        book.add_or_renew(anon, &ShareId::immutable(si, n), &[1; 32], &[2; 32], 1000).unwrap();
+        book.add_or_renew(anon, &ShareId::immutable(si, n), &[1; 32], &[2; 32], 1167).unwrap();
         assert_eq!(
-            book.leases(&si, n).unwrap().iter().map(|l| l.expires).collect::<Vec<_>>(),
+            book.leases(&ShareId::immutable(si, n)).unwrap().iter().map(|l| l.expires).collect::<Vec<_>>(),
             vec![1167 + LEASE_SECONDS]
         );
-        book.add_or_renew(anon, &si, n, &[1; 32], &[2; 32], 500).unwrap();
-        assert_eq!(book.leases(&si, n).unwrap()[0].expires, 1167 + LEASE_SECONDS, "never backdated");
-        book.add_or_renew(anon, &si, n, &[3; 32], &[4; 32], 1177).unwrap();
-        let leases = book.leases(&si, n).unwrap();
+        book.add_or_renew(anon, &ShareId::immutable(si, n), &[1; 32], &[2; 32], 500).unwrap();
+        assert_eq!(
+            book.leases(&ShareId::immutable(si, n)).unwrap()[0].expires,
+            1167 + LEASE_SECONDS,
+            "never backdated"
+        );
+        book.add_or_renew(anon, &ShareId::immutable(si, n), &[3; 32], &[4; 32], 1177).unwrap();
+        let leases = book.leases(&ShareId::immutable(si, n)).unwrap();
         assert_eq!(leases.len(), 2);
         assert_ne!(leases[0].renew_hash, [1; 32], "stored hashed");
-        book.forget_share(&si, n).unwrap();
-        assert!(book.leases(&si, n).unwrap().is_empty());
+        book.forget_share(&ShareId::immutable(si, n)).unwrap();
+        assert!(book.leases(&ShareId::immutable(si, n)).unwrap().is_empty());
     }
 
     #[test]
@@ -775,7 +806,7 @@ mod tests {
         let auth = authorization_value(&swissnum);
         // Resolved (and cached) by the node, before and after a lease write of its own.
         assert!(!node.caller(&auth).unwrap().unwrap().revoked);
-        node.add_or_renew(AccountId::ANONYMOUS, &si(1), ShareNumber(0), b"r", b"c", 5).unwrap();
+        node.add_or_renew(AccountId::ANONYMOUS, &ShareId::immutable(si(1), ShareNumber(0)), b"r", b"c", 5).unwrap();
         assert!(node.caller(&auth).unwrap().unwrap().attributes.write);
         assert!(!node.anonymous().unwrap().revoked);
         // `marsh account` is another connection: the node sees its changes on the next request.
@@ -789,16 +820,63 @@ mod tests {
         assert_eq!(node.anonymous().unwrap().attributes.quota, Some(5));
     }
 
+    /// The scenarios of a stranger sharing a storage index and share number with a mutable
+    /// share: nothing done to the immutable share touches the mutable one, and back.
+    #[test]
+    fn the_two_kinds_of_one_share_number_never_touch() {
+        let a = Accountant::in_memory().unwrap();
+        let (owner, _) = a.create_account("owner", &Attributes::default(), 1).unwrap();
+        let (m, i) = (ShareId::mutable(si(9), ShareNumber(0)), ShareId::immutable(si(9), ShareNumber(0)));
+        a.set_write_enabler(&si(9), ShareNumber(0), b"we").unwrap();
+        a.record_share(owner.id, &m, 1000).unwrap();
+        a.add_or_renew(owner.id, &m, b"r", b"c", 10).unwrap();
+        // A stranger allocates the immutable share and aborts it.
+        a.allocate(AccountId::ANONYMOUS, &i, 5, b"r2", b"c2", 10).unwrap();
+        a.forget_share(&i).unwrap();
+        assert_eq!(a.check_write_enabler(&si(9), ShareNumber(0), b"we").unwrap(), Some(true));
+        assert_eq!(a.leases(&m).unwrap().len(), 1);
+        assert_eq!(a.usage(owner.id).unwrap(), 1000);
+        // Writing the immutable share's holder does not shrink the mutable share's usage.
+        a.allocate(AccountId::ANONYMOUS, &i, 1, b"r2", b"c2", 10).unwrap();
+        assert_eq!(a.usage(owner.id).unwrap(), 1000);
+        // Forgetting the mutable share leaves the immutable one's lease.
+        a.forget_share(&m).unwrap();
+        assert_eq!(a.leases(&i).unwrap().len(), 1);
+        assert_eq!(a.check_write_enabler(&si(9), ShareNumber(0), b"we").unwrap(), None);
+    }
+
+    #[test]
+    fn an_attribute_that_does_not_parse_refuses_the_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("accountant.sqlite");
+        let a = Accountant::open(&path).unwrap();
+        let (_, swissnum) = a.create_account("alice", &Attributes::default(), 1).unwrap();
+        let auth = authorization_value(&swissnum);
+        for (key, value) in [("quota", "lots"), ("write", "yes please")] {
+            let raw = Connection::open(&path).unwrap();
+            raw.execute(
+                "INSERT OR REPLACE INTO attributes (account, key, value)
+                 SELECT id, ?1, ?2 FROM accounts WHERE name = 'alice'",
+                params![key, value],
+            )
+            .unwrap();
+            assert!(matches!(a.caller(&auth), Err(AccountantError::BadAttribute { .. })), "{key}={value}");
+            a.set_attribute("alice", if key == "quota" { Attribute::Quota(None) } else { Attribute::Write(true) })
+                .unwrap();
+            assert!(a.caller(&auth).unwrap().is_some());
+        }
+    }
+
     #[test]
     fn usage_counts_the_shares_an_account_holds() {
         let a = Accountant::in_memory().unwrap();
         let (alice, _) = a.create_account("alice", &Attributes::default(), 1).unwrap();
-        a.record_share(alice.id, &si(1), ShareNumber(0), 100).unwrap();
-        a.record_share(alice.id, &si(1), ShareNumber(1), 50).unwrap();
-        a.record_share(AccountId::ANONYMOUS, &si(1), ShareNumber(1), 70).unwrap();
+        a.record_share(alice.id, &ShareId::immutable(si(1), ShareNumber(0)), 100).unwrap();
+        a.record_share(alice.id, &ShareId::immutable(si(1), ShareNumber(1)), 50).unwrap();
+        a.record_share(AccountId::ANONYMOUS, &ShareId::immutable(si(1), ShareNumber(1)), 70).unwrap();
         assert_eq!(a.usage(alice.id).unwrap(), 170, "the share stays alice's; its size follows it");
         assert_eq!(a.usage(AccountId::ANONYMOUS).unwrap(), 0);
-        a.forget_share(&si(1), ShareNumber(0)).unwrap();
+        a.forget_share(&ShareId::immutable(si(1), ShareNumber(0))).unwrap();
         assert_eq!(a.usage(alice.id).unwrap(), 70);
     }
 
@@ -807,12 +885,12 @@ mod tests {
         let a = Accountant::in_memory().unwrap();
         let quota = Attributes { quota: Some(5), ..Attributes::default() };
         let (alice, swissnum) = a.create_account("alice", &quota, 3).unwrap();
-        a.add_or_renew(alice.id, &si(1), ShareNumber(0), b"r", b"c", 100).unwrap();
-        a.add_or_renew(AccountId::ANONYMOUS, &si(2), ShareNumber(1), b"r2", b"c2", 200).unwrap();
-        a.record_share(alice.id, &si(1), ShareNumber(0), 42).unwrap();
+        a.add_or_renew(alice.id, &ShareId::immutable(si(1), ShareNumber(0)), b"r", b"c", 100).unwrap();
+        a.add_or_renew(AccountId::ANONYMOUS, &ShareId::immutable(si(2), ShareNumber(1)), b"r2", b"c2", 200).unwrap();
+        a.record_share(alice.id, &ShareId::immutable(si(1), ShareNumber(0)), 42).unwrap();
         a.set_write_enabler(&si(3), ShareNumber(0), b"we").unwrap();
-        a.add_or_renew(AccountId::ANONYMOUS, &si(3), ShareNumber(0), b"r3", b"c3", 300).unwrap();
-        a.forget_share(&si(3), ShareNumber(0)).unwrap();
+        a.add_or_renew(AccountId::ANONYMOUS, &ShareId::mutable(si(3), ShareNumber(0)), b"r3", b"c3", 300).unwrap();
+        a.forget_share(&ShareId::mutable(si(3), ShareNumber(0))).unwrap();
         a.set_attribute("alice", Attribute::Write(false)).unwrap();
         a.revoke("alice", 9).unwrap();
         let log = a.changes_after(0, 1000).unwrap();
@@ -827,15 +905,21 @@ mod tests {
             b.apply_recovered(*seq, body).unwrap();
         }
         assert_eq!(b.accounts().unwrap(), a.accounts().unwrap(), "replayed twice, same accounts");
-        assert_eq!(b.leases(&si(1), ShareNumber(0)).unwrap(), a.leases(&si(1), ShareNumber(0)).unwrap());
-        assert_eq!(b.leases(&si(2), ShareNumber(1)).unwrap(), a.leases(&si(2), ShareNumber(1)).unwrap());
-        assert!(b.leases(&si(3), ShareNumber(0)).unwrap().is_empty());
+        assert_eq!(
+            b.leases(&ShareId::immutable(si(1), ShareNumber(0))).unwrap(),
+            a.leases(&ShareId::immutable(si(1), ShareNumber(0))).unwrap()
+        );
+        assert_eq!(
+            b.leases(&ShareId::immutable(si(2), ShareNumber(1))).unwrap(),
+            a.leases(&ShareId::immutable(si(2), ShareNumber(1))).unwrap()
+        );
+        assert!(b.leases(&ShareId::mutable(si(3), ShareNumber(0))).unwrap().is_empty());
         assert_eq!(b.swissnum("alice").unwrap(), Some(swissnum.clone()));
         assert!(b.caller(&authorization_value(&swissnum)).unwrap().unwrap().revoked);
         let last = a.last_seq().unwrap();
         assert_eq!((b.last_seq().unwrap(), b.persisted_seq().unwrap()), (last, last));
         // New changes continue the numbering.
-        b.add_or_renew(AccountId::ANONYMOUS, &si(4), ShareNumber(0), b"r", b"c", 1).unwrap();
+        b.add_or_renew(AccountId::ANONYMOUS, &ShareId::immutable(si(4), ShareNumber(0)), b"r", b"c", 1).unwrap();
         assert_eq!(b.last_seq().unwrap(), last + 1);
         assert!(matches!(b.apply_recovered(99, b"junk"), Err(AccountantError::BadChange(_))));
         let c = Accountant::in_memory().unwrap();

@@ -44,16 +44,55 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
     INSERT INTO meta (key, value) VALUES ('persisted_seq', 0);
     ",
+    // 3: share kinds kept apart. Leases and holders are keyed by (kind, si, shnum), kind 0
+    // immutable and 1 mutable. Rows from before could not say; a share with a recorded write
+    // enabler is taken as mutable (only mutable shares have one), any other as immutable.
+    // Two node-local tables that snapshots leave out: immutable uploads not finished yet, and
+    // mutable writes recorded but not yet known to be applied in full.
+    "
+    CREATE TABLE leases3 (
+        kind INTEGER NOT NULL CHECK (kind IN (0, 1)), si TEXT NOT NULL, shnum INTEGER NOT NULL,
+        renew_hash BLOB NOT NULL, cancel_hash BLOB NOT NULL, expires INTEGER NOT NULL,
+        account INTEGER NOT NULL,
+        PRIMARY KEY (kind, si, shnum, renew_hash));
+    INSERT INTO leases3 (kind, si, shnum, renew_hash, cancel_hash, expires, account)
+        SELECT EXISTS (SELECT 1 FROM write_enablers w WHERE w.si = l.si AND w.shnum = l.shnum),
+               si, shnum, renew_hash, cancel_hash, expires, account FROM leases l;
+    DROP TABLE leases;
+    ALTER TABLE leases3 RENAME TO leases;
+    CREATE INDEX leases_by_account ON leases (account);
+    CREATE TABLE shares3 (
+        kind INTEGER NOT NULL CHECK (kind IN (0, 1)), si TEXT NOT NULL, shnum INTEGER NOT NULL,
+        account INTEGER NOT NULL, size INTEGER NOT NULL,
+        PRIMARY KEY (kind, si, shnum));
+    INSERT INTO shares3 (kind, si, shnum, account, size)
+        SELECT EXISTS (SELECT 1 FROM write_enablers w WHERE w.si = s.si AND w.shnum = s.shnum),
+               si, shnum, account, size FROM shares s;
+    DROP TABLE shares;
+    ALTER TABLE shares3 RENAME TO shares;
+    CREATE INDEX shares_by_account ON shares (account);
+    CREATE TABLE open_uploads (si TEXT NOT NULL, shnum INTEGER NOT NULL, PRIMARY KEY (si, shnum));
+    CREATE TABLE pending_writes (si TEXT PRIMARY KEY, body BLOB NOT NULL);
+    ",
 ];
+
+/// Tables that stay on this node: bookkeeping of the process that wrote them, never part of a
+/// snapshot nor compared when one is restored.
+pub(crate) const NODE_LOCAL: &[&str] = &["meta", "open_uploads", "pending_writes"];
 
 /// The schema version this build writes.
 pub const VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// Bring `conn` to [`VERSION`].
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), AccountantError> {
+    migrate_to(conn, VERSION)
+}
+
+/// Bring `conn` to `target` (tests make databases of earlier releases with it).
+fn migrate_to(conn: &mut Connection, target: u32) -> Result<(), AccountantError> {
     loop {
         let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if version == VERSION {
+        if version == target {
             return Ok(());
         }
         if version > VERSION {
@@ -63,5 +102,49 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), AccountantError> {
         tx.execute_batch(MIGRATIONS[version as usize])?;
         tx.pragma_update(None, "user_version", version + 1)?;
         tx.commit()?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AccountId, Accountant};
+    use marsh_core::{ShareId, ShareNumber, StorageIndex};
+
+    /// A database as the previous release (schema 2) left it: one immutable share with a lease,
+    /// one mutable share with its enabler, lease and holder, and their version-1 change records.
+    #[test]
+    fn a_schema_2_database_gets_share_kinds_from_its_write_enablers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("accountant.sqlite");
+        let (chk, slot) = (StorageIndex::from_bytes([1; 16]), StorageIndex::from_bytes([2; 16]));
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            migrate_to(&mut conn, 2).unwrap();
+            conn.execute_batch(&format!(
+                "INSERT INTO leases VALUES ('{chk}', 0, x'{r}', x'{r}', 1000, 0);
+                 INSERT INTO shares VALUES ('{chk}', 0, 0, 300);
+                 INSERT INTO leases VALUES ('{slot}', 0, x'{r}', x'{r}', 2000, 0);
+                 INSERT INTO shares VALUES ('{slot}', 0, 0, 40);
+                 INSERT INTO write_enablers VALUES ('{slot}', 0, x'{r}');",
+                r = "11".repeat(32)
+            ))
+            .unwrap();
+        }
+        let a = Accountant::open(&path).unwrap();
+        let (imm, mutable) = (ShareId::immutable(chk, ShareNumber(0)), ShareId::mutable(slot, ShareNumber(0)));
+        assert_eq!(a.leases(&imm).unwrap().len(), 1);
+        assert!(a.leases(&ShareId::mutable(chk, ShareNumber(0))).unwrap().is_empty());
+        assert_eq!(a.leases(&mutable).unwrap()[0].expires, 2000);
+        assert!(a.leases(&ShareId::immutable(slot, ShareNumber(0))).unwrap().is_empty());
+        assert_eq!(a.holder(&mutable).unwrap().map(|h| h.id), Some(AccountId::ANONYMOUS));
+        assert_eq!(a.usage(AccountId::ANONYMOUS).unwrap(), 340);
+        // The migrated database behaves like a new one: an immutable share of the slot's
+        // storage index comes and goes without touching the mutable share.
+        let stranger = ShareId::immutable(slot, ShareNumber(0));
+        a.allocate(AccountId::ANONYMOUS, &stranger, 5, b"x", b"y", 10).unwrap();
+        a.forget_share(&stranger).unwrap();
+        assert_eq!(a.leases(&mutable).unwrap().len(), 1);
+        assert!(a.check_write_enabler(&slot, ShareNumber(0), &[0x11; 32]).unwrap().is_some());
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! The format is a SQLite database file of this crate's schema (its version in `user_version`),
 //! with the change log cut down to its newest entry (which names the snapshot's sequence) and
-//! without the node-local `meta` bookkeeping. A snapshot of an older schema is migrated forward
+//! without the node-local bookkeeping (`meta`, unfinished uploads, pending mutable writes). A
+//! snapshot of an older schema is migrated forward
 //! on restore; one from a newer marsh is refused.
 //!
 //! A snapshot handed back is hostile input until checked: it is written to a temporary file,
@@ -18,7 +19,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::{Accountant, AccountantError, schema};
 
-/// The tables a snapshot carries, in copy order (`meta` stays node-local).
+/// The tables a snapshot carries, in copy order (`schema::NODE_LOCAL` ones stay on the node).
 const TABLES: &[&str] =
     &["accounts", "attributes", "leases", "shares", "write_enablers", "corruption_advisories", "changes"];
 
@@ -79,11 +80,11 @@ impl Accountant {
         }
         let copy = Connection::open(&tmp.0)?;
         let sequence: i64 = copy.query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |r| r.get(0))?;
-        copy.execute_batch(
-            "DELETE FROM changes WHERE seq < (SELECT max(seq) FROM changes);
-             DROP TABLE meta;
-             VACUUM;",
-        )?;
+        copy.execute("DELETE FROM changes WHERE seq < (SELECT max(seq) FROM changes)", [])?;
+        for table in schema::NODE_LOCAL {
+            copy.execute_batch(&format!("DROP TABLE {table};"))?;
+        }
+        copy.execute_batch("VACUUM;")?;
         drop(copy);
         let bytes = std::fs::read(&tmp.0).map_err(|e| db_error("reading the snapshot", e))?;
         if bytes.len() as u64 > MAX_SNAPSHOT_BYTES {
@@ -200,10 +201,13 @@ fn check_and_migrate(path: &Path) -> Result<u64, AccountantError> {
 /// One schema object as `sqlite_master` records it: type, name, table, definition.
 type SchemaObject = (String, String, String, Option<String>);
 
-/// Every object but `meta` (which a snapshot leaves out), as SQLite records its definition.
+/// Every object but the node-local tables (which a snapshot leaves out), as SQLite records its
+/// definition.
 fn schema_of(conn: &Connection) -> Result<Vec<SchemaObject>, AccountantError> {
-    let mut stmt = conn
-        .prepare("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE tbl_name != 'meta' ORDER BY type, name")?;
+    let local = schema::NODE_LOCAL.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
+    let mut stmt = conn.prepare(&format!(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE tbl_name NOT IN ({local}) ORDER BY type, name"
+    ))?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

@@ -301,7 +301,16 @@ async fn serve(
             reserved_space: size(node, "storage.reserved-space")?,
             application_version: format!("marsh/{}", env!("CARGO_PKG_VERSION")),
         },
-    ));
+    )?);
+    // What a previous process left half done, settled before the first request.
+    let settled = service.start_up().await.context("settling what the previous run left unfinished")?;
+    if settled.uploads_discarded > 0 || settled.writes_completed > 0 {
+        tracing::info!(
+            "start-up: discarded {} uploads the previous run left open; completed {} interrupted mutable writes",
+            settled.uploads_discarded,
+            settled.writes_completed
+        );
+    }
     let tls = marsh_server::tls_config(id.cert_der.clone(), id.key_der.clone())?;
     let listen: SocketAddr = node.get("node.listen")?.parse()?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;

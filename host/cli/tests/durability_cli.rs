@@ -156,7 +156,9 @@ fn leases(db: &Accountant, n: u16) -> u64 {
         .map(|i| {
             let mut si = [0u8; 16];
             si[..2].copy_from_slice(&i.to_be_bytes());
-            db.leases(&StorageIndex::from_bytes(si), ShareNumber(0)).expect("leases").len() as u64
+            db.leases(&marsh_core::ShareId::immutable(StorageIndex::from_bytes(si), ShareNumber(0)))
+                .expect("leases")
+                .len() as u64
         })
         .sum()
 }
@@ -185,8 +187,7 @@ fn a_recovery_killed_halfway_is_refused_at_start_and_resumes_to_the_same_result(
             let secret = Sha256::digest(i.to_be_bytes());
             db.add_or_renew(
                 AccountId::ANONYMOUS,
-                &StorageIndex::from_bytes(si),
-                ShareNumber(0),
+                &marsh_core::ShareId::immutable(StorageIndex::from_bytes(si), ShareNumber(0)),
                 &secret,
                 &secret,
                 1000,

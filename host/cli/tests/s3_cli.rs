@@ -107,7 +107,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 fn leases_of(dir: &Path, si: &str) -> Vec<marsh_accountant::Lease> {
     let a = marsh_accountant::Accountant::open(&dir.join("cache/accountant.sqlite")).expect("accountant");
-    a.leases(&si.parse().expect("si"), marsh_core::ShareNumber(0)).expect("leases")
+    a.leases(&marsh_core::ShareId::immutable(si.parse().expect("si"), marsh_core::ShareNumber(0))).expect("leases")
 }
 
 /// `persistence-records` on S3: one sealed object per change.

@@ -100,6 +100,62 @@ impl fmt::Display for ShareNumber {
     }
 }
 
+/// Which of a storage index's two share spaces a share lives in. Tahoe keeps immutable and
+/// mutable shares apart: the same storage index and share number can name one of each, and
+/// nothing done to one may touch the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ShareKind {
+    /// A share written once through an upload.
+    Immutable,
+    /// A share of a mutable slot, written by read-test-write.
+    Mutable,
+}
+
+impl ShareKind {
+    /// `immutable` or `mutable`, as the protocol's paths spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShareKind::Immutable => "immutable",
+            ShareKind::Mutable => "mutable",
+        }
+    }
+}
+
+impl fmt::Display for ShareKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One share: its kind, storage index and number. Every accounting key is one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ShareId {
+    /// Immutable or mutable.
+    pub kind: ShareKind,
+    /// The storage index.
+    pub si: StorageIndex,
+    /// The share number.
+    pub shnum: ShareNumber,
+}
+
+impl ShareId {
+    /// An immutable share.
+    pub fn immutable(si: StorageIndex, shnum: ShareNumber) -> Self {
+        ShareId { kind: ShareKind::Immutable, si, shnum }
+    }
+
+    /// A mutable share.
+    pub fn mutable(si: StorageIndex, shnum: ShareNumber) -> Self {
+        ShareId { kind: ShareKind::Mutable, si, shnum }
+    }
+}
+
+impl fmt::Display for ShareId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.si, self.shnum)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,4 +10,4 @@ mod backend;
 mod ids;
 
 pub use backend::{Backend, BackendError, IndexPage, SweepReport, Usage, WriteVector};
-pub use ids::{ParseStorageIndexError, ShareNumber, StorageIndex};
+pub use ids::{ParseStorageIndexError, ShareId, ShareKind, ShareNumber, StorageIndex};

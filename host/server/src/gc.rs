@@ -11,7 +11,7 @@
 //! Uploads in progress are not shares yet and are never touched.
 
 use marsh_accountant::{Accountant, LEASE_SECONDS, Lease};
-use marsh_core::{Backend, ShareNumber, StorageIndex};
+use marsh_core::{Backend, ShareId, ShareNumber, StorageIndex};
 
 /// When leases expire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +94,8 @@ pub async fn collect(
                 let shares = if mutable { backend.mutable_list(si).await? } else { backend.list_shares(si).await? };
                 for n in shares {
                     report.examined += 1;
-                    let leases = accountant.leases(si, n)?;
+                    let share = if mutable { ShareId::mutable(*si, n) } else { ShareId::immutable(*si, n) };
+                    let leases = accountant.leases(&share)?;
                     if leases.is_empty() {
                         report.unrecorded += 1;
                         continue;
@@ -109,7 +110,7 @@ pub async fn collect(
                         let gone =
                             if mutable { backend.mutable_delete(si, n).await? } else { backend.delete(si, n).await? };
                         if gone {
-                            accountant.forget_share(si, n)?;
+                            accountant.forget_share(&share)?;
                         }
                     }
                     report.expired_bytes += size;
@@ -172,10 +173,10 @@ mod tests {
         let wv = WriteVector { offset: 0, data: b"slot".to_vec() };
         backend.mutable_write(&slot, ShareNumber(1), &[wv], None).await.unwrap();
         let anon = AccountId::ANONYMOUS;
-        accountant.add_or_renew(anon, &old, ShareNumber(0), b"r1", b"c1", 1000).unwrap();
-        accountant.add_or_renew(anon, &fresh, ShareNumber(0), b"r2", b"c2", 1000).unwrap();
-        accountant.add_or_renew(anon, &fresh, ShareNumber(0), b"r3", b"c3", 9000).unwrap();
-        accountant.add_or_renew(anon, &slot, ShareNumber(1), b"r4", b"c4", 1000).unwrap();
+        accountant.add_or_renew(anon, &ShareId::immutable(old, ShareNumber(0)), b"r1", b"c1", 1000).unwrap();
+        accountant.add_or_renew(anon, &ShareId::immutable(fresh, ShareNumber(0)), b"r2", b"c2", 1000).unwrap();
+        accountant.add_or_renew(anon, &ShareId::immutable(fresh, ShareNumber(0)), b"r3", b"c3", 9000).unwrap();
+        accountant.add_or_renew(anon, &ShareId::mutable(slot, ShareNumber(1)), b"r4", b"c4", 1000).unwrap();
         let policy = ExpiryPolicy { mode: ExpiryMode::CutoffDate(5000), immutable: true, mutable: true };
 
         let dry = collect(&backend, &accountant, &policy, 10_000, true).await.unwrap();
@@ -187,7 +188,7 @@ mod tests {
         let r = collect(&backend, &accountant, &only_immutable, 10_000, false).await.unwrap();
         assert_eq!(r.expired, vec![(old, ShareNumber(0), false, 3)]);
         assert_eq!(backend.size(&old, ShareNumber(0)).await.unwrap(), None);
-        assert!(accountant.leases(&old, ShareNumber(0)).unwrap().is_empty());
+        assert!(accountant.leases(&ShareId::immutable(old, ShareNumber(0))).unwrap().is_empty());
         assert_eq!(backend.size(&fresh, ShareNumber(0)).await.unwrap(), Some(3), "one live lease keeps it");
         assert_eq!(backend.size(&unknown, ShareNumber(0)).await.unwrap(), Some(3), "no lease record: kept");
         assert_eq!(backend.mutable_size(&slot, ShareNumber(1)).await.unwrap(), Some(4), "mutable shares excluded");

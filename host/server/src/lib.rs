@@ -10,7 +10,9 @@
 
 pub mod auth;
 pub mod gc;
+mod mutable;
 pub mod ranges;
+mod response;
 mod service;
 pub mod wire;
 
@@ -24,8 +26,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+pub use response::ResponseBody;
 pub use service::{
-    Clock, MAX_MUTABLE_SHARE_SIZE, ManualClock, ServiceConfig, StorageService, SystemClock, UPLOAD_IDLE_TIMEOUT,
+    Clock, MAX_MUTABLE_SHARE_SIZE, ManualClock, ServiceConfig, StartUpError, StartUpReport, StorageService,
+    SystemClock, UPLOAD_IDLE_TIMEOUT,
 };
 
 /// Why the TLS configuration could not be built.

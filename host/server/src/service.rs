@@ -2,27 +2,28 @@
 //! secrets, then each endpoint's own steps), and the protocol rules the backend does not
 //! know about: upload state, written ranges, conflicts, leases, write enablers and locks.
 //!
-//! Every failure is a 4xx with a short text body, or a 5xx only when the backend itself
-//! failed; a request can never panic the server. Request bodies stream to the backend in
-//! bounded chunks.
+//! Every failure is an [`ApiError`] (a 4xx, or a 5xx only when the backend or the database
+//! failed); a request can never panic the server. Request bodies stream to the backend in
+//! bounded chunks. A request answered before its body was read whole is answered with
+//! `Connection: close`, so the client does not send its next request on a connection that
+//! still carries the rest of this one. Mutable read-test-write lives in `mutable.rs`.
 
-#![allow(clippy::result_large_err, reason = "an early response travels as Err once per request, never in a loop")]
-
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ciborium::value::Value;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
-use marsh_core::{Backend, BackendError, ShareNumber, StorageIndex, WriteVector};
+use marsh_core::{Backend, BackendError, ShareId, ShareNumber, StorageIndex};
 
-use crate::auth::{self, AuthError, SecretKind};
+use crate::auth::{self, SecretKind};
+use crate::mutable::{PendingSlots, RtwSecrets, SlotLocks};
 use crate::ranges::{RangeSet, parse_content_range, parse_range};
+use crate::response::{ApiError, ChannelBody, Handled, ResponseBody, cbor, empty, respond};
 use crate::wire;
 use marsh_accountant::{Accountant, AccountantError, Caller};
 
@@ -35,9 +36,6 @@ pub const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub const MAX_READ_TEST_WRITE_BODY: usize = 128 << 20;
 /// A body that stops flowing for this long is abandoned.
 const BODY_STALL: Duration = Duration::from_secs(60);
-
-/// The response body type: whole for small answers, streamed for share data.
-pub type ResponseBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// A source of seconds since the epoch (replaceable in tests).
 pub trait Clock: Send + Sync {
@@ -99,36 +97,73 @@ struct Upload {
 
 type UploadKey = (StorageIndex, ShareNumber);
 
-/// Async locks by key, dropped when nobody holds them.
-#[derive(Debug, Default)]
-struct KeyedLocks {
-    locks: Mutex<HashMap<StorageIndex, Arc<tokio::sync::Mutex<()>>>>,
+/// What [`StorageService::start_up`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StartUpReport {
+    /// Uploads a previous process left open, discarded.
+    pub uploads_discarded: u64,
+    /// Read-test-writes a previous process recorded, applied in full.
+    pub writes_completed: u64,
 }
 
-impl KeyedLocks {
-    async fn lock(&self, key: StorageIndex) -> (tokio::sync::OwnedMutexGuard<()>, Arc<tokio::sync::Mutex<()>>) {
-        let lock = self.locks.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_default().clone();
-        (lock.clone().lock_owned().await, lock)
-    }
+/// Why the service could not settle what a previous process left.
+#[derive(Debug, thiserror::Error)]
+pub enum StartUpError {
+    /// The accounting database failed.
+    #[error(transparent)]
+    Accountant(#[from] AccountantError),
+    /// The backend failed.
+    #[error("backend: {0}")]
+    Backend(#[from] BackendError),
+    /// A recorded mutable write could not be applied.
+    #[error("the interrupted write to slot {0} could not be completed ({1}); the backend's log says why")]
+    Settle(StorageIndex, StatusCode),
+}
 
-    fn release(&self, key: &StorageIndex, lock: Arc<tokio::sync::Mutex<()>>) {
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        drop(lock);
-        if locks.get(key).is_some_and(|l| Arc::strong_count(l) == 1) {
-            locks.remove(key);
+/// A request body that notes when it has been read to its end.
+pub(crate) struct TrackedBody {
+    inner: Incoming,
+    finished: Arc<AtomicBool>,
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            self.finished.store(true, Ordering::Relaxed);
         }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
+
+/// A request as the handlers see it.
+type Req = Request<TrackedBody>;
 
 /// The storage service behind the HTTP server.
 pub struct StorageService {
-    backend: Arc<dyn Backend>,
-    accountant: Arc<Accountant>,
-    clock: Arc<dyn Clock>,
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) accountant: Arc<Accountant>,
+    pub(crate) clock: Arc<dyn Clock>,
     config: ServiceConfig,
     authorization: Vec<u8>,
     uploads: Mutex<HashMap<UploadKey, Arc<tokio::sync::Mutex<Upload>>>>,
-    slot_locks: KeyedLocks,
+    pub(crate) slot_locks: SlotLocks,
+    /// Slots whose last read-test-write may not be applied in full yet.
+    pub(crate) pending: PendingSlots,
     available: Mutex<Option<(Instant, u64)>>,
     /// The encoded `version` answer for the free space it states: clients poll it every
     /// second, and it changes only when that figure does.
@@ -140,50 +175,6 @@ pub struct StorageService {
 impl std::fmt::Debug for StorageService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StorageService").finish_non_exhaustive()
-    }
-}
-
-/// The outcome of a handler: a response, or an early one.
-type Handled = Result<Response<ResponseBody>, Response<ResponseBody>>;
-
-fn respond(status: StatusCode, content_type: Option<&'static str>, body: impl Into<Bytes>) -> Response<ResponseBody> {
-    let body = Full::new(body.into()).map_err(|never| match never {}).boxed_unsync();
-    let mut r = Response::new(body);
-    *r.status_mut() = status;
-    if let Some(ct) = content_type {
-        r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(ct));
-    }
-    r
-}
-
-fn empty(status: StatusCode) -> Response<ResponseBody> {
-    respond(status, None, Bytes::new())
-}
-
-fn text(status: StatusCode, msg: impl Into<String>) -> Response<ResponseBody> {
-    respond(status, Some("text/plain; charset=utf-8"), msg.into())
-}
-
-fn cbor(status: StatusCode, value: &Value) -> Response<ResponseBody> {
-    respond(status, Some("application/cbor"), wire::encode(value))
-}
-
-fn auth_failure(e: AuthError) -> Response<ResponseBody> {
-    match e {
-        AuthError::BadRequest(m) => text(StatusCode::BAD_REQUEST, m),
-        AuthError::Unauthorized(m) => text(StatusCode::UNAUTHORIZED, m),
-    }
-}
-
-fn backend_failure(op: &str, e: BackendError) -> Response<ResponseBody> {
-    match e {
-        BackendError::NotFound => text(StatusCode::NOT_FOUND, "no such share"),
-        BackendError::NoSpace => text(StatusCode::INSUFFICIENT_STORAGE, "out of space"),
-        BackendError::OutOfRange(m) => text(StatusCode::BAD_REQUEST, m),
-        other => {
-            tracing::error!(op, "backend failed: {other}");
-            text(StatusCode::SERVICE_UNAVAILABLE, format!("storage backend failed in {op}"))
-        }
     }
 }
 
@@ -240,74 +231,103 @@ fn route(method: &Method, path: &str) -> Result<Route, StatusCode> {
     if *method == allowed { Ok(route) } else { Err(StatusCode::METHOD_NOT_ALLOWED) }
 }
 
-fn check_accept(headers: &HeaderMap) -> Result<(), Response<ResponseBody>> {
+fn check_accept(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(accept) = headers.get(http::header::ACCEPT) else { return Ok(()) };
     let accept = accept.to_str().unwrap_or("");
     let ok = accept.split(',').any(|part| {
         let media = part.split(';').next().unwrap_or("").trim();
         matches!(media, "application/cbor" | "*/*" | "application/*")
     });
-    if ok { Ok(()) } else { Err(text(StatusCode::NOT_ACCEPTABLE, "responses are application/cbor")) }
+    if ok { Ok(()) } else { Err(ApiError::text(StatusCode::NOT_ACCEPTABLE, "responses are application/cbor")) }
 }
 
-fn check_content_type(headers: &HeaderMap) -> Result<(), Response<ResponseBody>> {
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     match headers.get(http::header::CONTENT_TYPE) {
         None => Ok(()),
         Some(v) if v.to_str().unwrap_or("").split(';').next().unwrap_or("").trim() == "application/cbor" => Ok(()),
-        Some(_) => Err(text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "request bodies are application/cbor")),
+        Some(_) => Err(ApiError::text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "request bodies are application/cbor")),
     }
 }
 
 /// Read a whole small body, refusing more than `limit` bytes.
-async fn small_body(body: Incoming, limit: usize) -> Result<Vec<u8>, Response<ResponseBody>> {
+async fn small_body(body: TrackedBody, limit: usize) -> Result<Vec<u8>, ApiError> {
     if body.size_hint().lower() > limit as u64 {
-        return Err(text(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {limit} bytes")));
+        return Err(ApiError::text(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {limit} bytes")));
     }
     let mut body = body;
     let mut out = Vec::new();
     loop {
         let frame = match tokio::time::timeout(BODY_STALL, body.frame()).await {
-            Err(_) => return Err(text(StatusCode::REQUEST_TIMEOUT, "request body stalled")),
+            Err(_) => return Err(ApiError::text(StatusCode::REQUEST_TIMEOUT, "request body stalled")),
             Ok(None) => return Ok(out),
-            Ok(Some(Err(e))) => return Err(text(StatusCode::BAD_REQUEST, format!("reading the body: {e}"))),
+            Ok(Some(Err(e))) => return Err(ApiError::text(StatusCode::BAD_REQUEST, format!("reading the body: {e}"))),
             Ok(Some(Ok(frame))) => frame,
         };
         if let Ok(data) = frame.into_data() {
             if out.len() + data.len() > limit {
-                return Err(text(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {limit} bytes")));
+                return Err(ApiError::text(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {limit} bytes")));
             }
             out.extend_from_slice(&data);
         }
     }
 }
 
-async fn cbor_body(req: Request<Incoming>, limit: usize) -> Result<Value, Response<ResponseBody>> {
+async fn cbor_body(req: Req, limit: usize) -> Result<Value, ApiError> {
     check_content_type(req.headers())?;
     let body = small_body(req.into_body(), limit).await?;
-    wire::decode(&body).map_err(|e| text(StatusCode::BAD_REQUEST, e.0))
+    wire::decode(&body).map_err(|e| ApiError::text(StatusCode::BAD_REQUEST, e.0))
 }
 
 impl StorageService {
     /// A service over `backend`, keeping accounts and leases in `accountant`.
+    ///
+    /// Slots with a read-test-write that may not be applied in full are read from the
+    /// accountant now, so none is served before it is settled; call
+    /// [`StorageService::start_up`] before serving to settle them all at once.
     pub fn new(
         backend: Arc<dyn Backend>,
         accountant: Arc<Accountant>,
         clock: Arc<dyn Clock>,
         config: ServiceConfig,
-    ) -> Self {
+    ) -> Result<Self, AccountantError> {
         let authorization = marsh_accountant::authorization_value(&config.swissnum);
-        StorageService {
+        let pending = accountant.pending_mutable_writes()?;
+        Ok(StorageService {
             backend,
             accountant,
             clock,
             config,
             authorization,
             uploads: Mutex::default(),
-            slot_locks: KeyedLocks::default(),
+            slot_locks: SlotLocks::default(),
+            pending: PendingSlots::new(pending),
             available: Mutex::new(None),
             version_body: Mutex::new(None),
             reserved: AtomicU64::new(0),
+        })
+    }
+
+    /// What a previous process left unfinished, dealt with before serving: uploads it had
+    /// open can never finish (their partial data is discarded and they stop counting towards
+    /// usage), and read-test-writes it recorded are applied in full.
+    pub async fn start_up(&self) -> Result<StartUpReport, StartUpError> {
+        let mut report = StartUpReport::default();
+        for share in self.accountant.open_uploads()? {
+            if self.backend.size(&share.si, share.shnum).await?.is_some() {
+                // It finished; only the bookkeeping was interrupted.
+                self.accountant.upload_finished(&share)?;
+                continue;
+            }
+            self.backend.abort(&share.si, share.shnum).await?;
+            self.accountant.forget_share(&share)?;
+            report.uploads_discarded += 1;
         }
+        for si in self.pending.all() {
+            let _slot = self.slot_locks.lock(si).await;
+            self.settle(&si).await.map_err(|e| StartUpError::Settle(si, e.status()))?;
+            report.writes_completed += 1;
+        }
+        Ok(report)
     }
 
     /// The accountant (for inspection and tests).
@@ -317,23 +337,23 @@ impl StorageService {
 
     /// The account a request speaks for: the anonymous account's swissnum is the node's, every
     /// other one is looked up, so account changes apply to the very next request.
-    fn caller(&self, headers: &HeaderMap) -> Result<Caller, Response<ResponseBody>> {
+    fn caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         let Some(value) = headers.get(http::header::AUTHORIZATION) else {
-            return Err(text(StatusCode::UNAUTHORIZED, "missing Authorization header"));
+            return Err(ApiError::text(StatusCode::UNAUTHORIZED, "missing Authorization header"));
         };
         if value.to_str().is_err() {
-            return Err(text(StatusCode::BAD_REQUEST, "Authorization header is not text"));
+            return Err(ApiError::text(StatusCode::BAD_REQUEST, "Authorization header is not text"));
         }
         let caller = if auth::same(value.as_bytes(), &self.authorization) {
-            self.accountant.anonymous().map_err(Self::accountant_failure)?
+            self.accountant.anonymous().map_err(ApiError::accountant)?
         } else {
             self.accountant
                 .caller(value.as_bytes())
-                .map_err(Self::accountant_failure)?
-                .ok_or_else(|| text(StatusCode::UNAUTHORIZED, "wrong Authorization header"))?
+                .map_err(ApiError::accountant)?
+                .ok_or_else(|| ApiError::text(StatusCode::UNAUTHORIZED, "wrong Authorization header"))?
         };
         if caller.revoked {
-            return Err(text(StatusCode::UNAUTHORIZED, format!("account `{}` was revoked", caller.name)));
+            return Err(ApiError::text(StatusCode::UNAUTHORIZED, format!("account `{}` was revoked", caller.name)));
         }
         Ok(caller)
     }
@@ -348,9 +368,17 @@ impl StorageService {
         // Copied only when request logging is on (`marsh run --verbose`, or `MARSH_LOG`).
         let logged = tracing::enabled!(target: "marsh::request", tracing::Level::INFO)
             .then(|| (req.method().clone(), req.uri().path().to_owned()));
-        let response = match self.dispatch(req).await {
-            Ok(r) | Err(r) => r,
+        let (parts, body) = req.into_parts();
+        let finished = Arc::new(AtomicBool::new(body.is_end_stream()));
+        let req = Request::from_parts(parts, TrackedBody { inner: body, finished: finished.clone() });
+        let mut response = match self.dispatch(req).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
         };
+        if !finished.load(Ordering::Relaxed) {
+            // The rest of the body is still on the connection: close it after this answer.
+            response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+        }
         if let Some((method, path)) = logged {
             tracing::info!(
                 target: "marsh::request",
@@ -364,12 +392,17 @@ impl StorageService {
         response
     }
 
-    async fn dispatch(&self, req: Request<Incoming>) -> Handled {
-        let route = route(req.method(), req.uri().path()).map_err(empty)?;
+    async fn dispatch(&self, req: Req) -> Handled {
+        let route = route(req.method(), req.uri().path()).map_err(ApiError::empty)?;
+        let share_data = matches!(route, Route::ImmutableRead(..) | Route::MutableRead(..));
+        self.route(route, req).await.map_err(|e| if share_data { e.for_share_data() } else { e })
+    }
+
+    async fn route(&self, route: Route, req: Req) -> Handled {
         let caller = self.caller(req.headers())?;
         if matches!(route, Route::Allocate(_) | Route::Write(..) | Route::ReadTestWrite(_)) && !caller.attributes.write
         {
-            return Err(text(StatusCode::FORBIDDEN, format!("account `{}` may not write", caller.name)));
+            return Err(ApiError::text(StatusCode::FORBIDDEN, format!("account `{}` may not write", caller.name)));
         }
         let required: &[SecretKind] = match route {
             Route::Lease(_) => &[SecretKind::LeaseRenew, SecretKind::LeaseCancel],
@@ -378,7 +411,7 @@ impl StorageService {
             Route::ReadTestWrite(_) => &[SecretKind::WriteEnabler, SecretKind::LeaseRenew, SecretKind::LeaseCancel],
             _ => &[],
         };
-        let secrets = auth::secrets(req.headers(), required).map_err(auth_failure)?;
+        let secrets = auth::secrets(req.headers(), required).map_err(ApiError::auth)?;
         let secret = |k: SecretKind| secrets.get(&k).cloned().unwrap_or_default();
         match route {
             Route::Version => {
@@ -393,7 +426,8 @@ impl StorageService {
                 let (renew, cancel, upload) =
                     (secret(SecretKind::LeaseRenew), secret(SecretKind::LeaseCancel), secret(SecretKind::Upload));
                 let body = cbor_body(req, 8192).await?;
-                let request = wire::allocate_request(&body).map_err(|e| text(StatusCode::BAD_REQUEST, e.0))?;
+                let request =
+                    wire::allocate_request(&body).map_err(|e| ApiError::text(StatusCode::BAD_REQUEST, e.0))?;
                 self.allocate(&caller, si, request, &renew, &cancel, &upload).await
             }
             Route::Write(si, n) => {
@@ -402,32 +436,39 @@ impl StorageService {
             }
             Route::Abort(si, n) => self.abort(si, n, &secret(SecretKind::Upload)).await,
             Route::ImmutableCorrupt(si, n) => {
-                let exists = self.backend.size(&si, n).await.map_err(|e| backend_failure("size", e))?.is_some();
+                let exists = self.backend.size(&si, n).await.map_err(|e| ApiError::backend("size", e))?.is_some();
                 self.corrupt("immutable", si, n, exists, req).await
             }
             Route::MutableCorrupt(si, n) => {
-                let exists = self.backend.mutable_size(&si, n).await.map_err(|e| backend_failure("size", e))?.is_some();
+                let exists =
+                    self.backend.mutable_size(&si, n).await.map_err(|e| ApiError::backend("size", e))?.is_some();
                 self.corrupt("mutable", si, n, exists, req).await
             }
             Route::ImmutableList(si) => {
                 check_accept(req.headers())?;
-                let shares = self.backend.list_shares(&si).await.map_err(|e| backend_failure("list", e))?;
+                let shares = self.backend.list_shares(&si).await.map_err(|e| ApiError::backend("list", e))?;
                 Ok(cbor(StatusCode::OK, &wire::share_set(shares.into_iter().map(|n| u64::from(n.0)))))
             }
             Route::MutableList(si) => {
                 check_accept(req.headers())?;
-                let shares = self.backend.mutable_list(&si).await.map_err(|e| backend_failure("list", e))?;
+                self.settle_for_read(&si).await?;
+                let shares = self.backend.mutable_list(&si).await.map_err(|e| ApiError::backend("list", e))?;
                 Ok(cbor(StatusCode::OK, &wire::share_set(shares.into_iter().map(|n| u64::from(n.0)))))
             }
             Route::ImmutableRead(si, n) => self.read(si, n, false, req.headers()).await,
-            Route::MutableRead(si, n) => self.read(si, n, true, req.headers()).await,
+            Route::MutableRead(si, n) => {
+                self.settle_for_read(&si).await?;
+                self.read(si, n, true, req.headers()).await
+            }
             Route::ReadTestWrite(si) => {
                 check_accept(req.headers())?;
                 let (we, renew, cancel) =
                     (secret(SecretKind::WriteEnabler), secret(SecretKind::LeaseRenew), secret(SecretKind::LeaseCancel));
                 let body = cbor_body(req, MAX_READ_TEST_WRITE_BODY).await?;
-                let request = wire::read_test_write_request(&body).map_err(|e| text(StatusCode::BAD_REQUEST, e.0))?;
-                self.read_test_write(&caller, si, request, &we, &renew, &cancel).await
+                let request =
+                    wire::read_test_write_request(&body).map_err(|e| ApiError::text(StatusCode::BAD_REQUEST, e.0))?;
+                self.read_test_write(&caller, si, request, RtwSecrets { enabler: &we, renew: &renew, cancel: &cancel })
+                    .await
             }
         }
     }
@@ -467,20 +508,18 @@ impl StorageService {
         Ok(respond(StatusCode::OK, Some("application/cbor"), body))
     }
 
-    fn accountant_failure(e: AccountantError) -> Response<ResponseBody> {
-        tracing::error!("{e}");
-        text(StatusCode::INTERNAL_SERVER_ERROR, "accounting database failed")
-    }
-
     async fn renew(&self, caller: &Caller, si: StorageIndex, renew: &[u8], cancel: &[u8]) -> Handled {
-        let mut shares = self.backend.list_shares(&si).await.map_err(|e| backend_failure("list", e))?;
-        shares.extend(self.backend.mutable_list(&si).await.map_err(|e| backend_failure("list", e))?);
+        let immutable = self.backend.list_shares(&si).await.map_err(|e| ApiError::backend("list", e))?;
+        let mutable = self.backend.mutable_list(&si).await.map_err(|e| ApiError::backend("list", e))?;
+        let shares: Vec<ShareId> = (immutable.into_iter().map(|n| ShareId::immutable(si, n)))
+            .chain(mutable.into_iter().map(|n| ShareId::mutable(si, n)))
+            .collect();
         if shares.is_empty() {
-            return Err(text(StatusCode::NOT_FOUND, "no shares for this storage index"));
+            return Err(ApiError::text(StatusCode::NOT_FOUND, "no shares for this storage index"));
         }
         let now = self.clock.now();
-        for n in shares {
-            self.accountant.add_or_renew(caller.id, &si, n, renew, cancel, now).map_err(Self::accountant_failure)?;
+        for share in &shares {
+            self.accountant.add_or_renew(caller.id, share, renew, cancel, now).map_err(ApiError::accountant)?;
         }
         Ok(empty(StatusCode::NO_CONTENT))
     }
@@ -495,14 +534,15 @@ impl StorageService {
         upload_secret: &[u8],
     ) -> Handled {
         let now = self.clock.now();
-        let complete = self.backend.list_shares(&si).await.map_err(|e| backend_failure("list", e))?;
+        let complete = self.backend.list_shares(&si).await.map_err(|e| ApiError::backend("list", e))?;
         for n in &complete {
-            self.accountant.add_or_renew(caller.id, &si, *n, renew, cancel, now).map_err(Self::accountant_failure)?;
+            let share = ShareId::immutable(si, *n);
+            self.accountant.add_or_renew(caller.id, &share, renew, cancel, now).map_err(ApiError::accountant)?;
         }
         let mut budget = self.available().await.saturating_sub(self.reserved.load(Ordering::SeqCst));
         if let Some(quota) = caller.attributes.quota {
             // Over quota looks like a full server to the client: the shares are not allocated.
-            let used = self.accountant.usage(caller.id).map_err(Self::accountant_failure)?;
+            let used = self.accountant.usage(caller.id).map_err(ApiError::accountant)?;
             budget = budget.min(quota.saturating_sub(used));
         }
         let mut allocated = Vec::new();
@@ -511,7 +551,7 @@ impl StorageService {
         requested.dedup();
         for number in requested {
             let Ok(n) = u16::try_from(number).map(ShareNumber) else {
-                return Err(text(StatusCode::BAD_REQUEST, format!("share number {number} is too large")));
+                return Err(ApiError::text(StatusCode::BAD_REQUEST, format!("share number {number} is too large")));
             };
             if complete.contains(&n) {
                 continue;
@@ -529,7 +569,13 @@ impl StorageService {
             if request.allocated_size > budget {
                 continue;
             }
-            self.backend.begin(&si, n, request.allocated_size).await.map_err(|e| backend_failure("begin", e))?;
+            self.backend.begin(&si, n, request.allocated_size).await.map_err(|e| ApiError::backend("begin", e))?;
+            // Lease, holder and the open upload in one transaction; nothing stays if it fails.
+            let share = ShareId::immutable(si, n);
+            if let Err(e) = self.accountant.allocate(caller.id, &share, request.allocated_size, renew, cancel, now) {
+                let _ = self.backend.abort(&si, n).await;
+                return Err(ApiError::accountant(e));
+            }
             budget -= request.allocated_size;
             let upload = Upload {
                 secret: upload_secret.to_vec(),
@@ -539,34 +585,33 @@ impl StorageService {
             };
             self.uploads().insert((si, n), Arc::new(tokio::sync::Mutex::new(upload)));
             self.reserved.fetch_add(request.allocated_size, Ordering::SeqCst);
-            self.accountant.add_or_renew(caller.id, &si, n, renew, cancel, now).map_err(Self::accountant_failure)?;
-            self.accountant
-                .record_share(caller.id, &si, n, request.allocated_size)
-                .map_err(Self::accountant_failure)?;
             allocated.push(number);
         }
         let have: Vec<u64> = complete.iter().map(|n| u64::from(n.0)).collect();
         Ok(cbor(StatusCode::OK, &wire::allocate_response(&have, &allocated)))
     }
 
-    async fn write(&self, si: StorageIndex, n: ShareNumber, secret: &[u8], req: Request<Incoming>) -> Handled {
+    async fn write(&self, si: StorageIndex, n: ShareNumber, secret: &[u8], req: Req) -> Handled {
         let range =
             req.headers().get(http::header::CONTENT_RANGE).and_then(|v| v.to_str().ok()).and_then(parse_content_range);
         let Some((start, end)) = range else {
-            return Err(empty(StatusCode::RANGE_NOT_SATISFIABLE));
+            return Err(ApiError::empty(StatusCode::RANGE_NOT_SATISFIABLE));
         };
-        let upload =
-            self.uploads().get(&(si, n)).cloned().ok_or_else(|| text(StatusCode::NOT_FOUND, "no such upload"))?;
+        let upload = self
+            .uploads()
+            .get(&(si, n))
+            .cloned()
+            .ok_or_else(|| ApiError::text(StatusCode::NOT_FOUND, "no such upload"))?;
         let mut up = upload.lock().await;
         if !auth::same(&up.secret, secret) {
-            return Err(text(StatusCode::UNAUTHORIZED, "wrong upload secret"));
+            return Err(ApiError::text(StatusCode::UNAUTHORIZED, "wrong upload secret"));
         }
         if !self.uploads().get(&(si, n)).is_some_and(|u| Arc::ptr_eq(u, &upload)) {
             // Completed or aborted while this request waited for the lock.
-            return Err(text(StatusCode::NOT_FOUND, "no such upload"));
+            return Err(ApiError::text(StatusCode::NOT_FOUND, "no such upload"));
         }
         if end > up.size {
-            return Err(text(
+            return Err(ApiError::text(
                 StatusCode::BAD_REQUEST,
                 format!("range ends at {end}, past the allocated size {}", up.size),
             ));
@@ -577,15 +622,17 @@ impl StorageService {
         let mut pending: Vec<u8> = Vec::with_capacity(chunk.min((end - start) as usize));
         loop {
             let frame = match tokio::time::timeout(BODY_STALL, body.frame()).await {
-                Err(_) => return Err(text(StatusCode::REQUEST_TIMEOUT, "request body stalled")),
+                Err(_) => return Err(ApiError::text(StatusCode::REQUEST_TIMEOUT, "request body stalled")),
                 Ok(None) => None,
-                Ok(Some(Err(e))) => return Err(text(StatusCode::BAD_REQUEST, format!("reading the body: {e}"))),
+                Ok(Some(Err(e))) => {
+                    return Err(ApiError::text(StatusCode::BAD_REQUEST, format!("reading the body: {e}")));
+                }
                 Ok(Some(Ok(frame))) => frame.into_data().ok(),
             };
             let done = frame.is_none();
             if let Some(data) = frame {
                 if offset + (pending.len() + data.len()) as u64 > end {
-                    return Err(text(StatusCode::BAD_REQUEST, "body is longer than its Content-Range"));
+                    return Err(ApiError::text(StatusCode::BAD_REQUEST, "body is longer than its Content-Range"));
                 }
                 pending.extend_from_slice(&data);
             }
@@ -603,15 +650,19 @@ impl StorageService {
             }
         }
         if offset != end {
-            return Err(text(StatusCode::BAD_REQUEST, "body is shorter than its Content-Range"));
+            return Err(ApiError::text(StatusCode::BAD_REQUEST, "body is shorter than its Content-Range"));
         }
         up.last_write = self.clock.now();
         let missing = up.written.missing(up.size);
         if !missing.is_empty() {
             return Ok(cbor(StatusCode::OK, &wire::required(&missing)));
         }
-        self.backend.finish(&si, n).await.map_err(|e| backend_failure("finish", e))?;
+        self.backend.finish(&si, n).await.map_err(|e| ApiError::backend("finish", e))?;
         self.uploads().remove(&(si, n));
+        if let Err(e) = self.accountant.upload_finished(&ShareId::immutable(si, n)) {
+            // The share is complete; the next start-up sees it so and clears the record.
+            tracing::warn!(si = %si, shnum = n.0, "recording a finished upload: {e}");
+        }
         self.reserved.fetch_sub(up.size, Ordering::SeqCst);
         Ok(cbor(StatusCode::CREATED, &wire::required(&[])))
     }
@@ -624,15 +675,16 @@ impl StorageService {
         up: &mut Upload,
         offset: u64,
         piece: &[u8],
-    ) -> Result<(), Response<ResponseBody>> {
+    ) -> Result<(), ApiError> {
         let end = offset + piece.len() as u64;
         for (a, b) in up.written.overlaps(offset, end) {
-            let existing = self.backend.read_incoming(si, n, a, b - a).await.map_err(|e| backend_failure("read", e))?;
+            let existing =
+                self.backend.read_incoming(si, n, a, b - a).await.map_err(|e| ApiError::backend("read", e))?;
             if existing != piece[(a - offset) as usize..(b - offset) as usize] {
-                return Err(empty(StatusCode::CONFLICT));
+                return Err(ApiError::empty(StatusCode::CONFLICT));
             }
         }
-        self.backend.write(si, n, offset, piece).await.map_err(|e| backend_failure("write", e))?;
+        self.backend.write(si, n, offset, piece).await.map_err(|e| ApiError::backend("write", e))?;
         up.written.insert(offset, end);
         Ok(())
     }
@@ -640,16 +692,16 @@ impl StorageService {
     async fn abort(&self, si: StorageIndex, n: ShareNumber, secret: &[u8]) -> Handled {
         let upload = self.uploads().get(&(si, n)).cloned();
         let Some(upload) = upload else {
-            let complete = self.backend.size(&si, n).await.map_err(|e| backend_failure("size", e))?.is_some();
+            let complete = self.backend.size(&si, n).await.map_err(|e| ApiError::backend("size", e))?.is_some();
             return Err(if complete {
-                text(StatusCode::METHOD_NOT_ALLOWED, "the share is complete")
+                ApiError::text(StatusCode::METHOD_NOT_ALLOWED, "the share is complete")
             } else {
-                text(StatusCode::NOT_FOUND, "no such upload")
+                ApiError::text(StatusCode::NOT_FOUND, "no such upload")
             });
         };
         let up = upload.lock().await;
         if !auth::same(&up.secret, secret) {
-            return Err(text(StatusCode::UNAUTHORIZED, "wrong upload secret"));
+            return Err(ApiError::text(StatusCode::UNAUTHORIZED, "wrong upload secret"));
         }
         self.drop_upload(&si, n, &upload, up.size).await?;
         Ok(empty(StatusCode::OK))
@@ -661,7 +713,7 @@ impl StorageService {
         n: ShareNumber,
         upload: &Arc<tokio::sync::Mutex<Upload>>,
         size: u64,
-    ) -> Result<(), Response<ResponseBody>> {
+    ) -> Result<(), ApiError> {
         let removed = {
             let mut uploads = self.uploads();
             match uploads.get(&(*si, n)) {
@@ -671,8 +723,8 @@ impl StorageService {
         };
         if removed {
             self.reserved.fetch_sub(size, Ordering::SeqCst);
-            self.backend.abort(si, n).await.map_err(|e| backend_failure("abort", e))?;
-            self.accountant.forget_share(si, n).map_err(Self::accountant_failure)?;
+            self.backend.abort(si, n).await.map_err(|e| ApiError::backend("abort", e))?;
+            self.accountant.forget_share(&ShareId::immutable(*si, n)).map_err(ApiError::accountant)?;
         }
         Ok(())
     }
@@ -698,29 +750,22 @@ impl StorageService {
         aborted
     }
 
-    async fn corrupt(
-        &self,
-        kind: &str,
-        si: StorageIndex,
-        n: ShareNumber,
-        exists: bool,
-        req: Request<Incoming>,
-    ) -> Handled {
+    async fn corrupt(&self, kind: &str, si: StorageIndex, n: ShareNumber, exists: bool, req: Req) -> Handled {
         if !exists {
-            return Err(text(StatusCode::NOT_FOUND, "no such share"));
+            return Err(ApiError::text(StatusCode::NOT_FOUND, "no such share"));
         }
         let body = cbor_body(req, 32_768).await?;
-        let reason = wire::corrupt_request(&body).map_err(|e| text(StatusCode::BAD_REQUEST, e.0))?;
+        let reason = wire::corrupt_request(&body).map_err(|e| ApiError::text(StatusCode::BAD_REQUEST, e.0))?;
         tracing::warn!(kind, si = %si, shnum = n.0, reason, "client reports a corrupt share");
-        self.accountant.record_corruption(self.clock.now(), kind, &si, n, &reason).map_err(Self::accountant_failure)?;
+        self.accountant.record_corruption(self.clock.now(), kind, &si, n, &reason).map_err(ApiError::accountant)?;
         Ok(empty(StatusCode::OK))
     }
 
     async fn read(&self, si: StorageIndex, n: ShareNumber, mutable: bool, headers: &HeaderMap) -> Handled {
         let size = if mutable { self.backend.mutable_size(&si, n).await } else { self.backend.size(&si, n).await };
         let size = size
-            .map_err(|e| backend_failure("size", e))?
-            .ok_or_else(|| text(StatusCode::NOT_FOUND, "no such share"))?;
+            .map_err(|e| ApiError::backend("size", e))?
+            .ok_or_else(|| ApiError::text(StatusCode::NOT_FOUND, "no such share"))?;
         let (status, start, end) = match headers.get(http::header::RANGE) {
             None => (StatusCode::OK, 0, size),
             Some(range) => {
@@ -728,7 +773,7 @@ impl StorageService {
                     .to_str()
                     .ok()
                     .and_then(parse_range)
-                    .ok_or_else(|| empty(StatusCode::RANGE_NOT_SATISFIABLE))?;
+                    .ok_or_else(|| ApiError::empty(StatusCode::RANGE_NOT_SATISFIABLE))?;
                 let end = b.saturating_add(1).min(size);
                 if a >= end {
                     return Ok(empty(StatusCode::NO_CONTENT));
@@ -742,9 +787,9 @@ impl StorageService {
         let first_len = (end - start).min(chunk);
         let first = read_share(&*self.backend, &si, n, mutable, start, first_len)
             .await
-            .map_err(|e| backend_failure("read", e))?;
+            .map_err(|e| ApiError::backend("read", e))?;
         if (first.len() as u64) < first_len {
-            return Err(text(StatusCode::SERVICE_UNAVAILABLE, "share shorter than its size"));
+            return Err(ApiError::text(StatusCode::SERVICE_UNAVAILABLE, "share shorter than its size"));
         }
         let body = if end - start == first_len {
             Full::new(Bytes::from(first)).map_err(|never| match never {}).boxed_unsync()
@@ -785,154 +830,6 @@ impl StorageService {
         }
         Ok(r)
     }
-
-    async fn read_test_write(
-        &self,
-        caller: &Caller,
-        si: StorageIndex,
-        request: wire::ReadTestWriteRequest,
-        enabler: &[u8],
-        renew: &[u8],
-        cancel: &[u8],
-    ) -> Handled {
-        let (guard, lock) = self.slot_locks.lock(si).await;
-        let result = self.read_test_write_locked(caller, si, request, enabler, renew, cancel).await;
-        drop(guard);
-        self.slot_locks.release(&si, lock);
-        result
-    }
-
-    async fn read_test_write_locked(
-        &self,
-        caller: &Caller,
-        si: StorageIndex,
-        request: wire::ReadTestWriteRequest,
-        enabler: &[u8],
-        renew: &[u8],
-        cancel: &[u8],
-    ) -> Handled {
-        let fail = |e| backend_failure("read-test-write", e);
-        let existing = self.backend.mutable_list(&si).await.map_err(fail)?;
-        // 1. The write enabler must match every existing share.
-        for n in &existing {
-            match self.accountant.check_write_enabler(&si, *n, enabler).map_err(Self::accountant_failure)? {
-                Some(true) => {}
-                Some(false) => return Err(text(StatusCode::UNAUTHORIZED, "wrong write enabler")),
-                None => {
-                    tracing::error!(si = %si, shnum = n.0, "no write enabler recorded for an existing mutable share; refusing the write (run `marsh recover` if the node's cache was lost)");
-                    return Err(text(StatusCode::UNAUTHORIZED, "write enabler unknown to this server"));
-                }
-            }
-        }
-        let mut shares: BTreeMap<u64, ShareNumber> = BTreeMap::new();
-        for number in request.test_write_vectors.keys() {
-            let n = u16::try_from(*number)
-                .map(ShareNumber)
-                .map_err(|_| text(StatusCode::BAD_REQUEST, "share number too large"))?;
-            shares.insert(*number, n);
-        }
-        // 2. Tests.
-        let mut success = true;
-        'tests: for (number, tw) in &request.test_write_vectors {
-            for t in &tw.test {
-                let got = self.backend.mutable_read(&si, shares[number], t.offset, t.size).await.map_err(fail)?;
-                if got != t.specimen {
-                    success = false;
-                    break 'tests;
-                }
-            }
-        }
-        // 3. Reads, before any write, of every existing share.
-        let mut data = BTreeMap::new();
-        for n in &existing {
-            let mut reads = Vec::new();
-            for (offset, size) in &request.read_vector {
-                reads.push(self.backend.mutable_read(&si, *n, *offset, *size).await.map_err(fail)?);
-            }
-            data.insert(u64::from(n.0), reads);
-        }
-        // 4. Writes, only if every test passed, and only if they keep the caller within its quota.
-        if success {
-            self.check_mutable_quota(caller, &si, &existing, &request, &shares).await?;
-            let now = self.clock.now();
-            for (number, tw) in &request.test_write_vectors {
-                let n = shares[number];
-                if tw.new_length == Some(0) {
-                    self.backend.mutable_delete(&si, n).await.map_err(fail)?;
-                    self.accountant.forget_share(&si, n).map_err(Self::accountant_failure)?;
-                    continue;
-                }
-                for (offset, bytes) in &tw.write {
-                    if offset.checked_add(bytes.len() as u64).is_none_or(|e| e > MAX_MUTABLE_SHARE_SIZE) {
-                        return Err(text(StatusCode::PAYLOAD_TOO_LARGE, "write past the largest mutable share size"));
-                    }
-                }
-                let writes: Vec<WriteVector> =
-                    tw.write.iter().map(|(o, d)| WriteVector { offset: *o, data: d.clone() }).collect();
-                let is_new = !existing.contains(&n);
-                self.backend.mutable_write(&si, n, &writes, tw.new_length).await.map_err(fail)?;
-                if is_new {
-                    self.accountant.set_write_enabler(&si, n, enabler).map_err(Self::accountant_failure)?;
-                }
-                // Usage: the share's size now, held by the account that created it.
-                let size = self.backend.mutable_size(&si, n).await.map_err(fail)?.unwrap_or(0);
-                self.accountant.record_share(caller.id, &si, n, size).map_err(Self::accountant_failure)?;
-                self.accountant
-                    .add_or_renew(caller.id, &si, n, renew, cancel, now)
-                    .map_err(Self::accountant_failure)?;
-            }
-        }
-        Ok(cbor(StatusCode::OK, &wire::read_test_write_response(success, &data)))
-    }
-}
-
-impl StorageService {
-    /// Refuse (507) a read-test-write that would grow mutable shares past the quota of the
-    /// account holding them: the account that created each share, or the caller for new ones.
-    async fn check_mutable_quota(
-        &self,
-        caller: &Caller,
-        si: &StorageIndex,
-        existing: &[ShareNumber],
-        request: &wire::ReadTestWriteRequest,
-        shares: &BTreeMap<u64, ShareNumber>,
-    ) -> Result<(), Response<ResponseBody>> {
-        let fail = |e| backend_failure("read-test-write", e);
-        // Growth per holding account, for holders with a quota.
-        let mut growth: BTreeMap<i64, (String, u64, u64)> = BTreeMap::new();
-        for (number, tw) in &request.test_write_vectors {
-            let n = shares[number];
-            let (holder, name, quota) = match self.accountant.holder(si, n).map_err(Self::accountant_failure)? {
-                Some(held) => held,
-                None => (caller.id, caller.name.clone(), caller.attributes.quota),
-            };
-            let Some(quota) = quota else { continue };
-            let current = if existing.contains(&n) {
-                self.backend.mutable_size(si, n).await.map_err(fail)?.unwrap_or(0)
-            } else {
-                0
-            };
-            let written = tw.write.iter().map(|(o, d)| o.saturating_add(d.len() as u64)).max().unwrap_or(0);
-            let mut size = current.max(written);
-            if let Some(limit) = tw.new_length {
-                size = size.min(limit);
-            }
-            let entry = growth.entry(holder.0).or_insert((name, quota, 0));
-            entry.2 = entry.2.saturating_add(size.saturating_sub(current));
-        }
-        for (id, (name, quota, grows)) in growth {
-            let used = self.accountant.usage(marsh_accountant::AccountId(id)).map_err(Self::accountant_failure)?;
-            if grows > 0 && used.saturating_add(grows) > quota {
-                return Err(text(
-                    StatusCode::INSUFFICIENT_STORAGE,
-                    format!(
-                        "account `{name}` would go over its quota ({used} of {quota} bytes used; this write adds {grows})"
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
 }
 
 async fn read_share(
@@ -944,22 +841,4 @@ async fn read_share(
     len: u64,
 ) -> Result<Vec<u8>, BackendError> {
     if mutable { backend.mutable_read(si, n, offset, len).await } else { backend.read(si, n, offset, len).await }
-}
-
-/// A response body fed by a bounded channel, so a large share streams with at most two
-/// chunks in memory.
-struct ChannelBody {
-    rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
-}
-
-impl Body for ChannelBody {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
-        self.rx.poll_recv(cx).map(|item| item.map(|r| r.map(hyper::body::Frame::data)))
-    }
 }

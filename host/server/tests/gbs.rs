@@ -14,7 +14,7 @@ use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use marsh_accountant::{Accountant, Attribute, Attributes, LEASE_SECONDS};
 use marsh_conformance::reference::ReferenceBackend;
-use marsh_core::{ShareNumber, StorageIndex};
+use marsh_core::{ShareId, ShareNumber, StorageIndex};
 use marsh_gbs_client::{GbsClient, Nurl};
 use marsh_server::{ManualClock, ServiceConfig, StorageService, wire};
 
@@ -35,12 +35,15 @@ async fn start() -> Server {
     let spki = marsh_gbs_client::spki_hash(cert.der()).unwrap();
     let tls = marsh_server::tls_config(cert.der().to_vec(), key.serialize_der()).unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let service = Arc::new(StorageService::new(
-        Arc::new(ReferenceBackend::default()),
-        Arc::new(Accountant::in_memory().unwrap()),
-        clock.clone(),
-        ServiceConfig { swissnum: SWISSNUM.into(), reserved_space: 0, application_version: "marsh/test".into() },
-    ));
+    let service = Arc::new(
+        StorageService::new(
+            Arc::new(ReferenceBackend::default()),
+            Arc::new(Accountant::in_memory().unwrap()),
+            clock.clone(),
+            ServiceConfig { swissnum: SWISSNUM.into(), reserved_space: 0, application_version: "marsh/test".into() },
+        )
+        .unwrap(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(marsh_server::serve(listener, tls, service.clone()));
@@ -329,7 +332,10 @@ async fn named_accounts_have_their_own_swissnum_quota_write_permission_and_revoc
     let r = allocate_as(si(20), vec![0, 1, 2], 100).await;
     assert_eq!((r.status, allocated(&r)), (StatusCode::OK, 2));
     assert_eq!(a.usage(alice.id).unwrap(), 200, "uploads in progress count");
-    assert_eq!(a.leases(&StorageIndex::from_bytes([20; 16]), ShareNumber(0)).unwrap()[0].account, alice.id);
+    assert_eq!(
+        a.leases(&ShareId::immutable(StorageIndex::from_bytes([20; 16]), ShareNumber(0))).unwrap()[0].account,
+        alice.id
+    );
     // The anonymous account has no quota.
     assert_eq!(allocate(&s, &si(21), b"up", &[0, 1, 2], 100).await.1.len(), 3);
     // Read-only: 403 on writes, reads still work.
@@ -438,7 +444,13 @@ async fn leases_are_added_or_renewed_by_renew_secret() {
     patch(&s, &si_text, 0, b"up", 0, b"data").await;
     let si: StorageIndex = si_text.parse().unwrap();
     let expiry = |s: &Server| {
-        s.service.accountant().leases(&si, ShareNumber(0)).unwrap().iter().map(|l| l.expires).collect::<Vec<_>>()
+        s.service
+            .accountant()
+            .leases(&ShareId::immutable(si, ShareNumber(0)))
+            .unwrap()
+            .iter()
+            .map(|l| l.expires)
+            .collect::<Vec<_>>()
     };
     assert_eq!(expiry(&s), vec![T0 + LEASE_SECONDS]);
     s.clock.advance(167);
@@ -679,4 +691,101 @@ async fn mutable_shares_count_towards_usage_and_a_quota_stops_their_growth() {
     assert!(String::from_utf8_lossy(&r.body).contains("`alice`"), "{:?}", r.body);
     assert!(rtw_result(&write_as(auth, bobs, grow).await).0, "bob's share is bob's to grow: alice is not charged");
     assert_eq!((a.usage(alice.id).unwrap(), a.usage(bob.id).unwrap()), (90, 590));
+}
+
+/// The two kinds of one share number stay apart: a stranger's immutable allocate and abort
+/// next to a mutable share does not lock its owner out, nor shrink anyone's usage, nor does a
+/// `new-length` 0 on an absent mutable share wipe the immutable share's leases.
+#[tokio::test]
+async fn immutable_and_mutable_shares_of_one_number_never_touch() {
+    let s = start().await;
+    let si = si(30);
+    let sid: StorageIndex = si.parse().unwrap();
+    let a = s.service.accountant();
+    let create = rtw_body(&[(0, vec![], vec![(0, b"owner's data")], None)], &[]);
+    assert!(rtw_result(&rtw(&s, &si, b"owner-we", create).await).0);
+    // A stranger allocates the immutable share 0 of the same index and aborts it.
+    allocate(&s, &si, b"stranger", &[0], 100).await;
+    let r =
+        s.call(Method::PUT, &format!("immutable/{si}/0/abort"), &[("upload-secret", b"stranger")], &[], vec![]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let rewrite = rtw_body(&[(0, vec![], vec![(0, b"OWNER")], None)], &[(0, 12)]);
+    let (ok, data) = rtw_result(&rtw(&s, &si, b"owner-we", rewrite).await);
+    assert!(ok, "the owner still writes");
+    assert_eq!(data[&0], vec![b"owner's data".to_vec()]);
+    assert_eq!(get(&s, &format!("mutable/{si}/0"), None).await.body.as_ref(), b"OWNER's data");
+    // The stranger's immutable share of 100 bytes, then one byte to the mutable share 0: the
+    // immutable share's recorded size stays.
+    allocate(&s, &si, b"stranger2", &[0], 100).await;
+    let usage = a.usage(marsh_accountant::AccountId::ANONYMOUS).unwrap();
+    assert_eq!(usage, 112, "the mutable share (12) and the upload in progress (100)");
+    let one_byte = rtw_body(&[(0, vec![], vec![(0, b"o")], None)], &[]);
+    assert!(rtw_result(&rtw(&s, &si, b"owner-we", one_byte).await).0);
+    assert_eq!(a.usage(marsh_accountant::AccountId::ANONYMOUS).unwrap(), 112, "nothing shrank");
+    // Finish the immutable share; a new-length 0 on an absent mutable share 1 and on the
+    // existing mutable share 0 forgets nothing of the immutable share 0.
+    patch(&s, &si, 0, b"stranger2", 0, &[7; 100]).await;
+    let imm = ShareId::immutable(sid, ShareNumber(0));
+    assert_eq!(a.leases(&imm).unwrap().len(), 1);
+    let wipe = rtw_body(&[(1, vec![], vec![], Some(0)), (0, vec![], vec![], Some(0))], &[]);
+    assert!(rtw_result(&rtw(&s, &si, b"owner-we", wipe).await).0);
+    assert_eq!(a.leases(&imm).unwrap().len(), 1, "the immutable share keeps its lease");
+    assert_eq!(get(&s, &format!("immutable/{si}/0"), None).await.body.len(), 100);
+    assert_eq!(get(&s, &format!("mutable/{si}/0"), None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(a.usage(marsh_accountant::AccountId::ANONYMOUS).unwrap(), 100);
+}
+
+/// Nothing of a read-test-write is written unless all of it can be: a write past the largest
+/// share size in the second share leaves the first one untouched.
+#[tokio::test]
+async fn a_read_test_write_refused_for_one_share_writes_none() {
+    let s = start().await;
+    let si = si(31);
+    let create = rtw_body(&[(0, vec![], vec![(0, b"old")], None)], &[]);
+    assert!(rtw_result(&rtw(&s, &si, b"we", create).await).0);
+    let too_far = marsh_server::MAX_MUTABLE_SHARE_SIZE;
+    let both = rtw_body(&[(0, vec![], vec![(0, b"new")], None), (1, vec![], vec![(too_far, b"x")], None)], &[]);
+    assert_eq!(rtw(&s, &si, b"we", both).await.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(get(&s, &format!("mutable/{si}/0"), None).await.body.as_ref(), b"old");
+    assert_eq!(get(&s, &format!("mutable/{si}/1"), None).await.status, StatusCode::NOT_FOUND);
+}
+
+/// The share-data endpoints answer errors as the reference does (the 1.20 client checks the
+/// content type first), and a request answered before its body was read closes the connection.
+#[tokio::test]
+async fn share_data_errors_have_the_reference_shape_and_unread_bodies_close_the_connection() {
+    let s = start().await;
+    let si = si(32);
+    for (path, range) in [
+        (format!("immutable/{si}/0"), None),
+        (format!("mutable/{si}/0"), None),
+        (format!("immutable/{si}/0"), Some("bytes=0-")),
+    ] {
+        let r = get(&s, &path, range).await;
+        assert!(matches!(r.status, StatusCode::NOT_FOUND | StatusCode::RANGE_NOT_SATISFIABLE), "{path}");
+        assert_eq!(r.headers["content-type"], "application/octet-stream", "{path} {range:?}");
+        assert!(r.body.is_empty());
+    }
+    allocate(&s, &si, b"up", &[0], 10).await;
+    patch(&s, &si, 0, b"up", 0, b"0123456789").await;
+    let r = get(&s, &format!("immutable/{si}/0"), Some("bytes=9-3")).await;
+    assert_eq!(r.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(r.headers["content-type"], "application/octet-stream");
+    // A PATCH refused before its body was read: the answer says the connection closes.
+    allocate(&s, &si, b"up", &[1], 10).await;
+    let r = s
+        .call(
+            Method::PATCH,
+            &format!("immutable/{si}/1"),
+            &[("upload-secret", b"up")],
+            &[("content-range", "nonsense")],
+            vec![9; 10],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(r.headers["connection"], "close");
+    // One whose body was read whole keeps it open.
+    let r = patch(&s, &si, 1, b"up", 0, b"abcde").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.headers.get("connection").is_none_or(|v| v != "close"));
 }

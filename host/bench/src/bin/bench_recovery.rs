@@ -61,7 +61,13 @@ async fn main() -> anyhow::Result<()> {
             let mut si = [0u8; 16];
             si[..8].copy_from_slice(&i.to_be_bytes());
             let si = StorageIndex::from_bytes(si);
-            source.add_or_renew(AccountId::ANONYMOUS, &si, ShareNumber(0), &i.to_be_bytes(), &[0], 1_800_000_000)?;
+            source.add_or_renew(
+                AccountId::ANONYMOUS,
+                &marsh_core::ShareId::immutable(si, ShareNumber(0)),
+                &i.to_be_bytes(),
+                &[0],
+                1_800_000_000,
+            )?;
         }
         local += t.elapsed();
         Ok(())

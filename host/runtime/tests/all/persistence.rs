@@ -152,7 +152,11 @@ async fn persist(a: &marsh_accountant::Accountant, strategy: &WasmStrategy) {
 fn leases(a: &marsh_accountant::Accountant, n: u8) -> Vec<marsh_accountant::Lease> {
     (0..n)
         .flat_map(|i| {
-            a.leases(&marsh_core::StorageIndex::from_bytes([i; 16]), marsh_core::ShareNumber(0)).expect("test setup")
+            a.leases(&marsh_core::ShareId::immutable(
+                marsh_core::StorageIndex::from_bytes([i; 16]),
+                marsh_core::ShareNumber(0),
+            ))
+            .expect("test setup")
         })
         .collect()
 }
@@ -177,8 +181,14 @@ async fn stash_restores_the_newest_sound_snapshot_plus_the_contiguous_log_and_re
     assert_eq!(writer.startup(true, a.last_seq().unwrap(), false).await.unwrap(), StartupPlan::UseLocal);
     for i in 0..100u8 {
         let si = marsh_core::StorageIndex::from_bytes([i; 16]);
-        a.add_or_renew(AccountId::ANONYMOUS, &si, marsh_core::ShareNumber(0), &[i; 32], &[i; 32], 1000 + u64::from(i))
-            .unwrap();
+        a.add_or_renew(
+            AccountId::ANONYMOUS,
+            &marsh_core::ShareId::immutable(si, marsh_core::ShareNumber(0)),
+            &[i; 32],
+            &[i; 32],
+            1000 + u64::from(i),
+        )
+        .unwrap();
         if i % 7 == 0 {
             persist(&a, &writer).await;
         }
@@ -197,7 +207,14 @@ async fn stash_restores_the_newest_sound_snapshot_plus_the_contiguous_log_and_re
     if newest_snapshot().await + 3 > a.last_seq().unwrap() {
         for i in 0..3u8 {
             let si = marsh_core::StorageIndex::from_bytes([200 + i; 16]);
-            a.add_or_renew(AccountId::ANONYMOUS, &si, marsh_core::ShareNumber(0), &[i; 32], &[i; 32], 1).unwrap();
+            a.add_or_renew(
+                AccountId::ANONYMOUS,
+                &marsh_core::ShareId::immutable(si, marsh_core::ShareNumber(0)),
+                &[i; 32],
+                &[i; 32],
+                1,
+            )
+            .unwrap();
         }
         persist(&a, &writer).await;
     }

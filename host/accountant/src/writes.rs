@@ -1,0 +1,223 @@
+//! Compound operations on shares: each commits every change one protocol step makes in one
+//! transaction, so a failure or a crash between them cannot leave half a state.
+//!
+//! - An immutable allocation records its lease, its holder and an `open_uploads` row together;
+//!   the row goes when the upload finishes or is forgotten. Rows left by a process that died
+//!   name uploads that can never finish: the node forgets them at start-up.
+//! - A mutable read-test-write records, in one transaction, what it is about to write (an
+//!   opaque redo record, kept in `pending_writes` until the writes are known to be applied in
+//!   full) with every share's new enabler, holder, size and lease, or its removal. The server
+//!   applies the writes after the commit, and replays a record still pending at start-up, so a
+//!   share ends up with its old content (nothing committed) or its new one (the record
+//!   replayed), and never without its enabler.
+//!
+//! `open_uploads` and `pending_writes` are node-local: snapshots leave them out and they are
+//! not in the change log.
+
+use marsh_core::{ShareId, ShareNumber, StorageIndex};
+use rusqlite::{OptionalExtension, params};
+
+use crate::{AccountId, Accountant, AccountantError, Change, hash, lease_change, log, name_of};
+
+/// What one share of a read-test-write becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MutableShareWrite {
+    /// Written: its size afterwards, and whether the write creates it.
+    Written {
+        /// The share number.
+        shnum: ShareNumber,
+        /// Its size once the writes are applied.
+        size: u64,
+        /// Whether it did not exist before (its write enabler is recorded).
+        created: bool,
+    },
+    /// Removed (`new-length` 0).
+    Removed {
+        /// The share number.
+        shnum: ShareNumber,
+    },
+}
+
+/// A read-test-write about to be applied to one slot.
+#[derive(Debug, Clone, Copy)]
+pub struct MutableWrite<'a> {
+    /// The writer.
+    pub account: AccountId,
+    /// The slot.
+    pub si: StorageIndex,
+    /// What the server needs to apply the writes again after a crash (opaque here).
+    pub redo: &'a [u8],
+    /// Every share it touches.
+    pub shares: &'a [MutableShareWrite],
+    /// The write enabler, recorded for created shares.
+    pub enabler: &'a [u8],
+    /// Lease secrets: every written share gets (or renews) the writer's lease.
+    pub renew: &'a [u8],
+    /// Lease secrets.
+    pub cancel: &'a [u8],
+    /// Now, seconds since the epoch.
+    pub now: u64,
+}
+
+impl Accountant {
+    /// Record a new immutable upload: `account`'s lease on it, its holder with the allocated
+    /// size (uploads in progress count towards usage), and the upload as open, together.
+    pub fn allocate(
+        &self,
+        account: AccountId,
+        share: &ShareId,
+        size: u64,
+        renew: &[u8],
+        cancel: &[u8],
+        now: u64,
+    ) -> Result<(), AccountantError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let name = name_of(&tx, account)?;
+        log(&tx, &lease_change(share, name.clone(), renew, cancel, now))?;
+        log(&tx, &Change::Share { share: share.into(), account: name, size })?;
+        tx.execute(
+            "INSERT OR IGNORE INTO open_uploads (si, shnum) VALUES (?1, ?2)",
+            params![share.si.to_base32(), share.shnum.0],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// An upload finished: its share is complete and stays held and leased.
+    pub fn upload_finished(&self, share: &ShareId) -> Result<(), AccountantError> {
+        self.conn().execute(
+            "DELETE FROM open_uploads WHERE si = ?1 AND shnum = ?2",
+            params![share.si.to_base32(), share.shnum.0],
+        )?;
+        Ok(())
+    }
+
+    /// Uploads recorded as open: at start-up, those of a process that is gone.
+    pub fn open_uploads(&self) -> Result<Vec<ShareId>, AccountantError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT si, shnum FROM open_uploads ORDER BY si, shnum")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u16>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (si, n) = row?;
+            let si = si.parse().map_err(|e| AccountantError::Db(format!("open_uploads: {e}")))?;
+            out.push(ShareId::immutable(si, ShareNumber(n)));
+        }
+        Ok(out)
+    }
+
+    /// Record a read-test-write before its writes are applied: the redo record, and for each
+    /// share its enabler (created), holder and size and the writer's lease, or its removal,
+    /// in one transaction. [`Accountant::end_mutable_write`] clears the redo record once the
+    /// writes are applied in full.
+    pub fn begin_mutable_write(&self, w: &MutableWrite<'_>) -> Result<(), AccountantError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let name = name_of(&tx, w.account)?;
+        for share in w.shares {
+            match *share {
+                MutableShareWrite::Written { shnum, size, created } => {
+                    let id = ShareId::mutable(w.si, shnum);
+                    if created {
+                        log(&tx, &Change::WriteEnabler { si: w.si, shnum, hash: hash(w.enabler) })?;
+                    }
+                    log(&tx, &Change::Share { share: (&id).into(), account: name.clone(), size })?;
+                    log(&tx, &lease_change(&id, name.clone(), w.renew, w.cancel, w.now))?;
+                }
+                MutableShareWrite::Removed { shnum } => {
+                    log(&tx, &Change::Forget { share: (&ShareId::mutable(w.si, shnum)).into() })?;
+                }
+            }
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO pending_writes (si, body) VALUES (?1, ?2)",
+            params![w.si.to_base32(), w.redo],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The writes recorded for `si` are applied in full.
+    pub fn end_mutable_write(&self, si: &StorageIndex) -> Result<(), AccountantError> {
+        self.conn().execute("DELETE FROM pending_writes WHERE si = ?1", [si.to_base32()])?;
+        Ok(())
+    }
+
+    /// The redo record of a read-test-write on `si` not yet known to be applied, if any.
+    pub fn pending_mutable_write(&self, si: &StorageIndex) -> Result<Option<Vec<u8>>, AccountantError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT body FROM pending_writes WHERE si = ?1", [si.to_base32()], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Slots with a read-test-write not yet known to be applied.
+    pub fn pending_mutable_writes(&self) -> Result<Vec<StorageIndex>, AccountantError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT si FROM pending_writes ORDER BY si")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row?.parse().map_err(|e| AccountantError::Db(format!("pending_writes: {e}")))?);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn si(n: u8) -> StorageIndex {
+        StorageIndex::from_bytes([n; 16])
+    }
+
+    #[test]
+    fn an_allocation_is_one_state_and_an_open_upload_until_finished_or_forgotten() {
+        let a = Accountant::in_memory().unwrap();
+        let (one, two) = (ShareId::immutable(si(1), ShareNumber(0)), ShareId::immutable(si(1), ShareNumber(1)));
+        a.allocate(AccountId::ANONYMOUS, &one, 100, b"r", b"c", 10).unwrap();
+        a.allocate(AccountId::ANONYMOUS, &two, 50, b"r", b"c", 10).unwrap();
+        assert_eq!(a.usage(AccountId::ANONYMOUS).unwrap(), 150);
+        assert_eq!(a.leases(&one).unwrap().len(), 1);
+        assert_eq!(a.open_uploads().unwrap(), vec![one, two]);
+        a.upload_finished(&one).unwrap();
+        a.forget_share(&two).unwrap();
+        assert_eq!(a.open_uploads().unwrap(), vec![]);
+        assert_eq!(a.usage(AccountId::ANONYMOUS).unwrap(), 100, "the finished share stays held");
+        assert!(a.allocate(AccountId(99), &two, 1, b"r", b"c", 10).is_err(), "no such account");
+        assert_eq!(a.open_uploads().unwrap(), vec![], "a failed allocation records nothing");
+    }
+
+    #[test]
+    fn a_mutable_write_records_everything_at_once_and_keeps_its_redo_until_ended() {
+        let a = Accountant::in_memory().unwrap();
+        let shares = [
+            MutableShareWrite::Written { shnum: ShareNumber(0), size: 30, created: true },
+            MutableShareWrite::Written { shnum: ShareNumber(1), size: 20, created: true },
+        ];
+        let w = MutableWrite {
+            account: AccountId::ANONYMOUS,
+            si: si(2),
+            redo: b"redo",
+            shares: &shares,
+            enabler: b"we",
+            renew: b"r",
+            cancel: b"c",
+            now: 5,
+        };
+        a.begin_mutable_write(&w).unwrap();
+        assert_eq!(a.check_write_enabler(&si(2), ShareNumber(1), b"we").unwrap(), Some(true));
+        assert_eq!(a.usage(AccountId::ANONYMOUS).unwrap(), 50);
+        assert_eq!(a.leases(&ShareId::mutable(si(2), ShareNumber(0))).unwrap().len(), 1);
+        assert_eq!(a.pending_mutable_writes().unwrap(), vec![si(2)]);
+        assert_eq!(a.pending_mutable_write(&si(2)).unwrap().as_deref(), Some(&b"redo"[..]));
+        a.end_mutable_write(&si(2)).unwrap();
+        assert_eq!(a.pending_mutable_write(&si(2)).unwrap(), None);
+        let removed = [MutableShareWrite::Removed { shnum: ShareNumber(1) }];
+        a.begin_mutable_write(&MutableWrite { shares: &removed, ..w }).unwrap();
+        assert_eq!(a.check_write_enabler(&si(2), ShareNumber(1), b"we").unwrap(), None);
+        assert_eq!(a.usage(AccountId::ANONYMOUS).unwrap(), 30);
+    }
+}
