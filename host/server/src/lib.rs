@@ -9,6 +9,7 @@
 //! Tahoe 1.20 client connects. Slow or silent clients are cut off by header and body timeouts.
 
 pub mod auth;
+mod body;
 pub mod gc;
 mod mutable;
 pub mod ranges;

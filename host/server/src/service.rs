@@ -9,7 +9,7 @@
 //! still carries the rest of this one. Mutable read-test-write lives in `mutable.rs`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use hyper::body::{Body, Incoming};
 use marsh_core::{Backend, BackendError, ShareId, ShareNumber, StorageIndex};
 
 use crate::auth::{self, SecretKind};
+use crate::body::TrackedBody;
 use crate::mutable::{PendingSlots, RtwSecrets, SlotLocks};
 use crate::ranges::{RangeSet, parse_content_range, parse_range};
 use crate::response::{ApiError, ChannelBody, Handled, ResponseBody, cbor, empty, respond};
@@ -118,36 +119,6 @@ pub enum StartUpError {
     /// A recorded mutable write could not be applied.
     #[error("the interrupted write to slot {0} could not be completed ({1}); the backend's log says why")]
     Settle(StorageIndex, StatusCode),
-}
-
-/// A request body that notes when it has been read to its end.
-pub(crate) struct TrackedBody {
-    inner: Incoming,
-    finished: Arc<AtomicBool>,
-}
-
-impl Body for TrackedBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
-        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        if let std::task::Poll::Ready(None) = polled {
-            self.finished.store(true, Ordering::Relaxed);
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 /// A request as the handlers see it.
@@ -369,14 +340,15 @@ impl StorageService {
         let logged = tracing::enabled!(target: "marsh::request", tracing::Level::INFO)
             .then(|| (req.method().clone(), req.uri().path().to_owned()));
         let (parts, body) = req.into_parts();
-        let finished = Arc::new(AtomicBool::new(body.is_end_stream()));
-        let req = Request::from_parts(parts, TrackedBody { inner: body, finished: finished.clone() });
-        let mut response = match self.dispatch(req).await {
+        let (body, leftover) = TrackedBody::new(body);
+        let mut response = match self.dispatch(Request::from_parts(parts, body)).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
         };
-        if !finished.load(Ordering::Relaxed) {
-            // The rest of the body is still on the connection: close it after this answer.
+        // A body the handler did not read whole is read and dropped here (the reference reads
+        // every body before it answers), so the connection serves the client's next request;
+        // one too large or too slow for that closes the connection instead.
+        if !leftover.drain().await {
             response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
         }
         if let Some((method, path)) = logged {
@@ -776,7 +748,7 @@ impl StorageService {
                     .ok_or_else(|| ApiError::empty(StatusCode::RANGE_NOT_SATISFIABLE))?;
                 let end = b.saturating_add(1).min(size);
                 if a >= end {
-                    return Ok(empty(StatusCode::NO_CONTENT));
+                    return Ok(respond(StatusCode::NO_CONTENT, Some("application/octet-stream"), Bytes::new()));
                 }
                 (StatusCode::PARTIAL_CONTENT, a, end)
             }
