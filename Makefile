@@ -25,7 +25,7 @@ WEED := $(S3_VENV)/bin/weed
 # the server is stopped by pid afterwards, whether CMD passed or not.
 with_s3 = tests/s3/with-s3.sh $(S3_VENV)/bin/python
 
-.PHONY: setup plugins build test lint run bench bench-s3 tahoe interop s3
+.PHONY: setup plugins build test lint run bench bench-s3 tahoe interop upstream s3
 
 setup:
 	@command -v rustup >/dev/null || { echo "rustup is required (https://rustup.rs)"; exit 1; }
@@ -46,6 +46,7 @@ lint: setup
 test: plugins lint tahoe s3
 	cargo build --locked --workspace --tests
 	$(with_s3) cargo test --locked --workspace
+	$(MAKE) --no-print-directory upstream
 	$(MAKE) --no-print-directory interop
 
 tahoe:
@@ -61,6 +62,13 @@ s3:
 interop: tahoe s3
 	cargo build --locked -p marsh --bin marsh
 	$(with_s3) python3 tests/interop/run.py $(CARGO_TARGET_DIR)/debug/marsh $(TAHOE)
+
+# Tahoe-LAFS 1.20's own HTTP storage tests (test_storage_http, test_istorageserver) against a
+# live marsh node; the tests that need the Python server's internals are listed, with reasons,
+# in tests/upstream/marsh_upstream.py.
+upstream: tahoe
+	cargo build --locked -p marsh --bin marsh
+	python3 tests/upstream/run.py $(CARGO_TARGET_DIR)/debug/marsh $(TAHOE_VENV)
 
 # A node with the default plugins on a local directory, printing its NURL.
 NODE_DIR ?= $(CURDIR)/target/node
