@@ -7,10 +7,14 @@
 //! - Version 2 (written now) names the share kind of every share-scoped change (`lease`,
 //!   `share`, `forget`) right after the change kind: `["lease", "mutable", si, ...]`.
 //! - Version 1 (written before share kinds were kept apart) is still read. Its share-scoped
-//!   changes carry no kind ([`ShareRef::kind`] is `None`); applying one resolves it the way the
-//!   schema migration does: a share with a recorded write enabler is mutable, any other is
-//!   immutable, and a version-1 `forget` forgets both kinds, as it did when it was written.
-//!   A change decoded from version 1 encodes back to the same version-1 bytes.
+//!   changes carry no kind ([`ShareRef::kind`] is `None`); applying one resolves it by the rule
+//!   the schema migration uses, at that point of the replay: a share with a recorded write
+//!   enabler is mutable, any other is immutable (only an immutable and a mutable share of one
+//!   storage index and number, which honest clients never make, can come out differently from
+//!   the migration's reading of the final state). A version-1 `forget` forgets both kinds, as
+//!   it did when it was written. A share-scoped change decoded from version 1 encodes back to
+//!   the same version-1 bytes; other changes encode as version 2, which differs only in the
+//!   leading number.
 //!
 //! Decoding validates every field: canonical storage indexes, 32-byte hashes, share numbers,
 //! attribute values that parse. A record that does not is refused whole.
@@ -291,7 +295,7 @@ impl Change {
         let id = |name: &str| -> rusqlite::Result<i64> {
             tx.query_row("SELECT id FROM accounts WHERE name = ?1", [name], |r| r.get(0))
         };
-        // A version-1 record's share: mutable when it has a write enabler, as the migration decided.
+        // A version-1 record's share: mutable when it has a write enabler (the migration's rule).
         let kind = |share: &ShareRef| -> rusqlite::Result<i64> {
             match share.kind {
                 Some(k) => Ok(kind_code(k)),

@@ -173,7 +173,8 @@ pub struct Lease {
     pub account: AccountId,
 }
 
-pub(crate) fn hash(secret: &[u8]) -> [u8; 32] {
+/// SHA-256 of a secret, as the accountant stores renew and cancel secrets and write enablers.
+pub fn hash(secret: &[u8]) -> [u8; 32] {
     Sha256::digest(secret).into()
 }
 
@@ -537,6 +538,31 @@ impl Accountant {
         enabler: &[u8],
     ) -> Result<(), AccountantError> {
         self.commit(&Change::WriteEnabler { si: *si, shnum, hash: hash(enabler) })
+    }
+
+    /// Record `hash` as the write enabler of a mutable share if it has none (a write is being
+    /// completed after its enabler row went missing); true if it was recorded.
+    pub fn ensure_write_enabler_hash(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNumber,
+        hash: [u8; 32],
+    ) -> Result<bool, AccountantError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let present = tx
+            .query_row(
+                "SELECT 1 FROM write_enablers WHERE si = ?1 AND shnum = ?2",
+                params![si.to_base32(), shnum.0],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        if !present {
+            log(&tx, &Change::WriteEnabler { si: *si, shnum, hash })?;
+        }
+        tx.commit()?;
+        Ok(!present)
     }
 
     // ---- the change log ----

@@ -111,30 +111,17 @@ impl Accountant {
     /// share its enabler (created), holder and size and the writer's lease, or its removal,
     /// in one transaction. [`Accountant::end_mutable_write`] clears the redo record once the
     /// writes are applied in full.
+    ///
+    /// Unlike other commits, this one is durable when it returns (`synchronous = FULL` for it):
+    /// the backend writes right after it, and a power loss must not keep the writes and lose
+    /// the record and enablers.
     pub fn begin_mutable_write(&self, w: &MutableWrite<'_>) -> Result<(), AccountantError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let name = name_of(&tx, w.account)?;
-        for share in w.shares {
-            match *share {
-                MutableShareWrite::Written { shnum, size, created } => {
-                    let id = ShareId::mutable(w.si, shnum);
-                    if created {
-                        log(&tx, &Change::WriteEnabler { si: w.si, shnum, hash: hash(w.enabler) })?;
-                    }
-                    log(&tx, &Change::Share { share: (&id).into(), account: name.clone(), size })?;
-                    log(&tx, &lease_change(&id, name.clone(), w.renew, w.cancel, w.now))?;
-                }
-                MutableShareWrite::Removed { shnum } => {
-                    log(&tx, &Change::Forget { share: (&ShareId::mutable(w.si, shnum)).into() })?;
-                }
-            }
-        }
-        tx.execute(
-            "INSERT OR REPLACE INTO pending_writes (si, body) VALUES (?1, ?2)",
-            params![w.si.to_base32(), w.redo],
-        )?;
-        tx.commit()?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let result = begin_in(&mut conn, w);
+        let restored = conn.pragma_update(None, "synchronous", "NORMAL");
+        result?;
+        restored?;
         Ok(())
     }
 
@@ -152,6 +139,15 @@ impl Accountant {
             .optional()?)
     }
 
+    /// Whether `si` has a read-test-write not yet known to be applied.
+    pub fn has_pending_mutable_write(&self, si: &StorageIndex) -> Result<bool, AccountantError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT 1 FROM pending_writes WHERE si = ?1", [si.to_base32()], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
     /// Slots with a read-test-write not yet known to be applied.
     pub fn pending_mutable_writes(&self) -> Result<Vec<StorageIndex>, AccountantError> {
         let conn = self.conn();
@@ -163,6 +159,40 @@ impl Accountant {
         }
         Ok(out)
     }
+}
+
+/// The transaction of [`Accountant::begin_mutable_write`].
+fn begin_in(conn: &mut rusqlite::Connection, w: &MutableWrite<'_>) -> Result<(), AccountantError> {
+    let tx = conn.transaction()?;
+    let name = name_of(&tx, w.account)?;
+    for share in w.shares {
+        match *share {
+            MutableShareWrite::Written { shnum, size, created } => {
+                let id = ShareId::mutable(w.si, shnum);
+                // A new share's enabler replaces any stale row; an existing share whose row
+                // went missing (a concurrent collection forgot it) gets it back.
+                let missing = tx
+                    .query_row(
+                        "SELECT 1 FROM write_enablers WHERE si = ?1 AND shnum = ?2",
+                        params![w.si.to_base32(), shnum.0],
+                        |_| Ok(()),
+                    )
+                    .optional()?
+                    .is_none();
+                if created || missing {
+                    log(&tx, &Change::WriteEnabler { si: w.si, shnum, hash: hash(w.enabler) })?;
+                }
+                log(&tx, &Change::Share { share: (&id).into(), account: name.clone(), size })?;
+                log(&tx, &lease_change(&id, name.clone(), w.renew, w.cancel, w.now))?;
+            }
+            MutableShareWrite::Removed { shnum } => {
+                log(&tx, &Change::Forget { share: (&ShareId::mutable(w.si, shnum)).into() })?;
+            }
+        }
+    }
+    tx.execute("INSERT OR REPLACE INTO pending_writes (si, body) VALUES (?1, ?2)", params![w.si.to_base32(), w.redo])?;
+    tx.commit()?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -289,11 +289,8 @@ async fn serve(
     let Started { backend, stores, .. } = started;
     // The node's runtime-discovered state lives in the backend's first store, never in NODE_DIR.
     let state = stores.first().map(|s| StateStore::node(s.store.clone(), id.seal_key.clone()));
-    let sweeper = spawn_sweeper(node, backend.clone(), state.clone())?;
-    let persister = crate::persist::spawn_persister(node, accountant.clone(), strategy.clone())?;
-    let collector = spawn_collector(node, backend.clone(), accountant.clone(), state)?;
     let service = Arc::new(StorageService::new(
-        backend,
+        backend.clone(),
         accountant.clone(),
         Arc::new(SystemClock),
         ServiceConfig {
@@ -304,13 +301,18 @@ async fn serve(
     )?);
     // What a previous process left half done, settled before the first request.
     let settled = service.start_up().await.context("settling what the previous run left unfinished")?;
-    if settled.uploads_discarded > 0 || settled.writes_completed > 0 {
+    if settled.uploads_discarded > 0 || settled.writes_completed > 0 || settled.left > 0 {
         tracing::info!(
-            "start-up: discarded {} uploads the previous run left open; completed {} interrupted mutable writes",
+            "start-up: discarded {} uploads the previous run left open; completed {} interrupted mutable writes; {} left for later",
             settled.uploads_discarded,
-            settled.writes_completed
+            settled.writes_completed,
+            settled.left
         );
     }
+    // The periodic tasks start once nothing of the previous run is half done.
+    let sweeper = spawn_sweeper(node, backend.clone(), state.clone())?;
+    let persister = crate::persist::spawn_persister(node, accountant.clone(), strategy.clone())?;
+    let collector = spawn_collector(node, backend, accountant.clone(), state)?;
     let tls = marsh_server::tls_config(id.cert_der.clone(), id.key_der.clone())?;
     let listen: SocketAddr = node.get("node.listen")?.parse()?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;

@@ -91,6 +91,10 @@ pub async fn collect(
                 if (mutable && !policy.mutable) || (!mutable && !policy.immutable) {
                     continue;
                 }
+                // A slot with a write not yet applied in full is left to the node to complete.
+                if mutable && accountant.has_pending_mutable_write(si)? {
+                    continue;
+                }
                 let shares = if mutable { backend.mutable_list(si).await? } else { backend.list_shares(si).await? };
                 for n in shares {
                     report.examined += 1;

@@ -29,8 +29,8 @@ use tokio_rustls::TlsAcceptor;
 
 pub use response::ResponseBody;
 pub use service::{
-    Clock, MAX_MUTABLE_SHARE_SIZE, ManualClock, ServiceConfig, StartUpError, StartUpReport, StorageService,
-    SystemClock, UPLOAD_IDLE_TIMEOUT,
+    Clock, MAX_MUTABLE_SHARE_SIZE, ManualClock, ServiceConfig, StartUpReport, StorageService, SystemClock,
+    UPLOAD_IDLE_TIMEOUT,
 };
 
 /// Why the TLS configuration could not be built.

@@ -1,35 +1,44 @@
 //! Mutable read-test-write, all or nothing across every share it names.
 //!
 //! Under the slot's lock, every check runs before any byte is written: the write enabler
-//! against every existing share, share numbers, the test vectors, the sizes, the writer's
-//! quota. Then the accountant records, in one transaction, a redo record of the writes with
-//! every share's enabler (new shares), holder, size and lease (or its removal). Only then does
-//! the backend apply the writes, possibly in several calls; once they are all applied the redo
-//! record is cleared.
+//! against every existing share, share numbers, the test vectors, the sizes, the space the
+//! writes need, the writer's quota. Then the accountant records, in one transaction made durable
+//! before the writes start, a redo record of the writes with every share's enabler (new shares,
+//! and any share whose enabler row is missing), holder, size and lease (or its removal). Only
+//! then does the backend apply the writes, possibly in several calls; once they are all applied
+//! the redo record is cleared.
 //!
-//! A slot whose redo record is still there (the node died, the backend failed, or the client
-//! went away and the handler was dropped mid-apply) is settled before anything else reads or
-//! writes it: the writes are applied again (applying the same writes and truncation twice
-//! gives the same bytes) and the record cleared. The node also settles every slot at start-up.
-//! So a share always reads as its old content (nothing was recorded) or its new one, and a
-//! share never exists without its write enabler.
+//! Recording, applying and clearing run in a task of their own that holds the slot's lock: a
+//! client that goes away does not stop them half way, and nothing else touches the slot until
+//! they end.
+//!
+//! A slot whose redo record is still there (the node died, or the backend failed) is settled
+//! before anything else reads or writes it: the writes are applied again (applying the same
+//! writes and truncation twice gives the same bytes), the enablers the record names are put back
+//! if missing, and the record is cleared. The node also settles every slot at start-up. So after
+//! a crash or a failure a share reads as its old content (nothing was recorded) or its new one,
+//! for every share a request names, and a share the record wrote has its enabler. Readers
+//! during a write in progress are not held up and may see it half applied, as with the
+//! reference server.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use ciborium::value::Value;
 use http::StatusCode;
-use marsh_accountant::{Caller, MutableShareWrite, MutableWrite};
+use marsh_accountant::{Accountant, Caller, MutableShareWrite, MutableWrite};
 use marsh_core::{Backend, BackendError, ShareId, ShareNumber, StorageIndex, WriteVector};
 
 use crate::response::{ApiError, Handled, cbor};
 use crate::service::{MAX_MUTABLE_SHARE_SIZE, StorageService};
 use crate::wire;
 
+type LockMap = Arc<Mutex<HashMap<StorageIndex, Arc<tokio::sync::Mutex<()>>>>>;
+
 /// Async locks by storage index, dropped when nobody holds them.
 #[derive(Debug, Default)]
 pub(crate) struct SlotLocks {
-    locks: Arc<Mutex<HashMap<StorageIndex, Arc<tokio::sync::Mutex<()>>>>>,
+    locks: LockMap,
 }
 
 /// A held slot lock; released (and forgotten when nobody else waits) on drop, whichever way
@@ -37,7 +46,7 @@ pub(crate) struct SlotLocks {
 pub(crate) struct SlotGuard {
     si: StorageIndex,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-    locks: Arc<Mutex<HashMap<StorageIndex, Arc<tokio::sync::Mutex<()>>>>>,
+    locks: LockMap,
 }
 
 impl SlotLocks {
@@ -68,30 +77,76 @@ pub(crate) struct RedoShare {
     new_length: Option<u64>,
 }
 
-/// The redo record: `[1, [[shnum, new-length or null, [[offset, data], ...]], ...]]`.
-pub(crate) fn encode_redo(shares: &[RedoShare]) -> Vec<u8> {
-    let int = |n: u64| Value::Integer(n.into());
-    let shares = shares
-        .iter()
-        .map(|s| {
-            let writes =
-                s.writes.iter().map(|w| Value::Array(vec![int(w.offset), Value::Bytes(w.data.clone())])).collect();
-            Value::Array(vec![int(u64::from(s.shnum.0)), s.new_length.map_or(Value::Null, int), Value::Array(writes)])
-        })
-        .collect();
-    wire::encode(&Value::Array(vec![int(1), Value::Array(shares)]))
+/// A read-test-write as recorded before it is applied: the SHA-256 of its write enabler (put
+/// back for the shares it writes if their enabler row went missing) and its writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RedoRecord {
+    enabler_hash: [u8; 32],
+    shares: Vec<RedoShare>,
+}
+
+/// CBOR heads, written directly so a record's data is never copied into a `Value` tree.
+fn cbor_head(out: &mut Vec<u8>, major: u8, n: u64) {
+    let m = major << 5;
+    match n {
+        0..=23 => out.push(m | n as u8),
+        24..=0xff => out.extend([m | 24, n as u8]),
+        0x100..=0xffff => {
+            out.push(m | 25);
+            out.extend((n as u16).to_be_bytes());
+        }
+        0x1_0000..=0xffff_ffff => {
+            out.push(m | 26);
+            out.extend((n as u32).to_be_bytes());
+        }
+        _ => {
+            out.push(m | 27);
+            out.extend(n.to_be_bytes());
+        }
+    }
+}
+
+/// The redo record: `[1, enabler-hash, [[shnum, new-length or null, [[offset, data], ...]], ...]]`.
+pub(crate) fn encode_redo(record: &RedoRecord) -> Vec<u8> {
+    let (array, uint, bytes) = (4, 0, 2);
+    let size: usize = record.shares.iter().flat_map(|s| &s.writes).map(|w| w.data.len() + 20).sum();
+    let mut out = Vec::with_capacity(size + 64);
+    cbor_head(&mut out, array, 3);
+    cbor_head(&mut out, uint, 1);
+    cbor_head(&mut out, bytes, 32);
+    out.extend(record.enabler_hash);
+    cbor_head(&mut out, array, record.shares.len() as u64);
+    for s in &record.shares {
+        cbor_head(&mut out, array, 3);
+        cbor_head(&mut out, uint, u64::from(s.shnum.0));
+        match s.new_length {
+            Some(n) => cbor_head(&mut out, uint, n),
+            None => out.push(0xf6),
+        }
+        cbor_head(&mut out, array, s.writes.len() as u64);
+        for w in &s.writes {
+            cbor_head(&mut out, array, 2);
+            cbor_head(&mut out, uint, w.offset);
+            cbor_head(&mut out, bytes, w.data.len() as u64);
+            out.extend_from_slice(&w.data);
+        }
+    }
+    out
 }
 
 /// Read a redo record back.
-pub(crate) fn decode_redo(bytes: &[u8]) -> Result<Vec<RedoShare>, String> {
+pub(crate) fn decode_redo(bytes: &[u8]) -> Result<RedoRecord, String> {
     let value: Value = ciborium::de::from_reader(bytes).map_err(|e| format!("not CBOR: {e}"))?;
     let num = |v: &Value| v.as_integer().and_then(|i| u64::try_from(i).ok()).ok_or("expected a number");
     let Value::Array(top) = value else { return Err("not an array".into()) };
-    let [version, Value::Array(shares)] = top.as_slice() else { return Err("not a redo record".into()) };
+    let [version, Value::Bytes(hash), Value::Array(shares)] = top.as_slice() else {
+        return Err("not a redo record".into());
+    };
     if num(version)? != 1 {
         return Err("unknown redo record version".into());
     }
-    shares
+    let enabler_hash: [u8; 32] = hash.as_slice().try_into().map_err(|_| "enabler hash")?;
+    let shares = shares
         .iter()
         .map(|s| {
             let Value::Array(s) = s else { return Err("share: not an array".into()) };
@@ -110,7 +165,8 @@ pub(crate) fn decode_redo(bytes: &[u8]) -> Result<Vec<RedoShare>, String> {
                 .collect::<Result<_, _>>()?;
             Ok(RedoShare { shnum, writes, new_length })
         })
-        .collect()
+        .collect::<Result<_, String>>()?;
+    Ok(RedoRecord { enabler_hash, shares })
 }
 
 /// Apply a redo record's writes (again): idempotent.
@@ -148,6 +204,113 @@ impl PendingSlots {
     }
 }
 
+/// What the task that records, applies and settles writes needs: owned, so it runs to its end
+/// whatever becomes of the request that started it.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) accountant: Arc<Accountant>,
+    pub(crate) pending: Arc<PendingSlots>,
+}
+
+/// A blocking accountant call, off the async threads (redo records can be large).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, marsh_accountant::AccountantError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(ApiError::accountant),
+        Err(e) => Err(ApiError::text(StatusCode::INTERNAL_SERVER_ERROR, format!("accounting task failed: {e}"))),
+    }
+}
+
+/// The write a task records and applies.
+struct Job {
+    si: StorageIndex,
+    record: RedoRecord,
+    outcomes: Vec<MutableShareWrite>,
+    account: marsh_accountant::AccountId,
+    enabler: Vec<u8>,
+    renew: Vec<u8>,
+    cancel: Vec<u8>,
+    now: u64,
+}
+
+impl Writer {
+    /// Settle `si` if it has a redo record, holding `slot` throughout.
+    async fn settle(self, si: StorageIndex, slot: SlotGuard) -> (SlotGuard, Result<(), ApiError>) {
+        let result = self.settle_locked(si).await;
+        (slot, result)
+    }
+
+    async fn settle_locked(&self, si: StorageIndex) -> Result<(), ApiError> {
+        if !self.pending.contains(&si) {
+            return Ok(());
+        }
+        let accountant = self.accountant.clone();
+        if let Some(bytes) = blocking(move || accountant.pending_mutable_write(&si)).await? {
+            let record = decode_redo(&bytes).map_err(|e| {
+                tracing::error!(si = %si, "a pending mutable write does not read back: {e}; the slot stays closed");
+                ApiError::unavailable("an earlier write to this slot cannot be completed")
+            })?;
+            apply(&*self.backend, &si, &record.shares).await.map_err(|e| {
+                tracing::warn!(si = %si, "completing an earlier write failed: {e}");
+                ApiError::unavailable("an earlier write to this slot is not complete yet")
+            })?;
+            let written: Vec<ShareNumber> =
+                record.shares.iter().filter(|s| s.new_length != Some(0)).map(|s| s.shnum).collect();
+            let (accountant, hash) = (self.accountant.clone(), record.enabler_hash);
+            blocking(move || {
+                for n in written {
+                    accountant.ensure_write_enabler_hash(&si, n, hash)?;
+                }
+                accountant.end_mutable_write(&si)
+            })
+            .await?;
+            tracing::info!(si = %si, "completed an interrupted mutable write");
+        }
+        self.pending.set().remove(&si);
+        Ok(())
+    }
+
+    /// Record, apply, clear, holding `slot` throughout.
+    async fn commit(self, job: Job, slot: SlotGuard) -> Result<(), ApiError> {
+        let si = job.si;
+        let accountant = self.accountant.clone();
+        let bytes = encode_redo(&job.record);
+        let Job { outcomes, account, enabler, renew, cancel, now, record, .. } = job;
+        blocking(move || {
+            accountant.begin_mutable_write(&MutableWrite {
+                account,
+                si,
+                redo: &bytes,
+                shares: &outcomes,
+                enabler: &enabler,
+                renew: &renew,
+                cancel: &cancel,
+                now,
+            })
+        })
+        .await?;
+        self.pending.set().insert(si);
+        if let Err(e) = apply(&*self.backend, &si, &record.shares).await {
+            // Recorded: it is completed before the slot is next read or written, so the client
+            // is not told it failed.
+            tracing::warn!(si = %si, "applying a mutable write failed: {e}; it will be completed later");
+            return Err(ApiError::unavailable("the write is recorded and not yet complete; it will be completed"));
+        }
+        let accountant = self.accountant.clone();
+        match blocking(move || accountant.end_mutable_write(&si)).await {
+            Ok(()) => {
+                self.pending.set().remove(&si);
+            }
+            // Applied in full; clearing the record is retried when the slot is next settled.
+            Err(e) => tracing::warn!(si = %si, "clearing a mutable write's record failed: {}", e.status()),
+        }
+        drop(slot);
+        Ok(())
+    }
+}
+
 /// One share of a read-test-write, as planned before anything is written.
 struct Planned {
     redo: RedoShare,
@@ -157,34 +320,26 @@ struct Planned {
 }
 
 impl StorageService {
-    /// Apply the writes recorded for `si` if a redo record is still there. The caller holds the
-    /// slot's lock.
-    pub(crate) async fn settle(&self, si: &StorageIndex) -> Result<(), ApiError> {
-        if !self.pending.contains(si) {
-            return Ok(());
+    fn writer(&self) -> Writer {
+        Writer { backend: self.backend.clone(), accountant: self.accountant.clone(), pending: self.pending.clone() }
+    }
+
+    /// Settle `si` under `slot`, in a task of its own: a dropped request does not cut it short.
+    pub(crate) async fn settle(&self, si: StorageIndex, slot: SlotGuard) -> Result<SlotGuard, ApiError> {
+        if !self.pending.contains(&si) {
+            return Ok(slot);
         }
-        let record = self.accountant.pending_mutable_write(si).map_err(ApiError::accountant)?;
-        if let Some(record) = record {
-            let shares = decode_redo(&record).map_err(|e| {
-                tracing::error!(si = %si, "a pending mutable write does not read back: {e}; the slot stays closed");
-                ApiError::unavailable("an earlier write to this slot cannot be completed")
-            })?;
-            apply(&*self.backend, si, &shares).await.map_err(|e| {
-                tracing::warn!(si = %si, "completing an earlier write failed: {e}");
-                ApiError::unavailable("an earlier write to this slot is not complete yet")
-            })?;
-            self.accountant.end_mutable_write(si).map_err(ApiError::accountant)?;
-            tracing::info!(si = %si, "completed an interrupted mutable write");
-        }
-        self.pending.set().remove(si);
-        Ok(())
+        let (slot, result) = tokio::spawn(self.writer().settle(si, slot))
+            .await
+            .map_err(|e| ApiError::text(StatusCode::INTERNAL_SERVER_ERROR, format!("settling task failed: {e}")))?;
+        result.map(|()| slot)
     }
 
     /// Settle `si` before a read, when it has a redo record.
     pub(crate) async fn settle_for_read(&self, si: &StorageIndex) -> Result<(), ApiError> {
         if self.pending.contains(si) {
-            let _slot = self.slot_locks.lock(*si).await;
-            self.settle(si).await?;
+            let slot = self.slot_locks.lock(*si).await;
+            drop(self.settle(*si, slot).await?);
         }
         Ok(())
     }
@@ -196,8 +351,8 @@ impl StorageService {
         request: wire::ReadTestWriteRequest,
         secrets: RtwSecrets<'_>,
     ) -> Handled {
-        let _slot = self.slot_locks.lock(si).await;
-        self.settle(&si).await?;
+        let slot = self.slot_locks.lock(si).await;
+        let slot = self.settle(si, slot).await?;
         let fail = |e| ApiError::backend("read-test-write", e);
         let existing = self.backend.mutable_list(&si).await.map_err(fail)?;
         // 1. The write enabler must match every existing share.
@@ -247,32 +402,28 @@ impl StorageService {
         if plan.is_empty() {
             return Ok(answer);
         }
+        self.check_space(&plan).await?;
         self.check_mutable_quota(caller, &si, &plan)?;
-        // 5. Record, then apply, then clear.
-        let redo: Vec<RedoShare> = plan.iter().map(|p| p.redo.clone()).collect();
-        let outcomes: Vec<MutableShareWrite> = plan.iter().map(|p| p.outcome).collect();
-        let record = encode_redo(&redo);
-        self.accountant
-            .begin_mutable_write(&MutableWrite {
-                account: caller.id,
-                si,
-                redo: &record,
-                shares: &outcomes,
-                enabler: secrets.enabler,
-                renew: secrets.renew,
-                cancel: secrets.cancel,
-                now: self.clock.now(),
-            })
-            .map_err(ApiError::accountant)?;
-        self.pending.set().insert(si);
-        if let Err(e) = apply(&*self.backend, &si, &redo).await {
-            // One more try (a fresh plugin instance after a fault); the record stays otherwise,
-            // and the slot is completed before anything else touches it.
-            tracing::warn!(si = %si, "applying a mutable write failed: {e}; trying once more");
-            apply(&*self.backend, &si, &redo).await.map_err(fail)?;
+        // 5. Record, apply, clear: in a task that holds the slot until it ends.
+        let mut outcomes = Vec::with_capacity(plan.len());
+        let mut redo = Vec::with_capacity(plan.len());
+        for p in plan {
+            outcomes.push(p.outcome);
+            redo.push(p.redo);
         }
-        self.accountant.end_mutable_write(&si).map_err(ApiError::accountant)?;
-        self.pending.set().remove(&si);
+        let job = Job {
+            si,
+            record: RedoRecord { enabler_hash: marsh_accountant::hash(secrets.enabler), shares: redo },
+            outcomes,
+            account: caller.id,
+            enabler: secrets.enabler.to_vec(),
+            renew: secrets.renew.to_vec(),
+            cancel: secrets.cancel.to_vec(),
+            now: self.clock.now(),
+        };
+        tokio::spawn(self.writer().commit(job, slot))
+            .await
+            .map_err(|e| ApiError::text(StatusCode::INTERNAL_SERVER_ERROR, format!("write task failed: {e}")))??;
         Ok(answer)
     }
 
@@ -326,6 +477,26 @@ impl StorageService {
         Ok(plan)
     }
 
+    /// Refuse (507) writes that need more space than the backend has, before anything is
+    /// recorded: a recorded write must be able to complete.
+    async fn check_space(&self, plan: &[Planned]) -> Result<(), ApiError> {
+        let grows: u64 = plan
+            .iter()
+            .map(|p| match p.outcome {
+                MutableShareWrite::Written { size, .. } => size.saturating_sub(p.current),
+                MutableShareWrite::Removed { .. } => 0,
+            })
+            .fold(0, u64::saturating_add);
+        let available = self.available().await;
+        if grows > available {
+            return Err(ApiError::text(
+                StatusCode::INSUFFICIENT_STORAGE,
+                format!("this write needs {grows} more bytes; {available} are available"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Refuse (507) a read-test-write that would grow mutable shares past the quota of the
     /// account holding them: the account that created each share, or the caller for new ones.
     fn check_mutable_quota(&self, caller: &Caller, si: &StorageIndex, plan: &[Planned]) -> Result<(), ApiError> {
@@ -376,16 +547,49 @@ mod tests {
 
     #[test]
     fn a_redo_record_reads_back_and_junk_does_not() {
-        let shares = vec![
-            RedoShare {
-                shnum: ShareNumber(3),
-                writes: vec![WriteVector { offset: 5, data: b"abc".to_vec() }],
-                new_length: None,
-            },
-            RedoShare { shnum: ShareNumber(9), writes: vec![], new_length: Some(0) },
-        ];
-        assert_eq!(decode_redo(&encode_redo(&shares)).unwrap(), shares);
-        for junk in [&b""[..], b"\x80", &encode_redo(&shares)[..9]] {
+        let record = RedoRecord {
+            enabler_hash: [5; 32],
+            shares: vec![
+                RedoShare {
+                    shnum: ShareNumber(3),
+                    writes: vec![
+                        WriteVector { offset: 5, data: b"abc".to_vec() },
+                        WriteVector { offset: 1 << 40, data: vec![7; 70_000] },
+                    ],
+                    new_length: Some(300),
+                },
+                RedoShare { shnum: ShareNumber(9), writes: vec![], new_length: Some(0) },
+                RedoShare { shnum: ShareNumber(700), writes: vec![], new_length: None },
+            ],
+        };
+        let bytes = encode_redo(&record);
+        assert_eq!(decode_redo(&bytes).unwrap(), record);
+        // The hand-written heads are canonical CBOR: a generic encoder agrees byte for byte.
+        let int = |n: u64| Value::Integer(n.into());
+        let generic = Value::Array(vec![
+            int(1),
+            Value::Bytes(vec![5; 32]),
+            Value::Array(
+                record
+                    .shares
+                    .iter()
+                    .map(|s| {
+                        Value::Array(vec![
+                            int(u64::from(s.shnum.0)),
+                            s.new_length.map_or(Value::Null, int),
+                            Value::Array(
+                                s.writes
+                                    .iter()
+                                    .map(|w| Value::Array(vec![int(w.offset), Value::Bytes(w.data.clone())]))
+                                    .collect(),
+                            ),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ]);
+        assert_eq!(bytes, wire::encode(&generic));
+        for junk in [&b""[..], b"\x80", &bytes[..9]] {
             assert!(decode_redo(junk).is_err());
         }
     }
@@ -421,5 +625,53 @@ mod tests {
         apply(&backend, &si(), &redo).await.unwrap();
         assert_eq!(backend.mutable_read(&si(), n, 0, 100).await.unwrap(), once);
         assert_eq!(backend.mutable_read(&si(), ShareNumber(1), 0, 9).await.unwrap(), b"x");
+    }
+
+    /// A write recorded by a process that died before applying it all is completed at start-up,
+    /// enabler included, and the slot then serves its owner.
+    #[tokio::test]
+    async fn start_up_completes_a_recorded_write_and_puts_its_enabler_back() {
+        use crate::service::{ManualClock, ServiceConfig};
+        let backend = Arc::new(ReferenceBackend::default());
+        let accountant = Arc::new(Accountant::in_memory().unwrap());
+        let n = ShareNumber(2);
+        let record = RedoRecord {
+            enabler_hash: marsh_accountant::hash(b"we"),
+            shares: vec![RedoShare {
+                shnum: n,
+                writes: vec![WriteVector { offset: 0, data: b"new content".to_vec() }],
+                new_length: None,
+            }],
+        };
+        let outcome = [MutableShareWrite::Written { shnum: n, size: 11, created: true }];
+        accountant
+            .begin_mutable_write(&MutableWrite {
+                account: marsh_accountant::AccountId::ANONYMOUS,
+                si: si(),
+                redo: &encode_redo(&record),
+                shares: &outcome,
+                enabler: b"we",
+                renew: b"r",
+                cancel: b"c",
+                now: 1,
+            })
+            .unwrap();
+        // The process died half way: a torn first write, and the enabler row lost with it.
+        backend.mutable_write(&si(), n, &[WriteVector { offset: 0, data: b"new".to_vec() }], None).await.unwrap();
+        accountant.forget_share(&ShareId::mutable(si(), n)).unwrap();
+        let service = StorageService::new(
+            backend.clone(),
+            accountant.clone(),
+            Arc::new(ManualClock::new(5)),
+            ServiceConfig { swissnum: "s".into(), reserved_space: 0, application_version: "t".into() },
+        )
+        .unwrap();
+        assert!(service.pending.contains(&si()), "known before the first request");
+        let report = service.start_up().await.unwrap();
+        assert_eq!((report.writes_completed, report.left), (1, 0));
+        assert_eq!(backend.mutable_read(&si(), n, 0, 100).await.unwrap(), b"new content");
+        assert_eq!(accountant.check_write_enabler(&si(), n, b"we").unwrap(), Some(true));
+        assert_eq!(accountant.pending_mutable_writes().unwrap(), vec![]);
+        assert!(!service.pending.contains(&si()));
     }
 }

@@ -105,20 +105,8 @@ pub struct StartUpReport {
     pub uploads_discarded: u64,
     /// Read-test-writes a previous process recorded, applied in full.
     pub writes_completed: u64,
-}
-
-/// Why the service could not settle what a previous process left.
-#[derive(Debug, thiserror::Error)]
-pub enum StartUpError {
-    /// The accounting database failed.
-    #[error(transparent)]
-    Accountant(#[from] AccountantError),
-    /// The backend failed.
-    #[error("backend: {0}")]
-    Backend(#[from] BackendError),
-    /// A recorded mutable write could not be applied.
-    #[error("the interrupted write to slot {0} could not be completed ({1}); the backend's log says why")]
-    Settle(StorageIndex, StatusCode),
+    /// Uploads or writes that could not be settled now (logged each).
+    pub left: u64,
 }
 
 /// A request as the handlers see it.
@@ -134,7 +122,7 @@ pub struct StorageService {
     uploads: Mutex<HashMap<UploadKey, Arc<tokio::sync::Mutex<Upload>>>>,
     pub(crate) slot_locks: SlotLocks,
     /// Slots whose last read-test-write may not be applied in full yet.
-    pub(crate) pending: PendingSlots,
+    pub(crate) pending: Arc<PendingSlots>,
     available: Mutex<Option<(Instant, u64)>>,
     /// The encoded `version` answer for the free space it states: clients poll it every
     /// second, and it changes only when that figure does.
@@ -271,7 +259,7 @@ impl StorageService {
             authorization,
             uploads: Mutex::default(),
             slot_locks: SlotLocks::default(),
-            pending: PendingSlots::new(pending),
+            pending: Arc::new(PendingSlots::new(pending)),
             available: Mutex::new(None),
             version_body: Mutex::new(None),
             reserved: AtomicU64::new(0),
@@ -281,22 +269,43 @@ impl StorageService {
     /// What a previous process left unfinished, dealt with before serving: uploads it had
     /// open can never finish (their partial data is discarded and they stop counting towards
     /// usage), and read-test-writes it recorded are applied in full.
-    pub async fn start_up(&self) -> Result<StartUpReport, StartUpError> {
+    ///
+    /// What cannot be settled now (the backend fails on one share or slot) is logged and left:
+    /// the node serves everything else, an open upload is tried again at the next start, and a
+    /// slot with an unfinished write answers 503 until the write completes.
+    pub async fn start_up(&self) -> Result<StartUpReport, AccountantError> {
         let mut report = StartUpReport::default();
         for share in self.accountant.open_uploads()? {
-            if self.backend.size(&share.si, share.shnum).await?.is_some() {
+            let finished = match self.backend.size(&share.si, share.shnum).await {
+                Ok(size) => size.is_some(),
+                Err(e) => {
+                    tracing::warn!(%share, "start-up: an upload left open could not be checked: {e}");
+                    report.left += 1;
+                    continue;
+                }
+            };
+            if finished {
                 // It finished; only the bookkeeping was interrupted.
                 self.accountant.upload_finished(&share)?;
                 continue;
             }
-            self.backend.abort(&share.si, share.shnum).await?;
+            if let Err(e) = self.backend.abort(&share.si, share.shnum).await {
+                tracing::warn!(%share, "start-up: an upload left open could not be discarded: {e}");
+                report.left += 1;
+                continue;
+            }
             self.accountant.forget_share(&share)?;
             report.uploads_discarded += 1;
         }
         for si in self.pending.all() {
-            let _slot = self.slot_locks.lock(si).await;
-            self.settle(&si).await.map_err(|e| StartUpError::Settle(si, e.status()))?;
-            report.writes_completed += 1;
+            let slot = self.slot_locks.lock(si).await;
+            match self.settle(si, slot).await {
+                Ok(_) => report.writes_completed += 1,
+                Err(e) => {
+                    tracing::error!(si = %si, "start-up: an interrupted mutable write could not be completed ({}); the slot answers 503 until it is", e.status());
+                    report.left += 1;
+                }
+            }
         }
         Ok(report)
     }
@@ -447,7 +456,7 @@ impl StorageService {
 
     /// Free space as clients should see it, cached for a few seconds: clients poll `version`
     /// every second and a backend may be slow to answer.
-    async fn available(&self) -> u64 {
+    pub(crate) async fn available(&self) -> u64 {
         if let Some((at, v)) = *self.available.lock().unwrap_or_else(|p| p.into_inner())
             && at.elapsed() < Duration::from_secs(5)
         {
@@ -695,8 +704,15 @@ impl StorageService {
         };
         if removed {
             self.reserved.fetch_sub(size, Ordering::SeqCst);
+            let share = ShareId::immutable(*si, n);
+            // A share that did finish (a request dropped after the backend's `finish`) keeps
+            // its lease and holder.
+            if self.backend.size(si, n).await.map_err(|e| ApiError::backend("size", e))?.is_some() {
+                self.accountant.upload_finished(&share).map_err(ApiError::accountant)?;
+                return Ok(());
+            }
             self.backend.abort(si, n).await.map_err(|e| ApiError::backend("abort", e))?;
-            self.accountant.forget_share(&ShareId::immutable(*si, n)).map_err(ApiError::accountant)?;
+            self.accountant.forget_share(&share).map_err(ApiError::accountant)?;
         }
         Ok(())
     }
