@@ -37,6 +37,7 @@ impl DirStore {
         std::fs::create_dir_all(root).map_err(io)?;
         let dir = Dir::open_ambient_dir(root, ambient_authority()).map_err(io)?;
         dir.create_dir_all(TMP_DIR).map_err(io)?;
+        remove_stale_temporaries(&dir, STALE_TEMPORARY);
         Ok(DirStore { name: name.to_owned(), root_path: root.to_owned(), root: Arc::new(dir) })
     }
 
@@ -57,6 +58,30 @@ impl DirStore {
             .map_err(|e| StoreError::Io(format!("store `{}` {op}: worker failed: {e}", self.name)))?;
         result.map_err(|e| StoreError::from_io(&self.name, op, key, &e))
     }
+}
+
+/// A temporary file untouched this long belongs to no write in progress: a whole-object write
+/// finishes in far less, and a streamed upload touches its file with every append.
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+/// Remove temporary files (of whole-object writes and streamed uploads) not modified for
+/// `age`: what writes interrupted by a crash left behind. Returns how many went; a file that
+/// cannot be read or removed is left for the next open.
+fn remove_stale_temporaries(root: &Dir, age: std::time::Duration) -> u64 {
+    let Ok(entries) = root.read_dir(TMP_DIR) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.into_std().elapsed().ok())
+            .is_some_and(|elapsed| elapsed >= age);
+        if stale && entry.remove_file().is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 fn random_name() -> std::io::Result<String> {
@@ -413,6 +438,20 @@ mod tests {
 
     fn key(k: &str) -> BlobKey {
         BlobKey::new(k).unwrap()
+    }
+
+    #[test]
+    fn opening_removes_temporaries_that_no_write_touches_any_more() {
+        let tmp = tempfile::tempdir().unwrap();
+        drop(DirStore::open("t", tmp.path()).unwrap());
+        let (stale, fresh) = (tmp.path().join(TMP_DIR).join("stale"), tmp.path().join(TMP_DIR).join("fresh"));
+        std::fs::write(&stale, b"half a put").unwrap();
+        std::fs::write(&fresh, b"a put in progress").unwrap();
+        let old = std::time::SystemTime::now() - STALE_TEMPORARY - std::time::Duration::from_secs(60);
+        std::fs::File::options().write(true).open(&stale).unwrap().set_modified(old).unwrap();
+        drop(DirStore::open("t", tmp.path()).unwrap());
+        assert!(!stale.exists(), "left by a crash");
+        assert!(fresh.exists(), "may belong to a write in progress");
     }
 
     #[tokio::test]
