@@ -110,6 +110,7 @@ mod tests {
     use super::*;
     use crate::{AccountId, Accountant};
     use marsh_core::{ShareId, ShareNumber, StorageIndex};
+    use std::path::Path;
 
     /// A database as the previous release (schema 2) left it: one immutable share with a lease,
     /// one mutable share with its enabler, lease and holder, and their version-1 change records.
@@ -146,5 +147,30 @@ mod tests {
         a.forget_share(&stranger).unwrap();
         assert_eq!(a.leases(&mutable).unwrap().len(), 1);
         assert!(a.check_write_enabler(&slot, ShareNumber(0), &[0x11; 32]).unwrap().is_some());
+    }
+
+    /// A database the previous release made while a stock Tahoe-LAFS 1.20 client stored an
+    /// immutable file, a directory and a mutable file on it (`tests/fixtures/`).
+    #[test]
+    fn a_database_made_by_the_previous_release_migrates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("accountant.sqlite");
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schema2-made-by-0.1.0.sqlite");
+        std::fs::copy(fixture, &path).unwrap();
+        let a = Accountant::open(&path).unwrap();
+        let si = |s: &str| s.parse::<StorageIndex>().unwrap();
+        let (chk, directory, file) =
+            (si("fhnvs4r3lsf4z7alfutfs5stvm"), si("xw6h353dhn5s23oqrt6drjnibe"), si("fl44vrmzgbnzqenlbw7kc4ser4"));
+        let n = ShareNumber(0);
+        assert_eq!(a.leases(&ShareId::immutable(chk, n)).unwrap().len(), 1);
+        assert!(a.leases(&ShareId::mutable(chk, n)).unwrap().is_empty());
+        for slot in [directory, file] {
+            assert_eq!(a.leases(&ShareId::mutable(slot, n)).unwrap().len(), 1, "{slot}");
+            assert!(a.leases(&ShareId::immutable(slot, n)).unwrap().is_empty(), "{slot}");
+            assert!(a.check_write_enabler(&slot, n, b"not it").unwrap().is_some(), "its enabler stays");
+            assert_eq!(a.holder(&ShareId::mutable(slot, n)).unwrap().map(|h| h.id), Some(AccountId::ANONYMOUS));
+        }
+        assert_eq!(a.usage(AccountId::ANONYMOUS).unwrap(), 200_493 + 1_906 + 201_905);
+        assert_eq!(a.open_uploads().unwrap(), vec![]);
     }
 }
