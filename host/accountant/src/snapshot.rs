@@ -271,6 +271,31 @@ mod tests {
         assert!(m.last_seq().unwrap() > 0);
     }
 
+    /// A snapshot a persistence strategy stored under the previous release (schema 2) restores,
+    /// migrated: the database the previous release made under the real client, cut the way
+    /// that release cut its snapshots.
+    #[test]
+    fn a_schema_2_snapshot_restores_with_share_kinds() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.sqlite");
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schema2-made-by-0.1.0.sqlite");
+        std::fs::copy(fixture, &old).unwrap();
+        let conn = Connection::open(&old).unwrap();
+        conn.execute_batch("DELETE FROM changes WHERE seq < (SELECT max(seq) FROM changes); DROP TABLE meta; VACUUM;")
+            .unwrap();
+        drop(conn);
+        let bytes = std::fs::read(&old).unwrap();
+        std::fs::create_dir(dir.path().join("node")).unwrap();
+        let b = node(&dir.path().join("node"));
+        b.restore_snapshot(&bytes).unwrap();
+        let slot: marsh_core::StorageIndex = "fl44vrmzgbnzqenlbw7kc4ser4".parse().unwrap();
+        let chk: marsh_core::StorageIndex = "fhnvs4r3lsf4z7alfutfs5stvm".parse().unwrap();
+        let n = marsh_core::ShareNumber(0);
+        assert_eq!(b.leases(&marsh_core::ShareId::mutable(slot, n)).unwrap().len(), 1);
+        assert_eq!(b.leases(&marsh_core::ShareId::immutable(chk, n)).unwrap().len(), 1);
+        assert!(b.check_write_enabler(&slot, n, b"x").unwrap().is_some());
+    }
+
     #[test]
     fn a_bad_snapshot_is_refused_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
