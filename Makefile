@@ -25,7 +25,7 @@ WEED := $(S3_VENV)/bin/weed
 # the server is stopped by pid afterwards, whether CMD passed or not.
 with_s3 = tests/s3/with-s3.sh $(S3_VENV)/bin/python
 
-.PHONY: setup plugins build test lint run bench bench-s3 tahoe interop upstream s3
+.PHONY: setup plugins build check test lint run bench bench-s3 tahoe interop upstream s3
 
 setup:
 	@command -v rustup >/dev/null || { echo "rustup is required (https://rustup.rs)"; exit 1; }
@@ -42,6 +42,13 @@ build: plugins
 lint: setup
 	cargo fmt --all --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
+
+# The inner loop: formatting, clippy, unit tests, the in-process GBS and plugin tests and the
+# tidy test; no venv, no SeaweedFS, no Tahoe, no node processes. `make test` is the full suite.
+check: plugins lint
+	cargo test --locked --workspace --lib
+	cargo test --locked -p marsh-server -p marsh-runtime -p marsh-accountant --tests
+	cargo test --locked -p marsh --test tidy
 
 test: plugins lint tahoe s3
 	cargo build --locked --workspace --tests

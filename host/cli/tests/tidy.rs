@@ -1,0 +1,136 @@
+//! ARCHITECTURE.md stays true: a tidy test over the repository, not over the node.
+//!
+//! - The code map (`### `PATH/` — crate `NAME``) names every workspace package, each under its
+//!   own path and name, and nothing that does not exist; groups (`### `plugins/``) cover the
+//!   packages below them.
+//! - Every path in "Where things are tested" exists (`{a,b}` alternatives expanded).
+//! - The dependency rules the map states hold, read from `cargo metadata`: who may compile the
+//!   S3 driver, what the domain core and the protocol server must never depend on, and which
+//!   packages use `anyhow`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
+}
+
+fn architecture() -> String {
+    std::fs::read_to_string(root().join("ARCHITECTURE.md")).expect("ARCHITECTURE.md")
+}
+
+/// Workspace packages: name -> (directory relative to the root, names of normal dependencies).
+fn packages() -> BTreeMap<String, (String, BTreeSet<String>)> {
+    let out = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .current_dir(root())
+        .output()
+        .expect("cargo metadata");
+    assert!(out.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&out.stderr));
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata JSON");
+    let root = root();
+    let mut packages = BTreeMap::new();
+    for p in meta["packages"].as_array().expect("packages") {
+        let name = p["name"].as_str().expect("name").to_owned();
+        let manifest = Path::new(p["manifest_path"].as_str().expect("manifest_path"));
+        let dir = manifest.parent().expect("dir").strip_prefix(&root).expect("inside the repository");
+        let deps = p["dependencies"]
+            .as_array()
+            .expect("dependencies")
+            .iter()
+            .filter(|d| d["kind"].is_null())
+            .map(|d| d["name"].as_str().expect("dependency name").to_owned())
+            .collect();
+        packages.insert(name, (format!("{}/", dir.display()), deps));
+    }
+    packages
+}
+
+/// The code map's headings: `(path, Some(crate))` or `(path, None)` for a group or a file.
+fn code_map(doc: &str) -> Vec<(String, Option<String>)> {
+    doc.lines()
+        .filter_map(|l| l.strip_prefix("### `"))
+        .map(|rest| {
+            let (path, tail) = rest.split_once('`').expect("a heading names a path in backticks");
+            let name = tail.split_once("crate `").map(|(_, n)| n.trim_end_matches('`').to_owned());
+            (path.to_owned(), name)
+        })
+        .collect()
+}
+
+#[test]
+fn the_code_map_names_every_package_and_nothing_else() {
+    let doc = architecture();
+    let map = code_map(&doc);
+    let packages = packages();
+    for (path, name) in &map {
+        assert!(root().join(path).exists(), "ARCHITECTURE.md maps `{path}`, which does not exist");
+        if let Some(name) = name {
+            let (dir, _) = packages
+                .get(name)
+                .unwrap_or_else(|| panic!("ARCHITECTURE.md names crate `{name}`, which is not a workspace package"));
+            assert_eq!(dir, path, "crate `{name}` is at `{dir}`, not `{path}`");
+        }
+    }
+    for (name, (dir, _)) in &packages {
+        let named = map.iter().any(|(path, n)| n.as_deref() == Some(name.as_str()) && path == dir);
+        let grouped = map.iter().any(|(path, n)| n.is_none() && dir.starts_with(path.as_str()));
+        assert!(named || grouped, "workspace package `{name}` at `{dir}` is missing from ARCHITECTURE.md's code map");
+    }
+}
+
+#[test]
+fn every_tested_path_exists() {
+    let doc = architecture();
+    let table = doc.split("## Where things are tested").nth(1).expect("a \"Where things are tested\" section");
+    let mut checked = 0;
+    for row in table.lines().filter(|l| l.starts_with('|')) {
+        let Some(place) = row.trim_end_matches('|').rsplit('|').next() else { continue };
+        for path in place.split('`').skip(1).step_by(2) {
+            // `a/{b,c}.rs` stands for a/b.rs and a/c.rs.
+            let expanded: Vec<String> = match (path.find('{'), path.find('}')) {
+                (Some(a), Some(b)) => {
+                    path[a + 1..b].split(',').map(|alt| format!("{}{alt}{}", &path[..a], &path[b + 1..])).collect()
+                }
+                _ => vec![path.to_owned()],
+            };
+            for p in expanded {
+                if p.contains('/') {
+                    assert!(root().join(&p).exists(), "\"Where things are tested\" names `{p}`, which does not exist");
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 20, "the table was not read ({checked} paths)");
+}
+
+#[test]
+fn the_stated_dependency_rules_hold() {
+    let packages = packages();
+    let users = |dep: &str| -> BTreeSet<&str> {
+        packages.iter().filter(|(_, (_, deps))| deps.contains(dep)).map(|(n, _)| n.as_str()).collect()
+    };
+    let s3: BTreeSet<&str> = users("marsh-stores-s3");
+    assert!(
+        s3.iter().all(|u| ["marsh", "marsh-bench"].contains(u)),
+        "only the `marsh` binary and the benchmarks compile marsh-stores-s3; also: {s3:?}"
+    );
+    let never = |krate: &str, forbidden: &[&str]| {
+        let (_, deps) = &packages[krate];
+        for f in forbidden {
+            assert!(!deps.contains(*f), "`{krate}` must not depend on `{f}` (ARCHITECTURE.md)");
+        }
+    };
+    never("marsh-core", &["wasmtime", "wasmtime-wasi", "ciborium", "marsh-stores", "marsh-stores-s3", "marsh-runtime"]);
+    never(
+        "marsh-server",
+        &["wasmtime", "wasmtime-wasi", "marsh-runtime", "marsh-native", "marsh-stores", "marsh-stores-s3"],
+    );
+    assert_eq!(
+        users("anyhow"),
+        BTreeSet::from(["marsh", "marsh-bench"]),
+        "who uses anyhow (ARCHITECTURE.md, host/cli)"
+    );
+}
