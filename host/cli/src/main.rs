@@ -7,6 +7,7 @@
 
 mod account_cmd;
 mod gc_cmd;
+mod limits;
 mod malloc;
 mod node_cmd;
 mod persist;
@@ -97,6 +98,9 @@ fn main() -> ExitCode {
         .init();
     if matches!(cli.command, Command::Run { .. }) {
         malloc::tune_for_serving();
+        if let Some(n) = limits::raise_descriptor_limit() {
+            tracing::info!("open-file limit: {n}");
+        }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,

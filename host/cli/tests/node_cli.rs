@@ -67,3 +67,32 @@ fn announce_prints_a_servers_yaml_entry_the_client_accepts() {
     assert!(out.lines().any(|l| l.trim().starts_with("v0-") && l.trim().ends_with(':')), "{out}");
     assert!(out.contains("nickname: n1") && out.contains("permutation-seed-base32: "), "{out}");
 }
+
+/// `marsh run` takes the hard open-file limit, whatever soft limit it inherited.
+#[test]
+fn run_raises_its_open_file_limit_to_the_hard_limit() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("node");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let out = marsh(&["init", "--dir", dir.to_str().expect("utf-8"), "--listen", &format!("127.0.0.1:{port}")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let script = format!("ulimit -Sn 256 && exec '{}' run --dir '{}'", env!("CARGO_BIN_EXE_marsh"), dir.display());
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).expect("limits");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.starts_with("marsh: serving "), "{line}");
+    let row = limits.lines().find(|l| l.starts_with("Max open files")).expect("Max open files");
+    let fields: Vec<&str> = row.split_whitespace().collect();
+    let (soft, hard) = (fields[3], fields[4]);
+    assert_ne!(soft, "256", "the inherited soft limit was kept: {row}");
+    assert_eq!(soft, hard, "{row}");
+}
