@@ -21,7 +21,7 @@
 
 use ciborium::value::Value;
 use marsh_core::{ShareId, ShareKind, ShareNumber, StorageIndex};
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::Attribute;
 
@@ -126,6 +126,18 @@ pub(crate) fn kind_code(kind: ShareKind) -> i64 {
         ShareKind::Immutable => 0,
         ShareKind::Mutable => 1,
     }
+}
+
+/// Whether a write enabler is recorded for the mutable share `si`/`shnum`.
+pub(crate) fn has_write_enabler(conn: &Connection, si: &StorageIndex, shnum: ShareNumber) -> rusqlite::Result<bool> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM write_enablers WHERE si = ?1 AND shnum = ?2",
+            params![si.to_base32(), shnum.0],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
 }
 
 /// An attribute as its key and stored value.
@@ -299,15 +311,7 @@ impl Change {
         let kind = |share: &ShareRef| -> rusqlite::Result<i64> {
             match share.kind {
                 Some(k) => Ok(kind_code(k)),
-                None => Ok(i64::from(
-                    tx.query_row(
-                        "SELECT 1 FROM write_enablers WHERE si = ?1 AND shnum = ?2",
-                        params![share.si.to_base32(), share.shnum.0],
-                        |_| Ok(()),
-                    )
-                    .optional()?
-                    .is_some(),
-                )),
+                None => Ok(i64::from(has_write_enabler(tx, &share.si, share.shnum)?)),
             }
         };
         match self {

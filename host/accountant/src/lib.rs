@@ -501,10 +501,7 @@ impl Accountant {
         let tx = conn.transaction()?;
         log(&tx, &Change::Forget { share: share.into() })?;
         if share.kind == ShareKind::Immutable {
-            tx.execute(
-                "DELETE FROM open_uploads WHERE si = ?1 AND shnum = ?2",
-                params![share.si.to_base32(), share.shnum.0],
-            )?;
+            writes::close_open_upload(&tx, share)?;
         }
         tx.commit()?;
         Ok(())
@@ -550,14 +547,7 @@ impl Accountant {
     ) -> Result<bool, AccountantError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let present = tx
-            .query_row(
-                "SELECT 1 FROM write_enablers WHERE si = ?1 AND shnum = ?2",
-                params![si.to_base32(), shnum.0],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some();
+        let present = change::has_write_enabler(&tx, si, shnum)?;
         if !present {
             log(&tx, &Change::WriteEnabler { si: *si, shnum, hash })?;
         }

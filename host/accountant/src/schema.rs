@@ -76,6 +76,14 @@ const MIGRATIONS: &[&str] = &[
     ",
 ];
 
+/// Copy the database the previous release (schema 2) made while a stock Tahoe-LAFS 1.20 client
+/// stored an immutable file, a directory and a mutable file on it (`tests/fixtures/`) to `to`.
+#[cfg(test)]
+pub(crate) fn copy_previous_release_database(to: &std::path::Path) {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schema2-made-by-0.1.0.sqlite");
+    std::fs::copy(fixture, to).expect("the schema-2 fixture");
+}
+
 /// Tables that stay on this node: bookkeeping of the process that wrote them, never part of a
 /// snapshot nor compared when one is restored.
 pub(crate) const NODE_LOCAL: &[&str] = &["meta", "open_uploads", "pending_writes"];
@@ -110,7 +118,6 @@ mod tests {
     use super::*;
     use crate::{AccountId, Accountant};
     use marsh_core::{ShareId, ShareNumber, StorageIndex};
-    use std::path::Path;
 
     /// A database as the previous release (schema 2) left it: one immutable share with a lease,
     /// one mutable share with its enabler, lease and holder, and their version-1 change records.
@@ -155,8 +162,7 @@ mod tests {
     fn a_database_made_by_the_previous_release_migrates() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("accountant.sqlite");
-        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schema2-made-by-0.1.0.sqlite");
-        std::fs::copy(fixture, &path).unwrap();
+        copy_previous_release_database(&path);
         let a = Accountant::open(&path).unwrap();
         let si = |s: &str| s.parse::<StorageIndex>().unwrap();
         let (chk, directory, file) =

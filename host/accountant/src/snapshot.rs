@@ -278,8 +278,7 @@ mod tests {
     fn a_schema_2_snapshot_restores_with_share_kinds() {
         let dir = tempfile::tempdir().unwrap();
         let old = dir.path().join("old.sqlite");
-        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schema2-made-by-0.1.0.sqlite");
-        std::fs::copy(fixture, &old).unwrap();
+        schema::copy_previous_release_database(&old);
         let conn = Connection::open(&old).unwrap();
         conn.execute_batch("DELETE FROM changes WHERE seq < (SELECT max(seq) FROM changes); DROP TABLE meta; VACUUM;")
             .unwrap();

@@ -17,6 +17,7 @@
 use marsh_core::{ShareId, ShareNumber, StorageIndex};
 use rusqlite::{OptionalExtension, params};
 
+use crate::change::has_write_enabler;
 use crate::{AccountId, Accountant, AccountantError, Change, hash, lease_change, log, name_of};
 
 /// What one share of a read-test-write becomes.
@@ -86,11 +87,7 @@ impl Accountant {
 
     /// An upload finished: its share is complete and stays held and leased.
     pub fn upload_finished(&self, share: &ShareId) -> Result<(), AccountantError> {
-        self.conn().execute(
-            "DELETE FROM open_uploads WHERE si = ?1 AND shnum = ?2",
-            params![share.si.to_base32(), share.shnum.0],
-        )?;
-        Ok(())
+        Ok(close_open_upload(&self.conn(), share)?)
     }
 
     /// Uploads recorded as open: at start-up, those of a process that is gone.
@@ -161,6 +158,15 @@ impl Accountant {
     }
 }
 
+/// The upload of `share` is no longer open (finished, or forgotten).
+pub(crate) fn close_open_upload(conn: &rusqlite::Connection, share: &ShareId) -> rusqlite::Result<()> {
+    conn.execute(
+        "DELETE FROM open_uploads WHERE si = ?1 AND shnum = ?2",
+        params![share.si.to_base32(), share.shnum.0],
+    )?;
+    Ok(())
+}
+
 /// The transaction of [`Accountant::begin_mutable_write`].
 fn begin_in(conn: &mut rusqlite::Connection, w: &MutableWrite<'_>) -> Result<(), AccountantError> {
     let tx = conn.transaction()?;
@@ -171,15 +177,7 @@ fn begin_in(conn: &mut rusqlite::Connection, w: &MutableWrite<'_>) -> Result<(),
                 let id = ShareId::mutable(w.si, shnum);
                 // A new share's enabler replaces any stale row; an existing share whose row
                 // went missing (a concurrent collection forgot it) gets it back.
-                let missing = tx
-                    .query_row(
-                        "SELECT 1 FROM write_enablers WHERE si = ?1 AND shnum = ?2",
-                        params![w.si.to_base32(), shnum.0],
-                        |_| Ok(()),
-                    )
-                    .optional()?
-                    .is_none();
-                if created || missing {
+                if created || !has_write_enabler(&tx, &w.si, shnum)? {
                     log(&tx, &Change::WriteEnabler { si: w.si, shnum, hash: hash(w.enabler) })?;
                 }
                 log(&tx, &Change::Share { share: (&id).into(), account: name.clone(), size })?;

@@ -213,14 +213,16 @@ pub(crate) struct Writer {
     pub(crate) pending: Arc<PendingSlots>,
 }
 
+/// A task that ended without an answer (it panicked): 500.
+fn task_failed(what: &str, e: tokio::task::JoinError) -> ApiError {
+    ApiError::text(StatusCode::INTERNAL_SERVER_ERROR, format!("{what} task failed: {e}"))
+}
+
 /// A blocking accountant call, off the async threads (redo records can be large).
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, marsh_accountant::AccountantError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r.map_err(ApiError::accountant),
-        Err(e) => Err(ApiError::text(StatusCode::INTERNAL_SERVER_ERROR, format!("accounting task failed: {e}"))),
-    }
+    tokio::task::spawn_blocking(f).await.map_err(|e| task_failed("accounting", e))?.map_err(ApiError::accountant)
 }
 
 /// The write a task records and applies.
@@ -329,9 +331,8 @@ impl StorageService {
         if !self.pending.contains(&si) {
             return Ok(slot);
         }
-        let (slot, result) = tokio::spawn(self.writer().settle(si, slot))
-            .await
-            .map_err(|e| ApiError::text(StatusCode::INTERNAL_SERVER_ERROR, format!("settling task failed: {e}")))?;
+        let (slot, result) =
+            tokio::spawn(self.writer().settle(si, slot)).await.map_err(|e| task_failed("settling", e))?;
         result.map(|()| slot)
     }
 
@@ -421,9 +422,7 @@ impl StorageService {
             cancel: secrets.cancel.to_vec(),
             now: self.clock.now(),
         };
-        tokio::spawn(self.writer().commit(job, slot))
-            .await
-            .map_err(|e| ApiError::text(StatusCode::INTERNAL_SERVER_ERROR, format!("write task failed: {e}")))??;
+        tokio::spawn(self.writer().commit(job, slot)).await.map_err(|e| task_failed("write", e))??;
         Ok(answer)
     }
 

@@ -4,9 +4,9 @@
 //!
 //! Every failure is an [`ApiError`] (a 4xx, or a 5xx only when the backend or the database
 //! failed); a request can never panic the server. Request bodies stream to the backend in
-//! bounded chunks. A request answered before its body was read whole is answered with
-//! `Connection: close`, so the client does not send its next request on a connection that
-//! still carries the rest of this one. Mutable read-test-write lives in `mutable.rs`.
+//! bounded chunks. What a handler left of its request body is drained before the answer goes
+//! out, or the answer says `Connection: close` (`body.rs`). Mutable read-test-write lives in
+//! `mutable.rs`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -107,6 +107,15 @@ pub struct StartUpReport {
     pub writes_completed: u64,
     /// Uploads or writes that could not be settled now (logged each).
     pub left: u64,
+}
+
+/// Why an upload could not be closed.
+#[derive(Debug)]
+enum CloseError {
+    /// The backend failed in the named operation.
+    Backend(&'static str, BackendError),
+    /// The accounting database failed.
+    Accountant(AccountantError),
 }
 
 /// A request as the handlers see it.
@@ -276,26 +285,16 @@ impl StorageService {
     pub async fn start_up(&self) -> Result<StartUpReport, AccountantError> {
         let mut report = StartUpReport::default();
         for share in self.accountant.open_uploads()? {
-            let finished = match self.backend.size(&share.si, share.shnum).await {
-                Ok(size) => size.is_some(),
-                Err(e) => {
-                    tracing::warn!(%share, "start-up: an upload left open could not be checked: {e}");
-                    report.left += 1;
-                    continue;
-                }
-            };
-            if finished {
+            match self.close_upload(&share).await {
+                Ok(true) => report.uploads_discarded += 1,
                 // It finished; only the bookkeeping was interrupted.
-                self.accountant.upload_finished(&share)?;
-                continue;
+                Ok(false) => {}
+                Err(CloseError::Backend(op, e)) => {
+                    tracing::warn!(%share, "start-up: an upload left open failed in {op}: {e}");
+                    report.left += 1;
+                }
+                Err(CloseError::Accountant(e)) => return Err(e),
             }
-            if let Err(e) = self.backend.abort(&share.si, share.shnum).await {
-                tracing::warn!(%share, "start-up: an upload left open could not be discarded: {e}");
-                report.left += 1;
-                continue;
-            }
-            self.accountant.forget_share(&share)?;
-            report.uploads_discarded += 1;
         }
         for si in self.pending.all() {
             let slot = self.slot_locks.lock(si).await;
@@ -704,17 +703,26 @@ impl StorageService {
         };
         if removed {
             self.reserved.fetch_sub(size, Ordering::SeqCst);
-            let share = ShareId::immutable(*si, n);
-            // A share that did finish (a request dropped after the backend's `finish`) keeps
-            // its lease and holder.
-            if self.backend.size(si, n).await.map_err(|e| ApiError::backend("size", e))?.is_some() {
-                self.accountant.upload_finished(&share).map_err(ApiError::accountant)?;
-                return Ok(());
-            }
-            self.backend.abort(si, n).await.map_err(|e| ApiError::backend("abort", e))?;
-            self.accountant.forget_share(&share).map_err(ApiError::accountant)?;
+            self.close_upload(&ShareId::immutable(*si, n)).await.map_err(|e| match e {
+                CloseError::Backend(op, e) => ApiError::backend(op, e),
+                CloseError::Accountant(e) => ApiError::accountant(e),
+            })?;
         }
         Ok(())
+    }
+
+    /// End an upload that will not be written to any more: a share that did finish (a request
+    /// dropped after the backend's `finish`, or a process that died right after it) keeps its
+    /// lease and holder; an unfinished one is discarded and forgotten. True if it was discarded.
+    async fn close_upload(&self, share: &ShareId) -> Result<bool, CloseError> {
+        let (si, n) = (&share.si, share.shnum);
+        if self.backend.size(si, n).await.map_err(|e| CloseError::Backend("size", e))?.is_some() {
+            self.accountant.upload_finished(share).map_err(CloseError::Accountant)?;
+            return Ok(false);
+        }
+        self.backend.abort(si, n).await.map_err(|e| CloseError::Backend("abort", e))?;
+        self.accountant.forget_share(share).map_err(CloseError::Accountant)?;
+        Ok(true)
     }
 
     /// Abort uploads with no write for [`UPLOAD_IDLE_TIMEOUT`]; returns how many.
