@@ -116,7 +116,7 @@ fn migrate_to(conn: &mut Connection, target: u32) -> Result<(), AccountantError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AccountId, Accountant};
+    use crate::{AccountId, Accountant, SCHEMA_VERSION};
     use marsh_core::{ShareId, ShareNumber, StorageIndex};
 
     /// A database as the previous release (schema 2) left it: one immutable share with a lease,
@@ -178,5 +178,18 @@ mod tests {
         }
         assert_eq!(a.usage(AccountId::ANONYMOUS).unwrap(), 200_493 + 1_906 + 201_905);
         assert_eq!(a.open_uploads().unwrap(), vec![]);
+    }
+
+    #[test]
+    fn the_schema_migrates_forward_and_refuses_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.sqlite");
+        drop(Accountant::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let v: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        drop(conn);
+        assert!(matches!(Accountant::open(&path), Err(AccountantError::NewerSchema { .. })));
     }
 }

@@ -41,7 +41,7 @@ struct TempDb(PathBuf);
 impl TempDb {
     fn beside(db: Option<&Path>, what: &str) -> Result<Self, AccountantError> {
         let mut tag = [0u8; 8];
-        getrandom::getrandom(&mut tag).map_err(|e| AccountantError::Db(format!("randomness: {e}")))?;
+        getrandom::getrandom(&mut tag).map_err(|e| AccountantError::Io(format!("randomness: {e}")))?;
         let name = format!("{what}-{}.sqlite", data_encoding::HEXLOWER.encode(&tag));
         let dir = db.and_then(Path::parent).map_or_else(std::env::temp_dir, Path::to_path_buf);
         Ok(TempDb(dir.join(name)))
@@ -59,7 +59,7 @@ impl Drop for TempDb {
 }
 
 fn db_error(what: &str, e: impl std::fmt::Display) -> AccountantError {
-    AccountantError::Db(format!("{what}: {e}"))
+    AccountantError::Io(format!("{what}: {e}"))
 }
 
 impl Accountant {
@@ -328,7 +328,10 @@ mod tests {
             ("counter", counter),
         ] {
             let err = a.restore_snapshot(&bytes).expect_err(what);
-            assert!(matches!(err, AccountantError::BadSnapshot(_) | AccountantError::Db(_)), "{what}: {err}");
+            assert!(
+                matches!(err, AccountantError::BadSnapshot(_) | AccountantError::Db(_) | AccountantError::Io(_)),
+                "{what}: {err}"
+            );
             assert_eq!(a.accounts().unwrap(), before, "{what} changed nothing");
         }
         // No temporary files are left beside the database.

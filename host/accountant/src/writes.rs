@@ -18,7 +18,9 @@ use marsh_core::{ShareId, ShareNumber, StorageIndex};
 use rusqlite::{OptionalExtension, params};
 
 use crate::change::has_write_enabler;
-use crate::{AccountId, Accountant, AccountantError, Change, hash, lease_change, log, name_of};
+use crate::leases::lease_change;
+use crate::log::{apply_and_log, name_of};
+use crate::{AccountId, Accountant, AccountantError, Change, hash};
 
 /// What one share of a read-test-write becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,8 +77,8 @@ impl Accountant {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let name = name_of(&tx, account)?;
-        log(&tx, &lease_change(share, name.clone(), renew, cancel, now))?;
-        log(&tx, &Change::Share { share: share.into(), account: name, size })?;
+        apply_and_log(&tx, &lease_change(share, name.clone(), renew, cancel, now))?;
+        apply_and_log(&tx, &Change::Share { share: share.into(), account: name, size })?;
         tx.execute(
             "INSERT OR IGNORE INTO open_uploads (si, shnum) VALUES (?1, ?2)",
             params![share.si.to_base32(), share.shnum.0],
@@ -98,7 +100,7 @@ impl Accountant {
         let mut out = Vec::new();
         for row in rows {
             let (si, n) = row?;
-            let si = si.parse().map_err(|e| AccountantError::Db(format!("open_uploads: {e}")))?;
+            let si = si.parse().map_err(|e| AccountantError::Corrupt(format!("open_uploads: {e}")))?;
             out.push(ShareId::immutable(si, ShareNumber(n)));
         }
         Ok(out)
@@ -152,7 +154,7 @@ impl Accountant {
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
         for row in rows {
-            out.push(row?.parse().map_err(|e| AccountantError::Db(format!("pending_writes: {e}")))?);
+            out.push(row?.parse().map_err(|e| AccountantError::Corrupt(format!("pending_writes: {e}")))?);
         }
         Ok(out)
     }
@@ -178,13 +180,13 @@ fn begin_in(conn: &mut rusqlite::Connection, w: &MutableWrite<'_>) -> Result<(),
                 // A new share's enabler replaces any stale row; an existing share whose row
                 // went missing (a concurrent collection forgot it) gets it back.
                 if created || !has_write_enabler(&tx, &w.si, shnum)? {
-                    log(&tx, &Change::WriteEnabler { si: w.si, shnum, hash: hash(w.enabler) })?;
+                    apply_and_log(&tx, &Change::WriteEnabler { si: w.si, shnum, hash: hash(w.enabler) })?;
                 }
-                log(&tx, &Change::Share { share: (&id).into(), account: name.clone(), size })?;
-                log(&tx, &lease_change(&id, name.clone(), w.renew, w.cancel, w.now))?;
+                apply_and_log(&tx, &Change::Share { share: (&id).into(), account: name.clone(), size })?;
+                apply_and_log(&tx, &lease_change(&id, name.clone(), w.renew, w.cancel, w.now))?;
             }
             MutableShareWrite::Removed { shnum } => {
-                log(&tx, &Change::Forget { share: (&ShareId::mutable(w.si, shnum)).into() })?;
+                apply_and_log(&tx, &Change::Forget { share: (&ShareId::mutable(w.si, shnum)).into() })?;
             }
         }
     }

@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark setup: a panic is the report")]
 
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -63,19 +62,10 @@ fn sealing(c: &mut Criterion) {
     g.finish();
 }
 
-fn plugin_dir() -> PathBuf {
-    std::env::var_os("MARSH_PLUGIN_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"))
-            .join("wasm32-wasip2/plugin")
-    })
-}
-
 fn abi(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let runtime = marsh_runtime::Runtime::new(None).unwrap();
-    let plugin = runtime.load(&plugin_dir().join("backend_disk.wasm")).expect("run `make plugins` first");
+    let plugin = runtime.load(&marsh_artifacts::BACKEND_DISK.built()).expect("load backend-disk");
     let store = Arc::new(MemoryStore::new("shares"));
     let grants = marsh_runtime::Grants::new(SealKey::from_bytes([5; 32])).store("shares", store.clone());
     let wasm = rt

@@ -1,18 +1,14 @@
-//! `marsh`: the command line of the marsh storage node.
+//! `marsh`: the command line of the marsh storage node. Argument parsing and printing only:
+//! each command is a file in `cmd/` over the node library (`lib.rs`).
 //!
-//! This binary is the only place that uses `anyhow`; libraries return typed errors and the
-//! commands here turn them into messages and exit statuses.
+//! This binary (with `marsh-bench`) is the only place that uses `anyhow`; libraries return
+//! typed errors and the commands here turn them into messages and exit statuses.
 
 #![allow(clippy::print_stdout, reason = "a command line prints its results")]
 
-mod account_cmd;
-mod gc_cmd;
+mod cmd;
 mod limits;
 mod malloc;
-mod node_cmd;
-mod persist;
-mod plugin_cmd;
-mod stores;
 
 use std::process::ExitCode;
 
@@ -29,14 +25,14 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create a node directory with its whole identity and initial config.
-    Init(node_cmd::InitArgs),
+    Init(cmd::init::InitArgs),
     /// Read or change the node's config (kept in NODE_DIR/node.sqlite).
     Config {
         /// The node directory.
         #[arg(long, global = true, default_value = ".")]
         dir: std::path::PathBuf,
         #[command(subcommand)]
-        command: node_cmd::ConfigCommand,
+        command: cmd::config::ConfigCommand,
     },
     /// Print the node's NURL and the servers.yaml entry for a Tahoe client.
     Announce {
@@ -65,7 +61,7 @@ enum Command {
     },
     /// Named accounts: create, list, show, set attributes, revoke.
     #[command(subcommand)]
-    Account(account_cmd::AccountCommand),
+    Account(cmd::account::AccountCommand),
     /// Serve the GBS storage protocol.
     Run {
         /// The node directory.
@@ -77,10 +73,10 @@ enum Command {
     },
     /// Work with plugin files: inspect them, or run the conformance suite against them.
     #[command(subcommand)]
-    Plugin(plugin_cmd::PluginCommand),
+    Plugin(cmd::plugin::PluginCommand),
     /// The node's blob stores: owner, release, take-over, sweep.
     #[command(subcommand)]
-    Store(stores::StoreCommand),
+    Store(cmd::store::StoreCommand),
 }
 
 fn main() -> ExitCode {
@@ -111,15 +107,15 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Plugin(cmd) => plugin_cmd::run(cmd).await,
-            Command::Init(args) => node_cmd::init(args),
-            Command::Config { dir, command } => node_cmd::config(&dir, command).await,
-            Command::Store(cmd) => stores::run(cmd).await,
-            Command::Announce { dir, account } => node_cmd::announce(&dir, account.as_deref()),
-            Command::Account(cmd) => account_cmd::run(cmd),
-            Command::Gc { dir, dry_run } => gc_cmd::run(&dir, dry_run).await,
-            Command::Recover { dir } => persist::recover(&dir).await,
-            Command::Run { dir, .. } => node_cmd::run(&dir).await,
+            Command::Plugin(command) => cmd::plugin::run(command).await,
+            Command::Init(args) => cmd::init::run(args),
+            Command::Config { dir, command } => cmd::config::run(&dir, command).await,
+            Command::Store(command) => cmd::store::run(command).await,
+            Command::Announce { dir, account } => cmd::announce::run(&dir, account.as_deref()),
+            Command::Account(command) => cmd::account::run(command),
+            Command::Gc { dir, dry_run } => cmd::gc::run(&dir, dry_run).await,
+            Command::Recover { dir } => cmd::recover::run(&dir).await,
+            Command::Run { dir, .. } => cmd::run::run(&dir).await,
         }
     });
     match result {

@@ -1,20 +1,7 @@
 //! `marsh plugin test` and `marsh plugin inspect`, run as a user runs them, against the
 //! plugins `make plugins` built.
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
-
-fn plugin(name: &str) -> PathBuf {
-    let dir = std::env::var_os("MARSH_PLUGIN_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"))
-            .join("wasm32-wasip2/plugin")
-    });
-    let path = dir.join(format!("{name}.wasm"));
-    assert!(path.exists(), "{} is missing: run `make plugins`", path.display());
-    path
-}
 
 fn marsh(args: &[&str]) -> Output {
     let cache = tempfile::tempdir().expect("cache dir");
@@ -36,8 +23,14 @@ fn last_line(o: &Output) -> String {
 #[test]
 fn every_first_party_plugin_and_the_example_pass_the_suite() {
     let all = marsh_conformance::cases().len();
-    for name in ["backend_disk", "backend_memory", "backend_s3", "minimal_backend"] {
-        let path = plugin(name);
+    for plugin in [
+        marsh_artifacts::BACKEND_DISK,
+        marsh_artifacts::BACKEND_MEMORY,
+        marsh_artifacts::BACKEND_S3,
+        marsh_artifacts::MINIMAL_BACKEND,
+    ] {
+        let name = plugin.package;
+        let path = plugin.built();
         let out = marsh(&["plugin", "test", path.to_str().expect("utf-8 path")]);
         assert!(out.status.success(), "{name}: {}\n{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
         assert_eq!(last_line(&out), format!("{all} passed, 0 failed"), "{name}");
@@ -47,7 +40,7 @@ fn every_first_party_plugin_and_the_example_pass_the_suite() {
 
 #[test]
 fn inspect_prints_world_abi_name_and_version() {
-    let out = marsh(&["plugin", "inspect", plugin("minimal_backend").to_str().expect("utf-8 path")]);
+    let out = marsh(&["plugin", "inspect", marsh_artifacts::MINIMAL_BACKEND.built().to_str().expect("utf-8 path")]);
     assert!(out.status.success());
     let text = stdout(&out);
     for line in [
@@ -62,7 +55,7 @@ fn inspect_prints_world_abi_name_and_version() {
 
 #[test]
 fn a_trapping_plugin_fails_cases_but_the_host_runs_the_whole_suite() {
-    let out = marsh(&["plugin", "test", plugin("hostile_trap").to_str().expect("utf-8 path")]);
+    let out = marsh(&["plugin", "test", marsh_artifacts::HOSTILE_TRAP.built().to_str().expect("utf-8 path")]);
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
     assert!(text.contains("exploding on purpose"), "{text}");
@@ -77,7 +70,7 @@ fn a_trapping_plugin_fails_cases_but_the_host_runs_the_whole_suite() {
 
 #[test]
 fn a_spinning_plugin_is_stopped_at_the_deadline() {
-    let path = plugin("hostile_spin");
+    let path = marsh_artifacts::HOSTILE_SPIN.built();
     let out = marsh(&[
         "plugin",
         "test",
@@ -94,7 +87,7 @@ fn a_spinning_plugin_is_stopped_at_the_deadline() {
 
 #[test]
 fn a_wrong_abi_plugin_is_refused_with_both_versions() {
-    let out = marsh(&["plugin", "test", plugin("hostile_wrong_abi").to_str().expect("utf-8 path")]);
+    let out = marsh(&["plugin", "test", marsh_artifacts::HOSTILE_WRONG_ABI.built().to_str().expect("utf-8 path")]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("marsh:plugin@0.2.0") && err.contains("marsh:plugin@0.1.0"), "{err}");

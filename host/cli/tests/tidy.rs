@@ -7,6 +7,9 @@
 //! - The dependency rules the map states hold, read from `cargo metadata`: who may compile the
 //!   S3 driver, what the domain core and the protocol server must never depend on, and which
 //!   packages use `anyhow`.
+//! - The `marsh` package's files depend downward: each command file (`src/cmd/`) uses the
+//!   library and never another command; the library's modules form no cycle and never use
+//!   `anyhow` or the binary's modules.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -128,9 +131,84 @@ fn the_stated_dependency_rules_hold() {
         "marsh-server",
         &["wasmtime", "wasmtime-wasi", "marsh-runtime", "marsh-native", "marsh-stores", "marsh-stores-s3"],
     );
+    assert!(
+        users("marsh").iter().all(|u| *u == "marsh-bench"),
+        "only the benchmarks build on the node library (it compiles marsh-stores-s3); also: {:?}",
+        users("marsh")
+    );
     assert_eq!(
         users("anyhow"),
         BTreeSet::from(["marsh", "marsh-bench"]),
         "who uses anyhow (ARCHITECTURE.md, host/cli)"
     );
+}
+
+/// `mod NAME;` and `pub mod NAME;` declarations in a file.
+fn modules(source: &str) -> Vec<String> {
+    source
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub mod ").or_else(|| l.trim().strip_prefix("mod ")))
+        .filter_map(|rest| rest.strip_suffix(';'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The modules of `crate::NAME` paths a file uses (`use crate::{a, b::c}` included).
+fn crate_uses(source: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (i, _) in source.match_indices("crate::") {
+        let rest = &source[i + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let group = &group[..group.find('}').unwrap_or(group.len())];
+            out.extend(group.split(',').map(|p| p.trim().split("::").next().unwrap_or("").to_owned()));
+        } else {
+            out.insert(rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect());
+        }
+    }
+    out.retain(|m| !m.is_empty() && m.chars().next().is_some_and(char::is_lowercase));
+    out
+}
+
+#[test]
+fn the_command_line_depends_downward_on_the_node_library() {
+    let src = root().join("host/cli/src");
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    // Commands: one file each, using the library, never each other.
+    let mut commands = 0;
+    for entry in std::fs::read_dir(src.join("cmd")).expect("src/cmd") {
+        let path = entry.expect("entry").path();
+        if path.file_name().is_some_and(|n| n == "mod.rs") {
+            continue;
+        }
+        let text = read(&path);
+        assert!(
+            !text.contains("crate::") && !text.contains("super::"),
+            "{} uses another file of the binary: what two commands share belongs in the library",
+            path.display()
+        );
+        commands += 1;
+    }
+    assert!(commands >= 9, "the commands were not read ({commands})");
+    // The library: its modules, with the library modules each uses.
+    let library = modules(&read(&src.join("lib.rs")));
+    let binary = modules(&read(&src.join("main.rs")));
+    let mut uses = BTreeMap::new();
+    for module in &library {
+        let text = read(&src.join(format!("{module}.rs")));
+        assert!(!text.contains("anyhow"), "library module `{module}` uses anyhow: libraries return typed errors");
+        let used: BTreeSet<String> = crate_uses(&text).into_iter().filter(|m| m != module).collect();
+        for m in &used {
+            assert!(!binary.contains(m), "library module `{module}` uses the binary's `{m}`");
+        }
+        uses.insert(module.clone(), used.into_iter().filter(|m| library.contains(m)).collect::<BTreeSet<_>>());
+    }
+    // No cycle: repeatedly remove modules that use no remaining module.
+    let mut left = uses.clone();
+    while let Some(leaf) =
+        left.iter().find(|(_, used)| used.iter().all(|m| !left.contains_key(m))).map(|(m, _)| m.clone())
+    {
+        left.remove(&leaf);
+    }
+    assert!(left.is_empty(), "the node library's modules use each other in a cycle: {left:?}");
+    assert!(uses.len() >= 6, "the library was not read: {uses:?}");
 }

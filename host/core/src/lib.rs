@@ -8,6 +8,8 @@
 
 mod backend;
 mod ids;
+mod time;
 
 pub use backend::{Backend, BackendError, IndexPage, SweepReport, Usage, WriteVector};
 pub use ids::{ParseStorageIndexError, ShareId, ShareKind, ShareNumber, StorageIndex};
+pub use time::unix_now;

@@ -98,7 +98,7 @@ impl NativeImports for Imports {
     }
 
     fn now(&self) -> u64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+        marsh_core::unix_now()
     }
 
     fn seal(&self, purpose: &str, plaintext: &[u8]) -> Result<Vec<u8>, sdk::SealError> {

@@ -293,6 +293,11 @@ fn matches(pattern: &str, key: &str) -> bool {
     }
 }
 
+/// The default of a declared key or key pattern (`s3.*.region`), if it has one.
+pub fn default_of(pattern: &str) -> Option<&'static str> {
+    KEYS.iter().find(|k| k.name == pattern).and_then(|k| k.default)
+}
+
 fn find(key: &str) -> Result<&'static Key, ConfigError> {
     KEYS.iter().find(|k| matches(k.name, key)).ok_or_else(|| ConfigError::UnknownKey {
         key: key.to_owned(),
@@ -432,13 +437,23 @@ pub(crate) fn with_prefix(conn: &Connection, prefix: &str) -> Result<Vec<(String
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Every key's effective value, secrets shown as `(set)`.
 pub(crate) fn list(conn: &Connection) -> Result<Vec<Setting>, ConfigError> {
+    listed(conn, true)
+}
+
+/// Every key's effective value, secrets included (for the node itself, never printed).
+pub(crate) fn list_unmasked(conn: &Connection) -> Result<Vec<Setting>, ConfigError> {
+    listed(conn, false)
+}
+
+fn listed(conn: &Connection, mask: bool) -> Result<Vec<Setting>, ConfigError> {
     let mut out = Vec::new();
     for key in KEYS {
         if let Some((head, _)) = key.name.split_once('*') {
             for (k, v) in with_prefix(conn, head)? {
                 if matches(key.name, &k) {
-                    let v = if key.kind == Kind::Secret { "(set)".to_owned() } else { v };
+                    let v = if mask && key.kind == Kind::Secret { "(set)".to_owned() } else { v };
                     out.push(Setting { key: k, value: Some(v), is_default: false, help: key.help });
                 }
             }

@@ -18,11 +18,15 @@
 pub mod config;
 mod identity;
 pub mod owner;
+mod settings;
 
 use std::path::{Path, PathBuf};
 
 pub use config::{ConfigError, Setting};
 pub use identity::{Identity, InitOptions};
+pub use settings::{
+    BackendSettings, ExpireMode, ExpireSettings, Limits, NodeConfig, PersistenceSettings, PluginChoice, StoreSpec,
+};
 
 /// Why the node directory could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +91,23 @@ impl NodeDir {
     /// `cache/`, created on demand by a running node.
     pub fn cache(&self) -> PathBuf {
         self.root.join("cache")
+    }
+
+    /// The accounting database, `cache/accountant.sqlite`.
+    pub fn accountant_path(&self) -> PathBuf {
+        self.cache().join("accountant.sqlite")
+    }
+
+    /// `cache/`, created if missing (by a command about to write there).
+    pub fn ensure_cache(&self) -> Result<PathBuf, NodeError> {
+        let cache = self.cache();
+        std::fs::create_dir_all(&cache).map_err(|e| io_error(&cache, e))?;
+        Ok(cache)
+    }
+
+    /// The whole configuration, typed (read-only, one read).
+    pub fn config(&self) -> Result<NodeConfig, NodeError> {
+        Ok(NodeConfig::from_settings(&config::list_unmasked(&self.read_only()?)?)?)
     }
 
     /// Open an existing node.

@@ -380,7 +380,7 @@ impl host::Host for HostState {
     }
 
     async fn now(&mut self) -> u64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+        marsh_core::unix_now()
     }
 }
 

@@ -10,11 +10,16 @@
 
 pub mod auth;
 mod body;
+mod clock;
 pub mod gc;
 mod mutable;
 pub mod ranges;
+mod reads;
+mod redo;
 mod response;
+mod routes;
 mod service;
+mod uploads;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -27,11 +32,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use response::ResponseBody;
-pub use service::{
-    Clock, MAX_MUTABLE_SHARE_SIZE, ManualClock, ServiceConfig, StartUpReport, StorageService, SystemClock,
-    UPLOAD_IDLE_TIMEOUT,
-};
+pub use service::{MAX_MUTABLE_SHARE_SIZE, ServiceConfig, StartUpReport, StorageService, UPLOAD_IDLE_TIMEOUT};
 
 /// Why the TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]

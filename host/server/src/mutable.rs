@@ -24,11 +24,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use ciborium::value::Value;
 use http::StatusCode;
 use marsh_accountant::{Accountant, Caller, MutableShareWrite, MutableWrite};
-use marsh_core::{Backend, BackendError, ShareId, ShareNumber, StorageIndex, WriteVector};
+use marsh_core::{Backend, ShareId, ShareNumber, StorageIndex, WriteVector};
 
+use crate::redo::{self, RedoRecord, RedoShare};
 use crate::response::{ApiError, Handled, cbor};
 use crate::service::{MAX_MUTABLE_SHARE_SIZE, StorageService};
 use crate::wire;
@@ -66,119 +66,6 @@ impl Drop for SlotGuard {
             locks.remove(&self.si);
         }
     }
-}
-
-/// One share's writes as the redo record keeps them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RedoShare {
-    shnum: ShareNumber,
-    writes: Vec<WriteVector>,
-    /// `Some(0)` removes the share.
-    new_length: Option<u64>,
-}
-
-/// A read-test-write as recorded before it is applied: the SHA-256 of its write enabler (put
-/// back for the shares it writes if their enabler row went missing) and its writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RedoRecord {
-    enabler_hash: [u8; 32],
-    shares: Vec<RedoShare>,
-}
-
-/// CBOR heads, written directly so a record's data is never copied into a `Value` tree.
-fn cbor_head(out: &mut Vec<u8>, major: u8, n: u64) {
-    let m = major << 5;
-    match n {
-        0..=23 => out.push(m | n as u8),
-        24..=0xff => out.extend([m | 24, n as u8]),
-        0x100..=0xffff => {
-            out.push(m | 25);
-            out.extend((n as u16).to_be_bytes());
-        }
-        0x1_0000..=0xffff_ffff => {
-            out.push(m | 26);
-            out.extend((n as u32).to_be_bytes());
-        }
-        _ => {
-            out.push(m | 27);
-            out.extend(n.to_be_bytes());
-        }
-    }
-}
-
-/// The redo record: `[1, enabler-hash, [[shnum, new-length or null, [[offset, data], ...]], ...]]`.
-pub(crate) fn encode_redo(record: &RedoRecord) -> Vec<u8> {
-    let (array, uint, bytes) = (4, 0, 2);
-    let size: usize = record.shares.iter().flat_map(|s| &s.writes).map(|w| w.data.len() + 20).sum();
-    let mut out = Vec::with_capacity(size + 64);
-    cbor_head(&mut out, array, 3);
-    cbor_head(&mut out, uint, 1);
-    cbor_head(&mut out, bytes, 32);
-    out.extend(record.enabler_hash);
-    cbor_head(&mut out, array, record.shares.len() as u64);
-    for s in &record.shares {
-        cbor_head(&mut out, array, 3);
-        cbor_head(&mut out, uint, u64::from(s.shnum.0));
-        match s.new_length {
-            Some(n) => cbor_head(&mut out, uint, n),
-            None => out.push(0xf6),
-        }
-        cbor_head(&mut out, array, s.writes.len() as u64);
-        for w in &s.writes {
-            cbor_head(&mut out, array, 2);
-            cbor_head(&mut out, uint, w.offset);
-            cbor_head(&mut out, bytes, w.data.len() as u64);
-            out.extend_from_slice(&w.data);
-        }
-    }
-    out
-}
-
-/// Read a redo record back.
-pub(crate) fn decode_redo(bytes: &[u8]) -> Result<RedoRecord, String> {
-    let value: Value = ciborium::de::from_reader(bytes).map_err(|e| format!("not CBOR: {e}"))?;
-    let num = |v: &Value| v.as_integer().and_then(|i| u64::try_from(i).ok()).ok_or("expected a number");
-    let Value::Array(top) = value else { return Err("not an array".into()) };
-    let [version, Value::Bytes(hash), Value::Array(shares)] = top.as_slice() else {
-        return Err("not a redo record".into());
-    };
-    if num(version)? != 1 {
-        return Err("unknown redo record version".into());
-    }
-    let enabler_hash: [u8; 32] = hash.as_slice().try_into().map_err(|_| "enabler hash")?;
-    let shares = shares
-        .iter()
-        .map(|s| {
-            let Value::Array(s) = s else { return Err("share: not an array".into()) };
-            let [n, len, Value::Array(writes)] = s.as_slice() else { return Err("share: bad shape".into()) };
-            let shnum = u16::try_from(num(n)?).map(ShareNumber).map_err(|_| "share number")?;
-            let new_length = if len.is_null() { None } else { Some(num(len)?) };
-            let writes = writes
-                .iter()
-                .map(|w| match w {
-                    Value::Array(w) => match w.as_slice() {
-                        [o, Value::Bytes(d)] => Ok(WriteVector { offset: num(o)?, data: d.clone() }),
-                        _ => Err("write: bad shape".to_string()),
-                    },
-                    _ => Err("write: not an array".to_string()),
-                })
-                .collect::<Result<_, _>>()?;
-            Ok(RedoShare { shnum, writes, new_length })
-        })
-        .collect::<Result<_, String>>()?;
-    Ok(RedoRecord { enabler_hash, shares })
-}
-
-/// Apply a redo record's writes (again): idempotent.
-async fn apply(backend: &dyn Backend, si: &StorageIndex, shares: &[RedoShare]) -> Result<(), BackendError> {
-    for s in shares {
-        if s.new_length == Some(0) {
-            backend.mutable_delete(si, s.shnum).await?;
-        } else {
-            backend.mutable_write(si, s.shnum, &s.writes, s.new_length).await?;
-        }
-    }
-    Ok(())
 }
 
 /// Slots with a redo record not yet cleared, mirrored in memory so a read of any other slot
@@ -250,11 +137,11 @@ impl Writer {
         }
         let accountant = self.accountant.clone();
         if let Some(bytes) = blocking(move || accountant.pending_mutable_write(&si)).await? {
-            let record = decode_redo(&bytes).map_err(|e| {
+            let record = redo::decode_redo(&bytes).map_err(|e| {
                 tracing::error!(si = %si, "a pending mutable write does not read back: {e}; the slot stays closed");
                 ApiError::unavailable("an earlier write to this slot cannot be completed")
             })?;
-            apply(&*self.backend, &si, &record.shares).await.map_err(|e| {
+            redo::apply(&*self.backend, &si, &record.shares).await.map_err(|e| {
                 tracing::warn!(si = %si, "completing an earlier write failed: {e}");
                 ApiError::unavailable("an earlier write to this slot is not complete yet")
             })?;
@@ -278,7 +165,7 @@ impl Writer {
     async fn commit(self, job: Job, slot: SlotGuard) -> Result<(), ApiError> {
         let si = job.si;
         let accountant = self.accountant.clone();
-        let bytes = encode_redo(&job.record);
+        let bytes = redo::encode_redo(&job.record);
         let Job { outcomes, account, enabler, renew, cancel, now, record, .. } = job;
         blocking(move || {
             accountant.begin_mutable_write(&MutableWrite {
@@ -294,7 +181,7 @@ impl Writer {
         })
         .await?;
         self.pending.set().insert(si);
-        if let Err(e) = apply(&*self.backend, &si, &record.shares).await {
+        if let Err(e) = redo::apply(&*self.backend, &si, &record.shares).await {
             // Recorded: it is completed before the slot is next read or written, so the client
             // is not told it failed.
             tracing::warn!(si = %si, "applying a mutable write failed: {e}; it will be completed later");
@@ -544,93 +431,11 @@ mod tests {
         StorageIndex::from_bytes([4; 16])
     }
 
-    #[test]
-    fn a_redo_record_reads_back_and_junk_does_not() {
-        let record = RedoRecord {
-            enabler_hash: [5; 32],
-            shares: vec![
-                RedoShare {
-                    shnum: ShareNumber(3),
-                    writes: vec![
-                        WriteVector { offset: 5, data: b"abc".to_vec() },
-                        WriteVector { offset: 1 << 40, data: vec![7; 70_000] },
-                    ],
-                    new_length: Some(300),
-                },
-                RedoShare { shnum: ShareNumber(9), writes: vec![], new_length: Some(0) },
-                RedoShare { shnum: ShareNumber(700), writes: vec![], new_length: None },
-            ],
-        };
-        let bytes = encode_redo(&record);
-        assert_eq!(decode_redo(&bytes).unwrap(), record);
-        // The hand-written heads are canonical CBOR: a generic encoder agrees byte for byte.
-        let int = |n: u64| Value::Integer(n.into());
-        let generic = Value::Array(vec![
-            int(1),
-            Value::Bytes(vec![5; 32]),
-            Value::Array(
-                record
-                    .shares
-                    .iter()
-                    .map(|s| {
-                        Value::Array(vec![
-                            int(u64::from(s.shnum.0)),
-                            s.new_length.map_or(Value::Null, int),
-                            Value::Array(
-                                s.writes
-                                    .iter()
-                                    .map(|w| Value::Array(vec![int(w.offset), Value::Bytes(w.data.clone())]))
-                                    .collect(),
-                            ),
-                        ])
-                    })
-                    .collect(),
-            ),
-        ]);
-        assert_eq!(bytes, wire::encode(&generic));
-        for junk in [&b""[..], b"\x80", &bytes[..9]] {
-            assert!(decode_redo(junk).is_err());
-        }
-    }
-
-    /// Applying a record again over any partial application of it gives the same bytes.
-    #[tokio::test]
-    async fn applying_a_redo_record_twice_or_after_a_partial_apply_gives_the_new_content() {
-        let backend = ReferenceBackend::default();
-        let n = ShareNumber(0);
-        let old = WriteVector { offset: 0, data: b"0123456789".to_vec() };
-        backend.mutable_write(&si(), n, &[old], None).await.unwrap();
-        let redo = vec![
-            RedoShare {
-                shnum: n,
-                writes: vec![
-                    WriteVector { offset: 2, data: b"AB".to_vec() },
-                    WriteVector { offset: 14, data: b"Z".to_vec() },
-                    WriteVector { offset: 3, data: b"C".to_vec() },
-                ],
-                new_length: Some(12),
-            },
-            RedoShare {
-                shnum: ShareNumber(1),
-                writes: vec![WriteVector { offset: 0, data: b"x".to_vec() }],
-                new_length: None,
-            },
-        ];
-        // A partial application: the first write only.
-        backend.mutable_write(&si(), n, &redo[0].writes[..1], None).await.unwrap();
-        apply(&backend, &si(), &redo).await.unwrap();
-        let once = backend.mutable_read(&si(), n, 0, 100).await.unwrap();
-        assert_eq!(once, b"01AC456789\0\0");
-        apply(&backend, &si(), &redo).await.unwrap();
-        assert_eq!(backend.mutable_read(&si(), n, 0, 100).await.unwrap(), once);
-        assert_eq!(backend.mutable_read(&si(), ShareNumber(1), 0, 9).await.unwrap(), b"x");
-    }
-
     /// A write recorded by a process that died before applying it all is completed at start-up,
     /// enabler included, and the slot then serves its owner.
     #[tokio::test]
     async fn start_up_completes_a_recorded_write_and_puts_its_enabler_back() {
-        use crate::service::{ManualClock, ServiceConfig};
+        use crate::{ManualClock, ServiceConfig};
         let backend = Arc::new(ReferenceBackend::default());
         let accountant = Arc::new(Accountant::in_memory().unwrap());
         let n = ShareNumber(2);
@@ -647,7 +452,7 @@ mod tests {
             .begin_mutable_write(&MutableWrite {
                 account: marsh_accountant::AccountId::ANONYMOUS,
                 si: si(),
-                redo: &encode_redo(&record),
+                redo: &redo::encode_redo(&record),
                 shares: &outcome,
                 enabler: b"we",
                 renew: b"r",

@@ -311,7 +311,7 @@ async fn named_accounts_have_their_own_swissnum_quota_write_permission_and_revoc
     let s = start().await;
     let a = s.service.accountant();
     let quota = Attributes { quota: Some(250), ..Attributes::default() };
-    let (alice, swissnum) = a.create_account("alice", &quota, T0).unwrap();
+    let marsh_accountant::NewAccount { account: alice, swissnum } = a.create_account("alice", &quota, T0).unwrap();
     let alice_auth = format!("Tahoe-LAFS {}", BASE64.encode(swissnum.as_bytes()));
     let allocate_as = |si: String, shares: Vec<u64>, size: u64| {
         let auth = alice_auth.clone();
@@ -629,14 +629,18 @@ async fn corruption_advisories_are_recorded_for_known_shares() {
         StatusCode::NOT_FOUND
     );
     let recorded = s.service.accountant().corruption_advisories().unwrap();
-    assert_eq!(recorded, vec![("immutable".into(), si.clone(), 0, "expected hash abcd, got hash efgh".into())]);
+    let share = ShareId::immutable(si.parse().unwrap(), ShareNumber(0));
+    assert_eq!(
+        recorded.iter().map(|a| (a.share, a.reason.as_str())).collect::<Vec<_>>(),
+        vec![(share, "expected hash abcd, got hash efgh")]
+    );
 }
 
 #[tokio::test]
 async fn mutable_shares_count_towards_usage_and_a_quota_stops_their_growth() {
     let s = start().await;
     let a = s.service.accountant();
-    let (alice, swissnum) =
+    let marsh_accountant::NewAccount { account: alice, swissnum } =
         a.create_account("alice", &Attributes { quota: Some(100), ..Attributes::default() }, T0).unwrap();
     let auth = format!("Tahoe-LAFS {}", BASE64.encode(swissnum.as_bytes()));
     let slot = si(30);
@@ -671,7 +675,8 @@ async fn mutable_shares_count_towards_usage_and_a_quota_stops_their_growth() {
     assert_eq!(a.usage(alice.id).unwrap(), 0);
 
     // Growth is charged to the account holding the share, whoever writes.
-    let (bob, bob_swissnum) = a.create_account("bob", &Attributes::default(), T0).unwrap();
+    let marsh_accountant::NewAccount { account: bob, swissnum: bob_swissnum } =
+        a.create_account("bob", &Attributes::default(), T0).unwrap();
     let bob_auth = format!("Tahoe-LAFS {}", BASE64.encode(bob_swissnum.as_bytes()));
     let write_as = |auth: String, si: String, body: Vec<u8>| {
         let s = &s;

@@ -2,7 +2,7 @@
 //! database of N leases from an S3 bucket (SeaweedFS under `tests/s3/with-s3.sh`), and how
 //! long persisting them took, through the real plugin and driver.
 //!
-//! Usage: marsh-bench-recovery PLUGIN_DIR LEASES [records|stash]
+//! Usage: marsh-bench-recovery LEASES [records|stash] (the plugins `make plugins` built)
 //! Reads MARSH_TEST_S3_* for the server.
 //! - `records` (default): setup writes the records with 32 concurrent PUTs (sealed exactly as
 //!   the plugin seals them); the timed recovery is the plugin's own, which lists and reads
@@ -13,31 +13,17 @@
 
 #![allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use marsh::persistence::AccountantSink as Sink;
 use marsh_accountant::{AccountId, Accountant};
 use marsh_core::{ShareNumber, StorageIndex};
-use marsh_runtime::{AccountingSink, Grants, PluginLimits, Runtime, WasmStrategy};
+use marsh_runtime::{Grants, PluginLimits, Runtime, WasmStrategy};
 use marsh_seal::SealKey;
 use marsh_stores::{BlobKey, BlobStore, PutMode};
 use marsh_stores_s3::{S3Config, S3Store};
-
-struct Sink(Arc<Accountant>);
-
-impl AccountingSink for Sink {
-    fn apply(&self, changes: Vec<Vec<u8>>) -> Result<(), String> {
-        changes.iter().try_for_each(|c| self.0.apply_strategy_blob(c).map_err(|e| e.to_string()))
-    }
-    fn snapshot(&self) -> Result<(u64, Vec<u8>), String> {
-        self.0.snapshot().map(|s| (s.sequence, s.bytes)).map_err(|e| e.to_string())
-    }
-    fn restore(&self, snapshot: Vec<u8>) -> Result<u64, String> {
-        self.0.restore_snapshot(&snapshot).map_err(|e| e.to_string())
-    }
-}
 
 fn env(name: &str) -> anyhow::Result<String> {
     std::env::var(name).with_context(|| format!("{name} is not set: run under tests/s3/with-s3.sh"))
@@ -46,8 +32,7 @@ fn env(name: &str) -> anyhow::Result<String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let plugin_dir = PathBuf::from(args.next().context("usage: marsh-bench-recovery PLUGIN_DIR LEASES")?);
-    let leases: u64 = args.next().context("LEASES")?.parse()?;
+    let leases: u64 = args.next().context("usage: marsh-bench-recovery LEASES [records|stash]")?.parse()?;
     let strategy_name = args.next().unwrap_or_else(|| "records".to_owned());
     anyhow::ensure!(["records", "stash"].contains(&strategy_name.as_str()), "the strategy is `records` or `stash`");
     let tmp = tempfile::tempdir()?;
@@ -83,7 +68,12 @@ async fn main() -> anyhow::Result<()> {
     let key = SealKey::from_bytes([3; 32]);
 
     let runtime = Runtime::new(None)?;
-    let plugin = runtime.load(&plugin_dir.join(format!("persistence_{strategy_name}.wasm")))?;
+    let artifact = if strategy_name == "records" {
+        marsh_artifacts::PERSISTENCE_RECORDS
+    } else {
+        marsh_artifacts::PERSISTENCE_STASH
+    };
+    let plugin = runtime.load(&artifact.locate()?)?;
     let mut write = Duration::ZERO;
     if strategy_name == "records" {
         add_leases(0..leases)?;
@@ -91,8 +81,9 @@ async fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         let sem = Arc::new(tokio::sync::Semaphore::new(32));
         let mut tasks = Vec::new();
-        for (seq, body) in changes {
-            let sealed = key.seal("plugin:records-change", &Accountant::strategy_blob(seq, &body))?;
+        for change in changes {
+            let seq = change.seq;
+            let sealed = key.seal("plugin:records-change", &change.strategy_blob())?;
             let (store, permit) = (store.clone(), sem.clone().acquire_owned().await?);
             tasks.push(tokio::spawn(async move {
                 let _permit = permit;
@@ -113,10 +104,10 @@ async fn main() -> anyhow::Result<()> {
             add_leases(start..leases.min(start + 500))?;
             let run = source.changes_after(source.persisted_seq()?, usize::MAX)?;
             let t = Instant::now();
-            let blobs = run.iter().map(|(seq, body)| Accountant::strategy_blob(*seq, body)).collect();
-            writer.record(run[0].0, blobs).await?;
+            let blobs = run.iter().map(marsh_accountant::Logged::strategy_blob).collect();
+            writer.record(run[0].seq, blobs).await?;
             write += t.elapsed();
-            source.mark_persisted(run[run.len() - 1].0)?;
+            source.mark_persisted(run[run.len() - 1].seq)?;
         }
     }
     let written = store.stats();

@@ -6,20 +6,24 @@ use std::time::Duration;
 use marsh_core::{Backend, BackendError, ShareNumber, StorageIndex};
 use marsh_runtime::{LoadError, PluginLimits};
 
-use crate::support::{plugin_path, runtime, start};
+use marsh_artifacts::Plugin;
+
+use crate::support::{runtime, start};
 
 fn si() -> StorageIndex {
     "aaaaaaaaaaaaaaaaaaaaaaaaaa".parse().expect("storage index")
 }
 
 /// Misbehave once, check the fault message, then check that the plugin still serves.
-async fn fault_then_recover(name: &str, limits: PluginLimits, expect: &[&str]) {
-    let (backend, _dir) = start(name, limits).await;
+async fn fault_then_recover(plugin: Plugin, limits: PluginLimits, expect: &[&str]) {
+    let name = plugin.package;
+    let (backend, _dir) = start(plugin, limits).await;
     let stats = backend.stats();
     let before = stats.instances();
-    let err = match name {
-        "hostile_flood" => backend.read(&si(), ShareNumber(0), 0, 10).await.map(drop),
-        _ => backend.write(&si(), ShareNumber(0), 0, b"data").await,
+    let err = if plugin == marsh_artifacts::HOSTILE_FLOOD {
+        backend.read(&si(), ShareNumber(0), 0, 10).await.map(drop)
+    } else {
+        backend.write(&si(), ShareNumber(0), 0, b"data").await
     }
     .expect_err("the hostile call must fail");
     let BackendError::Fault(message) = &err else { panic!("{name}: expected a fault, got {err:?}") };
@@ -36,29 +40,35 @@ async fn fault_then_recover(name: &str, limits: PluginLimits, expect: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_plugin_faults_with_its_panic_message() {
-    fault_then_recover("hostile_trap", PluginLimits::default(), &["trapped", "exploding on purpose"]).await;
+    fault_then_recover(marsh_artifacts::HOSTILE_TRAP, PluginLimits::default(), &["trapped", "exploding on purpose"])
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_loop_is_stopped_at_the_deadline() {
     let limits = PluginLimits { call_deadline: Duration::from_millis(300), ..PluginLimits::default() };
-    fault_then_recover("hostile_spin", limits, &["deadline of 300ms"]).await;
+    fault_then_recover(marsh_artifacts::HOSTILE_SPIN, limits, &["deadline of 300ms"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unbounded_memory_growth_stops_at_the_cap() {
     let limits = PluginLimits { memory_bytes: 48 << 20, ..PluginLimits::default() };
-    fault_then_recover("hostile_hog", limits, &["memory cap of 48 MiB"]).await;
+    fault_then_recover(marsh_artifacts::HOSTILE_HOG, limits, &["memory cap of 48 MiB"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_answer_is_refused() {
-    fault_then_recover("hostile_flood", PluginLimits::default(), &["answered `read`", "at most 10 allowed"]).await;
+    fault_then_recover(
+        marsh_artifacts::HOSTILE_FLOOD,
+        PluginLimits::default(),
+        &["answered `read`", "at most 10 allowed"],
+    )
+    .await;
 }
 
 #[test]
 fn a_plugin_built_against_another_abi_is_refused_at_load() {
-    let err = runtime().load(&plugin_path("hostile_wrong_abi")).expect_err("must not load");
+    let err = runtime().load(&marsh_artifacts::HOSTILE_WRONG_ABI.built()).expect_err("must not load");
     match err {
         LoadError::AbiMismatch { found, supported, .. } => {
             assert_eq!(found, "0.2.0");

@@ -6,17 +6,17 @@ use marsh_runtime::{Grants, InitFailure, PluginLimits, Runtime, StartError, Wasm
 use marsh_seal::SealKey;
 use marsh_stores::MemoryStore;
 
-use crate::support::{load, plugin_path};
+use crate::support::load;
 
 #[test]
 fn a_restart_loads_the_compiled_plugin_from_the_cache() {
     let cache = tempfile::tempdir().expect("cache");
     let first = Runtime::new(Some(cache.path().to_owned())).expect("runtime");
-    let loaded = first.load(&plugin_path("backend_disk")).expect("load");
+    let loaded = first.load(&marsh_artifacts::BACKEND_DISK.built()).expect("load");
     assert!(!loaded.from_cache);
     drop(first);
     let second = Runtime::new(Some(cache.path().to_owned())).expect("runtime");
-    let again = second.load(&plugin_path("backend_disk")).expect("load");
+    let again = second.load(&marsh_artifacts::BACKEND_DISK.built()).expect("load");
     assert!(again.from_cache, "the second runtime must reuse the artifact");
     assert_eq!(again.sha256, loaded.sha256);
     // A damaged artifact is ignored and rebuilt, never trusted.
@@ -24,7 +24,7 @@ fn a_restart_loads_the_compiled_plugin_from_the_cache() {
         std::fs::write(entry.expect("entry").path(), b"garbage").expect("damage");
     }
     let third = Runtime::new(Some(cache.path().to_owned())).expect("runtime");
-    assert!(!third.load(&plugin_path("backend_disk")).expect("load").from_cache);
+    assert!(!third.load(&marsh_artifacts::BACKEND_DISK.built()).expect("load").from_cache);
 }
 
 #[test]
@@ -33,7 +33,7 @@ fn loads_of_one_plugin_racing_on_an_empty_cache_all_succeed() {
     // once: each must get its component, and the cache must end up whole.
     let cache = tempfile::tempdir().expect("cache");
     let runtime = Runtime::new(Some(cache.path().to_owned())).expect("runtime");
-    let bytes = std::fs::read(plugin_path("backend_memory")).expect("plugin");
+    let bytes = std::fs::read(marsh_artifacts::BACKEND_MEMORY.built()).expect("plugin");
     std::thread::scope(|scope| {
         let loads: Vec<_> = (0..4).map(|_| scope.spawn(|| runtime.load_bytes(&bytes, "backend_memory"))).collect();
         for load in loads {
@@ -50,7 +50,7 @@ fn loads_of_one_plugin_racing_on_an_empty_cache_all_succeed() {
 
 #[tokio::test]
 async fn inspection_names_world_abi_and_plugin() {
-    let plugin = load("backend_disk");
+    let plugin = load(marsh_artifacts::BACKEND_DISK);
     assert_eq!(plugin.inspection.world, World::Backend);
     assert_eq!(plugin.inspection.abi, "0.1.0");
     let d = crate::support::runtime().describe(&plugin).await.expect("describe");
@@ -71,10 +71,15 @@ fn a_file_that_is_not_a_component_is_refused() {
 async fn a_plugin_only_opens_stores_granted_to_it() {
     let grants = Grants::new(SealKey::from_bytes([1; 32])).store("granted", Arc::new(MemoryStore::new("granted")));
     let config = vec![("store".to_owned(), "other".to_owned())];
-    let err =
-        WasmBackend::start(crate::support::runtime(), &load("backend_disk"), grants, config, PluginLimits::default())
-            .await
-            .expect_err("must not start");
+    let err = WasmBackend::start(
+        crate::support::runtime(),
+        &load(marsh_artifacts::BACKEND_DISK),
+        grants,
+        config,
+        PluginLimits::default(),
+    )
+    .await
+    .expect_err("must not start");
     match err {
         StartError::Init { plugin, failure: InitFailure::Unavailable(message) } => {
             assert_eq!(plugin, "backend-disk");
@@ -88,10 +93,15 @@ async fn a_plugin_only_opens_stores_granted_to_it() {
 async fn bad_plugin_config_is_reported_typed() {
     let grants = Grants::new(SealKey::from_bytes([1; 32])).store("shares", Arc::new(MemoryStore::new("shares")));
     let config = vec![("colour".to_owned(), "blue".to_owned())];
-    let err =
-        WasmBackend::start(crate::support::runtime(), &load("backend_disk"), grants, config, PluginLimits::default())
-            .await
-            .expect_err("must not start");
+    let err = WasmBackend::start(
+        crate::support::runtime(),
+        &load(marsh_artifacts::BACKEND_DISK),
+        grants,
+        config,
+        PluginLimits::default(),
+    )
+    .await
+    .expect_err("must not start");
     assert!(
         matches!(&err, StartError::Init { failure: InitFailure::BadConfig(m), .. } if m.contains("colour")),
         "{err}"

@@ -26,9 +26,9 @@ impl AccountingSink for Collect {
     }
 }
 
-async fn start(name: &str, store: &MemoryStore, sink: Arc<Collect>) -> WasmStrategy {
+async fn start(plugin: marsh_artifacts::Plugin, store: &MemoryStore, sink: Arc<Collect>) -> WasmStrategy {
     let grants = Grants::new(SealKey::from_bytes([5; 32])).store("shares", Arc::new(store.clone())).accounting(sink);
-    WasmStrategy::start(runtime(), &load(name), grants, Vec::new(), PluginLimits::default()).await.expect("start")
+    WasmStrategy::start(runtime(), &load(plugin), grants, Vec::new(), PluginLimits::default()).await.expect("start")
 }
 
 fn change(seq: u64) -> Vec<u8> {
@@ -40,7 +40,7 @@ fn change(seq: u64) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_are_sealed_and_recovered_in_order_with_tampering_and_gaps_reported() {
     let store = MemoryStore::new("shares");
-    let writer = start("persistence_records", &store, Arc::default()).await;
+    let writer = start(marsh_artifacts::PERSISTENCE_RECORDS, &store, Arc::default()).await;
     assert_eq!(writer.startup(false, 0, false).await.unwrap(), StartupPlan::UseLocal, "an empty store: a new node");
     writer.record(1, (1..=3).map(change).collect()).await.unwrap();
     writer.record(4, vec![change(4), change(5)]).await.unwrap();
@@ -63,7 +63,7 @@ async fn records_are_sealed_and_recovered_in_order_with_tampering_and_gaps_repor
     assert_eq!(writer.startup(true, 5, false).await.unwrap(), StartupPlan::UseLocal);
 
     let sink = Arc::new(Collect::default());
-    let report = start("persistence_records", &store, sink.clone())
+    let report = start(marsh_artifacts::PERSISTENCE_RECORDS, &store, sink.clone())
         .await
         .recover(std::time::Duration::from_secs(60))
         .await
@@ -78,7 +78,7 @@ async fn records_are_sealed_and_recovered_in_order_with_tampering_and_gaps_repor
     store.put(&k2, three, PutMode::Overwrite).await.unwrap();
     store.delete(&BlobKey::new(&keys[3]).unwrap()).await.unwrap();
     let sink = Arc::new(Collect::default());
-    let report = start("persistence_records", &store, sink.clone())
+    let report = start(marsh_artifacts::PERSISTENCE_RECORDS, &store, sink.clone())
         .await
         .recover(std::time::Duration::from_secs(60))
         .await
@@ -91,7 +91,7 @@ async fn records_are_sealed_and_recovered_in_order_with_tampering_and_gaps_repor
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_strategy_keeps_nothing_and_always_starts() {
     let store = MemoryStore::new("shares");
-    let local = start("persistence_local", &store, Arc::default()).await;
+    let local = start(marsh_artifacts::PERSISTENCE_LOCAL, &store, Arc::default()).await;
     local.record(1, vec![change(1)]).await.unwrap();
     assert!(store.list("", None, 10).await.unwrap().keys.is_empty());
     assert_eq!(local.startup(false, 0, false).await.unwrap(), StartupPlan::UseLocal);
@@ -130,7 +130,7 @@ async fn stash_keyed(
         .store("shares", Arc::new(store.clone()))
         .accounting(Arc::new(Db(accountant.clone())));
     let config = vec![("snapshot-changes".to_owned(), "40".to_owned())];
-    WasmStrategy::start(runtime(), &load("persistence_stash"), grants, config, PluginLimits::default())
+    WasmStrategy::start(runtime(), &load(marsh_artifacts::PERSISTENCE_STASH), grants, config, PluginLimits::default())
         .await
         .expect("start")
 }
@@ -139,10 +139,10 @@ async fn stash_keyed(
 async fn persist(a: &marsh_accountant::Accountant, strategy: &WasmStrategy) {
     loop {
         let batch = a.changes_after(a.persisted_seq().expect("test setup"), 10).expect("test setup");
-        let Some(&(first, _)) = batch.first() else { return };
-        let last = batch.last().expect("test setup").0;
+        let Some(first) = batch.first().map(|c| c.seq) else { return };
+        let last = batch.last().expect("test setup").seq;
         strategy
-            .record(first, batch.iter().map(|(s, b)| marsh_accountant::Accountant::strategy_blob(*s, b)).collect())
+            .record(first, batch.iter().map(marsh_accountant::Logged::strategy_blob).collect())
             .await
             .expect("test setup");
         a.mark_persisted(last).expect("test setup");
@@ -220,11 +220,11 @@ async fn stash_restores_the_newest_sound_snapshot_plus_the_contiguous_log_and_re
     }
     assert!(newest_snapshot().await + 3 <= a.last_seq().unwrap());
     let held = a.changes_after(a.last_seq().unwrap() - 3, 10).unwrap();
-    let blobs: Vec<Vec<u8>> = held.iter().map(|(s, b)| marsh_accountant::Accountant::strategy_blob(*s, b)).collect();
-    writer.record(held[0].0, blobs.clone()).await.unwrap();
+    let blobs: Vec<Vec<u8>> = held.iter().map(marsh_accountant::Logged::strategy_blob).collect();
+    writer.record(held[0].seq, blobs.clone()).await.unwrap();
     let mut forged = blobs.clone();
     forged[1].push(0);
-    let refused = writer.record(held[0].0, forged).await.expect_err("other changes under held numbers");
+    let refused = writer.record(held[0].seq, forged).await.expect_err("other changes under held numbers");
     assert!(refused.to_string().contains("disagree"), "{refused}");
 
     let keys = store.list("", None, 1000).await.unwrap().keys;

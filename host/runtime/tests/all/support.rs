@@ -1,29 +1,13 @@
-//! Finding the plugins `make plugins` built, and starting them with a fresh store.
+//! Loading the plugins `make plugins` built (found by `marsh-artifacts`), and starting them
+//! with a fresh store.
 
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
+
+use marsh_artifacts::Plugin;
 
 use marsh_runtime::{Grants, LoadedPlugin, PluginLimits, Runtime, WasmBackend};
 use marsh_seal::SealKey;
 use marsh_stores::DirStore;
-
-/// Where `make plugins` put the `.wasm` files: `$MARSH_PLUGIN_DIR`, or the target directory.
-pub fn plugin_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("MARSH_PLUGIN_DIR") {
-        return PathBuf::from(dir);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    target.join("wasm32-wasip2/plugin")
-}
-
-/// The path of a built plugin; fails the test (never skips it) when it is missing.
-pub fn plugin_path(name: &str) -> PathBuf {
-    let path = plugin_dir().join(format!("{name}.wasm"));
-    assert!(path.exists(), "{} is missing: run `make plugins` (or `make test`, which does)", path.display());
-    path
-}
 
 /// One runtime per test process: compiling a plugin in a debug host takes about a second, so
 /// the compiled plugins are cached in a directory shared by the tests of this process.
@@ -37,17 +21,18 @@ pub fn runtime() -> &'static Runtime {
         .0
 }
 
-pub fn load(name: &str) -> LoadedPlugin {
-    runtime().load(&plugin_path(name)).unwrap_or_else(|e| panic!("loading {name}: {e}"))
+/// A plugin `make plugins` built, loaded (the test fails, never skips, when it is missing).
+pub fn load(plugin: Plugin) -> LoadedPlugin {
+    runtime().load(&plugin.built()).unwrap_or_else(|e| panic!("loading {}: {e}", plugin.package))
 }
 
 /// Start a backend plugin with one fresh directory store granted as `shares`.
-pub async fn start(name: &str, limits: PluginLimits) -> (WasmBackend, tempfile::TempDir) {
+pub async fn start(plugin: Plugin, limits: PluginLimits) -> (WasmBackend, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("store dir");
     let store = DirStore::open("shares", dir.path()).expect("dir store");
     let grants = Grants::new(SealKey::from_bytes([7; 32])).store("shares", Arc::new(store));
-    let backend = WasmBackend::start(runtime(), &load(name), grants, Vec::new(), limits)
+    let backend = WasmBackend::start(runtime(), &load(plugin), grants, Vec::new(), limits)
         .await
-        .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        .unwrap_or_else(|e| panic!("starting {}: {e}", plugin.package));
     (backend, dir)
 }

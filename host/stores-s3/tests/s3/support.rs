@@ -168,19 +168,6 @@ async fn handle(req: Request<Incoming>, fault: Fault, upstream: SocketAddr) -> R
     Ok(Response::from_parts(parts, Full::new(body)))
 }
 
-/// Where `make plugins` put the `.wasm` files.
-fn plugin_path(name: &str) -> PathBuf {
-    let dir = std::env::var_os("MARSH_PLUGIN_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"))
-            .join("wasm32-wasip2/plugin")
-    });
-    let path = dir.join(format!("{name}.wasm"));
-    assert!(path.exists(), "{} is missing: run `make plugins` (or `make test`, which does)", path.display());
-    path
-}
-
 fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<(Runtime, tempfile::TempDir)> = OnceLock::new();
     &RUNTIME
@@ -193,7 +180,7 @@ fn runtime() -> &'static Runtime {
 
 /// `backend-s3` as wasm with `store` granted as `shares`.
 pub async fn backend_s3(store: Arc<dyn BlobStore>) -> WasmBackend {
-    let plugin = runtime().load(&plugin_path("backend_s3")).expect("loading backend_s3");
+    let plugin = runtime().load(&marsh_artifacts::BACKEND_S3.built()).expect("loading backend_s3");
     let grants = Grants::new(SealKey::from_bytes([9; 32])).store("shares", store);
     let limits = PluginLimits { memory_bytes: 64 << 20, max_call_bytes: 1 << 20, ..PluginLimits::default() };
     WasmBackend::start(runtime(), &plugin, grants, Vec::new(), limits).await.expect("starting backend_s3")

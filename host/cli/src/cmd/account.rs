@@ -6,13 +6,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Subcommand;
+use marsh::Node;
 use marsh_accountant::{Account, Accountant, Attribute, Attributes};
-use marsh_node::NodeDir;
+use marsh_core::unix_now;
 use marsh_node::config::parse_size;
-
-use crate::node_cmd::{ACCOUNTANT_DB, public_address};
 
 #[derive(Debug, Subcommand)]
 pub enum AccountCommand {
@@ -59,17 +58,6 @@ pub enum AccountCommand {
     },
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// The node's accountant database (created on first use).
-pub fn open(node: &NodeDir) -> anyhow::Result<Accountant> {
-    let cache = node.cache();
-    std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
-    Ok(Accountant::open(&cache.join(ACCOUNTANT_DB))?)
-}
-
 fn quota(value: &str) -> anyhow::Result<Option<u64>> {
     if value == "none" {
         return Ok(None);
@@ -78,16 +66,6 @@ fn quota(value: &str) -> anyhow::Result<Option<u64>> {
         Some(n) => Ok(Some(n)),
         None => bail!("quota {value:?}: expected a size such as 20GiB, or `none`"),
     }
-}
-
-/// An account's NURL.
-pub fn nurl(node: &NodeDir, accountant: &Accountant, name: &str) -> anyhow::Result<String> {
-    let mut id = node.identity()?;
-    if let Some(swissnum) = accountant.swissnum(name)? {
-        id.swissnum = swissnum;
-    }
-    let (host, port) = public_address(node)?;
-    Ok(id.nurl(&host, port))
 }
 
 fn describe(a: &Account) -> String {
@@ -108,9 +86,9 @@ fn describe(a: &Account) -> String {
 
 pub fn run(cmd: AccountCommand) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
-    let node_of = |dir: &Path| -> anyhow::Result<(NodeDir, Accountant)> {
-        let node = NodeDir::open(dir)?;
-        let accountant = open(&node)?;
+    let node_of = |dir: &Path| -> anyhow::Result<(Node, Accountant)> {
+        let node = Node::open(dir)?;
+        let accountant = marsh::persistence::open_accountant(node.dir())?;
         Ok((node, accountant))
     };
     match cmd {
@@ -118,10 +96,10 @@ pub fn run(cmd: AccountCommand) -> anyhow::Result<ExitCode> {
             let (node, accountant) = node_of(&dir)?;
             let attributes =
                 Attributes { write: !read_only, quota: q.as_deref().map(quota).transpose()?.flatten(), nickname };
-            let (account, _) = accountant.create_account(&name, &attributes, now())?;
+            let account = accountant.create_account(&name, &attributes, unix_now())?.account;
             writeln!(out, "created {}", describe(&account))?;
-            writeln!(out, "NURL: {}", nurl(&node, &accountant, &name)?)?;
-            writeln!(out, "servers.yaml entry: marsh announce --dir {} --account {name}", node.root().display())?;
+            writeln!(out, "NURL: {}", node.account_nurl(&accountant, &name)?)?;
+            writeln!(out, "servers.yaml entry: marsh announce --dir {} --account {name}", node.dir().root().display())?;
         }
         AccountCommand::List { dir } => {
             let (_, accountant) = node_of(&dir)?;
@@ -134,7 +112,7 @@ pub fn run(cmd: AccountCommand) -> anyhow::Result<ExitCode> {
             let a = accountant.account(&name)?;
             writeln!(out, "{}", describe(&a))?;
             writeln!(out, "created: {}", a.created)?;
-            writeln!(out, "NURL: {}", nurl(&node, &accountant, &name)?)?;
+            writeln!(out, "NURL: {}", node.account_nurl(&accountant, &name)?)?;
         }
         AccountCommand::Set { dir, name, attribute, value } => {
             let (_, accountant) = node_of(&dir)?;
@@ -153,7 +131,7 @@ pub fn run(cmd: AccountCommand) -> anyhow::Result<ExitCode> {
         }
         AccountCommand::Revoke { dir, name } => {
             let (_, accountant) = node_of(&dir)?;
-            accountant.revoke(&name, now())?;
+            accountant.revoke(&name, unix_now())?;
             writeln!(out, "{}", describe(&accountant.account(&name)?))?;
         }
     }

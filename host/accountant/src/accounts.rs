@@ -1,0 +1,403 @@
+//! Accounts and callers: named accounts with their swissnums and attributes, revocation, usage,
+//! and resolving a request's `Authorization` value to the account it speaks for, from a cache
+//! that stays valid until any connection (this one, or `marsh account` in another process)
+//! changes accounts.
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::change::{self, Change};
+use crate::log::apply_and_log;
+use crate::{Accountant, AccountantError, hash, watch};
+
+/// An account's row id. The anonymous account is [`AccountId::ANONYMOUS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccountId(pub i64);
+
+impl AccountId {
+    /// The account of the node's announced NURL.
+    pub const ANONYMOUS: AccountId = AccountId(0);
+}
+
+/// What an account may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attributes {
+    /// May upload and write mutable shares (default true).
+    pub write: bool,
+    /// Most bytes of shares it may hold, counting uploads in progress; `None`: no limit.
+    pub quota: Option<u64>,
+    /// A name for operators.
+    pub nickname: Option<String>,
+}
+
+impl Default for Attributes {
+    fn default() -> Self {
+        Attributes { write: true, quota: None, nickname: None }
+    }
+}
+
+/// One change to an account's attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attribute {
+    /// Write permission.
+    Write(bool),
+    /// Quota in bytes, or none.
+    Quota(Option<u64>),
+    /// Nickname, or none.
+    Nickname(Option<String>),
+}
+
+/// An account as `marsh account show` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Row id.
+    pub id: AccountId,
+    /// Name.
+    pub name: String,
+    /// Created, seconds since the epoch (0 for anonymous).
+    pub created: u64,
+    /// When it was revoked, if it was.
+    pub revoked: Option<u64>,
+    /// Its attributes.
+    pub attributes: Attributes,
+    /// Bytes of shares it holds, uploads in progress included.
+    pub usage: u64,
+    /// Leases it holds.
+    pub leases: u64,
+}
+
+/// A account just created, with the swissnum its NURL carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAccount {
+    /// The account.
+    pub account: Account,
+    /// Its swissnum (also kept by the accountant, for `marsh announce --account`).
+    pub swissnum: String,
+}
+
+/// Who made a request, as the server needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The account.
+    pub id: AccountId,
+    /// Its name, for messages.
+    pub name: String,
+    /// Whether it was revoked.
+    pub revoked: bool,
+    /// Its attributes.
+    pub attributes: Attributes,
+}
+
+/// Resolved callers and the database state they were read in.
+#[derive(Debug, Default)]
+pub(crate) struct CallerCache {
+    /// What the entries were read under: SQLite's `data_version` (as last asked) and the
+    /// writes through this value.
+    valid_for: Option<(i64, u64)>,
+    /// When SQLite's `data_version` was last asked.
+    asked_at: Option<std::time::Instant>,
+    /// Keyed by the SHA-256 of the `Authorization` value; `None` for the anonymous account.
+    entries: std::collections::HashMap<Option<[u8; 32]>, Option<Caller>>,
+}
+
+/// Callers kept at most; past that the cache starts again (unknown swissnums are cached too).
+const MAX_CACHED_CALLERS: usize = 4096;
+
+pub(crate) fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+}
+
+impl Accountant {
+    /// Create a named account.
+    pub fn create_account(&self, name: &str, attributes: &Attributes, now: u64) -> Result<NewAccount, AccountantError> {
+        if !valid_name(name) || name == "anonymous" {
+            return Err(if name == "anonymous" {
+                AccountantError::AccountExists(name.to_owned())
+            } else {
+                AccountantError::BadName(name.to_owned())
+            });
+        }
+        let mut raw = [0u8; 20];
+        getrandom::getrandom(&mut raw).map_err(|e| AccountantError::Io(format!("random source: {e}")))?;
+        let swissnum = data_encoding::BASE32_NOPAD.encode(&raw).to_ascii_lowercase();
+        {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            let exists: bool =
+                tx.query_row("SELECT count(*) FROM accounts WHERE name = ?1", [name], |r| r.get::<_, i64>(0))? > 0;
+            if exists {
+                return Err(AccountantError::AccountExists(name.to_owned()));
+            }
+            apply_and_log(&tx, &Change::Account { name: name.to_owned(), swissnum: swissnum.clone(), created: now })?;
+            for change in attribute_changes(name, attributes) {
+                apply_and_log(&tx, &change)?;
+            }
+            tx.commit()?;
+            self.accounts_changed();
+        }
+        Ok(NewAccount { account: self.account(name)?, swissnum })
+    }
+
+    /// An account by name.
+    pub fn account(&self, name: &str) -> Result<Account, AccountantError> {
+        let conn = self.conn();
+        let row: Option<(i64, i64, Option<i64>)> = conn
+            .query_row("SELECT id, created, revoked FROM accounts WHERE name = ?1", [name], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        let (id, created, revoked) = row.ok_or_else(|| AccountantError::NoSuchAccount(name.to_owned()))?;
+        let id = AccountId(id);
+        let usage: i64 =
+            conn.query_row("SELECT coalesce(sum(size), 0) FROM shares WHERE account = ?1", [id.0], |r| r.get(0))?;
+        let leases: i64 = conn.query_row("SELECT count(*) FROM leases WHERE account = ?1", [id.0], |r| r.get(0))?;
+        Ok(Account {
+            id,
+            name: name.to_owned(),
+            created: created.max(0) as u64,
+            revoked: revoked.map(|r| r.max(0) as u64),
+            attributes: read_attributes(&conn, id)?,
+            usage: usage.max(0) as u64,
+            leases: leases.max(0) as u64,
+        })
+    }
+
+    /// Every account, anonymous first, then by name.
+    pub fn accounts(&self) -> Result<Vec<Account>, AccountantError> {
+        let names: Vec<String> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare("SELECT name FROM accounts ORDER BY id != 0, name")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        names.iter().map(|n| self.account(n)).collect()
+    }
+
+    /// A named account's swissnum (for its NURL); `None` for anonymous, whose swissnum is the node's.
+    pub fn swissnum(&self, name: &str) -> Result<Option<String>, AccountantError> {
+        let row: Option<Option<String>> =
+            self.conn().query_row("SELECT swissnum FROM accounts WHERE name = ?1", [name], |r| r.get(0)).optional()?;
+        row.ok_or_else(|| AccountantError::NoSuchAccount(name.to_owned()))
+    }
+
+    /// Change one attribute.
+    pub fn set_attribute(&self, name: &str, attribute: Attribute) -> Result<(), AccountantError> {
+        // Only the account's existence: an operator repairs an unreadable attribute this way.
+        let exists = self.conn().query_row("SELECT 1 FROM accounts WHERE name = ?1", [name], |_| Ok(())).optional()?;
+        if exists.is_none() {
+            return Err(AccountantError::NoSuchAccount(name.to_owned()));
+        }
+        self.commit(&Change::Attribute { account: name.to_owned(), attribute })
+    }
+
+    /// Revoke an account: every later request with its swissnum is refused. Its leases and
+    /// shares stay until they expire.
+    pub fn revoke(&self, name: &str, now: u64) -> Result<(), AccountantError> {
+        self.account(name)?;
+        self.commit(&Change::Revoked { account: name.to_owned(), at: now })
+    }
+
+    /// The named account whose swissnum gives `authorization` (a request's `Authorization`
+    /// header value), if any. The anonymous account is recognised by the server itself.
+    pub fn caller(&self, authorization: &[u8]) -> Result<Option<Caller>, AccountantError> {
+        self.cached_caller(Some(hash(authorization)))
+    }
+
+    /// The anonymous account as a caller.
+    pub fn anonymous(&self) -> Result<Caller, AccountantError> {
+        self.cached_caller(None)?.ok_or_else(|| AccountantError::Corrupt("the anonymous account is missing".into()))
+    }
+
+    /// A caller from the cache, or read (and cached) if accounts changed since it was filled.
+    pub(crate) fn cached_caller(&self, key: Option<[u8; 32]>) -> Result<Option<Caller>, AccountantError> {
+        let conn = self.conn();
+        let writes = self.account_writes.load(std::sync::atomic::Ordering::Acquire);
+        let mut cache = self.callers.lock().unwrap_or_else(|p| p.into_inner());
+        // SQLite was asked after the directory fell quiet, and it has stayed quiet since: what
+        // it said still holds. Otherwise ask again.
+        let quiet = self.watch.as_ref().and_then(watch::ChangeWatch::quiet_since);
+        let vouched = quiet.zip(cache.asked_at).is_some_and(|(since, asked)| asked >= since);
+        let version = match (vouched, cache.valid_for) {
+            (true, Some((version, _))) => version,
+            _ => {
+                cache.asked_at = Some(std::time::Instant::now());
+                conn.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))?
+            }
+        };
+        if cache.valid_for != Some((version, writes)) || cache.entries.len() >= MAX_CACHED_CALLERS {
+            cache.entries.clear();
+            cache.valid_for = Some((version, writes));
+        }
+        if let Some(hit) = cache.entries.get(&key) {
+            return Ok(hit.clone());
+        }
+        let caller = read_caller(&conn, key)?;
+        cache.entries.insert(key, caller.clone());
+        Ok(caller)
+    }
+
+    /// Note a change to accounts or attributes made through this value.
+    pub(crate) fn accounts_changed(&self) {
+        self.account_writes.fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Bytes of shares an account holds, uploads in progress included.
+    pub fn usage(&self, account: AccountId) -> Result<u64, AccountantError> {
+        let usage: i64 = self.conn().query_row(
+            "SELECT coalesce(sum(size), 0) FROM shares WHERE account = ?1",
+            [account.0],
+            |r| r.get(0),
+        )?;
+        Ok(usage.max(0) as u64)
+    }
+}
+
+pub(crate) fn attribute_changes(account: &str, a: &Attributes) -> Vec<Change> {
+    [Attribute::Write(a.write), Attribute::Quota(a.quota), Attribute::Nickname(a.nickname.clone())]
+        .into_iter()
+        .map(|attribute| Change::Attribute { account: account.to_owned(), attribute })
+        .collect()
+}
+
+pub(crate) fn read_caller(conn: &Connection, key: Option<[u8; 32]>) -> Result<Option<Caller>, AccountantError> {
+    let row: Option<(i64, String, Option<i64>)> = match key {
+        None => conn
+            .prepare_cached("SELECT id, name, revoked FROM accounts WHERE id = 0")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?,
+        Some(hash) => conn
+            .prepare_cached("SELECT id, name, revoked FROM accounts WHERE swissnum_hash = ?1")?
+            .query_row([hash.as_slice()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?,
+    };
+    let Some((id, name, revoked)) = row else { return Ok(None) };
+    let id = AccountId(id);
+    Ok(Some(Caller { id, name, revoked: revoked.is_some(), attributes: read_attributes(conn, id)? }))
+}
+
+pub(crate) fn read_attributes(conn: &Connection, id: AccountId) -> Result<Attributes, AccountantError> {
+    let mut stmt = conn.prepare_cached("SELECT key, value FROM attributes WHERE account = ?1")?;
+    let rows = stmt.query_map([id.0], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut a = Attributes::default();
+    for row in rows {
+        let (k, v) = row?;
+        // Fail closed: a value that does not parse refuses the caller instead of granting a
+        // default (write permission, no quota).
+        match change::parse_attribute(&k, Some(&v))
+            .map_err(|e| AccountantError::BadAttribute { account: id.0, reason: e.0 })?
+        {
+            Attribute::Write(w) => a.write = w,
+            Attribute::Quota(q) => a.quota = q,
+            Attribute::Nickname(n) => a.nickname = n,
+        }
+    }
+    Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AccountId, authorization_value};
+    use marsh_core::{ShareId, ShareNumber, StorageIndex};
+    use rusqlite::params;
+
+    fn si(n: u8) -> StorageIndex {
+        StorageIndex::from_bytes([n; 16])
+    }
+
+    #[test]
+    fn accounts_resolve_by_swissnum_and_revocation_sticks() {
+        let a = Accountant::in_memory().unwrap();
+        let attrs = Attributes { quota: Some(1000), ..Attributes::default() };
+        let NewAccount { account: alice, swissnum } = a.create_account("alice", &attrs, 77).unwrap();
+        assert_eq!((alice.name.as_str(), alice.created, alice.attributes.quota), ("alice", 77, Some(1000)));
+        assert_eq!(swissnum.len(), 32);
+        assert_eq!(
+            authorization_value("eiu2i7p6d6mm4ihmss7ieou5hac3wn6b"),
+            b"Tahoe-LAFS ZWl1Mmk3cDZkNm1tNGlobXNzN2llb3U1aGFjM3duNmI=",
+            "the header the reference client sends"
+        );
+        assert_eq!(a.swissnum("alice").unwrap().as_deref(), Some(swissnum.as_str()));
+        assert_eq!(a.swissnum("anonymous").unwrap(), None);
+        assert!(matches!(a.create_account("alice", &attrs, 78), Err(AccountantError::AccountExists(_))));
+        assert!(matches!(a.create_account("Bad Name", &attrs, 78), Err(AccountantError::BadName(_))));
+        assert!(matches!(a.create_account("anonymous", &attrs, 78), Err(AccountantError::AccountExists(_))));
+
+        let caller = a.caller(&authorization_value(&swissnum)).unwrap().unwrap();
+        assert_eq!((caller.id, caller.revoked), (alice.id, false));
+        assert_eq!(a.caller(&authorization_value("not-a-swissnum")).unwrap(), None);
+        a.set_attribute("alice", Attribute::Write(false)).unwrap();
+        assert!(!a.caller(&authorization_value(&swissnum)).unwrap().unwrap().attributes.write);
+        a.set_attribute("alice", Attribute::Quota(None)).unwrap();
+        assert_eq!(a.account("alice").unwrap().attributes.quota, None);
+        a.revoke("alice", 99).unwrap();
+        a.revoke("alice", 120).unwrap();
+        assert_eq!(a.account("alice").unwrap().revoked, Some(99), "the first revocation time stays");
+        assert!(a.caller(&authorization_value(&swissnum)).unwrap().unwrap().revoked);
+        assert!(matches!(a.revoke("bob", 1), Err(AccountantError::NoSuchAccount(_))));
+        let names: Vec<String> = a.accounts().unwrap().into_iter().map(|x| x.name).collect();
+        assert_eq!(names, ["anonymous", "alice"]);
+    }
+
+    #[test]
+    fn resolved_callers_follow_changes_made_by_another_process_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("accountant.sqlite");
+        let (node, operator) = (Accountant::open(&path).unwrap(), Accountant::open(&path).unwrap());
+        let NewAccount { account: _, swissnum } = operator.create_account("alice", &Attributes::default(), 1).unwrap();
+        let auth = authorization_value(&swissnum);
+        // Resolved (and cached) by the node, before and after a lease write of its own.
+        assert!(!node.caller(&auth).unwrap().unwrap().revoked);
+        node.add_or_renew(AccountId::ANONYMOUS, &ShareId::immutable(si(1), ShareNumber(0)), b"r", b"c", 5).unwrap();
+        assert!(node.caller(&auth).unwrap().unwrap().attributes.write);
+        assert!(!node.anonymous().unwrap().revoked);
+        // `marsh account` is another connection: the node sees its changes on the next request.
+        operator.set_attribute("alice", Attribute::Write(false)).unwrap();
+        assert!(!node.caller(&auth).unwrap().unwrap().attributes.write);
+        operator.revoke("alice", 2).unwrap();
+        assert!(node.caller(&auth).unwrap().unwrap().revoked);
+        let NewAccount { swissnum: bob, .. } = operator.create_account("bob", &Attributes::default(), 3).unwrap();
+        assert_eq!(node.caller(&authorization_value(&bob)).unwrap().unwrap().name, "bob");
+        operator.set_attribute("anonymous", Attribute::Quota(Some(5))).unwrap();
+        assert_eq!(node.anonymous().unwrap().attributes.quota, Some(5));
+    }
+
+    /// The scenarios of a stranger sharing a storage index and share number with a mutable
+    /// share: nothing done to the immutable share touches the mutable one, and back.
+
+    #[test]
+    fn an_attribute_that_does_not_parse_refuses_the_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("accountant.sqlite");
+        let a = Accountant::open(&path).unwrap();
+        let NewAccount { account: _, swissnum } = a.create_account("alice", &Attributes::default(), 1).unwrap();
+        let auth = authorization_value(&swissnum);
+        for (key, value) in [("quota", "lots"), ("write", "yes please")] {
+            let raw = Connection::open(&path).unwrap();
+            raw.execute(
+                "INSERT OR REPLACE INTO attributes (account, key, value)
+                 SELECT id, ?1, ?2 FROM accounts WHERE name = 'alice'",
+                params![key, value],
+            )
+            .unwrap();
+            assert!(matches!(a.caller(&auth), Err(AccountantError::BadAttribute { .. })), "{key}={value}");
+            a.set_attribute("alice", if key == "quota" { Attribute::Quota(None) } else { Attribute::Write(true) })
+                .unwrap();
+            assert!(a.caller(&auth).unwrap().is_some());
+        }
+    }
+
+    #[test]
+    fn usage_counts_the_shares_an_account_holds() {
+        let a = Accountant::in_memory().unwrap();
+        let NewAccount { account: alice, .. } = a.create_account("alice", &Attributes::default(), 1).unwrap();
+        a.record_share(alice.id, &ShareId::immutable(si(1), ShareNumber(0)), 100).unwrap();
+        a.record_share(alice.id, &ShareId::immutable(si(1), ShareNumber(1)), 50).unwrap();
+        a.record_share(AccountId::ANONYMOUS, &ShareId::immutable(si(1), ShareNumber(1)), 70).unwrap();
+        assert_eq!(a.usage(alice.id).unwrap(), 170, "the share stays alice's; its size follows it");
+        assert_eq!(a.usage(AccountId::ANONYMOUS).unwrap(), 0);
+        a.forget_share(&ShareId::immutable(si(1), ShareNumber(0))).unwrap();
+        assert_eq!(a.usage(alice.id).unwrap(), 70);
+    }
+}

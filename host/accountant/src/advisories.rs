@@ -1,0 +1,54 @@
+//! Clients' corruption advisories: kept for the operator, not part of the change log (they
+//! are not state a recovery must restore).
+
+use marsh_core::{ShareId, ShareKind, ShareNumber};
+use rusqlite::params;
+
+use crate::{Accountant, AccountantError};
+
+/// One corruption advisory a client sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advisory {
+    /// When it was received, seconds since the epoch.
+    pub at: u64,
+    /// The share it is about.
+    pub share: ShareId,
+    /// The client's reason, as sent.
+    pub reason: String,
+}
+
+impl Accountant {
+    /// Record a client's corruption advisory about `share`.
+    pub fn record_corruption(&self, at: u64, share: &ShareId, reason: &str) -> Result<(), AccountantError> {
+        self.conn().execute(
+            "INSERT INTO corruption_advisories (at, kind, si, shnum, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![at as i64, share.kind.as_str(), share.si.to_base32(), share.shnum.0, reason],
+        )?;
+        Ok(())
+    }
+
+    /// Corruption advisories recorded, oldest first.
+    pub fn corruption_advisories(&self) -> Result<Vec<Advisory>, AccountantError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT at, kind, si, shnum, reason FROM corruption_advisories ORDER BY rowid")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, u16>(3)?, r.get(4)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (at, kind, si, shnum, reason) = row?;
+            let kind = match kind.as_str() {
+                "immutable" => ShareKind::Immutable,
+                "mutable" => ShareKind::Mutable,
+                other => return Err(AccountantError::Corrupt(format!("an advisory's share kind is {other:?}"))),
+            };
+            let si = si.parse().map_err(|e| AccountantError::Corrupt(format!("an advisory's storage index: {e}")))?;
+            out.push(Advisory {
+                at: u64::try_from(at).unwrap_or(0),
+                share: ShareId { kind, si, shnum: ShareNumber(shnum) },
+                reason,
+            });
+        }
+        Ok(out)
+    }
+}

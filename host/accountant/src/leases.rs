@@ -1,0 +1,234 @@
+//! Leases, holders and write enablers, each keyed by [`ShareId`] (kind included): adding or
+//! renewing a lease, the account holding a share (for usage and quota), forgetting a share, and
+//! checking a mutable share's write enabler by hash.
+
+use marsh_core::{ShareId, ShareKind, ShareNumber, StorageIndex};
+use rusqlite::{OptionalExtension, params};
+
+use crate::accounts::read_attributes;
+use crate::change::{Change, kind_code};
+use crate::log::apply_and_log;
+use crate::{AccountId, Accountant, AccountantError, LEASE_SECONDS, change, hash, writes};
+
+/// The account holding a share, as quota checks need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// The account.
+    pub id: AccountId,
+    /// Its name, for messages.
+    pub name: String,
+    /// Its quota.
+    pub quota: Option<u64>,
+}
+
+/// One lease on one share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// SHA-256 of the renew secret.
+    pub renew_hash: [u8; 32],
+    /// SHA-256 of the cancel secret.
+    pub cancel_hash: [u8; 32],
+    /// Seconds since the epoch.
+    pub expires: u64,
+    /// The account that holds it.
+    pub account: AccountId,
+}
+
+impl Accountant {
+    /// Record that `account` holds a share of `size` bytes (an allocation or a mutable write).
+    /// The first account to hold a share keeps it; the size follows the share.
+    pub fn record_share(&self, account: AccountId, share: &ShareId, size: u64) -> Result<(), AccountantError> {
+        self.commit_for(account, |account| Change::Share { share: share.into(), account, size })
+    }
+
+    /// The account holding a share, if the share is recorded.
+    pub fn holder(&self, share: &ShareId) -> Result<Option<Holder>, AccountantError> {
+        let conn = self.conn();
+        let row: Option<(i64, String)> = conn
+            .query_row(
+                "SELECT s.account, a.name FROM shares s JOIN accounts a ON a.id = s.account
+                 WHERE s.kind = ?1 AND s.si = ?2 AND s.shnum = ?3",
+                params![kind_code(share.kind), share.si.to_base32(), share.shnum.0],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match row {
+            Some((id, name)) => {
+                let quota = read_attributes(&conn, AccountId(id))?.quota;
+                Ok(Some(Holder { id: AccountId(id), name, quota }))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Renew the lease whose renew secret matches (never shortening it), or add one for `account`.
+    pub fn add_or_renew(
+        &self,
+        account: AccountId,
+        share: &ShareId,
+        renew: &[u8],
+        cancel: &[u8],
+        now: u64,
+    ) -> Result<(), AccountantError> {
+        self.commit_for(account, |account| lease_change(share, account, renew, cancel, now))
+    }
+
+    /// The leases of one share, soonest expiry first.
+    pub fn leases(&self, share: &ShareId) -> Result<Vec<Lease>, AccountantError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT renew_hash, cancel_hash, expires, account FROM leases
+             WHERE kind = ?1 AND si = ?2 AND shnum = ?3 ORDER BY expires",
+        )?;
+        let rows = stmt.query_map(params![kind_code(share.kind), share.si.to_base32(), share.shnum.0], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (renew, cancel, expires, account) = row?;
+            let (Ok(renew_hash), Ok(cancel_hash)) = (renew.try_into(), cancel.try_into()) else {
+                return Err(AccountantError::Corrupt("a stored lease hash is not 32 bytes".into()));
+            };
+            out.push(Lease { renew_hash, cancel_hash, expires: expires.max(0) as u64, account: AccountId(account) });
+        }
+        Ok(out)
+    }
+
+    /// Forget everything about a share (it was deleted or its upload aborted): its leases, its
+    /// holder and, for a mutable share, its write enabler. The other kind's share of the same
+    /// storage index and number is untouched.
+    pub fn forget_share(&self, share: &ShareId) -> Result<(), AccountantError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        apply_and_log(&tx, &Change::Forget { share: share.into() })?;
+        if share.kind == ShareKind::Immutable {
+            writes::close_open_upload(&tx, share)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Whether `enabler` is the recorded write enabler of a mutable share: `None` when none is
+    /// recorded.
+    pub fn check_write_enabler(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNumber,
+        enabler: &[u8],
+    ) -> Result<Option<bool>, AccountantError> {
+        let stored: Option<Vec<u8>> = self
+            .conn()
+            .query_row(
+                "SELECT enabler_hash FROM write_enablers WHERE si = ?1 AND shnum = ?2",
+                params![si.to_base32(), shnum.0],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let want = hash(enabler);
+        Ok(stored.map(|s| s.len() == 32 && s.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0))
+    }
+
+    /// Record the write enabler of a new mutable share.
+    pub fn set_write_enabler(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNumber,
+        enabler: &[u8],
+    ) -> Result<(), AccountantError> {
+        self.commit(&Change::WriteEnabler { si: *si, shnum, hash: hash(enabler) })
+    }
+
+    /// Record `hash` as the write enabler of a mutable share if it has none (a write is being
+    /// completed after its enabler row went missing); true if it was recorded.
+    pub fn ensure_write_enabler_hash(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNumber,
+        hash: [u8; 32],
+    ) -> Result<bool, AccountantError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let present = change::has_write_enabler(&tx, si, shnum)?;
+        if !present {
+            apply_and_log(&tx, &Change::WriteEnabler { si: *si, shnum, hash })?;
+        }
+        tx.commit()?;
+        Ok(!present)
+    }
+}
+
+pub(crate) fn lease_change(share: &ShareId, account: String, renew: &[u8], cancel: &[u8], now: u64) -> Change {
+    Change::Lease {
+        share: share.into(),
+        renew_hash: hash(renew),
+        cancel_hash: hash(cancel),
+        expires: now.saturating_add(LEASE_SECONDS),
+        account,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Attributes, NewAccount};
+
+    fn si(n: u8) -> StorageIndex {
+        StorageIndex::from_bytes([n; 16])
+    }
+
+    #[test]
+    fn renewal_matches_by_renew_secret_and_never_shortens() {
+        let book = Accountant::in_memory().unwrap();
+        let (si, n, anon) = (si(1), ShareNumber(0), AccountId::ANONYMOUS);
+        book.add_or_renew(anon, &ShareId::immutable(si, n), &[1; 32], &[2; 32], 1000).unwrap();
+        book.add_or_renew(anon, &ShareId::immutable(si, n), &[1; 32], &[2; 32], 1167).unwrap();
+        assert_eq!(
+            book.leases(&ShareId::immutable(si, n)).unwrap().iter().map(|l| l.expires).collect::<Vec<_>>(),
+            vec![1167 + LEASE_SECONDS]
+        );
+        book.add_or_renew(anon, &ShareId::immutable(si, n), &[1; 32], &[2; 32], 500).unwrap();
+        assert_eq!(
+            book.leases(&ShareId::immutable(si, n)).unwrap()[0].expires,
+            1167 + LEASE_SECONDS,
+            "never backdated"
+        );
+        book.add_or_renew(anon, &ShareId::immutable(si, n), &[3; 32], &[4; 32], 1177).unwrap();
+        let leases = book.leases(&ShareId::immutable(si, n)).unwrap();
+        assert_eq!(leases.len(), 2);
+        assert_ne!(leases[0].renew_hash, [1; 32], "stored hashed");
+        book.forget_share(&ShareId::immutable(si, n)).unwrap();
+        assert!(book.leases(&ShareId::immutable(si, n)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn write_enablers_are_checked_by_hash() {
+        let book = Accountant::in_memory().unwrap();
+        assert_eq!(book.check_write_enabler(&si(1), ShareNumber(1), b"we").unwrap(), None);
+        book.set_write_enabler(&si(1), ShareNumber(1), b"we").unwrap();
+        assert_eq!(book.check_write_enabler(&si(1), ShareNumber(1), b"we").unwrap(), Some(true));
+        assert_eq!(book.check_write_enabler(&si(1), ShareNumber(1), b"WE").unwrap(), Some(false));
+    }
+
+    #[test]
+    fn the_two_kinds_of_one_share_number_never_touch() {
+        let a = Accountant::in_memory().unwrap();
+        let NewAccount { account: owner, .. } = a.create_account("owner", &Attributes::default(), 1).unwrap();
+        let (m, i) = (ShareId::mutable(si(9), ShareNumber(0)), ShareId::immutable(si(9), ShareNumber(0)));
+        a.set_write_enabler(&si(9), ShareNumber(0), b"we").unwrap();
+        a.record_share(owner.id, &m, 1000).unwrap();
+        a.add_or_renew(owner.id, &m, b"r", b"c", 10).unwrap();
+        // A stranger allocates the immutable share and aborts it.
+        a.allocate(AccountId::ANONYMOUS, &i, 5, b"r2", b"c2", 10).unwrap();
+        a.forget_share(&i).unwrap();
+        assert_eq!(a.check_write_enabler(&si(9), ShareNumber(0), b"we").unwrap(), Some(true));
+        assert_eq!(a.leases(&m).unwrap().len(), 1);
+        assert_eq!(a.usage(owner.id).unwrap(), 1000);
+        // Writing the immutable share's holder does not shrink the mutable share's usage.
+        a.allocate(AccountId::ANONYMOUS, &i, 1, b"r2", b"c2", 10).unwrap();
+        assert_eq!(a.usage(owner.id).unwrap(), 1000);
+        // Forgetting the mutable share leaves the immutable one's lease.
+        a.forget_share(&m).unwrap();
+        assert_eq!(a.leases(&i).unwrap().len(), 1);
+        assert_eq!(a.check_write_enabler(&si(9), ShareNumber(0), b"we").unwrap(), None);
+    }
+}

@@ -1,0 +1,94 @@
+//! Starting the backend: its stores opened and claimed for this node, then the plugin (or, in
+//! benchmark builds, the same code linked natively) granted them.
+
+use std::sync::Arc;
+
+use marsh_node::{Identity, NodeConfig, NodeDir, PluginChoice};
+use marsh_runtime::{Grants, InitFailure, Runtime, StartError, WasmBackend};
+use marsh_stores::BlobStore;
+
+use crate::Error;
+use crate::stores::{self, Opened};
+
+/// A started backend and the stores it was granted.
+#[derive(Clone)]
+pub struct StartedBackend {
+    /// The backend.
+    pub backend: Arc<dyn marsh_core::Backend>,
+    /// Its stores, in `backend.stores` order.
+    pub stores: Vec<Opened>,
+}
+
+impl std::fmt::Debug for StartedBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartedBackend").field("stores", &self.stores).finish_non_exhaustive()
+    }
+}
+
+/// Open and claim the backend's stores, then start the backend plugin over them.
+pub async fn start(
+    dir: &NodeDir,
+    config: &NodeConfig,
+    id: &Identity,
+    runtime: &Runtime,
+) -> Result<StartedBackend, Error> {
+    let stores = stores::open_backend_stores(config).await?;
+    stores::claim_all(dir, config, id, &stores).await?;
+    let granted: Vec<(String, Arc<dyn BlobStore>)> = stores.iter().map(|s| (s.name.clone(), s.store.clone())).collect();
+    let plugin_config = config.backend.config.clone();
+    let path = match &config.backend.plugin {
+        PluginChoice::Native(name) => {
+            let backend = native(name, &id.seal_key, granted, plugin_config)?;
+            return Ok(StartedBackend { backend, stores });
+        }
+        other => crate::plugins::file(other)?,
+    };
+    let mut grants = Grants::new(id.seal_key.clone());
+    for (name, store) in granted {
+        grants = grants.store(&name, store);
+    }
+    let plugin = runtime.load(&path)?;
+    let limits = crate::plugins::limits(&config.limits);
+    match WasmBackend::start(runtime, &plugin, grants, plugin_config, limits).await {
+        Ok(b) => Ok(StartedBackend { backend: Arc::new(b), stores }),
+        Err(StartError::Init { plugin, failure: InitFailure::RecoveryNeeded { reason, command } }) => {
+            Err(Error::RecoveryNeeded { role: "backend", plugin, reason, command })
+        }
+        Err(StartError::Init { plugin, failure: InitFailure::BadConfig(message) }) => {
+            Err(Error::PluginConfig { role: "backend", plugin, message, dir: dir.root().display().to_string() })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(feature = "native-backends")]
+fn native(
+    name: &str,
+    seal_key: &marsh_seal::SealKey,
+    stores: Vec<(String, Arc<dyn BlobStore>)>,
+    config: Vec<(String, String)>,
+) -> Result<Arc<dyn marsh_core::Backend>, Error> {
+    let mut grants = marsh_native::NativeGrants::new(seal_key.clone());
+    for (n, store) in stores {
+        grants = grants.store(&n, store);
+    }
+    let failed = |e: marsh_native::NativeStartError| Error::Native(name.to_owned(), e.to_string());
+    Ok(match name {
+        "disk" => Arc::new(marsh_native::NativeDisk::start(grants, config).map_err(failed)?),
+        "memory" => Arc::new(marsh_native::NativeMemory::start(grants, config).map_err(failed)?),
+        other => return Err(Error::Native(other.to_owned(), "no such native backend (disk, memory)".into())),
+    })
+}
+
+#[cfg(not(feature = "native-backends"))]
+fn native(
+    name: &str,
+    _: &marsh_seal::SealKey,
+    _: Vec<(String, Arc<dyn BlobStore>)>,
+    _: Vec<(String, String)>,
+) -> Result<Arc<dyn marsh_core::Backend>, Error> {
+    Err(Error::Native(
+        name.to_owned(),
+        "needs a marsh built with the `native-backends` feature (used by `make bench` only)".into(),
+    ))
+}

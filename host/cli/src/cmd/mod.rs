@@ -1,0 +1,12 @@
+//! One file per command. Each depends on the library (`marsh::...`) and never on another
+//! command's file; what two commands share lives in the library.
+
+pub mod account;
+pub mod announce;
+pub mod config;
+pub mod gc;
+pub mod init;
+pub mod plugin;
+pub mod recover;
+pub mod run;
+pub mod store;

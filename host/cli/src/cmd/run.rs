@@ -1,0 +1,53 @@
+//! `marsh run`: serve until SIGTERM or SIGINT, then stop in order and hand the last accounting
+//! changes over. Exit status 3 when a plugin (or an interrupted recovery) asks for a command
+//! first.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use marsh::Node;
+
+/// Exit status of `marsh run` when a plugin asks for `marsh recover`.
+pub const EXIT_RECOVERY_NEEDED: u8 = 3;
+
+pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
+    let node = Node::open(dir)?;
+    let running = match node.start().await {
+        Ok(r) => r,
+        Err(e) if e.is_recovery_needed() => {
+            eprintln!("marsh: {e}");
+            return Ok(ExitCode::from(EXIT_RECOVERY_NEEDED));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // Caught from here on: a supervisor may stop the node the instant it says it serves, and it
+    // must still hand over its last changes rather than die of the default action.
+    let stopped = shutdown_signals()?;
+    println!("marsh: serving {}", running.nurl());
+    std::io::stdout().flush()?;
+    stopped.await;
+    eprintln!("marsh: shutting down");
+    let stopped = running.shutdown().await;
+    match stopped.persisted {
+        Ok(n) if n > 0 => eprintln!("marsh: persisted the last {n} accounting changes"),
+        Ok(_) => {}
+        Err(e) => eprintln!("marsh: could not persist the last accounting changes: {e}"),
+    }
+    for (name, location, stats) in &stopped.s3 {
+        eprintln!("marsh: store `{name}` ({location}): {stats}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM and SIGINT, caught from the moment this returns (not from the first poll).
+fn shutdown_signals() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}

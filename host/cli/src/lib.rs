@@ -1,0 +1,26 @@
+//! The marsh node as a library: what `marsh run` assembles, and the parts the other commands,
+//! the integration tests and the benchmarks use. The `marsh` binary (`main.rs` and `cmd/`)
+//! only parses arguments and prints.
+//!
+//! - [`Node`] opens a node directory (identity, typed config) and [`Node::start`]s it:
+//!   [`Running`], stopped by [`Running::shutdown`];
+//! - [`stores`]: opening and claiming the configured blob stores, and the check that refuses a
+//!   config change that would hide shares;
+//! - [`backend`] and [`persistence`]: starting the two plugins with the node's limits;
+//!   recovery; handing changes over;
+//! - [`tasks`]: the periodic work under one supervisor;
+//! - [`Error`]: every failure, typed, with what to do about it.
+//!
+//! This package (library and binary) and `marsh-bench` are the only ones that compile the S3
+//! driver (see ARCHITECTURE.md).
+
+pub mod backend;
+mod error;
+pub mod node;
+pub mod persistence;
+pub mod plugins;
+pub mod stores;
+pub mod tasks;
+
+pub use error::Error;
+pub use node::{Node, Running, Stopped};

@@ -1,0 +1,211 @@
+//! [`Node`]: a node directory opened with its identity and typed configuration, and
+//! [`Node::start`], which assembles a serving node ([`Running`]) from the parts:
+//!
+//! 1. the backend's stores opened and claimed for this node, the backend plugin started
+//!    over them (`backend.rs`);
+//! 2. the accounting database and the persistence strategy's start-up decision
+//!    (`persistence.rs`): serve, recover first (`recovery.auto`), or
+//!    [`Error::RecoveryNeeded`];
+//! 3. the storage service, which settles what a previous process left half done before the
+//!    first request;
+//! 4. the periodic tasks under one supervisor (`tasks.rs`), started only once nothing of the
+//!    previous run is half done;
+//! 5. the TLS listener.
+//!
+//! [`Running::shutdown`] undoes it in order: stop accepting, stop the tasks, hand the last
+//! accounting changes to the strategy.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use marsh_accountant::Accountant;
+use marsh_node::{Identity, NodeConfig, NodeDir};
+use marsh_runtime::{Runtime, WasmStrategy};
+use marsh_server::{ServiceConfig, StartUpReport, StorageService, SystemClock};
+use marsh_stores::state::StateStore;
+use tokio::task::JoinHandle;
+
+use crate::Error;
+use crate::stores::Opened;
+use crate::tasks::{self, Supervisor};
+
+/// An opened node directory: its identity and configuration, read once.
+#[derive(Debug, Clone)]
+pub struct Node {
+    dir: NodeDir,
+    config: NodeConfig,
+    identity: Identity,
+}
+
+impl Node {
+    /// Open the node at `path` (it must have been created with `marsh init`).
+    pub fn open(path: &Path) -> Result<Node, Error> {
+        let dir = NodeDir::open(path)?;
+        let config = dir.config()?;
+        let identity = dir.identity()?;
+        Ok(Node { dir, config, identity })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &NodeDir {
+        &self.dir
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The identity.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The anonymous NURL clients use.
+    pub fn nurl(&self) -> String {
+        self.identity.nurl(&self.config.public_host, self.config.public_port)
+    }
+
+    /// A named account's NURL (its own swissnum at the node's address).
+    pub fn account_nurl(&self, accountant: &Accountant, name: &str) -> Result<String, Error> {
+        let mut id = self.identity.clone();
+        if let Some(swissnum) = accountant.swissnum(name)? {
+            id.swissnum = swissnum;
+        }
+        Ok(id.nurl(&self.config.public_host, self.config.public_port))
+    }
+
+    /// The process's wasm runtime, compiling into `cache/plugins`.
+    pub fn runtime(&self) -> Result<Runtime, Error> {
+        Ok(Runtime::new(Some(self.dir.ensure_cache()?.join("plugins")))?)
+    }
+
+    /// Open and claim the backend's stores and start the backend over them.
+    pub async fn start_backend(&self, runtime: &Runtime) -> Result<crate::backend::StartedBackend, Error> {
+        crate::backend::start(&self.dir, &self.config, &self.identity, runtime).await
+    }
+
+    /// Start serving: see the module documentation for the order.
+    pub async fn start(self) -> Result<Running, Error> {
+        let runtime = self.runtime()?;
+        let started = self.start_backend(&runtime).await?;
+        let (accountant, strategy) =
+            crate::persistence::startup(&self.dir, &self.config, &self.identity, &runtime, &started.stores).await?;
+        let service = Arc::new(StorageService::new(
+            started.backend.clone(),
+            accountant.clone(),
+            Arc::new(SystemClock),
+            ServiceConfig {
+                swissnum: self.identity.swissnum.clone(),
+                reserved_space: self.config.reserved_space,
+                application_version: format!("marsh/{}", env!("CARGO_PKG_VERSION")),
+            },
+        )?);
+        // What a previous process left half done, settled before the first request.
+        let settled = service.start_up().await?;
+        if settled != StartUpReport::default() {
+            tracing::info!(
+                "start-up: discarded {} uploads the previous run left open; completed {} interrupted mutable writes; \
+                 {} left for later",
+                settled.uploads_discarded,
+                settled.writes_completed,
+                settled.left
+            );
+        }
+        // The node's runtime-discovered state lives in the backend's first store, never in NODE_DIR.
+        let state = started.stores.first().map(|s| StateStore::node(s.store.clone(), self.identity.seal_key.clone()));
+        let mut supervisor = Supervisor::default();
+        let backend_settings = &self.config.backend;
+        tasks::sweeper(
+            &mut supervisor,
+            backend_settings.sweep_interval,
+            backend_settings.sweep_grace,
+            started.backend.clone(),
+            state.clone(),
+        );
+        tasks::persister(&mut supervisor, accountant.clone(), strategy.clone(), self.config.persistence.max_delay);
+        tasks::collector(&mut supervisor, &self.config.expire, started.backend.clone(), accountant.clone(), state);
+
+        let tls = marsh_server::tls_config(self.identity.cert_der.clone(), self.identity.key_der.clone())?;
+        let listen = self.config.listen;
+        let listener =
+            tokio::net::TcpListener::bind(listen).await.map_err(Error::io(format!("listening on {listen}")))?;
+        let local_addr = listener.local_addr().map_err(Error::io("reading the listening address"))?;
+        let server = tokio::spawn(marsh_server::serve(listener, tls, service));
+        Ok(Running {
+            nurl: self.nurl(),
+            local_addr,
+            server,
+            supervisor,
+            accountant,
+            strategy,
+            stores: started.stores,
+            settled,
+            _runtime: runtime,
+        })
+    }
+}
+
+/// A serving node.
+pub struct Running {
+    nurl: String,
+    local_addr: SocketAddr,
+    server: JoinHandle<()>,
+    supervisor: Supervisor,
+    accountant: Arc<Accountant>,
+    strategy: Arc<WasmStrategy>,
+    stores: Vec<Opened>,
+    settled: StartUpReport,
+    _runtime: Runtime,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("nurl", &self.nurl)
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`Running::shutdown`] did.
+#[derive(Debug)]
+pub struct Stopped {
+    /// Accounting changes handed to the strategy at the end, or why that failed.
+    pub persisted: Result<u64, Error>,
+    /// S3 stores' request counts: (name, location, counts).
+    pub s3: Vec<(String, String, String)>,
+}
+
+impl Running {
+    /// The anonymous NURL.
+    pub fn nurl(&self) -> &str {
+        &self.nurl
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// What start-up settled of the previous run.
+    pub fn settled(&self) -> &StartUpReport {
+        &self.settled
+    }
+
+    /// Stop: no new connections, the periodic tasks stopped, then the changes made since the
+    /// last hand-over handed to the strategy.
+    pub async fn shutdown(self) -> Stopped {
+        self.server.abort();
+        let _ = self.server.await;
+        self.supervisor.shutdown().await;
+        let persisted = crate::persistence::flush(&self.accountant, &self.strategy).await;
+        let s3 = self
+            .stores
+            .iter()
+            .filter_map(|s| s.s3.as_ref().map(|s3| (s.name.clone(), s.location.clone(), s3.stats().to_string())))
+            .collect();
+        Stopped { persisted, s3 }
+    }
+}

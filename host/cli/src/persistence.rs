@@ -1,0 +1,193 @@
+//! The accountant's persistence strategy in a node: the accounting database as the plugin's
+//! recovery sink ([`AccountantSink`]), starting the plugin over its stores, the start-up
+//! decision (use the local database, recover, or stop for `marsh recover`), handing logged
+//! changes over ([`flush`]), and recovery.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use marsh_accountant::{Accountant, Logged};
+use marsh_node::{Identity, NodeConfig, NodeDir};
+use marsh_runtime::{
+    AccountingSink, Grants, InitFailure, PersistFailure, ProgressSink, RecoveryReport, Runtime, StartError,
+    StartupPlan, WasmStrategy,
+};
+
+use crate::Error;
+use crate::stores::{self, Opened};
+
+/// How long `recover` may run.
+const RECOVERY_DEADLINE: Duration = Duration::from_secs(3600);
+/// Changes handed to the plugin per `record` call.
+const RECORD_BATCH: usize = 500;
+
+/// The accounting database as a strategy's recovery target.
+#[derive(Debug, Clone)]
+pub struct AccountantSink(pub Arc<Accountant>);
+
+impl AccountingSink for AccountantSink {
+    fn apply(&self, changes: Vec<Vec<u8>>) -> Result<(), String> {
+        changes.iter().try_for_each(|c| self.0.apply_strategy_blob(c).map_err(|e| e.to_string()))
+    }
+
+    fn snapshot(&self) -> Result<(u64, Vec<u8>), String> {
+        let s = self.0.snapshot().map_err(|e| e.to_string())?;
+        Ok((s.sequence, s.bytes))
+    }
+
+    fn restore(&self, snapshot: Vec<u8>) -> Result<u64, String> {
+        self.0.restore_snapshot(&snapshot).map_err(|e| e.to_string())
+    }
+}
+
+/// Open the node's accounting database (`cache/accountant.sqlite`, created on first use).
+pub fn open_accountant(dir: &NodeDir) -> Result<Accountant, Error> {
+    dir.ensure_cache()?;
+    Ok(Accountant::open(&dir.accountant_path())?)
+}
+
+fn failed(strategy: &WasmStrategy) -> impl FnOnce(PersistFailure) -> Error + '_ {
+    move |failure| Error::Persistence { plugin: strategy.name().to_owned(), failure }
+}
+
+/// Start the configured strategy with `accountant` as its sink, over its stores (`open` holds
+/// those the backend already opened and checked: they are shared, not opened again).
+pub async fn start(
+    dir: &NodeDir,
+    config: &NodeConfig,
+    id: &Identity,
+    runtime: &Runtime,
+    accountant: Arc<Accountant>,
+    progress: Option<ProgressSink>,
+    open: &[Opened],
+) -> Result<WasmStrategy, Error> {
+    let mut grants = Grants::new(id.seal_key.clone()).accounting(Arc::new(AccountantSink(accountant)));
+    for name in &config.persistence.stores {
+        let store = match open.iter().find(|s| &s.name == name) {
+            Some(s) => s.store.clone(),
+            None => stores::open(config, name, "persistence.stores").await?.store,
+        };
+        grants = grants.store(name, store);
+    }
+    if let Some(progress) = progress {
+        grants = grants.progress(progress);
+    }
+    let plugin = runtime.load(&crate::plugins::file(&config.persistence.plugin)?)?;
+    let limits = crate::plugins::limits(&config.limits);
+    match WasmStrategy::start(runtime, &plugin, grants, config.persistence.config.clone(), limits).await {
+        Ok(s) => Ok(s),
+        Err(StartError::Init { plugin, failure: InitFailure::BadConfig(message) }) => {
+            Err(Error::PluginConfig { role: "persistence", plugin, message, dir: dir.root().display().to_string() })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The command that recovers this node.
+pub fn recover_command(dir: &NodeDir) -> String {
+    format!("marsh recover --dir {}", dir.root().display())
+}
+
+/// Open the accounting database and let the strategy decide whether the node may start on it:
+/// `Ok` to serve (after recovering, with `recovery.auto`), or [`Error::RecoveryNeeded`].
+pub async fn startup(
+    dir: &NodeDir,
+    config: &NodeConfig,
+    id: &Identity,
+    runtime: &Runtime,
+    open: &[Opened],
+) -> Result<(Arc<Accountant>, Arc<WasmStrategy>), Error> {
+    let present = dir.accountant_path().exists();
+    let accountant = Arc::new(open_accountant(dir)?);
+    let interrupted = accountant.recovering()?;
+    let strategy = Arc::new(start(dir, config, id, runtime, accountant.clone(), None, open).await?);
+    let auto = config.persistence.recovery_auto;
+    let needed = |reason: String| Error::RecoveryNeeded {
+        role: "persistence",
+        plugin: strategy.name().to_owned(),
+        reason,
+        command: recover_command(dir),
+    };
+    if interrupted && !auto {
+        return Err(needed("a recovery of the accounting database was interrupted; run it again".into()));
+    }
+    match strategy.startup(present && !interrupted, accountant.last_seq()?, auto).await {
+        Ok(StartupPlan::UseLocal) => {}
+        Ok(StartupPlan::Recover) => {
+            tracing::warn!("recovering the accounting database (recovery.auto = true)");
+            recover_with(&accountant, &strategy).await?;
+        }
+        Err(PersistFailure::Init(InitFailure::RecoveryNeeded { reason, .. })) => return Err(needed(reason)),
+        Err(failure) => return Err(failed(&strategy)(failure)),
+    }
+    Ok((accountant, strategy))
+}
+
+/// Hand every change logged since the last confirmed one to the strategy, in runs of
+/// consecutive numbers. Returns how many went.
+pub async fn flush(accountant: &Accountant, strategy: &WasmStrategy) -> Result<u64, Error> {
+    let mut sent = 0;
+    loop {
+        let batch = accountant.changes_after(accountant.persisted_seq()?, RECORD_BATCH)?;
+        let Some(first) = batch.first().map(|c| c.seq) else { return Ok(sent) };
+        let run: Vec<Logged> =
+            batch.into_iter().enumerate().take_while(|(i, c)| c.seq == first + *i as u64).map(|(_, c)| c).collect();
+        let last = first + run.len() as u64 - 1;
+        let blobs = run.iter().map(Logged::strategy_blob).collect();
+        strategy.record(first, blobs).await.map_err(failed(strategy))?;
+        accountant.mark_persisted(last)?;
+        // The strategy holds them now; the local log keeps only its newest entry.
+        accountant.prune_persisted(last)?;
+        sent += run.len() as u64;
+    }
+}
+
+async fn recover_with(accountant: &Accountant, strategy: &WasmStrategy) -> Result<RecoveryReport, Error> {
+    accountant.set_recovering(true)?;
+    let report = strategy.recover(RECOVERY_DEADLINE).await.map_err(failed(strategy))?;
+    accountant.set_recovering(false)?;
+    Ok(report)
+}
+
+/// What `marsh recover` did.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    /// The strategy's name.
+    pub strategy: String,
+    /// What it read.
+    pub report: RecoveryReport,
+    /// How long it took.
+    pub elapsed: Duration,
+    /// Accounts in the database afterwards.
+    pub accounts: usize,
+    /// Leases in the database afterwards.
+    pub leases: u64,
+}
+
+/// Rebuild the accounting database from the persistence strategy. Safe to run again, and after
+/// an interruption: applying a change twice is harmless. Changes the local database holds and
+/// the strategy does not are handed over first (or the recovery refuses: they would be lost).
+pub async fn recover(dir: &NodeDir, progress: Option<ProgressSink>) -> Result<Recovered, Error> {
+    let (config, id) = (dir.config()?, dir.identity()?);
+    let accountant = Arc::new(open_accountant(dir)?);
+    let runtime = Runtime::new(Some(dir.cache().join("plugins")))?;
+    let strategy = start(dir, &config, &id, &runtime, accountant.clone(), progress, &[]).await?;
+    let (last, persisted) = (accountant.last_seq()?, accountant.persisted_seq()?);
+    if last > persisted && !accountant.recovering()? {
+        flush(&accountant, &strategy).await.map_err(|e| Error::Unpersisted {
+            count: last - persisted,
+            failure: Box::new(e),
+            database: dir.accountant_path().display().to_string(),
+        })?;
+    }
+    let started = Instant::now();
+    let report = recover_with(&accountant, &strategy).await?;
+    let accounts = accountant.accounts()?;
+    Ok(Recovered {
+        strategy: strategy.name().to_owned(),
+        report,
+        elapsed: started.elapsed(),
+        accounts: accounts.len(),
+        leases: accounts.iter().map(|a| a.leases).sum(),
+    })
+}

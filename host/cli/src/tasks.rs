@@ -1,0 +1,281 @@
+//! The node's periodic work under one [`Supervisor`]: the persister (hands logged accounting
+//! changes to the strategy every `persistence.max-delay`), lease expiry (every
+//! `expire.interval` with `expire.enabled`) and the backend's sweep of leftovers (every
+//! `backend.sweep-interval`).
+//!
+//! One cancellation path: [`Supervisor::shutdown`] tells every task to stop; a task stops at its
+//! next wait, never in the middle of a pass (a hand-over, a collection, a sweep), and one still
+//! busy after [`SHUTDOWN_GRACE`] is aborted. When each is first due is kept in node state
+//! (the backend's first store, never NODE_DIR), so a node restarted often still runs each on
+//! schedule, neither at every start nor never.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use marsh_accountant::Accountant;
+use marsh_core::{Backend, unix_now};
+use marsh_node::{ExpireMode, ExpireSettings};
+use marsh_runtime::WasmStrategy;
+use marsh_server::gc::{self, ExpiryMode, ExpiryPolicy, GcReport};
+use marsh_stores::state::StateStore;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How long [`Supervisor::shutdown`] waits for a task busy with a pass before aborting it.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// A task's view of the shutdown signal.
+#[derive(Debug, Clone)]
+pub struct Stopping(watch::Receiver<bool>);
+
+impl Stopping {
+    /// Wait `delay`; `false` if shutdown was asked for first (the task should return).
+    pub async fn sleep(&mut self, delay: Duration) -> bool {
+        if *self.0.borrow() {
+            return false;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => true,
+            _ = self.0.changed() => false,
+        }
+    }
+}
+
+/// The periodic tasks of a running node.
+#[derive(Debug)]
+pub struct Supervisor {
+    stop: watch::Sender<bool>,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+    grace: Duration,
+}
+
+impl Default for Supervisor {
+    fn default() -> Self {
+        Supervisor::with_grace(SHUTDOWN_GRACE)
+    }
+}
+
+impl Supervisor {
+    /// A supervisor whose shutdown waits `grace` for a busy task before aborting it.
+    pub fn with_grace(grace: Duration) -> Self {
+        Supervisor { stop: watch::channel(false).0, tasks: Vec::new(), grace }
+    }
+
+    /// Run `task` until it returns; it should return when its [`Stopping`] says so.
+    pub fn spawn<F, Fut>(&mut self, name: &'static str, task: F)
+    where
+        F: FnOnce(Stopping) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let stopping = Stopping(self.stop.subscribe());
+        self.tasks.push((name, tokio::spawn(task(stopping))));
+    }
+
+    /// Names of the tasks running.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.tasks.iter().map(|(n, _)| *n).collect()
+    }
+
+    /// Stop every task: each finishes the pass it is in (up to the grace) and returns; one still
+    /// busy after it is aborted.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + self.grace;
+        for (name, mut task) in self.tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                tracing::warn!("{name} did not stop within {} s; aborted", self.grace.as_secs());
+                task.abort();
+                let _ = task.await;
+            }
+        }
+    }
+}
+
+/// How long until periodic task `name` is due: `interval` after it last ran (node state `name`),
+/// and never sooner than `settle` after start.
+async fn first_delay(state: Option<&StateStore>, name: &str, interval: Duration, settle: Duration) -> Duration {
+    let last = match state {
+        Some(state) => match state.get(name).await {
+            Ok(v) => v.and_then(|v| <[u8; 8]>::try_from(v).ok()).map(u64::from_be_bytes),
+            Err(e) => {
+                tracing::warn!("reading node state: {e}");
+                None
+            }
+        },
+        None => None,
+    };
+    let due_in = last.map_or(0, |last| last.saturating_add(interval.as_secs()).saturating_sub(unix_now()));
+    Duration::from_secs(due_in).max(settle)
+}
+
+/// Note in node state that periodic task `name` ran now.
+async fn ran(state: Option<&StateStore>, name: &str) {
+    if let Some(state) = state
+        && let Err(e) = state.put(name, &unix_now().to_be_bytes()).await
+    {
+        tracing::warn!("writing node state: {e}");
+    }
+}
+
+/// Hand changes to the strategy every `every`.
+pub fn persister(
+    supervisor: &mut Supervisor,
+    accountant: Arc<Accountant>,
+    strategy: Arc<WasmStrategy>,
+    every: Duration,
+) {
+    supervisor.spawn("persister", move |mut stopping| async move {
+        while stopping.sleep(every).await {
+            match crate::persistence::flush(&accountant, &strategy).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!("handed {n} accounting changes to the persistence plugin"),
+                Err(e) => tracing::warn!("persisting accounting changes failed (will retry): {e}"),
+            }
+        }
+    })
+}
+
+/// The policy `expire.*` describes.
+pub fn expiry_policy(expire: &ExpireSettings) -> ExpiryPolicy {
+    ExpiryPolicy {
+        mode: match expire.mode {
+            ExpireMode::Age { override_seconds } => ExpiryMode::Age { override_seconds },
+            ExpireMode::CutoffDate(date) => ExpiryMode::CutoffDate(date),
+        },
+        immutable: expire.immutable,
+        mutable: expire.mutable,
+    }
+}
+
+/// One line about a collection pass.
+pub fn describe_expiry(r: &GcReport, dry_run: bool) -> String {
+    format!(
+        "{} shares examined: {} {} ({} bytes), {} with a live lease, {} with no lease record (kept)",
+        r.examined,
+        r.expired.len(),
+        if dry_run { "expired, would be deleted" } else { "expired and deleted" },
+        r.expired_bytes,
+        r.leased,
+        r.unrecorded
+    )
+}
+
+/// With `expire.enabled`, a lease-expiry pass every `expire.interval`: the first five minutes
+/// after start, or later if the last pass (node state `gc-last-run`) was more recent.
+pub fn collector(
+    supervisor: &mut Supervisor,
+    expire: &ExpireSettings,
+    backend: Arc<dyn Backend>,
+    accountant: Arc<Accountant>,
+    state: Option<StateStore>,
+) {
+    if !expire.enabled {
+        return;
+    }
+    let (policy, interval) = (expiry_policy(expire), expire.interval);
+    supervisor.spawn("lease expiry", move |mut stopping| async move {
+        let settle = Duration::from_secs(300).min(interval);
+        let mut delay = first_delay(state.as_ref(), "gc-last-run", interval, settle).await;
+        while stopping.sleep(delay).await {
+            match gc::collect(backend.as_ref(), &accountant, &policy, unix_now(), false).await {
+                Ok(r) if r.expired.is_empty() => tracing::info!("lease expiry: {}", describe_expiry(&r, false)),
+                Ok(r) => tracing::warn!("lease expiry: {}", describe_expiry(&r, false)),
+                Err(e) => tracing::warn!("lease expiry pass failed: {e}"),
+            }
+            ran(state.as_ref(), "gc-last-run").await;
+            delay = interval;
+        }
+    })
+}
+
+/// Sweep the backend's leftovers every `interval`: the first a minute after start, or later if
+/// the last sweep (node state `sweep-last-run`) was more recent.
+pub fn sweeper(
+    supervisor: &mut Supervisor,
+    interval: Option<Duration>,
+    grace: u64,
+    backend: Arc<dyn Backend>,
+    state: Option<StateStore>,
+) {
+    let Some(interval) = interval else { return };
+    supervisor.spawn("sweep", move |mut stopping| async move {
+        let settle = Duration::from_secs(60).min(interval);
+        let mut delay = first_delay(state.as_ref(), "sweep-last-run", interval, settle).await;
+        while stopping.sleep(delay).await {
+            match backend.sweep(grace).await {
+                Ok(r) if r.removed > 0 => tracing::warn!(
+                    "sweep removed {} leftovers of interrupted work ({} bytes; {} objects examined)",
+                    r.removed,
+                    r.removed_bytes,
+                    r.examined
+                ),
+                Ok(r) => tracing::info!("sweep: nothing to remove ({} objects examined)", r.examined),
+                Err(e) => tracing::warn!("sweep failed: {e}"),
+            }
+            ran(state.as_ref(), "sweep-last-run").await;
+            delay = interval;
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+    use super::*;
+
+    /// Sets its flag when dropped: an aborted task's future is dropped.
+    struct DropFlag(Arc<AtomicBool>);
+
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_every_task_at_its_next_wait_and_lets_a_pass_finish() {
+        let mut supervisor = Supervisor::default();
+        let ticks = Arc::new(AtomicU32::new(0));
+        let t = ticks.clone();
+        supervisor.spawn("ticker", move |mut stopping| async move {
+            while stopping.sleep(Duration::from_millis(5)).await {
+                t.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let (in_pass, finished) = (Arc::new(tokio::sync::Notify::new()), Arc::new(AtomicBool::new(false)));
+        let (started, f) = (in_pass.clone(), finished.clone());
+        supervisor.spawn("long pass", move |mut stopping| async move {
+            if stopping.sleep(Duration::ZERO).await {
+                started.notify_one();
+                // A pass under way when shutdown is asked for still completes.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                f.store(true, Ordering::SeqCst);
+            }
+        });
+        in_pass.notified().await;
+        while ticks.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(supervisor.names(), ["ticker", "long pass"]);
+        supervisor.shutdown().await;
+        assert!(finished.load(Ordering::SeqCst), "shutdown waited for the pass in progress");
+        let after = ticks.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(ticks.load(Ordering::SeqCst), after, "no pass after shutdown");
+    }
+
+    #[tokio::test]
+    async fn a_task_that_never_yields_to_shutdown_is_aborted_after_the_grace() {
+        let mut supervisor = Supervisor::with_grace(Duration::from_millis(20));
+        let dropped = Arc::new(AtomicBool::new(false));
+        let flag = DropFlag(dropped.clone());
+        supervisor.spawn("stuck", move |_| async move {
+            let _flag = flag;
+            std::future::pending::<()>().await;
+        });
+        supervisor.shutdown().await;
+        assert!(dropped.load(Ordering::SeqCst), "the stuck task was aborted");
+    }
+}

@@ -1,0 +1,386 @@
+//! [`NodeConfig`]: the whole configuration of a node, read once from `node.sqlite` and typed,
+//! so no command reads a key by name or parses a value itself. A value that does not parse is a
+//! [`ConfigError::BadValue`] naming its key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use marsh_artifacts::Plugin;
+
+use crate::config::{self, ConfigError, parse_date, parse_size};
+
+/// A node's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// `node.nickname`.
+    pub nickname: String,
+    /// `node.listen`.
+    pub listen: SocketAddr,
+    /// Host and port clients connect to (`node.public-host`/`-port`, defaulting to the listen
+    /// address).
+    pub public_host: String,
+    /// See `public_host`.
+    pub public_port: u16,
+    /// `storage.reserved-space`: bytes kept free on the backend's store.
+    pub reserved_space: u64,
+    /// `backend.*`.
+    pub backend: BackendSettings,
+    /// `persistence.*` and `recovery.auto`.
+    pub persistence: PersistenceSettings,
+    /// `expire.*`.
+    pub expire: ExpireSettings,
+    /// `limits.*`: applied to every plugin the node runs.
+    pub limits: Limits,
+    /// `store.NAME` (and `s3.NAME.*` for S3 stores), by name.
+    pub stores: BTreeMap<String, StoreSpec>,
+}
+
+/// Which plugin a `backend.plugin` or `persistence.plugin` setting names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginChoice {
+    /// A plugin built from this workspace (`disk`, `records`, ...).
+    FirstParty(Plugin),
+    /// A first-party backend linked natively (`native:disk`; benchmark builds only).
+    Native(String),
+    /// A `.wasm` file.
+    File(PathBuf),
+}
+
+/// The backend plugin and its sweep schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSettings {
+    /// `backend.plugin`.
+    pub plugin: PluginChoice,
+    /// `backend.stores`, in order (the first also holds the node's runtime state).
+    pub stores: Vec<String>,
+    /// `backend.config.*`, keys without the prefix.
+    pub config: Vec<(String, String)>,
+    /// `backend.sweep-interval`; `None` when 0 (never).
+    pub sweep_interval: Option<Duration>,
+    /// `backend.sweep-grace`, in seconds.
+    pub sweep_grace: u64,
+}
+
+/// The persistence strategy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersistenceSettings {
+    /// `persistence.plugin`.
+    pub plugin: PluginChoice,
+    /// `persistence.stores`.
+    pub stores: Vec<String>,
+    /// `persistence.config.*`, keys without the prefix.
+    pub config: Vec<(String, String)>,
+    /// `persistence.max-delay` (at least one second).
+    pub max_delay: Duration,
+    /// `recovery.auto`.
+    pub recovery_auto: bool,
+}
+
+/// How leases expire (`expire.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpireMode {
+    /// By age, after `expire.override-lease-duration` seconds if set.
+    Age {
+        /// The override, in seconds.
+        override_seconds: Option<u64>,
+    },
+    /// Leases renewed before `expire.cutoff-date` (seconds since the epoch) have expired.
+    CutoffDate(u64),
+}
+
+/// Lease expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpireSettings {
+    /// `expire.enabled`: whether a running node collects, and whether `marsh gc` may delete.
+    pub enabled: bool,
+    /// `expire.mode` with its parameter.
+    pub mode: ExpireMode,
+    /// `expire.immutable`.
+    pub immutable: bool,
+    /// `expire.mutable`.
+    pub mutable: bool,
+    /// `expire.interval`.
+    pub interval: Duration,
+}
+
+/// `limits.*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `limits.memory`: bytes of memory per plugin instance.
+    pub memory_bytes: u64,
+    /// `limits.call-deadline`.
+    pub call_deadline: Duration,
+    /// `limits.max-call-bytes`.
+    pub max_call_bytes: u64,
+    /// `limits.instances`.
+    pub instances: u32,
+}
+
+/// What `store.NAME` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// `dir:PATH`.
+    Dir(PathBuf),
+    /// `memory`: lives as long as the process.
+    Memory,
+    /// `s3`: its `s3.NAME.*` fields (prefix removed), defaults filled in, sizes in bytes.
+    S3(Vec<(String, String)>),
+}
+
+/// The effective values of every key, read in one go.
+struct Values(BTreeMap<String, String>);
+
+impl Values {
+    fn raw(&self, key: &str) -> Result<&str, ConfigError> {
+        self.0.get(key).map(String::as_str).ok_or_else(|| ConfigError::BadValue {
+            key: key.to_owned(),
+            value: String::new(),
+            expected: format!("a value (no default): set it with `marsh config set {key} VALUE`"),
+        })
+    }
+
+    fn optional(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    fn parse<T>(&self, key: &str, expected: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T, ConfigError> {
+        let value = self.raw(key)?;
+        parse(value).ok_or_else(|| bad(key, value, expected))
+    }
+
+    fn size(&self, key: &str) -> Result<u64, ConfigError> {
+        self.parse(key, "a size", parse_size)
+    }
+
+    fn seconds(&self, key: &str) -> Result<u64, ConfigError> {
+        self.parse(key, "a whole number of seconds", |v| v.parse().ok())
+    }
+
+    fn bool(&self, key: &str) -> Result<bool, ConfigError> {
+        self.parse(key, "true or false", |v| match v {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        })
+    }
+
+    fn names(&self, key: &str) -> Result<Vec<String>, ConfigError> {
+        Ok(self.raw(key)?.split(',').map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect())
+    }
+
+    /// Keys under `prefix`, without it.
+    fn under(&self, prefix: &str) -> Vec<(String, String)> {
+        self.0.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|rest| (rest.to_owned(), v.clone()))).collect()
+    }
+}
+
+fn bad(key: &str, value: &str, expected: &str) -> ConfigError {
+    ConfigError::BadValue { key: key.to_owned(), value: value.to_owned(), expected: expected.to_owned() }
+}
+
+fn backend_plugin(key: &str, value: &str) -> Result<PluginChoice, ConfigError> {
+    Ok(match value {
+        "disk" => PluginChoice::FirstParty(marsh_artifacts::BACKEND_DISK),
+        "s3" => PluginChoice::FirstParty(marsh_artifacts::BACKEND_S3),
+        "memory" => PluginChoice::FirstParty(marsh_artifacts::BACKEND_MEMORY),
+        v if v.starts_with("native:") => PluginChoice::Native(v.trim_start_matches("native:").to_owned()),
+        v if v.ends_with(".wasm") => PluginChoice::File(PathBuf::from(v)),
+        v => return Err(bad(key, v, "disk, s3, memory or a .wasm file")),
+    })
+}
+
+fn strategy_plugin(key: &str, value: &str) -> Result<PluginChoice, ConfigError> {
+    Ok(match value {
+        "local" => PluginChoice::FirstParty(marsh_artifacts::PERSISTENCE_LOCAL),
+        "records" => PluginChoice::FirstParty(marsh_artifacts::PERSISTENCE_RECORDS),
+        "stash" => PluginChoice::FirstParty(marsh_artifacts::PERSISTENCE_STASH),
+        v if v.ends_with(".wasm") => PluginChoice::File(PathBuf::from(v)),
+        v => return Err(bad(key, v, "local, records, stash or a .wasm file")),
+    })
+}
+
+/// S3 fields that have defaults, filled in when unset.
+const S3_DEFAULTED: [&str; 6] = ["region", "timeout", "max-concurrency", "max-attempts", "part-size", "path-style"];
+
+fn store(values: &Values, name: &str, spec: &str) -> Result<StoreSpec, ConfigError> {
+    let key = format!("store.{name}");
+    if spec == "memory" {
+        return Ok(StoreSpec::Memory);
+    }
+    if spec == "s3" {
+        let prefix = format!("s3.{name}.");
+        let mut fields = values.under(&prefix);
+        for field in S3_DEFAULTED {
+            if !fields.iter().any(|(f, _)| f == field) {
+                let default = config::default_of(&format!("s3.*.{field}")).unwrap_or_default();
+                fields.push((field.to_owned(), default.to_owned()));
+            }
+        }
+        for (field, value) in &mut fields {
+            if field == "part-size" {
+                *value =
+                    parse_size(value).ok_or_else(|| bad(&format!("{prefix}{field}"), value, "a size"))?.to_string();
+            }
+        }
+        return Ok(StoreSpec::S3(fields));
+    }
+    match spec.strip_prefix("dir:") {
+        Some(path) => Ok(StoreSpec::Dir(PathBuf::from(path))),
+        None => Err(bad(&key, spec, "dir:PATH, s3 or memory")),
+    }
+}
+
+impl NodeConfig {
+    /// Parse the effective values (defaults included) of every key.
+    pub fn from_settings(settings: &[config::Setting]) -> Result<NodeConfig, ConfigError> {
+        let values = Values(
+            settings.iter().filter_map(|s| s.value.clone().map(|v| (s.key.clone(), v))).collect::<BTreeMap<_, _>>(),
+        );
+        let listen: SocketAddr =
+            values.parse("node.listen", "an address such as 127.0.0.1:3457", |v| v.parse().ok())?;
+        let public_host = values.optional("node.public-host").map_or_else(|| listen.ip().to_string(), str::to_owned);
+        let public_port = match values.optional("node.public-port") {
+            Some(_) => values.parse("node.public-port", "a port number", |v| v.parse().ok())?,
+            None => listen.port(),
+        };
+        let mode = match values.raw("expire.mode")? {
+            "cutoff-date" => ExpireMode::CutoffDate(values.parse("expire.cutoff-date", "a UTC date", parse_date)?),
+            "age" => ExpireMode::Age {
+                override_seconds: match values.optional("expire.override-lease-duration") {
+                    Some(_) => Some(values.seconds("expire.override-lease-duration")?),
+                    None => None,
+                },
+            },
+            other => return Err(bad("expire.mode", other, "age or cutoff-date")),
+        };
+        let sweep_interval = values.seconds("backend.sweep-interval")?;
+        let mut stores = BTreeMap::new();
+        for (name, spec) in values.under("store.") {
+            let parsed = store(&values, &name, &spec)?;
+            stores.insert(name, parsed);
+        }
+        Ok(NodeConfig {
+            nickname: values.raw("node.nickname")?.to_owned(),
+            listen,
+            public_host,
+            public_port,
+            reserved_space: values.size("storage.reserved-space")?,
+            backend: BackendSettings {
+                plugin: backend_plugin("backend.plugin", values.raw("backend.plugin")?)?,
+                stores: values.names("backend.stores")?,
+                config: values.under("backend.config."),
+                sweep_interval: (sweep_interval > 0).then(|| Duration::from_secs(sweep_interval)),
+                sweep_grace: values.seconds("backend.sweep-grace")?,
+            },
+            persistence: PersistenceSettings {
+                plugin: strategy_plugin("persistence.plugin", values.raw("persistence.plugin")?)?,
+                stores: values.names("persistence.stores")?,
+                config: values.under("persistence.config."),
+                max_delay: Duration::from_secs(values.seconds("persistence.max-delay")?.max(1)),
+                recovery_auto: values.bool("recovery.auto")?,
+            },
+            expire: ExpireSettings {
+                enabled: values.bool("expire.enabled")?,
+                mode,
+                immutable: values.bool("expire.immutable")?,
+                mutable: values.bool("expire.mutable")?,
+                interval: Duration::from_secs(values.seconds("expire.interval")?.max(1)),
+            },
+            limits: Limits {
+                memory_bytes: values.size("limits.memory")?,
+                call_deadline: Duration::from_secs(values.seconds("limits.call-deadline")?),
+                max_call_bytes: values.size("limits.max-call-bytes")?,
+                instances: values
+                    .parse("limits.instances", "a whole number from 1", |v| v.parse().ok().filter(|n| *n > 0))?,
+            },
+            stores,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Setting;
+
+    fn setting(key: &str, value: &str) -> Setting {
+        Setting { key: key.to_owned(), value: Some(value.to_owned()), is_default: false, help: "" }
+    }
+
+    fn defaults() -> Vec<Setting> {
+        config::KEYS
+            .iter()
+            .filter(|k| !k.name.contains('*'))
+            .map(|k| Setting {
+                key: k.name.to_owned(),
+                value: k.default.map(str::to_owned),
+                is_default: true,
+                help: "",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn defaults_read_as_typed_values() {
+        let mut settings = defaults();
+        settings.push(setting("store.shares", "dir:/srv/shares"));
+        let c = NodeConfig::from_settings(&settings).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:3457".parse().unwrap());
+        assert_eq!((c.public_host.as_str(), c.public_port), ("127.0.0.1", 3457));
+        assert_eq!(c.reserved_space, 1_000_000_000);
+        assert_eq!(c.backend.plugin, PluginChoice::FirstParty(marsh_artifacts::BACKEND_DISK));
+        assert_eq!(c.persistence.plugin, PluginChoice::FirstParty(marsh_artifacts::PERSISTENCE_LOCAL));
+        assert_eq!(c.backend.stores, ["shares"]);
+        assert_eq!(c.backend.sweep_interval, Some(Duration::from_secs(21_600)));
+        assert_eq!(
+            c.limits,
+            Limits {
+                memory_bytes: 256 << 20,
+                call_deadline: Duration::from_secs(30),
+                max_call_bytes: 4 << 20,
+                instances: 8
+            }
+        );
+        assert_eq!(c.expire.mode, ExpireMode::Age { override_seconds: None });
+        assert_eq!(c.stores["shares"], StoreSpec::Dir(PathBuf::from("/srv/shares")));
+    }
+
+    #[test]
+    fn families_prefixes_and_s3_defaults() {
+        let mut settings = defaults();
+        settings.extend([
+            setting("store.shares", "s3"),
+            setting("s3.shares.bucket", "b"),
+            setting("s3.shares.part-size", "16Mi"),
+            setting("backend.config.store", "shares"),
+            setting("backend.sweep-interval", "0"),
+            setting("expire.mode", "cutoff-date"),
+            setting("expire.cutoff-date", "1970-01-02"),
+        ]);
+        let c = NodeConfig::from_settings(&settings).unwrap();
+        let StoreSpec::S3(fields) = &c.stores["shares"] else { panic!("{:?}", c.stores) };
+        let field = |f: &str| fields.iter().find(|(k, _)| k == f).map(|(_, v)| v.as_str());
+        assert_eq!(field("bucket"), Some("b"));
+        assert_eq!(field("part-size"), Some("16777216"));
+        assert_eq!(field("region"), Some("us-east-1"), "defaults filled in");
+        assert_eq!(c.backend.config, [("store".to_owned(), "shares".to_owned())]);
+        assert_eq!(c.backend.sweep_interval, None, "0 is never");
+        assert_eq!(c.expire.mode, ExpireMode::CutoffDate(86_400));
+    }
+
+    #[test]
+    fn a_value_that_does_not_parse_names_its_key() {
+        let mut settings = defaults();
+        settings.retain(|s| s.key != "limits.memory");
+        settings.push(setting("limits.memory", "lots"));
+        let e = NodeConfig::from_settings(&settings).unwrap_err();
+        assert!(matches!(&e, ConfigError::BadValue { key, .. } if key == "limits.memory"), "{e}");
+        let mut settings = defaults();
+        settings.retain(|s| s.key != "expire.mode");
+        settings.push(setting("expire.mode", "cutoff-date"));
+        let e = NodeConfig::from_settings(&settings).unwrap_err();
+        assert!(e.to_string().contains("expire.cutoff-date"), "a mode that needs a date says which key: {e}");
+    }
+}

@@ -1,0 +1,95 @@
+//! Share reads: whole or ranged (`Range`, one range, as the reference accepts it), answered
+//! with the first chunk read before the status goes out (a failing backend gets an error status,
+//! not a truncated 2xx), the rest streamed through a two-chunk channel.
+
+use bytes::Bytes;
+use http::{HeaderMap, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use marsh_core::{Backend, BackendError, ShareNumber, StorageIndex};
+
+use crate::ranges::parse_range;
+use crate::response::{ApiError, ChannelBody, Handled, respond};
+use crate::service::StorageService;
+
+impl StorageService {
+    pub(crate) async fn read(&self, si: StorageIndex, n: ShareNumber, mutable: bool, headers: &HeaderMap) -> Handled {
+        let size = if mutable { self.backend.mutable_size(&si, n).await } else { self.backend.size(&si, n).await };
+        let size = size
+            .map_err(|e| ApiError::backend("size", e))?
+            .ok_or_else(|| ApiError::text(StatusCode::NOT_FOUND, "no such share"))?;
+        let (status, start, end) = match headers.get(http::header::RANGE) {
+            None => (StatusCode::OK, 0, size),
+            Some(range) => {
+                let (a, b) = range
+                    .to_str()
+                    .ok()
+                    .and_then(parse_range)
+                    .ok_or_else(|| ApiError::empty(StatusCode::RANGE_NOT_SATISFIABLE))?;
+                let end = b.saturating_add(1).min(size);
+                if a >= end {
+                    return Ok(respond(StatusCode::NO_CONTENT, Some("application/octet-stream"), Bytes::new()));
+                }
+                (StatusCode::PARTIAL_CONTENT, a, end)
+            }
+        };
+        let chunk = self.backend.max_chunk().clamp(64 * 1024, 4 << 20) as u64;
+        // The first chunk is read before answering, so a failing backend gets an error status
+        // rather than a truncated 2xx; the rest streams through a two-chunk channel.
+        let first_len = (end - start).min(chunk);
+        let first = read_share(&*self.backend, &si, n, mutable, start, first_len)
+            .await
+            .map_err(|e| ApiError::backend("read", e))?;
+        if (first.len() as u64) < first_len {
+            return Err(ApiError::text(StatusCode::SERVICE_UNAVAILABLE, "share shorter than its size"));
+        }
+        let body = if end - start == first_len {
+            Full::new(Bytes::from(first)).map_err(|never| match never {}).boxed_unsync()
+        } else {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+            let backend = self.backend.clone();
+            tokio::spawn(async move {
+                if tx.send(Ok(Bytes::from(first))).await.is_err() {
+                    return;
+                }
+                let mut offset = start + first_len;
+                while offset < end {
+                    let len = (end - offset).min(chunk);
+                    let piece = match read_share(&*backend, &si, n, mutable, offset, len).await {
+                        Ok(p) if p.len() as u64 == len => Ok(Bytes::from(p)),
+                        Ok(_) => Err(std::io::Error::other("share shorter than its size")),
+                        Err(e) => Err(std::io::Error::other(e.to_string())),
+                    };
+                    let failed = piece.is_err();
+                    if tx.send(piece).await.is_err() || failed {
+                        return;
+                    }
+                    offset += len;
+                }
+            });
+            ChannelBody { rx }.boxed_unsync()
+        };
+        let mut r = Response::new(body);
+        *r.status_mut() = status;
+        r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/octet-stream"));
+        if status == StatusCode::PARTIAL_CONTENT
+            && let Ok(v) = http::HeaderValue::from_str(&format!("bytes {start}-{}/*", end - 1))
+        {
+            r.headers_mut().insert(http::header::CONTENT_RANGE, v);
+        }
+        if let Ok(v) = http::HeaderValue::from_str(&(end - start).to_string()) {
+            r.headers_mut().insert(http::header::CONTENT_LENGTH, v);
+        }
+        Ok(r)
+    }
+}
+
+async fn read_share(
+    backend: &dyn Backend,
+    si: &StorageIndex,
+    n: ShareNumber,
+    mutable: bool,
+    offset: u64,
+    len: u64,
+) -> Result<Vec<u8>, BackendError> {
+    if mutable { backend.mutable_read(si, n, offset, len).await } else { backend.read(si, n, offset, len).await }
+}

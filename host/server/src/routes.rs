@@ -1,0 +1,190 @@
+//! From a request line to a [`Route`] (404 for an unknown path, 405 for a known path with the
+//! wrong method), and the request-shape checks every endpoint shares: `Accept`,
+//! `Content-Type`, and small CBOR bodies read with a size limit and a stall timeout.
+
+use ciborium::value::Value;
+use http::{HeaderMap, Method, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Body;
+use marsh_core::{ShareNumber, StorageIndex};
+
+use crate::body::TrackedBody;
+use crate::response::ApiError;
+use crate::service::{BODY_STALL, Req};
+use crate::wire;
+
+/// A parsed route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Route {
+    Version,
+    Lease(StorageIndex),
+    Allocate(StorageIndex),
+    Write(StorageIndex, ShareNumber),
+    Abort(StorageIndex, ShareNumber),
+    ImmutableCorrupt(StorageIndex, ShareNumber),
+    ImmutableList(StorageIndex),
+    ImmutableRead(StorageIndex, ShareNumber),
+    ReadTestWrite(StorageIndex),
+    MutableRead(StorageIndex, ShareNumber),
+    MutableList(StorageIndex),
+    MutableCorrupt(StorageIndex, ShareNumber),
+}
+
+fn shnum(s: &str) -> Option<ShareNumber> {
+    if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok().map(ShareNumber)
+}
+
+/// Match path and method; `Err` is 404 or 405.
+pub(crate) fn route(method: &Method, path: &str) -> Result<Route, StatusCode> {
+    let rest = path.strip_prefix("/storage/v1/").ok_or(StatusCode::NOT_FOUND)?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    let si = |s: &str| s.parse::<StorageIndex>().map_err(|_| StatusCode::NOT_FOUND);
+    let n = |s: &str| shnum(s).ok_or(StatusCode::NOT_FOUND);
+    let (route, allowed) = match parts.as_slice() {
+        ["version"] => (Route::Version, Method::GET),
+        ["lease", s] => (Route::Lease(si(s)?), Method::PUT),
+        ["immutable", s] => (Route::Allocate(si(s)?), Method::POST),
+        ["immutable", s, "shares"] => (Route::ImmutableList(si(s)?), Method::GET),
+        ["immutable", s, k] => {
+            let (s, k) = (si(s)?, n(k)?);
+            match *method {
+                Method::PATCH => (Route::Write(s, k), Method::PATCH),
+                _ => (Route::ImmutableRead(s, k), Method::GET),
+            }
+        }
+        ["immutable", s, k, "abort"] => (Route::Abort(si(s)?, n(k)?), Method::PUT),
+        ["immutable", s, k, "corrupt"] => (Route::ImmutableCorrupt(si(s)?, n(k)?), Method::POST),
+        ["mutable", s, "read-test-write"] => (Route::ReadTestWrite(si(s)?), Method::POST),
+        ["mutable", s, "shares"] => (Route::MutableList(si(s)?), Method::GET),
+        ["mutable", s, k] => (Route::MutableRead(si(s)?, n(k)?), Method::GET),
+        ["mutable", s, k, "corrupt"] => (Route::MutableCorrupt(si(s)?, n(k)?), Method::POST),
+        _ => return Err(StatusCode::NOT_FOUND),
+    };
+    if *method == allowed { Ok(route) } else { Err(StatusCode::METHOD_NOT_ALLOWED) }
+}
+
+pub(crate) fn check_accept(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(accept) = headers.get(http::header::ACCEPT) else { return Ok(()) };
+    let accept = accept.to_str().unwrap_or("");
+    let ok = accept.split(',').any(|part| {
+        let media = part.split(';').next().unwrap_or("").trim();
+        matches!(media, "application/cbor" | "*/*" | "application/*")
+    });
+    if ok { Ok(()) } else { Err(ApiError::text(StatusCode::NOT_ACCEPTABLE, "responses are application/cbor")) }
+}
+
+pub(crate) fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    match headers.get(http::header::CONTENT_TYPE) {
+        None => Ok(()),
+        Some(v) if v.to_str().unwrap_or("").split(';').next().unwrap_or("").trim() == "application/cbor" => Ok(()),
+        Some(_) => Err(ApiError::text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "request bodies are application/cbor")),
+    }
+}
+
+/// Read a whole small body, refusing more than `limit` bytes.
+async fn small_body(body: TrackedBody, limit: usize) -> Result<Vec<u8>, ApiError> {
+    if body.size_hint().lower() > limit as u64 {
+        return Err(ApiError::text(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {limit} bytes")));
+    }
+    let mut body = body;
+    let mut out = Vec::new();
+    loop {
+        let frame = match tokio::time::timeout(BODY_STALL, body.frame()).await {
+            Err(_) => return Err(ApiError::text(StatusCode::REQUEST_TIMEOUT, "request body stalled")),
+            Ok(None) => return Ok(out),
+            Ok(Some(Err(e))) => return Err(ApiError::text(StatusCode::BAD_REQUEST, format!("reading the body: {e}"))),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > limit {
+                return Err(ApiError::text(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {limit} bytes")));
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+}
+
+pub(crate) async fn cbor_body(req: Req, limit: usize) -> Result<Value, ApiError> {
+    check_content_type(req.headers())?;
+    let body = small_body(req.into_body(), limit).await?;
+    wire::decode(&body).map_err(|e| ApiError::text(StatusCode::BAD_REQUEST, e.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SI: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+    fn si() -> StorageIndex {
+        SI.parse().unwrap()
+    }
+
+    #[test]
+    fn every_endpoint_routes_with_its_method() {
+        let cases = [
+            (Method::GET, "version".to_owned(), Route::Version),
+            (Method::PUT, format!("lease/{SI}"), Route::Lease(si())),
+            (Method::POST, format!("immutable/{SI}"), Route::Allocate(si())),
+            (Method::PATCH, format!("immutable/{SI}/3"), Route::Write(si(), ShareNumber(3))),
+            (Method::GET, format!("immutable/{SI}/3"), Route::ImmutableRead(si(), ShareNumber(3))),
+            (Method::PUT, format!("immutable/{SI}/3/abort"), Route::Abort(si(), ShareNumber(3))),
+            (Method::POST, format!("immutable/{SI}/3/corrupt"), Route::ImmutableCorrupt(si(), ShareNumber(3))),
+            (Method::GET, format!("immutable/{SI}/shares"), Route::ImmutableList(si())),
+            (Method::POST, format!("mutable/{SI}/read-test-write"), Route::ReadTestWrite(si())),
+            (Method::GET, format!("mutable/{SI}/shares"), Route::MutableList(si())),
+            (Method::GET, format!("mutable/{SI}/65535"), Route::MutableRead(si(), ShareNumber(65535))),
+            (Method::POST, format!("mutable/{SI}/0/corrupt"), Route::MutableCorrupt(si(), ShareNumber(0))),
+        ];
+        for (method, path, expected) in cases {
+            assert_eq!(route(&method, &format!("/storage/v1/{path}")), Ok(expected), "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn unknown_paths_are_404_and_known_ones_with_another_method_405() {
+        for path in [
+            "/storage/v2/version".to_owned(),
+            "/version".to_owned(),
+            format!("/storage/v1/immutable/{SI}/65536"),
+            format!("/storage/v1/immutable/{SI}/-1"),
+            format!("/storage/v1/immutable/{SI}/+1"),
+            format!("/storage/v1/immutable/{SI}/"),
+            "/storage/v1/immutable/AAAAAAAAAAAAAAAAAAAAAAAAAA".to_owned(),
+            "/storage/v1/immutable/aaaa".to_owned(),
+            format!("/storage/v1/mutable/{SI}/1/2"),
+        ] {
+            assert_eq!(route(&Method::GET, &path), Err(StatusCode::NOT_FOUND), "{path}");
+        }
+        assert_eq!(route(&Method::POST, "/storage/v1/version"), Err(StatusCode::METHOD_NOT_ALLOWED));
+        assert_eq!(
+            route(&Method::DELETE, &format!("/storage/v1/immutable/{SI}/1")),
+            Err(StatusCode::METHOD_NOT_ALLOWED)
+        );
+        assert_eq!(route(&Method::GET, &format!("/storage/v1/lease/{SI}")), Err(StatusCode::METHOD_NOT_ALLOWED));
+    }
+
+    #[test]
+    fn accept_and_content_type_take_cbor_or_a_wildcard() {
+        let headers = |name: http::header::HeaderName, v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(name, http::HeaderValue::from_static(v));
+            h
+        };
+        assert!(check_accept(&HeaderMap::new()).is_ok());
+        assert!(check_accept(&headers(http::header::ACCEPT, "text/html, application/cbor;q=0.5")).is_ok());
+        assert!(check_accept(&headers(http::header::ACCEPT, "*/*")).is_ok());
+        assert_eq!(
+            check_accept(&headers(http::header::ACCEPT, "text/html")).unwrap_err().status(),
+            StatusCode::NOT_ACCEPTABLE
+        );
+        assert!(check_content_type(&headers(http::header::CONTENT_TYPE, "application/cbor; x=y")).is_ok());
+        assert_eq!(
+            check_content_type(&headers(http::header::CONTENT_TYPE, "application/json")).unwrap_err().status(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+    }
+}

@@ -1,0 +1,454 @@
+//! Immutable uploads: the table of uploads in progress with the space reserved for them
+//! ([`UploadTable`]), and the endpoints that use it: allocate, write (PATCH), abort, and the
+//! idle-upload sweep.
+//!
+//! Each entry of the table holds one reservation of its allocated size, taken when the entry is
+//! added and released exactly when it leaves (finished, aborted, idle, or its allocation failed
+//! half-way), so promised space cannot leak. An allocation is added before the backend is told to
+//! begin it, and locked until it is set up, so two racing allocations of one share cannot both
+//! begin it and a write cannot reach the backend before the upload exists there.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use http::StatusCode;
+use http_body_util::BodyExt;
+use marsh_accountant::{AccountantError, Caller};
+use marsh_core::{BackendError, ShareId, ShareNumber, StorageIndex};
+use tokio::sync::OwnedMutexGuard;
+
+use crate::auth;
+use crate::ranges::{RangeSet, parse_content_range};
+use crate::response::{ApiError, Handled, cbor, empty};
+use crate::service::{BODY_STALL, Req, StorageService, UPLOAD_IDLE_TIMEOUT};
+use crate::wire;
+
+/// One in-progress immutable upload.
+#[derive(Debug)]
+pub(crate) struct Upload {
+    /// The upload secret that allocated it.
+    pub(crate) secret: Vec<u8>,
+    /// Its allocated size.
+    pub(crate) size: u64,
+    /// The byte ranges written so far.
+    pub(crate) written: RangeSet,
+    /// When it was last written to (or allocated).
+    pub(crate) last_write: u64,
+}
+
+/// A share being uploaded.
+pub(crate) type UploadKey = (StorageIndex, ShareNumber);
+/// An upload, locked while a request works on it.
+pub(crate) type Entry = Arc<tokio::sync::Mutex<Upload>>;
+
+/// What [`UploadTable::insert_locked`] did.
+#[derive(Debug)]
+pub(crate) enum Inserted {
+    /// Added, with its space reserved; locked until the guard is dropped.
+    New(Entry, OwnedMutexGuard<Upload>),
+    /// Another upload of the share is in progress; nothing changed.
+    Exists(Entry),
+    /// Its size does not fit in the space left; nothing changed.
+    NoSpace,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    entries: HashMap<UploadKey, (Entry, u64)>,
+    reserved: u64,
+}
+
+/// The uploads in progress and the bytes reserved for them.
+#[derive(Debug, Default)]
+pub(crate) struct UploadTable(Mutex<Table>);
+
+impl UploadTable {
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The upload of `key`, if one is in progress.
+    pub(crate) fn get(&self, key: &UploadKey) -> Option<Entry> {
+        self.table().entries.get(key).map(|(e, _)| e.clone())
+    }
+
+    /// Whether `entry` is still the upload of `key` (not finished or aborted meanwhile).
+    pub(crate) fn is_current(&self, key: &UploadKey, entry: &Entry) -> bool {
+        self.table().entries.get(key).is_some_and(|(e, _)| Arc::ptr_eq(e, entry))
+    }
+
+    /// Add `upload` under `key` if no upload of it is in progress and its size fits in
+    /// `available` beside what is reserved already, reserving its size.
+    pub(crate) fn insert_locked(&self, key: UploadKey, upload: Upload, available: u64) -> Inserted {
+        let mut table = self.table();
+        if let Some((existing, _)) = table.entries.get(&key) {
+            return Inserted::Exists(existing.clone());
+        }
+        let size = upload.size;
+        let Some(reserved) = table.reserved.checked_add(size).filter(|r| *r <= available) else {
+            return Inserted::NoSpace;
+        };
+        let entry = Arc::new(tokio::sync::Mutex::new(upload));
+        let Ok(guard) = entry.clone().try_lock_owned() else {
+            unreachable!("a mutex made just now is not locked");
+        };
+        table.reserved = reserved;
+        table.entries.insert(key, (entry.clone(), size));
+        Inserted::New(entry, guard)
+    }
+
+    /// Remove `entry` if it is still the upload of `key`, releasing its reservation; true if it
+    /// was removed by this call.
+    pub(crate) fn remove(&self, key: &UploadKey, entry: &Entry) -> bool {
+        let mut table = self.table();
+        match table.entries.get(key) {
+            Some((e, size)) if Arc::ptr_eq(e, entry) => {
+                let size = *size;
+                table.entries.remove(key);
+                table.reserved -= size;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Bytes reserved for the uploads in progress.
+    #[cfg(test)]
+    pub(crate) fn reserved(&self) -> u64 {
+        self.table().reserved
+    }
+
+    /// Uploads in progress.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.table().entries.len()
+    }
+
+    /// Uploads not written to for `idle_seconds` at `now`; one being written right now is not.
+    pub(crate) fn idle(&self, now: u64, idle_seconds: u64) -> Vec<(UploadKey, Entry)> {
+        let all: Vec<(UploadKey, Entry)> = self.table().entries.iter().map(|(k, (e, _))| (*k, e.clone())).collect();
+        all.into_iter()
+            .filter(|(_, entry)| entry.try_lock().is_ok_and(|up| now.saturating_sub(up.last_write) >= idle_seconds))
+            .collect()
+    }
+}
+
+/// Why an upload could not be closed.
+#[derive(Debug)]
+pub(crate) enum CloseError {
+    /// The backend failed in the named operation.
+    Backend(&'static str, BackendError),
+    /// The accounting database failed.
+    Accountant(AccountantError),
+}
+
+impl StorageService {
+    pub(crate) async fn allocate(
+        &self,
+        caller: &Caller,
+        si: StorageIndex,
+        request: wire::AllocateRequest,
+        renew: &[u8],
+        cancel: &[u8],
+        upload_secret: &[u8],
+    ) -> Handled {
+        let now = self.clock.now();
+        let complete = self.backend.list_shares(&si).await.map_err(|e| ApiError::backend("list", e))?;
+        for n in &complete {
+            let share = ShareId::immutable(si, *n);
+            self.accountant.add_or_renew(caller.id, &share, renew, cancel, now).map_err(ApiError::accountant)?;
+        }
+        let available = self.available().await;
+        // Over quota looks like a full server to the client: the shares are not allocated.
+        let mut quota_left = match caller.attributes.quota {
+            Some(quota) => quota.saturating_sub(self.accountant.usage(caller.id).map_err(ApiError::accountant)?),
+            None => u64::MAX,
+        };
+        let mut allocated = Vec::new();
+        let mut requested = request.share_numbers.clone();
+        requested.sort_unstable();
+        requested.dedup();
+        for number in requested {
+            let Ok(n) = u16::try_from(number).map(ShareNumber) else {
+                return Err(ApiError::text(StatusCode::BAD_REQUEST, format!("share number {number} is too large")));
+            };
+            if complete.contains(&n) {
+                continue;
+            }
+            let existing = self.uploads.get(&(si, n));
+            let upload = Upload {
+                secret: upload_secret.to_vec(),
+                size: request.allocated_size,
+                written: RangeSet::default(),
+                last_write: now,
+            };
+            let inserted = match existing {
+                Some(existing) => Inserted::Exists(existing),
+                None if request.allocated_size > quota_left => continue,
+                None => self.uploads.insert_locked((si, n), upload, available),
+            };
+            let (entry, _setting_up) = match inserted {
+                Inserted::New(entry, guard) => (entry, guard),
+                Inserted::Exists(existing) => {
+                    // Spec behaviour for a retry with the same secret; another secret's upload
+                    // is never disturbed.
+                    if auth::same(&existing.lock().await.secret, upload_secret) {
+                        allocated.push(number);
+                    }
+                    continue;
+                }
+                Inserted::NoSpace => continue,
+            };
+            if let Err(e) = self.backend.begin(&si, n, request.allocated_size).await {
+                self.uploads.remove(&(si, n), &entry);
+                return Err(ApiError::backend("begin", e));
+            }
+            // Lease, holder and the open upload in one transaction; nothing stays if it fails.
+            let share = ShareId::immutable(si, n);
+            if let Err(e) = self.accountant.allocate(caller.id, &share, request.allocated_size, renew, cancel, now) {
+                let _ = self.backend.abort(&si, n).await;
+                self.uploads.remove(&(si, n), &entry);
+                return Err(ApiError::accountant(e));
+            }
+            quota_left -= request.allocated_size;
+            allocated.push(number);
+        }
+        let have: Vec<u64> = complete.iter().map(|n| u64::from(n.0)).collect();
+        Ok(cbor(StatusCode::OK, &wire::allocate_response(&have, &allocated)))
+    }
+
+    pub(crate) async fn write(&self, si: StorageIndex, n: ShareNumber, secret: &[u8], req: Req) -> Handled {
+        let range =
+            req.headers().get(http::header::CONTENT_RANGE).and_then(|v| v.to_str().ok()).and_then(parse_content_range);
+        let Some((start, end)) = range else {
+            return Err(ApiError::empty(StatusCode::RANGE_NOT_SATISFIABLE));
+        };
+        let upload =
+            self.uploads.get(&(si, n)).ok_or_else(|| ApiError::text(StatusCode::NOT_FOUND, "no such upload"))?;
+        let mut up = upload.lock().await;
+        if !auth::same(&up.secret, secret) {
+            return Err(ApiError::text(StatusCode::UNAUTHORIZED, "wrong upload secret"));
+        }
+        if !self.uploads.is_current(&(si, n), &upload) {
+            // Completed or aborted while this request waited for the lock.
+            return Err(ApiError::text(StatusCode::NOT_FOUND, "no such upload"));
+        }
+        if end > up.size {
+            return Err(ApiError::text(
+                StatusCode::BAD_REQUEST,
+                format!("range ends at {end}, past the allocated size {}", up.size),
+            ));
+        }
+        let chunk = self.backend.max_chunk().clamp(64 * 1024, 4 << 20);
+        let mut body = req.into_body();
+        let mut offset = start;
+        let mut pending: Vec<u8> = Vec::with_capacity(chunk.min((end - start) as usize));
+        loop {
+            let frame = match tokio::time::timeout(BODY_STALL, body.frame()).await {
+                Err(_) => return Err(ApiError::text(StatusCode::REQUEST_TIMEOUT, "request body stalled")),
+                Ok(None) => None,
+                Ok(Some(Err(e))) => {
+                    return Err(ApiError::text(StatusCode::BAD_REQUEST, format!("reading the body: {e}")));
+                }
+                Ok(Some(Ok(frame))) => frame.into_data().ok(),
+            };
+            let done = frame.is_none();
+            if let Some(data) = frame {
+                if offset + (pending.len() + data.len()) as u64 > end {
+                    return Err(ApiError::text(StatusCode::BAD_REQUEST, "body is longer than its Content-Range"));
+                }
+                pending.extend_from_slice(&data);
+            }
+            while pending.len() >= chunk || (done && !pending.is_empty()) {
+                let take = pending.len().min(chunk);
+                // Hand the buffer itself to the backend; only a tail past the chunk is copied.
+                let rest = pending.split_off(take);
+                let piece = std::mem::replace(&mut pending, rest);
+                pending.reserve(chunk);
+                self.write_piece(&si, n, &mut up, offset, &piece).await?;
+                offset += take as u64;
+            }
+            if done {
+                break;
+            }
+        }
+        if offset != end {
+            return Err(ApiError::text(StatusCode::BAD_REQUEST, "body is shorter than its Content-Range"));
+        }
+        up.last_write = self.clock.now();
+        let missing = up.written.missing(up.size);
+        if !missing.is_empty() {
+            return Ok(cbor(StatusCode::OK, &wire::required(&missing)));
+        }
+        self.backend.finish(&si, n).await.map_err(|e| ApiError::backend("finish", e))?;
+        self.uploads.remove(&(si, n), &upload);
+        if let Err(e) = self.accountant.upload_finished(&ShareId::immutable(si, n)) {
+            // The share is complete; the next start-up sees it so and clears the record.
+            tracing::warn!(si = %si, shnum = n.0, "recording a finished upload: {e}");
+        }
+        Ok(cbor(StatusCode::CREATED, &wire::required(&[])))
+    }
+
+    /// Write one piece, refusing it (409) if it overlaps written bytes with different ones.
+    async fn write_piece(
+        &self,
+        si: &StorageIndex,
+        n: ShareNumber,
+        up: &mut Upload,
+        offset: u64,
+        piece: &[u8],
+    ) -> Result<(), ApiError> {
+        let end = offset + piece.len() as u64;
+        for (a, b) in up.written.overlaps(offset, end) {
+            let existing =
+                self.backend.read_incoming(si, n, a, b - a).await.map_err(|e| ApiError::backend("read", e))?;
+            if existing != piece[(a - offset) as usize..(b - offset) as usize] {
+                return Err(ApiError::empty(StatusCode::CONFLICT));
+            }
+        }
+        self.backend.write(si, n, offset, piece).await.map_err(|e| ApiError::backend("write", e))?;
+        up.written.insert(offset, end);
+        Ok(())
+    }
+
+    pub(crate) async fn abort(&self, si: StorageIndex, n: ShareNumber, secret: &[u8]) -> Handled {
+        let Some(upload) = self.uploads.get(&(si, n)) else {
+            let complete = self.backend.size(&si, n).await.map_err(|e| ApiError::backend("size", e))?.is_some();
+            return Err(if complete {
+                ApiError::text(StatusCode::METHOD_NOT_ALLOWED, "the share is complete")
+            } else {
+                ApiError::text(StatusCode::NOT_FOUND, "no such upload")
+            });
+        };
+        let up = upload.lock().await;
+        if !auth::same(&up.secret, secret) {
+            return Err(ApiError::text(StatusCode::UNAUTHORIZED, "wrong upload secret"));
+        }
+        // Still holding the upload: no write runs while it is discarded.
+        self.drop_upload(&si, n, &upload).await?;
+        drop(up);
+        Ok(empty(StatusCode::OK))
+    }
+
+    async fn drop_upload(&self, si: &StorageIndex, n: ShareNumber, upload: &Entry) -> Result<(), ApiError> {
+        if self.uploads.remove(&(*si, n), upload) {
+            self.close_upload(&ShareId::immutable(*si, n)).await.map_err(|e| match e {
+                CloseError::Backend(op, e) => ApiError::backend(op, e),
+                CloseError::Accountant(e) => ApiError::accountant(e),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// End an upload that will not be written to any more: a share that did finish (a request
+    /// dropped after the backend's `finish`, or a process that died right after it) keeps its
+    /// lease and holder; an unfinished one is discarded and forgotten. True if it was discarded.
+    pub(crate) async fn close_upload(&self, share: &ShareId) -> Result<bool, CloseError> {
+        let (si, n) = (&share.si, share.shnum);
+        if self.backend.size(si, n).await.map_err(|e| CloseError::Backend("size", e))?.is_some() {
+            self.accountant.upload_finished(share).map_err(CloseError::Accountant)?;
+            return Ok(false);
+        }
+        self.backend.abort(si, n).await.map_err(|e| CloseError::Backend("abort", e))?;
+        self.accountant.forget_share(share).map_err(CloseError::Accountant)?;
+        Ok(true)
+    }
+
+    /// Abort uploads with no write for [`UPLOAD_IDLE_TIMEOUT`]; returns how many.
+    pub async fn abort_idle_uploads(&self) -> usize {
+        let mut aborted = 0;
+        for ((si, n), upload) in self.uploads.idle(self.clock.now(), UPLOAD_IDLE_TIMEOUT.as_secs()) {
+            if self.drop_upload(&si, n, &upload).await.is_ok() {
+                tracing::info!(si = %si, shnum = n.0, "aborted an upload idle for 30 minutes");
+                aborted += 1;
+            }
+        }
+        aborted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Clock, ManualClock};
+
+    fn key(i: u8) -> UploadKey {
+        (StorageIndex::from_bytes([i; 16]), ShareNumber(0))
+    }
+
+    fn upload(size: u64, now: u64) -> Upload {
+        Upload { secret: b"secret".to_vec(), size, written: RangeSet::default(), last_write: now }
+    }
+
+    fn new(inserted: Inserted) -> (Entry, OwnedMutexGuard<Upload>) {
+        match inserted {
+            Inserted::New(e, g) => (e, g),
+            other => panic!("expected a new entry, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_entry_reserves_its_size_until_it_leaves_once() {
+        let table = UploadTable::default();
+        let (a, guard) = new(table.insert_locked(key(1), upload(100, 0), 1000));
+        drop(guard);
+        assert_eq!((table.reserved(), table.len()), (100, 1));
+        // A second allocation of the same share changes nothing, whoever asks.
+        assert!(
+            matches!(table.insert_locked(key(1), upload(500, 0), 1000), Inserted::Exists(e) if Arc::ptr_eq(&e, &a))
+        );
+        assert_eq!(table.reserved(), 100);
+        let (b, _guard) = new(table.insert_locked(key(2), upload(300, 0), 1000));
+        assert_eq!(table.reserved(), 400);
+        assert!(table.remove(&key(1), &a));
+        assert!(!table.remove(&key(1), &a), "released once");
+        assert_eq!(table.reserved(), 300);
+        // A stale handle (the share was allocated again since) removes nothing.
+        let (c, _guard) = new(table.insert_locked(key(1), upload(50, 0), 1000));
+        assert!(!table.remove(&key(1), &a) && table.is_current(&key(1), &c));
+        assert_eq!(table.reserved(), 350);
+        assert!(table.remove(&key(2), &b) && table.remove(&key(1), &c));
+        assert_eq!((table.reserved(), table.len()), (0, 0));
+    }
+
+    #[test]
+    fn an_allocation_that_does_not_fit_beside_the_reserved_space_is_refused() {
+        let table = UploadTable::default();
+        let _a = new(table.insert_locked(key(1), upload(600, 0), 1000));
+        assert!(matches!(table.insert_locked(key(2), upload(401, 0), 1000), Inserted::NoSpace));
+        let _b = new(table.insert_locked(key(2), upload(400, 0), 1000));
+        assert!(matches!(table.insert_locked(key(3), upload(0, 0), 999), Inserted::NoSpace), "nothing fits past full");
+        assert!(matches!(table.insert_locked(key(4), upload(u64::MAX, 0), u64::MAX), Inserted::NoSpace));
+        assert_eq!(table.reserved(), 1000);
+    }
+
+    #[test]
+    fn a_new_entry_stays_locked_until_it_is_set_up() {
+        let table = UploadTable::default();
+        let (_, guard) = new(table.insert_locked(key(1), upload(10, 0), 100));
+        let found = table.get(&key(1)).expect("listed at once");
+        assert!(found.try_lock().is_err(), "a writer waits until the allocation is done");
+        drop(guard);
+        assert!(found.try_lock().is_ok());
+    }
+
+    #[test]
+    fn uploads_idle_for_the_timeout_are_found_by_the_manual_clock() {
+        let clock = ManualClock::new(1_000);
+        let table = UploadTable::default();
+        let timeout = UPLOAD_IDLE_TIMEOUT.as_secs();
+        let (quiet, guard) = new(table.insert_locked(key(1), upload(10, clock.now()), 100));
+        drop(guard);
+        let (_busy, busy_guard) = new(table.insert_locked(key(2), upload(10, clock.now()), 100));
+        clock.advance(timeout - 1);
+        assert!(table.idle(clock.now(), timeout).is_empty());
+        clock.advance(1);
+        let idle = table.idle(clock.now(), timeout);
+        assert_eq!(idle.len(), 1, "the one being worked on right now is not idle");
+        assert!(idle[0].0 == key(1) && Arc::ptr_eq(&idle[0].1, &quiet));
+        // A write moves it back.
+        quiet.try_lock().expect("free").last_write = clock.now();
+        assert!(table.idle(clock.now(), timeout).is_empty());
+        drop(busy_guard);
+    }
+}
