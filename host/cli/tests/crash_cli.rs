@@ -13,15 +13,12 @@
 
 mod common;
 
-use std::io::Read;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{free_port, marsh, ok};
+use common::{Running, TestNode};
 use http::{Method, StatusCode};
-use marsh_gbs_client::{GbsClient, Nurl, int, text};
+use marsh_gbs_client::{GbsClient, Secrets, rtw_body_shares};
 
 const ROUNDS: u64 = 30;
 const WRITERS: u8 = 3;
@@ -39,40 +36,17 @@ fn slot_index(slot: u8) -> String {
 }
 
 /// Write both shares of `slot` at generation `g` (whole content, truncated to its length).
-fn rtw_body(slot: u8, g: u64) -> Vec<u8> {
-    let share = |n: u8| {
-        let data = content(slot, n, g);
-        let len = data.len() as u64;
-        (
-            int(u64::from(n)),
-            ciborium::value::Value::Map(vec![
-                (text("test"), ciborium::value::Value::Array(vec![])),
-                (
-                    text("write"),
-                    ciborium::value::Value::Array(vec![ciborium::value::Value::Map(vec![
-                        (text("offset"), int(0)),
-                        (text("data"), ciborium::value::Value::Bytes(data)),
-                    ])]),
-                ),
-                (text("new-length"), int(len)),
-            ]),
-        )
-    };
-    marsh_gbs_client::encode(&ciborium::value::Value::Map(vec![
-        (text("test-write-vectors"), ciborium::value::Value::Map(vec![share(0), share(1)])),
-        (text("read-vector"), ciborium::value::Value::Array(vec![])),
-    ]))
-}
-
-fn enabler(slot: u8) -> Vec<u8> {
-    vec![slot; 32]
-}
-
 async fn write(client: &mut GbsClient, slot: u8, g: u64) -> Result<(), String> {
-    let secrets: [(&str, &[u8]); 3] =
-        [("write-enabler", &enabler(slot)), ("lease-renew-secret", &[7; 32]), ("lease-cancel-secret", &[8; 32])];
-    let path = format!("mutable/{}/read-test-write", slot_index(slot));
-    let r = client.call(Method::POST, &path, &secrets, &[], rtw_body(slot, g)).await.map_err(|e| e.to_string())?;
+    let (first, second) = (content(slot, 0, g), content(slot, 1, g));
+    let body = rtw_body_shares(
+        &[
+            (0, vec![], vec![(0, &first)], Some(first.len() as u64)),
+            (1, vec![], vec![(0, &second)], Some(second.len() as u64)),
+        ],
+        &[],
+    );
+    let secrets = Secrets { write_enabler: vec![slot; 32], ..Secrets::from_seed(7) };
+    let r = client.read_test_write(&slot_index(slot), &secrets, body).await.map_err(|e| e.to_string())?;
     if r.status != StatusCode::OK {
         return Err(format!("status {}: {}", r.status, String::from_utf8_lossy(&r.body)));
     }
@@ -95,58 +69,20 @@ async fn generation(client: &mut GbsClient, slot: u8, acked: u64) -> u64 {
     seen[0]
 }
 
-struct Node {
-    child: Child,
-    nurl: Nurl,
-}
-
-fn start(dir: &Path) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_marsh"))
-        .args(["run", "--dir", dir.to_str().expect("utf-8")])
-        .env("MARSH_LOG", "info,marsh::request=off")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn marsh run");
-    let mut line = Vec::new();
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut byte = [0u8];
-    while stdout.read(&mut byte).expect("read") == 1 && byte[0] != b'\n' {
-        line.push(byte[0]);
-    }
-    let line = String::from_utf8_lossy(&line).into_owned();
-    let nurl = line.trim().strip_prefix("marsh: serving ").unwrap_or_else(|| {
-        let _ = child.kill();
-        let mut err = String::new();
-        let _ = child.stderr.take().expect("stderr").read_to_string(&mut err);
-        panic!("the node did not start: {line:?}\n{err}")
-    });
-    Node { nurl: nurl.parse().expect("nurl"), child }
-}
-
-impl Node {
-    /// SIGKILL; what it logged.
-    fn kill(mut self) -> String {
-        self.child.kill().expect("kill");
-        let _ = self.child.wait();
-        let mut err = String::new();
-        let _ = self.child.stderr.take().expect("stderr").read_to_string(&mut err);
-        err
-    }
+/// `marsh run`, logging what start-up settles (and not every request).
+fn start(node: &TestNode) -> Running {
+    Running::start_with(node.dir(), &[("MARSH_LOG", "info,marsh::request=off")])
+        .unwrap_or_else(|e| panic!("the node did not start: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutable_writes_are_old_or_new_after_sigkill_at_any_point() {
-    let work = tempfile::tempdir().expect("tempdir");
-    let dir = work.path().join("node");
-    let listen = format!("127.0.0.1:{}", free_port());
-    ok(marsh(&["init", "--dir", dir.to_str().expect("utf-8"), "--listen", &listen]));
+    let dir = TestNode::new();
     let mut node = start(&dir);
     // Generation 0 of every slot, acknowledged.
     let mut acked = vec![0u64; usize::from(WRITERS)];
     for slot in 0..WRITERS {
-        let mut c = GbsClient::connect(&node.nurl).await.expect("connect");
-        write(&mut c, slot, 0).await.expect("first write");
+        write(&mut node.client().await, slot, 0).await.expect("first write");
     }
     let mut completed = 0u64;
     let mut rng = u64::from(std::process::id()) | 1;
@@ -155,7 +91,7 @@ async fn mutable_writes_are_old_or_new_after_sigkill_at_any_point() {
         let latest = Arc::new(Mutex::new(acked.clone()));
         let mut tasks = Vec::new();
         for slot in 0..WRITERS {
-            let (nurl, latest) = (node.nurl.clone(), latest.clone());
+            let (nurl, latest) = (node.nurl(), latest.clone());
             tasks.push(tokio::spawn(async move {
                 let Ok(mut c) = GbsClient::connect(&nurl).await else { return };
                 loop {
@@ -177,7 +113,7 @@ async fn mutable_writes_are_old_or_new_after_sigkill_at_any_point() {
         }
         acked.clone_from(&latest.lock().expect("lock"));
         node = start(&dir);
-        let mut c = GbsClient::connect(&node.nurl).await.expect("connect after restart");
+        let mut c = node.client().await;
         for slot in 0..WRITERS {
             let g = generation(&mut c, slot, acked[usize::from(slot)]).await;
             // The owner still writes; that generation is the next round's starting point.

@@ -1,15 +1,11 @@
 //! `marsh init`, `marsh config` and `marsh announce`, run as an operator runs them.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn marsh(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_marsh")).args(args).output().expect("run marsh")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::{TestNode, marsh, text};
 
 fn init(dir: &Path) -> Output {
     marsh(&["init", "--dir", dir.to_str().expect("utf-8"), "--listen", "127.0.0.1:45678", "--nickname", "n1"])
@@ -31,23 +27,19 @@ fn init_refuses_to_overwrite_a_node() {
 
 #[test]
 fn config_is_typed_and_explains_refusals() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let dir = tmp.path().join("node");
-    assert!(init(&dir).status.success());
-    let d = dir.to_str().expect("utf-8");
-    let ok = marsh(&["config", "set", "storage.reserved-space", "2GiB", "--dir", d]);
-    assert!(ok.status.success(), "{}", text(&ok.stderr));
-    assert_eq!(text(&marsh(&["config", "get", "storage.reserved-space", "--dir", d]).stdout).trim(), "2GiB");
-    let unknown = marsh(&["config", "set", "storage.reserve", "1G", "--dir", d]);
+    let node = TestNode::new();
+    node.set("storage.reserved-space", "2GiB");
+    assert_eq!(node.ok(&["config", "get", "storage.reserved-space"]).trim(), "2GiB");
+    let unknown = node.marsh(&["config", "set", "storage.reserve", "1G"]);
     assert_eq!(unknown.status.code(), Some(2));
     assert!(text(&unknown.stderr).contains("valid keys: node.nickname"), "{}", text(&unknown.stderr));
-    let bad = marsh(&["config", "set", "limits.instances", "many", "--dir", d]);
+    let bad = node.marsh(&["config", "set", "limits.instances", "many"]);
     assert!(text(&bad.stderr).contains("a whole number from 1"), "{}", text(&bad.stderr));
-    let list = text(&marsh(&["config", "list", "--dir", d]).stdout);
+    let list = node.ok(&["config", "list"]);
     assert!(list.contains("storage.reserved-space = 2GiB"), "{list}");
     assert!(list.contains("limits.memory = 256Mi  (default)"), "{list}");
-    assert!(marsh(&["config", "unset", "storage.reserved-space", "--dir", d]).status.success());
-    assert_eq!(text(&marsh(&["config", "get", "storage.reserved-space", "--dir", d]).stdout).trim(), "1G");
+    node.ok(&["config", "unset", "storage.reserved-space"]);
+    assert_eq!(node.ok(&["config", "get", "storage.reserved-space"]).trim(), "1G");
 }
 
 #[test]
@@ -72,12 +64,8 @@ fn announce_prints_a_servers_yaml_entry_the_client_accepts() {
 #[test]
 fn run_raises_its_open_file_limit_to_the_hard_limit() {
     use std::io::BufRead;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().join("node");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let out = marsh(&["init", "--dir", dir.to_str().expect("utf-8"), "--listen", &format!("127.0.0.1:{port}")]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let script = format!("ulimit -Sn 256 && exec '{}' run --dir '{}'", env!("CARGO_BIN_EXE_marsh"), dir.display());
+    let node = TestNode::new();
+    let script = format!("ulimit -Sn 256 && exec '{}' run --dir '{}'", env!("CARGO_BIN_EXE_marsh"), node.d());
     let mut child = Command::new("sh")
         .args(["-c", &script])
         .stdout(std::process::Stdio::piped())

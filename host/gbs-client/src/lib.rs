@@ -60,6 +60,12 @@ impl std::str::FromStr for Nurl {
     }
 }
 
+impl std::fmt::Display for Nurl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pb://{}@{}:{}/{}#v=1", self.spki, self.host, self.port, self.swissnum)
+    }
+}
+
 /// One DER element at the start of `b`: (header length, content length).
 fn tlv(b: &[u8]) -> Option<(usize, usize)> {
     let len0 = *b.get(1)? as usize;
@@ -250,6 +256,118 @@ impl GbsClient {
     }
 }
 
+/// The secrets a client sends, one value each (Tahoe derives them per share; tests pick them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Secrets {
+    /// `lease-renew-secret`.
+    pub renew: Vec<u8>,
+    /// `lease-cancel-secret`.
+    pub cancel: Vec<u8>,
+    /// `upload-secret`.
+    pub upload: Vec<u8>,
+    /// `write-enabler`.
+    pub write_enabler: Vec<u8>,
+}
+
+impl Secrets {
+    /// 32-byte secrets made from one byte: renew, upload and write enabler all `[seed; 32]`,
+    /// cancel `[seed ^ 0xff; 32]`.
+    pub fn from_seed(seed: u8) -> Secrets {
+        Secrets {
+            renew: vec![seed; 32],
+            cancel: vec![seed ^ 0xff; 32],
+            upload: vec![seed; 32],
+            write_enabler: vec![seed; 32],
+        }
+    }
+
+    fn lease(&self) -> [(&'static str, &[u8]); 2] {
+        [("lease-renew-secret", &self.renew), ("lease-cancel-secret", &self.cancel)]
+    }
+}
+
+/// A request that did not get the status it should have.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The request failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The server answered with another status.
+    #[error("{what}: status {status}: {body}")]
+    Status {
+        /// Which request.
+        what: &'static str,
+        /// What it answered.
+        status: StatusCode,
+        /// Its body, as text.
+        body: String,
+    },
+}
+
+fn expect(what: &'static str, reply: Reply, wanted: &[StatusCode]) -> Result<Reply, CallError> {
+    if wanted.contains(&reply.status) {
+        return Ok(reply);
+    }
+    Err(CallError::Status { what, status: reply.status, body: String::from_utf8_lossy(&reply.body).into_owned() })
+}
+
+impl GbsClient {
+    /// `POST /storage/v1/immutable/SI`: allocate `shares` of `size` bytes each.
+    pub async fn allocate(
+        &mut self,
+        si: &str,
+        secrets: &Secrets,
+        shares: &[u64],
+        size: u64,
+    ) -> Result<Reply, ClientError> {
+        let [renew, cancel] = secrets.lease();
+        let all = [renew, cancel, ("upload-secret", secrets.upload.as_slice())];
+        self.call(Method::POST, &format!("immutable/{si}"), &all, &[], allocate_body(shares, size)).await
+    }
+
+    /// `PATCH /storage/v1/immutable/SI/N`: write `data` at `offset` (not empty).
+    pub async fn write(
+        &mut self,
+        si: &str,
+        shnum: u64,
+        secrets: &Secrets,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<Reply, ClientError> {
+        let range = format!("bytes {offset}-{}/*", offset + (data.len() as u64).max(1) - 1);
+        let secret = [("upload-secret", secrets.upload.as_slice())];
+        self.call(
+            Method::PATCH,
+            &format!("immutable/{si}/{shnum}"),
+            &secret,
+            &[("content-range", &range)],
+            data.to_vec(),
+        )
+        .await
+    }
+
+    /// Upload one whole immutable share as a client does: allocate it, then write it in one
+    /// request; an error unless the share was allocated and completed (201).
+    pub async fn upload(&mut self, si: &str, shnum: u64, secrets: &Secrets, data: &[u8]) -> Result<(), CallError> {
+        expect("allocate", self.allocate(si, secrets, &[shnum], data.len() as u64).await?, &[StatusCode::OK])?;
+        expect("write", self.write(si, shnum, secrets, 0, data).await?, &[StatusCode::CREATED])?;
+        Ok(())
+    }
+
+    /// `PUT /storage/v1/lease/SI`: add or renew a lease on every share of `si`.
+    pub async fn renew(&mut self, si: &str, secrets: &Secrets) -> Result<Reply, ClientError> {
+        self.call(Method::PUT, &format!("lease/{si}"), &secrets.lease(), &[], Vec::new()).await
+    }
+
+    /// `POST /storage/v1/mutable/SI/read-test-write` with a body from [`rtw_body`] or
+    /// [`rtw_body_shares`].
+    pub async fn read_test_write(&mut self, si: &str, secrets: &Secrets, body: Vec<u8>) -> Result<Reply, ClientError> {
+        let [renew, cancel] = secrets.lease();
+        let all = [("write-enabler", secrets.write_enabler.as_slice()), renew, cancel];
+        self.call(Method::POST, &format!("mutable/{si}/read-test-write"), &all, &[], body).await
+    }
+}
+
 /// CBOR text.
 pub fn text(s: &str) -> Value {
     Value::Text(s.to_owned())
@@ -273,33 +391,45 @@ pub fn allocate_body(shares: &[u64], size: u64) -> Vec<u8> {
     encode(&Value::Map(vec![(text("share-numbers"), set), (text("allocated-size"), int(size))]))
 }
 
-/// A read-test-write body for one share: tests `(offset, size, specimen)`, writes `(offset, data)`.
-pub fn rtw_body(shnum: u64, tests: &[(u64, u64, &[u8])], writes: &[(u64, &[u8])], reads: &[(u64, u64)]) -> Vec<u8> {
-    let tests = tests
+/// One share's vectors in a read-test-write: its number, tests `(offset, size, specimen)`,
+/// writes `(offset, data)`, and the new length (`Some(0)` deletes the share).
+pub type ShareVectors<'a> = (u64, Vec<(u64, u64, &'a [u8])>, Vec<(u64, &'a [u8])>, Option<u64>);
+
+/// A read-test-write body for several shares, with `reads` `(offset, size)` of every share.
+pub fn rtw_body_shares(vectors: &[ShareVectors<'_>], reads: &[(u64, u64)]) -> Vec<u8> {
+    let twv = vectors
         .iter()
-        .map(|(o, s, sp)| {
-            Value::Map(vec![
-                (text("offset"), int(*o)),
-                (text("size"), int(*s)),
-                (text("specimen"), Value::Bytes(sp.to_vec())),
-            ])
+        .map(|(n, tests, writes, new_length)| {
+            let tests = tests
+                .iter()
+                .map(|(o, s, sp)| {
+                    Value::Map(vec![
+                        (text("offset"), int(*o)),
+                        (text("size"), int(*s)),
+                        (text("specimen"), Value::Bytes(sp.to_vec())),
+                    ])
+                })
+                .collect();
+            let writes = writes
+                .iter()
+                .map(|(o, d)| Value::Map(vec![(text("offset"), int(*o)), (text("data"), Value::Bytes(d.to_vec()))]))
+                .collect();
+            let share = Value::Map(vec![
+                (text("test"), Value::Array(tests)),
+                (text("write"), Value::Array(writes)),
+                (text("new-length"), new_length.map_or(Value::Null, int)),
+            ]);
+            (int(*n), share)
         })
         .collect();
-    let writes = writes
-        .iter()
-        .map(|(o, d)| Value::Map(vec![(text("offset"), int(*o)), (text("data"), Value::Bytes(d.to_vec()))]))
-        .collect();
-    let share = Value::Map(vec![
-        (text("test"), Value::Array(tests)),
-        (text("write"), Value::Array(writes)),
-        (text("new-length"), Value::Null),
-    ]);
     let reads =
         reads.iter().map(|(o, s)| Value::Map(vec![(text("offset"), int(*o)), (text("size"), int(*s))])).collect();
-    encode(&Value::Map(vec![
-        (text("test-write-vectors"), Value::Map(vec![(int(shnum), share)])),
-        (text("read-vector"), Value::Array(reads)),
-    ]))
+    encode(&Value::Map(vec![(text("test-write-vectors"), Value::Map(twv)), (text("read-vector"), Value::Array(reads))]))
+}
+
+/// A read-test-write body for one share: tests `(offset, size, specimen)`, writes `(offset, data)`.
+pub fn rtw_body(shnum: u64, tests: &[(u64, u64, &[u8])], writes: &[(u64, &[u8])], reads: &[(u64, u64)]) -> Vec<u8> {
+    rtw_body_shares(&[(shnum, tests.to_vec(), writes.to_vec(), None)], reads)
 }
 
 #[cfg(test)]
@@ -310,6 +440,7 @@ mod tests {
     fn nurls_parse() {
         let n: Nurl = "pb://abc_-DEF@127.0.0.1:3457/swiss#v=1".parse().unwrap();
         assert_eq!(n, Nurl { spki: "abc_-DEF".into(), host: "127.0.0.1".into(), port: 3457, swissnum: "swiss".into() });
+        assert_eq!(n.to_string(), "pb://abc_-DEF@127.0.0.1:3457/swiss#v=1");
         assert!("pb://abc@host/swiss#v=1".parse::<Nurl>().is_err());
         assert!("http://abc@host:1/swiss".parse::<Nurl>().is_err());
     }

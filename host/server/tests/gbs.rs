@@ -15,7 +15,7 @@ use http_body_util::Full;
 use marsh_accountant::{Accountant, Attribute, Attributes, LEASE_SECONDS};
 use marsh_conformance::reference::ReferenceBackend;
 use marsh_core::{ShareId, ShareNumber, StorageIndex};
-use marsh_gbs_client::{GbsClient, Nurl};
+use marsh_gbs_client::{GbsClient, Nurl, allocate_body, rtw_body_shares};
 use marsh_server::{ManualClock, ServiceConfig, StorageService, wire};
 
 const SWISSNUM: &str = "eiu2i7p6d6mm4ihmss7ieou5hac3wn6b";
@@ -129,13 +129,6 @@ const CANCEL: &[u8] = &[2; 32];
 
 fn text(s: &str) -> Value {
     Value::Text(s.into())
-}
-
-fn allocate_body(shares: &[u64], size: u64) -> Vec<u8> {
-    wire::encode(&Value::Map(vec![
-        (text("share-numbers"), wire::share_set(shares.iter().copied())),
-        (text("allocated-size"), Value::Integer(size.into())),
-    ]))
 }
 
 async fn allocate(s: &Server, si: &str, upload: &[u8], shares: &[u64], size: u64) -> (Vec<u64>, Vec<u64>) {
@@ -461,59 +454,6 @@ async fn leases_are_added_or_renewed_by_renew_secret() {
     assert_eq!(expiry(&s), vec![T0 + 167 + LEASE_SECONDS, T0 + 177 + LEASE_SECONDS]);
 }
 
-/// One share's vectors: number, tests `(offset, size, specimen)`, writes `(offset, data)`, new length.
-type ShareVectors<'a> = (u64, Vec<(u64, u64, &'a [u8])>, Vec<(u64, &'a [u8])>, Option<u64>);
-
-fn rtw_body(vectors: &[ShareVectors<'_>], reads: &[(u64, u64)]) -> Vec<u8> {
-    let int = |n: u64| Value::Integer(n.into());
-    let twv = vectors
-        .iter()
-        .map(|(n, tests, writes, new_length)| {
-            (
-                int(*n),
-                Value::Map(vec![
-                    (
-                        text("test"),
-                        Value::Array(
-                            tests
-                                .iter()
-                                .map(|(o, sz, sp)| {
-                                    Value::Map(vec![
-                                        (text("offset"), int(*o)),
-                                        (text("size"), int(*sz)),
-                                        (text("specimen"), Value::Bytes(sp.to_vec())),
-                                    ])
-                                })
-                                .collect(),
-                        ),
-                    ),
-                    (
-                        text("write"),
-                        Value::Array(
-                            writes
-                                .iter()
-                                .map(|(o, d)| {
-                                    Value::Map(vec![
-                                        (text("offset"), int(*o)),
-                                        (text("data"), Value::Bytes(d.to_vec())),
-                                    ])
-                                })
-                                .collect(),
-                        ),
-                    ),
-                    (text("new-length"), new_length.map_or(Value::Null, int)),
-                ]),
-            )
-        })
-        .collect();
-    let rv =
-        reads.iter().map(|(o, sz)| Value::Map(vec![(text("offset"), int(*o)), (text("size"), int(*sz))])).collect();
-    wire::encode(&Value::Map(vec![
-        (text("test-write-vectors"), Value::Map(twv)),
-        (text("read-vector"), Value::Array(rv)),
-    ]))
-}
-
 async fn rtw(s: &Server, si: &str, we: &[u8], body: Vec<u8>) -> Reply {
     s.call(
         Method::POST,
@@ -547,12 +487,12 @@ fn rtw_result(r: &Reply) -> (bool, BTreeMap<u64, Vec<Vec<u8>>>) {
 async fn read_test_write_reads_before_writing_and_checks_the_write_enabler() {
     let s = start().await;
     let si = si(8);
-    let create = rtw_body(
+    let create = rtw_body_shares(
         &[(0, vec![(0, 1, b"")], vec![(0, b"abcdef-0")], None), (1, vec![(0, 1, b"")], vec![(0, b"abcdef-1")], None)],
         &[],
     );
     assert_eq!(rtw_result(&rtw(&s, &si, b"we", create).await), (true, BTreeMap::new()));
-    let change = rtw_body(&[(0, vec![(0, 8, b"abcdef-0")], vec![(1, b"XYZ")], None)], &[(0, 8)]);
+    let change = rtw_body_shares(&[(0, vec![(0, 8, b"abcdef-0")], vec![(1, b"XYZ")], None)], &[(0, 8)]);
     let (ok, data) = rtw_result(&rtw(&s, &si, b"we", change).await);
     assert!(ok);
     assert_eq!(
@@ -561,18 +501,18 @@ async fn read_test_write_reads_before_writing_and_checks_the_write_enabler() {
         "reads come before the write"
     );
     assert_eq!(get(&s, &format!("mutable/{si}/0"), Some("bytes=0-7")).await.body.as_ref(), b"aXYZef-0");
-    let failing = rtw_body(&[(0, vec![(0, 3, b"nop")], vec![(0, b"QQQ")], None)], &[]);
+    let failing = rtw_body_shares(&[(0, vec![(0, 3, b"nop")], vec![(0, b"QQQ")], None)], &[]);
     assert!(!rtw_result(&rtw(&s, &si, b"we", failing).await).0);
     assert_eq!(
         get(&s, &format!("mutable/{si}/0"), None).await.body.as_ref(),
         b"aXYZef-0",
         "no write after a failed test"
     );
-    let wrong = rtw_body(&[(0, vec![], vec![(0, b"QQQ")], None)], &[]);
+    let wrong = rtw_body_shares(&[(0, vec![], vec![(0, b"QQQ")], None)], &[]);
     assert_eq!(rtw(&s, &si, b"not the enabler", wrong).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(get(&s, &format!("mutable/{si}/0"), None).await.body.as_ref(), b"aXYZef-0");
     assert_eq!(get(&s, &format!("mutable/{si}/shares"), None).await.cbor(), wire::share_set([0, 1]));
-    let delete = rtw_body(&[(1, vec![], vec![], Some(0))], &[]);
+    let delete = rtw_body_shares(&[(1, vec![], vec![], Some(0))], &[]);
     assert!(rtw_result(&rtw(&s, &si, b"we", delete).await).0);
     assert_eq!(get(&s, &format!("mutable/{si}/shares"), None).await.cbor(), wire::share_set([0]));
 }
@@ -582,7 +522,7 @@ async fn a_large_mutable_write_reads_back_intact() {
     let s = start().await;
     let si = si(9);
     let big = marsh_conformance::pattern(7, 50_000_000);
-    assert!(rtw_result(&rtw(&s, &si, b"we", rtw_body(&[(0, vec![], vec![(0, &big)], None)], &[])).await).0);
+    assert!(rtw_result(&rtw(&s, &si, b"we", rtw_body_shares(&[(0, vec![], vec![(0, &big)], None)], &[])).await).0);
     let r = get(&s, &format!("mutable/{si}/0"), None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.body.as_ref() == big.as_slice(), "50 MB round trip");
@@ -652,25 +592,25 @@ async fn mutable_shares_count_towards_usage_and_a_quota_stops_their_growth() {
             s.call_as(&auth, Method::POST, &format!("mutable/{si}/read-test-write"), &secrets, &[], body).await
         }
     };
-    let create = rtw_body(&[(0, vec![], vec![(0, &[1; 60])], None)], &[]);
+    let create = rtw_body_shares(&[(0, vec![], vec![(0, &[1; 60])], None)], &[]);
     assert!(rtw_result(&rtw_as(create).await).0);
     assert_eq!(a.usage(alice.id).unwrap(), 60, "a new mutable share counts");
-    let grow = rtw_body(&[(0, vec![], vec![(60, &[2; 30])], None)], &[]);
+    let grow = rtw_body_shares(&[(0, vec![], vec![(60, &[2; 30])], None)], &[]);
     assert!(rtw_result(&rtw_as(grow).await).0);
     assert_eq!(a.usage(alice.id).unwrap(), 90);
     // 20 more bytes would make 110 of 100: refused as out of space, nothing written.
-    let over = rtw_body(&[(0, vec![], vec![(90, &[3; 20])], None)], &[]);
+    let over = rtw_body_shares(&[(0, vec![], vec![(90, &[3; 20])], None)], &[]);
     let r = rtw_as(over).await;
     assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE);
     assert!(String::from_utf8_lossy(&r.body).contains("quota"), "{:?}", r.body);
     assert_eq!(get(&s, &format!("mutable/{slot}/0"), None).await.body.len(), 90);
     // Rewriting bytes already held costs nothing; shrinking gives room back.
-    let rewrite = rtw_body(&[(0, vec![], vec![(0, &[4; 90])], None)], &[]);
+    let rewrite = rtw_body_shares(&[(0, vec![], vec![(0, &[4; 90])], None)], &[]);
     assert!(rtw_result(&rtw_as(rewrite).await).0);
-    let shrink = rtw_body(&[(0, vec![], vec![], Some(50))], &[]);
+    let shrink = rtw_body_shares(&[(0, vec![], vec![], Some(50))], &[]);
     assert!(rtw_result(&rtw_as(shrink).await).0);
     assert_eq!(a.usage(alice.id).unwrap(), 50);
-    let delete = rtw_body(&[(0, vec![], vec![], Some(0))], &[]);
+    let delete = rtw_body_shares(&[(0, vec![], vec![], Some(0))], &[]);
     assert!(rtw_result(&rtw_as(delete).await).0);
     assert_eq!(a.usage(alice.id).unwrap(), 0);
 
@@ -687,10 +627,10 @@ async fn mutable_shares_count_towards_usage_and_a_quota_stops_their_growth() {
         }
     };
     let (alices, bobs) = (si(31), si(32));
-    let create = rtw_body(&[(0, vec![], vec![(0, &[5; 90])], None)], &[]);
+    let create = rtw_body_shares(&[(0, vec![], vec![(0, &[5; 90])], None)], &[]);
     assert!(rtw_result(&write_as(auth.clone(), alices.clone(), create.clone()).await).0);
     assert!(rtw_result(&write_as(bob_auth.clone(), bobs.clone(), create).await).0);
-    let grow = rtw_body(&[(0, vec![], vec![(90, &[6; 500])], None)], &[]);
+    let grow = rtw_body_shares(&[(0, vec![], vec![(90, &[6; 500])], None)], &[]);
     let r = write_as(bob_auth, alices, grow.clone()).await;
     assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE, "alice's share stays within alice's quota");
     assert!(String::from_utf8_lossy(&r.body).contains("`alice`"), "{:?}", r.body);
@@ -707,14 +647,14 @@ async fn immutable_and_mutable_shares_of_one_number_never_touch() {
     let si = si(30);
     let sid: StorageIndex = si.parse().unwrap();
     let a = s.service.accountant();
-    let create = rtw_body(&[(0, vec![], vec![(0, b"owner's data")], None)], &[]);
+    let create = rtw_body_shares(&[(0, vec![], vec![(0, b"owner's data")], None)], &[]);
     assert!(rtw_result(&rtw(&s, &si, b"owner-we", create).await).0);
     // A stranger allocates the immutable share 0 of the same index and aborts it.
     allocate(&s, &si, b"stranger", &[0], 100).await;
     let r =
         s.call(Method::PUT, &format!("immutable/{si}/0/abort"), &[("upload-secret", b"stranger")], &[], vec![]).await;
     assert_eq!(r.status, StatusCode::OK);
-    let rewrite = rtw_body(&[(0, vec![], vec![(0, b"OWNER")], None)], &[(0, 12)]);
+    let rewrite = rtw_body_shares(&[(0, vec![], vec![(0, b"OWNER")], None)], &[(0, 12)]);
     let (ok, data) = rtw_result(&rtw(&s, &si, b"owner-we", rewrite).await);
     assert!(ok, "the owner still writes");
     assert_eq!(data[&0], vec![b"owner's data".to_vec()]);
@@ -724,7 +664,7 @@ async fn immutable_and_mutable_shares_of_one_number_never_touch() {
     allocate(&s, &si, b"stranger2", &[0], 100).await;
     let usage = a.usage(marsh_accountant::AccountId::ANONYMOUS).unwrap();
     assert_eq!(usage, 112, "the mutable share (12) and the upload in progress (100)");
-    let one_byte = rtw_body(&[(0, vec![], vec![(0, b"o")], None)], &[]);
+    let one_byte = rtw_body_shares(&[(0, vec![], vec![(0, b"o")], None)], &[]);
     assert!(rtw_result(&rtw(&s, &si, b"owner-we", one_byte).await).0);
     assert_eq!(a.usage(marsh_accountant::AccountId::ANONYMOUS).unwrap(), 112, "nothing shrank");
     // Finish the immutable share; a new-length 0 on an absent mutable share 1 and on the
@@ -732,7 +672,7 @@ async fn immutable_and_mutable_shares_of_one_number_never_touch() {
     patch(&s, &si, 0, b"stranger2", 0, &[7; 100]).await;
     let imm = ShareId::immutable(sid, ShareNumber(0));
     assert_eq!(a.leases(&imm).unwrap().len(), 1);
-    let wipe = rtw_body(&[(1, vec![], vec![], Some(0)), (0, vec![], vec![], Some(0))], &[]);
+    let wipe = rtw_body_shares(&[(1, vec![], vec![], Some(0)), (0, vec![], vec![], Some(0))], &[]);
     assert!(rtw_result(&rtw(&s, &si, b"owner-we", wipe).await).0);
     assert_eq!(a.leases(&imm).unwrap().len(), 1, "the immutable share keeps its lease");
     assert_eq!(get(&s, &format!("immutable/{si}/0"), None).await.body.len(), 100);
@@ -746,10 +686,10 @@ async fn immutable_and_mutable_shares_of_one_number_never_touch() {
 async fn a_read_test_write_refused_for_one_share_writes_none() {
     let s = start().await;
     let si = si(31);
-    let create = rtw_body(&[(0, vec![], vec![(0, b"old")], None)], &[]);
+    let create = rtw_body_shares(&[(0, vec![], vec![(0, b"old")], None)], &[]);
     assert!(rtw_result(&rtw(&s, &si, b"we", create).await).0);
     let too_far = marsh_server::MAX_MUTABLE_SHARE_SIZE;
-    let both = rtw_body(&[(0, vec![], vec![(0, b"new")], None), (1, vec![], vec![(too_far, b"x")], None)], &[]);
+    let both = rtw_body_shares(&[(0, vec![], vec![(0, b"new")], None), (1, vec![], vec![(too_far, b"x")], None)], &[]);
     assert_eq!(rtw(&s, &si, b"we", both).await.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(get(&s, &format!("mutable/{si}/0"), None).await.body.as_ref(), b"old");
     assert_eq!(get(&s, &format!("mutable/{si}/1"), None).await.status, StatusCode::NOT_FOUND);

@@ -1,10 +1,16 @@
-//! What the CLI tests share: running `marsh` as an operator does, and a running node.
+//! What the CLI tests share: [`TestNode`], a node made by `marsh init` in a temporary directory
+//! and driven as an operator drives it (the `marsh` binary), [`Running`], a `marsh run` process,
+//! and [`wait_for`], to await a condition instead of sleeping a fixed time.
 
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use marsh_accountant::Accountant;
+use marsh_gbs_client::{GbsClient, Nurl};
 
 /// Run `marsh` with `args`.
 pub fn marsh(args: &[&str]) -> Output {
@@ -25,6 +31,132 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
+/// Poll `condition` every 50 ms until it holds; fails the test after `limit` (a bound against
+/// hanging, not a measurement: a slow machine gets the whole of it).
+pub fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < limit, "waited {limit:?} for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `cp -a FROM TO`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    let status = Command::new("cp").arg("-a").arg(from).arg(to).status().expect("cp");
+    assert!(status.success(), "cp -a {} {}", from.display(), from.display());
+}
+
+/// A node directory made by `marsh init` (listening on a free port, shares in `storage/` beside
+/// it) in a temporary directory that goes with it.
+pub struct TestNode {
+    tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl TestNode {
+    /// `marsh init`, then `marsh config set` for each of `config`.
+    pub fn with(config: &[(&str, &str)]) -> TestNode {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("node");
+        let listen = format!("127.0.0.1:{}", free_port());
+        let storage = tmp.path().join("storage");
+        ok(marsh(&[
+            "init",
+            "--dir",
+            dir.to_str().expect("utf-8"),
+            "--listen",
+            &listen,
+            "--storage-dir",
+            storage.to_str().expect("utf-8"),
+        ]));
+        let node = TestNode { tmp, dir };
+        for (key, value) in config {
+            node.set(key, value);
+        }
+        node
+    }
+
+    /// A node with the default config.
+    pub fn new() -> TestNode {
+        TestNode::with(&[])
+    }
+
+    /// The node directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The node directory, as an argument.
+    pub fn d(&self) -> &str {
+        self.dir.to_str().expect("utf-8")
+    }
+
+    /// Where the default store keeps its objects.
+    pub fn storage(&self) -> PathBuf {
+        self.tmp.path().join("storage")
+    }
+
+    /// A path beside the node for the test's own files.
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    /// `marsh ARGS --dir NODE_DIR`.
+    pub fn marsh(&self, args: &[&str]) -> Output {
+        let mut all = args.to_vec();
+        all.extend(["--dir", self.d()]);
+        marsh(&all)
+    }
+
+    /// The same, failing the test unless it succeeds; its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        ok(self.marsh(args))
+    }
+
+    /// `marsh config set KEY VALUE`.
+    pub fn set(&self, key: &str, value: &str) {
+        self.ok(&["config", "set", key, value]);
+    }
+
+    /// `marsh account create NAME EXTRA...`; the account's NURL.
+    pub fn create_account(&self, name: &str, extra: &[&str]) -> Nurl {
+        let mut args = vec!["account", "create", name];
+        args.extend(extra);
+        let out = self.ok(&args);
+        out.lines().find_map(|l| l.strip_prefix("NURL: ")).expect("a NURL line").parse().expect("a NURL")
+    }
+
+    /// Start `marsh run`; fails the test if it does not serve.
+    pub fn start(&self) -> Running {
+        Running::start(&self.dir).unwrap_or_else(|e| panic!("the node did not start: {e}"))
+    }
+
+    /// Start `marsh run`: `Err` with its exit status and stderr if it stops instead of serving.
+    pub fn try_start(&self) -> Result<Running, String> {
+        Running::start(&self.dir)
+    }
+
+    /// The node's accounting database, opened beside the node (SQLite allows both).
+    pub fn accountant(&self) -> Accountant {
+        let dir = marsh_node::NodeDir::open(&self.dir).expect("node dir");
+        Accountant::open(&dir.accountant_path()).expect("accountant database")
+    }
+
+    /// A copy of the node directory at `scratch(name)`, as an operator's backup.
+    pub fn back_up(&self, name: &str) -> PathBuf {
+        let backup = self.scratch(name);
+        copy_dir(&self.dir, &backup);
+        backup
+    }
+
+    /// The machine is lost: the node directory is replaced by `backup` (shares stay).
+    pub fn restore(&self, backup: &Path) {
+        std::fs::remove_dir_all(&self.dir).expect("rm node dir");
+        copy_dir(backup, &self.dir);
+    }
+}
+
 /// `marsh run`, once it printed that it serves; killed on drop.
 pub struct Running {
     child: Child,
@@ -35,8 +167,14 @@ pub struct Running {
 impl Running {
     /// Start a node; `Err` with its exit status and stderr if it stops instead of serving.
     pub fn start(dir: &Path) -> Result<Running, String> {
+        Running::start_with(dir, &[])
+    }
+
+    /// The same with environment variables set (say `MARSH_LOG`).
+    pub fn start_with(dir: &Path, env: &[(&str, &str)]) -> Result<Running, String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_marsh"))
             .args(["run", "--dir", dir.to_str().expect("utf-8")])
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -50,14 +188,39 @@ impl Running {
         Err(format!("status {:?}: {}", out.status.code(), text(&out.stderr)))
     }
 
+    /// The NURL, parsed.
+    pub fn nurl(&self) -> Nurl {
+        self.nurl.parse().expect("a NURL")
+    }
+
+    /// A client of the anonymous account.
+    pub async fn client(&self) -> GbsClient {
+        GbsClient::connect(&self.nurl()).await.expect("connect")
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stop as an operator does (SIGTERM) and wait, so the node hands its last changes over;
     /// what it wrote to stderr.
     pub fn stop(mut self) -> String {
         let pid = self.child.id().to_string();
         assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+        self.stderr()
+    }
+
+    /// SIGKILL, as a power cut does; what it wrote to stderr.
+    pub fn kill(mut self) -> String {
+        self.child.kill().expect("kill");
+        self.stderr()
+    }
+
+    fn stderr(&mut self) -> String {
         let mut stderr = String::new();
         if let Some(mut e) = self.child.stderr.take() {
-            std::io::Read::read_to_string(&mut e, &mut stderr).expect("stderr");
+            e.read_to_string(&mut stderr).expect("stderr");
         }
         let _ = self.child.wait();
         stderr
