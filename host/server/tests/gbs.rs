@@ -1,6 +1,9 @@
 //! The GBS conformance cases of shared/GBS.md section 9 (ported from the reference's
 //! `test_storage_http.py`), against a running server over real TLS, with a client that pins
 //! the certificate by SPKI hash the way the Tahoe client does (`marsh-gbs-client`).
+//!
+//! One file past 500 lines on purpose: it follows GBS.md section 9 case by case, and the cases
+//! share one in-process server and its helpers.
 
 #![allow(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
 
