@@ -366,7 +366,7 @@ fn validate(key: &Key, name: &str, value: &str) -> Result<String, ConfigError> {
         Kind::AbsPath => std::path::Path::new(v).is_absolute(),
         Kind::ExpireMode => matches!(v, "age" | "cutoff-date"),
         Kind::Strategy => {
-            matches!(v, "local" | "records" | "stash")
+            crate::settings::STRATEGIES.iter().any(|(name, _)| *name == v)
                 || (v.ends_with(".wasm") && std::path::Path::new(v).is_absolute())
         }
         Kind::Date => parse_date(v).is_some(),
@@ -378,7 +378,8 @@ fn validate(key: &Key, name: &str, value: &str) -> Result<String, ConfigError> {
         Kind::Seconds => v.parse::<u64>().is_ok(),
         Kind::Count => v.parse::<u32>().is_ok_and(|n| n > 0),
         Kind::Plugin => {
-            matches!(v, "disk" | "s3" | "memory" | "native:disk" | "native:memory")
+            crate::settings::BACKENDS.iter().any(|(name, _)| *name == v)
+                || v.strip_prefix("native:").is_some_and(|n| crate::settings::NATIVE_BACKENDS.contains(&n))
                 || (v.ends_with(".wasm") && std::path::Path::new(v).is_absolute())
         }
         Kind::Store => {

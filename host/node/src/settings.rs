@@ -180,11 +180,32 @@ fn bad(key: &str, value: &str, expected: &str) -> ConfigError {
     ConfigError::BadValue { key: key.to_owned(), value: value.to_owned(), expected: expected.to_owned() }
 }
 
+/// The first-party backends by the name `backend.plugin` gives them (the one table).
+pub const BACKENDS: &[(&str, Plugin)] = &[
+    ("disk", marsh_artifacts::BACKEND_DISK),
+    ("s3", marsh_artifacts::BACKEND_S3),
+    ("memory", marsh_artifacts::BACKEND_MEMORY),
+];
+
+/// The first-party strategies by the name `persistence.plugin` gives them.
+pub const STRATEGIES: &[(&str, Plugin)] = &[
+    ("local", marsh_artifacts::PERSISTENCE_LOCAL),
+    ("records", marsh_artifacts::PERSISTENCE_RECORDS),
+    ("stash", marsh_artifacts::PERSISTENCE_STASH),
+];
+
+/// The backends linked natively in benchmark builds (`native:NAME`).
+pub const NATIVE_BACKENDS: &[&str] = &["disk", "memory"];
+
+fn named(table: &[(&str, Plugin)], value: &str) -> Option<PluginChoice> {
+    table.iter().find(|(name, _)| *name == value).map(|(_, p)| PluginChoice::FirstParty(*p))
+}
+
 fn backend_plugin(key: &str, value: &str) -> Result<PluginChoice, ConfigError> {
+    if let Some(choice) = named(BACKENDS, value) {
+        return Ok(choice);
+    }
     Ok(match value {
-        "disk" => PluginChoice::FirstParty(marsh_artifacts::BACKEND_DISK),
-        "s3" => PluginChoice::FirstParty(marsh_artifacts::BACKEND_S3),
-        "memory" => PluginChoice::FirstParty(marsh_artifacts::BACKEND_MEMORY),
         v if v.starts_with("native:") => PluginChoice::Native(v.trim_start_matches("native:").to_owned()),
         v if v.ends_with(".wasm") => PluginChoice::File(PathBuf::from(v)),
         v => return Err(bad(key, v, "disk, s3, memory or a .wasm file")),
@@ -192,10 +213,10 @@ fn backend_plugin(key: &str, value: &str) -> Result<PluginChoice, ConfigError> {
 }
 
 fn strategy_plugin(key: &str, value: &str) -> Result<PluginChoice, ConfigError> {
+    if let Some(choice) = named(STRATEGIES, value) {
+        return Ok(choice);
+    }
     Ok(match value {
-        "local" => PluginChoice::FirstParty(marsh_artifacts::PERSISTENCE_LOCAL),
-        "records" => PluginChoice::FirstParty(marsh_artifacts::PERSISTENCE_RECORDS),
-        "stash" => PluginChoice::FirstParty(marsh_artifacts::PERSISTENCE_STASH),
         v if v.ends_with(".wasm") => PluginChoice::File(PathBuf::from(v)),
         v => return Err(bad(key, v, "local, records, stash or a .wasm file")),
     })
