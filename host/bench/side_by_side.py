@@ -102,6 +102,9 @@ def marsh_server(name, native):
     port = free_port()
     run(MARSH, "init", "--dir", node, "--listen", f"127.0.0.1:{port}", "--storage-dir", node + "-shares")
     run(MARSH, "config", "set", "storage.reserved-space", "0", "--dir", node)
+    # Every simulated client connects from 127.0.0.1: the per-address cap is for real grids.
+    run(MARSH, "config", "set", "http.max-connections", str(2 * IDLE_CLIENTS), "--dir", node)
+    run(MARSH, "config", "set", "http.max-connections-per-peer", str(2 * IDLE_CLIENTS), "--dir", node)
     if native:
         run(MARSH, "config", "set", "backend.plugin", "native:disk", "--dir", node)
     # Start once and stop, as any node that has been restarted once: the first start compiles

@@ -18,13 +18,32 @@ pub struct Advisory {
 }
 
 impl Accountant {
-    /// Record a client's corruption advisory about `share`.
-    pub fn record_corruption(&self, at: u64, share: &ShareId, reason: &str) -> Result<(), AccountantError> {
-        self.conn().execute(
-            "INSERT INTO corruption_advisories (at, kind, si, shnum, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![at as i64, share.kind.as_str(), share.si.to_base32(), share.shnum.0, reason],
+    /// Record a client's corruption advisory about `share`, unless `per_share` are kept for it or
+    /// `total` in all already; whether it was recorded.
+    pub fn record_corruption(
+        &self,
+        at: u64,
+        share: &ShareId,
+        reason: &str,
+        per_share: u64,
+        total: u64,
+    ) -> Result<bool, AccountantError> {
+        let conn = self.conn();
+        let (kind, si) = (share.kind.as_str(), share.si.to_base32());
+        let all: i64 = conn.query_row("SELECT count(*) FROM corruption_advisories", [], |r| r.get(0))?;
+        let this: i64 = conn.query_row(
+            "SELECT count(*) FROM corruption_advisories WHERE kind = ?1 AND si = ?2 AND shnum = ?3",
+            params![kind, si, share.shnum.0],
+            |r| r.get(0),
         )?;
-        Ok(())
+        if all as u64 >= total || this as u64 >= per_share {
+            return Ok(false);
+        }
+        conn.execute(
+            "INSERT INTO corruption_advisories (at, kind, si, shnum, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![at as i64, kind, si, share.shnum.0, reason],
+        )?;
+        Ok(true)
     }
 
     /// Corruption advisories recorded, oldest first.

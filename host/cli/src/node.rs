@@ -20,9 +20,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use marsh_accountant::Accountant;
-use marsh_node::{Identity, NodeConfig, NodeDir};
+use marsh_node::{Identity, NodeConfig, NodeDir, RequestLimits};
 use marsh_runtime::{Runtime, WasmStrategy};
-use marsh_server::{ServiceConfig, StartUpReport, StorageService, SystemClock};
+use marsh_server::{Limits, ServiceConfig, StartUpReport, StorageService, SystemClock};
 use marsh_stores::state::StateStore;
 use tokio::task::JoinHandle;
 
@@ -100,6 +100,7 @@ impl Node {
                 swissnum: self.identity.swissnum.clone(),
                 reserved_space: self.config.reserved_space,
                 application_version: format!("marsh/{}", env!("CARGO_PKG_VERSION")),
+                limits: server_limits(&self.config.requests),
             },
         )?);
         // What a previous process left half done, settled before the first request.
@@ -144,6 +145,25 @@ impl Node {
             settled,
             _runtime: runtime,
         })
+    }
+}
+
+/// `http.*` and `storage.*` as the server takes them.
+pub fn server_limits(r: &RequestLimits) -> Limits {
+    let n = |v: u32| usize::try_from(v).unwrap_or(usize::MAX);
+    Limits {
+        max_connections: n(r.max_connections),
+        max_connections_per_peer: n(r.max_connections_per_peer),
+        handshake_timeout: r.handshake_timeout,
+        header_timeout: r.header_timeout,
+        min_rate: r.min_rate,
+        cbor_items: n(r.cbor_items),
+        rtw_read_bytes: r.rtw_read_bytes,
+        open_uploads: n(r.open_uploads),
+        open_uploads_per_account: n(r.open_uploads_per_account),
+        leases_per_share: n(r.leases_per_share),
+        advisories_per_share: u64::from(r.advisories_per_share),
+        advisories: u64::from(r.advisories),
     }
 }
 
@@ -207,5 +227,28 @@ impl Running {
             .filter_map(|s| s.s3.as_ref().map(|s3| (s.name.clone(), s.location.clone(), s3.stats().to_string())))
             .collect();
         Stopped { persisted, s3 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use marsh_node::{NodeConfig, Setting};
+
+    use super::*;
+
+    #[test]
+    fn the_config_defaults_are_the_servers_defaults() {
+        let defaults: Vec<Setting> = marsh_node::config::KEYS
+            .iter()
+            .filter(|k| !k.name.contains('*'))
+            .map(|k| Setting {
+                key: k.name.to_owned(),
+                value: k.default.map(str::to_owned),
+                is_default: true,
+                help: k.help,
+            })
+            .collect();
+        let config = NodeConfig::from_settings(&defaults).expect("the defaults parse");
+        assert_eq!(server_limits(&config.requests), Limits::default());
     }
 }

@@ -3,6 +3,8 @@
 //! kept-alive HTTP/1.1 connection. Used by the server's protocol tests and by `marsh-load`;
 //! it is a test and measurement tool, not a Tahoe client.
 
+pub mod hostile;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -244,6 +246,15 @@ impl GbsClient {
         }
         let req = b.body(Full::new(Bytes::from(body))).map_err(|e| ClientError::Http(e.to_string()))?;
         self.send(req).await
+    }
+
+    /// Send a request and return the answer with its body unread (a reader that stalls).
+    pub async fn send_unread(
+        &mut self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
+        self.sender.ready().await.map_err(|e| ClientError::Http(e.to_string()))?;
+        self.sender.send_request(req).await.map_err(|e| ClientError::Http(e.to_string()))
     }
 
     /// Send a request exactly as built (tests use this for malformed or missing headers).

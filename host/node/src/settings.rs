@@ -33,6 +33,8 @@ pub struct NodeConfig {
     pub expire: ExpireSettings,
     /// `limits.*`: applied to every plugin the node runs.
     pub limits: Limits,
+    /// `http.*` and the request limits of `storage.*`.
+    pub requests: RequestLimits,
     /// `store.NAME` (and `s3.NAME.*` for S3 stores), by name.
     pub stores: BTreeMap<String, StoreSpec>,
 }
@@ -118,6 +120,35 @@ pub struct Limits {
     pub instances: u32,
 }
 
+/// What a request, connection, peer or account may take (`http.*`, `storage.*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// `http.max-connections`.
+    pub max_connections: u32,
+    /// `http.max-connections-per-peer`.
+    pub max_connections_per_peer: u32,
+    /// `http.handshake-timeout`.
+    pub handshake_timeout: Duration,
+    /// `http.header-timeout`.
+    pub header_timeout: Duration,
+    /// `http.min-rate`, bytes a second.
+    pub min_rate: u64,
+    /// `http.cbor-items`.
+    pub cbor_items: u32,
+    /// `storage.rtw-read-bytes`.
+    pub rtw_read_bytes: u64,
+    /// `storage.open-uploads`.
+    pub open_uploads: u32,
+    /// `storage.open-uploads-per-account`.
+    pub open_uploads_per_account: u32,
+    /// `storage.leases-per-share`.
+    pub leases_per_share: u32,
+    /// `storage.advisories-per-share`.
+    pub advisories_per_share: u32,
+    /// `storage.advisories`.
+    pub advisories: u32,
+}
+
 /// What `store.NAME` says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreSpec {
@@ -156,6 +187,10 @@ impl Values {
 
     fn seconds(&self, key: &str) -> Result<u64, ConfigError> {
         self.parse(key, "a whole number of seconds", |v| v.parse().ok())
+    }
+
+    fn count(&self, key: &str) -> Result<u32, ConfigError> {
+        self.parse(key, "a whole number from 1", |v| v.parse().ok().filter(|n| *n > 0))
     }
 
     fn bool(&self, key: &str) -> Result<bool, ConfigError> {
@@ -315,6 +350,20 @@ impl NodeConfig {
                 max_call_bytes: values.size("limits.max-call-bytes")?,
                 instances: values
                     .parse("limits.instances", "a whole number from 1", |v| v.parse().ok().filter(|n| *n > 0))?,
+            },
+            requests: RequestLimits {
+                max_connections: values.count("http.max-connections")?,
+                max_connections_per_peer: values.count("http.max-connections-per-peer")?,
+                handshake_timeout: Duration::from_secs(values.seconds("http.handshake-timeout")?),
+                header_timeout: Duration::from_secs(values.seconds("http.header-timeout")?),
+                min_rate: values.size("http.min-rate")?,
+                cbor_items: values.count("http.cbor-items")?,
+                rtw_read_bytes: values.size("storage.rtw-read-bytes")?,
+                open_uploads: values.count("storage.open-uploads")?,
+                open_uploads_per_account: values.count("storage.open-uploads-per-account")?,
+                leases_per_share: values.count("storage.leases-per-share")?,
+                advisories_per_share: values.count("storage.advisories-per-share")?,
+                advisories: values.count("storage.advisories")?,
             },
             stores,
         })

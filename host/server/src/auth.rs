@@ -1,10 +1,22 @@
 //! Authorization: the swissnum in `Authorization`, and the per-operation secrets in
-//! `X-Tahoe-Authorization`, checked the way the reference server checks them.
+//! `X-Tahoe-Authorization`, checked the way the reference server checks them, except that the
+//! length of every secret is bounded: lease secrets are [`LEASE_SECRET_LENGTH`] bytes (as the
+//! reference requires), upload secrets and write enablers [`MIN_SECRET_LENGTH`] to
+//! [`MAX_SECRET_LENGTH`] (Tahoe 1.20's client sends 20-byte upload secrets and 32-byte write
+//! enablers). The reference takes those two at any length, which lets one request make the
+//! server keep (and copy per share) whatever a client sends.
 
 use std::collections::BTreeMap;
 
 use data_encoding::BASE64;
 use http::HeaderMap;
+
+/// The length of a lease renew or cancel secret.
+pub const LEASE_SECRET_LENGTH: usize = 32;
+/// The shortest upload secret or write enabler accepted.
+pub const MIN_SECRET_LENGTH: usize = 16;
+/// The longest upload secret or write enabler accepted.
+pub const MAX_SECRET_LENGTH: usize = 64;
 
 /// The kinds of per-operation secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -13,9 +25,9 @@ pub enum SecretKind {
     LeaseRenew,
     /// `lease-cancel-secret` (32 bytes).
     LeaseCancel,
-    /// `upload-secret`.
+    /// `upload-secret` (16 to 64 bytes; the 1.20 client sends 20).
     Upload,
-    /// `write-enabler`.
+    /// `write-enabler` (16 to 64 bytes; the 1.20 client sends 32).
     WriteEnabler,
 }
 
@@ -55,18 +67,27 @@ pub fn secrets(headers: &HeaderMap, required: &[SecretKind]) -> Result<Secrets, 
     for value in headers.get_all("x-tahoe-authorization") {
         let value = value.to_str().map_err(|_| bad("X-Tahoe-Authorization is not text".into()))?;
         // Accept comma-joined values too: base64 has no commas.
-        for item in value.split(',') {
+        for item in value.split(',').take(8) {
             let item = item.trim();
             let Some((kind, secret)) = item.split_once(' ') else {
                 return Err(bad(format!("secret without a value: {item:?}")));
             };
             let kind = SecretKind::parse(kind).ok_or_else(|| bad(format!("unknown secret kind {kind:?}")))?;
-            let secret = BASE64.decode(secret.trim().as_bytes()).map_err(|_| bad("secret is not base64".into()))?;
-            if secret.is_empty() {
-                return Err(bad("empty secret".into()));
+            let (min, max) = match kind {
+                SecretKind::LeaseRenew | SecretKind::LeaseCancel => (LEASE_SECRET_LENGTH, LEASE_SECRET_LENGTH),
+                SecretKind::Upload | SecretKind::WriteEnabler => (MIN_SECRET_LENGTH, MAX_SECRET_LENGTH),
+            };
+            let secret = secret.trim().as_bytes();
+            // Bounded before decoding, so an oversized value is never copied.
+            if secret.len() > BASE64.encode_len(max) {
+                return Err(bad(format!("{kind:?} secrets are at most {max} bytes")));
             }
-            if matches!(kind, SecretKind::LeaseRenew | SecretKind::LeaseCancel) && secret.len() != 32 {
-                return Err(bad(format!("lease secrets are 32 bytes, got {}", secret.len())));
+            let secret = BASE64.decode(secret).map_err(|_| bad("secret is not base64".into()))?;
+            if !(min..=max).contains(&secret.len()) {
+                return Err(bad(format!("{kind:?} secrets are {min} to {max} bytes, got {}", secret.len())));
+            }
+            if out.contains_key(&kind) {
+                return Err(bad(format!("secret {kind:?} given twice")));
             }
             out.insert(kind, secret);
         }
@@ -103,10 +124,17 @@ mod tests {
         let short =
             headers(&[&format!("lease-renew-secret {}", BASE64.encode(b"x")), &format!("lease-cancel-secret {k32}")]);
         assert!(secrets(&short, &[SecretKind::LeaseRenew, SecretKind::LeaseCancel]).is_err());
-        for bad in ["upload-secret", "teapot-secret AAAA", "upload-secret !!!!", "upload-secret "] {
+        let long = format!("upload-secret {}", BASE64.encode(&[1u8; 40 * 1024]));
+        let twice = format!("upload-secret {k32}, upload-secret {k32}");
+        let twenty = format!("upload-secret {}", BASE64.encode(&[2u8; 20]));
+        assert_eq!(secrets(&headers(&[&twenty]), &[SecretKind::Upload]).unwrap()[&SecretKind::Upload], [2u8; 20]);
+        for bad in ["upload-secret", "teapot-secret AAAA", "upload-secret !!!!", "upload-secret ", "upload-secret YWI="]
+        {
             assert!(secrets(&headers(&[bad]), &[SecretKind::Upload]).is_err(), "{bad}");
         }
-        let up = secrets(&headers(&["upload-secret YWI="]), &[SecretKind::Upload]).unwrap();
-        assert_eq!(up[&SecretKind::Upload], b"ab");
+        assert!(secrets(&headers(&[&long]), &[SecretKind::Upload]).is_err(), "a 40 KiB secret");
+        assert!(secrets(&headers(&[&twice]), &[SecretKind::Upload]).is_err(), "one kind twice");
+        let up = secrets(&headers(&[&format!("upload-secret {k32}")]), &[SecretKind::Upload]).unwrap();
+        assert_eq!(up[&SecretKind::Upload], [1u8; 32]);
     }
 }

@@ -6,13 +6,18 @@
 //! leases, write enablers) only through `marsh_accountant::Accountant`.
 //!
 //! Transport: HTTP/1.1 over rustls, one self-signed certificate, no SNI or ALPN needed, as the
-//! Tahoe 1.20 client connects. Slow or silent clients are cut off by header and body timeouts.
+//! Tahoe 1.20 client connects. Connections are capped in total and per peer address (one past
+//! either is closed at once, before its handshake); slow or silent clients are cut off by the
+//! handshake and header timeouts and by the least rate bodies and answers must keep
+//! ([`Limits`]).
 
 pub mod auth;
 mod body;
 mod clock;
 pub mod gc;
+mod limits;
 mod mutable;
+mod paced;
 pub mod ranges;
 mod reads;
 mod redo;
@@ -33,6 +38,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use limits::{Limits, MAX_ADVISORY_REASON, RATE_GRACE};
 pub use response::ResponseBody;
 pub use service::{MAX_MUTABLE_SHARE_SIZE, ServiceConfig, StartUpReport, StorageService, UPLOAD_IDLE_TIMEOUT};
 
@@ -70,17 +76,67 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, servic
         })
     };
     let _sweeper = AbortOnDrop(sweeper);
+    let limits = service.config.limits;
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let peers = Arc::new(Peers::default());
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
+                // Out of descriptors (EMFILE) or a connection reset before it was accepted: the
+                // listener stays, and accepting resumes once connections close.
                 tracing::warn!("accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "refused a connection: {} open", limits.max_connections);
+            continue;
+        };
+        let Some(counted) = peers.admit(peer.ip(), limits.max_connections_per_peer) else {
+            tracing::debug!(%peer, "refused a connection: {} open from this address", limits.max_connections_per_peer);
+            continue;
+        };
         let (acceptor, service) = (acceptor.clone(), service.clone());
-        tokio::spawn(async move { connection(acceptor, service, tcp, peer).await });
+        tokio::spawn(async move {
+            let _held = (slot, counted);
+            connection(acceptor, service, tcp, peer, &limits).await;
+        });
+    }
+}
+
+/// Connections open per peer address.
+#[derive(Debug, Default)]
+struct Peers(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One connection counted against its peer address until dropped.
+struct PeerConnection {
+    peers: Arc<Peers>,
+    ip: std::net::IpAddr,
+}
+
+impl Peers {
+    fn admit(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<PeerConnection> {
+        let mut open = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PeerConnection { peers: self.clone(), ip })
+    }
+}
+
+impl Drop for PeerConnection {
+    fn drop(&mut self) {
+        let mut open = self.peers.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -92,9 +148,15 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn connection(acceptor: TlsAcceptor, service: Arc<StorageService>, tcp: tokio::net::TcpStream, peer: SocketAddr) {
+async fn connection(
+    acceptor: TlsAcceptor,
+    service: Arc<StorageService>,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    limits: &Limits,
+) {
     let _ = tcp.set_nodelay(true);
-    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+    let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::debug!(%peer, "tls handshake failed: {e}");
@@ -111,9 +173,9 @@ async fn connection(acceptor: TlsAcceptor, service: Arc<StorageService>, tcp: to
     });
     let result = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(limits.header_timeout)
         .max_buf_size(64 * 1024)
-        .serve_connection(TokioIo::new(tls), svc)
+        .serve_connection(TokioIo::new(paced::Paced::new(tls, limits::MinRate::new(limits.min_rate))), svc)
         .await;
     if let Err(e) = result {
         tracing::debug!(%peer, "connection ended: {e}");

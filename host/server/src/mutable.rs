@@ -261,11 +261,31 @@ impl StorageService {
                 .map_err(|_| ApiError::text(StatusCode::BAD_REQUEST, "share number too large"))?;
             shares.insert(*number, n);
         }
-        // 2. Tests.
+        // What the reads would return is counted first, from the shares' sizes: a request asking
+        // for more than the limit is refused before anything is read.
+        let limit = self.config.limits.rtw_read_bytes;
+        let mut asked = 0u64;
+        let mut sizes = BTreeMap::new();
+        for n in &existing {
+            let size = self.backend.mutable_size(&si, *n).await.map_err(fail)?.unwrap_or(0);
+            for (offset, len) in &request.read_vector {
+                asked = asked.saturating_add((*len).min(size.saturating_sub(*offset)));
+            }
+            sizes.insert(*n, size);
+        }
+        if asked > limit {
+            return Err(ApiError::text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the read vector asks for {asked} bytes; a read-test-write may read at most {limit}"),
+            ));
+        }
+        // 2. Tests. A test passes when the bytes at its range are its specimen; reading one byte
+        // more than the specimen decides that, so a test's size costs nothing past its specimen.
         let mut success = true;
         'tests: for (number, tw) in &request.test_write_vectors {
             for t in &tw.test {
-                let got = self.backend.mutable_read(&si, shares[number], t.offset, t.size).await.map_err(fail)?;
+                let len = t.size.min(t.specimen.len() as u64 + 1);
+                let got = self.backend.mutable_read(&si, shares[number], t.offset, len).await.map_err(fail)?;
                 if got != t.specimen {
                     success = false;
                     break 'tests;
@@ -276,8 +296,10 @@ impl StorageService {
         let mut data = BTreeMap::new();
         for n in &existing {
             let mut reads = Vec::new();
+            let share_size = sizes.get(n).copied().unwrap_or(0);
             for (offset, size) in &request.read_vector {
-                reads.push(self.backend.mutable_read(&si, *n, *offset, *size).await.map_err(fail)?);
+                let len = (*size).min(share_size.saturating_sub(*offset));
+                reads.push(self.backend.mutable_read(&si, *n, *offset, len).await.map_err(fail)?);
             }
             data.insert(u64::from(n.0), reads);
         }
@@ -467,7 +489,7 @@ mod tests {
             backend.clone(),
             accountant.clone(),
             Arc::new(ManualClock::new(5)),
-            ServiceConfig { swissnum: "s".into(), reserved_space: 0, application_version: "t".into() },
+            ServiceConfig::new("s", 0, "t"),
         )
         .unwrap();
         assert!(service.pending.contains(&si()), "known before the first request");

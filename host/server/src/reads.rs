@@ -1,15 +1,23 @@
 //! Share reads: whole or ranged (`Range`, one range, as the reference accepts it), answered
 //! with the first chunk read before the status goes out (a failing backend gets an error status,
-//! not a truncated 2xx), the rest streamed through a two-chunk channel.
+//! not a truncated 2xx), the rest streamed through a one-chunk channel in chunks of at most
+//! [`MAX_STREAM_CHUNK`]. A download holds at most three chunks whatever its size (one being
+//! sent, one queued, one being read), and a reader slower than the least rate is cut off, so a
+//! client that opens many downloads and never reads them holds a few MiB each, for a bounded
+//! time.
 
 use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use marsh_core::{Backend, BackendError, ShareNumber, StorageIndex};
 
+use crate::limits::MinRate;
 use crate::ranges::parse_range;
 use crate::response::{ApiError, ChannelBody, Handled, respond};
 use crate::service::StorageService;
+
+/// The largest chunk a download streams.
+pub const MAX_STREAM_CHUNK: u64 = 1 << 20;
 
 impl StorageService {
     pub(crate) async fn read(&self, si: StorageIndex, n: ShareNumber, mutable: bool, headers: &HeaderMap) -> Handled {
@@ -32,9 +40,9 @@ impl StorageService {
                 (StatusCode::PARTIAL_CONTENT, a, end)
             }
         };
-        let chunk = self.backend.max_chunk().clamp(64 * 1024, 4 << 20) as u64;
+        let chunk = (self.backend.max_chunk() as u64).clamp(64 * 1024, MAX_STREAM_CHUNK);
         // The first chunk is read before answering, so a failing backend gets an error status
-        // rather than a truncated 2xx; the rest streams through a two-chunk channel.
+        // rather than a truncated 2xx; the rest streams through a one-chunk channel.
         let first_len = (end - start).min(chunk);
         let first = read_share(&*self.backend, &si, n, mutable, start, first_len)
             .await
@@ -45,12 +53,18 @@ impl StorageService {
         let body = if end - start == first_len {
             Full::new(Bytes::from(first)).map_err(|never| match never {}).boxed_unsync()
         } else {
-            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
             let backend = self.backend.clone();
+            let mut rate = MinRate::new(self.config.limits.min_rate);
             tokio::spawn(async move {
-                if tx.send(Ok(Bytes::from(first))).await.is_err() {
+                // A reader that stops reading is cut off: the body ends short, and the
+                // connection with it.
+                let first_len = first.len();
+                if !matches!(rate.wait(tx.send(Ok(Bytes::from(first)))).await, Some(Ok(()))) {
                     return;
                 }
+                rate.moved(first_len);
+                let first_len = first_len as u64;
                 let mut offset = start + first_len;
                 while offset < end {
                     let len = (end - offset).min(chunk);
@@ -60,9 +74,14 @@ impl StorageService {
                         Err(e) => Err(std::io::Error::other(e.to_string())),
                     };
                     let failed = piece.is_err();
-                    if tx.send(piece).await.is_err() || failed {
+                    let sent = matches!(rate.wait(tx.send(piece)).await, Some(Ok(())));
+                    if failed || !sent {
+                        if !failed {
+                            tracing::debug!(si = %si, shnum = n.0, "a download slower than the least rate was cut off");
+                        }
                         return;
                     }
+                    rate.moved(len as usize);
                     offset += len;
                 }
             });

@@ -9,8 +9,9 @@ use hyper::body::Body;
 use marsh_core::{ShareNumber, StorageIndex};
 
 use crate::body::TrackedBody;
+use crate::limits::{Limits, MinRate};
 use crate::response::ApiError;
-use crate::service::{BODY_STALL, Req};
+use crate::service::Req;
 use crate::wire;
 
 /// A parsed route.
@@ -84,21 +85,26 @@ pub(crate) fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Read a whole small body, refusing more than `limit` bytes.
-async fn small_body(body: TrackedBody, limit: usize) -> Result<Vec<u8>, ApiError> {
+/// Read a whole small body, refusing more than `limit` bytes or a peer slower than the least
+/// rate.
+async fn small_body(body: TrackedBody, limit: usize, min_rate: u64) -> Result<Vec<u8>, ApiError> {
     if body.size_hint().lower() > limit as u64 {
         return Err(ApiError::text(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {limit} bytes")));
     }
     let mut body = body;
     let mut out = Vec::new();
+    let mut rate = MinRate::new(min_rate);
     loop {
-        let frame = match tokio::time::timeout(BODY_STALL, body.frame()).await {
-            Err(_) => return Err(ApiError::text(StatusCode::REQUEST_TIMEOUT, "request body stalled")),
-            Ok(None) => return Ok(out),
-            Ok(Some(Err(e))) => return Err(ApiError::text(StatusCode::BAD_REQUEST, format!("reading the body: {e}"))),
-            Ok(Some(Ok(frame))) => frame,
+        let frame = match rate.wait(body.frame()).await {
+            None => return Err(too_slow(min_rate)),
+            Some(None) => return Ok(out),
+            Some(Some(Err(e))) => {
+                return Err(ApiError::text(StatusCode::BAD_REQUEST, format!("reading the body: {e}")));
+            }
+            Some(Some(Ok(frame))) => frame,
         };
         if let Ok(data) = frame.into_data() {
+            rate.moved(data.len());
             if out.len() + data.len() > limit {
                 return Err(ApiError::text(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {limit} bytes")));
             }
@@ -107,10 +113,16 @@ async fn small_body(body: TrackedBody, limit: usize) -> Result<Vec<u8>, ApiError
     }
 }
 
-pub(crate) async fn cbor_body(req: Req, limit: usize) -> Result<Value, ApiError> {
+/// The answer to a body that arrives slower than the least rate.
+pub(crate) fn too_slow(min_rate: u64) -> ApiError {
+    ApiError::text(StatusCode::REQUEST_TIMEOUT, format!("request body slower than {min_rate} bytes a second"))
+}
+
+/// A CBOR body of at most `limit` bytes and `limits.cbor_items` data items, decoded.
+pub(crate) async fn cbor_body(req: Req, limit: usize, limits: &Limits) -> Result<Value, ApiError> {
     check_content_type(req.headers())?;
-    let body = small_body(req.into_body(), limit).await?;
-    wire::decode(&body).map_err(|e| ApiError::text(StatusCode::BAD_REQUEST, e.0))
+    let body = small_body(req.into_body(), limit, limits.min_rate).await?;
+    wire::decode_limited(&body, limits.cbor_items).map_err(|e| ApiError::text(StatusCode::BAD_REQUEST, e.0))
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use marsh_core::{Backend, ShareId, StorageIndex};
 use crate::auth::{self, SecretKind};
 use crate::body::TrackedBody;
 use crate::clock::Clock;
+use crate::limits::{Limits, MAX_ADVISORY_REASON};
 use crate::mutable::{PendingSlots, RtwSecrets, SlotLocks};
 use crate::response::{ApiError, Handled, ResponseBody, cbor, empty, respond};
 use crate::routes::{Route, cbor_body, check_accept, route};
@@ -33,8 +34,6 @@ pub const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// The largest read-test-write body: a whole SDMF file or a batch of MDMF segments fits many
 /// times over; the reference allows 2^48 bytes, which would let one request exhaust memory.
 pub const MAX_READ_TEST_WRITE_BODY: usize = 128 << 20;
-/// A body that stops flowing for this long is abandoned.
-pub(crate) const BODY_STALL: Duration = Duration::from_secs(60);
 
 /// Settings of the storage service.
 #[derive(Debug, Clone)]
@@ -45,6 +44,20 @@ pub struct ServiceConfig {
     pub reserved_space: u64,
     /// What `application-version` says.
     pub application_version: String,
+    /// What a request, connection, peer or account may take.
+    pub limits: Limits,
+}
+
+impl ServiceConfig {
+    /// A service config with the default [`Limits`].
+    pub fn new(swissnum: &str, reserved_space: u64, application_version: &str) -> Self {
+        ServiceConfig {
+            swissnum: swissnum.to_owned(),
+            reserved_space,
+            application_version: application_version.to_owned(),
+            limits: Limits::default(),
+        }
+    }
 }
 
 /// What [`StorageService::start_up`] found.
@@ -66,7 +79,7 @@ pub struct StorageService {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) accountant: Arc<Accountant>,
     pub(crate) clock: Arc<dyn Clock>,
-    config: ServiceConfig,
+    pub(crate) config: ServiceConfig,
     authorization: Vec<u8>,
     pub(crate) uploads: UploadTable,
     pub(crate) slot_locks: SlotLocks,
@@ -238,7 +251,7 @@ impl StorageService {
                 check_accept(req.headers())?;
                 let (renew, cancel, upload) =
                     (secret(SecretKind::LeaseRenew), secret(SecretKind::LeaseCancel), secret(SecretKind::Upload));
-                let body = cbor_body(req, 8192).await?;
+                let body = cbor_body(req, 8192, &self.config.limits).await?;
                 let request =
                     wire::allocate_request(&body).map_err(|e| ApiError::text(StatusCode::BAD_REQUEST, e.0))?;
                 self.allocate(&caller, si, request, &renew, &cancel, &upload).await
@@ -277,7 +290,7 @@ impl StorageService {
                 check_accept(req.headers())?;
                 let (we, renew, cancel) =
                     (secret(SecretKind::WriteEnabler), secret(SecretKind::LeaseRenew), secret(SecretKind::LeaseCancel));
-                let body = cbor_body(req, MAX_READ_TEST_WRITE_BODY).await?;
+                let body = cbor_body(req, MAX_READ_TEST_WRITE_BODY, &self.config.limits).await?;
                 let request =
                     wire::read_test_write_request(&body).map_err(|e| ApiError::text(StatusCode::BAD_REQUEST, e.0))?;
                 self.read_test_write(&caller, si, request, RtwSecrets { enabler: &we, renew: &renew, cancel: &cancel })
@@ -332,19 +345,57 @@ impl StorageService {
         }
         let now = self.clock.now();
         for share in &shares {
-            self.accountant.add_or_renew(caller.id, share, renew, cancel, now).map_err(ApiError::accountant)?;
+            if !self.lease(caller, share, renew, cancel, now)? {
+                let limit = self.config.limits.leases_per_share;
+                return Err(ApiError::text(
+                    StatusCode::CONFLICT,
+                    format!("share {share} carries {limit} lease records, the most a share may; renew an existing one"),
+                ));
+            }
         }
         Ok(empty(StatusCode::NO_CONTENT))
+    }
+
+    /// Add or renew `caller`'s lease on `share`; false (nothing done) when it would be a new
+    /// lease record past the limit per share. Renewing an existing lease always goes through.
+    pub(crate) fn lease(
+        &self,
+        caller: &Caller,
+        share: &ShareId,
+        renew: &[u8],
+        cancel: &[u8],
+        now: u64,
+    ) -> Result<bool, ApiError> {
+        let leases = self.accountant.leases(share).map_err(ApiError::accountant)?;
+        let renew_hash = marsh_accountant::hash(renew);
+        if leases.len() >= self.config.limits.leases_per_share && !leases.iter().any(|l| l.renew_hash == renew_hash) {
+            return Ok(false);
+        }
+        self.accountant.add_or_renew(caller.id, share, renew, cancel, now).map_err(ApiError::accountant)?;
+        Ok(true)
     }
 
     async fn corrupt(&self, share: ShareId, exists: bool, req: Req) -> Handled {
         if !exists {
             return Err(ApiError::text(StatusCode::NOT_FOUND, "no such share"));
         }
-        let body = cbor_body(req, 32_768).await?;
+        let body = cbor_body(req, 32_768, &self.config.limits).await?;
         let reason = wire::corrupt_request(&body).map_err(|e| ApiError::text(StatusCode::BAD_REQUEST, e.0))?;
-        tracing::warn!(%share, reason, "client reports a corrupt share");
-        self.accountant.record_corruption(self.clock.now(), &share, &reason).map_err(ApiError::accountant)?;
+        let mut cut = reason.len().min(MAX_ADVISORY_REASON);
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let reason = &reason[..cut];
+        let limits = &self.config.limits;
+        let (per_share, total) = (limits.advisories_per_share, limits.advisories);
+        let now = self.clock.now();
+        let kept =
+            self.accountant.record_corruption(now, &share, reason, per_share, total).map_err(ApiError::accountant)?;
+        if kept {
+            tracing::warn!(%share, reason, "client reports a corrupt share");
+        } else {
+            tracing::debug!(%share, "a corruption advisory past the limits was not kept");
+        }
         Ok(empty(StatusCode::OK))
     }
 }

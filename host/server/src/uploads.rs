@@ -13,14 +13,16 @@ use std::sync::{Arc, Mutex};
 
 use http::StatusCode;
 use http_body_util::BodyExt;
-use marsh_accountant::{AccountantError, Caller};
+use marsh_accountant::{AccountId, AccountantError, Caller};
 use marsh_core::{BackendError, ShareId, ShareNumber, StorageIndex};
 use tokio::sync::OwnedMutexGuard;
 
 use crate::auth;
+use crate::limits::MinRate;
 use crate::ranges::{RangeSet, parse_content_range};
 use crate::response::{ApiError, Handled, cbor, empty};
-use crate::service::{BODY_STALL, Req, StorageService, UPLOAD_IDLE_TIMEOUT};
+use crate::routes::too_slow;
+use crate::service::{Req, StorageService, UPLOAD_IDLE_TIMEOUT};
 use crate::wire;
 
 /// One in-progress immutable upload.
@@ -50,12 +52,31 @@ pub(crate) enum Inserted {
     Exists(Entry),
     /// Its size does not fit in the space left; nothing changed.
     NoSpace,
+    /// As many uploads as the limits allow are open (in total, or for the account).
+    TooMany,
+}
+
+/// How many uploads may be open at once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OpenLimits {
+    /// In total.
+    pub(crate) total: usize,
+    /// For one account.
+    pub(crate) per_account: usize,
+}
+
+#[derive(Debug)]
+struct Slot {
+    entry: Entry,
+    size: u64,
+    account: AccountId,
 }
 
 #[derive(Debug, Default)]
 struct Table {
-    entries: HashMap<UploadKey, (Entry, u64)>,
+    entries: HashMap<UploadKey, Slot>,
     reserved: u64,
+    per_account: HashMap<AccountId, usize>,
 }
 
 /// The uploads in progress and the bytes reserved for them.
@@ -69,20 +90,32 @@ impl UploadTable {
 
     /// The upload of `key`, if one is in progress.
     pub(crate) fn get(&self, key: &UploadKey) -> Option<Entry> {
-        self.table().entries.get(key).map(|(e, _)| e.clone())
+        self.table().entries.get(key).map(|s| s.entry.clone())
     }
 
     /// Whether `entry` is still the upload of `key` (not finished or aborted meanwhile).
     pub(crate) fn is_current(&self, key: &UploadKey, entry: &Entry) -> bool {
-        self.table().entries.get(key).is_some_and(|(e, _)| Arc::ptr_eq(e, entry))
+        self.table().entries.get(key).is_some_and(|s| Arc::ptr_eq(&s.entry, entry))
     }
 
-    /// Add `upload` under `key` if no upload of it is in progress and its size fits in
-    /// `available` beside what is reserved already, reserving its size.
-    pub(crate) fn insert_locked(&self, key: UploadKey, upload: Upload, available: u64) -> Inserted {
+    /// Add `upload` under `key` for `account` if no upload of it is in progress, the open
+    /// uploads are within `limits`, and its size fits in `available` beside what is reserved
+    /// already, reserving its size.
+    pub(crate) fn insert_locked(
+        &self,
+        key: UploadKey,
+        upload: Upload,
+        account: AccountId,
+        available: u64,
+        limits: OpenLimits,
+    ) -> Inserted {
         let mut table = self.table();
-        if let Some((existing, _)) = table.entries.get(&key) {
-            return Inserted::Exists(existing.clone());
+        if let Some(existing) = table.entries.get(&key) {
+            return Inserted::Exists(existing.entry.clone());
+        }
+        let of_account = table.per_account.get(&account).copied().unwrap_or(0);
+        if table.entries.len() >= limits.total || of_account >= limits.per_account {
+            return Inserted::TooMany;
         }
         let size = upload.size;
         let Some(reserved) = table.reserved.checked_add(size).filter(|r| *r <= available) else {
@@ -93,7 +126,8 @@ impl UploadTable {
             unreachable!("a mutex made just now is not locked");
         };
         table.reserved = reserved;
-        table.entries.insert(key, (entry.clone(), size));
+        *table.per_account.entry(account).or_default() += 1;
+        table.entries.insert(key, Slot { entry: entry.clone(), size, account });
         Inserted::New(entry, guard)
     }
 
@@ -102,10 +136,16 @@ impl UploadTable {
     pub(crate) fn remove(&self, key: &UploadKey, entry: &Entry) -> bool {
         let mut table = self.table();
         match table.entries.get(key) {
-            Some((e, size)) if Arc::ptr_eq(e, entry) => {
-                let size = *size;
+            Some(slot) if Arc::ptr_eq(&slot.entry, entry) => {
+                let (size, account) = (slot.size, slot.account);
                 table.entries.remove(key);
                 table.reserved -= size;
+                if let Some(n) = table.per_account.get_mut(&account) {
+                    *n -= 1;
+                    if *n == 0 {
+                        table.per_account.remove(&account);
+                    }
+                }
                 true
             }
             _ => false,
@@ -126,7 +166,7 @@ impl UploadTable {
 
     /// Uploads not written to for `idle_seconds` at `now`; one being written right now is not.
     pub(crate) fn idle(&self, now: u64, idle_seconds: u64) -> Vec<(UploadKey, Entry)> {
-        let all: Vec<(UploadKey, Entry)> = self.table().entries.iter().map(|(k, (e, _))| (*k, e.clone())).collect();
+        let all: Vec<(UploadKey, Entry)> = self.table().entries.iter().map(|(k, s)| (*k, s.entry.clone())).collect();
         all.into_iter()
             .filter(|(_, entry)| entry.try_lock().is_ok_and(|up| now.saturating_sub(up.last_write) >= idle_seconds))
             .collect()
@@ -156,9 +196,14 @@ impl StorageService {
         let complete = self.backend.list_shares(&si).await.map_err(|e| ApiError::backend("list", e))?;
         for n in &complete {
             let share = ShareId::immutable(si, *n);
-            self.accountant.add_or_renew(caller.id, &share, renew, cancel, now).map_err(ApiError::accountant)?;
+            if !self.lease(caller, &share, renew, cancel, now)? {
+                tracing::debug!(%share, "no lease added on allocation: the share carries the most lease records");
+            }
         }
         let available = self.available().await;
+        let limits = &self.config.limits;
+        let open_limits = OpenLimits { total: limits.open_uploads, per_account: limits.open_uploads_per_account };
+        let mut too_many = 0u64;
         // Over quota looks like a full server to the client: the shares are not allocated.
         let mut quota_left = match caller.attributes.quota {
             Some(quota) => quota.saturating_sub(self.accountant.usage(caller.id).map_err(ApiError::accountant)?),
@@ -185,7 +230,7 @@ impl StorageService {
             let inserted = match existing {
                 Some(existing) => Inserted::Exists(existing),
                 None if request.allocated_size > quota_left => continue,
-                None => self.uploads.insert_locked((si, n), upload, available),
+                None => self.uploads.insert_locked((si, n), upload, caller.id, available, open_limits),
             };
             let (entry, _setting_up) = match inserted {
                 Inserted::New(entry, guard) => (entry, guard),
@@ -198,6 +243,10 @@ impl StorageService {
                     continue;
                 }
                 Inserted::NoSpace => continue,
+                Inserted::TooMany => {
+                    too_many += 1;
+                    continue;
+                }
             };
             if let Err(e) = self.backend.begin(&si, n, request.allocated_size).await {
                 self.uploads.remove(&(si, n), &entry);
@@ -212,6 +261,10 @@ impl StorageService {
             }
             quota_left -= request.allocated_size;
             allocated.push(number);
+        }
+        if too_many > 0 {
+            // Once per request, not per share: a hostile client must not be able to flood the log.
+            tracing::info!(account = %caller.name, "{too_many} shares not allocated: too many uploads open");
         }
         let have: Vec<u64> = complete.iter().map(|n| u64::from(n.0)).collect();
         Ok(cbor(StatusCode::OK, &wire::allocate_response(&have, &allocated)))
@@ -243,17 +296,20 @@ impl StorageService {
         let mut body = req.into_body();
         let mut offset = start;
         let mut pending: Vec<u8> = Vec::with_capacity(chunk.min((end - start) as usize));
+        let min_rate = self.config.limits.min_rate;
+        let mut rate = MinRate::new(min_rate);
         loop {
-            let frame = match tokio::time::timeout(BODY_STALL, body.frame()).await {
-                Err(_) => return Err(ApiError::text(StatusCode::REQUEST_TIMEOUT, "request body stalled")),
-                Ok(None) => None,
-                Ok(Some(Err(e))) => {
+            let frame = match rate.wait(body.frame()).await {
+                None => return Err(too_slow(min_rate)),
+                Some(None) => None,
+                Some(Some(Err(e))) => {
                     return Err(ApiError::text(StatusCode::BAD_REQUEST, format!("reading the body: {e}")));
                 }
-                Ok(Some(Ok(frame))) => frame.into_data().ok(),
+                Some(Some(Ok(frame))) => frame.into_data().ok(),
             };
             let done = frame.is_none();
             if let Some(data) = frame {
+                rate.moved(data.len());
                 if offset + (pending.len() + data.len()) as u64 > end {
                     return Err(ApiError::text(StatusCode::BAD_REQUEST, "body is longer than its Content-Range"));
                 }
@@ -372,6 +428,8 @@ mod tests {
     use super::*;
     use crate::{Clock, ManualClock};
 
+    const UNLIMITED: OpenLimits = OpenLimits { total: usize::MAX, per_account: usize::MAX };
+
     fn key(i: u8) -> UploadKey {
         (StorageIndex::from_bytes([i; 16]), ShareNumber(0))
     }
@@ -390,21 +448,21 @@ mod tests {
     #[test]
     fn each_entry_reserves_its_size_until_it_leaves_once() {
         let table = UploadTable::default();
-        let (a, guard) = new(table.insert_locked(key(1), upload(100, 0), 1000));
+        let (a, guard) = new(table.insert_locked(key(1), upload(100, 0), AccountId::ANONYMOUS, 1000, UNLIMITED));
         drop(guard);
         assert_eq!((table.reserved(), table.len()), (100, 1));
         // A second allocation of the same share changes nothing, whoever asks.
         assert!(
-            matches!(table.insert_locked(key(1), upload(500, 0), 1000), Inserted::Exists(e) if Arc::ptr_eq(&e, &a))
+            matches!(table.insert_locked(key(1), upload(500, 0), AccountId::ANONYMOUS, 1000, UNLIMITED), Inserted::Exists(e) if Arc::ptr_eq(&e, &a))
         );
         assert_eq!(table.reserved(), 100);
-        let (b, _guard) = new(table.insert_locked(key(2), upload(300, 0), 1000));
+        let (b, _guard) = new(table.insert_locked(key(2), upload(300, 0), AccountId::ANONYMOUS, 1000, UNLIMITED));
         assert_eq!(table.reserved(), 400);
         assert!(table.remove(&key(1), &a));
         assert!(!table.remove(&key(1), &a), "released once");
         assert_eq!(table.reserved(), 300);
         // A stale handle (the share was allocated again since) removes nothing.
-        let (c, _guard) = new(table.insert_locked(key(1), upload(50, 0), 1000));
+        let (c, _guard) = new(table.insert_locked(key(1), upload(50, 0), AccountId::ANONYMOUS, 1000, UNLIMITED));
         assert!(!table.remove(&key(1), &a) && table.is_current(&key(1), &c));
         assert_eq!(table.reserved(), 350);
         assert!(table.remove(&key(2), &b) && table.remove(&key(1), &c));
@@ -414,18 +472,45 @@ mod tests {
     #[test]
     fn an_allocation_that_does_not_fit_beside_the_reserved_space_is_refused() {
         let table = UploadTable::default();
-        let _a = new(table.insert_locked(key(1), upload(600, 0), 1000));
-        assert!(matches!(table.insert_locked(key(2), upload(401, 0), 1000), Inserted::NoSpace));
-        let _b = new(table.insert_locked(key(2), upload(400, 0), 1000));
-        assert!(matches!(table.insert_locked(key(3), upload(0, 0), 999), Inserted::NoSpace), "nothing fits past full");
-        assert!(matches!(table.insert_locked(key(4), upload(u64::MAX, 0), u64::MAX), Inserted::NoSpace));
+        let _a = new(table.insert_locked(key(1), upload(600, 0), AccountId::ANONYMOUS, 1000, UNLIMITED));
+        assert!(matches!(
+            table.insert_locked(key(2), upload(401, 0), AccountId::ANONYMOUS, 1000, UNLIMITED),
+            Inserted::NoSpace
+        ));
+        let _b = new(table.insert_locked(key(2), upload(400, 0), AccountId::ANONYMOUS, 1000, UNLIMITED));
+        assert!(
+            matches!(
+                table.insert_locked(key(3), upload(0, 0), AccountId::ANONYMOUS, 999, UNLIMITED),
+                Inserted::NoSpace
+            ),
+            "nothing fits past full"
+        );
+        assert!(matches!(
+            table.insert_locked(key(4), upload(u64::MAX, 0), AccountId::ANONYMOUS, u64::MAX, UNLIMITED),
+            Inserted::NoSpace
+        ));
         assert_eq!(table.reserved(), 1000);
+    }
+
+    #[test]
+    fn open_uploads_are_capped_in_total_and_per_account_and_freed_as_they_leave() {
+        let table = UploadTable::default();
+        let limits = OpenLimits { total: 3, per_account: 2 };
+        let (alice, bob) = (AccountId(1), AccountId(2));
+        let (a1, _g) = new(table.insert_locked(key(1), upload(0, 0), alice, 100, limits));
+        let _a2 = new(table.insert_locked(key(2), upload(0, 0), alice, 100, limits));
+        assert!(matches!(table.insert_locked(key(3), upload(0, 0), alice, 100, limits), Inserted::TooMany));
+        let _b1 = new(table.insert_locked(key(3), upload(0, 0), bob, 100, limits));
+        assert!(matches!(table.insert_locked(key(4), upload(0, 0), bob, 100, limits), Inserted::TooMany), "total");
+        assert!(table.remove(&key(1), &a1));
+        let _a3 = new(table.insert_locked(key(4), upload(0, 0), alice, 100, limits));
+        assert_eq!(table.len(), 3);
     }
 
     #[test]
     fn a_new_entry_stays_locked_until_it_is_set_up() {
         let table = UploadTable::default();
-        let (_, guard) = new(table.insert_locked(key(1), upload(10, 0), 100));
+        let (_, guard) = new(table.insert_locked(key(1), upload(10, 0), AccountId::ANONYMOUS, 100, UNLIMITED));
         let found = table.get(&key(1)).expect("listed at once");
         assert!(found.try_lock().is_err(), "a writer waits until the allocation is done");
         drop(guard);
@@ -437,9 +522,11 @@ mod tests {
         let clock = ManualClock::new(1_000);
         let table = UploadTable::default();
         let timeout = UPLOAD_IDLE_TIMEOUT.as_secs();
-        let (quiet, guard) = new(table.insert_locked(key(1), upload(10, clock.now()), 100));
+        let (quiet, guard) =
+            new(table.insert_locked(key(1), upload(10, clock.now()), AccountId::ANONYMOUS, 100, UNLIMITED));
         drop(guard);
-        let (_busy, busy_guard) = new(table.insert_locked(key(2), upload(10, clock.now()), 100));
+        let (_busy, busy_guard) =
+            new(table.insert_locked(key(2), upload(10, clock.now()), AccountId::ANONYMOUS, 100, UNLIMITED));
         clock.advance(timeout - 1);
         assert!(table.idle(clock.now(), timeout).is_empty());
         clock.advance(1);

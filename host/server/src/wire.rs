@@ -22,6 +22,85 @@ fn err<T>(msg: impl Into<String>) -> Result<T, SchemaError> {
     Err(SchemaError(msg.into()))
 }
 
+/// The most data items one request body may hold (every key, value, array element and tag
+/// counts), unless the node's config says otherwise: a read-test-write of a thousand segment
+/// writes is about 5,000.
+pub const MAX_ITEMS: usize = 100_000;
+/// The deepest nesting of arrays, maps and tags a body may have (the schemas need 5).
+pub const MAX_DEPTH: usize = 16;
+
+/// Walk the CBOR item that must fill `body` without building it: at most `max_items` data
+/// items, nested at most [`MAX_DEPTH`] deep, definite lengths only (Tahoe's client sends
+/// nothing else), and no item claiming more bytes than the body holds. Run before decoding, so
+/// a body of millions of tiny items is refused having allocated nothing.
+pub fn scan(body: &[u8], max_items: usize) -> Result<(), SchemaError> {
+    let mut pos = 0usize;
+    let mut items = 0usize;
+    // Items still to read at each open level of nesting.
+    let mut pending: Vec<u64> = vec![1];
+    while let Some(left) = pending.last_mut() {
+        if *left == 0 {
+            pending.pop();
+            continue;
+        }
+        *left -= 1;
+        items += 1;
+        if items > max_items {
+            return err(format!("more than {max_items} CBOR data items in one body"));
+        }
+        let head = *body.get(pos).ok_or_else(|| SchemaError("truncated CBOR".into()))?;
+        pos += 1;
+        let (major, info) = (head >> 5, head & 0x1f);
+        let argument = match info {
+            0..=23 => u64::from(info),
+            24..=27 => {
+                let n = 1usize << (info - 24);
+                let bytes = body.get(pos..pos + n).ok_or_else(|| SchemaError("truncated CBOR".into()))?;
+                pos += n;
+                bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+            }
+            31 => return err("indefinite-length CBOR items are not accepted"),
+            _ => return err("malformed CBOR head"),
+        };
+        let nested = match major {
+            // Integers, simple values and floats: the head is the whole item.
+            0 | 1 | 7 => 0,
+            // Byte and text strings: their bytes follow.
+            2 | 3 => {
+                let len = usize::try_from(argument).ok().filter(|l| *l <= body.len() - pos);
+                pos += len.ok_or_else(|| SchemaError("a CBOR string longer than the body".into()))?;
+                0
+            }
+            // An array of n items, a map of n pairs, a tag over one item; none can have more
+            // items than the body has bytes left.
+            4 => argument,
+            5 => argument.checked_mul(2).ok_or_else(|| SchemaError("a CBOR map too large".into()))?,
+            6 => 1,
+            _ => unreachable!("a major type has three bits"),
+        };
+        if nested > (body.len() - pos) as u64 {
+            return err("a CBOR array or map with more items than the body has bytes");
+        }
+        if nested > 0 {
+            if pending.len() > MAX_DEPTH {
+                return err(format!("CBOR nested more than {MAX_DEPTH} deep"));
+            }
+            pending.push(nested);
+        }
+    }
+    if pos != body.len() {
+        return err("trailing bytes after the CBOR item");
+    }
+    Ok(())
+}
+
+/// Decode one CBOR item that must fill the whole body, scanning it first ([`scan`]) with
+/// `max_items`.
+pub fn decode_limited(body: &[u8], max_items: usize) -> Result<Value, SchemaError> {
+    scan(body, max_items)?;
+    decode(body)
+}
+
 /// Decode one CBOR item that must fill the whole body.
 pub fn decode(body: &[u8]) -> Result<Value, SchemaError> {
     let mut cursor = std::io::Cursor::new(body);
@@ -270,6 +349,35 @@ pub fn read_test_write_response(success: bool, data: &BTreeMap<u64, Vec<Vec<u8>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_scan_counts_items_before_anything_is_built() {
+        let body =
+            encode(&Value::Map(vec![(Value::Text("a".into()), Value::Array(vec![Value::Integer(1.into()); 10]))]));
+        assert!(scan(&body, 13).is_ok(), "map, key, array and ten integers");
+        assert!(scan(&body, 12).unwrap_err().0.contains("more than 12"));
+        // Eight million tiny items in 8 MB: refused at the limit, having allocated nothing.
+        let mut many = vec![0x9a, 0x00, 0x7a, 0x12, 0x00];
+        many.extend(std::iter::repeat_n(0x00, 8_000_000));
+        assert!(scan(&many, MAX_ITEMS).unwrap_err().0.contains("more than"));
+        for (bad, why) in [
+            (vec![0x9f, 0x01, 0xff], "indefinite"),
+            (vec![0x5a, 0xff, 0xff, 0xff, 0xff, 0x00], "longer than the body"),
+            (vec![0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], "more items than the body"),
+            (vec![0xbb, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], "too large"),
+            (vec![0x18], "truncated"),
+            (vec![0x81], "more items than the body"),
+            (vec![0x01, 0x02], "trailing"),
+            (vec![0x1c], "malformed"),
+            (vec![0x81; 40].into_iter().chain([0x00]).collect(), "nested"),
+        ] {
+            let e = scan(&bad, MAX_ITEMS).expect_err(why);
+            assert!(e.0.contains(why), "{why}: {e}");
+        }
+        for ok in [vec![0xf6], vec![0xc2, 0x41, 0x00], vec![0xa0], vec![0xfb, 0, 0, 0, 0, 0, 0, 0, 0]] {
+            assert!(scan(&ok, MAX_ITEMS).is_ok(), "{ok:?}");
+        }
+    }
 
     fn hex(s: &str) -> Vec<u8> {
         data_encoding::HEXLOWER.decode(s.as_bytes()).unwrap()

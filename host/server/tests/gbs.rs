@@ -19,7 +19,7 @@ use marsh_accountant::{Accountant, Attribute, Attributes, LEASE_SECONDS};
 use marsh_conformance::reference::ReferenceBackend;
 use marsh_core::{ShareId, ShareNumber, StorageIndex};
 use marsh_gbs_client::{GbsClient, Nurl, allocate_body, rtw_body_shares};
-use marsh_server::{ManualClock, ServiceConfig, StorageService, wire};
+use marsh_server::{Limits, ManualClock, ServiceConfig, StorageService, wire};
 
 const SWISSNUM: &str = "eiu2i7p6d6mm4ihmss7ieou5hac3wn6b";
 const T0: u64 = 1_700_000_000;
@@ -33,6 +33,10 @@ struct Server {
 }
 
 async fn start() -> Server {
+    start_with(Limits::default()).await
+}
+
+async fn start_with(limits: Limits) -> Server {
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(vec!["marsh".into()]).unwrap().self_signed(&key).unwrap();
     let spki = marsh_gbs_client::spki_hash(cert.der()).unwrap();
@@ -43,7 +47,7 @@ async fn start() -> Server {
             Arc::new(ReferenceBackend::default()),
             Arc::new(Accountant::in_memory().unwrap()),
             clock.clone(),
-            ServiceConfig { swissnum: SWISSNUM.into(), reserved_space: 0, application_version: "marsh/test".into() },
+            ServiceConfig { limits, ..ServiceConfig::new(SWISSNUM, 0, "marsh/test") },
         )
         .unwrap(),
     );
@@ -71,6 +75,15 @@ fn auth() -> String {
 }
 
 impl Server {
+    fn nurl(&self) -> Nurl {
+        Nurl { spki: self.spki.clone(), host: "127.0.0.1".into(), port: self.addr.port(), swissnum: SWISSNUM.into() }
+    }
+
+    /// A kept-alive client of the anonymous account.
+    async fn client(&self) -> GbsClient {
+        GbsClient::connect(&self.nurl()).await.unwrap()
+    }
+
     async fn send(&self, req: Request<Full<Bytes>>) -> Reply {
         let nurl = Nurl {
             spki: self.spki.clone(),
@@ -114,13 +127,25 @@ impl Server {
             b = b.header("accept", "application/cbor");
         }
         for (kind, secret) in secrets {
-            b = b.header("x-tahoe-authorization", format!("{kind} {}", BASE64.encode(secret)));
+            // The tests name upload secrets and write enablers by short words; the server takes
+            // 16 to 64 bytes, so a word is padded with zeros to 32 (lease secrets are sent as given).
+            let secret = if matches!(*kind, "upload-secret" | "write-enabler") { pad(secret) } else { secret.to_vec() };
+            b = b.header("x-tahoe-authorization", format!("{kind} {}", BASE64.encode(&secret)));
         }
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
         self.send(b.body(Full::new(Bytes::from(body))).unwrap()).await
     }
+}
+
+/// A short word as a 32-byte secret (zero-padded), as `Server::call` sends it.
+fn pad(word: &[u8]) -> Vec<u8> {
+    let mut secret = word.to_vec();
+    if secret.len() < 32 {
+        secret.resize(32, 0);
+    }
+    secret
 }
 
 fn si(n: u8) -> String {
@@ -726,9 +751,9 @@ async fn share_data_errors_have_the_reference_shape_and_unread_bodies_close_the_
     let mut client = GbsClient::connect(&nurl).await.unwrap();
     let path = format!("immutable/{si}/1");
     for (range, body) in [("nonsense", vec![9; 100_000]), ("bytes 0-4/*", vec![9; 5])] {
-        let secret: &[u8] = if body.len() == 5 { b"wrong" } else { b"up" };
+        let secret = pad(if body.len() == 5 { b"wrong" } else { b"up" });
         let r = client
-            .call(Method::PATCH, &path, &[("upload-secret", secret)], &[("content-range", range)], body)
+            .call(Method::PATCH, &path, &[("upload-secret", &secret)], &[("content-range", range)], body)
             .await
             .unwrap();
         assert!(matches!(r.status, StatusCode::RANGE_NOT_SATISFIABLE | StatusCode::UNAUTHORIZED), "{range}");
@@ -738,9 +763,132 @@ async fn share_data_errors_have_the_reference_shape_and_unread_bodies_close_the_
     }
     // One larger than the drain bound: the answer says the connection closes.
     let r = client
-        .call(Method::PATCH, &path, &[("upload-secret", b"up")], &[("content-range", "nonsense")], vec![9; 9 << 20])
+        .call(
+            Method::PATCH,
+            &path,
+            &[("upload-secret", &pad(b"up"))],
+            &[("content-range", "nonsense")],
+            vec![9; 9 << 20],
+        )
         .await
         .unwrap();
     assert_eq!(r.status, StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(r.headers["connection"], "close");
+}
+
+/// Bounds against a hostile client (issue 14): each limit refuses what is past it with a clear
+/// status, and what is within it still works.
+#[tokio::test]
+async fn secrets_longer_than_tahoes_are_refused_before_anything_is_kept() {
+    let s = start().await;
+    let path = format!("immutable/{}", si(40));
+    let long = vec![7u8; 40 * 1024];
+    let secrets: [(&str, &[u8]); 3] =
+        [("lease-renew-secret", RENEW), ("lease-cancel-secret", CANCEL), ("upload-secret", &long)];
+    let mut client = s.client().await;
+    let r = client.call(Method::POST, &path, &secrets, &[], allocate_body(&[0], 10)).await.unwrap();
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    assert!(String::from_utf8_lossy(&r.body).contains("at most 64 bytes"));
+}
+
+#[tokio::test]
+async fn a_read_test_write_reading_past_the_limit_is_refused_before_reading() {
+    let s = start_with(Limits { rtw_read_bytes: 1000, ..Limits::default() }).await;
+    let si = si(41);
+    let create = rtw_body_shares(&[(0, vec![], vec![(1500, b"end")], None), (1, vec![], vec![(0, b"x")], None)], &[]);
+    assert!(rtw_result(&rtw(&s, &si, b"we", create).await).0);
+    // Share 0 holds 1503 bytes, share 1 one: 1001 bytes asked over both.
+    let over = rtw_body_shares(&[(0, vec![], vec![], None)], &[(0, 1000)]);
+    let r = rtw(&s, &si, b"we", over).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{:?}", r.body);
+    // A read far past the end of a small share asks only for what is there.
+    let within = rtw_body_shares(&[(0, vec![], vec![], None)], &[(600, u64::MAX / 2)]);
+    let (ok, data) = rtw_result(&rtw(&s, &si, b"we", within).await);
+    assert!(ok);
+    assert_eq!((data[&0][0].len(), data[&1][0].len()), (903, 0));
+    // A test's size costs nothing past its specimen, and still decides.
+    let huge_test = rtw_body_shares(&[(1, vec![(0, u64::MAX / 2, b"x")], vec![(0, b"y")], None)], &[]);
+    assert!(rtw_result(&rtw(&s, &si, b"we", huge_test).await).0, "the share is exactly the specimen");
+    let failing = rtw_body_shares(&[(0, vec![(1500, u64::MAX / 2, b"en")], vec![(0, b"z")], None)], &[]);
+    assert!(!rtw_result(&rtw(&s, &si, b"we", failing).await).0, "the share goes on past the specimen");
+}
+
+#[tokio::test]
+async fn a_body_of_millions_of_tiny_items_is_refused_by_count() {
+    let s = start().await;
+    // A read-test-write whose `write` array claims 8 million one-byte items.
+    let mut body = vec![0xa2, 0x72];
+    body.extend(b"test-write-vectors");
+    body.extend([0xa1, 0x00, 0xa3, 0x64]);
+    body.extend(b"test");
+    body.push(0x80);
+    body.push(0x65);
+    body.extend(b"write");
+    body.extend([0x9a, 0x00, 0x7a, 0x12, 0x00]);
+    body.extend(std::iter::repeat_n(0x00, 8_000_000));
+    let r = rtw(&s, &si(42), b"we", body).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&r.body).contains("CBOR data items"), "{:?}", r.body);
+    assert_eq!(s.call(Method::GET, "version", &[], &[], vec![]).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn lease_records_advisories_and_open_uploads_stop_at_their_limits() {
+    let limits =
+        Limits { leases_per_share: 2, advisories_per_share: 1, open_uploads_per_account: 2, ..Limits::default() };
+    let s = start_with(limits).await;
+    let si = si(43);
+    assert_eq!(allocate(&s, &si, b"up", &[0, 1, 2], 10).await, (vec![], vec![0, 1]), "two uploads open at most");
+    assert_eq!(patch(&s, &si, 0, b"up", 0, b"0123456789").await.status, StatusCode::CREATED);
+    assert_eq!(allocate(&s, &si, b"up", &[2], 10).await, (vec![0], vec![2]), "a finished upload frees its place");
+    // The allocation's lease, one more, then no third record; renewing one still works.
+    let renew = |secret: [u8; 32]| {
+        let s = &s;
+        let path = format!("lease/{si}");
+        async move {
+            s.call(Method::PUT, &path, &[("lease-renew-secret", &secret), ("lease-cancel-secret", CANCEL)], &[], vec![])
+                .await
+                .status
+        }
+    };
+    assert_eq!(renew([5; 32]).await, StatusCode::NO_CONTENT);
+    assert_eq!(renew([6; 32]).await, StatusCode::CONFLICT);
+    assert_eq!(renew([5; 32]).await, StatusCode::NO_CONTENT);
+    // One advisory kept per share; a long reason is cut.
+    let advise = |reason: String| {
+        let s = &s;
+        let path = format!("immutable/{si}/0/corrupt");
+        async move {
+            let body = wire::encode(&Value::Map(vec![(text("reason"), Value::Text(reason))]));
+            s.call(Method::POST, &path, &[], &[], body).await.status
+        }
+    };
+    assert_eq!(advise("x".repeat(32_000)).await, StatusCode::OK);
+    assert_eq!(advise("again".into()).await, StatusCode::OK);
+    let kept = s.service.accountant().corruption_advisories().unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].reason.len(), marsh_server::MAX_ADVISORY_REASON);
+}
+
+#[tokio::test]
+async fn connections_past_the_limit_per_peer_are_closed_at_once() {
+    let s = start_with(Limits { max_connections_per_peer: 2, ..Limits::default() }).await;
+    let (mut first, mut second) = (s.client().await, s.client().await);
+    let third = GbsClient::connect(&s.nurl()).await;
+    assert!(third.is_err(), "a third connection from this address is closed before its handshake");
+    for c in [&mut first, &mut second] {
+        assert_eq!(c.call(Method::GET, "version", &[], &[], vec![]).await.unwrap().status, StatusCode::OK);
+    }
+    drop(first);
+    // Its place is free once the server has seen it close.
+    let mut again = None;
+    for _ in 0..100 {
+        if let Ok(c) = GbsClient::connect(&s.nurl()).await {
+            again = Some(c);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut again = again.expect("a connection once one closed");
+    assert_eq!(again.call(Method::GET, "version", &[], &[], vec![]).await.unwrap().status, StatusCode::OK);
 }

@@ -157,11 +157,13 @@ impl TestNode {
     }
 }
 
-/// `marsh run`, once it printed that it serves; killed on drop.
+/// `marsh run`, once it printed that it serves; killed on drop. Its stderr is read as it comes
+/// (a node must never block on a full pipe because the test did not read its log).
 pub struct Running {
     child: Child,
     /// The NURL it serves.
     pub nurl: String,
+    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Running {
@@ -179,13 +181,19 @@ impl Running {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn marsh run");
+        let mut stderr = child.stderr.take().expect("stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut all = String::new();
+            let _ = stderr.read_to_string(&mut all);
+            all
+        });
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
         if let Some(nurl) = line.trim().strip_prefix("marsh: serving ") {
-            return Ok(Running { child, nurl: nurl.to_owned() });
+            return Ok(Running { child, nurl: nurl.to_owned(), stderr: Some(stderr) });
         }
-        let out = child.wait_with_output().expect("wait");
-        Err(format!("status {:?}: {}", out.status.code(), text(&out.stderr)))
+        let status = child.wait().expect("wait");
+        Err(format!("status {:?}: {}", status.code(), stderr.join().unwrap_or_default()))
     }
 
     /// The NURL, parsed.
@@ -218,12 +226,8 @@ impl Running {
     }
 
     fn stderr(&mut self) -> String {
-        let mut stderr = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            e.read_to_string(&mut stderr).expect("stderr");
-        }
         let _ = self.child.wait();
-        stderr
+        self.stderr.take().and_then(|t| t.join().ok()).unwrap_or_default()
     }
 }
 

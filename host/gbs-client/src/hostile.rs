@@ -1,0 +1,157 @@
+//! What a hostile grid member sends, one function per attack, so the abuse suite
+//! (`host/cli/tests/abuse_cli.rs`, against a debug node in `make test`) and `marsh-abuse`
+//! (release figures for `make bench`-style notes) run exactly the same requests. Each returns
+//! what the server answered; the caller reads the server's memory and descriptors from `/proc`.
+
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
+
+use crate::{CallError, ClientError, GbsClient, Nurl, Secrets, allocate_body, rtw_body, rtw_body_shares};
+
+/// What one attack got back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The status of each request, in order, collapsed to one entry per distinct run.
+    pub statuses: Vec<(StatusCode, usize)>,
+}
+
+impl Outcome {
+    fn push(&mut self, status: StatusCode) {
+        match self.statuses.last_mut() {
+            Some((s, n)) if *s == status => *n += 1,
+            _ => self.statuses.push((status, 1)),
+        }
+    }
+
+    /// Whether every request was answered `status`.
+    pub fn all(&self, status: StatusCode) -> bool {
+        self.statuses.iter().all(|(s, _)| *s == status)
+    }
+}
+
+/// A mutable share of `size` bytes made with one byte at its end (sparse on a disk backend), then
+/// one read-test-write reading all of it back. The statuses: the write, then the read.
+pub async fn sparse_slot_read(nurl: &Nurl, si: &str, size: u64) -> Result<Outcome, ClientError> {
+    let mut client = GbsClient::connect(nurl).await?;
+    let secrets = Secrets::from_seed(0x51);
+    let mut out = Outcome { statuses: Vec::new() };
+    let create = rtw_body(0, &[], &[(size - 1, b"!")], &[]);
+    out.push(client.read_test_write(si, &secrets, create).await?.status);
+    let read = rtw_body_shares(&[(0, vec![], vec![], None)], &[(0, size)]);
+    out.push(client.read_test_write(si, &secrets, read).await?.status);
+    Ok(out)
+}
+
+/// A read-test-write body of `items` one-byte CBOR items in one `write` array (8 million make a
+/// 15 MiB body that decodes into some 1.3 GB of values).
+pub fn tiny_items_body(items: u32) -> Vec<u8> {
+    let mut body = vec![0xa2, 0x72];
+    body.extend(b"test-write-vectors");
+    body.extend([0xa1, 0x00, 0xa3, 0x64]);
+    body.extend(b"test");
+    body.extend([0x80, 0x65]);
+    body.extend(b"write");
+    body.push(0x9a);
+    body.extend(items.to_be_bytes());
+    // Each item is `{"offset": 0, "data": h''}` cut to its smallest valid shape: an empty map.
+    body.extend(std::iter::repeat_n(0xa0, items as usize));
+    body.extend(b"\x6anew-length\xf6\x6bread-vector\x80");
+    body
+}
+
+/// One read-test-write with [`tiny_items_body`].
+pub async fn tiny_items(nurl: &Nurl, si: &str, items: u32) -> Result<Outcome, ClientError> {
+    let mut client = GbsClient::connect(nurl).await?;
+    let mut out = Outcome { statuses: Vec::new() };
+    out.push(client.read_test_write(si, &Secrets::from_seed(0x52), tiny_items_body(items)).await?.status);
+    Ok(out)
+}
+
+/// `rounds` allocations, each of `shares` zero-sized shares of a fresh storage index, with an
+/// upload secret of `secret_len` bytes (Tahoe's are 32). Returns the statuses and how many
+/// shares were allocated in all.
+pub async fn zero_allocations(
+    nurl: &Nurl,
+    rounds: u32,
+    shares: u64,
+    secret_len: usize,
+) -> Result<(Outcome, u64), ClientError> {
+    let mut client = GbsClient::connect(nurl).await?;
+    let upload = vec![0x53; secret_len];
+    let lease = Secrets::from_seed(0x53);
+    let numbers: Vec<u64> = (0..shares).collect();
+    let mut out = Outcome { statuses: Vec::new() };
+    let mut allocated = 0;
+    for round in 0..rounds {
+        let mut si = [0x53u8; 16];
+        si[..4].copy_from_slice(&round.to_be_bytes());
+        let si = data_encoding::BASE32_NOPAD.encode(&si).to_ascii_lowercase();
+        let secrets: [(&str, &[u8]); 3] =
+            [("lease-renew-secret", &lease.renew), ("lease-cancel-secret", &lease.cancel), ("upload-secret", &upload)];
+        let r =
+            client.call(Method::POST, &format!("immutable/{si}"), &secrets, &[], allocate_body(&numbers, 0)).await?;
+        out.push(r.status);
+        if r.status == StatusCode::OK {
+            allocated += allocated_count(&r.body);
+        }
+    }
+    Ok((out, allocated))
+}
+
+/// How many shares an allocate answer lists as allocated.
+fn allocated_count(body: &[u8]) -> u64 {
+    let Ok(ciborium::value::Value::Map(m)) = ciborium::de::from_reader::<ciborium::value::Value, _>(body) else {
+        return 0;
+    };
+    m.iter()
+        .find(|(k, _)| k.as_text() == Some("allocated"))
+        .and_then(|(_, v)| match v {
+            ciborium::value::Value::Tag(_, inner) => inner.as_array().map(|a| a.len() as u64),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+/// Downloads that are asked for and never read: each on its own connection, the answer's head
+/// received and its body left unread. Held until the value is dropped.
+#[derive(Debug)]
+pub struct Stalled {
+    /// The unread answers, with their connections.
+    pub answers: Vec<(GbsClient, http::Response<hyper::body::Incoming>)>,
+}
+
+/// `n` downloads of share `shnum` of `si`, whole, never read.
+pub async fn stalled_downloads(nurl: &Nurl, si: &str, shnum: u64, n: usize) -> Result<Stalled, ClientError> {
+    let mut answers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut client = GbsClient::connect(nurl).await?;
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(format!("/storage/v1/immutable/{si}/{shnum}"))
+            .header("host", "tahoe-lafs")
+            .header("authorization", client.authorization.clone())
+            .body(Full::default())
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let answer = client.send_unread(req).await?;
+        answers.push((client, answer));
+    }
+    Ok(Stalled { answers })
+}
+
+/// Upload a share of `size` bytes (pseudo-random content), for [`stalled_downloads`].
+pub async fn upload_share(nurl: &Nurl, si: &str, size: usize) -> Result<(), CallError> {
+    let mut client = GbsClient::connect(nurl).await?;
+    let data: Vec<u8> = (0..size).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let secrets = Secrets::from_seed(0x54);
+    let allocated = client.allocate(si, &secrets, &[0], size as u64).await?;
+    if allocated.status != StatusCode::OK {
+        return Err(CallError::Status { what: "allocate", status: allocated.status, body: String::new() });
+    }
+    for (i, chunk) in data.chunks(4 << 20).enumerate() {
+        let r = client.write(si, 0, &secrets, (i * (4 << 20)) as u64, chunk).await?;
+        if !matches!(r.status, StatusCode::OK | StatusCode::CREATED) {
+            return Err(CallError::Status { what: "write", status: r.status, body: String::new() });
+        }
+    }
+    Ok(())
+}
