@@ -27,7 +27,7 @@ fn cbor(c: &mut Criterion) {
         b.iter(|| wire::read_test_write_request(&wire::decode(black_box(&rtw)).unwrap()).unwrap())
     });
     g.bench_function("encode version", |b| {
-        b.iter(|| wire::encode(&wire::version(black_box(1 << 40), 69_105 << 40, "marsh/0.1.0")))
+        b.iter(|| wire::encode(&wire::version(black_box(1 << 40), 64 << 30, 69_105 << 40, "marsh/0.1.0")))
     });
     g.bench_function("encode required", |b| {
         b.iter(|| wire::encode(&wire::required(black_box(&[(0, 10), (20, 30), (40, 1 << 20)]))))

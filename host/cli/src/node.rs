@@ -159,6 +159,7 @@ pub fn server_limits(r: &RequestLimits) -> Limits {
         min_rate: r.min_rate,
         cbor_items: n(r.cbor_items),
         rtw_read_bytes: r.rtw_read_bytes,
+        max_share_size: r.max_share_size,
         open_uploads: n(r.open_uploads),
         open_uploads_per_account: n(r.open_uploads_per_account),
         leases_per_share: n(r.leases_per_share),

@@ -149,6 +149,12 @@ pub const KEYS: &[Key] = &[
         help: "most bytes one mutable read-test-write may read back (over every share)",
     },
     Key {
+        name: "storage.max-share-size",
+        kind: Kind::Size,
+        default: Some("64Gi"),
+        help: "largest immutable share an allocation may ask for (what one allocation reserves on S3)",
+    },
+    Key {
         name: "storage.open-uploads",
         kind: Kind::Count,
         default: Some("10000"),

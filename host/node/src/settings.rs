@@ -137,6 +137,8 @@ pub struct RequestLimits {
     pub cbor_items: u32,
     /// `storage.rtw-read-bytes`.
     pub rtw_read_bytes: u64,
+    /// `storage.max-share-size`.
+    pub max_share_size: u64,
     /// `storage.open-uploads`.
     pub open_uploads: u32,
     /// `storage.open-uploads-per-account`.
@@ -359,6 +361,7 @@ impl NodeConfig {
                 min_rate: values.size("http.min-rate")?,
                 cbor_items: values.count("http.cbor-items")?,
                 rtw_read_bytes: values.size("storage.rtw-read-bytes")?,
+                max_share_size: values.size("storage.max-share-size")?,
                 open_uploads: values.count("storage.open-uploads")?,
                 open_uploads_per_account: values.count("storage.open-uploads-per-account")?,
                 leases_per_share: values.count("storage.leases-per-share")?,

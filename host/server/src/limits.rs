@@ -22,6 +22,9 @@ pub struct Limits {
     pub cbor_items: usize,
     /// Bytes a read-test-write's read vector may return, over every share of the slot.
     pub rtw_read_bytes: u64,
+    /// The largest immutable share an allocation may ask for (on S3, where free space is
+    /// unknown, the only bound on what one allocation reserves).
+    pub max_share_size: u64,
     /// Immutable uploads open at once, in total.
     pub open_uploads: usize,
     /// Immutable uploads open at once for one account (anonymous is one account).
@@ -51,6 +54,7 @@ impl Default for Limits {
             min_rate: 4096,
             cbor_items: crate::wire::MAX_ITEMS,
             rtw_read_bytes: 16 << 20,
+            max_share_size: 64 << 30,
             open_uploads: 10_000,
             open_uploads_per_account: 1_000,
             leases_per_share: 1_000,

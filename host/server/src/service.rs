@@ -325,7 +325,9 @@ impl StorageService {
         let body = match &*cached {
             Some((stated, body)) if *stated == available => body.clone(),
             _ => {
-                let value = wire::version(available, MAX_MUTABLE_SHARE_SIZE, &self.config.application_version);
+                let max_immutable = self.config.limits.max_share_size;
+                let value =
+                    wire::version(available, max_immutable, MAX_MUTABLE_SHARE_SIZE, &self.config.application_version);
                 let body = Bytes::from(wire::encode(&value));
                 *cached = Some((available, body.clone()));
                 body

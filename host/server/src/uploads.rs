@@ -229,7 +229,9 @@ impl StorageService {
             };
             let inserted = match existing {
                 Some(existing) => Inserted::Exists(existing),
-                None if request.allocated_size > quota_left => continue,
+                None if request.allocated_size > quota_left || request.allocated_size > limits.max_share_size => {
+                    continue;
+                }
                 None => self.uploads.insert_locked((si, n), upload, caller.id, available, open_limits),
             };
             let (entry, _setting_up) = match inserted {

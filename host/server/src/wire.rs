@@ -299,12 +299,12 @@ pub fn share_set(numbers: impl IntoIterator<Item = u64>) -> Value {
 }
 
 /// The version answer; every key and the application version are byte strings.
-pub fn version(available: u64, max_mutable: u64, application_version: &str) -> Value {
+pub fn version(available: u64, max_immutable: u64, max_mutable: u64, application_version: &str) -> Value {
     Value::Map(vec![
         (
             bstr("http://allmydata.org/tahoe/protocols/storage/v1"),
             Value::Map(vec![
-                (bstr("maximum-immutable-share-size"), int(available)),
+                (bstr("maximum-immutable-share-size"), int(max_immutable.min(available))),
                 (bstr("maximum-mutable-share-size"), int(max_mutable)),
                 (bstr("available-space"), int(available)),
             ]),
@@ -399,7 +399,7 @@ mod tests {
             hex("a26773756363657373f56464617461a2008143666f6f058143626172")
         );
         assert_eq!(
-            encode(&version(1_000_000, 69_105_000_000_000_000, "tahoe-lafs/1.20.0")),
+            encode(&version(1_000_000, u64::MAX, 69_105_000_000_000_000, "tahoe-lafs/1.20.0")),
             hex(
                 "a2582f687474703a2f2f616c6c6d79646174612e6f72672f7461686f652f70726f746f636f6c732f73746f726167652f7631a3581c6d6178696d756d2d696d6d757461626c652d73686172652d73697a651a000f4240581a6d6178696d756d2d6d757461626c652d73686172652d73697a651b00f582a1a13410004f617661696c61626c652d73706163651a000f4240536170706c69636174696f6e2d76657273696f6e517461686f652d6c6166732f312e32302e30"
             )

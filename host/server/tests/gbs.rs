@@ -839,6 +839,8 @@ async fn lease_records_advisories_and_open_uploads_stop_at_their_limits() {
     let s = start_with(limits).await;
     let si = si(43);
     assert_eq!(allocate(&s, &si, b"up", &[0, 1, 2], 10).await, (vec![], vec![0, 1]), "two uploads open at most");
+    let huge = Limits::default().max_share_size + 1;
+    assert_eq!(allocate(&s, &si, b"up", &[9], huge).await, (vec![], vec![]), "larger than storage.max-share-size");
     assert_eq!(patch(&s, &si, 0, b"up", 0, b"0123456789").await.status, StatusCode::CREATED);
     assert_eq!(allocate(&s, &si, b"up", &[2], 10).await, (vec![0], vec![2]), "a finished upload frees its place");
     // The allocation's lease, one more, then no third record; renewing one still works.
