@@ -173,6 +173,30 @@ impl UploadTable {
     }
 }
 
+/// An upload entered in the table and not yet set up (begun by the backend, recorded by the
+/// accountant): if the allocation fails or its request goes away first, the entry and its
+/// reservation leave the table (what the backend began is swept as a leftover).
+struct SettingUp<'a> {
+    table: &'a UploadTable,
+    key: UploadKey,
+    entry: Option<Entry>,
+}
+
+impl SettingUp<'_> {
+    /// Set up: the entry stays.
+    fn done(mut self) {
+        self.entry = None;
+    }
+}
+
+impl Drop for SettingUp<'_> {
+    fn drop(&mut self) {
+        if let Some(entry) = self.entry.take() {
+            self.table.remove(&self.key, &entry);
+        }
+    }
+}
+
 /// Why an upload could not be closed.
 #[derive(Debug)]
 pub(crate) enum CloseError {
@@ -234,8 +258,10 @@ impl StorageService {
                 }
                 None => self.uploads.insert_locked((si, n), upload, caller.id, available, open_limits),
             };
-            let (entry, _setting_up) = match inserted {
-                Inserted::New(entry, guard) => (entry, guard),
+            let (setting_up, _locked) = match inserted {
+                Inserted::New(entry, guard) => {
+                    (SettingUp { table: &self.uploads, key: (si, n), entry: Some(entry) }, guard)
+                }
                 Inserted::Exists(existing) => {
                     // Spec behaviour for a retry with the same secret; another secret's upload
                     // is never disturbed.
@@ -251,16 +277,15 @@ impl StorageService {
                 }
             };
             if let Err(e) = self.backend.begin(&si, n, request.allocated_size).await {
-                self.uploads.remove(&(si, n), &entry);
                 return Err(ApiError::backend("begin", e));
             }
             // Lease, holder and the open upload in one transaction; nothing stays if it fails.
             let share = ShareId::immutable(si, n);
             if let Err(e) = self.accountant.allocate(caller.id, &share, request.allocated_size, renew, cancel, now) {
                 let _ = self.backend.abort(&si, n).await;
-                self.uploads.remove(&(si, n), &entry);
                 return Err(ApiError::accountant(e));
             }
+            setting_up.done();
             quota_left -= request.allocated_size;
             allocated.push(number);
         }
