@@ -7,7 +7,9 @@
 //! makes random nonces safe for any number of blobs under one key.
 //!
 //! Architecture invariant: the key lives only in [`SealKey`] and never leaves this crate; a
-//! plugin asks the host to seal and unseal, it never holds key material. The key file is
+//! plugin asks the host to seal and unseal, it never holds key material. Each plugin seals
+//! under a key of its own ([`SealKey::derive`]), so no plugin unseals another's blobs or the
+//! host's, whatever purpose it names. The key file is
 //! written once by `marsh init` (`private/seal.key`) and only read afterwards.
 
 use std::fmt;
@@ -16,6 +18,7 @@ use std::path::Path;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+use hmac::Mac;
 
 /// The current frame version.
 pub const FRAME_VERSION: u8 = 1;
@@ -68,6 +71,7 @@ pub enum KeyFileError {
 /// The node's 256-bit sealing key.
 #[derive(Clone)]
 pub struct SealKey {
+    bytes: [u8; 32],
     cipher: XChaCha20Poly1305,
 }
 
@@ -89,7 +93,20 @@ fn associated_data(version: u8, purpose: &str) -> Vec<u8> {
 impl SealKey {
     /// A key from its 32 raw bytes.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        SealKey { cipher: XChaCha20Poly1305::new(Key::from_slice(&bytes)) }
+        SealKey { bytes, cipher: XChaCha20Poly1305::new(Key::from_slice(&bytes)) }
+    }
+
+    /// An independent key for `label`: HKDF-Expand (RFC 5869) with HMAC-SHA256, one block,
+    /// this key as the pseudorandom key (it is 32 uniformly random bytes, so the extract step
+    /// adds nothing). Blobs sealed under keys of two labels never unseal under the other, nor
+    /// under this key, and knowing a derived key tells nothing of this one or of its siblings.
+    pub fn derive(&self, label: &str) -> SealKey {
+        let mut mac = <hmac::Hmac<sha2_next::Sha256> as hmac::KeyInit>::new_from_slice(&self.bytes)
+            .expect("HMAC takes keys of any length");
+        mac.update(b"marsh-seal-derive/");
+        mac.update(label.as_bytes());
+        mac.update(&[1]);
+        SealKey::from_bytes(mac.finalize().into_bytes().into())
     }
 
     /// A fresh random key that is never written anywhere (scratch runs, tests).
@@ -178,6 +195,21 @@ mod tests {
         assert_eq!(k.unseal("lease/abc", &sealed).unwrap(), b"renew-secret-hash");
         // Random nonces: the same input seals differently each time.
         assert_ne!(k.seal("lease/abc", b"x").unwrap(), k.seal("lease/abc", b"x").unwrap());
+    }
+
+    #[test]
+    fn derived_keys_are_independent_of_each_other_and_of_their_parent() {
+        let node = key(7);
+        let (a, b) = (node.derive("plugin/backend/disk"), node.derive("plugin/persistence/records"));
+        let sealed = a.seal("p", b"state").unwrap();
+        assert_eq!(a.unseal("p", &sealed).unwrap(), b"state");
+        assert_eq!(b.unseal("p", &sealed), Err(SealError::Tampered));
+        assert_eq!(node.unseal("p", &sealed), Err(SealError::Tampered));
+        assert_eq!(a.unseal("p", &node.seal("p", b"host").unwrap()), Err(SealError::Tampered));
+        // Deterministic: the same node key and label give the same key after a restart.
+        assert_eq!(node.derive("plugin/backend/disk").unseal("p", &sealed).unwrap(), b"state");
+        // And the label is not the only input: another node derives another key.
+        assert_eq!(key(8).derive("plugin/backend/disk").unseal("p", &sealed), Err(SealError::Tampered));
     }
 
     #[test]
