@@ -36,13 +36,16 @@ impl NativeGrants {
 
     pub(crate) fn into_imports(self, plugin: &str) -> Imports {
         let state = self.state.clone().and_then(|s| StateStore::plugin(s, self.seal_key.clone(), plugin));
-        Imports { grants: self, state }
+        // The key the same backend gets as a wasm plugin (marsh-runtime's `Grants::bind`).
+        let plugin_seal = self.seal_key.derive(&format!("plugin/backend/{plugin}"));
+        Imports { grants: self, state, plugin_seal }
     }
 }
 
 pub(crate) struct Imports {
     grants: NativeGrants,
     state: Option<StateStore>,
+    plugin_seal: SealKey,
 }
 
 fn state_error(e: StateError) -> sdk::BlobError {
@@ -102,11 +105,11 @@ impl NativeImports for Imports {
     }
 
     fn seal(&self, purpose: &str, plaintext: &[u8]) -> Result<Vec<u8>, sdk::SealError> {
-        self.grants.seal_key.seal(&format!("plugin:{purpose}"), plaintext).map_err(|_| sdk::SealError::Tampered)
+        self.plugin_seal.seal(purpose, plaintext).map_err(|_| sdk::SealError::Tampered)
     }
 
     fn unseal(&self, purpose: &str, sealed: &[u8]) -> Result<Vec<u8>, sdk::SealError> {
-        self.grants.seal_key.unseal(&format!("plugin:{purpose}"), sealed).map_err(|e| match e {
+        self.plugin_seal.unseal(purpose, sealed).map_err(|e| match e {
             marsh_seal::SealError::UnknownVersion(v) => sdk::SealError::UnknownVersion(v),
             _ => sdk::SealError::Tampered,
         })

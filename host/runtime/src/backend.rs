@@ -124,7 +124,9 @@ impl WasmBackend {
         let info = first.bindings.marsh_plugin_shares().call_info(&mut first.store).await;
         let info = info.map_err(|e| StartError::Fault(backend.describe_fault("info", &first, &e)))?;
         backend.name = info.name.as_str().into();
+        backend.grants.bind(World::Backend, &backend.name);
         first.store.data_mut().plugin = backend.name.clone();
+        first.store.data_mut().grants = backend.grants.clone();
         if info.concurrency == types::Concurrency::Single {
             backend.permits = Arc::new(Semaphore::new(1));
         }
@@ -156,7 +158,7 @@ impl WasmBackend {
     }
 
     async fn init(&self, instance: &mut Instance) -> Result<(), StartError> {
-        instance.store.set_epoch_deadline(crate::deadline_ticks(self.limits.call_deadline));
+        HostState::arm(&mut instance.store, self.limits.call_deadline);
         let call = instance.bindings.marsh_plugin_shares().call_init(&mut instance.store, &self.config);
         match tokio::time::timeout(self.backstop(), call).await {
             Ok(Ok(Ok(()))) => Ok(()),
@@ -189,7 +191,7 @@ impl WasmBackend {
                 fresh
             }
         };
-        instance.store.set_epoch_deadline(crate::deadline_ticks(self.limits.call_deadline));
+        HostState::arm(&mut instance.store, self.limits.call_deadline);
         Ok(Lease { instance, _permit: permit })
     }
 

@@ -22,6 +22,7 @@ use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::World;
 use crate::generated::marsh::plugin::{blobs, host, seal, types};
 
 /// Receives `host.progress` reports (the CLI draws a bar from them).
@@ -47,6 +48,9 @@ const MAX_RESTORE_BYTES: u64 = 1 << 30;
 pub struct Grants {
     pub(crate) stores: BTreeMap<String, Arc<dyn BlobStore>>,
     pub(crate) seal_key: SealKey,
+    /// The plugin's own sealing key, derived from `seal_key` for its role and name once it
+    /// said who it is ([`Grants::bind`]); until then it cannot seal.
+    pub(crate) plugin_seal: Option<(World, SealKey)>,
     pub(crate) progress: Option<ProgressSink>,
     pub(crate) accounting: Option<Arc<dyn AccountingSink>>,
     pub(crate) state: Option<Arc<dyn BlobStore>>,
@@ -61,7 +65,18 @@ impl fmt::Debug for Grants {
 impl Grants {
     /// No stores yet, sealing with `seal_key`.
     pub fn new(seal_key: SealKey) -> Self {
-        Grants { stores: BTreeMap::new(), seal_key, progress: None, accounting: None, state: None }
+        Grants { stores: BTreeMap::new(), seal_key, plugin_seal: None, accounting: None, progress: None, state: None }
+    }
+
+    /// Bind the grants to the plugin that reported `name` in `world`: it seals under a key
+    /// derived for that role and name alone, so a backend cannot unseal what the persistence
+    /// strategy sealed (or the host's state), whatever purpose it names.
+    pub(crate) fn bind(&mut self, world: World, name: &str) {
+        let role = match world {
+            World::Backend => "backend",
+            World::Persistence => "persistence",
+        };
+        self.plugin_seal = Some((world, self.seal_key.derive(&format!("plugin/{role}/{name}"))));
     }
 
     /// Grant `store` to the plugin under `name`. The first store granted also keeps the
@@ -108,25 +123,64 @@ pub struct RestoreHandle {
     bytes: Vec<u8>,
 }
 
-/// The memory cap of one instance, remembering whether it refused a growth.
+/// Linear memories one instance may create (a component's core modules have one each; a
+/// Rust component has two or three). Each reserves gigabytes of address space, so their
+/// number is bounded even when they are empty.
+const MAX_MEMORIES: usize = 16;
+/// Tables and core instances one instance may create.
+const MAX_TABLES: usize = 64;
+const MAX_CORE_INSTANCES: usize = 64;
+/// Elements one table may hold.
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+/// The memory cap of one instance: the sum of all its linear memories and tables (a module
+/// with several memories, or a component of several modules, shares one cap), remembering
+/// whether it refused a growth.
 pub(crate) struct MemoryCap {
     pub(crate) cap: usize,
+    /// Bytes granted so far, over every memory and table of the instance.
+    pub(crate) used: usize,
     pub(crate) refused: Option<usize>,
 }
 
-impl ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.cap {
-            self.refused = Some(desired);
-            return Ok(false);
+impl MemoryCap {
+    fn grow(&mut self, current: usize, desired: usize) -> bool {
+        let total = self.used.saturating_sub(current).saturating_add(desired);
+        if total > self.cap {
+            self.refused = Some(total);
+            return false;
         }
-        Ok(true)
-    }
-
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= 1 << 20)
+        self.used = total;
+        true
     }
 }
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(self.grow(current, desired))
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let slot = size_of::<usize>();
+        Ok(desired <= MAX_TABLE_ELEMENTS && self.grow(current.saturating_mul(slot), desired.saturating_mul(slot)))
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn instances(&self) -> usize {
+        MAX_CORE_INSTANCES
+    }
+}
+
+/// Streamed uploads one instance may hold open at once: each may buffer a part in the host
+/// (8 MiB on S3), outside the instance's memory cap.
+pub(crate) const MAX_UPLOADS: usize = 8;
 
 /// The state of one plugin instance's store.
 pub(crate) struct HostState {
@@ -137,6 +191,11 @@ pub(crate) struct HostState {
     pub(crate) stderr: MemoryOutputPipe,
     /// A `recover` call is running: `accountant.begin-restore` and `restore.finish` are allowed.
     pub(crate) recovering: bool,
+    /// Epoch ticks left before the running call is interrupted; the guest yields to the
+    /// executor at every tick until then (see [`HostState::arm`]).
+    pub(crate) ticks_left: u64,
+    /// Upload resources alive in this instance (at most [`MAX_UPLOADS`]).
+    uploads: usize,
     /// Snapshot and restore resources alive in this instance (at most one of each: each holds
     /// a whole database in host memory, outside the instance's memory cap).
     snapshots: usize,
@@ -158,7 +217,9 @@ impl HostState {
             plugin,
             grants,
             max_call_bytes,
-            memory: MemoryCap { cap: memory_cap, refused: None },
+            memory: MemoryCap { cap: memory_cap, used: 0, refused: None },
+            ticks_left: 0,
+            uploads: 0,
             stderr,
             recovering: false,
             snapshots: 0,
@@ -168,7 +229,8 @@ impl HostState {
         }
     }
 
-    /// A store for one instance of `plugin`: memory cap, epoch deadline of one call.
+    /// A store for one instance of `plugin`: memory cap, and a guest that yields to the
+    /// executor at every epoch tick and is interrupted when its call's deadline has passed.
     pub(crate) fn new_store(
         engine: &wasmtime::Engine,
         plugin: Arc<str>,
@@ -178,9 +240,24 @@ impl HostState {
         let state = HostState::new(plugin, grants, limits.max_call_bytes, limits.memory_bytes);
         let mut store = wasmtime::Store::new(engine, state);
         store.limiter(|s| &mut s.memory);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(crate::deadline_ticks(limits.call_deadline));
+        store.epoch_deadline_callback(|mut ctx| {
+            let state = ctx.data_mut();
+            if state.ticks_left <= 1 {
+                return Ok(wasmtime::UpdateDeadline::Interrupt);
+            }
+            state.ticks_left -= 1;
+            // A guest that computes for a whole tick gives its worker thread back, so a
+            // spinning call delays other requests by at most one tick, never by its deadline.
+            Ok(wasmtime::UpdateDeadline::Yield(1))
+        });
+        HostState::arm(&mut store, limits.call_deadline);
         store
+    }
+
+    /// Give the next call on `store` `deadline` of wall-clock time (in epoch ticks).
+    pub(crate) fn arm(store: &mut wasmtime::Store<HostState>, deadline: std::time::Duration) {
+        store.data_mut().ticks_left = crate::deadline_ticks(deadline);
+        store.set_epoch_deadline(1);
     }
 
     /// What the guest wrote to stderr, trimmed, for fault messages.
@@ -243,6 +320,10 @@ impl HostState {
 impl accountant::Host for HostState {
     async fn apply(&mut self, changes: Vec<Vec<u8>>) -> Result<(), String> {
         let sink = self.accounting()?;
+        // Outside `recover` the database is the node's live state: a strategy only records it.
+        if !self.recovering {
+            return Err("changes can be applied only during `recover`".into());
+        }
         let bytes: u64 = changes.iter().map(|c| c.len() as u64).sum();
         if bytes > self.max_call_bytes {
             return Err(format!("{bytes} bytes of changes in one call; at most {}", self.max_call_bytes));
@@ -388,10 +469,18 @@ impl host::Host for HostState {
     }
 }
 
-/// Plugins seal under their own namespace, so no plugin can make a blob that unseals as the
-/// host's own state, or as another plugin kind's.
-fn plugin_purpose(purpose: &str) -> String {
-    format!("plugin:{purpose}")
+/// Purposes the first-party plugins of each role sealed under before plugins had keys of
+/// their own (node key, purpose `plugin:{purpose}`). Such blobs still unseal, for that role
+/// only: a backend cannot read a strategy's old records, nor a strategy a backend's pointers.
+/// New blobs are always sealed under the plugin's own key.
+fn legacy_purpose(world: World, purpose: &str) -> bool {
+    match world {
+        World::Backend => ["s3-upload", "s3-manifest", "s3-slot"].contains(&purpose),
+        World::Persistence => {
+            purpose == "records-change"
+                || ["stash-log:", "stash-manifest:", "stash-part:"].iter().any(|p| purpose.starts_with(p))
+        }
+    }
 }
 
 fn seal_error(e: HostSealError) -> seal::SealError {
@@ -401,16 +490,28 @@ fn seal_error(e: HostSealError) -> seal::SealError {
     }
 }
 
+impl HostState {
+    fn plugin_seal(&self) -> Result<&(World, SealKey), seal::SealError> {
+        self.grants.plugin_seal.as_ref().ok_or(seal::SealError::Tampered)
+    }
+}
+
 impl seal::Host for HostState {
     async fn seal(&mut self, purpose: String, plaintext: Vec<u8>) -> Result<Vec<u8>, seal::SealError> {
         if plaintext.len() as u64 > self.max_call_bytes {
             return Err(seal::SealError::TooLarge(plaintext.len() as u64));
         }
-        self.grants.seal_key.seal(&plugin_purpose(&purpose), &plaintext).map_err(seal_error)
+        self.plugin_seal()?.1.seal(&purpose, &plaintext).map_err(seal_error)
     }
 
     async fn unseal(&mut self, purpose: String, sealed: Vec<u8>) -> Result<Vec<u8>, seal::SealError> {
-        self.grants.seal_key.unseal(&plugin_purpose(&purpose), &sealed).map_err(seal_error)
+        let (world, key) = self.plugin_seal()?;
+        match key.unseal(&purpose, &sealed) {
+            Err(HostSealError::Tampered) if legacy_purpose(*world, &purpose) => {
+                self.grants.seal_key.unseal(&format!("plugin:{purpose}"), &sealed).map_err(seal_error)
+            }
+            other => other.map_err(seal_error),
+        }
     }
 }
 
@@ -496,10 +597,18 @@ impl blobs::HostStore for HostState {
         m: blobs::PutMode,
     ) -> Result<Resource<UploadHandle>, types::BlobError> {
         let (store, k) = (self.store(&h)?, key(&k)?);
+        if self.uploads >= MAX_UPLOADS {
+            return Err(types::BlobError::Unsupported(format!(
+                "{MAX_UPLOADS} uploads are open in this instance: finish or drop one first"
+            )));
+        }
         let upload = store.begin_upload(&k, mode(m)).await.map_err(blob_error)?;
-        self.table
+        let handle = self
+            .table
             .push(UploadHandle { upload: Some(upload) })
-            .map_err(|e| types::BlobError::Io(format!("resource table: {e}")))
+            .map_err(|e| types::BlobError::Io(format!("resource table: {e}")))?;
+        self.uploads += 1;
+        Ok(handle)
     }
 
     async fn capabilities(&mut self, h: Resource<StoreHandle>) -> blobs::Capabilities {
@@ -560,6 +669,7 @@ impl blobs::HostUpload for HostState {
 
     async fn finish(&mut self, h: Resource<UploadHandle>) -> Result<(), types::BlobError> {
         let handle = self.table.delete(h).map_err(|e| types::BlobError::Io(format!("bad upload handle: {e}")))?;
+        self.uploads = self.uploads.saturating_sub(1);
         match handle.upload {
             Some(upload) => upload.finish().await.map_err(blob_error),
             None => Err(types::BlobError::Io("upload already finished".into())),
@@ -568,9 +678,111 @@ impl blobs::HostUpload for HostState {
 
     async fn drop(&mut self, h: Resource<UploadHandle>) -> wasmtime::Result<()> {
         let handle = self.table.delete(h)?;
+        self.uploads = self.uploads.saturating_sub(1);
         if let Some(upload) = handle.upload {
             upload.abort().await;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(world: Option<(World, &str)>) -> HostState {
+        let mut grants = Grants::new(SealKey::from_bytes([7; 32]));
+        if let Some((world, name)) = world {
+            grants.bind(world, name);
+        }
+        HostState::new("test".into(), grants, 1 << 20, 64 << 20)
+    }
+
+    #[test]
+    fn the_memory_cap_is_shared_by_every_memory_and_table_of_an_instance() {
+        let mut cap = MemoryCap { cap: 100 << 20, used: 0, refused: None };
+        assert!(cap.memory_growing(0, 60 << 20, None).unwrap(), "first memory");
+        // A second memory may not take the first one's allowance again.
+        assert!(!cap.memory_growing(0, 60 << 20, None).unwrap(), "second memory over the instance total");
+        assert_eq!(cap.refused, Some(120 << 20));
+        assert!(cap.memory_growing(0, 40 << 20, None).unwrap(), "second memory within what is left");
+        // Growing the first memory counts only the difference.
+        assert!(!cap.memory_growing(60 << 20, 61 << 20, None).unwrap());
+        // Tables are charged a pointer per element against the same total.
+        assert!(!cap.table_growing(0, 1, None).unwrap(), "nothing is left for a table");
+        let mut roomy = MemoryCap { cap: usize::MAX, used: 0, refused: None };
+        assert!(!roomy.table_growing(0, MAX_TABLE_ELEMENTS + 1, None).unwrap(), "elements per table");
+    }
+
+    #[tokio::test]
+    async fn each_plugin_seals_under_a_key_of_its_own() {
+        let mut backend = state(Some((World::Backend, "backend-s3")));
+        let mut other = state(Some((World::Backend, "backend-evil")));
+        let mut strategy = state(Some((World::Persistence, "persistence-stash")));
+        let sealed = seal::Host::seal(&mut backend, "s3-slot".into(), b"pointer".to_vec()).await.unwrap();
+        assert_eq!(seal::Host::unseal(&mut backend, "s3-slot".into(), sealed.clone()).await.unwrap(), b"pointer");
+        for (who, state) in [("another backend", &mut other), ("a strategy", &mut strategy)] {
+            let err = seal::Host::unseal(state, "s3-slot".into(), sealed.clone()).await.expect_err(who);
+            assert!(matches!(err, seal::SealError::Tampered), "{who}: {err:?}");
+        }
+        // Nor does the node's own key, under any purpose a plugin could name.
+        let key = SealKey::from_bytes([7; 32]);
+        assert!(key.unseal("plugin:s3-slot", &sealed).is_err());
+        assert!(key.unseal("s3-slot", &sealed).is_err());
+        // Before it said who it is, a plugin cannot seal at all.
+        let mut anonymous = state(None);
+        assert!(seal::Host::seal(&mut anonymous, "s3-slot".into(), b"x".to_vec()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn blobs_sealed_before_plugin_keys_unseal_for_their_role_only() {
+        let key = SealKey::from_bytes([7; 32]);
+        let old_pointer = key.seal("plugin:s3-slot", b"old pointer").unwrap();
+        let old_record = key.seal("plugin:records-change", b"old record").unwrap();
+        let mut backend = state(Some((World::Backend, "backend-s3")));
+        let mut strategy = state(Some((World::Persistence, "persistence-records")));
+        assert_eq!(
+            seal::Host::unseal(&mut backend, "s3-slot".into(), old_pointer.clone()).await.unwrap(),
+            b"old pointer"
+        );
+        assert_eq!(
+            seal::Host::unseal(&mut strategy, "records-change".into(), old_record.clone()).await.unwrap(),
+            b"old record"
+        );
+        // A backend naming the strategy's legacy purpose gets nothing, and the reverse.
+        assert!(seal::Host::unseal(&mut backend, "records-change".into(), old_record).await.is_err());
+        assert!(seal::Host::unseal(&mut strategy, "s3-slot".into(), old_pointer).await.is_err());
+        // The host's own purposes never unseal through a plugin.
+        let host_blob = key.seal("accountant-snapshot", b"host").unwrap();
+        assert!(seal::Host::unseal(&mut backend, "accountant-snapshot".into(), host_blob).await.is_err());
+    }
+
+    /// Counts the changes applied to it.
+    struct Applied(std::sync::Mutex<usize>);
+
+    impl AccountingSink for Applied {
+        fn apply(&self, changes: Vec<Vec<u8>>) -> Result<(), String> {
+            *self.0.lock().unwrap() += changes.len();
+            Ok(())
+        }
+        fn snapshot(&self) -> Result<(u64, Vec<u8>), String> {
+            Err("unused".into())
+        }
+        fn restore(&self, _: Vec<u8>) -> Result<u64, String> {
+            Err("unused".into())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn accounting_changes_apply_only_during_recover() {
+        let sink = Arc::new(Applied(std::sync::Mutex::new(0)));
+        let mut strategy = state(Some((World::Persistence, "persistence-stash")));
+        strategy.grants.accounting = Some(sink.clone());
+        let err = accountant::Host::apply(&mut strategy, vec![b"change".to_vec()]).await.expect_err("outside recover");
+        assert!(err.contains("only during `recover`"), "{err}");
+        assert_eq!(*sink.0.lock().unwrap(), 0, "nothing reached the database");
+        strategy.recovering = true;
+        accountant::Host::apply(&mut strategy, vec![b"change".to_vec()]).await.expect("inside recover");
+        assert_eq!(*sink.0.lock().unwrap(), 1);
     }
 }

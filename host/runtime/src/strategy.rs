@@ -121,7 +121,9 @@ impl WasmStrategy {
         let info = first.bindings.marsh_plugin_strategy().call_info(&mut first.store).await;
         let info = info.map_err(|e| StartError::Fault(format!("plugin trapped in `info`: {}", e.root_cause())))?;
         strategy.name = info.name.as_str().into();
+        strategy.grants.bind(World::Persistence, &strategy.name);
         first.store.data_mut().plugin = strategy.name.clone();
+        first.store.data_mut().grants = strategy.grants.clone();
         strategy.init(&mut first).await?;
         *strategy.instance.get_mut() = Some(first);
         Ok(strategy)
@@ -140,7 +142,7 @@ impl WasmStrategy {
     }
 
     async fn init(&self, instance: &mut Instance) -> Result<(), StartError> {
-        instance.store.set_epoch_deadline(crate::deadline_ticks(self.limits.call_deadline));
+        HostState::arm(&mut instance.store, self.limits.call_deadline);
         match instance.bindings.marsh_plugin_strategy().call_init(&mut instance.store, &self.config).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(StartError::Init { plugin: self.name.to_string(), failure: crate::init_failure(e) }),
@@ -169,7 +171,7 @@ impl WasmStrategy {
                 fresh
             }
         };
-        instance.store.set_epoch_deadline(crate::deadline_ticks(deadline));
+        HostState::arm(&mut instance.store, deadline);
         match tokio::time::timeout(deadline + Duration::from_secs(1), call(&mut instance)).await {
             Ok(Ok(value)) => {
                 *slot = Some(instance);

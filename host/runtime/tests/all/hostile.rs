@@ -77,3 +77,27 @@ fn a_plugin_built_against_another_abi_is_refused_at_load() {
         other => panic!("expected an ABI mismatch, got {other}"),
     }
 }
+
+/// A spinning guest gives its thread back at every epoch tick: on a runtime with one thread,
+/// a task that sleeps 50 ms still runs long before the spinning call's deadline.
+#[test]
+fn a_spinning_call_does_not_hold_its_thread() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    rt.block_on(async {
+        let limits = PluginLimits { call_deadline: Duration::from_secs(2), ..PluginLimits::default() };
+        let (backend, _dir) = start(marsh_artifacts::HOSTILE_SPIN, limits).await;
+        let started = std::time::Instant::now();
+        let sleeper = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            started.elapsed()
+        });
+        let err = backend.write(&si(), ShareNumber(0), 0, b"data").await.expect_err("the spin faults");
+        assert!(matches!(err, BackendError::Fault(_)), "{err:?}");
+        let spun = started.elapsed();
+        assert!(sleeper.is_finished(), "the sleeper ran while the guest spun");
+        let slept = sleeper.await.expect("sleeper");
+        // Not a timing assertion: the sleeper finished before the spinning call did, which a
+        // guest holding the only thread for its whole deadline would not allow.
+        assert!(slept < spun, "the sleeper woke after {slept:?}, the call ended after {spun:?}");
+    });
+}
