@@ -17,7 +17,7 @@ use cap_fs_ext::OpenOptionsMaybeDirExt;
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, OpenOptions};
 
-use crate::key::RESERVED_PREFIX;
+use crate::key::reserved_component;
 use crate::{BlobKey, BlobStore, BlobUpload, MAX_PAGE, Page, PutMode, StoreError, page_of};
 
 const TMP_DIR: &str = ".marsh-tmp";
@@ -183,7 +183,7 @@ fn walk(
     {
         // The same rules as the listing below: no key has a host-reserved, `.` or `..`
         // component, and only a real directory (not a symlink) is entered.
-        if component.starts_with(RESERVED_PREFIX) || component == "." || component == ".." {
+        if reserved_component(component) || component == "." || component == ".." {
             return Ok(());
         }
         let full = format!("{here}{component}");
@@ -208,7 +208,7 @@ fn walk(
         let Ok(name) = entry.file_name().into_string() else {
             continue;
         };
-        if name.starts_with(RESERVED_PREFIX) {
+        if reserved_component(&name) {
             continue;
         }
         let file_type = entry.file_type()?;

@@ -5,8 +5,15 @@ use std::fmt;
 
 use crate::StoreError;
 
-/// Components starting with this are the drivers' own (temporary files) and never keys.
-pub(crate) const RESERVED_PREFIX: &str = ".marsh";
+/// Components starting with this, in any letter case, are the drivers' own (temporary files,
+/// the host's namespace) and never keys: a case-insensitive store (a macOS or Windows disk,
+/// some S3 gateways) would otherwise take `.MARSH-HOST` for `.marsh-host`.
+const RESERVED_PREFIX: &str = ".marsh";
+
+/// Whether one key component lies in the reserved namespace, in any letter case.
+pub(crate) fn reserved_component(component: &str) -> bool {
+    component.get(..RESERVED_PREFIX.len()).is_some_and(|head| head.eq_ignore_ascii_case(RESERVED_PREFIX))
+}
 
 /// A `/`-separated relative key: no empty, `.` or `..` component, no leading or trailing
 /// slash, no NUL or backslash, no reserved component, at most 1024 bytes.
@@ -22,7 +29,7 @@ impl BlobKey {
             || key.ends_with('/')
             || key.contains('\0')
             || key.contains('\\')
-            || key.split('/').any(|c| c.is_empty() || c == "." || c == ".." || c.starts_with(RESERVED_PREFIX));
+            || key.split('/').any(|c| c.is_empty() || c == "." || c == ".." || reserved_component(c));
         if bad {
             Err(StoreError::BadKey(format!("{:?}", key.chars().take(80).collect::<String>())))
         } else {
@@ -39,7 +46,7 @@ impl BlobKey {
 
     /// Whether a listed key lies in a reserved namespace (drivers leave such keys out of listings).
     pub fn is_reserved(key: &str) -> bool {
-        key.split('/').any(|c| c.starts_with(RESERVED_PREFIX))
+        key.split('/').any(reserved_component)
     }
 
     /// The key as text.
@@ -75,10 +82,22 @@ mod tests {
             assert!(BlobKey::new(good).is_ok(), "{good}");
         }
         for bad in
-            ["", "/etc/passwd", "../x", "a/../../x", "a//b", "a/", "./a", "a\\b", "a\0b", ".marsh-tmp/x", "a/.marshx"]
+            ["", "/etc/passwd", "../x", "a/../../x", "a//b", "a/", "./a", "a\\b", "a\0b", ".marsh-tmp/x", "a/.marshx", ".MARSH-HOST/owner", "a/.Marsh-tmp"]
         {
             assert!(matches!(BlobKey::new(bad), Err(StoreError::BadKey(_))), "{bad:?}");
         }
         assert!(BlobKey::new(&"a".repeat(1025)).is_err());
+        // Near misses are ordinary keys, also where the prefix would end inside a character.
+        for near in [".mars", "marsh-host", ".marsé", "é.marsh"] {
+            assert!(BlobKey::new(near).is_ok(), "{near:?}");
+        }
+    }
+
+    #[test]
+    fn listings_hide_the_reserved_namespace_in_any_case() {
+        for hidden in [".marsh-host/owner", ".MaRsH-HoSt/owner", "shares/.MARSH-tmp-1"] {
+            assert!(BlobKey::is_reserved(hidden), "{hidden:?}");
+        }
+        assert!(!BlobKey::is_reserved("shares/marsh"));
     }
 }
