@@ -36,7 +36,7 @@ use aws_sdk_s3::config::{
     BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RequestChecksumCalculation, ResponseChecksumValidation,
     RuntimeComponents,
 };
-use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::primitives::{ByteStream, ByteStreamError};
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
 use marsh_stores::{BlobKey, BlobStore, BlobUpload, MAX_PAGE, Page, PutMode, StoreError};
 use tokio::sync::Semaphore;
@@ -282,11 +282,20 @@ impl S3Store {
                     };
                 }
             };
-            match out.body.collect().await {
-                Ok(data) => {
-                    let data = data.to_vec();
+            // What the store may answer: the range asked, or for a whole object the largest
+            // object the node reads whole. A store that sends more is refused when the excess
+            // arrives, before it is held, so a hostile or broken store cannot exhaust memory.
+            let limit = range.map_or(MAX_WHOLE_GET, |(_, len)| len);
+            match collect_bounded(out.body, limit).await {
+                Ok(Some(data)) => {
                     i.stats.bytes_received.fetch_add(data.len() as u64, Ordering::Relaxed);
                     return Ok(Some(data));
+                }
+                Ok(None) => {
+                    return Err(StoreError::Io(format!(
+                        "store `{}` {op} {key:?}: answered more than the {limit} bytes asked for",
+                        i.name
+                    )));
                 }
                 Err(e) if attempt < i.max_attempts => {
                     tracing::warn!(store = %i.name, key = %key, "{op}: body broke off ({e}); retrying");
@@ -321,6 +330,22 @@ impl S3Store {
             },
         }
     }
+}
+
+/// The largest object read whole (the largest accounting snapshot the host restores is 1 GiB;
+/// everything else read whole is far smaller). Shares are read by range.
+const MAX_WHOLE_GET: u64 = (1 << 30) + (1 << 20);
+
+/// A response body, or `None` once it passed `limit` bytes (the rest is not read).
+async fn collect_bounded(mut body: ByteStream, limit: u64) -> Result<Option<Vec<u8>>, ByteStreamError> {
+    let mut data = Vec::new();
+    while let Some(chunk) = body.try_next().await? {
+        if data.len() as u64 + chunk.len() as u64 > limit {
+            return Ok(None);
+        }
+        data.extend_from_slice(&chunk);
+    }
+    Ok(Some(data))
 }
 
 #[async_trait]

@@ -81,9 +81,21 @@ mod tests {
         for good in ["a", "shares/ab/abcdef/0", "x.y", "a-b_c"] {
             assert!(BlobKey::new(good).is_ok(), "{good}");
         }
-        for bad in
-            ["", "/etc/passwd", "../x", "a/../../x", "a//b", "a/", "./a", "a\\b", "a\0b", ".marsh-tmp/x", "a/.marshx", ".MARSH-HOST/owner", "a/.Marsh-tmp"]
-        {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "a/",
+            "./a",
+            "a\\b",
+            "a\0b",
+            ".marsh-tmp/x",
+            "a/.marshx",
+            ".MARSH-HOST/owner",
+            "a/.Marsh-tmp",
+        ] {
             assert!(matches!(BlobKey::new(bad), Err(StoreError::BadKey(_))), "{bad:?}");
         }
         assert!(BlobKey::new(&"a".repeat(1025)).is_err());

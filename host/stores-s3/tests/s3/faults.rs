@@ -40,6 +40,22 @@ async fn errors_and_dropped_connections_are_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_answering_more_than_the_range_asked_is_refused() {
+    let proxy = FaultProxy::start(|_, _| Fault::Pass).await;
+    let s = S3Store::open(proxy.config("range")).await.expect("open");
+    let data = marsh_conformance::pattern(5, 8 << 20);
+    s.put(&key("share"), data.clone(), PutMode::CreateOnly).await.unwrap();
+    assert_eq!(s.get_range(&key("share"), 100, 10).await.unwrap().as_deref(), Some(&data[100..110]));
+    // The service now sends 8 MiB more than any range asked for.
+    proxy.set_plan(|_, _| Fault::Pad(8 << 20));
+    let e = s.get_range(&key("share"), 100, 10).await.expect_err("more than asked");
+    assert!(matches!(&e, StoreError::Io(m) if m.contains("more than the 10 bytes asked for")), "{e:?}");
+    // Honest answers are taken again.
+    proxy.set_plan(|_, _| Fault::Pass);
+    assert_eq!(s.get_range(&key("share"), 100, 10).await.unwrap().as_deref(), Some(&data[100..110]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_answers_time_out_and_are_retried() {
     let proxy =
         FaultProxy::start(|n, _| if n % 2 == 1 { Fault::Slow(Duration::from_secs(3)) } else { Fault::Pass }).await;

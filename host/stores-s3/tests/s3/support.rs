@@ -69,6 +69,9 @@ pub enum Fault {
     Drop,
     /// Wait this long, then forward.
     Slow(Duration),
+    /// Forward, then answer with this many bytes more than the service sent (as a hostile or
+    /// broken service that ignores the range asked for would).
+    Pad(usize),
 }
 
 type Plan = dyn Fn(u64, &str) -> Fault + Send + Sync;
@@ -156,6 +159,7 @@ async fn handle(req: Request<Incoming>, fault: Fault, upstream: SocketAddr) -> R
         // An error from the service makes hyper close the connection without answering.
         Fault::Drop => return Err("dropped by the test proxy".into()),
         Fault::Slow(d) => tokio::time::sleep(d).await,
+        Fault::Pad(_) => {}
         Fault::Pass => {}
     }
     let stream = TcpStream::connect(upstream).await.map_err(|e| e.to_string())?;
@@ -163,8 +167,14 @@ async fn handle(req: Request<Incoming>, fault: Fault, upstream: SocketAddr) -> R
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     let answer = sender.send_request(Request::from_parts(parts, Full::new(body))).await.map_err(|e| e.to_string())?;
-    let (parts, body) = answer.into_parts();
-    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let (mut parts, body) = answer.into_parts();
+    let mut body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    if let Fault::Pad(extra) = fault {
+        let mut padded = body.to_vec();
+        padded.resize(padded.len() + extra, 0);
+        parts.headers.insert(hyper::header::CONTENT_LENGTH, padded.len().into());
+        body = Bytes::from(padded);
+    }
     Ok(Response::from_parts(parts, Full::new(body)))
 }
 
