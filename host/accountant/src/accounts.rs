@@ -209,8 +209,24 @@ impl Accountant {
         self.cached_caller(None)?.ok_or_else(|| AccountantError::Corrupt("the anonymous account is missing".into()))
     }
 
+    /// The caller `authorization` speaks for (`None`: the anonymous account) if the cache can
+    /// answer without SQLite: no connection lock, no read, no blocking. `None` when SQLite
+    /// must be asked ([`Accountant::caller`], [`Accountant::anonymous`]).
+    pub fn cached(&self, authorization: Option<&[u8]>) -> Option<Option<Caller>> {
+        let key = authorization.map(hash);
+        let writes = self.account_writes.load(std::sync::atomic::Ordering::Acquire);
+        let cache = self.callers.lock().unwrap_or_else(|p| p.into_inner());
+        let quiet = self.watch.as_ref().and_then(watch::ChangeWatch::quiet_since)?;
+        let vouched = cache.asked_at.is_some_and(|asked| asked >= quiet);
+        match cache.valid_for {
+            Some((_, w)) if vouched && w == writes => cache.entries.get(&key).cloned(),
+            _ => None,
+        }
+    }
+
     /// A caller from the cache, or read (and cached) if accounts changed since it was filled.
     pub(crate) fn cached_caller(&self, key: Option<[u8; 32]>) -> Result<Option<Caller>, AccountantError> {
+        // The connection first, then the cache: the order every path takes.
         let conn = self.conn();
         let writes = self.account_writes.load(std::sync::atomic::Ordering::Acquire);
         let mut cache = self.callers.lock().unwrap_or_else(|p| p.into_inner());
@@ -361,6 +377,31 @@ mod tests {
         assert_eq!(node.caller(&authorization_value(&bob)).unwrap().unwrap().name, "bob");
         operator.set_attribute("anonymous", Attribute::Quota(Some(5))).unwrap();
         assert_eq!(node.anonymous().unwrap().attributes.quota, Some(5));
+    }
+
+    #[test]
+    fn a_vouched_cache_answers_without_the_connection_and_stops_at_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("accountant.sqlite");
+        let (node, operator) = (Accountant::open(&path).unwrap(), Accountant::open(&path).unwrap());
+        let NewAccount { swissnum, .. } = operator.create_account("alice", &Attributes::default(), 1).unwrap();
+        let auth = authorization_value(&swissnum);
+        assert_eq!(node.cached(Some(&auth)), None, "nothing cached yet");
+        node.caller(&auth).unwrap();
+        // Once the directory has been quiet, SQLite is asked once more, and from then on the
+        // cache alone answers.
+        std::thread::sleep(watch::QUIET + std::time::Duration::from_millis(200));
+        node.caller(&auth).unwrap();
+        {
+            // With the connection held elsewhere (a long write), a cache hit still answers.
+            let _busy = node.conn();
+            let hit = node.cached(Some(&auth)).expect("answered from the cache");
+            assert_eq!(hit.map(|c| c.name), Some("alice".to_owned()));
+            assert_eq!(node.cached(Some(b"never seen")), None, "a miss goes to SQLite");
+        }
+        operator.revoke("alice", 2).unwrap();
+        assert_eq!(node.cached(Some(&auth)), None, "a change elsewhere sends the next lookup to SQLite");
+        assert!(node.caller(&auth).unwrap().unwrap().revoked);
     }
 
     /// The scenarios of a stranger sharing a storage index and share number with a mutable

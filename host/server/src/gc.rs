@@ -92,14 +92,14 @@ pub async fn collect(
                     continue;
                 }
                 // A slot with a write not yet applied in full is left to the node to complete.
-                if mutable && accountant.has_pending_mutable_write(si)? {
+                if mutable && crate::offload::sqlite(|| accountant.has_pending_mutable_write(si))? {
                     continue;
                 }
                 let shares = if mutable { backend.mutable_list(si).await? } else { backend.list_shares(si).await? };
                 for n in shares {
                     report.examined += 1;
                     let share = if mutable { ShareId::mutable(*si, n) } else { ShareId::immutable(*si, n) };
-                    let leases = accountant.leases(&share)?;
+                    let leases = crate::offload::sqlite(|| accountant.leases(&share))?;
                     if leases.is_empty() {
                         report.unrecorded += 1;
                         continue;
@@ -114,7 +114,7 @@ pub async fn collect(
                         let gone =
                             if mutable { backend.mutable_delete(si, n).await? } else { backend.delete(si, n).await? };
                         if gone {
-                            accountant.forget_share(&share)?;
+                            crate::offload::sqlite(|| accountant.forget_share(&share))?;
                         }
                     }
                     report.expired_bytes += size;

@@ -17,6 +17,7 @@ mod clock;
 pub mod gc;
 mod limits;
 mod mutable;
+mod offload;
 mod paced;
 pub mod ranges;
 mod reads;

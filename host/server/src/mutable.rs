@@ -28,6 +28,7 @@ use http::StatusCode;
 use marsh_accountant::{Accountant, Caller, MutableShareWrite, MutableWrite};
 use marsh_core::{Backend, ShareId, ShareNumber, StorageIndex, WriteVector};
 
+use crate::offload;
 use crate::redo::{self, RedoRecord, RedoShare};
 use crate::response::{ApiError, Handled, cbor};
 use crate::service::{MAX_MUTABLE_SHARE_SIZE, StorageService};
@@ -245,7 +246,9 @@ impl StorageService {
         let existing = self.backend.mutable_list(&si).await.map_err(fail)?;
         // 1. The write enabler must match every existing share.
         for n in &existing {
-            match self.accountant.check_write_enabler(&si, *n, secrets.enabler).map_err(ApiError::accountant)? {
+            match offload::sqlite(|| self.accountant.check_write_enabler(&si, *n, secrets.enabler))
+                .map_err(ApiError::accountant)?
+            {
                 Some(true) => {}
                 Some(false) => return Err(ApiError::text(StatusCode::UNAUTHORIZED, "wrong write enabler")),
                 None => {
@@ -412,7 +415,8 @@ impl StorageService {
         let mut growth: BTreeMap<i64, (String, u64, u64)> = BTreeMap::new();
         for p in plan {
             let MutableShareWrite::Written { shnum, size, .. } = p.outcome else { continue };
-            let holder = self.accountant.holder(&ShareId::mutable(*si, shnum)).map_err(ApiError::accountant)?;
+            let holder = offload::sqlite(|| self.accountant.holder(&ShareId::mutable(*si, shnum)))
+                .map_err(ApiError::accountant)?;
             let (id, name, quota) = match holder {
                 Some(h) => (h.id, h.name, h.quota),
                 None => (caller.id, caller.name.clone(), caller.attributes.quota),
@@ -422,7 +426,8 @@ impl StorageService {
             entry.2 = entry.2.saturating_add(size.saturating_sub(p.current));
         }
         for (id, (name, quota, grows)) in growth {
-            let used = self.accountant.usage(marsh_accountant::AccountId(id)).map_err(ApiError::accountant)?;
+            let used = offload::sqlite(|| self.accountant.usage(marsh_accountant::AccountId(id)))
+                .map_err(ApiError::accountant)?;
             if grows > 0 && used.saturating_add(grows) > quota {
                 return Err(ApiError::text(
                     StatusCode::INSUFFICIENT_STORAGE,

@@ -22,6 +22,7 @@ use crate::body::TrackedBody;
 use crate::clock::Clock;
 use crate::limits::{Limits, MAX_ADVISORY_REASON};
 use crate::mutable::{PendingSlots, RtwSecrets, SlotLocks};
+use crate::offload;
 use crate::response::{ApiError, Handled, ResponseBody, cbor, empty, respond};
 use crate::routes::{Route, cbor_body, check_accept, route};
 use crate::uploads::{CloseError, UploadTable};
@@ -173,14 +174,18 @@ impl StorageService {
         if value.to_str().is_err() {
             return Err(ApiError::text(StatusCode::BAD_REQUEST, "Authorization header is not text"));
         }
-        let caller = if auth::same(value.as_bytes(), &self.authorization) {
-            self.accountant.anonymous().map_err(ApiError::accountant)?
-        } else {
-            self.accountant
-                .caller(value.as_bytes())
-                .map_err(ApiError::accountant)?
-                .ok_or_else(|| ApiError::text(StatusCode::UNAUTHORIZED, "wrong Authorization header"))?
+        // The anonymous account is the node's own swissnum; a named one is looked up. A cache
+        // hit answers without SQLite; a miss asks it off this worker.
+        let named = (!auth::same(value.as_bytes(), &self.authorization)).then_some(value.as_bytes());
+        let found = match self.accountant.cached(named) {
+            Some(hit) => hit,
+            None => offload::sqlite(|| match named {
+                Some(authorization) => self.accountant.caller(authorization),
+                None => self.accountant.anonymous().map(Some),
+            })
+            .map_err(ApiError::accountant)?,
         };
+        let caller = found.ok_or_else(|| ApiError::text(StatusCode::UNAUTHORIZED, "wrong Authorization header"))?;
         if caller.revoked {
             return Err(ApiError::text(StatusCode::UNAUTHORIZED, format!("account `{}` was revoked", caller.name)));
         }
@@ -368,13 +373,17 @@ impl StorageService {
         cancel: &[u8],
         now: u64,
     ) -> Result<bool, ApiError> {
-        let leases = self.accountant.leases(share).map_err(ApiError::accountant)?;
-        let renew_hash = marsh_accountant::hash(renew);
-        if leases.len() >= self.config.limits.leases_per_share && !leases.iter().any(|l| l.renew_hash == renew_hash) {
-            return Ok(false);
-        }
-        self.accountant.add_or_renew(caller.id, share, renew, cancel, now).map_err(ApiError::accountant)?;
-        Ok(true)
+        offload::sqlite(|| {
+            let leases = self.accountant.leases(share)?;
+            let renew_hash = marsh_accountant::hash(renew);
+            if leases.len() >= self.config.limits.leases_per_share && !leases.iter().any(|l| l.renew_hash == renew_hash)
+            {
+                return Ok(false);
+            }
+            self.accountant.add_or_renew(caller.id, share, renew, cancel, now)?;
+            Ok(true)
+        })
+        .map_err(ApiError::accountant)
     }
 
     async fn corrupt(&self, share: ShareId, exists: bool, req: Req) -> Handled {
@@ -391,8 +400,8 @@ impl StorageService {
         let limits = &self.config.limits;
         let (per_share, total) = (limits.advisories_per_share, limits.advisories);
         let now = self.clock.now();
-        let kept =
-            self.accountant.record_corruption(now, &share, reason, per_share, total).map_err(ApiError::accountant)?;
+        let kept = offload::sqlite(|| self.accountant.record_corruption(now, &share, reason, per_share, total))
+            .map_err(ApiError::accountant)?;
         if kept {
             tracing::warn!(%share, reason, "client reports a corrupt share");
         } else {

@@ -19,6 +19,7 @@ use tokio::sync::OwnedMutexGuard;
 
 use crate::auth;
 use crate::limits::MinRate;
+use crate::offload;
 use crate::ranges::{RangeSet, parse_content_range};
 use crate::response::{ApiError, Handled, cbor, empty};
 use crate::routes::too_slow;
@@ -230,7 +231,8 @@ impl StorageService {
         let mut too_many = 0u64;
         // Over quota looks like a full server to the client: the shares are not allocated.
         let mut quota_left = match caller.attributes.quota {
-            Some(quota) => quota.saturating_sub(self.accountant.usage(caller.id).map_err(ApiError::accountant)?),
+            Some(quota) => quota
+                .saturating_sub(offload::sqlite(|| self.accountant.usage(caller.id)).map_err(ApiError::accountant)?),
             None => u64::MAX,
         };
         let mut allocated = Vec::new();
@@ -281,7 +283,8 @@ impl StorageService {
             }
             // Lease, holder and the open upload in one transaction; nothing stays if it fails.
             let share = ShareId::immutable(si, n);
-            if let Err(e) = self.accountant.allocate(caller.id, &share, request.allocated_size, renew, cancel, now) {
+            let size = request.allocated_size;
+            if let Err(e) = offload::sqlite(|| self.accountant.allocate(caller.id, &share, size, renew, cancel, now)) {
                 let _ = self.backend.abort(&si, n).await;
                 return Err(ApiError::accountant(e));
             }
@@ -365,7 +368,7 @@ impl StorageService {
         }
         self.backend.finish(&si, n).await.map_err(|e| ApiError::backend("finish", e))?;
         self.uploads.remove(&(si, n), &upload);
-        if let Err(e) = self.accountant.upload_finished(&ShareId::immutable(si, n)) {
+        if let Err(e) = offload::sqlite(|| self.accountant.upload_finished(&ShareId::immutable(si, n))) {
             // The share is complete; the next start-up sees it so and clears the record.
             tracing::warn!(si = %si, shnum = n.0, "recording a finished upload: {e}");
         }
@@ -429,11 +432,11 @@ impl StorageService {
     pub(crate) async fn close_upload(&self, share: &ShareId) -> Result<bool, CloseError> {
         let (si, n) = (&share.si, share.shnum);
         if self.backend.size(si, n).await.map_err(|e| CloseError::Backend("size", e))?.is_some() {
-            self.accountant.upload_finished(share).map_err(CloseError::Accountant)?;
+            offload::sqlite(|| self.accountant.upload_finished(share)).map_err(CloseError::Accountant)?;
             return Ok(false);
         }
         self.backend.abort(si, n).await.map_err(|e| CloseError::Backend("abort", e))?;
-        self.accountant.forget_share(share).map_err(CloseError::Accountant)?;
+        offload::sqlite(|| self.accountant.forget_share(share)).map_err(CloseError::Accountant)?;
         Ok(true)
     }
 
