@@ -35,7 +35,7 @@ use std::hash::BuildHasher;
 
 use marsh_plugin_sdk::{
     Backend, BackendError, BackendResult, BlobError, Concurrency, Config, Host, IndexPage, InitError, PluginInfo,
-    PutMode, ShareNumber, StorageIndex, Store, SweepReport, Usage, WriteVector,
+    PutMode, SealError, ShareNumber, StorageIndex, Store, SweepReport, Usage, WriteVector,
 };
 
 const UPLOAD_PURPOSE: &str = "s3-upload";
@@ -81,6 +81,11 @@ struct Extent {
 
 fn corrupt(what: &str) -> BackendError {
     BackendError::Corrupt(format!("backend-s3: {what}"))
+}
+
+/// A seal purpose bound to the object it is stored under.
+fn bound(purpose: &str, key: &str) -> String {
+    format!("{purpose}:{key}")
 }
 
 fn seal_error(what: &str, e: impl std::fmt::Display) -> BackendError {
@@ -235,15 +240,20 @@ impl S3Backend {
         format!("{now:012}-{a:016x}{b:016x}")
     }
 
+    /// The blob at `key`, unsealed. It must have been sealed for this very key
+    /// ([`bound`]), so a store operator cannot move a pointer, manifest or upload record
+    /// from one share to another. Blobs written before that binding (bare purpose) still read.
     fn sealed_get(&self, key: &str, purpose: &str) -> BackendResult<Option<Vec<u8>>> {
-        match self.store.get(key)? {
-            None => Ok(None),
-            Some(blob) => self.host.unseal(purpose, &blob).map(Some).map_err(|e| seal_error(key, e)),
+        let Some(blob) = self.store.get(key)? else { return Ok(None) };
+        match self.host.unseal(&bound(purpose, key), &blob) {
+            Err(SealError::Tampered) => self.host.unseal(purpose, &blob).map(Some).map_err(|e| seal_error(key, e)),
+            other => other.map(Some).map_err(|e| seal_error(key, e)),
         }
     }
 
     fn sealed_put(&self, key: &str, purpose: &str, plain: &[u8], mode: PutMode) -> BackendResult<()> {
-        let blob = self.host.seal(purpose, plain).map_err(|e| BackendError::Io(format!("sealing {key}: {e}")))?;
+        let blob =
+            self.host.seal(&bound(purpose, key), plain).map_err(|e| BackendError::Io(format!("sealing {key}: {e}")))?;
         Ok(self.store.put(key, &blob, mode)?)
     }
 
@@ -566,7 +576,7 @@ impl Backend for S3Backend {
         let manifest = Manifest { size, upload: id.clone(), chunks: used };
         let sealed = self
             .host
-            .seal(MANIFEST_PURPOSE, &manifest.encode())
+            .seal(&bound(MANIFEST_PURPOSE, &manifest_key(si, n)), &manifest.encode())
             .map_err(|e| BackendError::Io(format!("sealing a manifest: {e}")))?;
         match self.store.put(&manifest_key(si, n), &sealed, PutMode::CreateOnly) {
             Err(BlobError::Exists) => return Err(BackendError::Exists),

@@ -101,3 +101,21 @@ fn a_spinning_call_does_not_hold_its_thread() {
         assert!(slept < spun, "the sleeper woke after {slept:?}, the call ended after {spun:?}");
     });
 }
+
+/// A store operator who copies one slot's pointer over another's: backend-s3 sealed each
+/// pointer for its own key, so the copy reads as corrupt instead of as the other slot's data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_pointer_moved_to_another_slot_is_refused() {
+    let (backend, dir) = start(marsh_artifacts::BACKEND_S3, PluginLimits::default()).await;
+    let (a, b): (StorageIndex, StorageIndex) =
+        ("aaaaaaaaaaaaaaaaaaaaaaaaaa".parse().unwrap(), "baaaaaaaaaaaaaaaaaaaaaaaaa".parse().unwrap());
+    let write = |data: &[u8]| vec![marsh_core::WriteVector { offset: 0, data: data.to_vec() }];
+    backend.mutable_write(&a, ShareNumber(0), &write(b"secret of a"), None).await.unwrap();
+    backend.mutable_write(&b, ShareNumber(0), &write(b"data of b"), None).await.unwrap();
+    let slot = |si: &StorageIndex| dir.path().join(format!("slots/{si}/0"));
+    assert!(slot(&b).exists(), "backend-s3 keeps pointers at slots/SI/N");
+    std::fs::copy(slot(&a), slot(&b)).unwrap();
+    let err = backend.mutable_read(&b, ShareNumber(0), 0, 100).await.expect_err("a moved pointer");
+    assert!(matches!(err, BackendError::Corrupt(_)), "{err:?}");
+    assert_eq!(backend.mutable_read(&a, ShareNumber(0), 0, 100).await.unwrap(), b"secret of a");
+}
