@@ -8,7 +8,8 @@
 //! The store operator sees how many changes there were and when, never what they say: keys
 //! carry only the sequence number and every object is sealed with the node's key.
 //!
-//! Start-up: with a local database, use it. Without one, if the store holds records, the node
+//! Start-up: with a local database that holds every change the store has a record of, use it.
+//! Without one, or with one older than the store (a record past its newest change), the node
 //! must recover first: `recovery-needed`, or recover at once when the operator allowed it.
 
 use marsh_plugin_sdk::{
@@ -54,20 +55,30 @@ impl Persistence for Records {
     }
 
     fn startup(&mut self, state: DbState, auto_recover: bool) -> Result<Plan, InitError> {
-        if state.present {
+        let reason = if state.present {
+            // Every record is written after its change was committed locally, so a record past
+            // the database's newest change means the database is older than the store (restored
+            // from an old copy): serving from it would forget revocations and leases.
+            let after = key(state.last_sequence);
+            match self.store.list_keys(PREFIX, Some(&after), 1)?.keys.first() {
+                None => return Ok(Plan::UseLocal),
+                Some(newer) => format!(
+                    "the local accounting database ends at change {}, but the store holds the record {newer}: the \
+                     database is older than what was persisted (restored from an old copy?) and must catch up",
+                    state.last_sequence
+                ),
+            }
+        } else if self.store.list_keys(PREFIX, None, 1)?.keys.is_empty() {
             return Ok(Plan::UseLocal);
+        } else {
+            "the local accounting database is missing, and the store holds persisted accounting records: \
+             accounts, leases and write enablers must be rebuilt from them"
+                .to_owned()
+        };
+        if auto_recover {
+            return Ok(Plan::Recover);
         }
-        let persisted = !self.store.list_keys(PREFIX, None, 1)?.keys.is_empty();
-        match (persisted, auto_recover) {
-            (false, _) => Ok(Plan::UseLocal),
-            (true, true) => Ok(Plan::Recover),
-            (true, false) => Err(InitError::RecoveryNeeded(Recovery {
-                reason: "the local accounting database is missing, and the store holds persisted accounting \
-                         records: accounts, leases and write enablers must be rebuilt from them"
-                    .into(),
-                command: "marsh recover".into(),
-            })),
-        }
+        Err(InitError::RecoveryNeeded(Recovery { reason, command: "marsh recover".into() }))
     }
 
     fn record(&mut self, _: &Accountant, first_sequence: u64, changes: &[Vec<u8>]) -> Result<(), PersistError> {

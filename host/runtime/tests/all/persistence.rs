@@ -61,6 +61,14 @@ async fn records_are_sealed_and_recovered_in_order_with_tampering_and_gaps_repor
     }
     assert_eq!(writer.startup(false, 0, true).await.unwrap(), StartupPlan::Recover);
     assert_eq!(writer.startup(true, 5, false).await.unwrap(), StartupPlan::UseLocal);
+    // A local database older than the store (restored from an old copy) is not served from.
+    match writer.startup(true, 3, false).await {
+        Err(PersistFailure::Init(marsh_runtime::InitFailure::RecoveryNeeded { reason, .. })) => {
+            assert!(reason.contains("ends at change 3"), "{reason}")
+        }
+        other => panic!("expected recovery-needed for an old database, got {other:?}"),
+    }
+    assert_eq!(writer.startup(true, 3, true).await.unwrap(), StartupPlan::Recover);
 
     let sink = Arc::new(Collect::default());
     let report = start(marsh_artifacts::PERSISTENCE_RECORDS, &store, sink.clone())
