@@ -130,6 +130,13 @@ impl Accountant {
                 "DELETE FROM main.sqlite_sequence; INSERT INTO main.sqlite_sequence SELECT * FROM snap.sqlite_sequence;",
             )?;
             tx.execute("UPDATE meta SET value = ?1 WHERE key = 'persisted_seq'", [sequence as i64])?;
+            // Rows SQLite accepts may still not mean anything here: every account's attributes
+            // must read, or the snapshot would install accounts that refuse every request.
+            let ids: Vec<i64> =
+                tx.prepare("SELECT id FROM accounts")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            for id in ids {
+                crate::accounts::read_attributes(&tx, crate::AccountId(id))?;
+            }
             tx.commit()?;
             Ok(())
         })();

@@ -270,4 +270,29 @@ mod tests {
             Err(KeyFileError::BadLength { len: 31, .. })
         ));
     }
+
+    proptest::proptest! {
+        /// Whatever a store hands back (any bytes, or a real frame with bytes changed, cut or
+        /// added), unsealing answers an error and never a plaintext, unless the frame is intact.
+        #[test]
+        fn any_frame_unseals_only_when_intact(
+            plaintext in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            flip in proptest::prelude::any::<proptest::sample::Index>(),
+            xor in 1u8..,
+            cut in proptest::prelude::any::<proptest::sample::Index>(),
+        ) {
+            let k = key(3);
+            proptest::prop_assert!(k.unseal("p", &junk).is_err());
+            let sealed = k.seal("p", &plaintext).unwrap();
+            proptest::prop_assert_eq!(k.unseal("p", &sealed).unwrap(), plaintext);
+            let mut flipped = sealed.clone();
+            flipped[flip.index(sealed.len())] ^= xor;
+            proptest::prop_assert!(k.unseal("p", &flipped).is_err());
+            let short = &sealed[..cut.index(sealed.len())];
+            proptest::prop_assert!(k.unseal("p", short).is_err());
+            let longer = [&sealed[..], &junk[..]].concat();
+            proptest::prop_assert!(junk.is_empty() || k.unseal("p", &longer).is_err());
+        }
+    }
 }
