@@ -25,7 +25,7 @@ WEED := $(S3_VENV)/bin/weed
 # the server is stopped by pid afterwards, whether CMD passed or not.
 with_s3 = tests/s3/with-s3.sh $(S3_VENV)/bin/python
 
-.PHONY: setup plugins build check test lint run bench bench-s3 tahoe interop upstream s3
+.PHONY: setup plugins build check test lint run bench bench-s3 soak tahoe interop upstream s3
 
 setup:
 	@command -v rustup >/dev/null || { echo "rustup is required (https://rustup.rs)"; exit 1; }
@@ -92,6 +92,14 @@ bench: plugins tahoe
 	$(CARGO_TARGET_DIR)/release/marsh-bench-plugin $(MARSH_PLUGIN_DIR) $(CURDIR)/target
 	$(TAHOE_VENV)/bin/python host/bench/side_by_side.py $(CARGO_TARGET_DIR)/server/marsh \
 	  $(CARGO_TARGET_DIR)/release/marsh-load $(TAHOE) $(CURDIR)/target/bench
+
+# Not in CI: a release node under honest and hostile load for SOAK_MINUTES (default 30), its RSS,
+# descriptors and the clients' errors every 30 s, and a summary after a 5-minute warm-up.
+SOAK_MINUTES ?= 30
+soak: plugins
+	cargo build --locked --release -p marsh --bin marsh
+	cargo build --locked --release -p marsh-bench --bin marsh-soak
+	$(CARGO_TARGET_DIR)/release/marsh-soak $(CARGO_TARGET_DIR)/release/marsh $(SOAK_MINUTES)
 
 # 100 MiB through the real client to backend-disk and to backend-s3 on SeaweedFS, with S3 request
 # counts; lease renewals under each persistence strategy; then persistence-records and

@@ -32,6 +32,21 @@ pub fn anon_kib(pid: u32) -> Option<u64> {
     status_kib(pid, "RssAnon:")
 }
 
+/// The peak resident memory in KiB (`VmHWM`) since start or the last [`reset_peak`].
+pub fn peak_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// Reset the process's peak RSS (`/proc/PID/clear_refs`, value 5).
+pub fn reset_peak(pid: u32) -> std::io::Result<()> {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+}
+
+/// Open descriptors of the process.
+pub fn descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
 fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
