@@ -757,6 +757,33 @@ mod tests {
         assert!(seal::Host::unseal(&mut backend, "accountant-snapshot".into(), host_blob).await.is_err());
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn an_instance_holds_at_most_eight_uploads_open() {
+        let store = Arc::new(marsh_stores::MemoryStore::new("shares"));
+        let mut s = HostState::new(
+            "test".into(),
+            Grants::new(SealKey::from_bytes([7; 32])).store("shares", store),
+            1 << 20,
+            64 << 20,
+        );
+        let rep = blobs::Host::open(&mut s, "shares".into()).await.unwrap().rep();
+        let mut begin = async |s: &mut HostState, k: &str| {
+            blobs::HostStore::begin_upload(s, Resource::new_borrow(rep), k.into(), blobs::PutMode::Overwrite).await
+        };
+        let mut open = Vec::new();
+        for i in 0..MAX_UPLOADS {
+            open.push(begin(&mut s, &format!("k{i}")).await.expect("within the limit"));
+        }
+        let err = begin(&mut s, "one-more").await.expect_err("past the limit");
+        assert!(matches!(&err, types::BlobError::Unsupported(m) if m.contains("8 uploads are open")), "{err:?}");
+        // Finishing one, or dropping one, gives its place back.
+        blobs::HostUpload::finish(&mut s, open.remove(0)).await.unwrap();
+        blobs::HostUpload::drop(&mut s, open.remove(0)).await.unwrap();
+        begin(&mut s, "again").await.expect("a place was freed");
+        begin(&mut s, "and-again").await.expect("a second place was freed");
+        assert!(begin(&mut s, "full-again").await.is_err());
+    }
+
     /// Counts the changes applied to it.
     struct Applied(std::sync::Mutex<usize>);
 
