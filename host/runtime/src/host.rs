@@ -767,7 +767,7 @@ mod tests {
             64 << 20,
         );
         let rep = blobs::Host::open(&mut s, "shares".into()).await.unwrap().rep();
-        let mut begin = async |s: &mut HostState, k: &str| {
+        let begin = async |s: &mut HostState, k: &str| {
             blobs::HostStore::begin_upload(s, Resource::new_borrow(rep), k.into(), blobs::PutMode::Overwrite).await
         };
         let mut open = Vec::new();
