@@ -38,7 +38,17 @@ from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
-from allmydata.storage.http_client import StorageClientFactory
+# Hypothesis: a live node over the network is slower than hypothesis's default 200 ms deadline,
+# and a standing test should be reproducible and leave no example database behind. `@given`
+# takes the settings in force when the test module is imported, and importing `allmydata.test`
+# loads the profile its environment variable names: so the profile is registered and named
+# here, before any upstream module is imported. Upstream's explicit @settings (where present)
+# still win for the fields they set.
+hypothesis_settings.register_profile("marsh-upstream", deadline=None, database=None, derandomize=True)
+os.environ["TAHOE_LAFS_HYPOTHESIS_PROFILE"] = "marsh-upstream"
+hypothesis_settings.load_profile("marsh-upstream")
+
+from allmydata.storage.http_client import StorageClientFactory  # noqa: E402 (after the profile)
 from allmydata.storage.http_common import response_is_not_html
 from allmydata.storage_client import _HTTPStorageServer
 from allmydata.test import test_istorageserver as upstream_istorage
@@ -49,11 +59,6 @@ from allmydata.test.common_system import spin_until_cleanup_done
 # The longest one request may take (the 50 MB mutable write in a debug build is the slowest).
 SPIN_TIMEOUT = 180.0
 
-# Hypothesis: a live node over the network is slower than hypothesis's default 200 ms deadline,
-# and a standing test should be reproducible and leave no example database behind. Upstream's
-# explicit @settings (where present) still win for the fields they set.
-hypothesis_settings.register_profile("marsh-upstream", deadline=None, database=None, derandomize=True)
-hypothesis_settings.load_profile("marsh-upstream")
 
 # Every upstream test that is NOT run, with why. Keys are "module.Class" (whole class) or
 # "module.Class.test_method". `main()` fails if a key names nothing upstream.
