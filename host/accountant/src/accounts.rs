@@ -216,10 +216,8 @@ impl Accountant {
         let key = authorization.map(hash);
         let writes = self.account_writes.load(std::sync::atomic::Ordering::Acquire);
         let cache = self.callers.lock().unwrap_or_else(|p| p.into_inner());
-        let quiet = self.watch.as_ref().and_then(watch::ChangeWatch::quiet_since)?;
-        let vouched = cache.asked_at.is_some_and(|asked| asked >= quiet);
         match cache.valid_for {
-            Some((_, w)) if vouched && w == writes => cache.entries.get(&key).cloned(),
+            Some((_, w)) if w == writes && self.vouched(&cache) => cache.entries.get(&key).cloned(),
             _ => None,
         }
     }
@@ -230,11 +228,7 @@ impl Accountant {
         let conn = self.conn();
         let writes = self.account_writes.load(std::sync::atomic::Ordering::Acquire);
         let mut cache = self.callers.lock().unwrap_or_else(|p| p.into_inner());
-        // SQLite was asked after the directory fell quiet, and it has stayed quiet since: what
-        // it said still holds. Otherwise ask again.
-        let quiet = self.watch.as_ref().and_then(watch::ChangeWatch::quiet_since);
-        let vouched = quiet.zip(cache.asked_at).is_some_and(|(since, asked)| asked >= since);
-        let version = match (vouched, cache.valid_for) {
+        let version = match (self.vouched(&cache), cache.valid_for) {
             (true, Some((version, _))) => version,
             _ => {
                 cache.asked_at = Some(std::time::Instant::now());
@@ -251,6 +245,13 @@ impl Accountant {
         let caller = read_caller(&conn, key)?;
         cache.entries.insert(key, caller.clone());
         Ok(caller)
+    }
+
+    /// SQLite was asked after the directory fell quiet, and it has stayed quiet since: what it
+    /// said still holds. Otherwise it must be asked again.
+    fn vouched(&self, cache: &CallerCache) -> bool {
+        let quiet = self.watch.as_ref().and_then(watch::ChangeWatch::quiet_since);
+        quiet.zip(cache.asked_at).is_some_and(|(since, asked)| asked >= since)
     }
 
     /// Note a change to accounts or attributes made through this value.

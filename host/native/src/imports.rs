@@ -36,8 +36,8 @@ impl NativeGrants {
 
     pub(crate) fn into_imports(self, plugin: &str) -> Imports {
         let state = self.state.clone().and_then(|s| StateStore::plugin(s, self.seal_key.clone(), plugin));
-        // The key the same backend gets as a wasm plugin (marsh-runtime's `Grants::bind`).
-        let plugin_seal = self.seal_key.derive(&format!("plugin/backend/{plugin}"));
+        // The key the same backend gets as a wasm plugin.
+        let plugin_seal = self.seal_key.for_plugin("backend", plugin);
         Imports { grants: self, state, plugin_seal }
     }
 }

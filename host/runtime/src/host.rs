@@ -72,11 +72,7 @@ impl Grants {
     /// derived for that role and name alone, so a backend cannot unseal what the persistence
     /// strategy sealed (or the host's state), whatever purpose it names.
     pub(crate) fn bind(&mut self, world: World, name: &str) {
-        let role = match world {
-            World::Backend => "backend",
-            World::Persistence => "persistence",
-        };
-        self.plugin_seal = Some((world, self.seal_key.derive(&format!("plugin/{role}/{name}"))));
+        self.plugin_seal = Some((world, self.seal_key.for_plugin(&world.to_string(), name)));
     }
 
     /// Grant `store` to the plugin under `name`. The first store granted also keeps the

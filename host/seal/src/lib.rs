@@ -109,6 +109,12 @@ impl SealKey {
         SealKey::from_bytes(mac.finalize().into_bytes().into())
     }
 
+    /// The key a plugin of `role` (`backend`, `persistence`) named `name` seals under: the one
+    /// spelling of its label, for the wasm host and the native build alike.
+    pub fn for_plugin(&self, role: &str, name: &str) -> SealKey {
+        self.derive(&format!("plugin/{role}/{name}"))
+    }
+
     /// A fresh random key that is never written anywhere (scratch runs, tests).
     pub fn ephemeral() -> Result<SealKey, KeyFileError> {
         let mut bytes = [0u8; 32];

@@ -18,6 +18,7 @@ use anyhow::Context;
 use http::{Method, StatusCode};
 use marsh_bench::node::BenchNode;
 use marsh_bench::proc::{anon_kib, descriptors, rss_kib};
+use marsh_conformance::pattern;
 use marsh_gbs_client::{GbsClient, Nurl, Secrets, hostile, rtw_body};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -45,10 +46,6 @@ fn fresh_si() -> String {
     let mut bytes = [0u8; 16];
     getrandom::getrandom(&mut bytes).expect("random");
     marsh_core::StorageIndex::from_bytes(bytes).to_base32()
-}
-
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    (0..len).map(|i| ((i as u64).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 7) as u8).collect()
 }
 
 /// One honest client: upload a 4-64 KiB share, read back and check one uploaded before, renew
