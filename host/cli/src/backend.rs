@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use marsh_node::{Identity, NodeConfig, NodeDir, PluginChoice};
 use marsh_runtime::{Grants, InitFailure, Runtime, StartError, WasmBackend};
-use marsh_stores::BlobStore;
+use marsh_stores::{BlobStore, Partition};
 
 use crate::Error;
 use crate::stores::{self, Opened};
@@ -34,7 +34,7 @@ pub async fn start(
 ) -> Result<StartedBackend, Error> {
     let stores = stores::open_backend_stores(config).await?;
     stores::claim_all(dir, config, id, &stores).await?;
-    let granted: Vec<(String, Arc<dyn BlobStore>)> = stores.iter().map(|s| (s.name.clone(), s.store.clone())).collect();
+    let granted = backend_grants(config, &stores);
     let plugin_config = config.backend.config.clone();
     let path = match &config.backend.plugin {
         PluginChoice::Native(name) => {
@@ -59,6 +59,22 @@ pub async fn start(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The backend's stores as it is granted them: a store it shares with the persistence
+/// strategy is seen without the strategy's objects ([`Partition::Backend`]).
+fn backend_grants(config: &NodeConfig, stores: &[Opened]) -> Vec<(String, Arc<dyn BlobStore>)> {
+    stores
+        .iter()
+        .map(|s| {
+            let store = if config.persistence.stores.contains(&s.name) {
+                Partition::Backend.view(s.store.clone())
+            } else {
+                s.store.clone()
+            };
+            (s.name.clone(), store)
+        })
+        .collect()
 }
 
 #[cfg(feature = "native-backends")]
@@ -91,4 +107,43 @@ fn native(
         name.to_owned(),
         "needs a marsh built with the `native-backends` feature (used by `make bench` only)".into(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use marsh_stores::{BlobKey, MemoryStore, PutMode, StoreError};
+
+    use super::*;
+
+    fn opened(name: &str, store: Arc<dyn BlobStore>) -> Opened {
+        Opened { name: name.to_owned(), store, s3: None, location: "memory".into() }
+    }
+
+    #[tokio::test]
+    async fn a_backend_never_sees_the_strategys_objects_in_a_store_they_share() {
+        // The defaults: backend and persistence both on `shares`.
+        let mut settings = marsh_node::config::defaults();
+        settings.push(marsh_node::Setting {
+            key: "backend.stores".into(),
+            value: Some("shares,own".into()),
+            is_default: false,
+            help: "",
+        });
+        let config = NodeConfig::from_settings(&settings).unwrap();
+        let key = |k: &str| BlobKey::new(k).unwrap();
+        let (shares, own): (Arc<dyn BlobStore>, Arc<dyn BlobStore>) =
+            (Arc::new(MemoryStore::new("shares")), Arc::new(MemoryStore::new("own")));
+        for store in [&shares, &own] {
+            store.put(&key("accounting/00000000000000000001"), b"sealed".to_vec(), PutMode::CreateOnly).await.unwrap();
+            store.put(&key("shares/aa/1"), b"share".to_vec(), PutMode::CreateOnly).await.unwrap();
+        }
+        let granted = backend_grants(&config, &[opened("shares", shares), opened("own", own)]);
+        let (shared, unshared) = (&granted[0].1, &granted[1].1);
+        assert_eq!(shared.list("", None, 100).await.unwrap().keys, ["shares/aa/1"]);
+        let planted = shared.put(&key("accounting/00000000000000000002"), vec![0], PutMode::CreateOnly).await;
+        assert!(matches!(planted, Err(StoreError::Denied(_))), "{planted:?}");
+        assert!(matches!(shared.delete(&key("accounting/00000000000000000001")).await, Err(StoreError::Denied(_))));
+        // A store the strategy was not granted is the backend's whole.
+        assert_eq!(unshared.list("", None, 100).await.unwrap().keys.len(), 2);
+    }
 }

@@ -233,22 +233,13 @@ impl Running {
 
 #[cfg(test)]
 mod tests {
-    use marsh_node::{NodeConfig, Setting};
+    use marsh_node::NodeConfig;
 
     use super::*;
 
     #[test]
     fn the_config_defaults_are_the_servers_defaults() {
-        let defaults: Vec<Setting> = marsh_node::config::KEYS
-            .iter()
-            .filter(|k| !k.name.contains('*'))
-            .map(|k| Setting {
-                key: k.name.to_owned(),
-                value: k.default.map(str::to_owned),
-                is_default: true,
-                help: k.help,
-            })
-            .collect();
+        let defaults = marsh_node::config::defaults();
         let config = NodeConfig::from_settings(&defaults).expect("the defaults parse");
         assert_eq!(server_limits(&config.requests), Limits::default());
     }

@@ -12,6 +12,7 @@ use marsh_runtime::{
     AccountingSink, Grants, InitFailure, PersistFailure, ProgressSink, RecoveryReport, Runtime, StartError,
     StartupPlan, WasmStrategy,
 };
+use marsh_stores::Partition;
 
 use crate::Error;
 use crate::stores::{self, Opened};
@@ -51,7 +52,8 @@ fn failed(strategy: &WasmStrategy) -> impl FnOnce(PersistFailure) -> Error + '_ 
 }
 
 /// Start the configured strategy with `accountant` as its sink, over its stores (`open` holds
-/// those the backend already opened and checked: they are shared, not opened again).
+/// those the backend already opened and checked: they are shared, not opened again). Of a store
+/// the backend also has, the strategy sees only its own part ([`Partition::Persistence`]).
 pub async fn start(
     dir: &NodeDir,
     config: &NodeConfig,
@@ -63,10 +65,13 @@ pub async fn start(
 ) -> Result<WasmStrategy, Error> {
     let mut grants = Grants::new(id.seal_key.clone()).accounting(Arc::new(AccountantSink(accountant)));
     for name in &config.persistence.stores {
-        let store = match open.iter().find(|s| &s.name == name) {
+        let mut store = match open.iter().find(|s| &s.name == name) {
             Some(s) => s.store.clone(),
             None => stores::open(config, name, "persistence.stores").await?.store,
         };
+        if config.backend.stores.contains(name) {
+            store = Partition::Persistence.view(store);
+        }
         grants = grants.store(name, store);
     }
     if let Some(progress) = progress {

@@ -480,6 +480,20 @@ pub struct Setting {
     pub help: &'static str,
 }
 
+/// Every declared key at its default: the settings of a node nobody has configured (patterned
+/// keys such as `store.*` left out).
+pub fn defaults() -> Vec<Setting> {
+    KEYS.iter()
+        .filter(|k| !k.name.contains('*'))
+        .map(|k| Setting {
+            key: k.name.to_owned(),
+            value: k.default.map(str::to_owned),
+            is_default: true,
+            help: k.help,
+        })
+        .collect()
+}
+
 pub(crate) fn set(conn: &Connection, key: &str, value: &str) -> Result<String, ConfigError> {
     let declared = find(key)?;
     let value = validate(declared, key, value)?;

@@ -382,22 +382,9 @@ mod tests {
         Setting { key: key.to_owned(), value: Some(value.to_owned()), is_default: false, help: "" }
     }
 
-    fn defaults() -> Vec<Setting> {
-        config::KEYS
-            .iter()
-            .filter(|k| !k.name.contains('*'))
-            .map(|k| Setting {
-                key: k.name.to_owned(),
-                value: k.default.map(str::to_owned),
-                is_default: true,
-                help: "",
-            })
-            .collect()
-    }
-
     #[test]
     fn defaults_read_as_typed_values() {
-        let mut settings = defaults();
+        let mut settings = config::defaults();
         settings.push(setting("store.shares", "dir:/srv/shares"));
         let c = NodeConfig::from_settings(&settings).unwrap();
         assert_eq!(c.listen, "127.0.0.1:3457".parse().unwrap());
@@ -422,7 +409,7 @@ mod tests {
 
     #[test]
     fn families_prefixes_and_s3_defaults() {
-        let mut settings = defaults();
+        let mut settings = config::defaults();
         settings.extend([
             setting("store.shares", "s3"),
             setting("s3.shares.bucket", "b"),
@@ -445,12 +432,12 @@ mod tests {
 
     #[test]
     fn a_value_that_does_not_parse_names_its_key() {
-        let mut settings = defaults();
+        let mut settings = config::defaults();
         settings.retain(|s| s.key != "limits.memory");
         settings.push(setting("limits.memory", "lots"));
         let e = NodeConfig::from_settings(&settings).unwrap_err();
         assert!(matches!(&e, ConfigError::BadValue { key, .. } if key == "limits.memory"), "{e}");
-        let mut settings = defaults();
+        let mut settings = config::defaults();
         settings.retain(|s| s.key != "expire.mode");
         settings.push(setting("expire.mode", "cutoff-date"));
         let e = NodeConfig::from_settings(&settings).unwrap_err();

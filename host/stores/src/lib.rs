@@ -5,12 +5,14 @@
 //! ([`BlobKey`]) and the directory driver additionally resolves every path through cap-std,
 //! so `..`, absolute paths and symlinks pointing out of the root fail whatever the key says.
 //! This crate knows nothing of plugins, wasm or shares. Its one use of the node key is
-//! [`state`]: the host's own small sealed values, kept under the reserved prefix.
+//! [`state`]: the host's own small sealed values, kept under the reserved prefix. A store a
+//! backend shares with a persistence strategy is split between them by [`Partition`].
 
 mod dir;
 mod key;
 mod memory;
 pub mod state;
+mod view;
 
 use std::fmt;
 
@@ -19,6 +21,7 @@ use async_trait::async_trait;
 pub use dir::DirStore;
 pub use key::BlobKey;
 pub use memory::MemoryStore;
+pub use view::{PERSISTENCE_ROOTS, Partition};
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
