@@ -116,6 +116,7 @@ impl Node {
         }
         // The node's runtime-discovered state lives in the backend's first store, never in NODE_DIR.
         let state = started.stores.first().map(|s| StateStore::node(s.store.clone(), self.identity.seal_key.clone()));
+        let hand_over = crate::persistence::HandOver::of(&started.stores, &self.identity, &strategy);
         let mut supervisor = Supervisor::default();
         let backend_settings = &self.config.backend;
         tasks::sweeper(
@@ -125,7 +126,13 @@ impl Node {
             started.backend.clone(),
             state.clone(),
         );
-        tasks::persister(&mut supervisor, accountant.clone(), strategy.clone(), self.config.persistence.max_delay);
+        tasks::persister(
+            &mut supervisor,
+            accountant.clone(),
+            strategy.clone(),
+            hand_over.clone(),
+            self.config.persistence.max_delay,
+        );
         tasks::collector(&mut supervisor, &self.config.expire, started.backend.clone(), accountant.clone(), state);
 
         let tls = marsh_server::tls_config(self.identity.cert_der.clone(), self.identity.key_der.clone())?;
@@ -141,6 +148,7 @@ impl Node {
             supervisor,
             accountant,
             strategy,
+            hand_over,
             stores: started.stores,
             settled,
             _runtime: runtime,
@@ -176,6 +184,7 @@ pub struct Running {
     supervisor: Supervisor,
     accountant: Arc<Accountant>,
     strategy: Arc<WasmStrategy>,
+    hand_over: Option<crate::persistence::HandOver>,
     stores: Vec<Opened>,
     settled: StartUpReport,
     _runtime: Runtime,
@@ -221,7 +230,7 @@ impl Running {
         self.server.abort();
         let _ = self.server.await;
         self.supervisor.shutdown().await;
-        let persisted = crate::persistence::flush(&self.accountant, &self.strategy).await;
+        let persisted = crate::persistence::flush(&self.accountant, &self.strategy, self.hand_over.as_ref()).await;
         let s3 = self
             .stores
             .iter()

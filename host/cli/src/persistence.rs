@@ -13,6 +13,7 @@ use marsh_runtime::{
     StartupPlan, WasmStrategy,
 };
 use marsh_stores::Partition;
+use marsh_stores::state::StateStore;
 
 use crate::Error;
 use crate::stores::{self, Opened};
@@ -49,6 +50,51 @@ pub fn open_accountant(dir: &NodeDir) -> Result<Accountant, Error> {
 
 fn failed(strategy: &WasmStrategy) -> impl FnOnce(PersistFailure) -> Error + '_ {
     move |failure| Error::Persistence { plugin: strategy.name().to_owned(), failure }
+}
+
+/// The host's own note of the newest change it handed to the strategy: node state (sealed, in
+/// the backend's first store, apart from the strategy's objects), one value per strategy.
+/// Recovery that ends short of it reports the missing tail as a gap, which the strategy's
+/// objects alone cannot show: a store operator who deletes the newest records (a `revoked`,
+/// say) is found out unless they also put back an older copy of this value.
+#[derive(Clone)]
+pub struct HandOver {
+    state: StateStore,
+    name: String,
+}
+
+impl std::fmt::Debug for HandOver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandOver").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl HandOver {
+    /// The note for `strategy`, kept in the first of the backend's stores `open` (none without).
+    pub fn of(open: &[Opened], id: &Identity, strategy: &WasmStrategy) -> Option<Self> {
+        let store = open.first()?.store.clone();
+        Some(HandOver {
+            state: StateStore::node(store, id.seal_key.clone()),
+            name: format!("handed-over.{}", strategy.name()),
+        })
+    }
+
+    async fn note(&self, last: u64) {
+        if let Err(e) = self.state.put(&self.name, &last.to_be_bytes()).await {
+            tracing::warn!("noting the changes handed to the persistence plugin: {e}");
+        }
+    }
+
+    async fn newest(&self) -> Option<u64> {
+        match self.state.get(&self.name).await {
+            Ok(Some(v)) => Some(u64::from_be_bytes(v.try_into().ok()?)),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!("reading the note of changes handed to the persistence plugin: {e}");
+                None
+            }
+        }
+    }
 }
 
 /// Start the configured strategy with `accountant` as its sink, over its stores (`open` holds
@@ -120,7 +166,14 @@ pub async fn startup(
         Ok(StartupPlan::UseLocal) => {}
         Ok(StartupPlan::Recover) => {
             tracing::warn!("recovering the accounting database (recovery.auto = true)");
-            recover_with(&accountant, &strategy).await?;
+            let report = recover_with(&accountant, &strategy, HandOver::of(open, id, &strategy).as_ref()).await?;
+            if report.tampered > 0 || !report.gaps.is_empty() {
+                tracing::warn!(
+                    "recovery skipped {} blobs that did not unseal or parse; missing change records: {}",
+                    report.tampered,
+                    if report.gaps.is_empty() { "none".to_owned() } else { report.gaps.join(", ") }
+                );
+            }
         }
         Err(PersistFailure::Init(InitFailure::RecoveryNeeded { reason, .. })) => return Err(needed(reason)),
         Err(failure) => return Err(failed(&strategy)(failure)),
@@ -130,7 +183,11 @@ pub async fn startup(
 
 /// Hand every change logged since the last confirmed one to the strategy, in runs of
 /// consecutive numbers. Returns how many went.
-pub async fn flush(accountant: &Accountant, strategy: &WasmStrategy) -> Result<u64, Error> {
+pub async fn flush(
+    accountant: &Accountant,
+    strategy: &WasmStrategy,
+    hand_over: Option<&HandOver>,
+) -> Result<u64, Error> {
     let mut sent = 0;
     loop {
         let batch = accountant.changes_after(accountant.persisted_seq()?, RECORD_BATCH)?;
@@ -141,16 +198,36 @@ pub async fn flush(accountant: &Accountant, strategy: &WasmStrategy) -> Result<u
         let blobs = run.iter().map(Logged::strategy_blob).collect();
         strategy.record(first, blobs).await.map_err(failed(strategy))?;
         accountant.mark_persisted(last)?;
+        if let Some(h) = hand_over {
+            h.note(last).await;
+        }
         // The strategy holds them now; the local log keeps only its newest entry.
         accountant.prune_persisted(last)?;
         sent += run.len() as u64;
     }
 }
 
-async fn recover_with(accountant: &Accountant, strategy: &WasmStrategy) -> Result<RecoveryReport, Error> {
+async fn recover_with(
+    accountant: &Accountant,
+    strategy: &WasmStrategy,
+    hand_over: Option<&HandOver>,
+) -> Result<RecoveryReport, Error> {
     accountant.set_recovering(true)?;
-    let report = strategy.recover(RECOVERY_DEADLINE).await.map_err(failed(strategy))?;
+    let mut report = strategy.recover(RECOVERY_DEADLINE).await.map_err(failed(strategy))?;
     accountant.set_recovering(false)?;
+    // What recovery brought back: changes replayed, or the sequence a snapshot was taken at.
+    let last = accountant.last_seq()?.max(accountant.persisted_seq()?);
+    let handed = hand_over.map(HandOver::newest);
+    if let Some(handed) = handed
+        && let Some(handed) = handed.await
+        && handed > last
+    {
+        report.gaps.push(format!(
+            "{}-{handed} (handed to the strategy, not in what it recovered: its newest objects were deleted, \
+             or it keeps nothing)",
+            last + 1
+        ));
+    }
     Ok(report)
 }
 
@@ -176,17 +253,23 @@ pub async fn recover(dir: &NodeDir, progress: Option<ProgressSink>) -> Result<Re
     let (config, id) = (dir.config()?, dir.identity()?);
     let accountant = Arc::new(open_accountant(dir)?);
     let runtime = Runtime::new(Some(dir.cache().join("plugins")))?;
-    let strategy = start(dir, &config, &id, &runtime, accountant.clone(), progress, &[]).await?;
+    // The backend's first store holds the host's note of what was handed over.
+    let open = match config.backend.stores.first() {
+        Some(name) => vec![stores::open(&config, name, "backend.stores").await?],
+        None => Vec::new(),
+    };
+    let strategy = start(dir, &config, &id, &runtime, accountant.clone(), progress, &open).await?;
+    let hand_over = HandOver::of(&open, &id, &strategy);
     let (last, persisted) = (accountant.last_seq()?, accountant.persisted_seq()?);
     if last > persisted && !accountant.recovering()? {
-        flush(&accountant, &strategy).await.map_err(|e| Error::Unpersisted {
+        flush(&accountant, &strategy, hand_over.as_ref()).await.map_err(|e| Error::Unpersisted {
             count: last - persisted,
             failure: Box::new(e),
             database: dir.accountant_path().display().to_string(),
         })?;
     }
     let started = Instant::now();
-    let report = recover_with(&accountant, &strategy).await?;
+    let report = recover_with(&accountant, &strategy, hand_over.as_ref()).await?;
     let accounts = accountant.accounts()?;
     Ok(Recovered {
         strategy: strategy.name().to_owned(),

@@ -123,11 +123,12 @@ pub fn persister(
     supervisor: &mut Supervisor,
     accountant: Arc<Accountant>,
     strategy: Arc<WasmStrategy>,
+    hand_over: Option<crate::persistence::HandOver>,
     every: Duration,
 ) {
     supervisor.spawn("persister", move |mut stopping| async move {
         while stopping.sleep(every).await {
-            match crate::persistence::flush(&accountant, &strategy).await {
+            match crate::persistence::flush(&accountant, &strategy, hand_over.as_ref()).await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!("handed {n} accounting changes to the persistence plugin"),
                 Err(e) => tracing::warn!("persisting accounting changes failed (will retry): {e}"),
