@@ -268,6 +268,12 @@ impl Accountant {
         )?;
         Ok(usage.max(0) as u64)
     }
+
+    /// Bytes of every share the node holds, whoever holds them (`storage.max-bytes`).
+    pub fn stored_bytes(&self) -> Result<u64, AccountantError> {
+        let total: i64 = self.conn().query_row("SELECT coalesce(sum(size), 0) FROM shares", [], |r| r.get(0))?;
+        Ok(total.max(0) as u64)
+    }
 }
 
 pub(crate) fn attribute_changes(account: &str, a: &Attributes) -> Vec<Change> {
@@ -439,7 +445,9 @@ mod tests {
         a.record_share(AccountId::ANONYMOUS, &ShareId::immutable(si(1), ShareNumber(1)), 70).unwrap();
         assert_eq!(a.usage(alice.id).unwrap(), 170, "the share stays alice's; its size follows it");
         assert_eq!(a.usage(AccountId::ANONYMOUS).unwrap(), 0);
+        assert_eq!(a.stored_bytes().unwrap(), 170);
         a.forget_share(&ShareId::immutable(si(1), ShareNumber(0))).unwrap();
         assert_eq!(a.usage(alice.id).unwrap(), 70);
+        assert_eq!(a.stored_bytes().unwrap(), 70);
     }
 }

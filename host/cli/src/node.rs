@@ -101,6 +101,7 @@ impl Node {
                 reserved_space: self.config.reserved_space,
                 application_version: format!("marsh/{}", env!("CARGO_PKG_VERSION")),
                 limits: server_limits(&self.config.requests),
+                capacity: tasks::capacity(&self.config.capacity),
             },
         )?);
         // What a previous process left half done, settled before the first request.
@@ -134,6 +135,7 @@ impl Node {
             self.config.persistence.max_delay,
         );
         tasks::collector(&mut supervisor, &self.config.expire, started.backend.clone(), accountant.clone(), state);
+        tasks::capacity_follower(&mut supervisor, self.dir.clone(), service.clone());
 
         let tls = marsh_server::tls_config(self.identity.cert_der.clone(), self.identity.key_der.clone())?;
         let listen = self.config.listen;

@@ -1,7 +1,8 @@
 //! The node's periodic work under one [`Supervisor`]: the persister (hands logged accounting
 //! changes to the strategy every `persistence.max-delay`), lease expiry (every
 //! `expire.interval` with `expire.enabled`) and the backend's sweep of leftovers (every
-//! `backend.sweep-interval`).
+//! `backend.sweep-interval`), and the capacity follower (re-reads `storage.readonly` and
+//! `storage.max-bytes` every [`CAPACITY_EVERY`]).
 //!
 //! One cancellation path: [`Supervisor::shutdown`] tells every task to stop; a task stops at its
 //! next wait, never in the middle of a pass (a hand-over, a collection, a sweep), and one still
@@ -15,12 +16,16 @@ use std::time::Duration;
 
 use marsh_accountant::Accountant;
 use marsh_core::{Backend, unix_now};
-use marsh_node::{ExpireMode, ExpireSettings};
+use marsh_node::{CapacitySettings, ExpireMode, ExpireSettings, NodeDir};
 use marsh_runtime::WasmStrategy;
 use marsh_server::gc::{self, ExpiryMode, ExpiryPolicy, GcReport};
+use marsh_server::{Capacity, StorageService};
 use marsh_stores::state::StateStore;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// How often a running node re-reads `storage.readonly` and `storage.max-bytes`.
+pub const CAPACITY_EVERY: Duration = Duration::from_secs(5);
 
 /// How long [`Supervisor::shutdown`] waits for a task busy with a pass before aborting it.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -132,6 +137,40 @@ pub fn persister(
                 Ok(0) => {}
                 Ok(n) => tracing::debug!("handed {n} accounting changes to the persistence plugin"),
                 Err(e) => tracing::warn!("persisting accounting changes failed (will retry): {e}"),
+            }
+        }
+    })
+}
+
+/// `storage.readonly` and `storage.max-bytes` as the server takes them.
+pub fn capacity(c: &CapacitySettings) -> Capacity {
+    Capacity { readonly: c.readonly, max_bytes: c.max_bytes }
+}
+
+/// Follow `marsh config set storage.readonly|max-bytes` in a running node: the node directory's
+/// config is read (never written) every [`CAPACITY_EVERY`] and a change applied at once.
+pub fn capacity_follower(supervisor: &mut Supervisor, dir: NodeDir, service: Arc<StorageService>) {
+    supervisor.spawn("capacity", move |mut stopping| async move {
+        while stopping.sleep(CAPACITY_EVERY).await {
+            let now = match tokio::task::spawn_blocking({
+                let dir = dir.clone();
+                move || dir.config()
+            })
+            .await
+            {
+                Ok(Ok(config)) => capacity(&config.capacity),
+                Ok(Err(e)) => {
+                    tracing::warn!("re-reading the node's config: {e}");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!("re-reading the node's config: {e}");
+                    continue;
+                }
+            };
+            if now != service.capacity() {
+                tracing::info!(readonly = now.readonly, max_bytes = ?now.max_bytes, "capacity settings changed");
+                service.set_capacity(now);
             }
         }
     })

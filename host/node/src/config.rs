@@ -143,6 +143,18 @@ pub const KEYS: &[Key] = &[
         help: "space kept free on the backend's store",
     },
     Key {
+        name: "storage.readonly",
+        kind: Kind::Bool,
+        default: Some("false"),
+        help: "refuse new shares and mutable writes (reads, renewals, advisories still work); a running node follows within 5 s",
+    },
+    Key {
+        name: "storage.max-bytes",
+        kind: Kind::Size,
+        default: None,
+        help: "most bytes of shares the node holds, on any store (unset: no cap); a running node follows within 5 s",
+    },
+    Key {
         name: "storage.rtw-read-bytes",
         kind: Kind::Size,
         default: Some("16Mi"),

@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 pub use config::{ConfigError, Setting};
 pub use identity::{Identity, InitOptions};
 pub use settings::{
-    BackendSettings, ExpireMode, ExpireSettings, Limits, NodeConfig, PersistenceSettings, PluginChoice, RequestLimits,
-    StoreSpec,
+    BackendSettings, CapacitySettings, ExpireMode, ExpireSettings, Limits, NodeConfig, PersistenceSettings,
+    PluginChoice, RequestLimits, StoreSpec,
 };
 
 /// Why the node directory could not be used.

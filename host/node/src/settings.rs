@@ -25,6 +25,8 @@ pub struct NodeConfig {
     pub public_port: u16,
     /// `storage.reserved-space`: bytes kept free on the backend's store.
     pub reserved_space: u64,
+    /// `storage.readonly` and `storage.max-bytes`: what a running node re-reads.
+    pub capacity: CapacitySettings,
     /// `backend.*`.
     pub backend: BackendSettings,
     /// `persistence.*` and `recovery.auto`.
@@ -118,6 +120,15 @@ pub struct Limits {
     pub max_call_bytes: u64,
     /// `limits.instances`.
     pub instances: u32,
+}
+
+/// The settings a running node follows without a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CapacitySettings {
+    /// `storage.readonly`: no new shares, no mutable writes.
+    pub readonly: bool,
+    /// `storage.max-bytes`: the most bytes of shares the node holds.
+    pub max_bytes: Option<u64>,
 }
 
 /// What a request, connection, peer or account may take (`http.*`, `storage.*`).
@@ -325,6 +336,13 @@ impl NodeConfig {
             public_host,
             public_port,
             reserved_space: values.size("storage.reserved-space")?,
+            capacity: CapacitySettings {
+                readonly: values.bool("storage.readonly")?,
+                max_bytes: match values.optional("storage.max-bytes") {
+                    Some(_) => Some(values.size("storage.max-bytes")?),
+                    None => None,
+                },
+            },
             backend: BackendSettings {
                 plugin: backend_plugin("backend.plugin", values.raw("backend.plugin")?)?,
                 stores: values.names("backend.stores")?,
@@ -390,6 +408,7 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:3457".parse().unwrap());
         assert_eq!((c.public_host.as_str(), c.public_port), ("127.0.0.1", 3457));
         assert_eq!(c.reserved_space, 1_000_000_000);
+        assert_eq!(c.capacity, CapacitySettings { readonly: false, max_bytes: None });
         assert_eq!(c.backend.plugin, PluginChoice::FirstParty(marsh_artifacts::BACKEND_DISK));
         assert_eq!(c.persistence.plugin, PluginChoice::FirstParty(marsh_artifacts::PERSISTENCE_LOCAL));
         assert_eq!(c.backend.stores, ["shares"]);
@@ -418,8 +437,11 @@ mod tests {
             setting("backend.sweep-interval", "0"),
             setting("expire.mode", "cutoff-date"),
             setting("expire.cutoff-date", "1970-01-02"),
+            setting("storage.readonly", "true"),
+            setting("storage.max-bytes", "2Gi"),
         ]);
         let c = NodeConfig::from_settings(&settings).unwrap();
+        assert_eq!(c.capacity, CapacitySettings { readonly: true, max_bytes: Some(2 << 30) });
         let StoreSpec::S3(fields) = &c.stores["shares"] else { panic!("{:?}", c.stores) };
         let field = |f: &str| fields.iter().find(|(k, _)| k == f).map(|(_, v)| v.as_str());
         assert_eq!(field("bucket"), Some("b"));

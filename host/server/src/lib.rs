@@ -41,7 +41,9 @@ use tokio_rustls::TlsAcceptor;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use limits::{Limits, MAX_ADVISORY_REASON, RATE_GRACE};
 pub use response::ResponseBody;
-pub use service::{MAX_MUTABLE_SHARE_SIZE, ServiceConfig, StartUpReport, StorageService, UPLOAD_IDLE_TIMEOUT};
+pub use service::{
+    Capacity, MAX_MUTABLE_SHARE_SIZE, ServiceConfig, StartUpReport, StorageService, UPLOAD_IDLE_TIMEOUT,
+};
 
 /// Why the TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]

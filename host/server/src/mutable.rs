@@ -240,6 +240,11 @@ impl StorageService {
         request: wire::ReadTestWriteRequest,
         secrets: RtwSecrets<'_>,
     ) -> Handled {
+        let writes = request.test_write_vectors.values().any(|v| !v.write.is_empty() || v.new_length.is_some());
+        if writes && self.capacity().readonly {
+            // The reference lets mutable writes through (tahoe #390); read-only means read-only here.
+            return Err(ApiError::text(StatusCode::FORBIDDEN, "this node is read-only (storage.readonly)"));
+        }
         let slot = self.slot_locks.lock(si).await;
         let slot = self.settle(si, slot).await?;
         let fail = |e| ApiError::backend("read-test-write", e);

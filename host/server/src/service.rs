@@ -47,6 +47,19 @@ pub struct ServiceConfig {
     pub application_version: String,
     /// What a request, connection, peer or account may take.
     pub limits: Limits,
+    /// Read-only and the cap on bytes held, as the node starts; [`StorageService::set_capacity`]
+    /// changes them while it serves.
+    pub capacity: Capacity,
+}
+
+/// What the node takes in: settings an operator changes while it serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Capacity {
+    /// No new immutable shares and no mutable writes; reads, lease renewals and corruption
+    /// advisories still work, and `available-space` is 0 (as the reference's `readonly`).
+    pub readonly: bool,
+    /// The most bytes of shares the node holds; what is left under it bounds `available-space`.
+    pub max_bytes: Option<u64>,
 }
 
 impl ServiceConfig {
@@ -57,6 +70,7 @@ impl ServiceConfig {
             reserved_space,
             application_version: application_version.to_owned(),
             limits: Limits::default(),
+            capacity: Capacity::default(),
         }
     }
 }
@@ -86,6 +100,7 @@ pub struct StorageService {
     pub(crate) slot_locks: SlotLocks,
     /// Slots whose last read-test-write may not be applied in full yet.
     pub(crate) pending: Arc<PendingSlots>,
+    capacity: Mutex<Capacity>,
     available: Mutex<Option<(Instant, u64)>>,
     /// The encoded `version` answer for the free space it states: clients poll it every
     /// second, and it changes only when that figure does.
@@ -116,13 +131,14 @@ impl StorageService {
             backend,
             accountant,
             clock,
-            config,
             authorization,
             uploads: UploadTable::default(),
             slot_locks: SlotLocks::default(),
             pending: Arc::new(PendingSlots::new(pending)),
+            capacity: Mutex::new(config.capacity),
             available: Mutex::new(None),
             version_body: Mutex::new(None),
+            config,
         })
     }
 
@@ -304,9 +320,25 @@ impl StorageService {
         }
     }
 
+    /// Read-only and the cap on bytes held, as they are now.
+    pub fn capacity(&self) -> Capacity {
+        *self.capacity.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Change read-only and the cap while serving; the next request sees them.
+    pub fn set_capacity(&self, capacity: Capacity) {
+        *self.capacity.lock().unwrap_or_else(|p| p.into_inner()) = capacity;
+        *self.available.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     /// Free space as clients should see it, cached for a few seconds: clients poll `version`
-    /// every second and a backend may be slow to answer.
+    /// every second and a backend may be slow to answer. 0 when read-only; never more than
+    /// what `max_bytes` leaves beside the shares held.
     pub(crate) async fn available(&self) -> u64 {
+        let capacity = self.capacity();
+        if capacity.readonly {
+            return 0;
+        }
         if let Some((at, v)) = *self.available.lock().unwrap_or_else(|p| p.into_inner())
             && at.elapsed() < Duration::from_secs(5)
         {
@@ -319,7 +351,14 @@ impl StorageService {
                 0
             }
         };
-        let v = raw.saturating_sub(self.config.reserved_space);
+        let mut v = raw.saturating_sub(self.config.reserved_space);
+        if let Some(max) = capacity.max_bytes {
+            let held = offload::sqlite(|| self.accountant.stored_bytes()).unwrap_or_else(|e| {
+                tracing::warn!("summing the bytes held failed: {e}");
+                u64::MAX
+            });
+            v = v.min(max.saturating_sub(held));
+        }
         *self.available.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), v));
         v
     }

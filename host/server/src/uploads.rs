@@ -226,6 +226,8 @@ impl StorageService {
             }
         }
         let available = self.available().await;
+        // Read-only takes nothing new, not even the zero-sized shares any free space would fit.
+        let readonly = self.capacity().readonly;
         let limits = &self.config.limits;
         let open_limits = OpenLimits { total: limits.open_uploads, per_account: limits.open_uploads_per_account };
         let mut too_many = 0u64;
@@ -255,7 +257,10 @@ impl StorageService {
             };
             let inserted = match existing {
                 Some(existing) => Inserted::Exists(existing),
-                None if request.allocated_size > quota_left || request.allocated_size > limits.max_share_size => {
+                None if readonly
+                    || request.allocated_size > quota_left
+                    || request.allocated_size > limits.max_share_size =>
+                {
                     continue;
                 }
                 None => self.uploads.insert_locked((si, n), upload, caller.id, available, open_limits),
