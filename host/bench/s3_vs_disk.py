@@ -51,7 +51,7 @@ class Node:
     def __init__(self, name, backend):
         self.dir = os.path.join(SCRATCH, name)
         self.log_path = os.path.join(SCRATCH, f"{name}.log")
-        run(MARSH, "init", "--dir", self.dir, "--listen", f"127.0.0.1:{free_port()}", "--nickname", name)
+        run(MARSH, "init", "--dir", self.dir, "--listen", f"127.0.0.1:{free_port()}", "--nickname", name, "--web-listen", "")
         if backend == "s3":
             e = os.environ
             for k, v in [("backend.plugin", "s3"), ("store.shares", "s3"), ("s3.shares.endpoint", e["MARSH_TEST_S3_ENDPOINT"]),

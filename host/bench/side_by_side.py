@@ -100,7 +100,7 @@ def workloads(nurl, pid):
 def marsh_server(name, native):
     node = os.path.join(SCRATCH, name)
     port = free_port()
-    run(MARSH, "init", "--dir", node, "--listen", f"127.0.0.1:{port}", "--storage-dir", node + "-shares")
+    run(MARSH, "init", "--dir", node, "--listen", f"127.0.0.1:{port}", "--storage-dir", node + "-shares", "--web-listen", "")
     run(MARSH, "config", "set", "storage.reserved-space", "0", "--dir", node)
     # Every simulated client connects from 127.0.0.1: the per-address cap is for real grids.
     run(MARSH, "config", "set", "http.max-connections", str(2 * IDLE_CLIENTS), "--dir", node)

@@ -44,7 +44,7 @@ def objects(root):
 
 def bench(strategy):
     node = os.path.join(SCRATCH, f"node-{strategy}")
-    run(MARSH, "init", "--dir", node, "--listen", f"127.0.0.1:{free_port()}")
+    run(MARSH, "init", "--dir", node, "--listen", f"127.0.0.1:{free_port()}", "--web-listen", "")
     run(MARSH, "config", "set", "persistence.plugin", strategy, "--dir", node)
     with open(os.path.join(SCRATCH, f"{strategy}.log"), "w") as log:
         proc = subprocess.Popen([MARSH, "run", "--dir", node], stdout=subprocess.PIPE, stderr=log)

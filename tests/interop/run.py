@@ -76,7 +76,7 @@ class Node:
         self.name = name
         self.dir = os.path.join(WORK, name)
         self.port = free_port()
-        run(MARSH, "init", "--dir", self.dir, "--listen", f"127.0.0.1:{self.port}", "--nickname", name)
+        run(MARSH, "init", "--dir", self.dir, "--listen", f"127.0.0.1:{self.port}", "--nickname", name, "--web-listen", "")
         if backend == "s3":
             settings = s3_settings(f"interop-{os.getpid()}-{int(time.time())}/{name}/") + list(settings)
         for key, value in settings:

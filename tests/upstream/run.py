@@ -72,7 +72,7 @@ class MarshNode:
         self.dir = os.path.join(work, "node")
         self.log_path = os.path.join(work, "node.log")
         port = free_port()
-        run(marsh, "init", "--dir", self.dir, "--listen", f"127.0.0.1:{port}", "--nickname", "upstream", cwd=work)
+        run(marsh, "init", "--dir", self.dir, "--listen", f"127.0.0.1:{port}", "--nickname", "upstream", "--web-listen", "", cwd=work)
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen([marsh, "run", "--dir", self.dir, "--verbose"], stdout=subprocess.PIPE,
                                      stderr=self.log, cwd=work)

@@ -269,6 +269,17 @@ impl Accountant {
         Ok(usage.max(0) as u64)
     }
 
+    /// Shares the node holds: (immutable, mutable, storage indexes with any).
+    pub fn share_counts(&self) -> Result<(u64, u64, u64), AccountantError> {
+        let conn = self.conn();
+        let (immutable, mutable, buckets): (i64, i64, i64) = conn.query_row(
+            "SELECT count(*) FILTER (WHERE kind = 0), count(*) FILTER (WHERE kind = 1), count(DISTINCT si) FROM shares",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        Ok((immutable.max(0) as u64, mutable.max(0) as u64, buckets.max(0) as u64))
+    }
+
     /// Bytes of every share the node holds, whoever holds them (`storage.max-bytes`).
     pub fn stored_bytes(&self) -> Result<u64, AccountantError> {
         let total: i64 = self.conn().query_row("SELECT coalesce(sum(size), 0) FROM shares", [], |r| r.get(0))?;
@@ -446,6 +457,10 @@ mod tests {
         assert_eq!(a.usage(alice.id).unwrap(), 170, "the share stays alice's; its size follows it");
         assert_eq!(a.usage(AccountId::ANONYMOUS).unwrap(), 0);
         assert_eq!(a.stored_bytes().unwrap(), 170);
+        a.record_share(alice.id, &ShareId::mutable(si(2), ShareNumber(0)), 10).unwrap();
+        assert_eq!(a.share_counts().unwrap(), (2, 1, 2));
+        assert_eq!(a.stored_bytes().unwrap(), 180);
+        a.forget_share(&ShareId::mutable(si(2), ShareNumber(0))).unwrap();
         a.forget_share(&ShareId::immutable(si(1), ShareNumber(0))).unwrap();
         assert_eq!(a.usage(alice.id).unwrap(), 70);
         assert_eq!(a.stored_bytes().unwrap(), 70);

@@ -31,7 +31,8 @@ impl BenchNode {
         let storage = tmp.path().join("storage");
         let d = dir.to_str().context("utf-8")?;
         let listen = format!("127.0.0.1:{port}");
-        run(marsh, &["init", "--dir", d, "--listen", &listen, "--storage-dir", storage.to_str().context("utf-8")?])?;
+        let storage = storage.to_str().context("utf-8")?;
+        run(marsh, &["init", "--dir", d, "--listen", &listen, "--storage-dir", storage, "--web-listen", ""])?;
         for (key, value) in [("storage.reserved-space", "0")].iter().chain(settings) {
             run(marsh, &["config", "set", key, value, "--dir", d])?;
         }

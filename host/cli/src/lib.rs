@@ -21,6 +21,7 @@ pub mod persistence;
 pub mod plugins;
 pub mod stores;
 pub mod tasks;
+pub mod web;
 
 pub use error::Error;
 pub use node::{Node, Running, Stopped};

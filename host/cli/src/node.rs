@@ -10,7 +10,7 @@
 //!    first request;
 //! 4. the periodic tasks under one supervisor (`tasks.rs`), started only once nothing of the
 //!    previous run is half done;
-//! 5. the TLS listener.
+//! 5. the TLS listener, and the web listener (`web.listen`: status page, metrics, health).
 //!
 //! [`Running::shutdown`] undoes it in order: stop accepting, stop the tasks, hand the last
 //! accounting changes to the strategy.
@@ -142,6 +142,7 @@ impl Node {
         let listener =
             tokio::net::TcpListener::bind(listen).await.map_err(Error::io(format!("listening on {listen}")))?;
         let local_addr = listener.local_addr().map_err(Error::io("reading the listening address"))?;
+        let web = self.start_web(&service, &accountant, &started, &strategy).await?;
         let server = tokio::spawn(marsh_server::serve(listener, tls, service));
         Ok(Running {
             nurl: self.nurl(),
@@ -151,10 +152,46 @@ impl Node {
             accountant,
             strategy,
             hand_over,
+            web,
             stores: started.stores,
             settled,
             _runtime: runtime,
         })
+    }
+
+    /// Bind `web.listen` (if on) and serve the status page, metrics and health probe there.
+    async fn start_web(
+        &self,
+        service: &Arc<StorageService>,
+        accountant: &Arc<Accountant>,
+        started: &crate::backend::StartedBackend,
+        strategy: &WasmStrategy,
+    ) -> Result<Option<(SocketAddr, JoinHandle<()>)>, Error> {
+        let Some(listen) = self.config.web_listen else { return Ok(None) };
+        let token = match &self.config.metrics_token_file {
+            Some(path) => {
+                let read = std::fs::read_to_string(path)
+                    .map_err(Error::io(format!("reading web.metrics-token-file {}", path.display())))?;
+                Some(read.trim().to_owned()).filter(|t| !t.is_empty())
+            }
+            None => None,
+        };
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(Error::io(format!("listening on {listen} (web.listen; empty turns it off)")))?;
+        let addr = listener.local_addr().map_err(Error::io("reading the web listener's address"))?;
+        let fixed = crate::web::Fixed {
+            nickname: self.config.nickname.clone(),
+            server_id: self.identity.server_id.clone(),
+            reserved: self.config.reserved_space,
+            expiry_enabled: self.config.expire.enabled,
+            persistence: strategy.name().to_owned(),
+        };
+        let stores = started.stores.iter().map(|s| (s.name.clone(), s.store.clone())).collect();
+        let source =
+            crate::web::NodeSource::new(fixed, service.clone(), accountant.clone(), started.backend.clone(), stores);
+        tracing::info!("status page, /metrics and /health at http://{addr}/");
+        Ok(Some((addr, tokio::spawn(marsh_web::serve(listener, Arc::new(source), token)))))
     }
 }
 
@@ -187,6 +224,7 @@ pub struct Running {
     accountant: Arc<Accountant>,
     strategy: Arc<WasmStrategy>,
     hand_over: Option<crate::persistence::HandOver>,
+    web: Option<(SocketAddr, JoinHandle<()>)>,
     stores: Vec<Opened>,
     settled: StartUpReport,
     _runtime: Runtime,
@@ -221,6 +259,11 @@ impl Running {
         self.local_addr
     }
 
+    /// The web listener's address, if `web.listen` is on.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web.as_ref().map(|(a, _)| *a)
+    }
+
     /// What start-up settled of the previous run.
     pub fn settled(&self) -> &StartUpReport {
         &self.settled
@@ -231,6 +274,10 @@ impl Running {
     pub async fn shutdown(self) -> Stopped {
         self.server.abort();
         let _ = self.server.await;
+        if let Some((_, web)) = self.web {
+            web.abort();
+            let _ = web.await;
+        }
         self.supervisor.shutdown().await;
         let persisted = crate::persistence::flush(&self.accountant, &self.strategy, self.hand_over.as_ref()).await;
         let s3 = self

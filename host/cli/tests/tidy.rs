@@ -131,6 +131,10 @@ fn the_stated_dependency_rules_hold() {
         "marsh-server",
         &["wasmtime", "wasmtime-wasi", "marsh-runtime", "marsh-native", "marsh-stores", "marsh-stores-s3"],
     );
+    never(
+        "marsh-web",
+        &["marsh-server", "marsh-accountant", "marsh-core", "marsh-stores", "marsh-runtime", "wasmtime", "rusqlite"],
+    );
     assert!(
         users("marsh").iter().all(|u| *u == "marsh-bench"),
         "only the benchmarks build on the node library (it compiles marsh-stores-s3); also: {:?}",

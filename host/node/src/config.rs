@@ -77,6 +77,8 @@ pub enum Kind {
     Strategy,
     /// A UTC date `YYYY-MM-DD`.
     Date,
+    /// `IP:PORT`, or empty for off.
+    Listen,
 }
 
 impl Kind {
@@ -102,6 +104,7 @@ impl Kind {
             Kind::Date => "a UTC date such as 2026-01-31",
             Kind::PluginValue => "text",
             Kind::Names => "names separated by commas, e.g. shares,state",
+            Kind::Listen => "an address such as 127.0.0.1:3458, or empty for off",
         }
     }
 }
@@ -135,6 +138,18 @@ pub const KEYS: &[Key] = &[
         kind: Kind::Port,
         default: None,
         help: "port in the NURL (default: the listen port)",
+    },
+    Key {
+        name: "web.listen",
+        kind: Kind::Listen,
+        default: Some("127.0.0.1:3458"),
+        help: "the status page, /metrics, /statistics and /health, plain HTTP (empty: off)",
+    },
+    Key {
+        name: "web.metrics-token-file",
+        kind: Kind::AbsPath,
+        default: None,
+        help: "a file holding the bearer token /metrics and /statistics require (unset: none)",
     },
     Key {
         name: "storage.reserved-space",
@@ -463,6 +478,7 @@ fn validate(key: &Key, name: &str, value: &str) -> Result<String, ConfigError> {
         Kind::PluginValue => true,
         Kind::Names => v.split(',').all(|n| !n.trim().is_empty() && !n.contains(char::is_whitespace)),
         Kind::Address => v.parse::<SocketAddr>().is_ok(),
+        Kind::Listen => v.is_empty() || v.parse::<SocketAddr>().is_ok(),
         Kind::Port => v.parse::<u16>().is_ok_and(|p| p > 0),
         Kind::Size => parse_size(v).is_some(),
         Kind::Seconds => v.parse::<u64>().is_ok(),

@@ -26,6 +26,8 @@ pub struct InitOptions {
     pub nickname: String,
     /// Where the default `dir` store keeps shares (default: `NODE_DIR-shares` beside the node).
     pub storage_dir: Option<PathBuf>,
+    /// `web.listen`, if not the default (empty: off).
+    pub web_listen: Option<String>,
 }
 
 /// The node's identity, as `marsh run` and `marsh announce` use it.
@@ -163,6 +165,9 @@ impl NodeDir {
             }
             if let Some(p) = options.public_port {
                 settings.push(("node.public-port".into(), p.to_string()));
+            }
+            if let Some(w) = &options.web_listen {
+                settings.push(("web.listen".into(), w.clone()));
             }
             for (k, v) in settings {
                 config::set(&conn, &k, &v)?;

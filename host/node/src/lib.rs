@@ -177,6 +177,7 @@ mod tests {
             public_port: None,
             nickname: "n1".into(),
             storage_dir: None,
+            web_listen: None,
         }
     }
 

@@ -27,6 +27,10 @@ pub struct NodeConfig {
     pub reserved_space: u64,
     /// `storage.readonly` and `storage.max-bytes`: what a running node re-reads.
     pub capacity: CapacitySettings,
+    /// `web.listen` (`None`: off).
+    pub web_listen: Option<SocketAddr>,
+    /// `web.metrics-token-file`.
+    pub metrics_token_file: Option<PathBuf>,
     /// `backend.*`.
     pub backend: BackendSettings,
     /// `persistence.*` and `recovery.auto`.
@@ -336,6 +340,11 @@ impl NodeConfig {
             public_host,
             public_port,
             reserved_space: values.size("storage.reserved-space")?,
+            web_listen: match values.raw("web.listen")?.trim() {
+                "" => None,
+                v => Some(v.parse().map_err(|_| bad("web.listen", v, "an address such as 127.0.0.1:3458, or empty"))?),
+            },
+            metrics_token_file: values.optional("web.metrics-token-file").map(PathBuf::from),
             capacity: CapacitySettings {
                 readonly: values.bool("storage.readonly")?,
                 max_bytes: match values.optional("storage.max-bytes") {
@@ -409,6 +418,7 @@ mod tests {
         assert_eq!((c.public_host.as_str(), c.public_port), ("127.0.0.1", 3457));
         assert_eq!(c.reserved_space, 1_000_000_000);
         assert_eq!(c.capacity, CapacitySettings { readonly: false, max_bytes: None });
+        assert_eq!(c.web_listen, Some("127.0.0.1:3458".parse().unwrap()));
         assert_eq!(c.backend.plugin, PluginChoice::FirstParty(marsh_artifacts::BACKEND_DISK));
         assert_eq!(c.persistence.plugin, PluginChoice::FirstParty(marsh_artifacts::PERSISTENCE_LOCAL));
         assert_eq!(c.backend.stores, ["shares"]);

@@ -5,6 +5,9 @@
 //! Draining is bounded: at most [`DRAIN_LIMIT`] bytes within [`DRAIN_TIME`]. A body larger or
 //! slower than that is not waited for; the answer then carries `Connection: close`, so the
 //! client does not reuse a connection that still holds the rest of the request.
+//!
+//! Both directions count their bytes into the service's [`Metrics`]: request bodies as the
+//! handler reads them, answers as they are sent ([`Counted`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,6 +15,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
+
+use crate::metrics::Metrics;
+use crate::response::ResponseBody;
 
 /// The most bytes of an unread body drained before answering.
 pub(crate) const DRAIN_LIMIT: u64 = 8 << 20;
@@ -28,15 +34,27 @@ pub(crate) struct Leftover(Arc<Mutex<Option<Incoming>>>);
 pub(crate) struct TrackedBody {
     inner: Option<Incoming>,
     leftover: Leftover,
+    metrics: Arc<Metrics>,
 }
 
 impl TrackedBody {
     /// Track `body`; the leftover is filled if the body is dropped unread.
-    pub(crate) fn new(body: Incoming) -> (Self, Leftover) {
+    pub(crate) fn new(body: Incoming, metrics: Arc<Metrics>) -> (Self, Leftover) {
         let leftover = Leftover::default();
         let inner = if body.is_end_stream() { None } else { Some(body) };
-        (TrackedBody { inner, leftover: leftover.clone() }, leftover)
+        (TrackedBody { inner, leftover: leftover.clone(), metrics }, leftover)
     }
+}
+
+/// An answer whose body bytes are counted as they are sent.
+pub(crate) fn counted(body: ResponseBody, metrics: Arc<Metrics>) -> ResponseBody {
+    body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            metrics.bytes_out(data.len());
+        }
+        frame
+    })
+    .boxed_unsync()
 }
 
 impl Drop for TrackedBody {
@@ -62,7 +80,12 @@ impl Body for TrackedBody {
             std::task::Poll::Ready(None) => self.inner = None,
             // A broken body cannot be drained either; the connection is gone.
             std::task::Poll::Ready(Some(Err(_))) => self.inner = None,
-            _ => {}
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.metrics.bytes_in(data.len());
+                }
+            }
+            std::task::Poll::Pending => {}
         }
         polled
     }

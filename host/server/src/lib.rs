@@ -16,6 +16,7 @@ mod body;
 mod clock;
 pub mod gc;
 mod limits;
+pub mod metrics;
 mod mutable;
 mod offload;
 mod paced;
@@ -104,7 +105,10 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, servic
         let (acceptor, service) = (acceptor.clone(), service.clone());
         tokio::spawn(async move {
             let _held = (slot, counted);
+            let metrics = service.metrics().clone();
+            metrics.connection(true);
             connection(acceptor, service, tcp, peer, &limits).await;
+            metrics.connection(false);
         });
     }
 }

@@ -18,9 +18,10 @@ use marsh_accountant::{Accountant, AccountantError, Caller};
 use marsh_core::{Backend, ShareId, StorageIndex};
 
 use crate::auth::{self, SecretKind};
-use crate::body::TrackedBody;
+use crate::body::{TrackedBody, counted};
 use crate::clock::Clock;
 use crate::limits::{Limits, MAX_ADVISORY_REASON};
+use crate::metrics::{self, Metrics};
 use crate::mutable::{PendingSlots, RtwSecrets, SlotLocks};
 use crate::offload;
 use crate::response::{ApiError, Handled, ResponseBody, cbor, empty, respond};
@@ -101,6 +102,7 @@ pub struct StorageService {
     /// Slots whose last read-test-write may not be applied in full yet.
     pub(crate) pending: Arc<PendingSlots>,
     capacity: Mutex<Capacity>,
+    metrics: Arc<Metrics>,
     available: Mutex<Option<(Instant, u64)>>,
     /// The encoded `version` answer for the free space it states: clients poll it every
     /// second, and it changes only when that figure does.
@@ -136,6 +138,7 @@ impl StorageService {
             slot_locks: SlotLocks::default(),
             pending: Arc::new(PendingSlots::new(pending)),
             capacity: Mutex::new(config.capacity),
+            metrics: Arc::default(),
             available: Mutex::new(None),
             version_body: Mutex::new(None),
             config,
@@ -181,6 +184,16 @@ impl StorageService {
         &self.accountant
     }
 
+    /// What the service has counted since it started.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Immutable uploads open now, and the bytes reserved for them (Tahoe's `allocated`).
+    pub fn open_uploads(&self) -> (usize, u64) {
+        self.uploads.open()
+    }
+
     /// The account a request speaks for: the anonymous account's swissnum is the node's, every
     /// other one is looked up, so account changes apply to the very next request.
     fn caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
@@ -214,8 +227,9 @@ impl StorageService {
         // Copied only when request logging is on (`marsh run --verbose`, or `MARSH_LOG`).
         let logged = tracing::enabled!(target: "marsh::request", tracing::Level::INFO)
             .then(|| (req.method().clone(), req.uri().path().to_owned()));
+        let class = metrics::classify(route(req.method(), req.uri().path()).ok().as_ref());
         let (parts, body) = req.into_parts();
-        let (body, leftover) = TrackedBody::new(body);
+        let (body, leftover) = TrackedBody::new(body, self.metrics.clone());
         let mut response = match self.dispatch(Request::from_parts(parts, body)).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
@@ -226,6 +240,13 @@ impl StorageService {
         if !leftover.drain().await {
             response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
         }
+        let (status, took) = (response.status(), start.elapsed());
+        self.metrics.request(class, status.as_u16(), took);
+        if status == StatusCode::CREATED && metrics::ENDPOINTS[class.0] == "write" {
+            // The write that completed an immutable share: the reference's `close`.
+            self.metrics.tahoe_op("close", took);
+        }
+        let response = response.map(|b| counted(b, self.metrics.clone()));
         if let Some((method, path)) = logged {
             tracing::info!(
                 target: "marsh::request",
@@ -334,7 +355,7 @@ impl StorageService {
     /// Free space as clients should see it, cached for a few seconds: clients poll `version`
     /// every second and a backend may be slow to answer. 0 when read-only; never more than
     /// what `max_bytes` leaves beside the shares held.
-    pub(crate) async fn available(&self) -> u64 {
+    pub async fn available(&self) -> u64 {
         let capacity = self.capacity();
         if capacity.readonly {
             return 0;

@@ -159,10 +159,16 @@ impl UploadTable {
         self.table().reserved
     }
 
+    /// Uploads in progress and the bytes reserved for them.
+    pub(crate) fn open(&self) -> (usize, u64) {
+        let table = self.table();
+        (table.entries.len(), table.reserved)
+    }
+
     /// Uploads in progress.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.table().entries.len()
+        self.open().0
     }
 
     /// Uploads not written to for `idle_seconds` at `now`; one being written right now is not.

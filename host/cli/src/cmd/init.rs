@@ -28,6 +28,9 @@ pub struct InitArgs {
     /// Where the default disk store keeps shares (default: NODE_DIR-shares beside the node).
     #[arg(long)]
     storage_dir: Option<PathBuf>,
+    /// The status page, metrics and health probe (default 127.0.0.1:3458; empty: off).
+    #[arg(long)]
+    web_listen: Option<String>,
 }
 
 pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
@@ -37,6 +40,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
         public_port: args.public_port,
         nickname: args.nickname,
         storage_dir: args.storage_dir,
+        web_listen: args.web_listen,
     };
     let dir = NodeDir::init(&args.dir, &options)?;
     let node = Node::open(dir.root())?;

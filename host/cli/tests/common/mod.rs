@@ -69,6 +69,9 @@ impl TestNode {
             &listen,
             "--storage-dir",
             storage.to_str().expect("utf-8"),
+            // Off: nodes of parallel tests would all want 3458; `web_cli` turns it on.
+            "--web-listen",
+            "",
         ]));
         let node = TestNode { tmp, dir };
         for (key, value) in config {

@@ -1,0 +1,203 @@
+//! The web listener's [`Source`] in a running node: the figures of the GBS service, the
+//! accounting database and the backend, gathered per request (SQLite off the async threads).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use marsh_accountant::Accountant;
+use marsh_core::Backend;
+use marsh_server::StorageService;
+use marsh_stores::{BlobKey, BlobStore};
+use marsh_web::{AccountRow, AdvisoryRow, Figures, HEALTH_TIMEOUT, Operation, Shares, Source, Space};
+
+/// Advisories the status page lists, newest first.
+const RECENT_ADVISORIES: usize = 10;
+/// Accounts the status page lists (the figures count them all).
+const LISTED_ACCOUNTS: usize = 200;
+
+/// What does not change while the node runs.
+#[derive(Debug, Clone)]
+pub struct Fixed {
+    /// `node.nickname`.
+    pub nickname: String,
+    /// The server id.
+    pub server_id: String,
+    /// `storage.reserved-space`.
+    pub reserved: u64,
+    /// `expire.enabled`.
+    pub expiry_enabled: bool,
+    /// The persistence plugin's name.
+    pub persistence: String,
+}
+
+/// The node's figures for `marsh-web`.
+pub struct NodeSource {
+    fixed: Fixed,
+    started: Instant,
+    service: Arc<StorageService>,
+    accountant: Arc<Accountant>,
+    backend: Arc<dyn Backend>,
+    stores: Vec<(String, Arc<dyn BlobStore>)>,
+}
+
+impl std::fmt::Debug for NodeSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeSource").field("fixed", &self.fixed).finish_non_exhaustive()
+    }
+}
+
+impl NodeSource {
+    /// Figures of `service`, `accountant` and `backend` (whose `stores` the probe asks), from now.
+    pub fn new(
+        fixed: Fixed,
+        service: Arc<StorageService>,
+        accountant: Arc<Accountant>,
+        backend: Arc<dyn Backend>,
+        stores: Vec<(String, Arc<dyn BlobStore>)>,
+    ) -> Self {
+        NodeSource { fixed, started: Instant::now(), service, accountant, backend, stores }
+    }
+}
+
+/// What the accounting database says, read in one blocking call.
+#[derive(Default)]
+struct Accounting {
+    held: u64,
+    counts: (u64, u64, u64),
+    accounts: Vec<AccountRow>,
+    unpersisted: u64,
+    advisories: u64,
+    recent: Vec<AdvisoryRow>,
+}
+
+fn accounting(a: &Accountant) -> Result<Accounting, marsh_accountant::AccountantError> {
+    let accounts = a.accounts()?;
+    let advisories = a.corruption_advisories()?;
+    Ok(Accounting {
+        held: a.stored_bytes()?,
+        counts: a.share_counts()?,
+        accounts: accounts
+            .iter()
+            .take(LISTED_ACCOUNTS)
+            .map(|x| AccountRow {
+                name: x.name.clone(),
+                usage: x.usage,
+                quota: x.attributes.quota,
+                leases: x.leases,
+                write: x.attributes.write,
+                revoked: x.revoked.is_some(),
+            })
+            .collect(),
+        unpersisted: a.last_seq()?.saturating_sub(a.persisted_seq()?),
+        advisories: advisories.len() as u64,
+        recent: advisories
+            .iter()
+            .rev()
+            .take(RECENT_ADVISORIES)
+            .map(|x| AdvisoryRow { at: x.at, share: x.share.to_string(), reason: x.reason.clone() })
+            .collect(),
+    })
+}
+
+/// CPU seconds this process has used (user and system, from `/proc/self/stat`, whose ticks
+/// are Linux's fixed USER_HZ of 100); 0 where that cannot be read.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // The command name may hold spaces and parentheses: fields count from the last `)`.
+    let Some((_, rest)) = stat.rsplit_once(')') else { return 0.0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+#[async_trait::async_trait]
+impl Source for NodeSource {
+    async fn health(&self) -> Result<(), String> {
+        // Each store is asked for an object in the host's namespace (one HEAD on S3), so a
+        // store that stopped answering shows; then the backend itself.
+        let probe = BlobKey::host("state/node/health").map_err(|e| e.to_string())?;
+        let asked = async {
+            for (name, store) in &self.stores {
+                store.head(&probe).await.map_err(|e| format!("store `{name}`: {e}"))?;
+            }
+            self.backend.usage().await.map_err(|e| format!("the backend failed: {e}"))?;
+            Ok(())
+        };
+        match tokio::time::timeout(HEALTH_TIMEOUT, asked).await {
+            Ok(answer) => answer,
+            Err(_) => Err(format!("the backend's stores did not answer within {} s", HEALTH_TIMEOUT.as_secs())),
+        }
+    }
+
+    async fn figures(&self) -> Figures {
+        let accountant = self.accountant.clone();
+        let db = match tokio::task::spawn_blocking(move || accounting(&accountant)).await {
+            Ok(Ok(db)) => db,
+            Ok(Err(e)) => {
+                tracing::warn!("status figures: {e}");
+                Accounting::default()
+            }
+            Err(e) => {
+                tracing::warn!("status figures: {e}");
+                Accounting::default()
+            }
+        };
+        let store_free = match tokio::time::timeout(HEALTH_TIMEOUT, self.backend.usage()).await {
+            Ok(Ok(u)) => u.available,
+            _ => None,
+        };
+        let capacity = self.service.capacity();
+        let (open_uploads, allocated) = self.service.open_uploads();
+        let metrics = self.service.metrics();
+        let tahoe = metrics.tahoe_figures();
+        let operations = tahoe
+            .counters
+            .iter()
+            .map(|(name, count)| {
+                let latency = tahoe.latencies.iter().find(|(n, _)| n == name).map(|(_, l)| l);
+                Operation {
+                    name: (*name).to_owned(),
+                    count: *count,
+                    samples: latency.map_or(0, |l| l.samples),
+                    mean: latency.and_then(|l| l.mean),
+                    percentiles: latency
+                        .map(|l| l.percentiles.iter().map(|(n, v)| ((*n).to_owned(), *v)).collect())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect();
+        let mut server_series = String::new();
+        metrics.prometheus(&mut server_series);
+        Figures {
+            nickname: self.fixed.nickname.clone(),
+            server_id: self.fixed.server_id.clone(),
+            version: format!("marsh/{}", env!("CARGO_PKG_VERSION")),
+            uptime: self.started.elapsed().as_secs_f64(),
+            cpu_seconds: cpu_seconds(),
+            space: Space {
+                store_free,
+                available: self.service.available().await,
+                reserved: self.fixed.reserved,
+                max_bytes: capacity.max_bytes,
+                held: db.held,
+                allocated,
+                readonly: capacity.readonly,
+            },
+            shares: Shares {
+                immutable: db.counts.0,
+                mutable: db.counts.1,
+                buckets: db.counts.2,
+                open_uploads: open_uploads as u64,
+            },
+            accounts: db.accounts,
+            persistence: self.fixed.persistence.clone(),
+            unpersisted: db.unpersisted,
+            expiry_enabled: self.fixed.expiry_enabled,
+            advisories: db.advisories,
+            recent_advisories: db.recent,
+            operations,
+            server_series,
+        }
+    }
+}

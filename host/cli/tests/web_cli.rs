@@ -1,0 +1,150 @@
+//! The web listener of a running node, scraped as Prometheus, a Tahoe dashboard, a load
+//! balancer and a person would: after known traffic, the figures are the traffic's; what a
+//! client wrote is escaped; the token guards the machine endpoints and not the probe. (The
+//! probe's 503 is tested in `marsh-web`: a directory store answers from its open descriptor
+//! whatever happens to its path, and a root test process passes every permission check.)
+
+#![allow(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use ciborium::value::Value;
+use common::{TestNode, free_port};
+use http::{Method, StatusCode};
+use marsh_gbs_client::{Secrets, encode, rtw_body, text};
+
+const SI: &str = "aeaqcaibaeaqcaibaeaqcaibae";
+const SLOT: &str = "afaqcaibaeaqcaibaeaqcaibae";
+
+/// A plain HTTP/1.1 GET: status, headers (lowercased names), body.
+fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: marsh\r\n{auth}Connection: close\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head.to_lowercase(), body.to_owned())
+}
+
+/// The value of the sample line `name` (with its labels) in a Prometheus or OpenMetrics text.
+fn sample(text: &str, name: &str) -> f64 {
+    let line = text.lines().find(|l| l.rsplit_once(' ').is_some_and(|(n, _)| n == name));
+    line.unwrap_or_else(|| panic!("no {name} in\n{text}")).rsplit_once(' ').unwrap().1.parse().unwrap()
+}
+
+/// Each `(sample, value)` is in `text` with that value.
+fn expect(text: &str, samples: &[(&str, f64)]) {
+    for (name, value) in samples {
+        assert_eq!(sample(text, name), *value, "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrape_after_known_traffic_reads_that_traffic() {
+    let node = TestNode::new();
+    let web = format!("127.0.0.1:{}", free_port());
+    node.set("web.listen", &web);
+    let addr: SocketAddr = web.parse().unwrap();
+    let running = node.start();
+    let mut client = running.client().await;
+    client.upload(SI, 0, &Secrets::from_seed(1), &[7; 1000]).await.unwrap();
+    let slot = Secrets::from_seed(2);
+    let wrote = client.read_test_write(SLOT, &slot, rtw_body(0, &[], &[(0, &b"mutable"[..])], &[])).await.unwrap();
+    assert_eq!(wrote.status, StatusCode::OK);
+    assert_eq!(client.renew(SI, &Secrets::from_seed(3)).await.unwrap().status, StatusCode::NO_CONTENT);
+    let read = client.call(Method::GET, &format!("immutable/{SI}/0"), &[], &[], Vec::new()).await.unwrap();
+    assert_eq!(read.body.len(), 1000);
+    let reason = "<script>alert('pwned')</script>";
+    let advice = encode(&Value::Map(vec![(text("reason"), text(reason))]));
+    let path = format!("immutable/{SI}/0/corrupt");
+    assert_eq!(client.call(Method::POST, &path, &[], &[], advice).await.unwrap().status, StatusCode::OK);
+    let held = node.accountant().stored_bytes().unwrap();
+
+    let (status, _, body) = get(addr, "/health", None);
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+
+    // Tahoe's names, as the 1.20 storage server reports these operations.
+    let (status, head, om) = get(addr, "/statistics?t=openmetrics", None);
+    assert_eq!(status, 200);
+    assert!(head.contains("content-type: application/openmetrics-text; version=1.0.0; charset=utf-8"), "{head}");
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    expect(
+        &om,
+        &[
+            ("tahoe_counters_storage_server_allocate", 1.0),
+            ("tahoe_counters_storage_server_write", 1.0),
+            ("tahoe_counters_storage_server_close", 1.0),
+            ("tahoe_counters_storage_server_read", 1.0),
+            ("tahoe_counters_storage_server_add_lease", 1.0),
+            ("tahoe_counters_storage_server_writev", 1.0),
+            ("tahoe_stats_storage_server_latencies_allocate_samplesize", 1.0),
+            ("tahoe_stats_storage_server_disk_used", held as f64),
+            ("tahoe_stats_storage_server_total_bucket_count", 2.0),
+            ("tahoe_stats_storage_server_accepting_immutable_shares", 1.0),
+            ("tahoe_stats_storage_server_allocated", 0.0),
+        ],
+    );
+    // One sample: no mean, no percentile, as the reference says with `NaN`.
+    assert!(sample(&om, "tahoe_stats_storage_server_latencies_allocate_mean").is_nan());
+    assert!(sample(&om, "tahoe_stats_storage_server_latencies_allocate{quantile=\"0.500\"}").is_nan());
+    let (_, _, json) = get(addr, "/statistics?t=json", None);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["counters"]["storage_server.add-lease"], 1);
+    let (_, _, storage) = get(addr, "/storage?t=json", None);
+    let storage: serde_json::Value = serde_json::from_str(&storage).unwrap();
+    assert_eq!(storage["bucket-counter"]["last-complete-bucket-count"], 2);
+    assert_eq!(storage["stats"]["storage_server.disk_used"], held);
+
+    // marsh's own series.
+    let (status, head, metrics) = get(addr, "/metrics", None);
+    assert_eq!(status, 200);
+    assert!(head.contains("content-type: text/plain; version=0.0.4"), "{head}");
+    expect(
+        &metrics,
+        &[
+            ("marsh_requests_total{endpoint=\"allocate\",status=\"200\"}", 1.0),
+            ("marsh_requests_total{endpoint=\"write\",status=\"201\"}", 1.0),
+            ("marsh_requests_total{endpoint=\"read-test-write\",status=\"200\"}", 1.0),
+            ("marsh_request_duration_seconds_count{endpoint=\"immutable-read\"}", 1.0),
+            ("marsh_shares{kind=\"immutable\"}", 1.0),
+            ("marsh_shares{kind=\"mutable\"}", 1.0),
+            ("marsh_held_bytes", held as f64),
+            ("marsh_corruption_advisories_total", 1.0),
+            ("marsh_accounts", 1.0),
+            ("marsh_readonly", 0.0),
+        ],
+    );
+    assert!(sample(&metrics, "marsh_received_bytes_total") >= 1000.0);
+    assert!(sample(&metrics, "marsh_sent_bytes_total") >= 1000.0);
+    assert!(metrics.contains("# TYPE marsh_request_duration_seconds histogram"));
+
+    // The page for people: the figures, and the advisory's text escaped.
+    let (status, head, page) = get(addr, "/", None);
+    assert_eq!(status, 200);
+    assert!(head.contains("content-type: text/html"), "{head}");
+    assert!(!page.contains("<script>") && page.contains("&lt;script&gt;alert(&#39;pwned&#39;)&lt;/script&gt;"));
+    assert!(page.contains("<td class=\"n\" id=\"immutable\">1</td>"), "{page}");
+    assert_eq!(get(addr, "/nothing", None).0, 404);
+
+    drop(running);
+
+    // With a token, the machine endpoints want it; the probe and the page do not.
+    let token_file = node.scratch("metrics-token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    node.set("web.metrics-token-file", token_file.to_str().unwrap());
+    let running = node.start();
+    assert_eq!(get(addr, "/metrics", None).0, 401);
+    assert_eq!(get(addr, "/metrics", Some("wrong")).0, 401);
+    assert_eq!(get(addr, "/statistics?t=openmetrics", None).0, 401);
+    assert_eq!(get(addr, "/metrics", Some("s3cret-token")).0, 200);
+    assert_eq!(get(addr, "/health", None).0, 200);
+    assert_eq!(get(addr, "/", None).0, 200);
+    drop(running);
+}

@@ -1,0 +1,294 @@
+//! The node's web listener (`web.listen`, plain HTTP, apart from the GBS port): what an
+//! operator and their dashboards read.
+//!
+//! - `/health`: 200 `ok` when the node serves and its backend answers; 503 and the reason.
+//! - `/metrics`: Prometheus text, marsh's own series.
+//! - `/statistics?t=openmetrics` and `?t=json`: Tahoe-LAFS 1.20's names and shapes
+//!   ([`tahoe`]), so dashboards made for Python storage nodes read marsh unchanged.
+//! - `/storage?t=json`: the shape of Tahoe's "Storage Server Status" JSON.
+//! - `/`: a status page for people ([`page`]), server-rendered, no script.
+//!
+//! Architecture invariant: this crate renders [`Figures`] and answers HTTP; it never reaches
+//! the backend, the accountant or a plugin. The node gathers the figures per request through
+//! [`Source`]. With a token (`web.metrics-token-file`), `/metrics`, `/statistics` and
+//! `/storage` want `Authorization: Bearer TOKEN`; `/health` and `/` never do.
+
+pub mod page;
+pub mod tahoe;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+/// Connections the listener serves at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 64;
+/// A client has this long to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a health check waits for the backend.
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Space, as the node sees it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Space {
+    /// Free bytes on the backend's store, if it can tell.
+    pub store_free: Option<u64>,
+    /// What clients are told is available (`available-space`).
+    pub available: u64,
+    /// `storage.reserved-space`.
+    pub reserved: u64,
+    /// `storage.max-bytes`.
+    pub max_bytes: Option<u64>,
+    /// Bytes of the shares the node holds.
+    pub held: u64,
+    /// Bytes reserved for uploads in progress.
+    pub allocated: u64,
+    /// `storage.readonly`.
+    pub readonly: bool,
+}
+
+/// Shares, as the accounting database records them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Shares {
+    /// Immutable shares.
+    pub immutable: u64,
+    /// Mutable shares.
+    pub mutable: u64,
+    /// Storage indexes with any share (Tahoe's buckets).
+    pub buckets: u64,
+    /// Immutable uploads in progress.
+    pub open_uploads: u64,
+}
+
+/// One account's line.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AccountRow {
+    /// Its name.
+    pub name: String,
+    /// Bytes it holds.
+    pub usage: u64,
+    /// Its quota.
+    pub quota: Option<u64>,
+    /// Leases it holds.
+    pub leases: u64,
+    /// May it write.
+    pub write: bool,
+    /// Revoked.
+    pub revoked: bool,
+}
+
+/// One corruption advisory.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AdvisoryRow {
+    /// When, seconds since the epoch.
+    pub at: u64,
+    /// `immutable SI N` or `mutable SI N`.
+    pub share: String,
+    /// What the client said.
+    pub reason: String,
+}
+
+/// One Tahoe storage operation's figures (see `marsh_server::metrics`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Operation {
+    /// `allocate`, `write`, `close`, `abort`, `read`, `get`, `add-lease`, `writev`, `readv`.
+    pub name: String,
+    /// Times it ran.
+    pub count: u64,
+    /// Latency samples kept (the newest 1,000).
+    pub samples: usize,
+    /// Their mean, with two or more.
+    pub mean: Option<f64>,
+    /// `(NN_N_percentile, seconds)`, `None` with too few samples.
+    pub percentiles: Vec<(String, Option<f64>)>,
+}
+
+/// Everything the listener shows, gathered by the node for one request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Figures {
+    /// `node.nickname`.
+    pub nickname: String,
+    /// The node's server id.
+    pub server_id: String,
+    /// `marsh/VERSION`.
+    pub version: String,
+    /// Seconds since the node started.
+    pub uptime: f64,
+    /// CPU seconds the process used.
+    pub cpu_seconds: f64,
+    /// Space.
+    pub space: Space,
+    /// Shares.
+    pub shares: Shares,
+    /// Accounts, the anonymous one first.
+    pub accounts: Vec<AccountRow>,
+    /// The persistence strategy's name.
+    pub persistence: String,
+    /// Accounting changes not handed to it yet.
+    pub unpersisted: u64,
+    /// `expire.enabled`.
+    pub expiry_enabled: bool,
+    /// Corruption advisories recorded.
+    pub advisories: u64,
+    /// The newest few.
+    pub recent_advisories: Vec<AdvisoryRow>,
+    /// Tahoe's storage operations.
+    pub operations: Vec<Operation>,
+    /// The GBS server's own Prometheus series (requests, latencies, bytes, connections).
+    pub server_series: String,
+}
+
+/// Where the listener gets its figures.
+#[async_trait::async_trait]
+pub trait Source: Send + Sync {
+    /// `Ok` when the node serves and its backend answers within [`HEALTH_TIMEOUT`].
+    async fn health(&self) -> Result<(), String>;
+    /// The figures now.
+    async fn figures(&self) -> Figures;
+}
+
+type Answer = Response<Full<Bytes>>;
+
+fn answer(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Answer {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    r.headers_mut().insert(header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    r
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// Whether `authorization` carries `token` (compared in constant time).
+fn authorized(token: Option<&str>, authorization: Option<&http::HeaderValue>) -> bool {
+    let Some(token) = token else { return true };
+    let Some(given) = authorization.and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) else {
+        return false;
+    };
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Answer one request.
+pub async fn handle(source: &dyn Source, token: Option<&str>, req: &Request<Incoming>) -> Answer {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return answer(StatusCode::METHOD_NOT_ALLOWED, TEXT, "GET only\n");
+    }
+    let query = req.uri().query().unwrap_or("");
+    let t = query.split('&').find_map(|kv| kv.strip_prefix("t=")).unwrap_or("");
+    let path = req.uri().path();
+    let guarded = matches!(path, "/metrics" | "/statistics" | "/storage");
+    if guarded && !authorized(token, req.headers().get(header::AUTHORIZATION)) {
+        let mut r = answer(StatusCode::UNAUTHORIZED, TEXT, "a bearer token is required (web.metrics-token-file)\n");
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+        return r;
+    }
+    match path {
+        "/health" => match source.health().await {
+            Ok(()) => answer(StatusCode::OK, TEXT, "ok\n"),
+            Err(reason) => answer(StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("unhealthy: {reason}\n")),
+        },
+        "/metrics" => answer(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            page::prometheus(&source.figures().await),
+        ),
+        "/statistics" => {
+            let f = source.figures().await;
+            match t {
+                "openmetrics" => answer(StatusCode::OK, tahoe::OPENMETRICS_TYPE, tahoe::openmetrics(&f)),
+                // As the reference: JSON served as text/plain.
+                "json" => answer(StatusCode::OK, TEXT, tahoe::json(&f)),
+                _ => answer(StatusCode::OK, "text/html; charset=utf-8", page::statistics(&f)),
+            }
+        }
+        "/storage" if t == "json" => answer(StatusCode::OK, TEXT, tahoe::storage_json(&source.figures().await)),
+        "/storage" | "/" => answer(StatusCode::OK, "text/html; charset=utf-8", page::status(&source.figures().await)),
+        _ => answer(StatusCode::NOT_FOUND, TEXT, "not found\n"),
+    }
+}
+
+/// Serve `listener` until the task is dropped: plain HTTP/1.1, at most 64 connections at once.
+pub async fn serve(listener: TcpListener, source: Arc<dyn Source>, token: Option<String>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let token: Option<Arc<str>> = token.map(Arc::from);
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!("web listener: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (source, token) = (source.clone(), token.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let (source, token) = (source.clone(), token.clone());
+                async move { Ok::<_, Infallible>(handle(source.as_ref(), token.as_deref(), &req).await) }
+            });
+            let served = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(%peer, "web connection ended: {e}");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node whose backend fails.
+    struct Failing;
+
+    #[async_trait::async_trait]
+    impl Source for Failing {
+        async fn health(&self) -> Result<(), String> {
+            Err("the backend failed: store `shares` is gone".into())
+        }
+        async fn figures(&self) -> Figures {
+            Figures::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unhealthy_node_answers_503_with_the_reason() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, Arc::new(Failing), Some("t".into())));
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).await.unwrap();
+        assert!(raw.starts_with("HTTP/1.1 503"), "{raw}");
+        assert!(raw.ends_with("unhealthy: the backend failed: store `shares` is gone\n"), "{raw}");
+        server.abort();
+    }
+
+    #[test]
+    fn a_token_is_compared_whole() {
+        let v = |s: &str| http::HeaderValue::from_str(s).unwrap();
+        assert!(authorized(None, None));
+        assert!(authorized(Some("s3cret"), Some(&v("Bearer s3cret"))));
+        for wrong in ["Bearer s3cre", "Bearer s3cret2", "bearer s3cret", "s3cret", "Bearer "] {
+            assert!(!authorized(Some("s3cret"), Some(&v(wrong))), "{wrong}");
+        }
+        assert!(!authorized(Some("s3cret"), None));
+    }
+}

@@ -1,0 +1,229 @@
+//! What people and Prometheus read: the status page (`/`), the statistics page
+//! (`/statistics`), and `/metrics`.
+//!
+//! The pages are plain HTML with a little inline CSS, no script, readable on a phone. Every
+//! text that came from outside (nicknames, account names, advisory reasons written by any
+//! client) is escaped.
+
+use std::fmt::Write as _;
+
+use crate::{Figures, tahoe};
+
+/// `text` safe inside HTML elements and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if c.is_control() => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Bytes as people read them: `1.5 GiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0 auto;max-width:60em;padding:1em;line-height:1.4}\
+table{border-collapse:collapse;width:100%;margin-bottom:1.5em}th,td{text-align:left;padding:.25em .5em;\
+border-bottom:1px solid #ddd;overflow-wrap:anywhere}td.n{text-align:right;font-variant-numeric:tabular-nums}\
+h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.5em}.warn{color:#a40}";
+
+fn head(out: &mut String, title: &str) {
+    let _ = write!(
+        out,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{}</title><style>{STYLE}</style></head><body>",
+        escape(title)
+    );
+}
+
+fn row(out: &mut String, label: &str, value: &str, id: &str) {
+    let _ = write!(out, "<tr><th>{label}</th><td class=\"n\" id=\"{id}\">{value}</td></tr>");
+}
+
+/// `/` (and `/storage`): the node at a glance.
+pub fn status(f: &Figures) -> String {
+    let mut out = String::new();
+    head(&mut out, &format!("marsh: {}", f.nickname));
+    let _ = write!(
+        out,
+        "<h1>{} <small>{}</small></h1><p>{} &middot; up {:.0} s</p>",
+        escape(&f.nickname),
+        escape(&f.version),
+        escape(&f.server_id),
+        f.uptime
+    );
+    let s = &f.space;
+    out.push_str("<h2>Space</h2><table>");
+    if s.readonly {
+        out.push_str("<tr><th>mode</th><td class=\"warn\" id=\"readonly\">read-only</td></tr>");
+    }
+    row(&mut out, "held (shares)", &bytes(s.held), "held");
+    row(&mut out, "available to clients", &bytes(s.available), "available");
+    row(&mut out, "reserved for uploads", &bytes(s.allocated), "allocated");
+    row(&mut out, "kept free (reserved-space)", &bytes(s.reserved), "reserved");
+    row(&mut out, "cap (max-bytes)", &s.max_bytes.map_or("none".into(), bytes), "cap");
+    row(&mut out, "free on the store", &s.store_free.map_or("unknown".into(), bytes), "store-free");
+    out.push_str("</table><h2>Shares</h2><table>");
+    let sh = &f.shares;
+    row(&mut out, "immutable", &sh.immutable.to_string(), "immutable");
+    row(&mut out, "mutable", &sh.mutable.to_string(), "mutable");
+    row(&mut out, "storage indexes", &sh.buckets.to_string(), "buckets");
+    row(&mut out, "uploads in progress", &sh.open_uploads.to_string(), "open-uploads");
+    out.push_str("</table>");
+    let _ = write!(
+        out,
+        "<h2>Accounts</h2><table id=\"accounts\"><tr><th>name</th><th>holds</th><th>quota</th><th>leases</th><th></th></tr>"
+    );
+    for a in &f.accounts {
+        let state = if a.revoked {
+            "revoked"
+        } else if a.write {
+            ""
+        } else {
+            "read-only"
+        };
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{state}</td></tr>",
+            escape(&a.name),
+            bytes(a.usage),
+            a.quota.map_or("none".into(), bytes),
+            a.leases
+        );
+    }
+    out.push_str("</table><h2>Accounting and leases</h2><table>");
+    row(&mut out, "persistence", &escape(&f.persistence), "persistence");
+    row(&mut out, "changes not handed over yet", &f.unpersisted.to_string(), "unpersisted");
+    row(&mut out, "lease expiry", if f.expiry_enabled { "on" } else { "off" }, "expiry");
+    out.push_str("</table>");
+    let _ = write!(out, "<h2>Corruption advisories ({})</h2>", f.advisories);
+    if !f.recent_advisories.is_empty() {
+        out.push_str("<table id=\"advisories\"><tr><th>at</th><th>share</th><th>reason</th></tr>");
+        for a in &f.recent_advisories {
+            let _ = write!(
+                out,
+                "<tr><td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>",
+                a.at,
+                escape(&a.share),
+                escape(&a.reason)
+            );
+        }
+        out.push_str("</table>");
+    }
+    out.push_str(
+        "<p><a href=\"/statistics\">statistics</a> &middot; <a href=\"/metrics\">metrics</a></p></body></html>\n",
+    );
+    out
+}
+
+/// `/statistics`: Tahoe's counters and stats as a table.
+pub fn statistics(f: &Figures) -> String {
+    let (counters, stats) = tahoe::dicts(f);
+    let mut out = String::new();
+    head(&mut out, "marsh: statistics");
+    out.push_str("<h1>Statistics</h1><table>");
+    for (k, v) in counters {
+        let _ = write!(out, "<tr><th>{}</th><td class=\"n\">{v}</td></tr>", escape(&k));
+    }
+    for (k, v) in stats {
+        let v = match v {
+            tahoe::Value::Int(n) => n.to_string(),
+            tahoe::Value::Float(x) => format!("{x:.6}"),
+            tahoe::Value::None => "-".into(),
+        };
+        let _ = write!(out, "<tr><th>{}</th><td class=\"n\">{v}</td></tr>", escape(&k));
+    }
+    out.push_str("</table></body></html>\n");
+    out
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+}
+
+/// `/metrics`: marsh's series in Prometheus text.
+pub fn prometheus(f: &Figures) -> String {
+    let mut out = f.server_series.clone();
+    let s = &f.space;
+    gauge(&mut out, "marsh_held_bytes", "Bytes of the shares the node holds.", s.held);
+    gauge(&mut out, "marsh_available_bytes", "What clients are told is available.", s.available);
+    gauge(&mut out, "marsh_allocated_bytes", "Bytes reserved for uploads in progress.", s.allocated);
+    gauge(&mut out, "marsh_reserved_bytes", "storage.reserved-space.", s.reserved);
+    if let Some(cap) = s.max_bytes {
+        gauge(&mut out, "marsh_max_bytes", "storage.max-bytes.", cap);
+    }
+    if let Some(free) = s.store_free {
+        gauge(&mut out, "marsh_store_free_bytes", "Free bytes on the backend's store.", free);
+    }
+    gauge(&mut out, "marsh_readonly", "1 when storage.readonly is on.", u8::from(s.readonly));
+    let _ = writeln!(out, "# HELP marsh_shares Shares held, by kind.\n# TYPE marsh_shares gauge");
+    let _ = writeln!(out, "marsh_shares{{kind=\"immutable\"}} {}", f.shares.immutable);
+    let _ = writeln!(out, "marsh_shares{{kind=\"mutable\"}} {}", f.shares.mutable);
+    gauge(&mut out, "marsh_buckets", "Storage indexes with any share.", f.shares.buckets);
+    gauge(&mut out, "marsh_open_uploads", "Immutable uploads in progress.", f.shares.open_uploads);
+    gauge(&mut out, "marsh_accounts", "Accounts, the anonymous one included.", f.accounts.len());
+    gauge(&mut out, "marsh_persistence_unpersisted_changes", "Accounting changes not handed over yet.", f.unpersisted);
+    let _ = writeln!(
+        out,
+        "# HELP marsh_corruption_advisories_total Corruption advisories recorded.\n\
+         # TYPE marsh_corruption_advisories_total counter\nmarsh_corruption_advisories_total {}",
+        f.advisories
+    );
+    gauge(&mut out, "marsh_uptime_seconds", "Seconds since the node started.", f.uptime);
+    let _ = writeln!(
+        out,
+        "# HELP marsh_cpu_seconds_total CPU seconds the process used.\n# TYPE marsh_cpu_seconds_total counter\n\
+         marsh_cpu_seconds_total {}",
+        f.cpu_seconds
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AccountRow, AdvisoryRow};
+
+    #[test]
+    fn what_clients_wrote_is_escaped() {
+        let f = Figures {
+            nickname: "<b>node</b>".into(),
+            accounts: vec![AccountRow { name: "a\"lice".into(), ..AccountRow::default() }],
+            advisories: 1,
+            recent_advisories: vec![AdvisoryRow {
+                at: 1,
+                share: "immutable x 0".into(),
+                reason: "<script>alert(1)</script>".into(),
+            }],
+            ..Figures::default()
+        };
+        let page = status(&f);
+        assert!(!page.contains("<script>") && page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(page.contains("&lt;b&gt;node&lt;/b&gt;") && page.contains("a&quot;lice"));
+    }
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(
+            (bytes(0), bytes(1023), bytes(1536), bytes(5 << 30)),
+            ("0 B".into(), "1023 B".into(), "1.5 KiB".into(), "5.0 GiB".into())
+        );
+    }
+}
