@@ -25,7 +25,7 @@ WEED := $(S3_VENV)/bin/weed
 # the server is stopped by pid afterwards, whether CMD passed or not.
 with_s3 = tests/s3/with-s3.sh $(S3_VENV)/bin/python
 
-.PHONY: setup plugins build check test lint run bench bench-s3 soak tahoe interop upstream s3
+.PHONY: setup plugins build check test lint run bench bench-s3 soak tahoe interop upstream s3 browser
 
 setup:
 	@command -v rustup >/dev/null || { echo "rustup is required (https://rustup.rs)"; exit 1; }
@@ -50,11 +50,17 @@ check: plugins lint
 	cargo test --locked -p marsh-server -p marsh-runtime -p marsh-accountant --tests
 	cargo test --locked -p marsh --test tidy
 
-test: plugins lint tahoe s3
+test: plugins lint tahoe s3 browser
 	cargo build --locked --workspace --tests
 	$(with_s3) cargo test --locked --workspace
 	$(MAKE) --no-print-directory upstream
 	$(MAKE) --no-print-directory interop
+
+# A real browser for the status page test: Debian's chromium, headless.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null && chromium --version; }
 
 tahoe:
 	@$(TAHOE) --version >/dev/null 2>&1 || { \

@@ -148,3 +148,57 @@ async fn a_scrape_after_known_traffic_reads_that_traffic() {
     assert_eq!(get(addr, "/", None).0, 200);
     drop(running);
 }
+
+/// A real browser (Debian's `chromium`, headless; `MARSH_CHROMIUM` names another) renders the
+/// status page of a node holding known data; the page as rendered holds its figures, and a
+/// phone-sized screenshot is kept in `$CARGO_TARGET_DIR/test-artefacts/status-page.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_renders_in_a_real_browser() {
+    let chromium = std::env::var("MARSH_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let node = TestNode::new();
+    let web = format!("127.0.0.1:{}", free_port());
+    node.set("web.listen", &web);
+    node.create_account("alice", &["--quota", "1GiB"]);
+    let running = node.start();
+    let mut client = running.client().await;
+    for (n, size) in [(0, 1000), (1, 2000)] {
+        client.upload(SI, n, &Secrets::from_seed(1), &vec![n as u8; size]).await.unwrap();
+    }
+    let url = format!("http://{web}/");
+    let browser = |extra: &[&str]| {
+        let profile = node.scratch(&format!("chromium-{}", extra.len()));
+        let out = std::process::Command::new(&chromium)
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=412,900"])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(extra)
+            .arg(&url)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{chromium} did not run ({e}): the browser test needs Debian's chromium (`make test` installs it)"
+                )
+            });
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let dom = browser(&["--dump-dom"]);
+    for figure in [
+        "id=\"immutable\">2</td>",
+        "id=\"mutable\">0</td>",
+        "id=\"buckets\">1</td>",
+        "id=\"held\">2.9 KiB</td>",
+        "<td>alice</td>",
+        "<td class=\"n\">1.0 GiB</td>",
+    ] {
+        assert!(dom.contains(figure), "{figure} missing from the rendered page:\n{dom}");
+    }
+    let artefacts = std::path::PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()))
+        .join("test-artefacts");
+    std::fs::create_dir_all(&artefacts).unwrap();
+    let shot = artefacts.join("status-page.png");
+    let _ = std::fs::remove_file(&shot);
+    browser(&[&format!("--screenshot={}", shot.display())]);
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "{} bytes", png.len());
+    drop(running);
+}

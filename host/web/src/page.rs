@@ -38,7 +38,8 @@ pub fn bytes(n: u64) -> String {
     if unit == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[unit]) }
 }
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0 auto;max-width:60em;padding:1em;line-height:1.4}\
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0 auto;max-width:60em;padding:1em;line-height:1.4;\
+overflow-wrap:anywhere}\
 table{border-collapse:collapse;width:100%;margin-bottom:1.5em}th,td{text-align:left;padding:.25em .5em;\
 border-bottom:1px solid #ddd;overflow-wrap:anywhere}td.n{text-align:right;font-variant-numeric:tabular-nums}\
 h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.5em}.warn{color:#a40}";
