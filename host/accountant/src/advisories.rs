@@ -46,6 +46,19 @@ impl Accountant {
         Ok(true)
     }
 
+    /// Forget advisories: every one, those about storage index `si`, or about share `shnum` of
+    /// it (either kind); how many went.
+    pub fn clear_corruption_advisories(&self, si: Option<&str>, shnum: Option<u16>) -> Result<usize, AccountantError> {
+        let conn = self.conn();
+        Ok(match (si, shnum) {
+            (None, _) => conn.execute("DELETE FROM corruption_advisories", [])?,
+            (Some(si), None) => conn.execute("DELETE FROM corruption_advisories WHERE si = ?1", [si])?,
+            (Some(si), Some(n)) => {
+                conn.execute("DELETE FROM corruption_advisories WHERE si = ?1 AND shnum = ?2", params![si, n])?
+            }
+        })
+    }
+
     /// Corruption advisories recorded, oldest first.
     pub fn corruption_advisories(&self) -> Result<Vec<Advisory>, AccountantError> {
         let conn = self.conn();

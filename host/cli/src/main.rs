@@ -59,6 +59,9 @@ enum Command {
         #[arg(long, default_value = ".")]
         dir: std::path::PathBuf,
     },
+    /// Corruption advisories clients sent: list them, clear them.
+    #[command(subcommand)]
+    Advisories(cmd::advisories::AdvisoriesCommand),
     /// Named accounts: create, list, show, set attributes, revoke.
     #[command(subcommand)]
     Account(cmd::account::AccountCommand),
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
             Command::Store(command) => cmd::store::run(command).await,
             Command::Announce { dir, account } => cmd::announce::run(&dir, account.as_deref()),
             Command::Account(command) => cmd::account::run(command),
+            Command::Advisories(command) => cmd::advisories::run(command),
             Command::Gc { dir, dry_run } => cmd::gc::run(&dir, dry_run).await,
             Command::Recover { dir } => cmd::recover::run(&dir).await,
             Command::Run { dir, .. } => cmd::run::run(&dir).await,

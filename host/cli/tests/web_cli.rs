@@ -133,6 +133,15 @@ async fn a_scrape_after_known_traffic_reads_that_traffic() {
     assert!(page.contains("<td class=\"n\" id=\"immutable\">1</td>"), "{page}");
     assert_eq!(get(addr, "/nothing", None).0, 404);
 
+    // The operator reads the advisory, acts on it and clears it; the figures follow.
+    let listed = node.ok(&["advisories", "list"]);
+    assert!(listed.contains(&format!("immutable {SI} 0 <script>alert(\\'pwned\\')</script>")), "{listed}");
+    assert!(listed.ends_with("1 corruption advisories\n"), "{listed}");
+    assert_eq!(node.ok(&["advisories", "clear", SLOT]), "cleared 0 corruption advisories\n");
+    assert_eq!(node.ok(&["advisories", "clear", SI, "0"]), "cleared 1 corruption advisories\n");
+    assert_eq!(sample(&get(addr, "/metrics", None).2, "marsh_corruption_advisories_total"), 0.0);
+    assert!(!node.marsh(&["advisories", "clear", "not-an-si"]).status.success());
+
     drop(running);
 
     // With a token, the machine endpoints want it; the probe and the page do not.

@@ -1,0 +1,82 @@
+//! `marsh advisories list|clear`: the corruption advisories clients sent (a client that found a
+//! share it read from this node corrupt says so), for the operator to act on and then clear.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use marsh::persistence::open_accountant;
+use marsh_node::NodeDir;
+
+#[derive(Debug, Subcommand)]
+pub enum AdvisoriesCommand {
+    /// One line per advisory, oldest first: when (UTC), share kind, storage index, share
+    /// number, and the client's reason (control characters escaped).
+    List {
+        /// The node directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Forget advisories: all of them, or those about one storage index (and share number).
+    Clear {
+        /// The node directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Only those about this storage index.
+        si: Option<String>,
+        /// Only those about this share number of it.
+        shnum: Option<u16>,
+    },
+}
+
+/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
+fn utc(at: u64) -> String {
+    let (days, secs) = ((at / 86_400) as i64, at % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+pub fn run(command: AdvisoriesCommand) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        AdvisoriesCommand::List { dir } => {
+            let accountant = open_accountant(&NodeDir::open(&dir)?)?;
+            let all = accountant.corruption_advisories()?;
+            for a in &all {
+                let s = &a.share;
+                writeln!(out, "{} {} {} {} {}", utc(a.at), s.kind.as_str(), s.si, s.shnum.0, a.reason.escape_debug())?;
+            }
+            writeln!(out, "{} corruption advisories", all.len())?;
+        }
+        AdvisoriesCommand::Clear { dir, si, shnum } => {
+            let accountant = open_accountant(&NodeDir::open(&dir)?)?;
+            if let Some(si) = &si {
+                si.parse::<marsh_core::StorageIndex>()
+                    .map_err(|e| anyhow::anyhow!("{si:?} is not a storage index: {e}"))?;
+            }
+            let n = accountant.clear_corruption_advisories(si.as_deref(), shnum)?;
+            writeln!(out, "cleared {n} corruption advisories")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_read_as_utc() {
+        assert_eq!(super::utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(super::utc(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+}
