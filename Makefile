@@ -25,7 +25,7 @@ WEED := $(S3_VENV)/bin/weed
 # the server is stopped by pid afterwards, whether CMD passed or not.
 with_s3 = tests/s3/with-s3.sh $(S3_VENV)/bin/python
 
-.PHONY: setup plugins build check test lint run bench bench-s3 soak tahoe interop upstream s3 browser
+.PHONY: setup plugins build check test lint run bench bench-s3 soak tahoe interop upstream s3 browser install
 
 setup:
 	@command -v rustup >/dev/null || { echo "rustup is required (https://rustup.rs)"; exit 1; }
@@ -82,6 +82,22 @@ interop: tahoe s3
 upstream: tahoe
 	cargo build --locked -p marsh --bin marsh
 	python3 tests/upstream/run.py $(CARGO_TARGET_DIR)/debug/marsh $(TAHOE_VENV)
+
+# An installed node: PREFIX/lib/marsh/marsh with its plugins beside it in plugins/ (where an
+# installed binary looks), and PREFIX/bin/marsh linking to it. The `server` profile, as
+# deployed (INSTALL_PROFILE=release builds quicker); contrib/systemd/marsh.service expects
+# PREFIX=/usr/local.
+PREFIX ?= /usr/local
+INSTALL_PROFILE ?= server
+install: plugins
+	cargo build --locked --profile $(INSTALL_PROFILE) -p marsh --bin marsh
+	install -d $(DESTDIR)$(PREFIX)/lib/marsh/plugins $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(CARGO_TARGET_DIR)/$(INSTALL_PROFILE)/marsh $(DESTDIR)$(PREFIX)/lib/marsh/marsh
+	install -m 0644 $(MARSH_PLUGIN_DIR)/backend_disk.wasm $(MARSH_PLUGIN_DIR)/backend_memory.wasm \
+	  $(MARSH_PLUGIN_DIR)/backend_s3.wasm $(MARSH_PLUGIN_DIR)/persistence_local.wasm \
+	  $(MARSH_PLUGIN_DIR)/persistence_records.wasm $(MARSH_PLUGIN_DIR)/persistence_stash.wasm \
+	  $(DESTDIR)$(PREFIX)/lib/marsh/plugins/
+	ln -sf ../lib/marsh/marsh $(DESTDIR)$(PREFIX)/bin/marsh
 
 # A node with the default plugins on a local directory, printing its NURL.
 NODE_DIR ?= $(CURDIR)/target/node

@@ -73,6 +73,9 @@ enum Command {
         /// Log one line per request.
         #[arg(long, short)]
         verbose: bool,
+        /// `text`, or `json`: one JSON object per line, for a log collector.
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        log_format: String,
     },
     /// Work with plugin files: inspect them, or run the conformance suite against them.
     #[command(subcommand)]
@@ -86,15 +89,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_filter = match cli.command {
         Command::Run { verbose: true, .. } => "info",
+        // The run command's own lines (shutting down, what was persisted) always show.
+        Command::Run { .. } => "warn,marsh::cmd::run=info",
         _ => "warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MARSH_LOG").unwrap_or_else(|_| default_filter.into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MARSH_LOG").unwrap_or_else(|_| default_filter.into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if matches!(&cli.command, Command::Run { log_format, .. } if log_format == "json") {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+    }
     if matches!(cli.command, Command::Run { .. }) {
         malloc::tune_for_serving();
         if let Some(n) = limits::raise_descriptor_limit() {

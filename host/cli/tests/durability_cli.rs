@@ -178,7 +178,7 @@ fn a_recovery_killed_halfway_is_refused_at_start_and_resumes_to_the_same_result(
     }
     // Stopped the moment it says it serves: it must still shut down cleanly and hand over.
     let stderr = node.start().stop();
-    assert!(stderr.contains("marsh: shutting down"), "stopped by the default action of SIGTERM: {stderr}");
+    assert!(stderr.contains("shutting down"), "stopped by the default action of SIGTERM: {stderr}");
     let db = node.accountant();
     assert_eq!(db.persisted_seq().expect("seq"), db.last_seq().expect("seq"), "all persisted\n{stderr}");
     let accounts_before = node.ok(&["account", "list"]);

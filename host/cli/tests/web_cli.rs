@@ -144,6 +144,17 @@ async fn a_scrape_after_known_traffic_reads_that_traffic() {
 
     drop(running);
 
+    // Logs for a collector: one JSON object per line.
+    let running = common::Running::start_args(node.dir(), &["--log-format", "json", "--verbose"], &[]).unwrap();
+    assert_eq!(get(addr, "/health", None).0, 200);
+    let logs = running.stop();
+    let lines: Vec<serde_json::Value> = logs.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        lines.iter().any(|l| l["level"] == "INFO"
+            && l["fields"]["message"].as_str().is_some_and(|m| m.starts_with("status page, /metrics and /health at"))),
+        "{logs}"
+    );
+
     // With a token, the machine endpoints want it; the probe and the page do not.
     let token_file = node.scratch("metrics-token");
     std::fs::write(&token_file, "s3cret-token\n").unwrap();

@@ -1,6 +1,7 @@
 //! `marsh run`: serve until SIGTERM or SIGINT, then stop in order and hand the last accounting
 //! changes over. Exit status 3 when a plugin (or an interrupted recovery) asks for a command
-//! first.
+//! first. What it says of its own start and stop goes to the log at `info` or above, which
+//! the default filter of `marsh run` shows (as text or, with `--log-format json`, as JSON).
 
 use std::io::Write;
 use std::path::Path;
@@ -16,7 +17,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     let running = match node.start().await {
         Ok(r) => r,
         Err(e) if e.is_recovery_needed() => {
-            eprintln!("marsh: {e}");
+            tracing::error!("{e}");
             return Ok(ExitCode::from(EXIT_RECOVERY_NEEDED));
         }
         Err(e) => return Err(e.into()),
@@ -27,15 +28,15 @@ pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     println!("marsh: serving {}", running.nurl());
     std::io::stdout().flush()?;
     stopped.await;
-    eprintln!("marsh: shutting down");
+    tracing::info!("shutting down");
     let stopped = running.shutdown().await;
     match stopped.persisted {
-        Ok(n) if n > 0 => eprintln!("marsh: persisted the last {n} accounting changes"),
+        Ok(n) if n > 0 => tracing::info!("persisted the last {n} accounting changes"),
         Ok(_) => {}
-        Err(e) => eprintln!("marsh: could not persist the last accounting changes: {e}"),
+        Err(e) => tracing::error!("could not persist the last accounting changes: {e}"),
     }
     for (name, location, stats) in &stopped.s3 {
-        eprintln!("marsh: store `{name}` ({location}): {stats}");
+        tracing::info!("store `{name}` ({location}): {stats}");
     }
     Ok(ExitCode::SUCCESS)
 }

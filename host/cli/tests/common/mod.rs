@@ -177,8 +177,14 @@ impl Running {
 
     /// The same with environment variables set (say `MARSH_LOG`).
     pub fn start_with(dir: &Path, env: &[(&str, &str)]) -> Result<Running, String> {
+        Running::start_args(dir, &[], env)
+    }
+
+    /// The same with more arguments to `marsh run` (say `--log-format json`).
+    pub fn start_args(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Running, String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_marsh"))
             .args(["run", "--dir", dir.to_str().expect("utf-8")])
+            .args(args)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
