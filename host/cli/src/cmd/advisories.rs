@@ -72,11 +72,9 @@ pub fn run(command: AdvisoriesCommand) -> anyhow::Result<ExitCode> {
 }
 
 #[cfg(test)]
-mod tests {
-    #[test]
-    fn times_read_as_utc() {
-        assert_eq!(super::utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::utc(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(super::utc(1_700_000_000), "2023-11-14T22:13:20Z");
-    }
+#[test]
+fn times_read_as_utc() {
+    assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+    assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
+    assert_eq!(utc(1_700_000_000), "2023-11-14T22:13:20Z");
 }
