@@ -77,6 +77,13 @@ enum Command {
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         log_format: String,
     },
+    /// The status page's figures for a terminal: space, shares, accounts, persistence,
+    /// advisories, and whether the node serves (asked of its web listener).
+    Status {
+        /// The node directory.
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+    },
     /// Work with plugin files: inspect them, or run the conformance suite against them.
     #[command(subcommand)]
     Plugin(cmd::plugin::PluginCommand),
@@ -125,6 +132,7 @@ fn main() -> ExitCode {
             Command::Gc { dir, dry_run } => cmd::gc::run(&dir, dry_run).await,
             Command::Recover { dir } => cmd::recover::run(&dir).await,
             Command::Run { dir, .. } => cmd::run::run(&dir).await,
+            Command::Status { dir } => cmd::status::run(&dir),
         }
     });
     match result {

@@ -59,23 +59,34 @@ impl NodeSource {
     }
 }
 
-/// What the accounting database says, read in one blocking call.
-#[derive(Default)]
-struct Accounting {
-    held: u64,
-    counts: (u64, u64, u64),
-    accounts: Vec<AccountRow>,
-    unpersisted: u64,
-    advisories: u64,
-    recent: Vec<AdvisoryRow>,
+/// What the accounting database says of the node, read in one blocking call (the status page,
+/// `/metrics` and `marsh status`).
+#[derive(Debug, Clone, Default)]
+pub struct Accounting {
+    /// Bytes of the shares held.
+    pub held: u64,
+    /// Immutable shares, mutable shares, storage indexes.
+    pub counts: (u64, u64, u64),
+    /// The first accounts, the anonymous one first.
+    pub accounts: Vec<AccountRow>,
+    /// Accounts in all.
+    pub account_count: usize,
+    /// Changes not handed to the persistence strategy yet.
+    pub unpersisted: u64,
+    /// Corruption advisories kept.
+    pub advisories: u64,
+    /// The newest of them, newest first.
+    pub recent: Vec<AdvisoryRow>,
 }
 
-fn accounting(a: &Accountant) -> Result<Accounting, marsh_accountant::AccountantError> {
+/// Read [`Accounting`] from `a`.
+pub fn accounting(a: &Accountant) -> Result<Accounting, marsh_accountant::AccountantError> {
     let accounts = a.accounts()?;
     let advisories = a.corruption_advisories()?;
     Ok(Accounting {
         held: a.stored_bytes()?,
         counts: a.share_counts()?,
+        account_count: accounts.len(),
         accounts: accounts
             .iter()
             .take(LISTED_ACCOUNTS)
@@ -191,6 +202,7 @@ impl Source for NodeSource {
                 open_uploads: open_uploads as u64,
             },
             accounts: db.accounts,
+            account_count: db.account_count,
             persistence: self.fixed.persistence.clone(),
             unpersisted: db.unpersisted,
             expiry_enabled: self.fixed.expiry_enabled,

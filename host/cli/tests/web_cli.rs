@@ -133,6 +133,20 @@ async fn a_scrape_after_known_traffic_reads_that_traffic() {
     assert!(page.contains("<td class=\"n\" id=\"immutable\">1</td>"), "{page}");
     assert_eq!(get(addr, "/nothing", None).0, 404);
 
+    // The same figures in a terminal.
+    let status = node.ok(&["status"]);
+    for line in [
+        format!("serving      yes (http://{addr}/)"),
+        "shares       1 immutable, 1 mutable, in 2 storage indexes".to_owned(),
+        "accounts     1".to_owned(),
+        "advisories   1 (marsh advisories list)".to_owned(),
+        "persistence  persistence-local; ".to_owned(),
+        "now          0 uploads in progress, ".to_owned(),
+    ] {
+        assert!(status.contains(&line), "{line} missing from\n{status}");
+    }
+    assert!(status.contains(&format!("space        held {}, available ", marsh_web::page::bytes(held))), "{status}");
+
     // The operator reads the advisory, acts on it and clears it; the figures follow.
     let listed = node.ok(&["advisories", "list"]);
     assert!(listed.contains(&format!("immutable {SI} 0 <script>alert(\\'pwned\\')</script>")), "{listed}");
@@ -143,6 +157,9 @@ async fn a_scrape_after_known_traffic_reads_that_traffic() {
     assert!(!node.marsh(&["advisories", "clear", "not-an-si"]).status.success());
 
     drop(running);
+
+    let status = node.ok(&["status"]);
+    assert!(status.contains(&format!("serving      no answer from http://{addr}/health")), "{status}");
 
     // Logs for a collector: one JSON object per line.
     let running = common::Running::start_args(node.dir(), &["--log-format", "json", "--verbose"], &[]).unwrap();

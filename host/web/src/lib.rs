@@ -128,8 +128,10 @@ pub struct Figures {
     pub space: Space,
     /// Shares.
     pub shares: Shares,
-    /// Accounts, the anonymous one first.
+    /// Accounts, the anonymous one first (the first 200).
     pub accounts: Vec<AccountRow>,
+    /// Accounts in all.
+    pub account_count: usize,
     /// The persistence strategy's name.
     pub persistence: String,
     /// Accounting changes not handed to it yet.

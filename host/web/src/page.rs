@@ -90,7 +90,8 @@ pub fn status(f: &Figures) -> String {
     out.push_str("</table>");
     let _ = write!(
         out,
-        "<h2>Accounts</h2><table id=\"accounts\"><tr><th>name</th><th>holds</th><th>quota</th><th>leases</th><th></th></tr>"
+        "<h2>Accounts ({})</h2><table id=\"accounts\"><tr><th>name</th><th>holds</th><th>quota</th><th>leases</th><th></th></tr>",
+        f.account_count
     );
     for a in &f.accounts {
         let state = if a.revoked {
@@ -179,7 +180,7 @@ pub fn prometheus(f: &Figures) -> String {
     let _ = writeln!(out, "marsh_shares{{kind=\"mutable\"}} {}", f.shares.mutable);
     gauge(&mut out, "marsh_buckets", "Storage indexes with any share.", f.shares.buckets);
     gauge(&mut out, "marsh_open_uploads", "Immutable uploads in progress.", f.shares.open_uploads);
-    gauge(&mut out, "marsh_accounts", "Accounts, the anonymous one included.", f.accounts.len());
+    gauge(&mut out, "marsh_accounts", "Accounts, the anonymous one included.", f.account_count);
     gauge(&mut out, "marsh_persistence_unpersisted_changes", "Accounting changes not handed over yet.", f.unpersisted);
     let _ = writeln!(
         out,

@@ -10,4 +10,5 @@ pub mod init;
 pub mod plugin;
 pub mod recover;
 pub mod run;
+pub mod status;
 pub mod store;

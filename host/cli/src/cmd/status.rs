@@ -1,0 +1,106 @@
+//! `marsh status --dir NODE_DIR`: the status page's figures for a terminal. What the node
+//! directory and the accounting database say is read here; whether the node serves, and what
+//! only a running node knows (space available, connections), is asked of its web listener.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use marsh::Node;
+use marsh::persistence::open_accountant;
+use marsh_web::page::bytes;
+
+/// A GET to the running node's web listener: the body of a 200, or why not.
+fn ask(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> Result<String, String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: marsh\r\n{auth}Connection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut raw = String::new();
+    s.take(16 << 20).read_to_string(&mut raw).map_err(|e| e.to_string())?;
+    let (head, body) = raw.split_once("\r\n\r\n").ok_or("a malformed answer")?;
+    match head.split(' ').nth(1) {
+        Some("200") => Ok(body.to_owned()),
+        status => Err(format!("status {} {}", status.unwrap_or("?"), body.trim())),
+    }
+}
+
+/// The value of an unlabelled sample in Prometheus text.
+fn sample(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok()).map(|v| v as u64)
+}
+
+pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
+    let node = Node::open(dir)?;
+    let config = node.config();
+    let db = marsh::web::accounting(&open_accountant(node.dir())?)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "node         {} ({})", config.nickname, node.identity().server_id)?;
+    writeln!(out, "NURL         {}", node.nurl())?;
+    let mut live = None;
+    match config.web_listen {
+        None => writeln!(out, "serving      unknown (web.listen is off)")?,
+        Some(addr) => {
+            let token = match &config.metrics_token_file {
+                Some(p) => Some(std::fs::read_to_string(p)?.trim().to_owned()),
+                None => None,
+            };
+            match ask(addr, "/health", None) {
+                Ok(_) => writeln!(out, "serving      yes (http://{addr}/)")?,
+                Err(e) => writeln!(out, "serving      no answer from http://{addr}/health: {e}")?,
+            }
+            live = ask(addr, "/metrics", token.as_deref()).ok();
+        }
+    }
+    let c = &config.capacity;
+    let mut space = format!("held {}", bytes(db.held));
+    if let Some(m) = live.as_deref() {
+        if let Some(a) = sample(m, "marsh_available_bytes") {
+            space += &format!(", available {}", bytes(a));
+        }
+        if let Some(f) = sample(m, "marsh_store_free_bytes") {
+            space += &format!(", free on the store {}", bytes(f));
+        }
+    }
+    space += &format!(", kept free {}", bytes(config.reserved_space));
+    space += &c.max_bytes.map_or(", no cap".into(), |m| format!(", cap {}", bytes(m)));
+    writeln!(out, "space        {space}{}", if c.readonly { ", READ-ONLY" } else { "" })?;
+    let (immutable, mutable, buckets) = db.counts;
+    writeln!(out, "shares       {immutable} immutable, {mutable} mutable, in {buckets} storage indexes")?;
+    if let Some(m) = live.as_deref() {
+        let (uploads, connections) = (sample(m, "marsh_open_uploads"), sample(m, "marsh_connections_open"));
+        writeln!(
+            out,
+            "now          {} uploads in progress, {} connections",
+            uploads.unwrap_or(0),
+            connections.unwrap_or(0)
+        )?;
+    }
+    writeln!(out, "accounts     {}", db.account_count)?;
+    for a in &db.accounts {
+        let quota = a.quota.map_or(String::new(), |q| format!(" of {}", bytes(q)));
+        let state = if a.revoked {
+            ", revoked"
+        } else if a.write {
+            ""
+        } else {
+            ", read-only"
+        };
+        writeln!(out, "  {:<20} {}{quota}, {} leases{state}", a.name, bytes(a.usage), a.leases)?;
+    }
+    writeln!(
+        out,
+        "persistence  {}; {} changes not handed over yet",
+        match &config.persistence.plugin {
+            marsh_node::PluginChoice::FirstParty(p) => p.package.to_owned(),
+            marsh_node::PluginChoice::Native(n) => format!("native:{n}"),
+            marsh_node::PluginChoice::File(f) => f.display().to_string(),
+        },
+        db.unpersisted
+    )?;
+    writeln!(out, "expiry       {}", if config.expire.enabled { "on" } else { "off" })?;
+    writeln!(out, "advisories   {} (marsh advisories list)", db.advisories)?;
+    Ok(ExitCode::SUCCESS)
+}
