@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use marsh_node::{Identity, NodeConfig, NodeDir, PluginChoice};
-use marsh_runtime::{Grants, InitFailure, Runtime, StartError, WasmBackend};
+use marsh_runtime::{FaultStats, Grants, InitFailure, Runtime, StartError, WasmBackend};
 use marsh_stores::{BlobStore, Partition};
 
 use crate::Error;
@@ -17,6 +17,8 @@ pub struct StartedBackend {
     pub backend: Arc<dyn marsh_core::Backend>,
     /// Its stores, in `backend.stores` order.
     pub stores: Vec<Opened>,
+    /// The plugin's name and counters (none for a natively linked backend).
+    pub plugin: Option<(String, Arc<FaultStats>)>,
 }
 
 impl std::fmt::Debug for StartedBackend {
@@ -39,7 +41,7 @@ pub async fn start(
     let path = match &config.backend.plugin {
         PluginChoice::Native(name) => {
             let backend = native(name, &id.seal_key, granted, plugin_config)?;
-            return Ok(StartedBackend { backend, stores });
+            return Ok(StartedBackend { backend, stores, plugin: None });
         }
         other => crate::plugins::file(other)?,
     };
@@ -50,7 +52,10 @@ pub async fn start(
     let plugin = runtime.load(&path)?;
     let limits = crate::plugins::limits(&config.limits);
     match WasmBackend::start(runtime, &plugin, grants, plugin_config, limits).await {
-        Ok(b) => Ok(StartedBackend { backend: Arc::new(b), stores }),
+        Ok(b) => {
+            let plugin = Some((b.name().to_owned(), b.stats()));
+            Ok(StartedBackend { backend: Arc::new(b), stores, plugin })
+        }
         Err(StartError::Init { plugin, failure: InitFailure::RecoveryNeeded { reason, command } }) => {
             Err(Error::RecoveryNeeded { role: "backend", plugin, reason, command })
         }

@@ -187,9 +187,7 @@ impl Node {
             expiry_enabled: self.config.expire.enabled,
             persistence: strategy.name().to_owned(),
         };
-        let stores = started.stores.iter().map(|s| (s.name.clone(), s.store.clone())).collect();
-        let source =
-            crate::web::NodeSource::new(fixed, service.clone(), accountant.clone(), started.backend.clone(), stores);
+        let source = crate::web::NodeSource::new(fixed, service.clone(), accountant.clone(), started);
         tracing::info!("status page, /metrics and /health at http://{addr}/");
         Ok(Some((addr, tokio::spawn(marsh_web::serve(listener, Arc::new(source), token)))))
     }

@@ -6,9 +6,10 @@ use std::time::Instant;
 
 use marsh_accountant::Accountant;
 use marsh_core::Backend;
+use marsh_runtime::FaultStats;
 use marsh_server::StorageService;
 use marsh_stores::{BlobKey, BlobStore};
-use marsh_web::{AccountRow, AdvisoryRow, Figures, HEALTH_TIMEOUT, Operation, Shares, Source, Space};
+use marsh_web::{AccountRow, AdvisoryRow, Figures, HEALTH_TIMEOUT, Operation, PluginRow, Shares, Source, Space};
 
 /// Advisories the status page lists, newest first.
 const RECENT_ADVISORIES: usize = 10;
@@ -38,6 +39,7 @@ pub struct NodeSource {
     accountant: Arc<Accountant>,
     backend: Arc<dyn Backend>,
     stores: Vec<(String, Arc<dyn BlobStore>)>,
+    plugin: Option<(String, Arc<FaultStats>)>,
 }
 
 impl std::fmt::Debug for NodeSource {
@@ -47,15 +49,23 @@ impl std::fmt::Debug for NodeSource {
 }
 
 impl NodeSource {
-    /// Figures of `service`, `accountant` and `backend` (whose `stores` the probe asks), from now.
+    /// Figures of `service`, `accountant` and the started backend (whose stores the probe
+    /// asks), from now.
     pub fn new(
         fixed: Fixed,
         service: Arc<StorageService>,
         accountant: Arc<Accountant>,
-        backend: Arc<dyn Backend>,
-        stores: Vec<(String, Arc<dyn BlobStore>)>,
+        started: &crate::backend::StartedBackend,
     ) -> Self {
-        NodeSource { fixed, started: Instant::now(), service, accountant, backend, stores }
+        NodeSource {
+            fixed,
+            started: Instant::now(),
+            service,
+            accountant,
+            backend: started.backend.clone(),
+            stores: started.stores.iter().map(|s| (s.name.clone(), s.store.clone())).collect(),
+            plugin: started.plugin.clone(),
+        }
     }
 }
 
@@ -208,6 +218,18 @@ impl Source for NodeSource {
             expiry_enabled: self.fixed.expiry_enabled,
             advisories: db.advisories,
             recent_advisories: db.recent,
+            plugins: self
+                .plugin
+                .iter()
+                .map(|(name, stats)| PluginRow {
+                    role: "backend".into(),
+                    name: name.clone(),
+                    calls: stats.calls(),
+                    faults: stats.faults(),
+                    instances: stats.instances(),
+                    last_fault: stats.last(),
+                })
+                .collect(),
             operations,
             server_series,
         }

@@ -121,6 +121,8 @@ async fn a_scrape_after_known_traffic_reads_that_traffic() {
             ("marsh_readonly", 0.0),
         ],
     );
+    assert!(sample(&metrics, "marsh_plugin_calls_total{role=\"backend\",plugin=\"backend-disk\"}") >= 5.0);
+    assert_eq!(sample(&metrics, "marsh_plugin_faults_total{role=\"backend\",plugin=\"backend-disk\"}"), 0.0);
     assert!(sample(&metrics, "marsh_received_bytes_total") >= 1000.0);
     assert!(sample(&metrics, "marsh_sent_bytes_total") >= 1000.0);
     assert!(metrics.contains("# TYPE marsh_request_duration_seconds histogram"));

@@ -30,12 +30,18 @@ use crate::{PluginLimits, StartError};
 /// How often a plugin failed and was restarted.
 #[derive(Debug, Default)]
 pub struct FaultStats {
+    calls: AtomicU64,
     faults: AtomicU64,
     instances: AtomicU64,
     last: Mutex<Option<String>>,
 }
 
 impl FaultStats {
+    /// Calls made into the plugin (after start-up), whatever their outcome.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
     /// Calls that ended in a fault (trap, deadline, memory cap, oversized answer).
     pub fn faults(&self) -> u64 {
         self.faults.load(Ordering::Relaxed)
@@ -232,6 +238,7 @@ impl WasmBackend {
         outcome: Result<wasmtime::Result<Result<T, ex::BackendError>>, tokio::time::error::Elapsed>,
         oversize: impl FnOnce(&T) -> Option<String>,
     ) -> Result<T, BackendError> {
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
         match outcome {
             Ok(Ok(Ok(value))) => match oversize(&value) {
                 Some(what) => Err(self.fault(format!("plugin `{}` answered `{op}` with {what}", self.name))),

@@ -96,6 +96,23 @@ pub struct AdvisoryRow {
     pub reason: String,
 }
 
+/// A plugin's counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PluginRow {
+    /// `backend` or `persistence`.
+    pub role: String,
+    /// Its name, as it reported it.
+    pub name: String,
+    /// Calls made into it.
+    pub calls: u64,
+    /// Calls that ended in a fault (the instance is then discarded).
+    pub faults: u64,
+    /// Instances created (the first, and one per replacement).
+    pub instances: u64,
+    /// The last fault's message.
+    pub last_fault: Option<String>,
+}
+
 /// One Tahoe storage operation's figures (see `marsh_server::metrics`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Operation {
@@ -142,6 +159,8 @@ pub struct Figures {
     pub advisories: u64,
     /// The newest few.
     pub recent_advisories: Vec<AdvisoryRow>,
+    /// The wasm plugins' counters.
+    pub plugins: Vec<PluginRow>,
     /// Tahoe's storage operations.
     pub operations: Vec<Operation>,
     /// The GBS server's own Prometheus series (requests, latencies, bytes, connections).

@@ -110,6 +110,19 @@ pub fn status(f: &Figures) -> String {
             a.leases
         );
     }
+    out.push_str("</table><h2>Plugins</h2><table id=\"plugins\"><tr><th>role</th><th>name</th><th>calls</th><th>faults</th><th>last fault</th></tr>");
+    for p in &f.plugins {
+        let class = if p.faults > 0 { " class=\"warn\"" } else { "" };
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\"{class}>{}</td><td>{}</td></tr>",
+            escape(&p.role),
+            escape(&p.name),
+            p.calls,
+            p.faults,
+            escape(p.last_fault.as_deref().unwrap_or(""))
+        );
+    }
     out.push_str("</table><h2>Accounting and leases</h2><table>");
     row(&mut out, "persistence", &escape(&f.persistence), "persistence");
     row(&mut out, "changes not handed over yet", &f.unpersisted.to_string(), "unpersisted");
@@ -156,6 +169,11 @@ pub fn statistics(f: &Figures) -> String {
     out
 }
 
+/// A label value as Prometheus text wants it: `\\`, `"` and newlines escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
 fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
 }
@@ -188,6 +206,18 @@ pub fn prometheus(f: &Figures) -> String {
          # TYPE marsh_corruption_advisories_total counter\nmarsh_corruption_advisories_total {}",
         f.advisories
     );
+    let plugin_series = [
+        ("marsh_plugin_calls_total", "Calls made into a plugin.", 0),
+        ("marsh_plugin_faults_total", "Plugin calls that ended in a fault (trap, deadline, memory cap).", 1),
+        ("marsh_plugin_instances_total", "Plugin instances created: the first and each replacement.", 2),
+    ];
+    for (name, help, which) in plugin_series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for p in &f.plugins {
+            let v = [p.calls, p.faults, p.instances][which];
+            let _ = writeln!(out, "{name}{{role=\"{}\",plugin=\"{}\"}} {v}", label(&p.role), label(&p.name));
+        }
+    }
     gauge(&mut out, "marsh_uptime_seconds", "Seconds since the node started.", f.uptime);
     let _ = writeln!(
         out,
