@@ -11,8 +11,10 @@ and on one with backend-s3 over the SeaweedFS that `make interop` starts (MARSH_
 Then disaster recovery with backend-s3 and each durable persistence strategy (`records`, and
 `stash` with snapshots): accounts, attributes and leases come back through `marsh recover` (and
 by themselves with `recovery.auto`) after NODE_DIR is replaced by its post-init backup, and the
-client reads every file. Last, a grid of three marsh
-nodes survives the loss of one.
+client reads every file. Then a node listening only on a Unix socket, reached through a TCP
+relay as a Tor onion service reaches it, serves the client, and its web listener's Tahoe and
+Prometheus figures count that client's traffic. Last, a grid of three marsh nodes survives the
+loss of one.
 
 Usage: run.py MARSH_BINARY TAHOE_BINARY
 Prints one line per check and a final "N passed, N failed"; exits 1 on any failure.
@@ -26,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -391,11 +394,82 @@ def disaster_recovery(strategy, settings=()):
     anon.proc.terminate()
 
 
+class Relay:
+    """A TCP port that forwards every connection to a Unix socket, as Tor forwards the
+    connections of an onion service to its `HiddenServicePort unix:PATH`."""
+
+    def __init__(self, path):
+        self.path = path
+        self.port = free_port()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.listen(16)
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            outside, _ = self.sock.accept()
+            inside = socket.socket(socket.AF_UNIX)
+            inside.connect(self.path)
+            for a, b in ((outside, inside), (inside, outside)):
+                threading.Thread(target=self.pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def pump(a, b):
+        try:
+            while chunk := a.recv(65536):
+                b.sendall(chunk)
+            b.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+def metric(text, name):
+    """The value of sample `name` (labels included) in Prometheus or OpenMetrics text."""
+    for line in text.splitlines():
+        key, _, value = line.rpartition(" ")
+        if key == name:
+            return float(value)
+    raise AssertionError(f"no {name} in:\n{text}")
+
+
+def behind_a_unix_socket():
+    path = os.path.join(WORK, "onion.sock")
+    relay = Relay(path)
+    web = free_port()
+    node = Node("marsh-unix", settings=[("node.listen", f"unix:{path}"), ("node.public-host", "127.0.0.1"),
+                                        ("node.public-port", str(relay.port)), ("web.listen", f"127.0.0.1:{web}")])
+    client = Client("client-unix", [node], needed=1, happy=1, total=1)
+    scrape = lambda path: urllib.request.urlopen(f"http://127.0.0.1:{web}{path}", timeout=30).read().decode()
+
+    @check("a node on a Unix socket only, through a TCP relay: put and get byte for byte")
+    def _():
+        assert f":{relay.port}/" in node.announce, node.announce
+        content = data(2_000_000, 9)
+        cap = client.tahoe("put", "-", input=content).strip()
+        assert cap.startswith("URI:CHK:"), cap
+        assert client.web_get(f"/uri/{cap}") == content
+
+    @check("its web listener counts the real client's traffic in Tahoe's names and marsh's")
+    def _():
+        tahoe = scrape("/statistics?t=openmetrics")
+        assert tahoe.endswith("# EOF\n"), tahoe[-200:]
+        for name in ["allocate", "write", "close", "read"]:
+            assert metric(tahoe, f"tahoe_counters_storage_server_{name}") >= 1, name
+        own = scrape("/metrics")
+        assert metric(own, 'marsh_shares{kind="immutable"}') == 1
+        assert metric(own, "marsh_held_bytes") > 2_000_000
+        assert metric(own, "marsh_received_bytes_total") > 2_000_000
+        assert metric(own, 'marsh_requests_total{endpoint="write",status="201"}') >= 1
+        assert scrape("/health") == "ok\n"
+
+
 def main():
     single_node_workload("disk")
     single_node_workload("s3")
     disaster_recovery("records")
     disaster_recovery("stash", [("persistence.config.snapshot-changes", "5")])
+    behind_a_unix_socket()
 
     @check("a grid of three marsh nodes (2-of-3) survives losing one")
     def _():

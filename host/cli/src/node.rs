@@ -10,7 +10,7 @@
 //!    first request;
 //! 4. the periodic tasks under one supervisor (`tasks.rs`), started only once nothing of the
 //!    previous run is half done;
-//! 5. the TLS listener, and the web listener (`web.listen`: status page, metrics, health).
+//! 5. the TLS listeners (`node.listen`: TCP and Unix sockets), and the web listener (`web.listen`: status page, metrics, health).
 //!
 //! [`Running::shutdown`] undoes it in order: stop accepting, stop the tasks, hand the last
 //! accounting changes to the strategy.
@@ -20,9 +20,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use marsh_accountant::Accountant;
-use marsh_node::{Identity, NodeConfig, NodeDir, RequestLimits};
+use marsh_node::{Identity, ListenOn, NodeConfig, NodeDir, RequestLimits};
 use marsh_runtime::{Runtime, WasmStrategy};
-use marsh_server::{Limits, ServiceConfig, StartUpReport, StorageService, SystemClock};
+use marsh_server::{Limits, Listener, ServiceConfig, StartUpReport, StorageService, SystemClock};
 use marsh_stores::state::StateStore;
 use tokio::task::JoinHandle;
 
@@ -138,12 +138,21 @@ impl Node {
         tasks::capacity_follower(&mut supervisor, self.dir.clone(), service.clone());
 
         let tls = marsh_server::tls_config(self.identity.cert_der.clone(), self.identity.key_der.clone())?;
-        let listen = self.config.listen;
-        let listener =
-            tokio::net::TcpListener::bind(listen).await.map_err(Error::io(format!("listening on {listen}")))?;
-        let local_addr = listener.local_addr().map_err(Error::io("reading the listening address"))?;
+        let mut listeners = Vec::new();
+        let mut local_addr = None;
+        for listen in &self.config.listen {
+            let listening = Error::io(format!("listening on {listen} (node.listen)"));
+            listeners.push(match listen {
+                ListenOn::Tcp(addr) => {
+                    let l = tokio::net::TcpListener::bind(addr).await.map_err(listening)?;
+                    local_addr = local_addr.or(l.local_addr().ok());
+                    Listener::Tcp(l)
+                }
+                ListenOn::Unix(path) => Listener::bind_unix(path).await.map_err(listening)?,
+            });
+        }
         let web = self.start_web(&service, &accountant, &started, &strategy).await?;
-        let server = tokio::spawn(marsh_server::serve(listener, tls, service));
+        let server = tokio::spawn(marsh_server::serve_on(listeners, tls, service));
         Ok(Running {
             nurl: self.nurl(),
             local_addr,
@@ -216,7 +225,7 @@ pub fn server_limits(r: &RequestLimits) -> Limits {
 /// A serving node.
 pub struct Running {
     nurl: String,
-    local_addr: SocketAddr,
+    local_addr: Option<SocketAddr>,
     server: JoinHandle<()>,
     supervisor: Supervisor,
     accountant: Arc<Accountant>,
@@ -252,8 +261,8 @@ impl Running {
         &self.nurl
     }
 
-    /// The address the listener is bound to.
-    pub fn local_addr(&self) -> SocketAddr {
+    /// The address the first TCP listener is bound to (none when all are Unix sockets).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addr
     }
 

@@ -79,6 +79,8 @@ pub enum Kind {
     Date,
     /// `IP:PORT`, or empty for off.
     Listen,
+    /// One or more of `IP:PORT` and `unix:/ABSOLUTE/PATH`, comma-separated.
+    Listeners,
 }
 
 impl Kind {
@@ -105,6 +107,7 @@ impl Kind {
             Kind::PluginValue => "text",
             Kind::Names => "names separated by commas, e.g. shares,state",
             Kind::Listen => "an address such as 127.0.0.1:3458, or empty for off",
+            Kind::Listeners => "addresses such as 0.0.0.0:3457 or unix:/run/marsh/gbs.sock, comma-separated",
         }
     }
 }
@@ -126,7 +129,12 @@ pub struct Key {
 /// Every configuration key.
 pub const KEYS: &[Key] = &[
     Key { name: "node.nickname", kind: Kind::Text, default: Some("marsh"), help: "name shown to clients" },
-    Key { name: "node.listen", kind: Kind::Address, default: Some("127.0.0.1:3457"), help: "where the node listens" },
+    Key {
+        name: "node.listen",
+        kind: Kind::Listeners,
+        default: Some("127.0.0.1:3457"),
+        help: "where the node listens: IP:PORT and unix:/PATH, comma-separated (a Unix socket needs node.public-host/-port)",
+    },
     Key {
         name: "node.public-host",
         kind: Kind::Text,
@@ -479,6 +487,7 @@ fn validate(key: &Key, name: &str, value: &str) -> Result<String, ConfigError> {
         Kind::Names => v.split(',').all(|n| !n.trim().is_empty() && !n.contains(char::is_whitespace)),
         Kind::Address => v.parse::<SocketAddr>().is_ok(),
         Kind::Listen => v.is_empty() || v.parse::<SocketAddr>().is_ok(),
+        Kind::Listeners => crate::settings::listeners(v).is_some(),
         Kind::Port => v.parse::<u16>().is_ok_and(|p| p > 0),
         Kind::Size => parse_size(v).is_some(),
         Kind::Seconds => v.parse::<u64>().is_ok(),

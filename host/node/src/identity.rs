@@ -63,7 +63,10 @@ impl std::fmt::Debug for Identity {
 impl Identity {
     /// The NURL clients use: `pb://<spki>@<host>:<port>/<swissnum>#v=1`.
     pub fn nurl(&self, host: &str, port: u16) -> String {
-        format!("pb://{}@{}:{}/{}#v=1", self.spki_hash, host, port, self.swissnum)
+        // An onion service is reached through Tor: the 1.20 client takes `pb+tor://` for that,
+        // as the Python node announces for a `tor:` location hint.
+        let scheme = if host.to_ascii_lowercase().ends_with(".onion") { "pb+tor" } else { "pb" };
+        format!("{scheme}://{}@{}:{}/{}#v=1", self.spki_hash, host, port, self.swissnum)
     }
 
     /// The placeholder fURL the 1.20 client requires beside the NURLs; only its tub id is used.

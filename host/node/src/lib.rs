@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 pub use config::{ConfigError, Setting};
 pub use identity::{Identity, InitOptions};
 pub use settings::{
-    BackendSettings, CapacitySettings, ExpireMode, ExpireSettings, Limits, NodeConfig, PersistenceSettings,
+    BackendSettings, CapacitySettings, ExpireMode, ExpireSettings, Limits, ListenOn, NodeConfig, PersistenceSettings,
     PluginChoice, RequestLimits, StoreSpec,
 };
 
@@ -200,6 +200,8 @@ mod tests {
             id.nurl("storage.example.org", 3457),
             format!("pb://{}@storage.example.org:3457/{}#v=1", id.spki_hash, id.swissnum)
         );
+        let onion = "ztpsxvlzwhsqmtqmqyfqfvwndmgz3ahlfvzs3hwkquqzmmrjjpgb7lyd.onion";
+        assert_eq!(id.nurl(onion, 80), format!("pb+tor://{}@{onion}:80/{}#v=1", id.spki_hash, id.swissnum));
         assert!(id.furl().starts_with(&format!("pb://{}@", id.tub_id)));
         assert_eq!(node.get("store.shares").unwrap(), format!("dir:{}", tmp.path().join("node-shares").display()));
         assert_eq!(node.get("node.public-host").unwrap(), "storage.example.org");

@@ -16,8 +16,8 @@ use crate::config::{self, ConfigError, parse_date, parse_size};
 pub struct NodeConfig {
     /// `node.nickname`.
     pub nickname: String,
-    /// `node.listen`.
-    pub listen: SocketAddr,
+    /// `node.listen`: one or more listeners.
+    pub listen: Vec<ListenOn>,
     /// Host and port clients connect to (`node.public-host`/`-port`, defaulting to the listen
     /// address).
     pub public_host: String,
@@ -305,18 +305,66 @@ fn store(values: &Values, name: &str, spec: &str) -> Result<StoreSpec, ConfigErr
     }
 }
 
+/// One place `node.listen` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenOn {
+    /// `IP:PORT`.
+    Tcp(SocketAddr),
+    /// `unix:/PATH`: for a Tor onion service's `HiddenServicePort` or a local reverse proxy.
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for ListenOn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenOn::Tcp(a) => a.fmt(f),
+            ListenOn::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// `node.listen`'s value as listeners; `None` if any part is neither `IP:PORT` nor
+/// `unix:/ABSOLUTE/PATH`, or there is none.
+pub(crate) fn listeners(value: &str) -> Option<Vec<ListenOn>> {
+    let parts: Vec<ListenOn> = value
+        .split(',')
+        .map(str::trim)
+        .map(|p| match p.strip_prefix("unix:") {
+            Some(path) if path.starts_with('/') && !path.contains('\0') => Some(ListenOn::Unix(PathBuf::from(path))),
+            Some(_) => None,
+            None => p.parse().ok().map(ListenOn::Tcp),
+        })
+        .collect::<Option<_>>()?;
+    (!parts.is_empty()).then_some(parts)
+}
+
 impl NodeConfig {
     /// Parse the effective values (defaults included) of every key.
     pub fn from_settings(settings: &[config::Setting]) -> Result<NodeConfig, ConfigError> {
         let values = Values(
             settings.iter().filter_map(|s| s.value.clone().map(|v| (s.key.clone(), v))).collect::<BTreeMap<_, _>>(),
         );
-        let listen: SocketAddr =
-            values.parse("node.listen", "an address such as 127.0.0.1:3457", |v| v.parse().ok())?;
-        let public_host = values.optional("node.public-host").map_or_else(|| listen.ip().to_string(), str::to_owned);
-        let public_port = match values.optional("node.public-port") {
-            Some(_) => values.parse("node.public-port", "a port number", |v| v.parse().ok())?,
-            None => listen.port(),
+        let listen = values.parse("node.listen", "IP:PORT and unix:/PATH, comma-separated", listeners)?;
+        // Clients are told the first TCP address unless told otherwise; behind a Unix socket
+        // only the operator knows where clients reach the node.
+        let tcp = listen.iter().find_map(|l| match l {
+            ListenOn::Tcp(a) => Some(*a),
+            ListenOn::Unix(_) => None,
+        });
+        let unknown = |key: &str| ConfigError::BadValue {
+            key: key.to_owned(),
+            value: String::new(),
+            expected: format!("a value: node.listen has no TCP address to take it from (`marsh config set {key} ...`)"),
+        };
+        let public_host = match (values.optional("node.public-host"), tcp) {
+            (Some(h), _) => h.to_owned(),
+            (None, Some(a)) => a.ip().to_string(),
+            (None, None) => return Err(unknown("node.public-host")),
+        };
+        let public_port = match (values.optional("node.public-port"), tcp) {
+            (Some(_), _) => values.parse("node.public-port", "a port number", |v| v.parse().ok())?,
+            (None, Some(a)) => a.port(),
+            (None, None) => return Err(unknown("node.public-port")),
         };
         let mode = match values.raw("expire.mode")? {
             "cutoff-date" => ExpireMode::CutoffDate(values.parse("expire.cutoff-date", "a UTC date", parse_date)?),
@@ -414,7 +462,7 @@ mod tests {
         let mut settings = config::defaults();
         settings.push(setting("store.shares", "dir:/srv/shares"));
         let c = NodeConfig::from_settings(&settings).unwrap();
-        assert_eq!(c.listen, "127.0.0.1:3457".parse().unwrap());
+        assert_eq!(c.listen, [ListenOn::Tcp("127.0.0.1:3457".parse().unwrap())]);
         assert_eq!((c.public_host.as_str(), c.public_port), ("127.0.0.1", 3457));
         assert_eq!(c.reserved_space, 1_000_000_000);
         assert_eq!(c.capacity, CapacitySettings { readonly: false, max_bytes: None });
@@ -460,6 +508,27 @@ mod tests {
         assert_eq!(c.backend.config, [("store".to_owned(), "shares".to_owned())]);
         assert_eq!(c.backend.sweep_interval, None, "0 is never");
         assert_eq!(c.expire.mode, ExpireMode::CutoffDate(86_400));
+    }
+
+    #[test]
+    fn several_listeners_and_unix_sockets_need_a_public_address() {
+        assert_eq!(
+            listeners("0.0.0.0:3457, unix:/run/marsh/gbs.sock"),
+            Some(vec![ListenOn::Tcp("0.0.0.0:3457".parse().unwrap()), ListenOn::Unix("/run/marsh/gbs.sock".into())])
+        );
+        for bad in ["", "unix:relative", "unix:", "3457", "0.0.0.0:3457,", "localhost:3457"] {
+            assert_eq!(listeners(bad), None, "{bad:?}");
+        }
+        let mut settings = config::defaults();
+        settings.push(setting("node.listen", "unix:/run/marsh/gbs.sock"));
+        let e = NodeConfig::from_settings(&settings).unwrap_err().to_string();
+        assert!(e.contains("node.public-host"), "{e}");
+        settings.push(setting("node.public-host", "xyz.onion"));
+        let e = NodeConfig::from_settings(&settings).unwrap_err().to_string();
+        assert!(e.contains("node.public-port"), "{e}");
+        settings.push(setting("node.public-port", "80"));
+        let c = NodeConfig::from_settings(&settings).unwrap();
+        assert_eq!((c.public_host.as_str(), c.public_port), ("xyz.onion", 80));
     }
 
     #[test]

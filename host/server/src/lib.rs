@@ -9,13 +9,14 @@
 //! Tahoe 1.20 client connects. Connections are capped in total and per peer address (one past
 //! either is closed at once, before its handshake); slow or silent clients are cut off by the
 //! handshake and header timeouts and by the least rate bodies and answers must keep
-//! ([`Limits`]).
+//! ([`Limits`]). Several listeners, TCP or Unix sockets ([`Listener`]), share the one total.
 
 pub mod auth;
 mod body;
 mod clock;
 pub mod gc;
 mod limits;
+mod listen;
 pub mod metrics;
 mod mutable;
 mod offload;
@@ -29,7 +30,6 @@ mod service;
 mod uploads;
 pub mod wire;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +41,8 @@ use tokio_rustls::TlsAcceptor;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use limits::{Limits, MAX_ADVISORY_REASON, RATE_GRACE};
+use listen::Stream;
+pub use listen::{Listener, Peer};
 pub use response::ResponseBody;
 pub use service::{
     Capacity, MAX_MUTABLE_SHARE_SIZE, ServiceConfig, StartUpReport, StorageService, UPLOAD_IDLE_TIMEOUT,
@@ -68,6 +70,11 @@ pub fn tls_config(cert_der: Vec<u8>, key_der: Vec<u8>) -> Result<Arc<rustls::Ser
 
 /// Serve `service` on `listener` over TLS until the task is dropped or aborted.
 pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, service: Arc<StorageService>) {
+    serve_on(vec![Listener::Tcp(listener)], tls, service).await;
+}
+
+/// Serve `service` on every one of `listeners` at once, under one cap on connections.
+pub async fn serve_on(listeners: Vec<Listener>, tls: Arc<rustls::ServerConfig>, service: Arc<StorageService>) {
     let acceptor = TlsAcceptor::from(tls);
     let sweeper = {
         let service = service.clone();
@@ -80,11 +87,23 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, servic
         })
     };
     let _sweeper = AbortOnDrop(sweeper);
-    let limits = service.config.limits;
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let slots = Arc::new(tokio::sync::Semaphore::new(service.config.limits.max_connections));
     let peers = Arc::new(Peers::default());
+    let loops =
+        listeners.into_iter().map(|l| accept_loop(l, acceptor.clone(), service.clone(), slots.clone(), peers.clone()));
+    futures::future::join_all(loops).await;
+}
+
+async fn accept_loop(
+    listener: Listener,
+    acceptor: TlsAcceptor,
+    service: Arc<StorageService>,
+    slots: Arc<tokio::sync::Semaphore>,
+    peers: Arc<Peers>,
+) {
+    let limits = service.config.limits;
     loop {
-        let (tcp, peer) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
                 // Out of descriptors (EMFILE) or a connection reset before it was accepted: the
@@ -98,16 +117,22 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, servic
             tracing::debug!(%peer, "refused a connection: {} open", limits.max_connections);
             continue;
         };
-        let Some(counted) = peers.admit(peer.ip(), limits.max_connections_per_peer) else {
-            tracing::debug!(%peer, "refused a connection: {} open from this address", limits.max_connections_per_peer);
-            continue;
+        let counted = match peer.ip() {
+            Some(ip) => match peers.admit(ip, limits.max_connections_per_peer) {
+                Some(counted) => Some(counted),
+                None => {
+                    tracing::debug!(%peer, "refused a connection: {} open from this address", limits.max_connections_per_peer);
+                    continue;
+                }
+            },
+            None => None,
         };
         let (acceptor, service) = (acceptor.clone(), service.clone());
         tokio::spawn(async move {
             let _held = (slot, counted);
             let metrics = service.metrics().clone();
             metrics.connection(true);
-            connection(acceptor, service, tcp, peer, &limits).await;
+            connection(acceptor, service, stream, peer, &limits).await;
             metrics.connection(false);
         });
     }
@@ -155,15 +180,8 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn connection(
-    acceptor: TlsAcceptor,
-    service: Arc<StorageService>,
-    tcp: tokio::net::TcpStream,
-    peer: SocketAddr,
-    limits: &Limits,
-) {
-    let _ = tcp.set_nodelay(true);
-    let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+async fn connection(acceptor: TlsAcceptor, service: Arc<StorageService>, stream: Stream, peer: Peer, limits: &Limits) {
+    let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::debug!(%peer, "tls handshake failed: {e}");
