@@ -163,6 +163,13 @@ class Client:
     def tahoe(self, *args, input=None, check=True):
         return run(TAHOE, "-d", self.dir, *args, input=input, check=check)
 
+    def put_and_get(self, content):
+        """Store `content` as an immutable file and read it back through the web API; its cap."""
+        cap = self.tahoe("put", "-", input=content).strip()
+        assert cap.startswith("URI:CHK:"), cap
+        assert self.web_get(f"/uri/{cap}") == content
+        return cap
+
     def web_put(self, path, data):
         req = urllib.request.Request(f"http://127.0.0.1:{self.web}{path}", data=data, method="PUT")
         with urllib.request.urlopen(req, timeout=300) as r:
@@ -220,10 +227,7 @@ def single_node_workload(backend):
 
     @check("immutable small (non-literal) file: put and get")
     def _():
-        content = data(100, 2)
-        cap = client.tahoe("put", "-", input=content).strip()
-        assert cap.startswith("URI:CHK:"), cap
-        assert client.web_get(f"/uri/{cap}") == content
+        client.put_and_get(data(100, 2))
 
     @check("mkdir and cp -r of a tree, there and back")
     def _():
@@ -445,10 +449,7 @@ def behind_a_unix_socket():
     @check("a node on a Unix socket only, through a TCP relay: put and get byte for byte")
     def _():
         assert f":{relay.port}/" in node.announce, node.announce
-        content = data(2_000_000, 9)
-        cap = client.tahoe("put", "-", input=content).strip()
-        assert cap.startswith("URI:CHK:"), cap
-        assert client.web_get(f"/uri/{cap}") == content
+        client.put_and_get(data(2_000_000, 9))
 
     @check("its web listener counts the real client's traffic in Tahoe's names and marsh's")
     def _():
