@@ -38,18 +38,15 @@ pub async fn start(
     stores::claim_all(dir, config, id, &stores).await?;
     let granted = backend_grants(config, &stores);
     let plugin_config = config.backend.config.clone();
-    let path = match &config.backend.plugin {
-        PluginChoice::Native(name) => {
-            let backend = native(name, &id.seal_key, granted, plugin_config)?;
-            return Ok(StartedBackend { backend, stores, plugin: None });
-        }
-        other => crate::plugins::file(other)?,
-    };
+    if let PluginChoice::Native(name) = &config.backend.plugin {
+        let backend = native(name, &id.seal_key, granted, plugin_config)?;
+        return Ok(StartedBackend { backend, stores, plugin: None });
+    }
+    let plugin = crate::plugins::load(runtime, &config.backend.plugin)?;
     let mut grants = Grants::new(id.seal_key.clone());
     for (name, store) in granted {
         grants = grants.store(&name, store);
     }
-    let plugin = runtime.load(&path)?;
     let limits = crate::plugins::limits(&config.limits);
     match WasmBackend::start(runtime, &plugin, grants, plugin_config, limits).await {
         Ok(b) => {

@@ -123,7 +123,7 @@ pub async fn start(
     if let Some(progress) = progress {
         grants = grants.progress(progress);
     }
-    let plugin = runtime.load(&crate::plugins::file(&config.persistence.plugin)?)?;
+    let plugin = crate::plugins::load(runtime, &config.persistence.plugin)?;
     let limits = crate::plugins::limits(&config.limits);
     match WasmStrategy::start(runtime, &plugin, grants, config.persistence.config.clone(), limits).await {
         Ok(s) => Ok(s),

@@ -84,3 +84,49 @@ fn run_raises_its_open_file_limit_to_the_hard_limit() {
     assert_ne!(soft, "256", "the inherited soft limit was kept: {row}");
     assert_eq!(soft, hard, "{row}");
 }
+
+/// A `marsh` binary copied alone to another directory (no plugin files beside it, none named
+/// by `MARSH_PLUGIN_DIR`) is a whole node: the first-party plugins it embeds serve a client,
+/// and the node says it used them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copied_binary_is_a_whole_node() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let binary = tmp.path().join("bin/marsh");
+    std::fs::create_dir_all(binary.parent().expect("bin")).expect("mkdir");
+    std::fs::copy(env!("CARGO_BIN_EXE_marsh"), &binary).expect("copy the binary");
+    let dir = tmp.path().join("node");
+    let d = dir.to_str().expect("utf-8");
+    let marsh = |args: &[&str]| Command::new(&binary).args(args).env_remove("MARSH_PLUGIN_DIR").output().expect("run");
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let out = marsh(&["init", "--dir", d, "--listen", &listen, "--web-listen", ""]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut child = Command::new(&binary)
+        .args(["run", "--dir", d])
+        .env_remove("MARSH_PLUGIN_DIR")
+        .env("MARSH_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
+    let Some(nurl) = line.trim().strip_prefix("marsh: serving ") else {
+        child.wait().expect("wait");
+        let mut err = String::new();
+        child.stderr.take().expect("stderr").read_to_string(&mut err).expect("stderr");
+        panic!("the copied binary did not serve: {line}{err}");
+    };
+    let mut client = marsh_gbs_client::GbsClient::connect(&nurl.parse().expect("nurl")).await.expect("connect");
+    let secrets = marsh_gbs_client::Secrets::from_seed(1);
+    client.upload("aeaqcaibaeaqcaibaeaqcaibae", 0, &secrets, b"from an embedded plugin").await.expect("upload");
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill").success());
+    child.wait().expect("wait");
+    let mut err = String::new();
+    child.stderr.take().expect("stderr").read_to_string(&mut err).expect("stderr");
+    for file in ["backend_disk.wasm", "persistence_local.wasm"] {
+        assert!(err.contains(&format!("plugin {file}: the copy embedded in this binary")), "{err}");
+    }
+}
