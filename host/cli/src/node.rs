@@ -120,12 +120,14 @@ impl Node {
         let hand_over = crate::persistence::HandOver::of(&started.stores, &self.identity, &strategy);
         let mut supervisor = Supervisor::default();
         let backend_settings = &self.config.backend;
+        let task_stats = Arc::new(tasks::TaskStats::default());
         tasks::sweeper(
             &mut supervisor,
             backend_settings.sweep_interval,
             backend_settings.sweep_grace,
             started.backend.clone(),
             state.clone(),
+            task_stats.clone(),
         );
         tasks::persister(
             &mut supervisor,
@@ -133,8 +135,16 @@ impl Node {
             strategy.clone(),
             hand_over.clone(),
             self.config.persistence.max_delay,
+            task_stats.clone(),
         );
-        tasks::collector(&mut supervisor, &self.config.expire, started.backend.clone(), accountant.clone(), state);
+        tasks::collector(
+            &mut supervisor,
+            &self.config.expire,
+            started.backend.clone(),
+            accountant.clone(),
+            state,
+            task_stats.clone(),
+        );
         tasks::capacity_follower(&mut supervisor, self.dir.clone(), service.clone());
 
         let tls = marsh_server::tls_config(self.identity.cert_der.clone(), self.identity.key_der.clone())?;
@@ -151,7 +161,7 @@ impl Node {
                 ListenOn::Unix(path) => Listener::bind_unix(path).await.map_err(listening)?,
             });
         }
-        let web = self.start_web(&service, &accountant, &started, &strategy).await?;
+        let web = self.start_web(&service, &accountant, &started, &strategy, task_stats).await?;
         let server = tokio::spawn(marsh_server::serve_on(listeners, tls, service));
         Ok(Running {
             nurl: self.nurl(),
@@ -175,6 +185,7 @@ impl Node {
         accountant: &Arc<Accountant>,
         started: &crate::backend::StartedBackend,
         strategy: &WasmStrategy,
+        task_stats: Arc<tasks::TaskStats>,
     ) -> Result<Option<(SocketAddr, JoinHandle<()>)>, Error> {
         let Some(listen) = self.config.web_listen else { return Ok(None) };
         let token = match &self.config.metrics_token_file {
@@ -196,7 +207,7 @@ impl Node {
             expiry_enabled: self.config.expire.enabled,
             persistence: strategy.name().to_owned(),
         };
-        let source = crate::web::NodeSource::new(fixed, service.clone(), accountant.clone(), started);
+        let source = crate::web::NodeSource::new(fixed, service.clone(), accountant.clone(), started, task_stats);
         tracing::info!("status page, /metrics and /health at http://{addr}/");
         Ok(Some((addr, tokio::spawn(marsh_web::serve(listener, Arc::new(source), token)))))
     }

@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use marsh_accountant::Accountant;
@@ -23,6 +24,35 @@ use marsh_server::{Capacity, StorageService};
 use marsh_stores::state::StateStore;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// What the periodic tasks did since the node started, for `/metrics` and the status page.
+#[derive(Debug, Default)]
+pub struct TaskStats {
+    /// Accounting changes handed to the persistence strategy.
+    pub persisted: AtomicU64,
+    /// Hand-overs that failed (retried at the next tick).
+    pub persist_failures: AtomicU64,
+    /// When the last hand-over succeeded, seconds since the epoch (0: not yet).
+    pub last_persisted: AtomicU64,
+    /// Sweeps run.
+    pub sweeps: AtomicU64,
+    /// Leftovers the sweeps removed.
+    pub swept: AtomicU64,
+    /// When the last sweep ran (0: not yet).
+    pub last_sweep: AtomicU64,
+    /// Lease-expiry passes run.
+    pub expiry_passes: AtomicU64,
+    /// Shares they deleted.
+    pub expired: AtomicU64,
+    /// Bytes of those shares.
+    pub expired_bytes: AtomicU64,
+    /// When the last pass ran (0: not yet).
+    pub last_expiry: AtomicU64,
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
 
 /// How often a running node re-reads `storage.readonly` and `storage.max-bytes`.
 pub const CAPACITY_EVERY: Duration = Duration::from_secs(5);
@@ -130,13 +160,21 @@ pub fn persister(
     strategy: Arc<WasmStrategy>,
     hand_over: Option<crate::persistence::HandOver>,
     every: Duration,
+    stats: Arc<TaskStats>,
 ) {
     supervisor.spawn("persister", move |mut stopping| async move {
         while stopping.sleep(every).await {
             match crate::persistence::flush(&accountant, &strategy, hand_over.as_ref()).await {
                 Ok(0) => {}
-                Ok(n) => tracing::debug!("handed {n} accounting changes to the persistence plugin"),
-                Err(e) => tracing::warn!("persisting accounting changes failed (will retry): {e}"),
+                Ok(n) => {
+                    add(&stats.persisted, n);
+                    stats.last_persisted.store(unix_now(), Ordering::Relaxed);
+                    tracing::debug!("handed {n} accounting changes to the persistence plugin");
+                }
+                Err(e) => {
+                    add(&stats.persist_failures, 1);
+                    tracing::warn!("persisting accounting changes failed (will retry): {e}");
+                }
             }
         }
     })
@@ -209,6 +247,7 @@ pub fn collector(
     backend: Arc<dyn Backend>,
     accountant: Arc<Accountant>,
     state: Option<StateStore>,
+    stats: Arc<TaskStats>,
 ) {
     if !expire.enabled {
         return;
@@ -219,8 +258,17 @@ pub fn collector(
         let mut delay = first_delay(state.as_ref(), "gc-last-run", interval, settle).await;
         while stopping.sleep(delay).await {
             match gc::collect(backend.as_ref(), &accountant, &policy, unix_now(), false).await {
-                Ok(r) if r.expired.is_empty() => tracing::info!("lease expiry: {}", describe_expiry(&r, false)),
-                Ok(r) => tracing::warn!("lease expiry: {}", describe_expiry(&r, false)),
+                Ok(r) => {
+                    add(&stats.expiry_passes, 1);
+                    add(&stats.expired, r.expired.len() as u64);
+                    add(&stats.expired_bytes, r.expired_bytes);
+                    stats.last_expiry.store(unix_now(), Ordering::Relaxed);
+                    if r.expired.is_empty() {
+                        tracing::info!("lease expiry: {}", describe_expiry(&r, false));
+                    } else {
+                        tracing::warn!("lease expiry: {}", describe_expiry(&r, false));
+                    }
+                }
                 Err(e) => tracing::warn!("lease expiry pass failed: {e}"),
             }
             ran(state.as_ref(), "gc-last-run").await;
@@ -237,13 +285,20 @@ pub fn sweeper(
     grace: u64,
     backend: Arc<dyn Backend>,
     state: Option<StateStore>,
+    stats: Arc<TaskStats>,
 ) {
     let Some(interval) = interval else { return };
     supervisor.spawn("sweep", move |mut stopping| async move {
         let settle = Duration::from_secs(60).min(interval);
         let mut delay = first_delay(state.as_ref(), "sweep-last-run", interval, settle).await;
         while stopping.sleep(delay).await {
-            match backend.sweep(grace).await {
+            let swept = backend.sweep(grace).await;
+            if let Ok(r) = &swept {
+                add(&stats.sweeps, 1);
+                add(&stats.swept, r.removed);
+                stats.last_sweep.store(unix_now(), Ordering::Relaxed);
+            }
+            match swept {
                 Ok(r) if r.removed > 0 => tracing::warn!(
                     "sweep removed {} leftovers of interrupted work ({} bytes; {} objects examined)",
                     r.removed,

@@ -9,7 +9,13 @@ use marsh_core::Backend;
 use marsh_runtime::FaultStats;
 use marsh_server::StorageService;
 use marsh_stores::{BlobKey, BlobStore};
-use marsh_web::{AccountRow, AdvisoryRow, Figures, HEALTH_TIMEOUT, Operation, PluginRow, Shares, Source, Space};
+use std::sync::atomic::Ordering;
+
+use marsh_web::{
+    AccountRow, AdvisoryRow, Figures, HEALTH_TIMEOUT, Operation, Periodic, PluginRow, Shares, Source, Space,
+};
+
+use crate::tasks::TaskStats;
 
 /// Advisories the status page lists, newest first.
 const RECENT_ADVISORIES: usize = 10;
@@ -40,6 +46,7 @@ pub struct NodeSource {
     backend: Arc<dyn Backend>,
     stores: Vec<(String, Arc<dyn BlobStore>)>,
     plugin: Option<(String, Arc<FaultStats>)>,
+    tasks: Arc<TaskStats>,
 }
 
 impl std::fmt::Debug for NodeSource {
@@ -56,6 +63,7 @@ impl NodeSource {
         service: Arc<StorageService>,
         accountant: Arc<Accountant>,
         started: &crate::backend::StartedBackend,
+        tasks: Arc<TaskStats>,
     ) -> Self {
         NodeSource {
             fixed,
@@ -65,6 +73,7 @@ impl NodeSource {
             backend: started.backend.clone(),
             stores: started.stores.iter().map(|s| (s.name.clone(), s.store.clone())).collect(),
             plugin: started.plugin.clone(),
+            tasks,
         }
     }
 }
@@ -230,6 +239,23 @@ impl Source for NodeSource {
                     last_fault: stats.last(),
                 })
                 .collect(),
+            periodic: {
+                let t = &self.tasks;
+                let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+                let at = |c: &std::sync::atomic::AtomicU64| Some(n(c)).filter(|t| *t > 0);
+                Periodic {
+                    persisted: n(&t.persisted),
+                    persist_failures: n(&t.persist_failures),
+                    last_persisted: at(&t.last_persisted),
+                    sweeps: n(&t.sweeps),
+                    swept: n(&t.swept),
+                    last_sweep: at(&t.last_sweep),
+                    expiry_passes: n(&t.expiry_passes),
+                    expired: n(&t.expired),
+                    expired_bytes: n(&t.expired_bytes),
+                    last_expiry: at(&t.last_expiry),
+                }
+            },
             operations,
             server_series,
         }

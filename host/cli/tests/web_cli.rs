@@ -48,7 +48,7 @@ fn expect(text: &str, samples: &[(&str, f64)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scrape_after_known_traffic_reads_that_traffic() {
-    let node = TestNode::new();
+    let node = TestNode::with(&[("persistence.max-delay", "1")]);
     let web = format!("127.0.0.1:{}", free_port());
     node.set("web.listen", &web);
     let addr: SocketAddr = web.parse().unwrap();
@@ -123,6 +123,20 @@ async fn a_scrape_after_known_traffic_reads_that_traffic() {
     );
     assert!(sample(&metrics, "marsh_plugin_calls_total{role=\"backend\",plugin=\"backend-disk\"}") >= 5.0);
     assert_eq!(sample(&metrics, "marsh_plugin_faults_total{role=\"backend\",plugin=\"backend-disk\"}"), 0.0);
+    // The persister hands the accounting changes over within its second.
+    let mut handed = 0.0;
+    for _ in 0..100 {
+        handed = sample(&get(addr, "/metrics", None).2, "marsh_persisted_changes_total");
+        if handed > 0.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(handed > 0.0, "nothing handed over");
+    let metrics = get(addr, "/metrics", None).2;
+    assert!(sample(&metrics, "marsh_last_persisted_timestamp_seconds") > 1.7e9);
+    assert_eq!(sample(&metrics, "marsh_persistence_unpersisted_changes"), 0.0);
+    assert_eq!(sample(&metrics, "marsh_sweeps_total"), 0.0, "the first sweep is a minute away");
     assert!(sample(&metrics, "marsh_received_bytes_total") >= 1000.0);
     assert!(sample(&metrics, "marsh_sent_bytes_total") >= 1000.0);
     assert!(metrics.contains("# TYPE marsh_request_duration_seconds histogram"));

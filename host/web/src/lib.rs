@@ -96,6 +96,31 @@ pub struct AdvisoryRow {
     pub reason: String,
 }
 
+/// What the node's periodic tasks did since it started; times in seconds since the epoch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Periodic {
+    /// Accounting changes handed to the persistence strategy.
+    pub persisted: u64,
+    /// Hand-overs that failed.
+    pub persist_failures: u64,
+    /// The last successful hand-over.
+    pub last_persisted: Option<u64>,
+    /// Sweeps of leftovers run.
+    pub sweeps: u64,
+    /// Leftovers they removed.
+    pub swept: u64,
+    /// The last sweep.
+    pub last_sweep: Option<u64>,
+    /// Lease-expiry passes run.
+    pub expiry_passes: u64,
+    /// Shares they deleted.
+    pub expired: u64,
+    /// Their bytes.
+    pub expired_bytes: u64,
+    /// The last pass.
+    pub last_expiry: Option<u64>,
+}
+
 /// A plugin's counters.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PluginRow {
@@ -161,6 +186,8 @@ pub struct Figures {
     pub recent_advisories: Vec<AdvisoryRow>,
     /// The wasm plugins' counters.
     pub plugins: Vec<PluginRow>,
+    /// The periodic tasks.
+    pub periodic: Periodic,
     /// Tahoe's storage operations.
     pub operations: Vec<Operation>,
     /// The GBS server's own Prometheus series (requests, latencies, bytes, connections).

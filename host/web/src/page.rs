@@ -9,6 +9,10 @@ use std::fmt::Write as _;
 
 use crate::{Figures, tahoe};
 
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 /// `text` safe inside HTML elements and attribute values.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -125,8 +129,15 @@ pub fn status(f: &Figures) -> String {
     }
     out.push_str("</table><h2>Accounting and leases</h2><table>");
     row(&mut out, "persistence", &escape(&f.persistence), "persistence");
+    let p = &f.periodic;
+    let when = |t: Option<u64>| t.map_or("not yet".to_owned(), |t| format!("{} s ago", now().saturating_sub(t)));
     row(&mut out, "changes not handed over yet", &f.unpersisted.to_string(), "unpersisted");
+    row(&mut out, "last handed over", &when(p.last_persisted), "last-persisted");
+    row(&mut out, "hand-overs failed", &p.persist_failures.to_string(), "persist-failures");
     row(&mut out, "lease expiry", if f.expiry_enabled { "on" } else { "off" }, "expiry");
+    row(&mut out, "last expiry pass", &when(p.last_expiry), "last-expiry");
+    row(&mut out, "shares expired", &format!("{} ({})", p.expired, bytes(p.expired_bytes)), "expired");
+    row(&mut out, "last sweep of leftovers", &when(p.last_sweep), "last-sweep");
     out.push_str("</table>");
     let _ = write!(out, "<h2>Corruption advisories ({})</h2>", f.advisories);
     if !f.recent_advisories.is_empty() {
@@ -216,6 +227,27 @@ pub fn prometheus(f: &Figures) -> String {
         for p in &f.plugins {
             let v = [p.calls, p.faults, p.instances][which];
             let _ = writeln!(out, "{name}{{role=\"{}\",plugin=\"{}\"}} {v}", label(&p.role), label(&p.name));
+        }
+    }
+    let p = &f.periodic;
+    for (name, help, v) in [
+        ("marsh_persisted_changes_total", "Accounting changes handed to the persistence strategy.", p.persisted),
+        ("marsh_persist_failures_total", "Hand-overs to the persistence strategy that failed.", p.persist_failures),
+        ("marsh_sweeps_total", "Sweeps of leftovers of interrupted work.", p.sweeps),
+        ("marsh_swept_total", "Leftovers the sweeps removed.", p.swept),
+        ("marsh_expiry_passes_total", "Lease-expiry passes.", p.expiry_passes),
+        ("marsh_expired_shares_total", "Shares deleted because every lease on them expired.", p.expired),
+        ("marsh_expired_bytes_total", "Bytes of those shares.", p.expired_bytes),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    }
+    for (name, help, t) in [
+        ("marsh_last_persisted_timestamp_seconds", "When the last hand-over succeeded.", p.last_persisted),
+        ("marsh_last_sweep_timestamp_seconds", "When the last sweep ran.", p.last_sweep),
+        ("marsh_last_expiry_timestamp_seconds", "When the last lease-expiry pass ran.", p.last_expiry),
+    ] {
+        if let Some(t) = t {
+            gauge(&mut out, name, help, t);
         }
     }
     gauge(&mut out, "marsh_uptime_seconds", "Seconds since the node started.", f.uptime);
