@@ -207,7 +207,8 @@ impl Node {
             expiry_enabled: self.config.expire.enabled,
             persistence: strategy.name().to_owned(),
         };
-        let source = crate::web::NodeSource::new(fixed, service.clone(), accountant.clone(), started, task_stats);
+        let source =
+            crate::web::NodeSource::new(fixed, service.clone(), accountant.clone(), started, strategy, task_stats);
         tracing::info!("status page, /metrics and /health at http://{addr}/");
         Ok(Some((addr, tokio::spawn(marsh_web::serve(listener, Arc::new(source), token)))))
     }

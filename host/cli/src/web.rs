@@ -45,7 +45,7 @@ pub struct NodeSource {
     accountant: Arc<Accountant>,
     backend: Arc<dyn Backend>,
     stores: Vec<(String, Arc<dyn BlobStore>)>,
-    plugin: Option<(String, Arc<FaultStats>)>,
+    plugins: Vec<(&'static str, String, Arc<FaultStats>)>,
     tasks: Arc<TaskStats>,
 }
 
@@ -56,15 +56,18 @@ impl std::fmt::Debug for NodeSource {
 }
 
 impl NodeSource {
-    /// Figures of `service`, `accountant` and the started backend (whose stores the probe
-    /// asks), from now.
+    /// Figures of `service`, `accountant`, the started backend (whose stores the probe asks)
+    /// and the persistence strategy, from now.
     pub fn new(
         fixed: Fixed,
         service: Arc<StorageService>,
         accountant: Arc<Accountant>,
         started: &crate::backend::StartedBackend,
+        strategy: &marsh_runtime::WasmStrategy,
         tasks: Arc<TaskStats>,
     ) -> Self {
+        let backend = started.plugin.iter().map(|(name, stats)| ("backend", name.clone(), stats.clone()));
+        let plugins = backend.chain([("persistence", strategy.name().to_owned(), strategy.stats())]).collect();
         NodeSource {
             fixed,
             started: Instant::now(),
@@ -72,7 +75,7 @@ impl NodeSource {
             accountant,
             backend: started.backend.clone(),
             stores: started.stores.iter().map(|s| (s.name.clone(), s.store.clone())).collect(),
-            plugin: started.plugin.clone(),
+            plugins,
             tasks,
         }
     }
@@ -228,10 +231,10 @@ impl Source for NodeSource {
             advisories: db.advisories,
             recent_advisories: db.recent,
             plugins: self
-                .plugin
+                .plugins
                 .iter()
-                .map(|(name, stats)| PluginRow {
-                    role: "backend".into(),
+                .map(|(role, name, stats)| PluginRow {
+                    role: (*role).into(),
                     name: name.clone(),
                     calls: stats.calls(),
                     faults: stats.faults(),

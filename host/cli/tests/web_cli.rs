@@ -123,6 +123,7 @@ async fn a_scrape_after_known_traffic_reads_that_traffic() {
     );
     assert!(sample(&metrics, "marsh_plugin_calls_total{role=\"backend\",plugin=\"backend-disk\"}") >= 5.0);
     assert_eq!(sample(&metrics, "marsh_plugin_faults_total{role=\"backend\",plugin=\"backend-disk\"}"), 0.0);
+    assert!(sample(&metrics, "marsh_plugin_calls_total{role=\"persistence\",plugin=\"persistence-local\"}") >= 1.0);
     // The persister hands the accounting changes over within its second.
     let mut handed = 0.0;
     for _ in 0..100 {

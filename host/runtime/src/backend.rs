@@ -56,6 +56,19 @@ impl FaultStats {
     pub fn last(&self) -> Option<String> {
         self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
+
+    pub(crate) fn note_call(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn note_instance(&self) {
+        self.instances.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn note_fault(&self, message: &str) {
+        self.faults.fetch_add(1, Ordering::Relaxed);
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.to_owned());
+    }
 }
 
 struct Instance {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use wasmtime::Store;
 
+use crate::backend::FaultStats;
 use crate::engine::{LoadedPlugin, Runtime};
 use crate::generated::marsh::plugin::types;
 use crate::generated::persistence::exports::marsh::plugin::strategy as ex;
@@ -85,6 +86,7 @@ pub struct WasmStrategy {
     config: Vec<types::ConfigEntry>,
     limits: PluginLimits,
     instance: Mutex<Option<Instance>>,
+    stats: Arc<FaultStats>,
 }
 
 impl std::fmt::Debug for WasmStrategy {
@@ -116,6 +118,7 @@ impl WasmStrategy {
             config: config.into_iter().map(|(key, value)| types::ConfigEntry { key, value }).collect(),
             limits,
             instance: Mutex::new(None),
+            stats: Arc::default(),
         };
         let mut first = strategy.instantiate().await.map_err(StartError::Fault)?;
         let info = first.bindings.marsh_plugin_strategy().call_info(&mut first.store).await;
@@ -134,10 +137,16 @@ impl WasmStrategy {
         &self.name
     }
 
+    /// Call and fault counters.
+    pub fn stats(&self) -> Arc<FaultStats> {
+        self.stats.clone()
+    }
+
     async fn instantiate(&self) -> Result<Instance, String> {
         let mut store = HostState::new_store(&self.engine, self.name.clone(), self.grants.clone(), &self.limits);
         let bindings =
             self.pre.instantiate_async(&mut store).await.map_err(|e| format!("instantiation failed: {e:#}"))?;
+        self.stats.note_instance();
         Ok(Instance { store, bindings })
     }
 
@@ -172,6 +181,7 @@ impl WasmStrategy {
             }
         };
         HostState::arm(&mut instance.store, deadline);
+        self.stats.note_call();
         match tokio::time::timeout(deadline + Duration::from_secs(1), call(&mut instance)).await {
             Ok(Ok(value)) => {
                 *slot = Some(instance);
@@ -181,12 +191,14 @@ impl WasmStrategy {
                 let stderr = instance.store.data().stderr_text();
                 let msg = format!("plugin `{}` trapped in `{op}`: {} {stderr}", self.name, trap.root_cause());
                 tracing::warn!("{msg}; instance discarded");
+                self.stats.note_fault(&msg);
                 Err(PersistFailure::Fault(msg))
             }
-            Err(_) => Err(PersistFailure::Fault(format!(
-                "plugin `{}` did not return from `{op}` within {deadline:?}",
-                self.name
-            ))),
+            Err(_) => {
+                let msg = format!("plugin `{}` did not return from `{op}` within {deadline:?}", self.name);
+                self.stats.note_fault(&msg);
+                Err(PersistFailure::Fault(msg))
+            }
         }
     }
 
