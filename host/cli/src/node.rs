@@ -161,7 +161,9 @@ impl Node {
                 ListenOn::Unix(path) => Listener::bind_unix(path).await.map_err(listening)?,
             });
         }
-        let web = self.start_web(&service, &accountant, &started, &strategy, task_stats).await?;
+        let cpu = Arc::new(tasks::CpuMonitor::default());
+        tasks::cpu_monitor(&mut supervisor, cpu.clone());
+        let web = self.start_web(&service, &accountant, &started, &strategy, task_stats, cpu).await?;
         let server = tokio::spawn(marsh_server::serve_on(listeners, tls, service));
         Ok(Running {
             nurl: self.nurl(),
@@ -186,6 +188,7 @@ impl Node {
         started: &crate::backend::StartedBackend,
         strategy: &WasmStrategy,
         task_stats: Arc<tasks::TaskStats>,
+        cpu: Arc<tasks::CpuMonitor>,
     ) -> Result<Option<(SocketAddr, JoinHandle<()>)>, Error> {
         let Some(listen) = self.config.web_listen else { return Ok(None) };
         let token = match &self.config.metrics_token_file {
@@ -208,7 +211,7 @@ impl Node {
             persistence: strategy.name().to_owned(),
         };
         let source =
-            crate::web::NodeSource::new(fixed, service.clone(), accountant.clone(), started, strategy, task_stats);
+            crate::web::NodeSource::new(fixed, service.clone(), accountant.clone(), started, strategy, task_stats, cpu);
         tracing::info!("status page, /metrics and /health at http://{addr}/");
         Ok(Some((addr, tokio::spawn(marsh_web::serve(listener, Arc::new(source), token)))))
     }

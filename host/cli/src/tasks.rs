@@ -214,6 +214,76 @@ pub fn capacity_follower(supervisor: &mut Supervisor, dir: NodeDir, service: Arc
     })
 }
 
+/// Tahoe's `cpu_monitor`: the process's CPU time sampled every minute ([`cpu_monitor`]), the
+/// newest 16 samples kept, averaged over the last 1, 5 and 15 minutes as the reference does.
+#[derive(Debug, Default)]
+pub struct CpuMonitor(std::sync::Mutex<std::collections::VecDeque<(f64, f64)>>);
+
+impl CpuMonitor {
+    /// Take a sample: wall-clock seconds and CPU seconds now.
+    pub fn check(&self) {
+        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        self.sample(wall, cpu_seconds());
+    }
+
+    fn sample(&self, wall: f64, cpu: f64) {
+        let mut samples = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if samples.len() == 16 {
+            samples.pop_front();
+        }
+        samples.push_back((wall, cpu));
+    }
+
+    /// The share of one CPU used over the last `minutes` samples' span; `None` until there
+    /// are `minutes + 1` samples.
+    pub fn average(&self, minutes: usize) -> Option<f64> {
+        let samples = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let last = samples.back()?;
+        let first = samples.get(samples.len().checked_sub(minutes + 1)?)?;
+        let wall = last.0 - first.0;
+        (wall > 0.0).then(|| (last.1 - first.1) / wall)
+    }
+}
+
+/// CPU seconds this process has used (user and system, from `/proc/self/stat`, whose ticks
+/// are Linux's fixed USER_HZ of 100); 0 where that cannot be read.
+pub fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // The command name may hold spaces and parentheses: fields count from the last `)`.
+    let Some((_, rest)) = stat.rsplit_once(')') else { return 0.0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+#[cfg(test)]
+#[test]
+fn cpu_averages_follow_the_reference() {
+    let m = CpuMonitor::default();
+    assert_eq!(m.average(1), None);
+    for i in 0..20 {
+        // Half a CPU for 15 minutes, then a full one.
+        let cpu = if i <= 15 { i as f64 * 30.0 } else { 450.0 + (i - 15) as f64 * 60.0 };
+        m.sample(i as f64 * 60.0, cpu);
+    }
+    assert_eq!(m.average(1), Some(1.0));
+    assert_eq!(m.average(5), Some((690.0 - 420.0) / 300.0));
+    assert_eq!(m.average(15), Some((690.0 - 120.0) / 900.0));
+    assert_eq!(m.average(16), None, "16 samples kept");
+}
+
+/// Sample the process's CPU time every minute for Tahoe's `cpu_monitor` averages, the first
+/// at once.
+pub fn cpu_monitor(supervisor: &mut Supervisor, monitor: Arc<CpuMonitor>) {
+    supervisor.spawn("cpu monitor", move |mut stopping| async move {
+        monitor.check();
+        while stopping.sleep(Duration::from_secs(60)).await {
+            monitor.check();
+        }
+    })
+}
+
 /// The policy `expire.*` describes.
 pub fn expiry_policy(expire: &ExpireSettings) -> ExpiryPolicy {
     ExpiryPolicy {

@@ -15,7 +15,7 @@ use marsh_web::{
     AccountRow, AdvisoryRow, Figures, HEALTH_TIMEOUT, Operation, Periodic, PluginRow, Shares, Source, Space,
 };
 
-use crate::tasks::TaskStats;
+use crate::tasks::{CpuMonitor, TaskStats, cpu_seconds};
 
 /// Advisories the status page lists, newest first.
 const RECENT_ADVISORIES: usize = 10;
@@ -47,6 +47,7 @@ pub struct NodeSource {
     stores: Vec<(String, Arc<dyn BlobStore>)>,
     plugins: Vec<(&'static str, String, Arc<FaultStats>)>,
     tasks: Arc<TaskStats>,
+    cpu: Arc<CpuMonitor>,
 }
 
 impl std::fmt::Debug for NodeSource {
@@ -65,6 +66,7 @@ impl NodeSource {
         started: &crate::backend::StartedBackend,
         strategy: &marsh_runtime::WasmStrategy,
         tasks: Arc<TaskStats>,
+        cpu: Arc<CpuMonitor>,
     ) -> Self {
         let backend = started.plugin.iter().map(|(name, stats)| ("backend", name.clone(), stats.clone()));
         let plugins = backend.chain([("persistence", strategy.name().to_owned(), strategy.stats())]).collect();
@@ -77,6 +79,7 @@ impl NodeSource {
             stores: started.stores.iter().map(|s| (s.name.clone(), s.store.clone())).collect(),
             plugins,
             tasks,
+            cpu,
         }
     }
 }
@@ -130,18 +133,6 @@ pub fn accounting(a: &Accountant) -> Result<Accounting, marsh_accountant::Accoun
             .map(|x| AdvisoryRow { at: x.at, share: x.share.to_string(), reason: x.reason.clone() })
             .collect(),
     })
-}
-
-/// CPU seconds this process has used (user and system, from `/proc/self/stat`, whose ticks
-/// are Linux's fixed USER_HZ of 100); 0 where that cannot be read.
-fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
-    // The command name may hold spaces and parentheses: fields count from the last `)`.
-    let Some((_, rest)) = stat.rsplit_once(')') else { return 0.0 };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
 #[async_trait::async_trait]
@@ -208,6 +199,7 @@ impl Source for NodeSource {
             version: format!("marsh/{}", env!("CARGO_PKG_VERSION")),
             uptime: self.started.elapsed().as_secs_f64(),
             cpu_seconds: cpu_seconds(),
+            cpu_averages: [1, 5, 15].map(|m| self.cpu.average(m)),
             space: Space {
                 store_free,
                 available: self.service.available().await,

@@ -166,6 +166,8 @@ pub struct Figures {
     pub uptime: f64,
     /// CPU seconds the process used.
     pub cpu_seconds: f64,
+    /// The share of one CPU used over the last 1, 5 and 15 minutes, once known.
+    pub cpu_averages: [Option<f64>; 3],
     /// Space.
     pub space: Space,
     /// Shares.

@@ -56,6 +56,11 @@ pub fn dicts(f: &Figures) -> (BTreeMap<String, u64>, BTreeMap<String, Value>) {
     }
     stats.insert("node.uptime".into(), Value::Float(f.uptime));
     stats.insert("cpu_monitor.total".into(), Value::Float(f.cpu_seconds));
+    for (minutes, average) in [1, 5, 15].iter().zip(f.cpu_averages) {
+        if let Some(a) = average {
+            stats.insert(format!("cpu_monitor.{minutes}min_avg"), Value::Float(a));
+        }
+    }
     (counters, stats)
 }
 
