@@ -84,6 +84,13 @@ enum Command {
         #[arg(long, default_value = ".")]
         dir: std::path::PathBuf,
     },
+    /// Bring a node directory made by an earlier marsh up to date (an ed25519 signing key, whose
+    /// public key becomes the server id).
+    Upgrade {
+        /// The node directory.
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+    },
     /// Work with plugin files: inspect them, or run the conformance suite against them.
     #[command(subcommand)]
     Plugin(cmd::plugin::PluginCommand),
@@ -133,6 +140,7 @@ fn main() -> ExitCode {
             Command::Recover { dir } => cmd::recover::run(&dir).await,
             Command::Run { dir, .. } => cmd::run::run(&dir).await,
             Command::Status { dir } => cmd::status::run(&dir),
+            Command::Upgrade { dir } => cmd::upgrade::run(&dir),
         }
     });
     match result {

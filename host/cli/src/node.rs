@@ -88,6 +88,13 @@ impl Node {
 
     /// Start serving: see the module documentation for the order.
     pub async fn start(self) -> Result<Running, Error> {
+        if self.identity.signing_key.is_none() {
+            tracing::warn!(
+                "this node has no signing key (made by an earlier marsh): introducers and grid managers need one; \
+                 run `marsh upgrade --dir {}`",
+                self.dir.root().display()
+            );
+        }
         let runtime = self.runtime()?;
         let started = self.start_backend(&runtime).await?;
         let (accountant, strategy) =

@@ -130,3 +130,26 @@ async fn a_copied_binary_is_a_whole_node() {
         assert!(err.contains(&format!("plugin {file}: the copy embedded in this binary")), "{err}");
     }
 }
+
+/// `marsh upgrade` on a node made before signing keys: a key, a new server id in `marsh
+/// announce`, the same NURL; a second run has nothing to do.
+#[test]
+fn upgrade_gives_an_old_node_a_signing_key_and_keeps_its_nurl() {
+    let node = TestNode::new();
+    assert!(node.ok(&["upgrade"]).contains("is up to date"));
+    // As the previous release left a node: no key file, a random server id.
+    let legacy = "v0-aaaabbbbccccddddeeeeffffgggghhhhiiiijjjjkkkkllllmmmm";
+    std::fs::remove_file(node.dir().join("private/node.privkey")).expect("rm key");
+    let db = rusqlite::Connection::open(node.dir().join("node.sqlite")).expect("db");
+    db.execute("UPDATE identity SET value = ?1 WHERE key = 'server-id'", [legacy]).expect("update");
+    drop(db);
+    let before = node.ok(&["announce"]);
+    assert!(before.contains(&format!("{legacy}:")), "{before}");
+    let upgraded = node.ok(&["upgrade"]);
+    assert!(upgraded.contains(&format!("server id: {legacy} -> v0-")), "{upgraded}");
+    let after = node.ok(&["announce"]);
+    assert!(!after.contains(legacy), "{after}");
+    let nurl = |a: &str| a.lines().find(|l| l.trim().starts_with("- pb://")).map(str::to_owned);
+    assert_eq!(nurl(&after), nurl(&before), "the NURL is unchanged");
+    assert!(node.ok(&["upgrade"]).contains("is up to date"));
+}

@@ -1,7 +1,12 @@
 //! Identity: everything `marsh init` creates once and nothing ever creates again: the TLS key
 //! and self-signed certificate (their SPKI hash pins the node in its NURL), the anonymous
 //! swissnum, the sealing key, the Foolscap-style tub id (the 1.20 client derives lease and
-//! write-enabler secrets from it) and the server id and permutation seed (share placement).
+//! write-enabler secrets from it), the ed25519 signing key whose public key is the server id
+//! ([`NodeKey`]), and the permutation seed (share placement).
+//!
+//! A node created before marsh had signing keys has a random server id and no key; `marsh
+//! upgrade` ([`NodeDir::add_signing_key`]) gives it one. Its server id then becomes the key's,
+//! and everything else (NURLs, shares, accounts, permutation seed) stays.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -11,7 +16,11 @@ use data_encoding::{BASE32_NOPAD, BASE64URL_NOPAD};
 use marsh_seal::SealKey;
 use sha2::{Digest, Sha256};
 
+use crate::signing::NodeKey;
 use crate::{NodeDir, NodeError, config, io_error};
+
+/// The signing key's file under `private/`.
+const NODE_KEY: &str = "node.privkey";
 
 /// What `marsh init` is told.
 #[derive(Debug, Clone)]
@@ -35,8 +44,11 @@ pub struct InitOptions {
 pub struct Identity {
     /// 32 lowercase base32 characters (20 bytes).
     pub tub_id: String,
-    /// `v0-` and 52 lowercase base32 characters.
+    /// `v0-` and 52 lowercase base32 characters: the signing key's public key (or, on a node
+    /// made before signing keys, 32 random bytes).
     pub server_id: String,
+    /// The ed25519 signing key (none on a node made before signing keys: `marsh upgrade`).
+    pub signing_key: Option<NodeKey>,
     /// Base32 permutation seed.
     pub permutation_seed: String,
     /// The anonymous account's swissnum.
@@ -132,7 +144,8 @@ impl NodeDir {
         write_private(&dir.private().join("swissnum"), base32(&random::<20>()?).as_bytes())?;
 
         let tub_id = base32(&random::<20>()?);
-        let server_key = random::<32>()?;
+        let node_key = NodeKey::generate()?;
+        write_private(&dir.private().join(NODE_KEY), format!("{}\n", node_key.encode()).as_bytes())?;
         let storage = match &options.storage_dir {
             Some(p) => std::path::absolute(p).map_err(|e| io_error(p, e))?,
             None => {
@@ -153,8 +166,8 @@ impl NodeDir {
             )?;
             for (k, v) in [
                 ("tub-id", tub_id.clone()),
-                ("server-id", format!("v0-{}", base32(&server_key))),
-                ("permutation-seed", base32(&server_key)),
+                ("server-id", node_key.server_id()),
+                ("permutation-seed", node_key.permutation_seed()),
             ] {
                 conn.execute("INSERT INTO identity (key, value) VALUES (?1, ?2)", [k, v.as_str()])?;
             }
@@ -179,6 +192,26 @@ impl NodeDir {
         std::fs::rename(&tmp, dir.db_path()).map_err(|e| io_error(&dir.db_path(), e))?;
         Ok(dir)
     }
+
+    /// Give a node made before signing keys one: `Some((old server id, new server id))`, or
+    /// `None` when it has one already. The key file appears whole or not at all; the server id
+    /// follows from it, and the NURLs, permutation seed and everything else stay.
+    pub fn add_signing_key(&self) -> Result<Option<(String, String)>, NodeError> {
+        let path = self.private().join(NODE_KEY);
+        if path.exists() {
+            return Ok(None);
+        }
+        let old = load(self)?.server_id;
+        let key = NodeKey::generate()?;
+        let tmp = self.private().join(format!("{NODE_KEY}.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        write_private(&tmp, format!("{}\n", key.encode()).as_bytes())?;
+        std::fs::rename(&tmp, &path).map_err(|e| io_error(&path, e))?;
+        std::fs::File::open(self.private()).and_then(|d| d.sync_all()).map_err(|e| io_error(&self.private(), e))?;
+        let conn = rusqlite::Connection::open(self.db_path())?;
+        conn.execute("UPDATE identity SET value = ?1 WHERE key = 'server-id'", [key.server_id()])?;
+        Ok(Some((old, key.server_id())))
+    }
 }
 
 pub(crate) fn load(dir: &NodeDir) -> Result<Identity, NodeError> {
@@ -196,9 +229,20 @@ pub(crate) fn load(dir: &NodeDir) -> Result<Identity, NodeError> {
         pem_to_der(&read("tls.crt")?).ok_or_else(|| NodeError::Identity("private/tls.crt is not PEM".into()))?;
     let seal_key =
         SealKey::load_file(&dir.private().join("seal.key")).map_err(|e| NodeError::Identity(e.to_string()))?;
+    // The key, when there is one, is the server id; the stored one is a legacy node's.
+    let key_path = dir.private().join(NODE_KEY);
+    let signing_key = match std::fs::read_to_string(&key_path) {
+        Ok(text) => Some(NodeKey::parse(&text)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io_error(&key_path, e)),
+    };
     Ok(Identity {
         tub_id: get("tub-id")?,
-        server_id: get("server-id")?,
+        server_id: match &signing_key {
+            Some(key) => key.server_id(),
+            None => get("server-id")?,
+        },
+        signing_key,
         permutation_seed: get("permutation-seed")?,
         swissnum: read("swissnum")?.trim().to_owned(),
         spki_hash: spki_hash(&key.public_key_der()),

@@ -5,20 +5,23 @@
 //! Layout of `NODE_DIR`:
 //! - `node.sqlite`: tables `identity` (tub id, server id) and `config` (typed keys, see
 //!   [`config::KEYS`]);
-//! - `private/`: `tls.key` and `tls.crt` (PEM), `seal.key` (32 raw bytes), `swissnum`;
+//! - `private/`: `tls.key` and `tls.crt` (PEM), `seal.key` (32 raw bytes), `swissnum`,
+//!   `node.privkey` (the ed25519 signing key, as Tahoe writes it: [`signing`]);
 //! - `cache/`: everything a running node writes (compiled plugins, the lease database). It is
 //!   disposable: losing it may need `marsh recover`, never loses shares.
 //!
 //! The node also claims the blob stores it uses ([`owner`]), so two nodes never share one.
 //!
 //! Architecture invariant: only [`NodeDir::init`] creates identity, and it refuses to touch an
-//! existing node; [`NodeDir::open`] opens `node.sqlite` read-only, so a running node writes
+//! existing node (the one addition later is [`NodeDir::add_signing_key`], for a node made
+//! before signing keys, by `marsh upgrade`); [`NodeDir::open`] opens `node.sqlite` read-only, so a running node writes
 //! nothing outside `cache/`.
 
 pub mod config;
 mod identity;
 pub mod owner;
 mod settings;
+pub mod signing;
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +31,7 @@ pub use settings::{
     BackendSettings, CapacitySettings, ExpireMode, ExpireSettings, Limits, ListenOn, NodeConfig, PersistenceSettings,
     PluginChoice, RequestLimits, StoreSpec,
 };
+pub use signing::NodeKey;
 
 /// Why the node directory could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -205,10 +209,46 @@ mod tests {
         assert!(id.furl().starts_with(&format!("pb://{}@", id.tub_id)));
         assert_eq!(node.get("store.shares").unwrap(), format!("dir:{}", tmp.path().join("node-shares").display()));
         assert_eq!(node.get("node.public-host").unwrap(), "storage.example.org");
+        // The server id is the signing key's, as Tahoe's is; so is a new node's permutation seed.
+        let key = id.signing_key.as_ref().expect("a new node has a signing key");
+        assert_eq!(key.server_id(), id.server_id);
+        assert_eq!(id.permutation_seed, key.permutation_seed());
+        assert!(signing::verify(&id.server_id, &key.sign(b"announcement"), b"announcement"));
         // A second init refuses, and the identity is unchanged.
         assert!(matches!(NodeDir::init(&root, &options()), Err(NodeError::Exists(_))));
         let again = NodeDir::open(&root).unwrap().identity().unwrap();
         assert_eq!((again.tub_id, again.swissnum, again.spki_hash), (id.tub_id, id.swissnum, id.spki_hash));
+        assert_eq!(again.server_id, id.server_id);
+        assert_eq!(node.add_signing_key().unwrap(), None, "it has one");
+    }
+
+    #[test]
+    fn a_node_made_before_signing_keys_gets_one_and_keeps_everything_else() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("node");
+        let node = NodeDir::init(&root, &options()).unwrap();
+        // As the previous release left a node: a random server id and seed, no key file.
+        let legacy = "v0-aaaabbbbccccddddeeeeffffgggghhhhiiiijjjjkkkkllllmmmm";
+        std::fs::remove_file(node.private().join("node.privkey")).unwrap();
+        let conn = rusqlite::Connection::open(node.root().join("node.sqlite")).unwrap();
+        conn.execute("UPDATE identity SET value = ?1 WHERE key = 'server-id'", [legacy]).unwrap();
+        conn.execute("UPDATE identity SET value = 'legacyseed' WHERE key = 'permutation-seed'", []).unwrap();
+        drop(conn);
+        let before = node.identity().unwrap();
+        assert_eq!((before.server_id.as_str(), before.signing_key.is_none()), (legacy, true));
+
+        let (old, new) = node.add_signing_key().unwrap().expect("added");
+        assert_eq!(old, legacy);
+        let after = NodeDir::open(&root).unwrap().identity().unwrap();
+        assert_eq!(after.server_id, new);
+        assert_eq!(after.signing_key.as_ref().unwrap().server_id(), new);
+        assert_eq!(after.permutation_seed, "legacyseed", "shares stay where clients look for them");
+        assert_eq!(after.nurl("h", 1), before.nurl("h", 1), "the NURL is unchanged");
+        assert_eq!(after.tub_id, before.tub_id);
+        assert_eq!(node.add_signing_key().unwrap(), None, "once");
+        // A damaged key file is an error, never a silent new identity.
+        std::fs::write(node.private().join("node.privkey"), "priv-v0-short\n").unwrap();
+        assert!(matches!(node.identity(), Err(NodeError::Identity(_))));
     }
 
     #[test]

@@ -12,3 +12,4 @@ pub mod recover;
 pub mod run;
 pub mod status;
 pub mod store;
+pub mod upgrade;
