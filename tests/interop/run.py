@@ -465,12 +465,43 @@ def behind_a_unix_socket():
         assert scrape("/health") == "ok\n"
 
 
+def signed_announcement():
+    @check("the node's signed storage announcement verifies with Tahoe's own introducer code")
+    def _():
+        node = Node("marsh-signed")
+        signed = run(MARSH, "announce", "--signed", "--dir", node.dir)
+        python = os.path.join(os.path.dirname(TAHOE), "python")
+        script = """
+import json, sys
+from allmydata.introducer.common import unsign_from_foolscap
+d = json.loads(sys.stdin.read())
+ann, key = unsign_from_foolscap((d["msg"].encode(), d["sig"].encode(), d["key"].encode()))
+print(json.dumps({"key": key.decode(), "ann": ann}))
+try:
+    unsign_from_foolscap(((d["msg"] + " ").encode(), d["sig"].encode(), d["key"].encode()))
+    print("TAMPERED ACCEPTED")
+except Exception:
+    pass
+"""
+        out = run(python, "-c", script, input=signed.encode()).splitlines()
+        import json
+        verified = json.loads(out[0])
+        assert len(out) == 1, out
+        assert f"  {verified['key']}:" in node.announce, (verified["key"], node.announce)
+        ann = verified["ann"]
+        assert ann["service-name"] == "storage" and ann["nickname"] == "marsh-signed", ann
+        assert ann["anonymous-storage-NURLs"][0] in node.announce, ann
+        node.stop()
+
+
 def main():
     single_node_workload("disk")
     single_node_workload("s3")
     disaster_recovery("records")
     disaster_recovery("stash", [("persistence.config.snapshot-changes", "5")])
     behind_a_unix_socket()
+
+    signed_announcement()
 
     @check("a grid of three marsh nodes (2-of-3) survives losing one")
     def _():

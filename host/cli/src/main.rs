@@ -42,6 +42,9 @@ enum Command {
         /// A named account's NURL instead of the anonymous one.
         #[arg(long)]
         account: Option<String>,
+        /// Print the storage announcement an introducer would carry, signed, as JSON.
+        #[arg(long, conflicts_with = "account")]
+        signed: bool,
     },
     /// Delete shares whose leases have all expired (`expire.*` config), or with --dry-run list them.
     Gc {
@@ -133,7 +136,7 @@ fn main() -> ExitCode {
             Command::Init(args) => cmd::init::run(args),
             Command::Config { dir, command } => cmd::config::run(&dir, command).await,
             Command::Store(command) => cmd::store::run(command).await,
-            Command::Announce { dir, account } => cmd::announce::run(&dir, account.as_deref()),
+            Command::Announce { dir, account, signed } => cmd::announce::run(&dir, account.as_deref(), signed),
             Command::Account(command) => cmd::account::run(command),
             Command::Advisories(command) => cmd::advisories::run(command),
             Command::Gc { dir, dry_run } => cmd::gc::run(&dir, dry_run).await,

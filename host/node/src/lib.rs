@@ -17,6 +17,7 @@
 //! before signing keys, by `marsh upgrade`); [`NodeDir::open`] opens `node.sqlite` read-only, so a running node writes
 //! nothing outside `cache/`.
 
+pub mod announcement;
 pub mod config;
 mod identity;
 pub mod owner;

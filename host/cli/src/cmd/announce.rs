@@ -1,5 +1,6 @@
 //! `marsh announce [--account NAME]`: the node's NURL and the `servers.yaml` entry a Tahoe
-//! client needs.
+//! client needs; with `--signed`, the storage announcement an introducer would carry, signed
+//! with the node's key, as JSON (`msg`, `sig`, `key`), for checking it with other tools.
 
 use std::io::Write;
 use std::path::Path;
@@ -7,9 +8,22 @@ use std::process::ExitCode;
 
 use marsh::Node;
 
-pub fn run(dir: &Path, account: Option<&str>) -> anyhow::Result<ExitCode> {
+pub fn run(dir: &Path, account: Option<&str>, signed: bool) -> anyhow::Result<ExitCode> {
     let node = Node::open(dir)?;
     let id = node.identity();
+    if signed {
+        let key = id.signing_key.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("this node has no signing key: run `marsh upgrade --dir {}`", dir.display())
+        })?;
+        // Every publication carries a larger seqnum: the clock's seconds, and a fresh nonce.
+        let seqnum = marsh_core::unix_now();
+        let nonce = data_encoding::BASE32_NOPAD.encode(&rand_bytes()?).to_ascii_lowercase();
+        let ann = marsh_node::announcement::storage(id, &node.config().nickname, &[node.nurl()], seqnum, &nonce);
+        let s = marsh_node::announcement::sign(key, &ann);
+        let out = serde_json::json!({ "msg": String::from_utf8_lossy(&s.msg), "sig": s.sig, "key": s.key });
+        println!("{out}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let nurl = match account {
         None => node.nurl(),
         Some(name) => node.account_nurl(&marsh::persistence::open_accountant(node.dir())?, name)?,
@@ -26,4 +40,10 @@ pub fn run(dir: &Path, account: Option<&str>) -> anyhow::Result<ExitCode> {
     writeln!(out, "        - {nurl}")?;
     writeln!(out, "      permutation-seed-base32: {}", id.permutation_seed)?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn rand_bytes() -> anyhow::Result<[u8; 20]> {
+    let mut b = [0u8; 20];
+    getrandom::getrandom(&mut b).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(b)
 }

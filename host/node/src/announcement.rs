@@ -1,0 +1,77 @@
+//! The storage announcement a Tahoe-LAFS 1.20 node publishes to its grid's introducers, built
+//! for this node and signed as Tahoe signs it (`introducer/common.py sign_to_foolscap`): the
+//! announcement as UTF-8 JSON, the signature `v0-` and base32, and the key string `v0-` and
+//! base32, which is the server id clients key the node by.
+
+use serde_json::{Value, json};
+
+use crate::Identity;
+use crate::signing::NodeKey;
+
+/// The oldest Tahoe version the announcement says it talks to, as 1.20 says.
+const OLDEST_SUPPORTED: &str = "1.0.0";
+
+/// A signed announcement: what `publish_v2` carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    /// The announcement, UTF-8 JSON.
+    pub msg: Vec<u8>,
+    /// `v0-` and the base32 signature of `msg`.
+    pub sig: String,
+    /// `v0-` and the base32 public key: the server id.
+    pub key: String,
+}
+
+/// The storage announcement for `id`, with `nurls` (the anonymous account's), the `seqnum`
+/// that must grow with every change and a fresh `nonce`.
+pub fn storage(id: &Identity, nickname: &str, nurls: &[String], seqnum: u64, nonce: &str) -> Value {
+    json!({
+        "version": 0,
+        "service-name": "storage",
+        "nickname": nickname,
+        "app-versions": [],
+        "my-version": format!("marsh/{}", env!("CARGO_PKG_VERSION")),
+        "oldest-supported": OLDEST_SUPPORTED,
+        "seqnum": seqnum,
+        "nonce": nonce,
+        "anonymous-storage-FURL": id.furl(),
+        "anonymous-storage-NURLs": nurls,
+        "permutation-seed-base32": id.permutation_seed,
+    })
+}
+
+/// Sign `announcement` with `key`.
+pub fn sign(key: &NodeKey, announcement: &Value) -> Signed {
+    let msg = announcement.to_string().into_bytes();
+    Signed { sig: key.sign(&msg), key: key.server_id(), msg }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{InitOptions, NodeDir, signing};
+
+    #[test]
+    fn a_signed_announcement_verifies_and_names_the_node() {
+        let tmp = tempfile::tempdir().unwrap();
+        let options = InitOptions {
+            listen: "127.0.0.1:3457".parse().unwrap(),
+            public_host: None,
+            public_port: None,
+            nickname: "n1".into(),
+            storage_dir: None,
+            web_listen: None,
+        };
+        let id = NodeDir::init(&tmp.path().join("node"), &options).unwrap().identity().unwrap();
+        let nurl = id.nurl("127.0.0.1", 3457);
+        let signed = sign(id.signing_key.as_ref().unwrap(), &storage(&id, "n1", std::slice::from_ref(&nurl), 7, "abc"));
+        assert_eq!(signed.key, id.server_id);
+        assert!(signing::verify(&signed.key, &signed.sig, &signed.msg));
+        let back: Value = serde_json::from_slice(&signed.msg).unwrap();
+        assert_eq!(back["anonymous-storage-NURLs"], json!([nurl]));
+        assert_eq!((back["seqnum"].as_u64(), back["service-name"].as_str()), (Some(7), Some("storage")));
+        let mut tampered = signed.msg.clone();
+        tampered[10] ^= 1;
+        assert!(!signing::verify(&signed.key, &signed.sig, &tampered));
+    }
+}
