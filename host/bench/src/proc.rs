@@ -5,19 +5,7 @@ use std::time::Duration;
 
 /// CPU seconds (user + system) a process has used so far.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may contain spaces: split after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After the name: state is field 3 of stat(5), so utime (14) and stime (15) sit at 11, 12.
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / clock_ticks())
-}
-
-fn clock_ticks() -> f64 {
-    // USER_HZ is 100 on every Linux this runs on; `getconf CLK_TCK` confirms it here.
-    100.0
+    marsh::tasks::process_cpu_seconds(&pid.to_string())
 }
 
 /// Resident memory in KiB (`VmRSS`): private memory plus the mapped pages of the executable

@@ -196,7 +196,7 @@ impl Node {
         strategy: &WasmStrategy,
         task_stats: Arc<tasks::TaskStats>,
         cpu: Arc<tasks::CpuMonitor>,
-    ) -> Result<Option<(SocketAddr, JoinHandle<()>)>, Error> {
+    ) -> Result<Option<JoinHandle<()>>, Error> {
         let Some(listen) = self.config.web_listen else { return Ok(None) };
         let token = match &self.config.metrics_token_file {
             Some(path) => {
@@ -220,7 +220,7 @@ impl Node {
         let source =
             crate::web::NodeSource::new(fixed, service.clone(), accountant.clone(), started, strategy, task_stats, cpu);
         tracing::info!("status page, /metrics and /health at http://{addr}/");
-        Ok(Some((addr, tokio::spawn(marsh_web::serve(listener, Arc::new(source), token)))))
+        Ok(Some(tokio::spawn(marsh_web::serve(listener, Arc::new(source), token))))
     }
 }
 
@@ -253,7 +253,7 @@ pub struct Running {
     accountant: Arc<Accountant>,
     strategy: Arc<WasmStrategy>,
     hand_over: Option<crate::persistence::HandOver>,
-    web: Option<(SocketAddr, JoinHandle<()>)>,
+    web: Option<JoinHandle<()>>,
     stores: Vec<Opened>,
     settled: StartUpReport,
     _runtime: Runtime,
@@ -288,11 +288,6 @@ impl Running {
         self.local_addr
     }
 
-    /// The web listener's address, if `web.listen` is on.
-    pub fn web_addr(&self) -> Option<SocketAddr> {
-        self.web.as_ref().map(|(a, _)| *a)
-    }
-
     /// What start-up settled of the previous run.
     pub fn settled(&self) -> &StartUpReport {
         &self.settled
@@ -303,7 +298,7 @@ impl Running {
     pub async fn shutdown(self) -> Stopped {
         self.server.abort();
         let _ = self.server.await;
-        if let Some((_, web)) = self.web {
+        if let Some(web) = self.web {
             web.abort();
             let _ = web.await;
         }

@@ -190,17 +190,10 @@ pub fn capacity(c: &CapacitySettings) -> Capacity {
 pub fn capacity_follower(supervisor: &mut Supervisor, dir: NodeDir, service: Arc<StorageService>) {
     supervisor.spawn("capacity", move |mut stopping| async move {
         while stopping.sleep(CAPACITY_EVERY).await {
-            let now = match tokio::task::spawn_blocking({
-                let dir = dir.clone();
-                move || dir.config()
-            })
-            .await
-            {
-                Ok(Ok(config)) => capacity(&config.capacity),
-                Ok(Err(e)) => {
-                    tracing::warn!("re-reading the node's config: {e}");
-                    continue;
-                }
+            let dir = dir.clone();
+            let read = tokio::task::spawn_blocking(move || dir.config().map_err(|e| e.to_string())).await;
+            let now = match read.map_err(|e| e.to_string()).and_then(|r| r) {
+                Ok(config) => capacity(&config.capacity),
                 Err(e) => {
                     tracing::warn!("re-reading the node's config: {e}");
                     continue;
@@ -245,16 +238,22 @@ impl CpuMonitor {
     }
 }
 
-/// CPU seconds this process has used (user and system, from `/proc/self/stat`, whose ticks
-/// are Linux's fixed USER_HZ of 100); 0 where that cannot be read.
-pub fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+/// CPU seconds process `pid` (a number, or `self`) has used, user and system, from
+/// `/proc/PID/stat`, whose ticks are Linux's fixed USER_HZ of 100; `None` where it cannot be
+/// read. The benchmarks read the node's with it too.
+pub fn process_cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses: fields count from the last `)`.
-    let Some((_, rest)) = stat.rsplit_once(')') else { return 0.0 };
+    let (_, rest) = stat.rsplit_once(')')?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    (ticks(11) + ticks(12)) as f64 / 100.0
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+}
+
+/// CPU seconds this process has used; 0 where that cannot be read.
+pub fn cpu_seconds() -> f64 {
+    process_cpu_seconds("self").unwrap_or(0.0)
 }
 
 #[cfg(test)]

@@ -156,17 +156,11 @@ impl Source for NodeSource {
 
     async fn figures(&self) -> Figures {
         let accountant = self.accountant.clone();
-        let db = match tokio::task::spawn_blocking(move || accounting(&accountant)).await {
-            Ok(Ok(db)) => db,
-            Ok(Err(e)) => {
-                tracing::warn!("status figures: {e}");
-                Accounting::default()
-            }
-            Err(e) => {
-                tracing::warn!("status figures: {e}");
-                Accounting::default()
-            }
-        };
+        let read = tokio::task::spawn_blocking(move || accounting(&accountant).map_err(|e| e.to_string())).await;
+        let db = read.map_err(|e| e.to_string()).and_then(|r| r).unwrap_or_else(|e| {
+            tracing::warn!("status figures: {e}");
+            Accounting::default()
+        });
         let store_free = match tokio::time::timeout(HEALTH_TIMEOUT, self.backend.usage()).await {
             Ok(Ok(u)) => u.available,
             _ => None,

@@ -227,10 +227,12 @@ impl StorageService {
         // Copied only when request logging is on (`marsh run --verbose`, or `MARSH_LOG`).
         let logged = tracing::enabled!(target: "marsh::request", tracing::Level::INFO)
             .then(|| (req.method().clone(), req.uri().path().to_owned()));
-        let class = metrics::classify(route(req.method(), req.uri().path()).ok().as_ref());
+        // Routed once: the route is both what the request is counted under and what it does.
+        let routed = route(req.method(), req.uri().path());
+        let class = metrics::classify(routed.as_ref().ok());
         let (parts, body) = req.into_parts();
         let (body, leftover) = TrackedBody::new(body, self.metrics.clone());
-        let mut response = match self.dispatch(Request::from_parts(parts, body)).await {
+        let mut response = match self.dispatch(routed, Request::from_parts(parts, body)).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
         };
@@ -260,8 +262,8 @@ impl StorageService {
         response
     }
 
-    async fn dispatch(&self, req: Req) -> Handled {
-        let route = route(req.method(), req.uri().path()).map_err(ApiError::empty)?;
+    async fn dispatch(&self, routed: Result<Route, StatusCode>, req: Req) -> Handled {
+        let route = routed.map_err(ApiError::empty)?;
         let share_data = matches!(route, Route::ImmutableRead(..) | Route::MutableRead(..));
         self.route(route, req).await.map_err(|e| if share_data { e.for_share_data() } else { e })
     }
