@@ -5,16 +5,13 @@
 
 pub mod hostile;
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use ciborium::value::Value;
-use data_encoding::{BASE64, BASE64URL_NOPAD};
+use data_encoding::BASE64;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use sha2::{Digest, Sha256};
+use marsh_foolscap::tls;
+use rustls::pki_types::ServerName;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,116 +65,7 @@ impl std::fmt::Display for Nurl {
     }
 }
 
-/// One DER element at the start of `b`: (header length, content length).
-fn tlv(b: &[u8]) -> Option<(usize, usize)> {
-    let len0 = *b.get(1)? as usize;
-    if len0 < 0x80 {
-        return Some((2, len0));
-    }
-    let n = len0 & 0x7f;
-    let mut len = 0usize;
-    for i in 0..n {
-        len = (len << 8) | *b.get(2 + i)? as usize;
-    }
-    Some((2 + n, len))
-}
-
-/// The SubjectPublicKeyInfo inside a DER certificate.
-pub fn spki_of(cert: &[u8]) -> Option<&[u8]> {
-    let (h, _) = tlv(cert)?;
-    let tbs = cert.get(h..)?;
-    let (h, l) = tlv(tbs)?;
-    let mut rest = tbs.get(h..h + l)?;
-    if rest.first() == Some(&0xa0) {
-        let (h, l) = tlv(rest)?;
-        rest = rest.get(h + l..)?;
-    }
-    // serialNumber, signature, issuer, validity, subject, then subjectPublicKeyInfo.
-    for _ in 0..5 {
-        let (h, l) = tlv(rest)?;
-        rest = rest.get(h + l..)?;
-    }
-    let (h, l) = tlv(rest)?;
-    rest.get(..h + l)
-}
-
-/// The SPKI hash of a DER certificate as a NURL carries it.
-pub fn spki_hash(cert: &[u8]) -> Option<String> {
-    spki_of(cert).map(|spki| BASE64URL_NOPAD.encode(&Sha256::digest(spki)))
-}
-
-/// Check a handshake signature with the key in the certificate's SPKI, without parsing the
-/// rest of the certificate: the reference server's Foolscap certificate is X.509 version 1,
-/// which webpki refuses, and the pin is on the key alone anyway.
-fn verify_with_spki(
-    message: &[u8],
-    cert: &CertificateDer<'_>,
-    dss: &rustls::DigitallySignedStruct,
-) -> Result<HandshakeSignatureValid, rustls::Error> {
-    let bad = || rustls::Error::General("bad handshake signature".into());
-    let spki = spki_of(cert).ok_or_else(bad)?;
-    // SPKI = SEQUENCE { AlgorithmIdentifier, BIT STRING subjectPublicKey }.
-    let key = public_key_bits(spki).ok_or_else(bad)?;
-    let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
-    let candidates =
-        algorithms.mapping.iter().find(|(scheme, _)| *scheme == dss.scheme).map(|(_, algs)| *algs).ok_or_else(bad)?;
-    if candidates.iter().any(|alg| alg.verify_signature(key, message, dss.signature()).is_ok()) {
-        Ok(HandshakeSignatureValid::assertion())
-    } else {
-        Err(bad())
-    }
-}
-
-/// The contents of the subjectPublicKey BIT STRING of a SubjectPublicKeyInfo.
-fn public_key_bits(spki: &[u8]) -> Option<&[u8]> {
-    let (h, l) = tlv(spki)?;
-    let inner = spki.get(h..h + l)?;
-    let (h, l) = tlv(inner)?; // AlgorithmIdentifier
-    let rest = inner.get(h + l..)?;
-    let (h, l) = tlv(rest)?; // BIT STRING: one byte of unused bits, then the key
-    rest.get(h + 1..h + l)
-}
-
-#[derive(Debug)]
-struct PinnedSpki(String);
-
-impl ServerCertVerifier for PinnedSpki {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match spki_hash(end_entity) {
-            Some(h) if h == self.0 => Ok(ServerCertVerified::assertion()),
-            _ => Err(rustls::Error::General("certificate does not match the NURL's SPKI hash".into())),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_with_spki(m, c, d)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_with_spki(m, c, d)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
-    }
-}
+pub use marsh_foolscap::tls::{spki_hash, spki_of};
 
 /// A response.
 #[derive(Debug)]
@@ -202,20 +90,11 @@ impl GbsClient {
     pub async fn connect(nurl: &Nurl) -> Result<GbsClient, ClientError> {
         let addr = format!("{}:{}", nurl.host, nurl.port);
         let fail = |e: String| ClientError::Connect(addr.clone(), e);
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| fail(e.to_string()))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedSpki(nurl.spki.clone())))
-            .with_no_client_auth();
+        let config = tls::client_config(tls::Pin::Spki(nurl.spki.clone()), None).map_err(|e| fail(e.to_string()))?;
         let tcp = tokio::net::TcpStream::connect(&addr).await.map_err(|e| fail(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from("tahoe-lafs").map_err(|e| fail(e.to_string()))?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
+        let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.map_err(|e| fail(e.to_string()))?;
         let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
             .await
             .map_err(|e| fail(e.to_string()))?;
