@@ -73,6 +73,14 @@ pub enum Error {
         /// The node directory.
         dir: String,
     },
+    /// `introducer.furls` is set on a node made before signing keys.
+    #[error(
+        "introducer.furls is set, but this node has no signing key (it was made by an earlier marsh): run `marsh upgrade --dir {dir}`"
+    )]
+    NoSigningKey {
+        /// The node directory.
+        dir: String,
+    },
     /// `backend.plugin = native:NAME` in a build without native backends, or a name with none.
     #[error("backend.plugin = native:{0}: {1}")]
     Native(String, String),

@@ -9,6 +9,7 @@
 //! - [`backend`] and [`persistence`]: starting the two plugins with the node's limits;
 //!   recovery; handing changes over;
 //! - [`tasks`]: the periodic work under one supervisor;
+//! - [`introducers`]: keeping the node's announcement published at the grid's introducers;
 //! - [`Error`]: every failure, typed, with what to do about it.
 //!
 //! This package (library and binary) and `marsh-bench` are the only ones that compile the S3
@@ -16,6 +17,7 @@
 
 pub mod backend;
 mod error;
+pub mod introducers;
 pub mod node;
 pub mod persistence;
 pub mod plugins;

@@ -45,6 +45,10 @@ enum Command {
         /// Print the storage announcement an introducer would carry, signed, as JSON.
         #[arg(long, conflicts_with = "account")]
         signed: bool,
+        /// Print the node's public key as Tahoe's node.pubkey holds it (`pub-v0-...`), for
+        /// `grid-manager add NAME KEY`.
+        #[arg(long, conflicts_with_all = ["account", "signed"])]
+        public_key: bool,
     },
     /// Delete shares whose leases have all expired (`expire.*` config), or with --dry-run list them.
     Gc {
@@ -136,7 +140,9 @@ fn main() -> ExitCode {
             Command::Init(args) => cmd::init::run(args),
             Command::Config { dir, command } => cmd::config::run(&dir, command).await,
             Command::Store(command) => cmd::store::run(command).await,
-            Command::Announce { dir, account, signed } => cmd::announce::run(&dir, account.as_deref(), signed),
+            Command::Announce { dir, account, signed, public_key } => {
+                cmd::announce::run(&dir, account.as_deref(), signed, public_key)
+            }
             Command::Account(command) => cmd::account::run(command),
             Command::Advisories(command) => cmd::advisories::run(command),
             Command::Gc { dir, dry_run } => cmd::gc::run(&dir, dry_run).await,

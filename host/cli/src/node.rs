@@ -153,6 +153,8 @@ impl Node {
             task_stats.clone(),
         );
         tasks::capacity_follower(&mut supervisor, self.dir.clone(), service.clone());
+        let introducers =
+            crate::introducers::start(&mut supervisor, &self.config, &self.identity, self.nurl(), self.dir.root())?;
 
         let tls = marsh_server::tls_config(self.identity.cert_der.clone(), self.identity.key_der.clone())?;
         let mut listeners = Vec::new();
@@ -170,7 +172,7 @@ impl Node {
         }
         let cpu = Arc::new(tasks::CpuMonitor::default());
         tasks::cpu_monitor(&mut supervisor, cpu.clone());
-        let web = self.start_web(&service, &accountant, &started, &strategy, task_stats, cpu).await?;
+        let web = self.start_web(&service, &accountant, &started, &strategy, (task_stats, cpu, introducers)).await?;
         let server = tokio::spawn(marsh_server::serve_on(listeners, tls, service));
         Ok(Running {
             nurl: self.nurl(),
@@ -194,8 +196,11 @@ impl Node {
         accountant: &Arc<Accountant>,
         started: &crate::backend::StartedBackend,
         strategy: &WasmStrategy,
-        task_stats: Arc<tasks::TaskStats>,
-        cpu: Arc<tasks::CpuMonitor>,
+        (task_stats, cpu, introducers): (
+            Arc<tasks::TaskStats>,
+            Arc<tasks::CpuMonitor>,
+            crate::introducers::Introducers,
+        ),
     ) -> Result<Option<JoinHandle<()>>, Error> {
         let Some(listen) = self.config.web_listen else { return Ok(None) };
         let token = match &self.config.metrics_token_file {
@@ -218,7 +223,8 @@ impl Node {
             persistence: strategy.name().to_owned(),
         };
         let source =
-            crate::web::NodeSource::new(fixed, service.clone(), accountant.clone(), started, strategy, task_stats, cpu);
+            crate::web::NodeSource::new(fixed, service.clone(), accountant.clone(), started, strategy, task_stats, cpu)
+                .with_introducers(introducers);
         tracing::info!("status page, /metrics and /health at http://{addr}/");
         Ok(Some(tokio::spawn(marsh_web::serve(listener, Arc::new(source), token))))
     }

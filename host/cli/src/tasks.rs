@@ -65,6 +65,15 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub struct Stopping(watch::Receiver<bool>);
 
 impl Stopping {
+    /// Wait until shutdown is asked for.
+    pub async fn stopped(&mut self) {
+        while !*self.0.borrow() {
+            if self.0.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Wait `delay`; `false` if shutdown was asked for first (the task should return).
     pub async fn sleep(&mut self, delay: Duration) -> bool {
         if *self.0.borrow() {

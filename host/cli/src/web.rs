@@ -48,6 +48,7 @@ pub struct NodeSource {
     plugins: Vec<(&'static str, String, Arc<FaultStats>)>,
     tasks: Arc<TaskStats>,
     cpu: Arc<CpuMonitor>,
+    introducers: crate::introducers::Introducers,
 }
 
 impl std::fmt::Debug for NodeSource {
@@ -80,7 +81,13 @@ impl NodeSource {
             plugins,
             tasks,
             cpu,
+            introducers: crate::introducers::Introducers::default(),
         }
+    }
+
+    /// The same, showing these introducers' statuses too.
+    pub fn with_introducers(self, introducers: crate::introducers::Introducers) -> Self {
+        NodeSource { introducers, ..self }
     }
 }
 
@@ -247,6 +254,7 @@ impl Source for NodeSource {
             },
             operations,
             server_series,
+            introducers: self.introducers.rows(),
         }
     }
 }

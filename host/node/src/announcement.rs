@@ -22,10 +22,28 @@ pub struct Signed {
     pub key: String,
 }
 
+/// A `seqnum` for an announcement made now: microseconds since the epoch, so that every
+/// process start announces a larger one than the last without writing anything down (a clock
+/// set back by more than the time between two starts would make clients ignore the node's
+/// announcements until it catches up).
+pub fn seqnum_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
 /// The storage announcement for `id`, with `nurls` (the anonymous account's), the `seqnum`
-/// that must grow with every change and a fresh `nonce`.
-pub fn storage(id: &Identity, nickname: &str, nurls: &[String], seqnum: u64, nonce: &str) -> Value {
-    json!({
+/// that must grow with every change, a fresh `nonce`, and the grid-manager certificates (if
+/// any) the operator configured.
+pub fn storage(
+    id: &Identity,
+    nickname: &str,
+    nurls: &[String],
+    seqnum: u64,
+    nonce: &str,
+    grid_manager_certificates: &[Value],
+) -> Value {
+    let mut ann = json!({
         "version": 0,
         "service-name": "storage",
         "nickname": nickname,
@@ -37,7 +55,11 @@ pub fn storage(id: &Identity, nickname: &str, nurls: &[String], seqnum: u64, non
         "anonymous-storage-FURL": id.furl(),
         "anonymous-storage-NURLs": nurls,
         "permutation-seed-base32": id.permutation_seed,
-    })
+    });
+    if !grid_manager_certificates.is_empty() {
+        ann["grid-manager-certificates"] = Value::from(grid_manager_certificates.to_vec());
+    }
+    ann
 }
 
 /// Sign `announcement` with `key`.
@@ -64,7 +86,8 @@ mod tests {
         };
         let id = NodeDir::init(&tmp.path().join("node"), &options).unwrap().identity().unwrap();
         let nurl = id.nurl("127.0.0.1", 3457);
-        let signed = sign(id.signing_key.as_ref().unwrap(), &storage(&id, "n1", std::slice::from_ref(&nurl), 7, "abc"));
+        let signed =
+            sign(id.signing_key.as_ref().unwrap(), &storage(&id, "n1", std::slice::from_ref(&nurl), 7, "abc", &[]));
         assert_eq!(signed.key, id.server_id);
         assert!(signing::verify(&signed.key, &signed.sig, &signed.msg));
         let back: Value = serde_json::from_slice(&signed.msg).unwrap();

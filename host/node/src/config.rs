@@ -81,6 +81,11 @@ pub enum Kind {
     Listen,
     /// One or more of `IP:PORT` and `unix:/ABSOLUTE/PATH`, comma-separated.
     Listeners,
+    /// Introducer fURLs, comma-separated, or empty.
+    Furls,
+    /// Grid-manager certificate files (absolute paths, comma-separated), or empty; stored as
+    /// the certificates themselves, a JSON list.
+    Certificates,
 }
 
 impl Kind {
@@ -108,6 +113,12 @@ impl Kind {
             Kind::Names => "names separated by commas, e.g. shares,state",
             Kind::Listen => "an address such as 127.0.0.1:3458, or empty for off",
             Kind::Listeners => "addresses such as 0.0.0.0:3457 or unix:/run/marsh/gbs.sock, comma-separated",
+            Kind::Furls => {
+                "introducer fURLs pb://TUBID@tcp:HOST:PORT/NAME (as `tahoe create-introducer` writes them to private/introducer.furl), comma-separated, or empty"
+            }
+            Kind::Certificates => {
+                "absolute paths of certificate files from `tahoe grid-manager ... add`, each a JSON object with exactly `certificate` and `signature`, comma-separated, or empty"
+            }
         }
     }
 }
@@ -158,6 +169,18 @@ pub const KEYS: &[Key] = &[
         kind: Kind::AbsPath,
         default: None,
         help: "a file holding the bearer token /metrics and /statistics require (unset: none)",
+    },
+    Key {
+        name: "introducer.furls",
+        kind: Kind::Furls,
+        default: Some(""),
+        help: "introducers a running node announces itself to (empty: none; clients then need `marsh announce`'s servers.yaml entry)",
+    },
+    Key {
+        name: "storage.grid-manager-certificates",
+        kind: Kind::Certificates,
+        default: Some(""),
+        help: "grid-manager certificate files, read when set and kept here; the announcement carries them",
     },
     Key {
         name: "storage.reserved-space",
@@ -488,6 +511,14 @@ fn validate(key: &Key, name: &str, value: &str) -> Result<String, ConfigError> {
         Kind::Address => v.parse::<SocketAddr>().is_ok(),
         Kind::Listen => v.is_empty() || v.parse::<SocketAddr>().is_ok(),
         Kind::Listeners => crate::settings::listeners(v).is_some(),
+        Kind::Furls => crate::settings::furls(v).is_ok(),
+        Kind::Certificates => {
+            return crate::settings::read_certificates(v).map_err(|why| ConfigError::BadValue {
+                key: name.to_owned(),
+                value: value.to_owned(),
+                expected: format!("{} ({why})", key.kind.expected()),
+            });
+        }
         Kind::Port => v.parse::<u16>().is_ok_and(|p| p > 0),
         Kind::Size => parse_size(v).is_some(),
         Kind::Seconds => v.parse::<u64>().is_ok(),

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use marsh_artifacts::Plugin;
+use marsh_foolscap::Furl;
 
 use crate::config::{self, ConfigError, parse_date, parse_size};
 
@@ -43,6 +44,10 @@ pub struct NodeConfig {
     pub requests: RequestLimits,
     /// `store.NAME` (and `s3.NAME.*` for S3 stores), by name.
     pub stores: BTreeMap<String, StoreSpec>,
+    /// `introducer.furls`.
+    pub introducers: Vec<Furl>,
+    /// `storage.grid-manager-certificates`: the certificates, as the announcement carries them.
+    pub grid_manager_certificates: Vec<serde_json::Value>,
 }
 
 /// Which plugin a `backend.plugin` or `persistence.plugin` setting names.
@@ -338,6 +343,83 @@ pub(crate) fn listeners(value: &str) -> Option<Vec<ListenOn>> {
     (!parts.is_empty()).then_some(parts)
 }
 
+/// `introducer.furls`'s value as fURLs, each with a hint this node can dial. fURLs are separated
+/// by commas, as are the hints inside one, so a piece that does not start with `pb://`
+/// continues the fURL before it.
+pub(crate) fn furls(value: &str) -> Result<Vec<Furl>, String> {
+    let mut texts: Vec<String> = Vec::new();
+    for piece in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match texts.last_mut() {
+            Some(last) if !piece.starts_with("pb://") => {
+                last.push(',');
+                last.push_str(piece);
+            }
+            _ => texts.push(piece.to_owned()),
+        }
+    }
+    texts
+        .iter()
+        .map(|f| {
+            let furl: Furl = f.parse().map_err(|e: marsh_foolscap::furl::FurlError| e.to_string())?;
+            if !furl.hints.iter().any(|h| matches!(h, marsh_foolscap::furl::Hint::Tcp { .. })) {
+                return Err(format!("{furl} has no tcp: hint this node can dial"));
+            }
+            Ok(furl)
+        })
+        .collect()
+}
+
+/// The most certificates, and the largest certificate file, `storage.grid-manager-certificates`
+/// takes: a grid has a handful of managers and a certificate is a few hundred bytes.
+const MAX_CERTIFICATES: usize = 16;
+const MAX_CERTIFICATE_FILE: u64 = 64 << 10;
+
+fn certificate(v: serde_json::Value) -> Result<serde_json::Value, String> {
+    let ok = v.as_object().is_some_and(|o| {
+        o.len() == 2
+            && o.get("certificate").is_some_and(|c| c.is_string())
+            && o.get("signature").is_some_and(|c| c.is_string())
+    });
+    if ok {
+        Ok(v)
+    } else {
+        Err("a certificate must be an object with exactly `certificate` and `signature`, both text".into())
+    }
+}
+
+/// `storage.grid-manager-certificates` as stored: from the files a comma-separated list of
+/// absolute paths names (read now, so the node directory holds them and a copy of it is a whole
+/// backup), or from the stored JSON list itself; empty for none.
+pub(crate) fn read_certificates(value: &str) -> Result<String, String> {
+    let v = value.trim();
+    let certs: Vec<serde_json::Value> = if v.is_empty() {
+        Vec::new()
+    } else if v.starts_with('[') {
+        let list: Vec<serde_json::Value> = serde_json::from_str(v).map_err(|e| e.to_string())?;
+        list.into_iter().map(certificate).collect::<Result<_, _>>()?
+    } else {
+        v.split(',')
+            .map(str::trim)
+            .map(|path| {
+                let p = std::path::Path::new(path);
+                if !p.is_absolute() {
+                    return Err(format!("{path} is not an absolute path"));
+                }
+                let len = std::fs::metadata(p).map_err(|e| format!("{path}: {e}"))?.len();
+                if len > MAX_CERTIFICATE_FILE {
+                    return Err(format!("{path} is {len} bytes; a certificate is at most {MAX_CERTIFICATE_FILE}"));
+                }
+                let text = std::fs::read_to_string(p).map_err(|e| format!("{path}: {e}"))?;
+                certificate(serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?)
+            })
+            .collect::<Result<_, _>>()?
+    };
+    if certs.len() > MAX_CERTIFICATES {
+        return Err(format!("{} certificates; at most {MAX_CERTIFICATES}", certs.len()));
+    }
+    Ok(if certs.is_empty() { String::new() } else { serde_json::Value::from(certs).to_string() })
+}
+
 impl NodeConfig {
     /// Parse the effective values (defaults included) of every key.
     pub fn from_settings(settings: &[config::Setting]) -> Result<NodeConfig, ConfigError> {
@@ -382,7 +464,18 @@ impl NodeConfig {
             let parsed = store(&values, &name, &spec)?;
             stores.insert(name, parsed);
         }
+        let introducers = values.raw("introducer.furls")?;
+        let introducers = furls(introducers).map_err(|why| bad("introducer.furls", introducers, &why))?;
+        let certificates = values.raw("storage.grid-manager-certificates")?;
+        let grid_manager_certificates = match read_certificates(certificates) {
+            Ok(s) if s.is_empty() => Vec::new(),
+            Ok(s) => serde_json::from_str(&s)
+                .map_err(|e| bad("storage.grid-manager-certificates", certificates, &e.to_string()))?,
+            Err(why) => return Err(bad("storage.grid-manager-certificates", certificates, &why)),
+        };
         Ok(NodeConfig {
+            introducers,
+            grid_manager_certificates,
             nickname: values.raw("node.nickname")?.to_owned(),
             listen,
             public_host,
@@ -529,6 +622,17 @@ mod tests {
         settings.push(setting("node.public-port", "80"));
         let c = NodeConfig::from_settings(&settings).unwrap();
         assert_eq!((c.public_host.as_str(), c.public_port), ("xyz.onion", 80));
+    }
+
+    #[test]
+    fn furls_with_several_hints_are_told_apart_from_several_furls() {
+        let tub = "abcdefghijklmnopqrstuvwxyz234567";
+        let got = furls(&format!("pb://{tub}@tcp:a:1,b:2/x , pb://{tub}@tcp:[::1]:3/y,")).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[0].hints.len(), got[0].name.as_str()), (2, "x"));
+        assert_eq!((got[1].hints.len(), got[1].name.as_str()), (1, "y"));
+        assert_eq!(furls("").unwrap(), []);
+        assert!(furls(&format!("pb://{tub}@tcp:a:1/x,garbage")).is_err());
     }
 
     #[test]

@@ -153,6 +153,21 @@ pub struct Operation {
     pub percentiles: Vec<(String, Option<f64>)>,
 }
 
+/// One introducer the node announces itself to (`introducer.furls`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IntroducerRow {
+    /// Its fURL, swissnum elided.
+    pub furl: String,
+    /// Connected and published since (seconds since the epoch); `None` while not.
+    pub connected_since: Option<u64>,
+    /// The last successful publication.
+    pub last_publish: Option<u64>,
+    /// Publications in all (one per connection).
+    pub publishes: u64,
+    /// The last failure: when, and what.
+    pub last_error: Option<(u64, String)>,
+}
+
 /// Everything the listener shows, gathered by the node for one request.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Figures {
@@ -194,6 +209,8 @@ pub struct Figures {
     pub operations: Vec<Operation>,
     /// The GBS server's own Prometheus series (requests, latencies, bytes, connections).
     pub server_series: String,
+    /// The introducers, in `introducer.furls` order.
+    pub introducers: Vec<IntroducerRow>,
 }
 
 /// Where the listener gets its figures.

@@ -127,7 +127,27 @@ pub fn status(f: &Figures) -> String {
             escape(p.last_fault.as_deref().unwrap_or(""))
         );
     }
-    out.push_str("</table><h2>Accounting and leases</h2><table>");
+    out.push_str("</table>");
+    if !f.introducers.is_empty() {
+        out.push_str("<h2>Introducers</h2><table id=\"introducers\"><tr><th>introducer</th><th>connected</th><th>last published</th><th>last error</th></tr>");
+        let ago = |t: u64| format!("{} s ago", now().saturating_sub(t));
+        for i in &f.introducers {
+            let (class, connected) = match i.connected_since {
+                Some(t) => ("", format!("yes, for {}", ago(t).trim_end_matches(" ago"))),
+                None => (" class=\"warn\"", "no".to_owned()),
+            };
+            let error = i.last_error.as_ref().map_or(String::new(), |(t, e)| format!("{}: {}", ago(*t), e));
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td{class}>{connected}</td><td>{}</td><td>{}</td></tr>",
+                escape(&i.furl),
+                i.last_publish.map_or("never".into(), ago),
+                escape(&error)
+            );
+        }
+        out.push_str("</table>");
+    }
+    out.push_str("<h2>Accounting and leases</h2><table>");
     row(&mut out, "persistence", &escape(&f.persistence), "persistence");
     let p = &f.periodic;
     let when = |t: Option<u64>| t.map_or("not yet".to_owned(), |t| format!("{} s ago", now().saturating_sub(t)));
@@ -227,6 +247,30 @@ pub fn prometheus(f: &Figures) -> String {
         for p in &f.plugins {
             let v = [p.calls, p.faults, p.instances][which];
             let _ = writeln!(out, "{name}{{role=\"{}\",plugin=\"{}\"}} {v}", label(&p.role), label(&p.name));
+        }
+    }
+    if !f.introducers.is_empty() {
+        let _ = writeln!(
+            out,
+            "# HELP marsh_introducer_connected Whether the node holds a connection to the introducer, its announcement published.\n\
+             # TYPE marsh_introducer_connected gauge"
+        );
+        for i in &f.introducers {
+            let _ = writeln!(
+                out,
+                "marsh_introducer_connected{{introducer=\"{}\"}} {}",
+                label(&i.furl),
+                u8::from(i.connected_since.is_some())
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP marsh_introducer_publishes_total Publications of the announcement (one per connection).\n\
+             # TYPE marsh_introducer_publishes_total counter"
+        );
+        for i in &f.introducers {
+            let _ =
+                writeln!(out, "marsh_introducer_publishes_total{{introducer=\"{}\"}} {}", label(&i.furl), i.publishes);
         }
     }
     let p = &f.periodic;

@@ -1,6 +1,7 @@
 //! `marsh announce [--account NAME]`: the node's NURL and the `servers.yaml` entry a Tahoe
 //! client needs; with `--signed`, the storage announcement an introducer would carry, signed
-//! with the node's key, as JSON (`msg`, `sig`, `key`), for checking it with other tools.
+//! with the node's key, as JSON (`msg`, `sig`, `key`), for checking it with other tools; with
+//! `--public-key`, the key as Tahoe's `node.pubkey` holds it, which `grid-manager add` takes.
 
 use std::io::Write;
 use std::path::Path;
@@ -8,17 +9,29 @@ use std::process::ExitCode;
 
 use marsh::Node;
 
-pub fn run(dir: &Path, account: Option<&str>, signed: bool) -> anyhow::Result<ExitCode> {
+pub fn run(dir: &Path, account: Option<&str>, signed: bool, public_key: bool) -> anyhow::Result<ExitCode> {
     let node = Node::open(dir)?;
     let id = node.identity();
-    if signed {
+    if signed || public_key {
         let key = id.signing_key.as_ref().ok_or_else(|| {
             anyhow::anyhow!("this node has no signing key: run `marsh upgrade --dir {}`", dir.display())
         })?;
-        // Every publication carries a larger seqnum: the clock's seconds, and a fresh nonce.
-        let seqnum = marsh_core::unix_now();
+        if public_key {
+            println!("pub-{}", key.server_id());
+            return Ok(ExitCode::SUCCESS);
+        }
+        // Every publication carries a larger seqnum (the clock's microseconds) and a fresh nonce.
+        let seqnum = marsh_node::announcement::seqnum_now();
         let nonce = data_encoding::BASE32_NOPAD.encode(&rand_bytes()?).to_ascii_lowercase();
-        let ann = marsh_node::announcement::storage(id, &node.config().nickname, &[node.nurl()], seqnum, &nonce);
+        let config = node.config();
+        let ann = marsh_node::announcement::storage(
+            id,
+            &config.nickname,
+            &[node.nurl()],
+            seqnum,
+            &nonce,
+            &config.grid_manager_certificates,
+        );
         let s = marsh_node::announcement::sign(key, &ann);
         let out = serde_json::json!({ "msg": String::from_utf8_lossy(&s.msg), "sig": s.sig, "key": s.key });
         println!("{out}");
