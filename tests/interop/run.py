@@ -519,7 +519,8 @@ def main():
     return 1 if failed else 0
 
 
-if __name__ == "__main__":
+def finish(main):
+    """Run `main`, stop every process it started, keep the logs if anything failed, and exit."""
     code = 1
     try:
         code = main()
@@ -539,3 +540,7 @@ if __name__ == "__main__":
         else:
             print(f"logs kept in {WORK}")
     sys.exit(code)
+
+
+if __name__ == "__main__":
+    finish(main)

@@ -153,3 +153,49 @@ fn upgrade_gives_an_old_node_a_signing_key_and_keeps_its_nurl() {
     assert_eq!(nurl(&after), nurl(&before), "the NURL is unchanged");
     assert!(node.ok(&["upgrade"]).contains("is up to date"));
 }
+
+/// `introducer.furls` takes only fURLs this node can dial; `storage.grid-manager-certificates`
+/// reads the files when set and keeps the certificates in the config, so the announcement
+/// carries them after the files are gone; a node without a signing key refuses to start with
+/// introducers, naming the command that fixes it.
+#[test]
+fn introducers_and_grid_manager_certificates_are_checked_when_set() {
+    let node = TestNode::new();
+    let tub = "abcdefghijklmnopqrstuvwxyz234567";
+    for bad in [
+        "pb://short@tcp:h:1/n".to_owned(),
+        format!("pb://{tub}@tor:x.onion:80/n"),
+        format!("pb://{tub}@tcp:h:1/n,http://x"),
+    ] {
+        let out = node.marsh(&["config", "set", "introducer.furls", &bad]);
+        assert!(!out.status.success(), "{bad} was taken");
+        assert!(text(&out.stderr).contains("introducer fURLs pb://TUBID@tcp:HOST:PORT/NAME"), "{}", text(&out.stderr));
+    }
+    let furls = format!("pb://{tub}@tcp:127.0.0.1:1,example.org:2/swiss, pb://{tub}@tcp:[::1]:3/other");
+    node.set("introducer.furls", &furls);
+
+    let cert = node.scratch("node.cert");
+    std::fs::write(
+        &cert,
+        r#"{"certificate": "{\"expires\": 1, \"public_key\": \"pub-v0-x\", \"version\": 1}", "signature": "abc"}"#,
+    )
+    .unwrap();
+    let extra = node.scratch("extra.cert");
+    std::fs::write(&extra, r#"{"certificate": "c", "signature": "s", "evil": 1}"#).unwrap();
+    for bad in [extra.to_str().unwrap(), "relative.cert", "/nonexistent/x.cert"] {
+        let out = node.marsh(&["config", "set", "storage.grid-manager-certificates", bad]);
+        assert!(!out.status.success(), "{bad} was taken");
+        assert!(text(&out.stderr).contains("storage.grid-manager-certificates"), "{}", text(&out.stderr));
+    }
+    node.set("storage.grid-manager-certificates", cert.to_str().unwrap());
+    std::fs::remove_file(&cert).unwrap();
+    let signed: serde_json::Value = serde_json::from_str(&node.ok(&["announce", "--signed"])).unwrap();
+    let msg: serde_json::Value = serde_json::from_str(signed["msg"].as_str().unwrap()).unwrap();
+    assert_eq!(msg["grid-manager-certificates"][0]["signature"], "abc", "{msg}");
+    let key = node.ok(&["announce", "--public-key"]);
+    assert_eq!(key.trim(), format!("pub-{}", signed["key"].as_str().unwrap()));
+
+    std::fs::remove_file(node.dir().join("private/node.privkey")).unwrap();
+    let Err(e) = node.try_start() else { panic!("a node without a signing key started with introducers") };
+    assert!(e.contains(&format!("run `marsh upgrade --dir {}`", node.d())), "{e}");
+}
