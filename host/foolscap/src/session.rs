@@ -146,7 +146,8 @@ async fn within<T>(
     tokio::time::timeout(limit, fut).await.map_err(|_| FoolscapError::Timeout(what))?
 }
 
-/// Dial `furl`'s hints in turn as `me`; the first that negotiates wins.
+/// Dial `furl`'s hints in turn as `me`; the first that negotiates wins. With one hint, its
+/// failure is returned as it is; with several, [`FoolscapError::Unreachable`] lists each.
 pub async fn connect(furl: &Furl, me: &Tub, timeouts: Timeouts, limits: Limits) -> Result<Connection, FoolscapError> {
     let mut failures = Vec::new();
     for hint in &furl.hints {
@@ -164,8 +165,15 @@ pub async fn connect(furl: &Furl, me: &Tub, timeouts: Timeouts, limits: Limits) 
             }
         };
         let _ = tcp.set_nodelay(true);
-        let negotiated = within(timeouts.negotiate, "negotiating", negotiate(tcp, host, furl, me)).await?;
-        let (stream, leftover) = negotiated;
+        let (stream, leftover) = match within(timeouts.negotiate, "negotiating", negotiate(tcp, host, furl, me)).await {
+            Ok(negotiated) => negotiated,
+            // Only hint: its own error, typed. Otherwise the next hint may be the right one.
+            Err(e) if furl.hints.len() == 1 => return Err(e),
+            Err(e) => {
+                failures.push(format!("{hint}: {e}"));
+                continue;
+            }
+        };
         let mut decoder = Decoder::new(limits.max_string);
         decoder.feed(&leftover);
         return Ok(Connection {
@@ -550,6 +558,37 @@ mod tests {
             assert!(matches!(r, Err(FoolscapError::Negotiation(_))), "{r:?}");
             peer.abort();
         }
+    }
+
+    #[tokio::test]
+    async fn hints_are_tried_in_turn_past_one_that_refuses_and_one_that_is_another_service() {
+        let (l, furl, cert) = peer().await;
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+        let wrong = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let wrong_port = wrong.local_addr().unwrap().port();
+        let other_service = tokio::spawn(async move {
+            let (mut tcp, _) = wrong.accept().await.unwrap();
+            let _ = tcp.write_all(b"SSH-2.0-OpenSSH\r\n\r\n").await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        let mut furl = furl;
+        let good = furl.hints.remove(0);
+        furl.hints = vec![
+            Hint::Tcp { host: "127.0.0.1".into(), port: closed },
+            Hint::Other("tor:x.onion:80".into()),
+            Hint::Tcp { host: "127.0.0.1".into(), port: wrong_port },
+            good.clone(),
+        ];
+        let peer = tokio::spawn(negotiating_peer(l, cert, Vec::new()));
+        let conn = connect(&furl, &me(), quick(), Limits::default()).await.unwrap();
+        assert_eq!(conn.reached, good);
+        furl.hints.pop();
+        let r = connect(&furl, &me(), quick(), Limits::default()).await;
+        let Err(FoolscapError::Unreachable(why)) = r else { panic!("{r:?}") };
+        assert_eq!(why.matches("; ").count(), 2, "each hint's failure is named: {why}");
+        assert!(why.contains("not a kind of hint"), "{why}");
+        peer.abort();
+        other_service.abort();
     }
 
     #[tokio::test]
