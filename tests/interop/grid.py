@@ -129,6 +129,8 @@ def main():
         page = scrape(web, "/")
         assert "Introducers" in page and introducer.furl.split("/")[2] in page, page
         assert introducer.furl.rsplit("/", 1)[1] not in page, "the swissnum is not shown"
+        status = run(interop.MARSH, "status", "--dir", nodes[0].dir)
+        assert "connected, announcement published" in status, status
 
     @check("after the introducer restarts, the nodes publish again: the first client still uses them and a fresh one finds all three")
     def _():
@@ -136,6 +138,8 @@ def main():
         web = grid["web"]
         wait_for("the node to see the introducer gone", lambda: connected_metric(web) == 0)
         assert "introducer connection" in grid["nodes"][0].log_text()
+        status = run(interop.MARSH, "status", "--dir", grid["nodes"][0].dir)
+        assert "not connected" in status, status
         introducer.start()
         wait_for("the node to reconnect", lambda: connected_metric(web) == 1, timeout=120)
         wait_for("the nodes to publish again", lambda: introducer.storage_announcements() == 3, timeout=120)

@@ -8,6 +8,7 @@
 //!   config change that would hide shares;
 //! - [`backend`] and [`persistence`]: starting the two plugins with the node's limits;
 //!   recovery; handing changes over;
+//! - [`conformance`]: starting a wasm strategy for the persistence conformance kit;
 //! - [`tasks`]: the periodic work under one supervisor;
 //! - [`introducers`]: keeping the node's announcement published at the grid's introducers;
 //! - [`Error`]: every failure, typed, with what to do about it.
@@ -16,6 +17,7 @@
 //! driver (see ARCHITECTURE.md).
 
 pub mod backend;
+pub mod conformance;
 mod error;
 pub mod introducers;
 pub mod node;

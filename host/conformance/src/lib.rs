@@ -1,13 +1,19 @@
-//! The backend conformance suite: every case written once, as a function over
-//! [`marsh_core::Backend`], and run the same way against the native in-memory [`reference`],
-//! every first-party plugin, and any third-party `.wasm` (`marsh plugin test PATH.wasm`).
+//! The conformance suites: every case written once and run the same way against every
+//! first-party plugin and any third-party `.wasm` (`marsh plugin test PATH.wasm`).
 //!
-//! Cases use storage indexes fresh to each run, so they can run against a backend that
-//! already holds data. They check behaviour the protocol server relies on, not layout.
-//! This crate knows nothing of wasm: whoever runs it supplies the backend.
+//! - Backends: cases over [`marsh_core::Backend`], also run against the native in-memory
+//!   [`reference`]. They use storage indexes fresh to each run, so they can run against a
+//!   backend that already holds data, and check behaviour the protocol server relies on, not
+//!   layout.
+//! - Persistence strategies ([`strategy`]): cases over a strategy a [`strategy::Harness`]
+//!   starts on a scratch store, with real accounting databases.
+//!
+//! This crate knows nothing of wasm: whoever runs it supplies the backend or the harness.
 
 mod cases;
 pub mod reference;
+pub mod strategy;
+mod strategy_cases;
 
 use std::future::Future;
 use std::pin::Pin;

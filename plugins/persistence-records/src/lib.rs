@@ -5,6 +5,9 @@
 //! sequence does not match its key is counted as tampered and skipped, and missing sequence
 //! numbers are reported as gaps.
 //!
+//! A change handed over again under a number already held must be the very change stored (a
+//! retry after a crash); other content is refused, never written over.
+//!
 //! The store operator sees how many changes there were and when, never what they say: keys
 //! carry only the sequence number and every object is sealed with the node's key.
 //!
@@ -36,6 +39,22 @@ fn key(sequence: u64) -> String {
 
 fn io(e: BlobError) -> PersistError {
     PersistError::Io(e.to_string())
+}
+
+impl Records {
+    /// The record already held under `sequence` must be `change` itself.
+    fn check_held(&self, sequence: u64, change: &[u8]) -> Result<(), PersistError> {
+        let k = key(sequence);
+        let held = self.store.get(&k).map_err(io)?.ok_or_else(|| PersistError::Io(format!("{k} vanished")))?;
+        match self.host.unseal(PURPOSE, &held) {
+            Ok(c) if c == change => Ok(()),
+            Ok(_) => Err(PersistError::Io(format!(
+                "change {sequence} was handed over again with other content than the record {k} holds: refusing to \
+                 replace it"
+            ))),
+            Err(_) => Err(PersistError::Tampered(format!("{k} does not unseal"))),
+        }
+    }
 }
 
 impl Persistence for Records {
@@ -86,8 +105,10 @@ impl Persistence for Records {
             let sequence = first_sequence + i as u64;
             let sealed = self.host.seal(PURPOSE, change).map_err(|e| PersistError::Io(format!("sealing: {e}")))?;
             match self.store.put(&key(sequence), &sealed, PutMode::CreateOnly) {
-                // Written before a crash that came before the host noted it: the same change.
-                Ok(()) | Err(BlobError::Exists) => {}
+                Ok(()) => {}
+                // Written before a crash that came before the host noted it: the same change,
+                // or the host is confused; a held record is never replaced by other content.
+                Err(BlobError::Exists) => self.check_held(sequence, change)?,
                 Err(e) => return Err(io(e)),
             }
         }

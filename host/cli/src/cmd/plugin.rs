@@ -1,8 +1,9 @@
 //! `marsh plugin inspect PATH.wasm` and `marsh plugin test PATH.wasm`.
 //!
-//! `test` runs the conformance suite against any backend plugin file, first-party or not,
-//! printing one line per case and a final `N passed, N failed` line; the exit status is 1
-//! when a case failed and 2 when the plugin could not be loaded or started.
+//! `test` runs the conformance suite of the plugin's kind against any plugin file, first-party
+//! or not: the backend suite, or for a persistence strategy the strategy kit on a scratch
+//! store. It prints one line per case and a final `N passed, N failed` line; the exit status is
+//! 1 when a case failed and 2 when the plugin could not be loaded or started.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -23,7 +24,7 @@ pub enum PluginCommand {
         /// The plugin file.
         path: PathBuf,
     },
-    /// Run the backend conformance suite against a plugin.
+    /// Run the conformance suite against a plugin: the backend suite, or the persistence kit.
     Test(TestArgs),
 }
 
@@ -98,13 +99,22 @@ async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    if plugin.inspection.world != World::Backend {
-        eprintln!(
-            "marsh: {} is a {} plugin; the conformance suite tests backends",
-            args.path.display(),
-            plugin.inspection.world
-        );
-        return Ok(ExitCode::from(2));
+    let config = args
+        .config
+        .iter()
+        .map(|c| parse_pair("--config", c).map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let limits = PluginLimits {
+        memory_bytes: args.memory_mib << 20,
+        call_deadline: Duration::from_millis(args.deadline_ms),
+        max_call_bytes: args.max_call_bytes,
+        ..PluginLimits::default()
+    };
+    if plugin.inspection.world == World::Persistence {
+        if !args.stores.is_empty() {
+            bail!("--store: the persistence kit grants its own scratch store");
+        }
+        return test_strategy(args, marsh::conformance::StrategyHarness::new(runtime, plugin, config, limits)).await;
     }
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     // A throwaway node key: nothing sealed during a test run outlives it.
@@ -120,17 +130,6 @@ async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
         };
         grants = grants.store(name, store);
     }
-    let config = args
-        .config
-        .iter()
-        .map(|c| parse_pair("--config", c).map(|(k, v)| (k.to_owned(), v.to_owned())))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let limits = PluginLimits {
-        memory_bytes: args.memory_mib << 20,
-        call_deadline: Duration::from_millis(args.deadline_ms),
-        max_call_bytes: args.max_call_bytes,
-        ..PluginLimits::default()
-    };
     let backend = match WasmBackend::start(&runtime, &plugin, grants, config, limits).await {
         Ok(b) => b,
         Err(e) => {
@@ -152,6 +151,38 @@ async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     let stats = backend.stats();
     if stats.faults() > 0 {
         println!("plugin faults: {} (instances created: {})", stats.faults(), stats.instances());
+    }
+    println!("{} passed, {} failed", report.passed(), report.failed());
+    Ok(if report.failed() == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+async fn test_strategy(args: TestArgs, harness: marsh::conformance::StrategyHarness) -> anyhow::Result<ExitCode> {
+    use marsh_conformance::strategy::{self, Outcome};
+    // A plugin that cannot start at all says so once, as the backend suite does.
+    let probe = marsh_accountant::Accountant::in_memory().context("an in-memory accounting database")?;
+    let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::new("shares"));
+    let started = strategy::Harness::start(&harness, store, strategy::NODE_KEY, Arc::new(probe), Arc::default()).await;
+    if let Err(e) = started {
+        eprintln!("marsh: {e}");
+        return Ok(ExitCode::from(2));
+    }
+    println!(
+        "testing the persistence strategy {} against {} conformance cases",
+        args.path.display(),
+        strategy::case_names().len()
+    );
+    let report = strategy::run(&harness, &args.filter, |r| match &r.outcome {
+        Outcome::Passed => println!("ok   {} ({} ms)", r.name, r.elapsed.as_millis()),
+        Outcome::Failed(e) => println!("FAIL {}: {e}", r.name),
+        Outcome::NotApplicable => println!("n/a  {} (the strategy keeps nothing outside the node)", r.name),
+    })
+    .await;
+    if !report.durable {
+        println!(
+            "this strategy keeps nothing outside the node: recovering what it recorded read nothing, so the {} \
+             recovery cases do not apply",
+            report.not_applicable()
+        );
     }
     println!("{} passed, {} failed", report.passed(), report.failed());
     Ok(if report.failed() == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })

@@ -100,6 +100,18 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         },
         db.unpersisted
     )?;
+    if !config.introducers.is_empty() {
+        writeln!(out, "introducers  {}", config.introducers.len())?;
+        for furl in &config.introducers {
+            let series = format!("marsh_introducer_connected{{introducer=\"{furl}\"}}");
+            let state = match live.as_deref().and_then(|m| sample(m, &series)) {
+                Some(1) => "connected, announcement published",
+                Some(_) => "not connected (the status page has the last error)",
+                None => "unknown (no answer from the web listener)",
+            };
+            writeln!(out, "  {furl}  {state}")?;
+        }
+    }
     writeln!(out, "expiry       {}", if config.expire.enabled { "on" } else { "off" })?;
     writeln!(out, "advisories   {} (marsh advisories list)", db.advisories)?;
     Ok(ExitCode::SUCCESS)
