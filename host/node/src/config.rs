@@ -513,7 +513,7 @@ fn validate(key: &Key, name: &str, value: &str) -> Result<String, ConfigError> {
         Kind::Listeners => crate::settings::listeners(v).is_some(),
         Kind::Furls => crate::settings::furls(v).is_ok(),
         Kind::Certificates => {
-            return crate::settings::read_certificates(v).map_err(|why| ConfigError::BadValue {
+            return crate::settings::stored_certificates(v).map_err(|why| ConfigError::BadValue {
                 key: name.to_owned(),
                 value: value.to_owned(),
                 expected: format!("{} ({why})", key.kind.expected()),

@@ -387,10 +387,10 @@ fn certificate(v: serde_json::Value) -> Result<serde_json::Value, String> {
     }
 }
 
-/// `storage.grid-manager-certificates` as stored: from the files a comma-separated list of
-/// absolute paths names (read now, so the node directory holds them and a copy of it is a whole
-/// backup), or from the stored JSON list itself; empty for none.
-pub(crate) fn read_certificates(value: &str) -> Result<String, String> {
+/// The certificates `storage.grid-manager-certificates` names: the files a comma-separated list
+/// of absolute paths names (read now, so the node directory holds them and a copy of it is a
+/// whole backup), or the stored JSON list itself; none when empty.
+pub(crate) fn certificates(value: &str) -> Result<Vec<serde_json::Value>, String> {
     let v = value.trim();
     let certs: Vec<serde_json::Value> = if v.is_empty() {
         Vec::new()
@@ -398,25 +398,34 @@ pub(crate) fn read_certificates(value: &str) -> Result<String, String> {
         let list: Vec<serde_json::Value> = serde_json::from_str(v).map_err(|e| e.to_string())?;
         list.into_iter().map(certificate).collect::<Result<_, _>>()?
     } else {
-        v.split(',')
-            .map(str::trim)
-            .map(|path| {
-                let p = std::path::Path::new(path);
-                if !p.is_absolute() {
-                    return Err(format!("{path} is not an absolute path"));
-                }
-                let len = std::fs::metadata(p).map_err(|e| format!("{path}: {e}"))?.len();
-                if len > MAX_CERTIFICATE_FILE {
-                    return Err(format!("{path} is {len} bytes; a certificate is at most {MAX_CERTIFICATE_FILE}"));
-                }
-                let text = std::fs::read_to_string(p).map_err(|e| format!("{path}: {e}"))?;
-                certificate(serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?)
-            })
-            .collect::<Result<_, _>>()?
+        v.split(',').map(str::trim).map(read_certificate).collect::<Result<_, _>>()?
     };
     if certs.len() > MAX_CERTIFICATES {
         return Err(format!("{} certificates; at most {MAX_CERTIFICATES}", certs.len()));
     }
+    Ok(certs)
+}
+
+/// One certificate file, read no further than [`MAX_CERTIFICATE_FILE`] whatever it is (a pipe
+/// or a device included).
+fn read_certificate(path: &str) -> Result<serde_json::Value, String> {
+    use std::io::Read;
+    let p = std::path::Path::new(path);
+    if !p.is_absolute() {
+        return Err(format!("{path} is not an absolute path"));
+    }
+    let file = std::fs::File::open(p).map_err(|e| format!("{path}: {e}"))?;
+    let mut text = String::new();
+    file.take(MAX_CERTIFICATE_FILE + 1).read_to_string(&mut text).map_err(|e| format!("{path}: {e}"))?;
+    if text.len() as u64 > MAX_CERTIFICATE_FILE {
+        return Err(format!("{path} is larger than {MAX_CERTIFICATE_FILE} bytes, which no certificate is"));
+    }
+    certificate(serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?)
+}
+
+/// `storage.grid-manager-certificates` as stored: [`certificates`] as a JSON list, or empty.
+pub(crate) fn stored_certificates(value: &str) -> Result<String, String> {
+    let certs = certificates(value)?;
     Ok(if certs.is_empty() { String::new() } else { serde_json::Value::from(certs).to_string() })
 }
 
@@ -466,13 +475,9 @@ impl NodeConfig {
         }
         let introducers = values.raw("introducer.furls")?;
         let introducers = furls(introducers).map_err(|why| bad("introducer.furls", introducers, &why))?;
-        let certificates = values.raw("storage.grid-manager-certificates")?;
-        let grid_manager_certificates = match read_certificates(certificates) {
-            Ok(s) if s.is_empty() => Vec::new(),
-            Ok(s) => serde_json::from_str(&s)
-                .map_err(|e| bad("storage.grid-manager-certificates", certificates, &e.to_string()))?,
-            Err(why) => return Err(bad("storage.grid-manager-certificates", certificates, &why)),
-        };
+        let stored = values.raw("storage.grid-manager-certificates")?;
+        let grid_manager_certificates =
+            certificates(stored).map_err(|why| bad("storage.grid-manager-certificates", stored, &why))?;
         Ok(NodeConfig {
             introducers,
             grid_manager_certificates,
