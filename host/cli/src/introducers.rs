@@ -12,7 +12,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use marsh_foolscap::introducer::{self, Announcement, Status};
+use marsh_foolscap::introducer::{self, Status};
 use marsh_foolscap::{Backoff, Timeouts, Tub};
 use marsh_node::{Identity, NodeConfig};
 
@@ -58,19 +58,13 @@ pub fn start(
         return Ok(Introducers::default());
     }
     let key = identity.signing_key.as_ref().ok_or_else(|| Error::NoSigningKey { dir: dir.display().to_string() })?;
-    let mut nonce = [0u8; 16];
-    getrandom::getrandom(&mut nonce).map_err(|e| Error::io("drawing a nonce")(std::io::Error::other(e)))?;
-    let nonce = data_encoding::BASE32_NOPAD.encode(&nonce).to_ascii_lowercase();
-    let ann = marsh_node::announcement::storage(
+    let announcement = marsh_node::announcement::signed_now(
         identity,
+        key,
         &config.nickname,
         &[nurl],
-        marsh_node::announcement::seqnum_now(),
-        &nonce,
         &config.grid_manager_certificates,
-    );
-    let signed = marsh_node::announcement::sign(key, &ann);
-    let announcement = Announcement { msg: signed.msg, sig: signed.sig, key: signed.key };
+    )?;
     let tub = Tub::new(identity.cert_der.clone(), identity.key_der.clone());
     let mut statuses = Vec::new();
     for furl in &config.introducers {

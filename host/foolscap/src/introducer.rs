@@ -127,12 +127,12 @@ pub async fn keep_published(
             });
             conn.serve().await
         };
-        let published_before = status.lock().map(|s| s.publishes).unwrap_or(0);
         let error = match outcome.await {
             Ok(()) => FoolscapError::Closed,
             Err(e) => e,
         };
-        let published = status.lock().map(|s| s.publishes).unwrap_or(0) > published_before;
+        // Connected-since is set by a publication and cleared below after every failure.
+        let published = status.lock().is_ok_and(|s| s.connected_since.is_some());
         failures = if published { 0 } else { failures.saturating_add(1) };
         let wait = backoff.delay(failures);
         tracing::warn!(introducer = %furl, error = %error, retry_in_ms = wait.as_millis() as u64, "introducer connection");

@@ -3,24 +3,14 @@
 //! announcement as UTF-8 JSON, the signature `v0-` and base32, and the key string `v0-` and
 //! base32, which is the server id clients key the node by.
 
+use marsh_foolscap::Announcement;
 use serde_json::{Value, json};
 
-use crate::Identity;
 use crate::signing::NodeKey;
+use crate::{Identity, NodeError};
 
 /// The oldest Tahoe version the announcement says it talks to, as 1.20 says.
 const OLDEST_SUPPORTED: &str = "1.0.0";
-
-/// A signed announcement: what `publish_v2` carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Signed {
-    /// The announcement, UTF-8 JSON.
-    pub msg: Vec<u8>,
-    /// `v0-` and the base32 signature of `msg`.
-    pub sig: String,
-    /// `v0-` and the base32 public key: the server id.
-    pub key: String,
-}
 
 /// A `seqnum` for an announcement made now: microseconds since the epoch, so that every
 /// process start announces a larger one than the last without writing anything down (a clock
@@ -62,10 +52,23 @@ pub fn storage(
     ann
 }
 
-/// Sign `announcement` with `key`.
-pub fn sign(key: &NodeKey, announcement: &Value) -> Signed {
+/// Sign `announcement` with `key`: what `publish_v2` carries (the JSON, `v0-` and the base32
+/// signature, `v0-` and the base32 public key).
+pub fn sign(key: &NodeKey, announcement: &Value) -> Announcement {
     let msg = announcement.to_string().into_bytes();
-    Signed { sig: key.sign(&msg), key: key.server_id(), msg }
+    Announcement { sig: key.sign(&msg), key: key.server_id(), msg }
+}
+
+/// The storage announcement made now and signed: a fresh nonce, [`seqnum_now`].
+pub fn signed_now(
+    id: &Identity,
+    key: &NodeKey,
+    nickname: &str,
+    nurls: &[String],
+    grid_manager_certificates: &[Value],
+) -> Result<Announcement, NodeError> {
+    let nonce = data_encoding::BASE32_NOPAD.encode(&crate::identity::random::<20>()?).to_ascii_lowercase();
+    Ok(sign(key, &storage(id, nickname, nurls, seqnum_now(), &nonce, grid_manager_certificates)))
 }
 
 #[cfg(test)]

@@ -87,7 +87,7 @@ impl Identity {
     }
 }
 
-fn random<const N: usize>() -> Result<[u8; N], NodeError> {
+pub(crate) fn random<const N: usize>() -> Result<[u8; N], NodeError> {
     let mut b = [0u8; N];
     getrandom::getrandom(&mut b).map_err(|e| NodeError::Identity(format!("no randomness: {e}")))?;
     Ok(b)

@@ -20,19 +20,14 @@ pub fn run(dir: &Path, account: Option<&str>, signed: bool, public_key: bool) ->
             println!("pub-{}", key.server_id());
             return Ok(ExitCode::SUCCESS);
         }
-        // Every publication carries a larger seqnum (the clock's microseconds) and a fresh nonce.
-        let seqnum = marsh_node::announcement::seqnum_now();
-        let nonce = data_encoding::BASE32_NOPAD.encode(&rand_bytes()?).to_ascii_lowercase();
         let config = node.config();
-        let ann = marsh_node::announcement::storage(
+        let s = marsh_node::announcement::signed_now(
             id,
+            key,
             &config.nickname,
             &[node.nurl()],
-            seqnum,
-            &nonce,
             &config.grid_manager_certificates,
-        );
-        let s = marsh_node::announcement::sign(key, &ann);
+        )?;
         let out = serde_json::json!({ "msg": String::from_utf8_lossy(&s.msg), "sig": s.sig, "key": s.key });
         println!("{out}");
         return Ok(ExitCode::SUCCESS);
@@ -53,10 +48,4 @@ pub fn run(dir: &Path, account: Option<&str>, signed: bool, public_key: bool) ->
     writeln!(out, "        - {nurl}")?;
     writeln!(out, "      permutation-seed-base32: {}", id.permutation_seed)?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn rand_bytes() -> anyhow::Result<[u8; 20]> {
-    let mut b = [0u8; 20];
-    getrandom::getrandom(&mut b).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    Ok(b)
 }
