@@ -12,7 +12,7 @@ export RUST_BACKTRACE := 0
 # Each is built by its own cargo invocation: a wasm plugin exports exactly one world, and the
 # SDK's world features must not be unified across plugins.
 PLUGINS := backend-disk backend-memory backend-s3 persistence-local persistence-records persistence-stash minimal-backend \
-           hostile-trap hostile-spin hostile-hog hostile-flood hostile-wrong-abi
+           hostile-trap hostile-spin hostile-hog hostile-flood hostile-hoard hostile-wrong-abi abi-0-1-backend
 
 # The real Tahoe-LAFS client, for the interop tests; installed once, outside the clone.
 TAHOE_VENV ?= $(HOME)/.cache/marsh/tahoe-venv

@@ -10,38 +10,77 @@ compile_error!("a wasm plugin exports one world: enable the `backend` or the `pe
 #[cfg(not(any(feature = "backend", feature = "persistence")))]
 compile_error!("enable the `backend` or the `persistence` feature of marsh-plugin-sdk");
 
-#[cfg(feature = "backend")]
-#[allow(missing_docs, unsafe_code, unused_qualifications, clippy::all, reason = "generated code")]
-pub mod backend_bindings {
-    wit_bindgen::generate!({
-        path: "wit",
-        world: "backend",
-        pub_export_macro: true,
-        export_macro_name: "__export_marsh_backend",
-        default_bindings_module: "marsh_plugin_sdk::__private::backend_bindings",
-    });
+/// Bindings for the world a build exports, in the ABI version it targets: `wit/` is
+/// `marsh:plugin@0.2.0`, `wit/deps/marsh-plugin-0.1.0/` the frozen 0.1.0 (feature `abi-0-1`).
+macro_rules! bindings {
+    ($module:ident, $world:literal, $path:literal, $export:literal, $self_path:literal) => {
+        #[allow(missing_docs, unsafe_code, unused_qualifications, clippy::all, reason = "generated code")]
+        pub mod $module {
+            wit_bindgen::generate!({
+                path: $path,
+                world: $world,
+                pub_export_macro: true,
+                export_macro_name: $export,
+                default_bindings_module: $self_path,
+                // 0.2.0 imports interfaces of the 0.1.0 package: generate them too.
+                generate_all,
+            });
+        }
+    };
 }
 
-#[cfg(feature = "persistence")]
-#[allow(missing_docs, unsafe_code, unused_qualifications, clippy::all, reason = "generated code")]
-pub mod persistence_bindings {
-    wit_bindgen::generate!({
-        path: "wit",
-        world: "persistence",
-        pub_export_macro: true,
-        export_macro_name: "__export_marsh_persistence",
-        default_bindings_module: "marsh_plugin_sdk::__private::persistence_bindings",
-    });
-}
+#[cfg(all(feature = "backend", not(feature = "abi-0-1")))]
+bindings!(
+    backend_bindings,
+    "backend",
+    "wit",
+    "__export_marsh_backend",
+    "marsh_plugin_sdk::__private::backend_bindings"
+);
+#[cfg(all(feature = "backend", feature = "abi-0-1"))]
+bindings!(
+    backend_bindings,
+    "backend",
+    "wit/deps/marsh-plugin-0.1.0",
+    "__export_marsh_backend",
+    "marsh_plugin_sdk::__private::backend_bindings"
+);
+#[cfg(all(feature = "persistence", not(feature = "abi-0-1")))]
+bindings!(
+    persistence_bindings,
+    "persistence",
+    "wit",
+    "__export_marsh_persistence",
+    "marsh_plugin_sdk::__private::persistence_bindings"
+);
+#[cfg(all(feature = "persistence", feature = "abi-0-1"))]
+bindings!(
+    persistence_bindings,
+    "persistence",
+    "wit/deps/marsh-plugin-0.1.0",
+    "__export_marsh_persistence",
+    "marsh_plugin_sdk::__private::persistence_bindings"
+);
 
 #[cfg(feature = "backend")]
-use backend_bindings::marsh::plugin as wit;
+use backend_bindings as bindings;
 #[cfg(all(feature = "persistence", not(feature = "backend")))]
-use persistence_bindings::marsh::plugin as wit;
+use persistence_bindings as bindings;
+
+#[cfg(feature = "abi-0-1")]
+use bindings::marsh::plugin as wit;
+/// The 0.1.0 interfaces (0.2.0 imports them unchanged) and the 0.2.0 additions. With both
+/// versions in one package graph the generator names modules by version.
+#[cfg(not(feature = "abi-0-1"))]
+use bindings::marsh::plugin0_1_0 as wit;
+#[cfg(not(feature = "abi-0-1"))]
+use bindings::marsh::plugin0_2_0 as wit2;
 
 use crate::blobs::{BlobError, Capabilities, Page, PutMode};
 use crate::config::Config;
 use crate::host::{Level, SealError};
+#[cfg(not(feature = "abi-0-1"))]
+use crate::payload::{Payload, PayloadInner};
 use crate::types::{Concurrency, InitError, PluginInfo};
 
 /// Wrappers over the generated imports, in the SDK's own types.
@@ -156,6 +195,68 @@ pub mod imports {
         pub fn rename(&self, from: &str, to: &str, m: PutMode) -> Result<(), BlobError> {
             self.0.rename(from, to, mode(m)).map_err(blob_error)
         }
+        pub fn put_owned(&self, key: &str, data: Vec<u8>, m: PutMode) -> Result<(), BlobError> {
+            self.put(key, &data, m)
+        }
+        pub fn write_at_owned(&self, key: &str, offset: u64, data: Vec<u8>) -> Result<(), BlobError> {
+            self.write_at(key, offset, &data)
+        }
+        #[cfg(not(feature = "abi-0-1"))]
+        pub fn get_range_payload(&self, key: &str, offset: u64, len: u64) -> Result<Option<Payload>, BlobError> {
+            wit2::payloads::get_range(&self.0, key, offset, len)
+                .map(|p| p.map(|p| Payload { inner: PayloadInner::Host(WasmPayload(p)) }))
+                .map_err(blob_error)
+        }
+        #[cfg(not(feature = "abi-0-1"))]
+        pub fn put_payload(&self, key: &str, data: WasmPayload, m: PutMode) -> Result<(), BlobError> {
+            wit2::payloads::put(&self.0, key, data.0, mode(m)).map_err(blob_error)
+        }
+        #[cfg(not(feature = "abi-0-1"))]
+        pub fn write_payload_at(&self, key: &str, offset: u64, data: WasmPayload) -> Result<(), BlobError> {
+            wit2::payloads::write_at(&self.0, key, offset, data.0).map_err(blob_error)
+        }
+        #[cfg(not(feature = "abi-0-1"))]
+        pub fn get_many(&self, keys: &[String]) -> Result<Vec<crate::blobs::GetAnswer>, BlobError> {
+            let answers = wit2::batches::get_many(&self.0, keys).map_err(blob_error)?;
+            Ok(answers.into_iter().map(|a| a.map_err(blob_error)).collect())
+        }
+    }
+
+    /// Bytes the host holds (ABI 0.2.0).
+    #[cfg(not(feature = "abi-0-1"))]
+    #[derive(Debug)]
+    pub struct WasmPayload(pub(crate) wit2::payloads::Payload);
+
+    #[cfg(not(feature = "abi-0-1"))]
+    impl WasmPayload {
+        pub(crate) fn len(&self) -> u64 {
+            self.0.len()
+        }
+        pub(crate) fn read(&self, offset: u64, len: u64) -> Vec<u8> {
+            self.0.read(offset, len)
+        }
+        /// All the bytes, in pieces (the host caps one read at its per-call bound).
+        pub(crate) fn to_vec(&self) -> Vec<u8> {
+            let len = self.0.len();
+            let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+            while (out.len() as u64) < len {
+                let part = self.0.read(out.len() as u64, len - out.len() as u64);
+                if part.is_empty() {
+                    break;
+                }
+                out.extend_from_slice(&part);
+            }
+            out
+        }
+    }
+
+    /// Hand bytes to the host as a payload (for an answer built in plugin memory).
+    #[cfg(not(feature = "abi-0-1"))]
+    pub fn host_payload(p: Payload) -> Result<wit2::payloads::Payload, BlobError> {
+        match p.inner {
+            PayloadInner::Host(h) => Ok(h.0),
+            PayloadInner::Bytes(b) => wit2::payloads::create(&b).map_err(blob_error),
+        }
     }
 
     /// A streamed upload resource.
@@ -165,6 +266,10 @@ pub mod imports {
     impl WasmUpload {
         pub fn append(&mut self, data: &[u8]) -> Result<(), BlobError> {
             self.0.append(data).map_err(blob_error)
+        }
+        #[cfg(not(feature = "abi-0-1"))]
+        pub fn append_payload(&mut self, data: WasmPayload) -> Result<(), BlobError> {
+            wit2::payloads::append(&self.0, data.0).map_err(blob_error)
         }
         pub fn finish(self) -> Result<(), BlobError> {
             wit::blobs::Upload::finish(self.0).map_err(blob_error)
@@ -262,8 +367,36 @@ mod backend_adapter {
     use super::*;
     use crate::backend::{Backend, BackendError, WriteVector};
     use crate::host::Host;
+    use crate::payload::Payload;
     use crate::types::StorageIndex;
+    #[cfg(feature = "abi-0-1")]
     use backend_bindings::exports::marsh::plugin::shares::{self as ex, Guest};
+    #[cfg(not(feature = "abi-0-1"))]
+    use backend_bindings::exports::marsh::plugin0_2_0::shares::{self as ex, Guest};
+
+    /// A share's bytes as this ABI version passes them: a host payload from 0.2.0 on.
+    #[cfg(not(feature = "abi-0-1"))]
+    type Bytes = wit2::payloads::Payload;
+    #[cfg(feature = "abi-0-1")]
+    type Bytes = Vec<u8>;
+
+    #[cfg(not(feature = "abi-0-1"))]
+    fn payload_in(data: Bytes) -> Payload {
+        Payload { inner: PayloadInner::Host(imports::WasmPayload(data)) }
+    }
+    #[cfg(feature = "abi-0-1")]
+    fn payload_in(data: Bytes) -> Payload {
+        Payload::from(data)
+    }
+
+    #[cfg(not(feature = "abi-0-1"))]
+    fn payload_out(p: Payload) -> Result<Bytes, BackendError> {
+        imports::host_payload(p).map_err(BackendError::from)
+    }
+    #[cfg(feature = "abi-0-1")]
+    fn payload_out(p: Payload) -> Result<Bytes, BackendError> {
+        Ok(p.into_vec())
+    }
 
     /// Where the export macro keeps the plugin's one value per instance.
     pub trait BackendSlot {
@@ -308,9 +441,9 @@ mod backend_adapter {
             let s = si(s)?;
             call::<S, _>(|p| p.begin(&s, n, size))
         }
-        fn write(s: String, n: u16, offset: u64, data: Vec<u8>) -> Result<(), ex::BackendError> {
+        fn write(s: String, n: u16, offset: u64, data: Bytes) -> Result<(), ex::BackendError> {
             let s = si(s)?;
-            call::<S, _>(|p| p.write(&s, n, offset, &data))
+            call::<S, _>(|p| p.write(&s, n, offset, payload_in(data)))
         }
         fn read_incoming(s: String, n: u16, offset: u64, len: u64) -> Result<Vec<u8>, ex::BackendError> {
             let s = si(s)?;
@@ -324,9 +457,9 @@ mod backend_adapter {
             let s = si(s)?;
             call::<S, _>(|p| p.abort(&s, n))
         }
-        fn read(s: String, n: u16, offset: u64, len: u64) -> Result<Vec<u8>, ex::BackendError> {
+        fn read(s: String, n: u16, offset: u64, len: u64) -> Result<Bytes, ex::BackendError> {
             let s = si(s)?;
-            call::<S, _>(|p| p.read(&s, n, offset, len))
+            call::<S, _>(|p| p.read(&s, n, offset, len).and_then(payload_out))
         }
         fn size(s: String, n: u16) -> Result<Option<u64>, ex::BackendError> {
             let s = si(s)?;
@@ -395,7 +528,10 @@ mod persistence_adapter {
     use super::*;
     use crate::host::Host;
     use crate::persistence::{Accountant, DbState, PersistError, Persistence, Plan};
+    #[cfg(feature = "abi-0-1")]
     use persistence_bindings::exports::marsh::plugin::strategy::{self as ex, Guest};
+    #[cfg(not(feature = "abi-0-1"))]
+    use persistence_bindings::exports::marsh::plugin0_1_0::strategy::{self as ex, Guest};
 
     /// Where the export macro keeps the plugin's one value per instance.
     pub trait PersistenceSlot {

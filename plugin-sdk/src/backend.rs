@@ -10,6 +10,7 @@ use std::fmt;
 use crate::blobs::BlobError;
 use crate::config::Config;
 use crate::host::Host;
+use crate::payload::Payload;
 use crate::types::{InitError, PluginInfo, ShareNumber, StorageIndex};
 
 /// Why a backend operation failed.
@@ -141,8 +142,11 @@ pub trait Backend: Sized + 'static {
     /// Start an immutable share of `size` bytes. [`BackendError::Exists`] if it is complete;
     /// an unfinished earlier upload of the same share is discarded.
     fn begin(&mut self, si: &StorageIndex, shnum: ShareNumber, size: u64) -> BackendResult<()>;
-    /// Write bytes of an in-progress immutable share.
-    fn write(&mut self, si: &StorageIndex, shnum: ShareNumber, offset: u64, data: &[u8]) -> BackendResult<()>;
+    /// Write bytes of an in-progress immutable share. Hand `data` to a store
+    /// ([`crate::Store::write_payload_at`], [`crate::Store::put_payload`]) to keep its bytes
+    /// out of the plugin's memory; [`Payload::into_vec`] copies them in when the plugin must
+    /// look at them.
+    fn write(&mut self, si: &StorageIndex, shnum: ShareNumber, offset: u64, data: Payload) -> BackendResult<()>;
     /// Read bytes already written to an in-progress share, short at the declared size;
     /// [`BackendError::NotFound`] when there is no upload.
     fn read_incoming(&mut self, si: &StorageIndex, shnum: ShareNumber, offset: u64, len: u64)
@@ -151,8 +155,10 @@ pub trait Backend: Sized + 'static {
     fn finish(&mut self, si: &StorageIndex, shnum: ShareNumber) -> BackendResult<()>;
     /// Discard an in-progress share; not an error if there is none.
     fn abort(&mut self, si: &StorageIndex, shnum: ShareNumber) -> BackendResult<()>;
-    /// Read a complete immutable share, short at its end.
-    fn read(&mut self, si: &StorageIndex, shnum: ShareNumber, offset: u64, len: u64) -> BackendResult<Vec<u8>>;
+    /// Read a complete immutable share, short at its end: at most `len` bytes. Answer with
+    /// [`crate::Store::get_range_payload`] to pass a store's bytes on without holding them,
+    /// or with `Payload::from(bytes)`.
+    fn read(&mut self, si: &StorageIndex, shnum: ShareNumber, offset: u64, len: u64) -> BackendResult<Payload>;
     /// Size of a complete immutable share, or `None`.
     fn size(&mut self, si: &StorageIndex, shnum: ShareNumber) -> BackendResult<Option<u64>>;
     /// Complete immutable shares of a storage index, ascending.

@@ -9,6 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::native::{NativeStore, NativeUpload};
+use crate::payload::{Payload, PayloadInner};
 
 /// Why a blob store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,7 +195,63 @@ impl Store {
     pub fn rename(&self, from: &str, to: &str, mode: PutMode) -> Result<(), BlobError> {
         dispatch!(self, s => s.rename(from, to, mode))
     }
+
+    /// [`Store::get_range`] as a [`Payload`]: under ABI 0.2.0 the bytes stay in the host.
+    pub fn get_range_payload(&self, key: &str, offset: u64, len: u64) -> Result<Option<Payload>, BlobError> {
+        match &self.inner {
+            #[cfg(all(target_arch = "wasm32", not(feature = "abi-0-1")))]
+            StoreInner::Wasm(s) => s.get_range_payload(key, offset, len),
+            _ => Ok(self.get_range(key, offset, len)?.map(Payload::from)),
+        }
+    }
+
+    /// [`Store::put`] of a [`Payload`]'s bytes, without copying host-held bytes into the plugin.
+    pub fn put_payload(&self, key: &str, data: Payload, mode: PutMode) -> Result<(), BlobError> {
+        match data.inner {
+            PayloadInner::Bytes(b) => dispatch!(self, s => s.put_owned(key, b, mode)),
+            #[cfg(all(target_arch = "wasm32", not(feature = "abi-0-1")))]
+            PayloadInner::Host(h) => match &self.inner {
+                StoreInner::Wasm(s) => s.put_payload(key, h, mode),
+                StoreInner::Native(s) => s.put(key, &h.to_vec(), mode),
+            },
+        }
+    }
+
+    /// [`Store::write_at`] of a [`Payload`]'s bytes, without copying host-held bytes into the
+    /// plugin.
+    pub fn write_payload_at(&self, key: &str, offset: u64, data: Payload) -> Result<(), BlobError> {
+        match data.inner {
+            PayloadInner::Bytes(b) => dispatch!(self, s => s.write_at_owned(key, offset, b)),
+            #[cfg(all(target_arch = "wasm32", not(feature = "abi-0-1")))]
+            PayloadInner::Host(h) => match &self.inner {
+                StoreInner::Wasm(s) => s.write_payload_at(key, offset, h),
+                StoreInner::Native(s) => s.write_at(key, offset, &h.to_vec()),
+            },
+        }
+    }
+
+    /// The whole objects under `keys`, one answer per key in order, as [`Store::get`] gives
+    /// them. Under ABI 0.2.0 the host reads them concurrently, in calls of at most 1000 keys
+    /// (split here); elsewhere one by one. The objects of one call must fit in the bytes the
+    /// host moves in one call: ask for small objects, or fewer at a time.
+    pub fn get_many(&self, keys: &[String]) -> Result<Vec<GetAnswer>, BlobError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for part in keys.chunks(GET_MANY_KEYS) {
+            match &self.inner {
+                #[cfg(all(target_arch = "wasm32", not(feature = "abi-0-1")))]
+                StoreInner::Wasm(s) => out.extend(s.get_many(part)?),
+                _ => out.extend(part.iter().map(|k| self.get(k))),
+            }
+        }
+        Ok(out)
+    }
 }
+
+/// One object's answer in [`Store::get_many`]: what [`Store::get`] would have answered.
+pub type GetAnswer = Result<Option<Vec<u8>>, BlobError>;
+
+/// Keys one `get-many` call may carry.
+const GET_MANY_KEYS: usize = 1000;
 
 enum UploadInner {
     #[cfg(target_arch = "wasm32")]
@@ -220,6 +277,18 @@ impl Upload {
             #[cfg(target_arch = "wasm32")]
             UploadInner::Wasm(u) => u.append(data),
             UploadInner::Native(u) => u.append(data),
+        }
+    }
+
+    /// Append a [`Payload`]'s bytes, without copying host-held bytes into the plugin.
+    pub fn append_payload(&mut self, data: Payload) -> Result<(), BlobError> {
+        match data.inner {
+            PayloadInner::Bytes(b) => self.append(&b),
+            #[cfg(all(target_arch = "wasm32", not(feature = "abi-0-1")))]
+            PayloadInner::Host(h) => match &mut self.inner {
+                UploadInner::Wasm(u) => u.append_payload(h),
+                UploadInner::Native(u) => u.append(&h.to_vec()),
+            },
         }
     }
 

@@ -1,7 +1,8 @@
 //! Write marsh plugins in Rust: storage backends and accountant persistence strategies.
 //!
 //! A marsh plugin is a WebAssembly component built for `wasm32-wasip2` against the WIT package
-//! `marsh:plugin@0.1.0` (in this crate's `wit/` folder). This crate hides the generated
+//! `marsh:plugin@0.2.0` (in this crate's `wit/` folder; with the `abi-0-1` feature, against the
+//! frozen 0.1.0 in `wit/deps/`, from the same plugin code). This crate hides the generated
 //! bindings: you implement [`Backend`] (or [`Persistence`]) on a plain Rust type, call
 //! [`export_backend!`] (or [`export_persistence!`]) once, and reach the host through [`Host`]
 //! and [`Store`]. The same code runs natively, so plugin logic is unit-tested with `cargo test`
@@ -27,7 +28,7 @@
 //! ```
 //! use marsh_plugin_sdk::{
 //!     Backend, BackendError, BackendResult, Concurrency, Config, Host, IndexPage, InitError,
-//!     PluginInfo, PutMode, ShareNumber, StorageIndex, Store, Usage, WriteVector,
+//!     Payload, PluginInfo, PutMode, ShareNumber, StorageIndex, Store, Usage, WriteVector,
 //! };
 //!
 //! pub struct Tiny {
@@ -50,8 +51,9 @@
 //!         self.store.put(&format!("incoming/{}", key(si, shnum)), &[], PutMode::Overwrite)?;
 //!         Ok(())
 //!     }
-//!     fn write(&mut self, si: &StorageIndex, shnum: ShareNumber, offset: u64, data: &[u8]) -> BackendResult<()> {
-//!         Ok(self.store.write_at(&format!("incoming/{}", key(si, shnum)), offset, data)?)
+//!     // The bytes stay in the host: the payload goes from the request to the store.
+//!     fn write(&mut self, si: &StorageIndex, shnum: ShareNumber, offset: u64, data: Payload) -> BackendResult<()> {
+//!         Ok(self.store.write_payload_at(&format!("incoming/{}", key(si, shnum)), offset, data)?)
 //!     }
 //!     fn read_incoming(&mut self, si: &StorageIndex, shnum: ShareNumber, offset: u64, len: u64) -> BackendResult<Vec<u8>> {
 //!         let key = format!("incoming/{}", key(si, shnum));
@@ -65,8 +67,8 @@
 //!         self.store.delete(&format!("incoming/{}", key(si, shnum)))?;
 //!         Ok(())
 //!     }
-//!     fn read(&mut self, si: &StorageIndex, shnum: ShareNumber, offset: u64, len: u64) -> BackendResult<Vec<u8>> {
-//!         self.store.get_range(&key(si, shnum), offset, len)?.ok_or(BackendError::NotFound)
+//!     fn read(&mut self, si: &StorageIndex, shnum: ShareNumber, offset: u64, len: u64) -> BackendResult<Payload> {
+//!         self.store.get_range_payload(&key(si, shnum), offset, len)?.ok_or(BackendError::NotFound)
 //!     }
 //!     fn size(&mut self, si: &StorageIndex, shnum: ShareNumber) -> BackendResult<Option<u64>> {
 //!         Ok(self.store.head(&key(si, shnum))?)
@@ -103,9 +105,9 @@
 //! let mut tiny = Tiny::init(host, Config::default()).unwrap();
 //! let si: StorageIndex = "aaaaaaaaaaaaaaaaaaaaaaaaaa".parse().unwrap();
 //! tiny.begin(&si, 0, 3).unwrap();
-//! tiny.write(&si, 0, 0, b"abc").unwrap();
+//! tiny.write(&si, 0, 0, b"abc".into()).unwrap();
 //! tiny.finish(&si, 0).unwrap();
-//! assert_eq!(tiny.read(&si, 0, 1, 10).unwrap(), b"bc");
+//! assert_eq!(tiny.read(&si, 0, 1, 10).unwrap().into_vec(), b"bc");
 //! ```
 //!
 //! Build it with `cargo build --release --target wasm32-wasip2`; the `.wasm` file is the plugin.
@@ -116,6 +118,7 @@ mod blobs;
 mod config;
 mod host;
 pub mod native;
+mod payload;
 mod persistence;
 pub mod testing;
 mod types;
@@ -125,16 +128,21 @@ mod types;
 pub mod __private;
 
 pub use backend::{Backend, BackendError, BackendResult, IndexPage, SweepReport, Usage, WriteVector};
-pub use blobs::{BlobError, Capabilities, Page, PutMode, Store, Upload};
+pub use blobs::{BlobError, Capabilities, GetAnswer, Page, PutMode, Store, Upload};
 pub use config::Config;
 pub use host::{Host, Level, SealError};
+pub use payload::Payload;
 pub use persistence::{
     Accountant, ApplyBatch, DbState, PersistError, Persistence, Plan, RecoverySummary, Restore, Snapshot,
     change_sequence,
 };
 pub use types::{Concurrency, InitError, PluginInfo, Recovery, ShareNumber, StorageIndex, StorageIndexError};
 
-/// The version of the WIT package this SDK builds plugins against.
+/// The version of the WIT package a wasm build of this SDK targets.
+#[cfg(not(feature = "abi-0-1"))]
+pub const ABI_VERSION: &str = "0.2.0";
+/// The version of the WIT package a wasm build of this SDK targets.
+#[cfg(feature = "abi-0-1")]
 pub const ABI_VERSION: &str = "0.1.0";
 
 /// Export a [`Backend`] implementation as the plugin's `backend` world.

@@ -47,6 +47,14 @@ pub trait NativeStore: Send + Sync {
     fn set_len(&self, key: &str, len: u64) -> Result<(), BlobError>;
     fn sync(&self, key: &str) -> Result<(), BlobError>;
     fn rename(&self, from: &str, to: &str, mode: PutMode) -> Result<(), BlobError>;
+    /// `put` of bytes the caller gives up (an implementation that keeps them avoids a copy).
+    fn put_owned(&self, key: &str, data: Vec<u8>, mode: PutMode) -> Result<(), BlobError> {
+        self.put(key, &data, mode)
+    }
+    /// `write_at` of bytes the caller gives up.
+    fn write_at_owned(&self, key: &str, offset: u64, data: Vec<u8>) -> Result<(), BlobError> {
+        self.write_at(key, offset, &data)
+    }
 }
 
 /// A streamed upload; see the `blobs.upload` resource.

@@ -4,8 +4,8 @@
 // `on_write` and `on_read` misbehave.
 
 use marsh_plugin_sdk::{
-    Backend, BackendError, BackendResult, Concurrency, Config, Host, IndexPage, InitError, PluginInfo, ShareNumber,
-    StorageIndex, Usage, WriteVector,
+    Backend, BackendError, BackendResult, Concurrency, Config, Host, IndexPage, InitError, Payload, PluginInfo,
+    ShareNumber, StorageIndex, Usage, WriteVector,
 };
 
 /// The hostile backend.
@@ -22,7 +22,7 @@ impl Backend for Hostile {
     fn begin(&mut self, _: &StorageIndex, _: ShareNumber, _: u64) -> BackendResult<()> {
         Ok(())
     }
-    fn write(&mut self, _: &StorageIndex, _: ShareNumber, _: u64, data: &[u8]) -> BackendResult<()> {
+    fn write(&mut self, _: &StorageIndex, _: ShareNumber, _: u64, data: Payload) -> BackendResult<()> {
         on_write(data)
     }
     fn read_incoming(&mut self, _: &StorageIndex, _: ShareNumber, _: u64, _: u64) -> BackendResult<Vec<u8>> {
@@ -34,8 +34,8 @@ impl Backend for Hostile {
     fn abort(&mut self, _: &StorageIndex, _: ShareNumber) -> BackendResult<()> {
         Ok(())
     }
-    fn read(&mut self, _: &StorageIndex, _: ShareNumber, _: u64, len: u64) -> BackendResult<Vec<u8>> {
-        on_read(len)
+    fn read(&mut self, _: &StorageIndex, _: ShareNumber, _: u64, len: u64) -> BackendResult<Payload> {
+        on_read(len).map(Payload::from)
     }
     fn size(&mut self, _: &StorageIndex, _: ShareNumber) -> BackendResult<Option<u64>> {
         Ok(None)

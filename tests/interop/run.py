@@ -494,7 +494,28 @@ except Exception:
         node.stop()
 
 
+def older_abi_plugin():
+    """A third-party backend built against the frozen marsh:plugin@0.1.0 serves the real client
+    from a node whose own plugins are 0.2.0 (the fixture is the example's source, built by the
+    SDK's `abi-0-1` feature)."""
+    plugin_dir = os.environ.get("MARSH_PLUGIN_DIR") or sys.exit("MARSH_PLUGIN_DIR is not set: run through `make interop`")
+    wasm = os.path.join(plugin_dir, "abi_0_1_backend.wasm")
+
+    @check("a 0.1.0 plugin: inspected as 0.1.0, serves put and get of immutable and mutable files")
+    def _():
+        inspected = run(MARSH, "plugin", "inspect", wasm)
+        assert "abi:         marsh:plugin@0.1.0" in inspected, inspected
+        node = Node("marsh-abi-0-1", settings=[("backend.plugin", wasm)])
+        client = Client("client-abi-0-1", [node], needed=1, happy=1, total=1)
+        client.put_and_get(data(2 * 1024 * 1024 + 7, 11))
+        client.tahoe("create-alias", "old")
+        client.tahoe("put", "-", "old:note.txt", input=b"mutable directory entry")
+        assert client.tahoe("get", "old:note.txt").encode() == b"mutable directory entry"
+        assert "status=201" in node.log_text(), "the 0.1.0 plugin stored the shares"
+
+
 def main():
+    older_abi_plugin()
     single_node_workload("disk")
     single_node_workload("s3")
     disaster_recovery("records")

@@ -10,8 +10,8 @@
 //! line, and run `marsh plugin test` on the `.wasm` you build.
 
 use marsh_plugin_sdk::{
-    Backend, BackendError, BackendResult, Concurrency, Config, Host, IndexPage, InitError, PluginInfo, PutMode,
-    ShareNumber, StorageIndex, Store, Usage, WriteVector,
+    Backend, BackendError, BackendResult, Concurrency, Config, Host, IndexPage, InitError, Payload, PluginInfo,
+    PutMode, ShareNumber, StorageIndex, Store, Usage, WriteVector,
 };
 
 /// The example backend.
@@ -83,13 +83,14 @@ impl Backend for MinimalBackend {
         Ok(())
     }
 
-    fn write(&mut self, si: &StorageIndex, n: ShareNumber, offset: u64, data: &[u8]) -> BackendResult<()> {
+    fn write(&mut self, si: &StorageIndex, n: ShareNumber, offset: u64, data: Payload) -> BackendResult<()> {
         let size = self.declared(si, n)?.ok_or(BackendError::NotFound)?;
-        if offset.checked_add(data.len() as u64).is_none_or(|end| end > size) {
+        if offset.checked_add(data.len()).is_none_or(|end| end > size) {
             return Err(BackendError::OutOfRange(format!("write at {offset} past the declared size {size}")));
         }
-        // Zero-padded offsets make the chunk keys list in offset order.
-        self.store.put(&format!("{}/chunk-{offset:020}", incoming(si, n)), data, PutMode::Overwrite)?;
+        // Zero-padded offsets make the chunk keys list in offset order. The payload goes
+        // to the store as it came: the bytes never enter this plugin's memory.
+        self.store.put_payload(&format!("{}/chunk-{offset:020}", incoming(si, n)), data, PutMode::Overwrite)?;
         Ok(())
     }
 
@@ -116,13 +117,16 @@ impl Backend for MinimalBackend {
         let mut pos = 0u64;
         for key in self.store.list_all(&format!("{}/chunk-", incoming(si, n)))? {
             let offset: u64 = key.rsplit("chunk-").next().and_then(|o| o.parse().ok()).unwrap_or(u64::MAX);
-            let data = self.store.get(&key)?.unwrap_or_default();
-            let end = offset.saturating_add(data.len() as u64);
+            let Some(len) = self.store.head(&key)? else { continue };
+            let end = offset.saturating_add(len);
             if offset > pos {
                 return Err(BackendError::OutOfRange(format!("bytes {pos}..{offset} were never written")));
             }
             if end > pos {
-                upload.append(&data[(pos - offset) as usize..])?;
+                // The part not yet covered, moved from chunk to share by the host.
+                let part =
+                    self.store.get_range_payload(&key, pos - offset, end - pos)?.unwrap_or_else(|| Vec::new().into());
+                upload.append_payload(part)?;
                 pos = end;
             }
         }
@@ -137,8 +141,8 @@ impl Backend for MinimalBackend {
         self.discard_upload(si, n)
     }
 
-    fn read(&mut self, si: &StorageIndex, n: ShareNumber, offset: u64, len: u64) -> BackendResult<Vec<u8>> {
-        self.store.get_range(&share(si, n), offset, len)?.ok_or(BackendError::NotFound)
+    fn read(&mut self, si: &StorageIndex, n: ShareNumber, offset: u64, len: u64) -> BackendResult<Payload> {
+        self.store.get_range_payload(&share(si, n), offset, len)?.ok_or(BackendError::NotFound)
     }
 
     fn size(&mut self, si: &StorageIndex, n: ShareNumber) -> BackendResult<Option<u64>> {
@@ -228,10 +232,10 @@ mod tests {
         let mut b = MinimalBackend::init(host, Config::default()).unwrap();
         let si: StorageIndex = "aaaaaaaaaaaaaaaaaaaaaaaaaa".parse().unwrap();
         b.begin(&si, 2, 6).unwrap();
-        b.write(&si, 2, 3, b"def").unwrap();
-        b.write(&si, 2, 0, b"abcd").unwrap();
+        b.write(&si, 2, 3, b"def".into()).unwrap();
+        b.write(&si, 2, 0, b"abcd".into()).unwrap();
         b.finish(&si, 2).unwrap();
         assert_eq!(store.keys(), vec![format!("shares/{si}/2")]);
-        assert_eq!(b.read(&si, 2, 0, 10).unwrap(), b"abcdef");
+        assert_eq!(b.read(&si, 2, 0, 10).unwrap().into_vec(), b"abcdef");
     }
 }

@@ -20,6 +20,8 @@ fn last_line(o: &Output) -> String {
     stdout(o).lines().last().unwrap_or_default().to_owned()
 }
 
+/// Every backend passes, whichever ABI version it was built against: the first-party ones and
+/// the example are 0.2.0, the fixture is the example's source built against 0.1.0.
 #[test]
 fn every_first_party_plugin_and_the_example_pass_the_suite() {
     let all = marsh_conformance::cases().len();
@@ -28,6 +30,7 @@ fn every_first_party_plugin_and_the_example_pass_the_suite() {
         marsh_artifacts::BACKEND_MEMORY,
         marsh_artifacts::BACKEND_S3,
         marsh_artifacts::MINIMAL_BACKEND,
+        marsh_artifacts::ABI_0_1_BACKEND,
     ] {
         let name = plugin.package;
         let path = plugin.built();
@@ -64,15 +67,21 @@ fn every_first_party_strategy_passes_the_persistence_kit() {
 
 #[test]
 fn inspect_prints_world_abi_name_and_version() {
-    let out = marsh(&["plugin", "inspect", marsh_artifacts::MINIMAL_BACKEND.built().to_str().expect("utf-8 path")]);
-    assert!(out.status.success());
-    let text = stdout(&out);
-    for line in [
-        "world:       backend",
-        "abi:         marsh:plugin@0.1.0",
-        "name:        minimal-backend",
-        "version:     0.1.0",
+    for (plugin, world, abi) in [
+        (marsh_artifacts::MINIMAL_BACKEND, "backend", "0.2.0"),
+        (marsh_artifacts::ABI_0_1_BACKEND, "backend", "0.1.0"),
+        (marsh_artifacts::PERSISTENCE_RECORDS, "persistence", "0.2.0"),
     ] {
+        let out = marsh(&["plugin", "inspect", plugin.built().to_str().expect("utf-8 path")]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = stdout(&out);
+        for line in [format!("world:       {world}"), format!("abi:         marsh:plugin@{abi}")] {
+            assert!(text.contains(&line), "{}: missing {line:?} in\n{text}", plugin.package);
+        }
+    }
+    let text =
+        stdout(&marsh(&["plugin", "inspect", marsh_artifacts::MINIMAL_BACKEND.built().to_str().expect("utf-8 path")]));
+    for line in ["name:        minimal-backend", "version:     0.1.0"] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
 }
@@ -114,7 +123,7 @@ fn a_wrong_abi_plugin_is_refused_with_both_versions() {
     let out = marsh(&["plugin", "test", marsh_artifacts::HOSTILE_WRONG_ABI.built().to_str().expect("utf-8 path")]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("marsh:plugin@0.2.0") && err.contains("marsh:plugin@0.1.0"), "{err}");
+    assert!(err.contains("marsh:plugin@0.9.0") && err.contains("versions 0.1.0, 0.2.0"), "{err}");
 }
 
 /// The kit catches what a strategy does wrong: here the real `records` strategy behind a

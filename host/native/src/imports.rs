@@ -152,8 +152,12 @@ impl NativeStore for StoreAdapter {
     }
 
     fn put(&self, k: &str, data: &[u8], m: sdk::PutMode) -> Result<(), sdk::BlobError> {
+        self.put_owned(k, data.to_vec(), m)
+    }
+
+    fn put_owned(&self, k: &str, data: Vec<u8>, m: sdk::PutMode) -> Result<(), sdk::BlobError> {
         let k = key(k)?;
-        block(self.0.put(&k, data.to_vec(), mode(m)))
+        block(self.0.put(&k, data, mode(m)))
     }
 
     fn delete(&self, k: &str) -> Result<bool, sdk::BlobError> {
@@ -181,8 +185,12 @@ impl NativeStore for StoreAdapter {
     }
 
     fn write_at(&self, k: &str, offset: u64, data: &[u8]) -> Result<(), sdk::BlobError> {
+        self.write_at_owned(k, offset, data.to_vec())
+    }
+
+    fn write_at_owned(&self, k: &str, offset: u64, data: Vec<u8>) -> Result<(), sdk::BlobError> {
         let k = key(k)?;
-        block(self.0.write_at(&k, offset, data.to_vec()))
+        block(self.0.write_at(&k, offset, data))
     }
 
     fn set_len(&self, k: &str, len: u64) -> Result<(), sdk::BlobError> {

@@ -111,7 +111,8 @@ impl<B: sdk::Backend + Send> Backend for NativeBackend<B> {
 
     async fn write(&self, si: &StorageIndex, shnum: ShareNumber, offset: u64, data: &[u8]) -> Result<(), BackendError> {
         let si = to_sdk_si(si);
-        self.call(|b| b.write(&si, shnum.0, offset, data)).await
+        // Native, the payload is plugin-side bytes: the one copy a wasm 0.2.0 write makes too.
+        self.call(|b| b.write(&si, shnum.0, offset, sdk::Payload::from(data))).await
     }
 
     async fn read_incoming(
@@ -143,7 +144,7 @@ impl<B: sdk::Backend + Send> Backend for NativeBackend<B> {
         len: u64,
     ) -> Result<Vec<u8>, BackendError> {
         let si = to_sdk_si(si);
-        self.call(|b| b.read(&si, shnum.0, offset, len)).await
+        self.call(|b| b.read(&si, shnum.0, offset, len).map(sdk::Payload::into_vec)).await
     }
 
     async fn size(&self, si: &StorageIndex, shnum: ShareNumber) -> Result<Option<u64>, BackendError> {

@@ -20,9 +20,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{Store, Trap};
 
 use crate::engine::{LoadedPlugin, Runtime};
-use crate::generated::exports::marsh::plugin::shares as ex;
+use crate::generated::exports::marsh::plugin::shares as ex1;
 use crate::generated::marsh::plugin::types;
-use crate::generated::{Backend as Bindings, BackendPre};
+use crate::generated::v0_2::exports::marsh::plugin0_2_0::shares as ex2;
+use crate::generated::{Backend as Bindings1, BackendPre as Pre1, v0_2};
 use crate::host::{Grants, HostState};
 use crate::inspect::World;
 use crate::{PluginLimits, StartError};
@@ -71,6 +72,17 @@ impl FaultStats {
     }
 }
 
+/// A backend's exports, in the ABI version it was built against.
+enum Bindings {
+    V1(Bindings1),
+    V2(v0_2::Backend),
+}
+
+enum Pre {
+    V1(Pre1<HostState>),
+    V2(v0_2::BackendPre<HostState>),
+}
+
 struct Instance {
     store: Store<HostState>,
     bindings: Bindings,
@@ -85,7 +97,7 @@ struct Lease {
 /// A backend plugin, started and ready for calls.
 pub struct WasmBackend {
     name: Arc<str>,
-    pre: BackendPre<HostState>,
+    pre: Pre,
     engine: wasmtime::Engine,
     grants: Grants,
     config: Vec<types::ConfigEntry>,
@@ -101,15 +113,50 @@ impl std::fmt::Debug for WasmBackend {
     }
 }
 
-fn plugin_error(e: ex::BackendError) -> BackendError {
-    match e {
-        ex::BackendError::NotFound => BackendError::NotFound,
-        ex::BackendError::Exists => BackendError::Exists,
-        ex::BackendError::OutOfRange(m) => BackendError::OutOfRange(m),
-        ex::BackendError::NoSpace => BackendError::NoSpace,
-        ex::BackendError::Corrupt(m) => BackendError::Corrupt(m),
-        ex::BackendError::Io(m) => BackendError::Io(m),
-    }
+/// The values both ABI versions' `shares` exports define alike, mapped onto the host's.
+macro_rules! lift_shares_types {
+    ($ex:ident) => {
+        impl From<$ex::BackendError> for BackendError {
+            fn from(e: $ex::BackendError) -> Self {
+                match e {
+                    $ex::BackendError::NotFound => BackendError::NotFound,
+                    $ex::BackendError::Exists => BackendError::Exists,
+                    $ex::BackendError::OutOfRange(m) => BackendError::OutOfRange(m),
+                    $ex::BackendError::NoSpace => BackendError::NoSpace,
+                    $ex::BackendError::Corrupt(m) => BackendError::Corrupt(m),
+                    $ex::BackendError::Io(m) => BackendError::Io(m),
+                }
+            }
+        }
+        impl From<$ex::IndexPage> for RawPage {
+            fn from(p: $ex::IndexPage) -> Self {
+                RawPage { indexes: p.indexes, next: p.next }
+            }
+        }
+        impl From<$ex::SpaceUsage> for Usage {
+            fn from(u: $ex::SpaceUsage) -> Self {
+                Usage { available: u.available, used: u.used }
+            }
+        }
+        impl From<$ex::SweepReport> for SweepReport {
+            fn from(r: $ex::SweepReport) -> Self {
+                SweepReport { examined: r.examined, removed: r.removed, removed_bytes: r.removed_bytes }
+            }
+        }
+    };
+}
+lift_shares_types!(ex1);
+lift_shares_types!(ex2);
+
+/// A page of storage indexes as the plugin spelled them, not yet checked.
+struct RawPage {
+    indexes: Vec<String>,
+    next: Option<String>,
+}
+
+/// An export's answer in the host's types.
+fn lift<T, U: From<T>, E: Into<BackendError>>(r: Result<T, E>) -> Result<U, BackendError> {
+    r.map(U::from).map_err(Into::into)
 }
 
 impl WasmBackend {
@@ -123,11 +170,12 @@ impl WasmBackend {
         limits: PluginLimits,
     ) -> Result<WasmBackend, StartError> {
         plugin.expect_world(World::Backend)?;
-        let pre = runtime
-            .linker
-            .instantiate_pre(&plugin.component)
-            .and_then(BackendPre::new)
-            .map_err(|e| StartError::Link(format!("{e:#}")))?;
+        let instance_pre = runtime.linker.instantiate_pre(&plugin.component);
+        let pre = match plugin.inspection.abi.as_str() {
+            "0.1.0" => instance_pre.and_then(Pre1::new).map(Pre::V1),
+            _ => instance_pre.and_then(v0_2::BackendPre::new).map(Pre::V2),
+        }
+        .map_err(|e| StartError::Link(format!("{e:#}")))?;
         let mut backend = WasmBackend {
             name: "plugin".into(),
             pre,
@@ -140,7 +188,10 @@ impl WasmBackend {
             stats: Arc::default(),
         };
         let mut first = backend.instantiate().await.map_err(StartError::Fault)?;
-        let info = first.bindings.marsh_plugin_shares().call_info(&mut first.store).await;
+        let info = match &first.bindings {
+            Bindings::V1(b) => b.marsh_plugin_shares().call_info(&mut first.store).await,
+            Bindings::V2(b) => b.marsh_plugin0_2_0_shares().call_info(&mut first.store).await,
+        };
         let info = info.map_err(|e| StartError::Fault(backend.describe_fault("info", &first, &e)))?;
         backend.name = info.name.as_str().into();
         backend.grants.bind(World::Backend, &backend.name);
@@ -170,15 +221,24 @@ impl WasmBackend {
 
     async fn instantiate(&self) -> Result<Instance, String> {
         let mut store = HostState::new_store(&self.engine, self.name.clone(), self.grants.clone(), &self.limits);
-        let bindings =
-            self.pre.instantiate_async(&mut store).await.map_err(|e| format!("instantiation failed: {e:#}"))?;
+        let bindings = match &self.pre {
+            Pre::V1(pre) => pre.instantiate_async(&mut store).await.map(Bindings::V1),
+            Pre::V2(pre) => pre.instantiate_async(&mut store).await.map(Bindings::V2),
+        }
+        .map_err(|e| format!("instantiation failed: {e:#}"))?;
         self.stats.instances.fetch_add(1, Ordering::Relaxed);
         Ok(Instance { store, bindings })
     }
 
     async fn init(&self, instance: &mut Instance) -> Result<(), StartError> {
         HostState::arm(&mut instance.store, self.limits.call_deadline);
-        let call = instance.bindings.marsh_plugin_shares().call_init(&mut instance.store, &self.config);
+        let Instance { store, bindings } = instance;
+        let call = async {
+            match bindings {
+                Bindings::V1(b) => b.marsh_plugin_shares().call_init(&mut *store, &self.config).await,
+                Bindings::V2(b) => b.marsh_plugin0_2_0_shares().call_init(&mut *store, &self.config).await,
+            }
+        };
         match tokio::time::timeout(self.backstop(), call).await {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(e))) => Err(StartError::Init { plugin: self.name.to_string(), failure: crate::init_failure(e) }),
@@ -248,7 +308,7 @@ impl WasmBackend {
         &self,
         op: &str,
         lease: Lease,
-        outcome: Result<wasmtime::Result<Result<T, ex::BackendError>>, tokio::time::error::Elapsed>,
+        outcome: Result<wasmtime::Result<Result<T, BackendError>>, tokio::time::error::Elapsed>,
         oversize: impl FnOnce(&T) -> Option<String>,
     ) -> Result<T, BackendError> {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
@@ -262,7 +322,7 @@ impl WasmBackend {
             },
             Ok(Ok(Err(e))) => {
                 self.idle_pool().push(lease.instance);
-                Err(plugin_error(e))
+                Err(e)
             }
             Ok(Err(trap)) => Err(self.fault(self.describe_fault(op, &lease.instance, &trap))),
             Err(_) => Err(self.fault(format!(
@@ -275,16 +335,40 @@ impl WasmBackend {
 }
 
 /// Run one export call on a checked-out instance, under the deadline and the backstop.
+///
+/// The short forms run the same call expression against either ABI version's exports (their
+/// arguments are the same primitive types) and lift the answer with [`lift`]; the long form
+/// gives one expression per version, for the calls whose signatures differ.
 macro_rules! invoke {
     ($self:ident, $op:literal, |$exports:ident, $store:ident| $call:expr) => {
         invoke!($self, $op, |$exports, $store| $call, |_| None)
     };
-    ($self:ident, $op:literal, |$exports:ident, $store:ident| $call:expr, $oversize:expr) => {{
+    ($self:ident, $op:literal, |$exports:ident, $store:ident| $call:expr, $oversize:expr) => {
+        invoke!($self, $op, $oversize, {
+            V1($exports, $store) => $call.await.map(lift),
+            V2($exports, $store) => $call.await.map(lift),
+        })
+    };
+    ($self:ident, $op:literal, $oversize:expr, {
+        V1($e1:ident, $s1:ident) => $call1:expr,
+        V2($e2:ident, $s2:ident) => $call2:expr $(,)?
+    }) => {{
         let mut lease = $self.checkout().await?;
         let outcome = {
-            let Instance { store: $store, bindings } = &mut lease.instance;
-            let $exports = bindings.marsh_plugin_shares();
-            tokio::time::timeout($self.backstop(), $call).await
+            let Instance { store, bindings } = &mut lease.instance;
+            let call = async {
+                match bindings {
+                    Bindings::V1(b) => {
+                        let ($e1, $s1) = (b.marsh_plugin_shares(), &mut *store);
+                        $call1
+                    }
+                    Bindings::V2(b) => {
+                        let ($e2, $s2) = (b.marsh_plugin0_2_0_shares(), &mut *store);
+                        $call2
+                    }
+                }
+            };
+            tokio::time::timeout($self.backstop(), call).await
         };
         $self.settle($op, lease, outcome, $oversize)
     }};
@@ -322,7 +406,14 @@ impl WasmBackend {
                     more_than(n, Vec::len)
                 )?
             } else {
-                invoke!(self, "read", |e, s| e.call_read(s, &si, shnum.0, offset, n), more_than(n, Vec::len))?
+                invoke!(self, "read", more_than(n, Vec::len), {
+                    V1(e, s) => e.call_read(s, &si, shnum.0, offset, n).await.map(lift),
+                    // The answer is a payload: its bytes move out of the table, uncopied.
+                    V2(e, s) => match e.call_read(&mut *s, &si, shnum.0, offset, n).await? {
+                        Ok(payload) => s.data_mut().take_payload(payload).map(Ok).map_err(|e| wasmtime::Error::msg(format!("{e:?}"))),
+                        Err(e) => Ok(Err(e.into())),
+                    },
+                })?
             };
             let got = part.len() as u64;
             if out.is_empty() {
@@ -357,7 +448,16 @@ impl Backend for WasmBackend {
     async fn write(&self, si: &StorageIndex, shnum: ShareNumber, offset: u64, data: &[u8]) -> Result<(), BackendError> {
         check_chunk(self.limits.max_call_bytes, data.len())?;
         let si = si.to_base32();
-        invoke!(self, "write", |e, s| e.call_write(s, &si, shnum.0, offset, data))
+        invoke!(self, "write", |_| None, {
+            V1(e, s) => e.call_write(s, &si, shnum.0, offset, data).await.map(lift),
+            // One copy into host memory; the plugin hands the payload on without reading it.
+            // A plugin that keeps so many payloads that the host cannot hand it another is
+            // faulty: the call fails as a fault and the instance is replaced.
+            V2(e, s) => match s.data_mut().new_payload(data.to_vec()) {
+                Ok(payload) => e.call_write(s, &si, shnum.0, offset, payload).await.map(lift),
+                Err(e) => Err(wasmtime::Error::msg(format!("the plugin holds too many payloads: {e:?}"))),
+            },
+        })
     }
 
     async fn read_incoming(
@@ -434,7 +534,7 @@ impl Backend for WasmBackend {
         // Split the writes into calls of at most `max_call_bytes`, cutting large vectors; the
         // truncation travels with the last call. The caller holds the slot's lock throughout.
         let limit = self.limits.max_call_bytes.max(1) as usize;
-        let mut batches: Vec<Vec<ex::WriteVector>> = vec![Vec::new()];
+        let mut batches: Vec<Vec<(u64, &[u8])>> = vec![Vec::new()];
         let mut batch_bytes = 0usize;
         for w in writes {
             let mut start = 0usize;
@@ -442,7 +542,7 @@ impl Backend for WasmBackend {
                 let room = limit - batch_bytes;
                 let end = (start + room).min(w.data.len());
                 if let Some(last) = batches.last_mut() {
-                    last.push(ex::WriteVector { offset: w.offset + start as u64, data: w.data[start..end].to_vec() });
+                    last.push((w.offset + start as u64, &w.data[start..end]));
                 }
                 batch_bytes += end - start;
                 start = end;
@@ -461,7 +561,18 @@ impl Backend for WasmBackend {
             if batch.is_empty() && i + 1 != count {
                 continue;
             }
-            invoke!(self, "mutable-write", |e, s| e.call_mutable_write(s, &si, shnum.0, batch, truncate))?;
+            let () = invoke!(self, "mutable-write", |_| None, {
+                V1(e, s) => {
+                    let batch: Vec<_> =
+                        batch.iter().map(|(offset, data)| ex1::WriteVector { offset: *offset, data: data.to_vec() }).collect();
+                    e.call_mutable_write(s, &si, shnum.0, &batch, truncate).await.map(lift)
+                },
+                V2(e, s) => {
+                    let batch: Vec<_> =
+                        batch.iter().map(|(offset, data)| ex2::WriteVector { offset: *offset, data: data.to_vec() }).collect();
+                    e.call_mutable_write(s, &si, shnum.0, &batch, truncate).await.map(lift)
+                },
+            })?;
         }
         Ok(())
     }
@@ -485,11 +596,11 @@ impl Backend for WasmBackend {
     async fn list_indexes(&self, start_after: Option<&StorageIndex>, limit: u32) -> Result<IndexPage, BackendError> {
         let after = start_after.map(StorageIndex::to_base32);
         let limit = limit.clamp(1, 1000);
-        let page = invoke!(
+        let page: RawPage = invoke!(
             self,
             "list-indexes",
             |e, s| e.call_list_indexes(s, after.as_ref(), limit),
-            more_than(u64::from(limit), |p: &ex::IndexPage| p.indexes.len())
+            more_than(u64::from(limit), |p: &RawPage| p.indexes.len())
         )?;
         let parse = |s: String| {
             s.parse::<StorageIndex>()
@@ -502,13 +613,11 @@ impl Backend for WasmBackend {
     }
 
     async fn usage(&self) -> Result<Usage, BackendError> {
-        let u = invoke!(self, "usage", |e, s| e.call_usage(s))?;
-        Ok(Usage { available: u.available, used: u.used })
+        invoke!(self, "usage", |e, s| e.call_usage(s))
     }
 
     async fn sweep(&self, grace_seconds: u64) -> Result<SweepReport, BackendError> {
-        let r = invoke!(self, "sweep", |e, s| e.call_sweep(s, grace_seconds))?;
-        Ok(SweepReport { examined: r.examined, removed: r.removed, removed_bytes: r.removed_bytes })
+        invoke!(self, "sweep", |e, s| e.call_sweep(s, grace_seconds))
     }
 
     fn max_chunk(&self) -> usize {

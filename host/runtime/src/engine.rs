@@ -114,8 +114,13 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| LoadError::Engine(e.to_string()))?;
         generated::Backend::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| LoadError::Engine(e.to_string()))?;
-        // The persistence world adds one import; the shared ones are linked once, above.
+        // The persistence world adds one import; the shared ones are linked once, above. So
+        // does 0.2.0: the interfaces it takes from 0.1.0 are the ones already linked.
         generated::persistence::marsh::plugin::accountant::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| LoadError::Engine(e.to_string()))?;
+        generated::v0_2::marsh::plugin0_2_0::payloads::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| LoadError::Engine(e.to_string()))?;
+        generated::v0_2::marsh::plugin0_2_0::batches::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| LoadError::Engine(e.to_string()))?;
 
         let stop = Arc::new(AtomicBool::new(false));

@@ -105,7 +105,7 @@ pub struct StoreHandle {
 
 /// A streamed upload, as a guest resource.
 pub struct UploadHandle {
-    upload: Option<Box<dyn BlobUpload>>,
+    pub(crate) upload: Option<Box<dyn BlobUpload>>,
 }
 
 /// A snapshot a strategy reads in pieces, as a guest resource.
@@ -196,8 +196,10 @@ pub(crate) struct HostState {
     /// a whole database in host memory, outside the instance's memory cap).
     snapshots: usize,
     restores: usize,
+    /// Payload resources alive in this instance, and their bytes (bounded: see `payloads.rs`).
+    pub(crate) payloads: crate::payloads::Ledger,
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
 }
 
 /// Guest stderr kept per instance, for panic messages.
@@ -220,6 +222,7 @@ impl HostState {
             recovering: false,
             snapshots: 0,
             restores: 0,
+            payloads: crate::payloads::Ledger::new(max_call_bytes),
             wasi,
             table: ResourceTable::new(),
         }
@@ -261,14 +264,14 @@ impl HostState {
         String::from_utf8_lossy(&self.stderr.contents()).trim().chars().take(2000).collect()
     }
 
-    fn store(&self, handle: &Resource<StoreHandle>) -> Result<Arc<dyn BlobStore>, types::BlobError> {
+    pub(crate) fn store(&self, handle: &Resource<StoreHandle>) -> Result<Arc<dyn BlobStore>, types::BlobError> {
         self.table
             .get(handle)
             .map(|h| h.store.clone())
             .map_err(|e| types::BlobError::Io(format!("bad store handle: {e}")))
     }
 
-    fn check_len(&self, len: u64) -> Result<(), types::BlobError> {
+    pub(crate) fn check_len(&self, len: u64) -> Result<(), types::BlobError> {
         if len > self.max_call_bytes { Err(types::BlobError::TooLarge(len)) } else { Ok(()) }
     }
 }
@@ -279,7 +282,7 @@ impl WasiView for HostState {
     }
 }
 
-fn key(k: &str) -> Result<BlobKey, types::BlobError> {
+pub(crate) fn key(k: &str) -> Result<BlobKey, types::BlobError> {
     BlobKey::new(k).map_err(blob_error)
 }
 
@@ -296,7 +299,7 @@ pub(crate) fn blob_error(e: StoreError) -> types::BlobError {
     }
 }
 
-fn mode(m: blobs::PutMode) -> HostPutMode {
+pub(crate) fn mode(m: blobs::PutMode) -> HostPutMode {
     match m {
         blobs::PutMode::CreateOnly => HostPutMode::CreateOnly,
         blobs::PutMode::Overwrite => HostPutMode::Overwrite,

@@ -7,12 +7,12 @@
 
 use std::fmt;
 
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceType};
 use wasmtime::{Engine, Store};
 
 use crate::generated::marsh::plugin::types;
 use crate::host::{Grants, HostState};
-use crate::{ABI_VERSION, LoadError};
+use crate::{ABI_VERSIONS, LoadError};
 
 /// The world a plugin exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,15 +21,6 @@ pub enum World {
     Backend,
     /// An accountant persistence strategy (`marsh:plugin/strategy`).
     Persistence,
-}
-
-impl World {
-    fn export(self) -> &'static str {
-        match self {
-            World::Backend => "shares",
-            World::Persistence => "strategy",
-        }
-    }
 }
 
 impl fmt::Display for World {
@@ -46,8 +37,11 @@ impl fmt::Display for World {
 pub struct Inspection {
     /// The exported world.
     pub world: World,
-    /// The `marsh:plugin` version it was built against.
+    /// The `marsh:plugin` version it was built against: the newest version among the
+    /// interfaces it imports and exports (a 0.2.0 plugin uses 0.1.0 interfaces too).
     pub abi: String,
+    /// The exported interface, with its version (e.g. `marsh:plugin/shares@0.2.0`).
+    pub export: String,
 }
 
 /// What the plugin says about itself through `info`.
@@ -73,29 +67,31 @@ pub(crate) fn inspect_component(engine: &Engine, component: &Component, origin: 
     let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_owned()).collect();
     let mut found = None;
     for name in &exports {
-        if let Some((iface, version)) = split(name) {
+        if let Some((iface, _)) = split(name) {
             let world = match iface {
                 "shares" => World::Backend,
                 "strategy" => World::Persistence,
                 _ => continue,
             };
-            found = Some((world, version.to_owned()));
+            found = Some((world, name.clone()));
         }
     }
-    let Some((world, abi)) = found else {
+    let Some((world, export)) = found else {
         return Err(LoadError::NotAPlugin { origin: origin.to_owned(), exports: exports.join(", ") });
     };
-    let mismatch = std::iter::once(abi.as_str())
-        .chain(imports.iter().filter_map(|n| split(n).map(|(_, v)| v)))
-        .find(|v| *v != ABI_VERSION);
-    if let Some(v) = mismatch {
+    let versions: Vec<&str> = std::iter::once(export.as_str())
+        .chain(imports.iter().map(String::as_str))
+        .filter_map(|n| split(n).map(|(_, v)| v))
+        .collect();
+    if let Some(v) = versions.iter().find(|v| !ABI_VERSIONS.contains(v)) {
         return Err(LoadError::AbiMismatch {
             origin: origin.to_owned(),
-            found: v.to_owned(),
-            supported: ABI_VERSION.to_owned(),
+            found: (*v).to_owned(),
+            supported: ABI_VERSIONS.join(", "),
         });
     }
-    Ok(Inspection { world, abi })
+    let abi = ABI_VERSIONS.iter().rev().find(|v| versions.contains(v)).map_or_else(String::new, |v| (*v).to_owned());
+    Ok(Inspection { world, abi, export })
 }
 
 /// Instantiate the plugin with nothing granted and ask it who it is. Imports it is not
@@ -103,12 +99,31 @@ pub(crate) fn inspect_component(engine: &Engine, component: &Component, origin: 
 pub(crate) async fn describe(
     engine: &Engine,
     component: &Component,
-    world: World,
+    inspection: &Inspection,
     grants: Grants,
 ) -> Result<Description, String> {
     let mut linker = Linker::<HostState>::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| e.to_string())?;
     crate::generated::Backend::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| e.to_string())?;
+    // 0.2.0's imports use 0.1.0's resource types: trap stubs would not match them, so the
+    // real ones are linked (nothing is granted, so they can do nothing).
+    use crate::generated::v0_2::marsh::plugin0_2_0::{batches, payloads};
+    payloads::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| e.to_string())?;
+    batches::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| e.to_string())?;
+    // Their `store` and `upload` are 0.1.0's: name them there too, or the trap stubs below
+    // would stand in fresh resource types for them.
+    for (instance, resources) in
+        [("marsh:plugin/payloads@0.2.0", &["store", "upload"][..]), ("marsh:plugin/batches@0.2.0", &["store"][..])]
+    {
+        let mut inst = linker.instance(instance).map_err(|e| e.to_string())?;
+        for name in resources {
+            let ty = match *name {
+                "store" => ResourceType::host::<crate::host::StoreHandle>(),
+                _ => ResourceType::host::<crate::host::UploadHandle>(),
+            };
+            inst.resource(name, ty, |_, _| Ok(())).map_err(|e| e.to_string())?;
+        }
+    }
     linker.define_unknown_imports_as_traps(component).map_err(|e| e.to_string())?;
     let state = HostState::new("inspect".into(), grants, 1 << 20, 64 << 20);
     let mut store = Store::new(engine, state);
@@ -116,9 +131,9 @@ pub(crate) async fn describe(
     store.epoch_deadline_trap();
     store.set_epoch_deadline(crate::deadline_ticks(std::time::Duration::from_secs(5)));
     let instance = linker.instantiate_async(&mut store, component).await.map_err(|e| format!("{e:#}"))?;
-    let interface = format!("marsh:plugin/{}@{ABI_VERSION}", world.export());
+    let interface = inspection.export.as_str();
     let iface =
-        instance.get_export_index(&mut store, None, &interface).ok_or_else(|| format!("no export {interface}"))?;
+        instance.get_export_index(&mut store, None, interface).ok_or_else(|| format!("no export {interface}"))?;
     let func = instance
         .get_export_index(&mut store, Some(&iface), "info")
         .ok_or_else(|| format!("{interface} has no `info`"))?;

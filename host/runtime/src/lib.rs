@@ -1,5 +1,5 @@
 //! The wasm plugin host: loads marsh plugins (WebAssembly components built against
-//! `marsh:plugin@0.1.0`), checks what they are, runs them under per-plugin limits, and
+//! `marsh:plugin@0.1.0` or `@0.2.0`, side by side), checks what they are, runs them under per-plugin limits, and
 //! exposes a backend plugin as a [`marsh_core::Backend`] and a persistence strategy plugin as a
 //! [`WasmStrategy`].
 //!
@@ -17,6 +17,7 @@ mod engine;
 mod generated;
 mod host;
 mod inspect;
+mod payloads;
 mod strategy;
 
 use std::time::Duration;
@@ -33,8 +34,10 @@ pub(crate) fn deadline_ticks(d: Duration) -> u64 {
     d.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64 + 1
 }
 
-/// The `marsh:plugin` package version this host implements.
-pub const ABI_VERSION: &str = "0.1.0";
+/// The `marsh:plugin` package versions this host loads, oldest first. The last is the one the
+/// SDK builds against. Retiring a version removes it here and its bindings from `generated`
+/// (ARCHITECTURE.md, "Plugin ABI versions").
+pub const ABI_VERSIONS: &[&str] = &["0.1.0", "0.2.0"];
 
 /// Limits applied to every instance of one plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,14 +95,14 @@ pub enum LoadError {
     },
     /// Built against an ABI version this host does not implement.
     #[error(
-        "{origin} was built against marsh:plugin@{found}, but this host implements marsh:plugin@{supported}; rebuild the plugin against marsh-plugin-sdk {supported}"
+        "{origin} was built against marsh:plugin@{found}, but this host loads marsh:plugin versions {supported}; rebuild the plugin with a marsh-plugin-sdk that targets one of them"
     )]
     AbiMismatch {
         /// Where the bytes came from.
         origin: String,
         /// The plugin's version.
         found: String,
-        /// The host's version.
+        /// The versions the host loads, comma-separated.
         supported: String,
     },
     /// The engine could not be set up.
@@ -177,6 +180,6 @@ impl Runtime {
     /// Ask a loaded plugin for its name and version (instantiates it with nothing granted).
     pub async fn describe(&self, plugin: &LoadedPlugin) -> Result<Description, String> {
         let grants = Grants::new(marsh_seal::SealKey::from_bytes([0; 32]));
-        inspect::describe(&self.engine, &plugin.component, plugin.inspection.world, grants).await
+        inspect::describe(&self.engine, &plugin.component, &plugin.inspection, grants).await
     }
 }

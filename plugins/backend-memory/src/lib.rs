@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use marsh_plugin_sdk::{
-    Backend, BackendError, BackendResult, Concurrency, Config, Host, IndexPage, InitError, PluginInfo, ShareNumber,
-    StorageIndex, Usage, WriteVector,
+    Backend, BackendError, BackendResult, Concurrency, Config, Host, IndexPage, InitError, Payload, PluginInfo,
+    ShareNumber, StorageIndex, Usage, WriteVector,
 };
 
 type Shares = BTreeMap<(StorageIndex, ShareNumber), Vec<u8>>;
@@ -69,11 +69,13 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
-    fn write(&mut self, si: &StorageIndex, shnum: ShareNumber, offset: u64, data: &[u8]) -> BackendResult<()> {
+    fn write(&mut self, si: &StorageIndex, shnum: ShareNumber, offset: u64, data: Payload) -> BackendResult<()> {
+        // This backend keeps shares in its own memory: the bytes must come in.
+        let data = data.into_vec();
         let share = self.incoming.get_mut(&(si.clone(), shnum)).ok_or(BackendError::NotFound)?;
         match offset.checked_add(data.len() as u64) {
             Some(end) if end <= share.len() as u64 => {
-                share[offset as usize..end as usize].copy_from_slice(data);
+                share[offset as usize..end as usize].copy_from_slice(&data);
                 Ok(())
             }
             _ => Err(BackendError::OutOfRange(format!(
@@ -105,8 +107,8 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
-    fn read(&mut self, si: &StorageIndex, shnum: ShareNumber, offset: u64, len: u64) -> BackendResult<Vec<u8>> {
-        self.complete.get(&(si.clone(), shnum)).map(|d| slice(d, offset, len)).ok_or(BackendError::NotFound)
+    fn read(&mut self, si: &StorageIndex, shnum: ShareNumber, offset: u64, len: u64) -> BackendResult<Payload> {
+        self.complete.get(&(si.clone(), shnum)).map(|d| slice(d, offset, len).into()).ok_or(BackendError::NotFound)
     }
 
     fn size(&mut self, si: &StorageIndex, shnum: ShareNumber) -> BackendResult<Option<u64>> {
@@ -186,10 +188,10 @@ mod tests {
         let mut b = MemoryBackend::init(TestHost::new().build(), Config::default()).unwrap();
         let si: StorageIndex = "aaaaaaaaaaaaaaaaaaaaaaaaaa".parse().unwrap();
         b.begin(&si, 1, 3).unwrap();
-        b.write(&si, 1, 0, b"abc").unwrap();
+        b.write(&si, 1, 0, b"abc".into()).unwrap();
         assert_eq!(b.list_shares(&si).unwrap(), vec![]);
         b.finish(&si, 1).unwrap();
-        assert_eq!(b.read(&si, 1, 1, 9).unwrap(), b"bc");
+        assert_eq!(b.read(&si, 1, 1, 9).unwrap().into_vec(), b"bc");
         assert_eq!(b.usage().unwrap().used, Some(3));
         assert_eq!(b.begin(&si, 1, 3), Err(BackendError::Exists));
     }

@@ -34,8 +34,8 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 
 use marsh_plugin_sdk::{
-    Backend, BackendError, BackendResult, BlobError, Concurrency, Config, Host, IndexPage, InitError, PluginInfo,
-    PutMode, SealError, ShareNumber, StorageIndex, Store, SweepReport, Usage, WriteVector,
+    Backend, BackendError, BackendResult, BlobError, Concurrency, Config, Host, IndexPage, InitError, Payload,
+    PluginInfo, PutMode, SealError, ShareNumber, StorageIndex, Store, SweepReport, Usage, WriteVector,
 };
 
 const UPLOAD_PURPOSE: &str = "s3-upload";
@@ -308,9 +308,10 @@ impl S3Backend {
         m: &Manifest,
         offset: u64,
         len: u64,
-    ) -> BackendResult<Vec<u8>> {
+    ) -> BackendResult<Payload> {
         let end = offset.saturating_add(len).min(m.size);
-        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+        // The chunk ranges the read covers, in order: (key, offset in the chunk, length).
+        let mut pieces = Vec::new();
         let mut pos = offset;
         for &(at, clen) in &m.chunks {
             if pos >= end {
@@ -321,18 +322,28 @@ impl S3Backend {
                 continue;
             }
             let take = c_end.min(end) - pos;
-            let key = chunk_key(si, n, &m.upload, at, clen);
-            let part = self.store.get_range(&key, pos - at, take)?.ok_or(BackendError::NotFound)?;
-            if part.len() as u64 != take {
-                return Err(corrupt(&format!("chunk {key} is shorter than its name says")));
-            }
-            out.extend_from_slice(&part);
+            pieces.push((chunk_key(si, n, &m.upload, at, clen), pos - at, take));
             pos += take;
         }
         if pos < end {
             return Err(corrupt("manifest does not cover the share"));
         }
-        Ok(out)
+        let short = |key: &str| corrupt(&format!("chunk {key} is shorter than its name says"));
+        if let [(key, at, take)] = pieces.as_slice() {
+            // Within one chunk (the usual read): the bytes go from the store to the answer
+            // without entering this plugin.
+            let part = self.store.get_range_payload(key, *at, *take)?.ok_or(BackendError::NotFound)?;
+            return if part.len() == *take { Ok(part) } else { Err(short(key)) };
+        }
+        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+        for (key, at, take) in pieces {
+            let part = self.store.get_range(&key, at, take)?.ok_or(BackendError::NotFound)?;
+            if part.len() as u64 != take {
+                return Err(short(&key));
+            }
+            out.extend_from_slice(&part);
+        }
+        Ok(out.into())
     }
 
     fn slot(&self, si: &StorageIndex, n: ShareNumber) -> BackendResult<Option<Slot>> {
@@ -521,14 +532,15 @@ impl Backend for S3Backend {
         self.sealed_put(&incoming(si, n), UPLOAD_PURPOSE, record.as_bytes(), PutMode::Overwrite)
     }
 
-    fn write(&mut self, si: &StorageIndex, n: ShareNumber, offset: u64, data: &[u8]) -> BackendResult<()> {
+    fn write(&mut self, si: &StorageIndex, n: ShareNumber, offset: u64, data: Payload) -> BackendResult<()> {
         let (size, id) = self.upload(si, n)?.ok_or(BackendError::NotFound)?;
-        let len = data.len() as u64;
+        let len = data.len();
         if offset.checked_add(len).is_none_or(|end| end > size) {
             return Err(BackendError::OutOfRange(format!("write at {offset} past the declared size {size}")));
         }
         if len > 0 {
-            self.store.put(&chunk_key(si, n, &id, offset, len), data, PutMode::Overwrite)?;
+            // The chunk goes from the request to the bucket without entering this plugin.
+            self.store.put_payload(&chunk_key(si, n, &id, offset, len), data, PutMode::Overwrite)?;
         }
         Ok(())
     }
@@ -596,7 +608,7 @@ impl Backend for S3Backend {
         self.discard_upload(si, n).map(drop)
     }
 
-    fn read(&mut self, si: &StorageIndex, n: ShareNumber, offset: u64, len: u64) -> BackendResult<Vec<u8>> {
+    fn read(&mut self, si: &StorageIndex, n: ShareNumber, offset: u64, len: u64) -> BackendResult<Payload> {
         let m = self.manifest(si, n, false)?.ok_or(BackendError::NotFound)?;
         match self.read_manifest(si, n, &m, offset, len) {
             // A cached manifest of a share deleted (and perhaps uploaded again) since.

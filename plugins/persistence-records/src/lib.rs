@@ -41,7 +41,20 @@ fn io(e: BlobError) -> PersistError {
     PersistError::Io(e.to_string())
 }
 
+/// Records read in one batched call: small sealed objects, far below the bytes one call moves.
+const READ_WINDOW: usize = 256;
+
 impl Records {
+    /// The objects under `keys`, read in one batched call (concurrently by the host). A
+    /// window too large for one call (objects far bigger than records are) is read one by one.
+    fn fetch(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, PersistError> {
+        let answers = match self.store.get_many(keys) {
+            Err(BlobError::TooLarge(_)) => keys.iter().map(|k| self.store.get(k)).collect(),
+            other => other.map_err(io)?,
+        };
+        answers.into_iter().map(|a| a.map_err(io)).collect()
+    }
+
     /// The record already held under `sequence` must be `change` itself.
     fn check_held(&self, sequence: u64, change: &[u8]) -> Result<(), PersistError> {
         let k = key(sequence);
@@ -122,32 +135,37 @@ impl Persistence for Records {
         let mut summary = RecoverySummary::default();
         let mut batch = ApplyBatch::new(accountant);
         let mut expected = 1u64;
-        for (done, k) in keys.iter().enumerate() {
-            let Some(sequence) = k.strip_prefix(PREFIX).and_then(|s| s.parse::<u64>().ok()) else {
-                summary.tampered += 1;
-                continue;
-            };
-            if sequence > expected {
-                summary.gaps.push(if sequence - 1 == expected {
-                    format!("{expected}")
-                } else {
-                    format!("{expected}-{}", sequence - 1)
-                });
-            }
-            expected = expected.max(sequence + 1);
-            let Some(sealed) = self.store.get(k).map_err(io)? else { continue };
-            let change = match self.host.unseal(PURPOSE, &sealed) {
-                Ok(c) if change_sequence(&c) == Some(sequence) => c,
-                _ => {
-                    self.host.log(marsh_plugin_sdk::Level::Warn, &format!("skipping tampered accounting record {k}"));
+        let mut done = 0u64;
+        for window in keys.chunks(READ_WINDOW) {
+            for (k, sealed) in window.iter().zip(self.fetch(window)?) {
+                done += 1;
+                let Some(sequence) = k.strip_prefix(PREFIX).and_then(|s| s.parse::<u64>().ok()) else {
                     summary.tampered += 1;
                     continue;
+                };
+                if sequence > expected {
+                    summary.gaps.push(if sequence - 1 == expected {
+                        format!("{expected}")
+                    } else {
+                        format!("{expected}-{}", sequence - 1)
+                    });
                 }
-            };
-            let applied = batch.push(change)?;
-            if applied || (done as u64 + 1).is_multiple_of(every) {
-                batch.flush()?;
-                self.host.progress(done as u64 + 1, Some(total), "accounting records applied");
+                expected = expected.max(sequence + 1);
+                let Some(sealed) = sealed else { continue };
+                let change = match self.host.unseal(PURPOSE, &sealed) {
+                    Ok(c) if change_sequence(&c) == Some(sequence) => c,
+                    _ => {
+                        self.host
+                            .log(marsh_plugin_sdk::Level::Warn, &format!("skipping tampered accounting record {k}"));
+                        summary.tampered += 1;
+                        continue;
+                    }
+                };
+                let applied = batch.push(change)?;
+                if applied || done.is_multiple_of(every) {
+                    batch.flush()?;
+                    self.host.progress(done, Some(total), "accounting records applied");
+                }
             }
         }
         batch.flush()?;

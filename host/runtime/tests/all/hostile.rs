@@ -66,13 +66,32 @@ async fn an_oversized_answer_is_refused() {
     .await;
 }
 
+/// Payloads live in host memory, outside the memory cap: a plugin that keeps every one it is
+/// handed is stopped at the per-instance payload bound (four times the per-call bound), and
+/// the fresh instance that replaces it starts with nothing held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_hoarding_payloads_is_stopped_at_the_payload_bound() {
+    let limits = PluginLimits { max_call_bytes: 1 << 20, max_instances: 1, ..PluginLimits::default() };
+    let (backend, _dir) = start(marsh_artifacts::HOSTILE_HOARD, limits).await;
+    let chunk = vec![7u8; 1 << 20];
+    for i in 0..4 {
+        backend.write(&si(), ShareNumber(0), i << 20, &chunk).await.expect("within the bound");
+    }
+    let err = backend.write(&si(), ShareNumber(0), 4 << 20, &chunk).await.expect_err("past the bound");
+    assert!(matches!(&err, BackendError::Fault(m) if m.contains("too many payloads")), "{err:?}");
+    assert_eq!(backend.stats().faults(), 1);
+    for i in 0..4 {
+        backend.write(&si(), ShareNumber(0), i << 20, &chunk).await.expect("a fresh instance holds nothing");
+    }
+}
+
 #[test]
 fn a_plugin_built_against_another_abi_is_refused_at_load() {
     let err = runtime().load(&marsh_artifacts::HOSTILE_WRONG_ABI.built()).expect_err("must not load");
     match err {
         LoadError::AbiMismatch { found, supported, .. } => {
-            assert_eq!(found, "0.2.0");
-            assert_eq!(supported, marsh_runtime::ABI_VERSION);
+            assert_eq!(found, "0.9.0");
+            assert_eq!(supported, marsh_runtime::ABI_VERSIONS.join(", "));
         }
         other => panic!("expected an ABI mismatch, got {other}"),
     }

@@ -52,11 +52,22 @@ fn loads_of_one_plugin_racing_on_an_empty_cache_all_succeed() {
 async fn inspection_names_world_abi_and_plugin() {
     let plugin = load(marsh_artifacts::BACKEND_DISK);
     assert_eq!(plugin.inspection.world, World::Backend);
-    assert_eq!(plugin.inspection.abi, "0.1.0");
+    assert_eq!(plugin.inspection.abi, "0.2.0");
+    assert_eq!(plugin.inspection.export, "marsh:plugin/shares@0.2.0");
     let d = crate::support::runtime().describe(&plugin).await.expect("describe");
     assert_eq!(d.name, "backend-disk");
     assert_eq!(d.version, env!("CARGO_PKG_VERSION"));
     assert_eq!(d.concurrency, "pooled");
+    // Both versions side by side: the 0.1.0 fixture, and a 0.2.0 strategy (whose export is the
+    // 0.1.0 `strategy` interface, and whose imports say it is 0.2.0).
+    let old = load(marsh_artifacts::ABI_0_1_BACKEND);
+    assert_eq!((old.inspection.abi.as_str(), old.inspection.export.as_str()), ("0.1.0", "marsh:plugin/shares@0.1.0"));
+    assert_eq!(crate::support::runtime().describe(&old).await.expect("describe").name, "minimal-backend");
+    let strategy = load(marsh_artifacts::PERSISTENCE_RECORDS);
+    assert_eq!(strategy.inspection.world, World::Persistence);
+    assert_eq!(strategy.inspection.abi, "0.2.0");
+    assert_eq!(strategy.inspection.export, "marsh:plugin/strategy@0.1.0");
+    assert_eq!(crate::support::runtime().describe(&strategy).await.expect("describe").name, "persistence-records");
 }
 
 #[test]

@@ -4,7 +4,7 @@ include!("../../base.rs");
 
 const NAME: &str = "hostile-hog";
 
-fn on_write(_data: &[u8]) -> BackendResult<()> {
+fn on_write(_data: Payload) -> BackendResult<()> {
     let mut hoard: Vec<Vec<u8>> = Vec::new();
     loop {
         // Touch every page so the growth is real, not a reservation.

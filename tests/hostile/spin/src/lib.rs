@@ -3,8 +3,8 @@ include!("../../base.rs");
 
 const NAME: &str = "hostile-spin";
 
-fn on_write(data: &[u8]) -> BackendResult<()> {
-    let mut x = data.len() as u64 | 1;
+fn on_write(data: Payload) -> BackendResult<()> {
+    let mut x = data.len() | 1;
     loop {
         // Opaque to the optimiser, so the loop cannot be proven endless and removed.
         x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));

@@ -3,7 +3,7 @@ include!("../../base.rs");
 
 const NAME: &str = "hostile-trap";
 
-fn on_write(_data: &[u8]) -> BackendResult<()> {
+fn on_write(_data: Payload) -> BackendResult<()> {
     panic!("hostile-trap: exploding on purpose")
 }
 

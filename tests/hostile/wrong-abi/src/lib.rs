@@ -1,4 +1,4 @@
-//! A backend plugin built against `marsh:plugin@0.2.0`, a version the host does not
+//! A backend plugin built against `marsh:plugin@0.9.0`, a version the host does not
 //! implement: loading it must fail with an error naming both versions.
 
 #[cfg(target_arch = "wasm32")]
