@@ -14,6 +14,10 @@ export RUST_BACKTRACE := 0
 PLUGINS := backend-disk backend-memory backend-s3 persistence-local persistence-records persistence-stash minimal-backend \
            hostile-trap hostile-spin hostile-hog hostile-flood hostile-hoard hostile-wrong-abi abi-0-1-backend
 
+# The Python example plugin's toolchain (componentize-py from PyPI); installed once, outside the clone.
+PY_PLUGIN_VENV ?= $(HOME)/.cache/marsh/py-plugin-venv
+COMPONENTIZE_PY := $(PY_PLUGIN_VENV)/bin/componentize-py
+
 # The real Tahoe-LAFS client, for the interop tests; installed once, outside the clone.
 TAHOE_VENV ?= $(HOME)/.cache/marsh/tahoe-venv
 TAHOE := $(TAHOE_VENV)/bin/tahoe
@@ -35,6 +39,11 @@ plugins: setup
 	@for p in $(PLUGINS); do \
 	  cargo build --locked --profile plugin --target wasm32-wasip2 -p $$p || exit 1; \
 	done
+	@$(COMPONENTIZE_PY) --version >/dev/null 2>&1 || { \
+	  rm -rf $(PY_PLUGIN_VENV) && python3 -m venv $(PY_PLUGIN_VENV) && \
+	  $(PY_PLUGIN_VENV)/bin/pip install --quiet componentize-py==0.17.2; }
+	$(COMPONENTIZE_PY) -d plugin-sdk/wit -w backend componentize -p examples/02-python-backend app \
+	  -o $(MARSH_PLUGIN_DIR)/python_backend.wasm
 
 build: plugins
 	cargo build --locked --workspace --all-targets

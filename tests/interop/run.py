@@ -494,28 +494,35 @@ except Exception:
         node.stop()
 
 
-def older_abi_plugin():
-    """A third-party backend built against the frozen marsh:plugin@0.1.0 serves the real client
-    from a node whose own plugins are 0.2.0 (the fixture is the example's source, built by the
-    SDK's `abi-0-1` feature)."""
+def plugin_serves_the_client(title, file, seed, expect_abi=None):
+    """A node whose backend is the plugin `file` (from `make plugins`) serves the real client:
+    an immutable file put and read back, and a mutable directory entry written and read."""
     plugin_dir = os.environ.get("MARSH_PLUGIN_DIR") or sys.exit("MARSH_PLUGIN_DIR is not set: run through `make interop`")
-    wasm = os.path.join(plugin_dir, "abi_0_1_backend.wasm")
+    wasm = os.path.join(plugin_dir, file)
+    name = file.removesuffix(".wasm").replace("_", "-")
 
-    @check("a 0.1.0 plugin: inspected as 0.1.0, serves put and get of immutable and mutable files")
+    @check(title)
     def _():
-        inspected = run(MARSH, "plugin", "inspect", wasm)
-        assert "abi:         marsh:plugin@0.1.0" in inspected, inspected
-        node = Node("marsh-abi-0-1", settings=[("backend.plugin", wasm)])
-        client = Client("client-abi-0-1", [node], needed=1, happy=1, total=1)
-        client.put_and_get(data(2 * 1024 * 1024 + 7, 11))
-        client.tahoe("create-alias", "old")
-        client.tahoe("put", "-", "old:note.txt", input=b"mutable directory entry")
-        assert client.tahoe("get", "old:note.txt").encode() == b"mutable directory entry"
-        assert "status=201" in node.log_text(), "the 0.1.0 plugin stored the shares"
+        if expect_abi:
+            inspected = run(MARSH, "plugin", "inspect", wasm)
+            assert f"abi:         marsh:plugin@{expect_abi}" in inspected, inspected
+        node = Node(f"marsh-{name}", settings=[("backend.plugin", wasm)])
+        client = Client(f"client-{name}", [node], needed=1, happy=1, total=1)
+        client.put_and_get(data(2 * 1024 * 1024 + seed, seed))
+        client.tahoe("create-alias", "plug")
+        client.tahoe("put", "-", "plug:note.txt", input=f"kept by {name}".encode())
+        assert client.tahoe("get", "plug:note.txt") == f"kept by {name}"
+        assert "status=201" in node.log_text(), f"{name} stored the shares"
 
 
 def main():
-    older_abi_plugin()
+    # Built against the frozen 0.1.0 (backend-disk's source, the SDK's `abi-0-1` feature), served
+    # by a host whose own plugins are 0.2.0.
+    plugin_serves_the_client("a 0.1.0 plugin: inspected as 0.1.0, serves put and get of immutable and mutable files",
+                             "abi_0_1_backend.wasm", 11, expect_abi="0.1.0")
+    # Written in Python (componentize-py): share bytes travel as payloads it never holds.
+    plugin_serves_the_client("a backend written in Python serves put and get of immutable and mutable files",
+                             "python_backend.wasm", 12)
     single_node_workload("disk")
     single_node_workload("s3")
     disaster_recovery("records")

@@ -9,13 +9,17 @@ use std::path::{Path, PathBuf};
 
 include!(concat!(env!("OUT_DIR"), "/plugins.rs"));
 
+/// `examples/02-python-backend`, which `make plugins` builds with componentize-py (it is not a
+/// cargo package, so it is not in the generated list).
+pub const PYTHON_BACKEND: Plugin = Plugin { package: "python-backend", file: "python_backend.wasm" };
+
 /// The variable naming the directory `make plugins` built into (the Makefile exports it).
 pub const DIR_VARIABLE: &str = "MARSH_PLUGIN_DIR";
 
 /// A plugin `make plugins` builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plugin {
-    /// Its cargo package, e.g. `backend-disk`.
+    /// Its cargo package, e.g. `backend-disk` (for a plugin in another language, its name).
     pub package: &'static str,
     /// The component file it is built as, e.g. `backend_disk.wasm`.
     pub file: &'static str,

@@ -20,8 +20,9 @@ fn last_line(o: &Output) -> String {
     stdout(o).lines().last().unwrap_or_default().to_owned()
 }
 
-/// Every backend passes, whichever ABI version it was built against: the first-party ones and
-/// the example are 0.2.0, the fixture is the example's source built against 0.1.0.
+/// Every backend passes, whichever ABI version it was built against and whatever language it
+/// is in: the first-party ones and the examples are 0.2.0 (one in Python, through
+/// componentize-py), the fixture is backend-disk's source built against 0.1.0.
 #[test]
 fn every_first_party_plugin_and_the_example_pass_the_suite() {
     let all = marsh_conformance::cases().len();
@@ -31,6 +32,7 @@ fn every_first_party_plugin_and_the_example_pass_the_suite() {
         marsh_artifacts::BACKEND_S3,
         marsh_artifacts::MINIMAL_BACKEND,
         marsh_artifacts::ABI_0_1_BACKEND,
+        marsh_artifacts::PYTHON_BACKEND,
     ] {
         let name = plugin.package;
         let path = plugin.built();

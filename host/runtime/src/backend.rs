@@ -34,6 +34,7 @@ pub struct FaultStats {
     calls: AtomicU64,
     faults: AtomicU64,
     instances: AtomicU64,
+    memory_peak: AtomicU64,
     last: Mutex<Option<String>>,
 }
 
@@ -51,6 +52,12 @@ impl FaultStats {
     /// Instances created so far (the first, plus one per replacement or extra concurrency).
     pub fn instances(&self) -> u64 {
         self.instances.load(Ordering::Relaxed)
+    }
+
+    /// The most memory one instance has held after a call, in bytes (all its linear memories
+    /// and tables, as its memory cap counts them).
+    pub fn memory_peak(&self) -> u64 {
+        self.memory_peak.load(Ordering::Relaxed)
     }
 
     /// The last fault's message.
@@ -316,6 +323,8 @@ impl WasmBackend {
             Ok(Ok(Ok(value))) => match oversize(&value) {
                 Some(what) => Err(self.fault(format!("plugin `{}` answered `{op}` with {what}", self.name))),
                 None => {
+                    let used = lease.instance.store.data().memory.used as u64;
+                    self.stats.memory_peak.fetch_max(used, Ordering::Relaxed);
                     self.idle_pool().push(lease.instance);
                     Ok(value)
                 }

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use wasmtime::component::{Component, HasSelf, Linker, ResourceType};
+use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, Store};
 
 use crate::generated::marsh::plugin::types;
@@ -94,8 +94,8 @@ pub(crate) fn inspect_component(engine: &Engine, component: &Component, origin: 
     Ok(Inspection { world, abi, export })
 }
 
-/// Instantiate the plugin with nothing granted and ask it who it is. Imports it is not
-/// allowed to use during `info` trap.
+/// Instantiate the plugin with nothing granted and ask it who it is. Imports it calls during
+/// `info` fail: it has no stores, no seal key and no accounting.
 pub(crate) async fn describe(
     engine: &Engine,
     component: &Component,
@@ -104,27 +104,16 @@ pub(crate) async fn describe(
 ) -> Result<Description, String> {
     let mut linker = Linker::<HostState>::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| e.to_string())?;
+    // Every import a plugin of a supported version may have, so that a plugin the node could
+    // run can be described; nothing is granted, so they can do nothing. (Trap stubs for unknown
+    // imports are not used: they would shadow WASI's versioned names and stand in fresh
+    // resource types for 0.1.0's `store` where 0.2.0 interfaces use it.)
     crate::generated::Backend::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| e.to_string())?;
-    // 0.2.0's imports use 0.1.0's resource types: trap stubs would not match them, so the
-    // real ones are linked (nothing is granted, so they can do nothing).
+    use crate::generated::persistence::marsh::plugin::accountant;
     use crate::generated::v0_2::marsh::plugin0_2_0::{batches, payloads};
+    accountant::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| e.to_string())?;
     payloads::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| e.to_string())?;
     batches::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| e.to_string())?;
-    // Their `store` and `upload` are 0.1.0's: name them there too, or the trap stubs below
-    // would stand in fresh resource types for them.
-    for (instance, resources) in
-        [("marsh:plugin/payloads@0.2.0", &["store", "upload"][..]), ("marsh:plugin/batches@0.2.0", &["store"][..])]
-    {
-        let mut inst = linker.instance(instance).map_err(|e| e.to_string())?;
-        for name in resources {
-            let ty = match *name {
-                "store" => ResourceType::host::<crate::host::StoreHandle>(),
-                _ => ResourceType::host::<crate::host::UploadHandle>(),
-            };
-            inst.resource(name, ty, |_, _| Ok(())).map_err(|e| e.to_string())?;
-        }
-    }
-    linker.define_unknown_imports_as_traps(component).map_err(|e| e.to_string())?;
     let state = HostState::new("inspect".into(), grants, 1 << 20, 64 << 20);
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.memory);

@@ -27,7 +27,7 @@ pub(crate) const PAYLOAD_CALLS: u64 = 4;
 /// Keys one `get-many` call may ask for.
 pub(crate) const MAX_KEYS: usize = 1000;
 /// Reads one `get-many` call runs at a time.
-pub(crate) const IN_FLIGHT: usize = 16;
+pub(crate) const IN_FLIGHT: usize = 32;
 
 /// Bytes held by the host for a guest, as a guest resource.
 #[derive(Debug)]

@@ -1,7 +1,8 @@
 //! `persistence-records`: every accounting change becomes one small sealed object in a granted
 //! blob store (config `store`, default `shares`: next to the shares), at
-//! `accounting/<sequence:020>`, written create-only. Recovery lists them in order, unseals each,
-//! and applies them through the host's accountant; a blob that does not unseal or whose
+//! `accounting/<sequence:020>`, written create-only. Recovery lists them in order, reads them
+//! 1000 at a time in one batched call (`Store::get_many`: the host reads them concurrently),
+//! unseals each, and applies them through the host's accountant; a blob that does not unseal or whose
 //! sequence does not match its key is counted as tampered and skipped, and missing sequence
 //! numbers are reported as gaps.
 //!
@@ -42,7 +43,7 @@ fn io(e: BlobError) -> PersistError {
 }
 
 /// Records read in one batched call: small sealed objects, far below the bytes one call moves.
-const READ_WINDOW: usize = 256;
+const READ_WINDOW: usize = 1000;
 
 impl Records {
     /// The objects under `keys`, read in one batched call (concurrently by the host). A

@@ -7,7 +7,13 @@
 //!   (one `head` import, no I/O);
 //! - 1 MiB writes: shares of 16 MiB written in 1 MiB `write`s to `backend-disk` on a
 //!   directory, each finished with its fsync;
-//! - 1 MiB reads of those shares (page cache).
+//! - 1 MiB reads of those shares (page cache);
+//! - on a memory store (no I/O, so only the boundary counts), the 0.2.0 build (payloads) and
+//!   the 0.1.0 build of the same `backend-disk` source (`tests/abi-0-1-backend`: bytes copied
+//!   in and out as lists) beside native;
+//! - the Rust example beside the Python one (`examples/02-python-backend`): per-call cost,
+//!   1 MiB throughput on a memory store, the memory one instance holds, and the time to load,
+//!   compile and start each.
 //!
 //! Usage: `marsh-bench-plugin PLUGIN_DIR [SCRATCH_DIR]`.
 
@@ -92,13 +98,18 @@ async fn throughput_median(b: &dyn Backend) -> anyhow::Result<(f64, f64)> {
 }
 
 fn row(what: &str, native: f64, wasm: f64, unit: &str, higher_is_better: bool) {
-    let ratio = wasm / native;
+    compared(what, ("native", native), ("wasm", wasm), unit, higher_is_better);
+}
+
+/// One table row: `what` for the baseline and the other, and the other's ratio to it.
+fn compared(what: &str, base: (&str, f64), other: (&str, f64), unit: &str, higher_is_better: bool) {
+    let ratio = other.1 / base.1;
     let verdict = if higher_is_better {
-        format!("wasm at {:.0}% of native", ratio * 100.0)
+        format!("{} at {:.0}% of {}", other.0, ratio * 100.0, base.0)
     } else {
-        format!("wasm {ratio:.2}x native")
+        format!("{} {ratio:.2}x {}", other.0, base.0)
     };
-    println!("| {what:<44} | {native:>10.2} {unit:<5} | {wasm:>10.2} {unit:<5} | {verdict:<24} |");
+    println!("| {what:<44} | {:>10.2} {unit:<5} | {:>10.2} {unit:<5} | {verdict:<24} |", base.1, other.1);
 }
 
 async fn wasm_backend(
@@ -143,10 +154,15 @@ async fn main() -> anyhow::Result<()> {
     let wasm_mem: Arc<dyn BlobStore> = Arc::new(MemoryStore::new("shares"));
     let native = NativeDisk::start(NativeGrants::new(key.clone()).store("shares", native_mem), Vec::new())?;
     let wasm = wasm_backend(&runtime, &plugin_dir, "backend_disk", wasm_mem).await?;
+    let old = wasm_backend(&runtime, &plugin_dir, "abi_0_1_backend", Arc::new(MemoryStore::new("shares"))).await?;
     let (nw, nr) = throughput_median(&native).await?;
     let (ww, wr) = throughput_median(&wasm).await?;
+    let (ow, or) = throughput_median(&old).await?;
     row("1 MiB writes, backend-disk on a memory store", nw, ww, "MiB/s", true);
     row("1 MiB reads, backend-disk on a memory store", nr, wr, "MiB/s", true);
+    // The same source built against 0.1.0, where share bytes are copied across as lists.
+    row("  the same, built against 0.1.0: writes", nw, ow, "MiB/s", true);
+    row("  the same, built against 0.1.0: reads", nr, or, "MiB/s", true);
 
     let native_dir: Arc<dyn BlobStore> = Arc::new(DirStore::open("shares", &scratch.path().join("native"))?);
     let wasm_dir: Arc<dyn BlobStore> = Arc::new(DirStore::open("shares", &scratch.path().join("wasm"))?);
@@ -160,5 +176,31 @@ async fn main() -> anyhow::Result<()> {
     row("1 MiB writes, backend-disk (fsync per share)", (nw + nw2) / 2.0, (ww + ww2) / 2.0, "MiB/s", true);
     row("1 MiB reads, backend-disk (page cache)", (nr + nr2) / 2.0, (wr + wr2) / 2.0, "MiB/s", true);
     println!("\nfaults during the run: {}", wasm.stats().faults());
+
+    // The same kind of backend in two languages: the Rust example and the Python one
+    // (componentize-py), both as wasm on a memory store.
+    println!("\n| {:<44} | {:>16} | {:>16} | {:<24} |", "measure", "Rust example", "Python example", "ratio");
+    println!("|{}|{}|{}|{}|", "-".repeat(46), "-".repeat(18), "-".repeat(18), "-".repeat(26));
+    let compile = Instant::now();
+    let python = wasm_backend(&runtime, &plugin_dir, "python_backend", Arc::new(MemoryStore::new("shares"))).await?;
+    let python_start = compile.elapsed().as_secs_f64();
+    let compile = Instant::now();
+    let rust = wasm_backend(&runtime, &plugin_dir, "minimal_backend", Arc::new(MemoryStore::new("shares"))).await?;
+    let rust_start = compile.elapsed().as_secs_f64();
+    let (rust_ns, python_ns) = (per_call(&rust).await?, per_call(&python).await?);
+    compared("export + one import (size), ns/call", ("Rust", rust_ns), ("Python", python_ns), "ns", false);
+    let (rw, rr) = throughput_median(&rust).await?;
+    let (pw, pr) = throughput_median(&python).await?;
+    compared("1 MiB writes, on a memory store", ("Rust", rw), ("Python", pw), "MiB/s", true);
+    compared("1 MiB reads, on a memory store", ("Rust", rr), ("Python", pr), "MiB/s", true);
+    let mib = |b: u64| b as f64 / MIB as f64;
+    compared(
+        "memory of one instance (peak after a call)",
+        ("Rust", mib(rust.stats().memory_peak())),
+        ("Python", mib(python.stats().memory_peak())),
+        "MiB",
+        false,
+    );
+    compared("load, compile and start (no cache), s", ("Rust", rust_start), ("Python", python_start), "s", false);
     Ok(())
 }

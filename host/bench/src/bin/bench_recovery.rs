@@ -6,7 +6,7 @@
 //! Reads MARSH_TEST_S3_* for the server.
 //! - `records` (default): setup writes the records with 32 concurrent PUTs (sealed exactly as
 //!   the plugin seals them); the timed recovery is the plugin's own, which lists them and
-//!   reads them 256 at a time with `batches.get-many` (the host runs 16 reads at once).
+//!   reads them 1000 at a time with `batches.get-many` (the host runs 32 reads at once).
 //! - `stash`: the leases are made 500 at a time, and after each 500 the plugin itself persists
 //!   them in one `record` call, as a node's persister would hand them over (taking snapshots
 //!   when it judges them due, with its default of one every 10,000 changes); then it recovers.

@@ -62,7 +62,7 @@ async fn inspection_names_world_abi_and_plugin() {
     // 0.1.0 `strategy` interface, and whose imports say it is 0.2.0).
     let old = load(marsh_artifacts::ABI_0_1_BACKEND);
     assert_eq!((old.inspection.abi.as_str(), old.inspection.export.as_str()), ("0.1.0", "marsh:plugin/shares@0.1.0"));
-    assert_eq!(crate::support::runtime().describe(&old).await.expect("describe").name, "minimal-backend");
+    assert_eq!(crate::support::runtime().describe(&old).await.expect("describe").name, "backend-disk");
     let strategy = load(marsh_artifacts::PERSISTENCE_RECORDS);
     assert_eq!(strategy.inspection.world, World::Persistence);
     assert_eq!(strategy.inspection.abi, "0.2.0");
