@@ -3,7 +3,8 @@
 //!
 //! Hidden from docs: plugin authors use it only through the export macros. Exactly one world
 //! is generated per wasm build (the `backend` or `persistence` feature), because a component
-//! carries the type of every world linked into it.
+//! carries the type of every world linked into it, in one ABI version (0.2.0, or 0.1.0 with
+//! the `abi-0-1` feature); the adapters below are the only code that differs between the two.
 
 #[cfg(all(feature = "backend", feature = "persistence"))]
 compile_error!("a wasm plugin exports one world: enable the `backend` or the `persistence` feature, not both");

@@ -178,8 +178,9 @@ impl WasmBackend {
     ) -> Result<WasmBackend, StartError> {
         plugin.expect_world(World::Backend)?;
         let instance_pre = runtime.linker.instantiate_pre(&plugin.component);
-        let pre = match plugin.inspection.abi.as_str() {
-            "0.1.0" => instance_pre.and_then(Pre1::new).map(Pre::V1),
+        // The version of the `shares` export decides how it is called (the imports may mix).
+        let pre = match plugin.inspection.export.as_str() {
+            "marsh:plugin/shares@0.1.0" => instance_pre.and_then(Pre1::new).map(Pre::V1),
             _ => instance_pre.and_then(v0_2::BackendPre::new).map(Pre::V2),
         }
         .map_err(|e| StartError::Link(format!("{e:#}")))?;
