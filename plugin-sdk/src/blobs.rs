@@ -232,8 +232,10 @@ impl Store {
 
     /// The whole objects under `keys`, one answer per key in order, as [`Store::get`] gives
     /// them. Under ABI 0.2.0 the host reads them concurrently, in calls of at most 1000 keys
-    /// (split here); elsewhere one by one. The objects of one call must fit in the bytes the
-    /// host moves in one call: ask for small objects, or fewer at a time.
+    /// (split here); elsewhere one by one. For small objects: under 0.2.0 one larger than a
+    /// 32nd of the bytes the host moves in one call answers [`BlobError::TooLarge`] in its
+    /// place (read it with [`Store::get`]), and the objects of one call together must fit in
+    /// those bytes, or the call fails with [`BlobError::TooLarge`]: ask for fewer at a time.
     pub fn get_many(&self, keys: &[String]) -> Result<Vec<GetAnswer>, BlobError> {
         let mut out = Vec::with_capacity(keys.len());
         for part in keys.chunks(GET_MANY_KEYS) {

@@ -5,12 +5,13 @@
 //! out again. Host memory is not under the instance's memory cap, so the [`Ledger`] bounds
 //! what the payloads of one instance hold: at most [`MAX_PAYLOADS`] alive, and their bytes at
 //! most [`PAYLOAD_CALLS`] times the per-call byte bound. Past either, creating one fails with
-//! `too-large` (a guest constructor traps instead: it has no error to return).
+//! `too-large`.
 //!
-//! `get-many` reads up to [`MAX_KEYS`] whole objects with at most [`IN_FLIGHT`] reads at a
-//! time. Each read is refused past the bytes the call has left, so the answer stays within the
-//! per-call bound; while reads are in flight the host holds at most [`IN_FLIGHT`] times that
-//! bound.
+//! `get-many` is for small objects: it reads up to [`MAX_KEYS`] whole objects with at most
+//! [`IN_FLIGHT`] reads at a time, each of at most an [`IN_FLIGHT`]th of the per-call bound (128
+//! KiB by default; a larger object answers `too-large` in its place, for the plugin to `get`
+//! alone), and fails the call with `too-large` when the answers together pass the bound. So
+//! what the host holds for one call, in flight or answered, stays within about twice the bound.
 
 use futures::StreamExt;
 use wasmtime::component::Resource;
@@ -167,20 +168,25 @@ impl batches::Host for HostState {
         }
         let keys = keys.iter().map(|k| key(k)).collect::<Result<Vec<_>, _>>()?;
         let budget = self.max_call_bytes;
+        let per_object = budget / IN_FLIGHT as u64;
         let used = std::sync::atomic::AtomicU64::new(0);
         let used = &used;
         let answers: Vec<_> = futures::stream::iter(keys)
             .map(|k| {
                 let store = store.clone();
                 async move {
-                    // Read at most one byte more than the call has left: an object that does
-                    // not fit is refused without being read whole.
+                    // Read at most one byte more than an object may be, or than the call has
+                    // left: an object that does not fit is refused without being read whole.
                     let left = budget.saturating_sub(used.load(std::sync::atomic::Ordering::Relaxed));
-                    let got = store.get_range(&k, 0, left.saturating_add(1)).await.map_err(blob_error)?;
-                    if let Some(bytes) = &got {
-                        used.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    let limit = per_object.min(left);
+                    match store.get_range(&k, 0, limit.saturating_add(1)).await.map_err(blob_error)? {
+                        Some(bytes) if bytes.len() as u64 > per_object => Err(BlobError::TooLarge(bytes.len() as u64)),
+                        Some(bytes) => {
+                            used.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                            Ok(Some(bytes))
+                        }
+                        None => Ok(None),
                     }
-                    Ok(got)
                 }
             })
             .buffered(IN_FLIGHT)
@@ -287,6 +293,13 @@ mod tests {
         let keys: Vec<String> = (0..60).map(|i| format!("r/{i:02}")).collect();
         let err = batches::Host::get_many(&mut s, Resource::new_borrow(rep), keys).await.unwrap_err();
         assert!(matches!(err, BlobError::TooLarge(n) if n > 1024), "{err:?}");
+        // An object past an IN_FLIGHT-th of the bound (32 bytes here) answers too-large in its
+        // place, read no further than one byte past that; the others are answered.
+        store.put(&BlobKey::new("big").unwrap(), vec![9; 40], HostPutMode::CreateOnly).await.unwrap();
+        let keys = vec!["r/00".to_owned(), "big".to_owned(), "r/01".to_owned()];
+        let answers = batches::Host::get_many(&mut s, Resource::new_borrow(rep), keys).await.unwrap();
+        assert!(matches!(answers[1], Err(BlobError::TooLarge(33))), "{:?}", answers[1]);
+        assert_eq!(answers[2].as_ref().unwrap().as_deref(), Some(&[1u8; 20][..]));
         // Too many keys, and a bad key, are refused before anything is read.
         let many = vec!["r/00".to_owned(); MAX_KEYS + 1];
         assert!(matches!(

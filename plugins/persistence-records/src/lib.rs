@@ -47,13 +47,19 @@ const READ_WINDOW: usize = 1000;
 
 impl Records {
     /// The objects under `keys`, read in one batched call (concurrently by the host). A
-    /// window too large for one call (objects far bigger than records are) is read one by one.
+    /// window too large for one call, or an object too large for a batch (records are far
+    /// smaller than either), is read one by one.
     fn fetch(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, PersistError> {
         let answers = match self.store.get_many(keys) {
             Err(BlobError::TooLarge(_)) => keys.iter().map(|k| self.store.get(k)).collect(),
             other => other.map_err(io)?,
         };
-        answers.into_iter().map(|a| a.map_err(io)).collect()
+        // An object too large for a batch (no record is) is read alone.
+        let alone = |(a, k): (marsh_plugin_sdk::GetAnswer, &String)| match a {
+            Err(BlobError::TooLarge(_)) => self.store.get(k),
+            other => other,
+        };
+        answers.into_iter().zip(keys).map(alone).map(|a| a.map_err(io)).collect()
     }
 
     /// The record already held under `sequence` must be `change` itself.
