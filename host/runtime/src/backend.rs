@@ -145,6 +145,11 @@ macro_rules! lift_shares_types {
                 Usage { available: u.available, used: u.used }
             }
         }
+        impl From<(u64, &[u8])> for $ex::WriteVector {
+            fn from((offset, data): (u64, &[u8])) -> Self {
+                $ex::WriteVector { offset, data: data.to_vec() }
+            }
+        }
         impl From<$ex::SweepReport> for SweepReport {
             fn from(r: $ex::SweepReport) -> Self {
                 SweepReport { examined: r.examined, removed: r.removed, removed_bytes: r.removed_bytes }
@@ -159,6 +164,11 @@ lift_shares_types!(ex2);
 struct RawPage {
     indexes: Vec<String>,
     next: Option<String>,
+}
+
+/// One call's pieces of mutable writes, in the plugin's ABI version's type.
+fn write_vectors<W: for<'a> From<(u64, &'a [u8])>>(batch: &[(u64, &[u8])]) -> Vec<W> {
+    batch.iter().map(|&piece| W::from(piece)).collect()
 }
 
 /// An export's answer in the host's types.
@@ -571,18 +581,13 @@ impl Backend for WasmBackend {
             if batch.is_empty() && i + 1 != count {
                 continue;
             }
-            let () = invoke!(self, "mutable-write", |_| None, {
-                V1(e, s) => {
-                    let batch: Vec<_> =
-                        batch.iter().map(|(offset, data)| ex1::WriteVector { offset: *offset, data: data.to_vec() }).collect();
-                    e.call_mutable_write(s, &si, shnum.0, &batch, truncate).await.map(lift)
-                },
-                V2(e, s) => {
-                    let batch: Vec<_> =
-                        batch.iter().map(|(offset, data)| ex2::WriteVector { offset: *offset, data: data.to_vec() }).collect();
-                    e.call_mutable_write(s, &si, shnum.0, &batch, truncate).await.map(lift)
-                },
-            })?;
+            let () = invoke!(self, "mutable-write", |e, s| e.call_mutable_write(
+                s,
+                &si,
+                shnum.0,
+                &write_vectors(batch),
+                truncate
+            ))?;
         }
         Ok(())
     }

@@ -105,7 +105,7 @@ pub struct StoreHandle {
 
 /// A streamed upload, as a guest resource.
 pub struct UploadHandle {
-    pub(crate) upload: Option<Box<dyn BlobUpload>>,
+    upload: Option<Box<dyn BlobUpload>>,
 }
 
 /// A snapshot a strategy reads in pieces, as a guest resource.
@@ -269,6 +269,15 @@ impl HostState {
             .get(handle)
             .map(|h| h.store.clone())
             .map_err(|e| types::BlobError::Io(format!("bad store handle: {e}")))
+    }
+
+    /// The upload behind a guest handle, while it is open.
+    pub(crate) fn open_upload(
+        &mut self,
+        h: &Resource<UploadHandle>,
+    ) -> Result<&mut Box<dyn BlobUpload>, types::BlobError> {
+        let handle = self.table.get_mut(h).map_err(|e| types::BlobError::Io(format!("bad upload handle: {e}")))?;
+        handle.upload.as_mut().ok_or_else(|| types::BlobError::Io("upload already finished".into()))
     }
 
     pub(crate) fn check_len(&self, len: u64) -> Result<(), types::BlobError> {
@@ -661,9 +670,7 @@ impl blobs::HostStore for HostState {
 impl blobs::HostUpload for HostState {
     async fn append(&mut self, h: Resource<UploadHandle>, data: Vec<u8>) -> Result<(), types::BlobError> {
         self.check_len(data.len() as u64)?;
-        let handle = self.table.get_mut(&h).map_err(|e| types::BlobError::Io(format!("bad upload handle: {e}")))?;
-        let upload = handle.upload.as_mut().ok_or_else(|| types::BlobError::Io("upload already finished".into()))?;
-        upload.append(data).await.map_err(blob_error)
+        self.open_upload(&h)?.append(data).await.map_err(blob_error)
     }
 
     async fn finish(&mut self, h: Resource<UploadHandle>) -> Result<(), types::BlobError> {

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
 
 use crate::generated::marsh::plugin::types;
@@ -94,26 +94,16 @@ pub(crate) fn inspect_component(engine: &Engine, component: &Component, origin: 
     Ok(Inspection { world, abi, export })
 }
 
-/// Instantiate the plugin with nothing granted and ask it who it is. Imports it calls during
-/// `info` fail: it has no stores, no seal key and no accounting.
+/// Instantiate the plugin with the node's own linker (every import of every supported version)
+/// but nothing granted, and ask it who it is. Imports it calls during `info` fail: it has no
+/// stores, no seal key and no accounting.
 pub(crate) async fn describe(
     engine: &Engine,
+    linker: &Linker<HostState>,
     component: &Component,
     inspection: &Inspection,
     grants: Grants,
 ) -> Result<Description, String> {
-    let mut linker = Linker::<HostState>::new(engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| e.to_string())?;
-    // Every import a plugin of a supported version may have, so that a plugin the node could
-    // run can be described; nothing is granted, so they can do nothing. (Trap stubs for unknown
-    // imports are not used: they would shadow WASI's versioned names and stand in fresh
-    // resource types for 0.1.0's `store` where 0.2.0 interfaces use it.)
-    crate::generated::Backend::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| e.to_string())?;
-    use crate::generated::persistence::marsh::plugin::accountant;
-    use crate::generated::v0_2::marsh::plugin0_2_0::{batches, payloads};
-    accountant::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| e.to_string())?;
-    payloads::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| e.to_string())?;
-    batches::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| e.to_string())?;
     let state = HostState::new("inspect".into(), grants, 1 << 20, 64 << 20);
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.memory);

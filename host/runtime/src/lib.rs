@@ -180,6 +180,6 @@ impl Runtime {
     /// Ask a loaded plugin for its name and version (instantiates it with nothing granted).
     pub async fn describe(&self, plugin: &LoadedPlugin) -> Result<Description, String> {
         let grants = Grants::new(marsh_seal::SealKey::from_bytes([0; 32]));
-        inspect::describe(&self.engine, &plugin.component, &plugin.inspection, grants).await
+        inspect::describe(&self.engine, &self.linker, &plugin.component, &plugin.inspection, grants).await
     }
 }

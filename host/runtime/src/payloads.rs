@@ -13,8 +13,10 @@
 //! alone), and fails the call with `too-large` when the answers together pass the bound. So
 //! what the host holds for one call, in flight or answered, stays within about twice the bound.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use futures::StreamExt;
-use wasmtime::component::Resource;
+use wasmtime::component::{Resource, ResourceTableError};
 
 use crate::generated::marsh::plugin::blobs::PutMode;
 use crate::generated::marsh::plugin::types::BlobError;
@@ -67,8 +69,8 @@ impl Ledger {
 impl HostState {
     /// Hand `bytes` to the guest as a payload, if the ledger has room.
     pub(crate) fn new_payload(&mut self, bytes: Vec<u8>) -> Result<Resource<PayloadHandle>, BlobError> {
-        self.payloads.admit(bytes.len() as u64)?;
         let len = bytes.len() as u64;
+        self.payloads.admit(len)?;
         self.table.push(PayloadHandle { bytes }).map_err(|e| {
             self.payloads.release(len);
             BlobError::Io(format!("resource table: {e}"))
@@ -77,7 +79,12 @@ impl HostState {
 
     /// Take back the bytes of a payload the guest gave up (an argument or an answer).
     pub(crate) fn take_payload(&mut self, handle: Resource<PayloadHandle>) -> Result<Vec<u8>, BlobError> {
-        let payload = self.table.delete(handle).map_err(|e| BlobError::Io(format!("bad payload handle: {e}")))?;
+        self.remove_payload(handle).map_err(|e| BlobError::Io(format!("bad payload handle: {e}")))
+    }
+
+    /// Remove a payload from the table and the ledger.
+    fn remove_payload(&mut self, handle: Resource<PayloadHandle>) -> Result<Vec<u8>, ResourceTableError> {
+        let payload = self.table.delete(handle)?;
         self.payloads.release(payload.bytes.len() as u64);
         Ok(payload.bytes)
     }
@@ -130,9 +137,7 @@ impl payloads::Host for HostState {
 
     async fn append(&mut self, upload: Resource<UploadHandle>, data: Resource<PayloadHandle>) -> Result<(), BlobError> {
         let bytes = self.take_payload(data)?;
-        let handle = self.table.get_mut(&upload).map_err(|e| BlobError::Io(format!("bad upload handle: {e}")))?;
-        let upload = handle.upload.as_mut().ok_or_else(|| BlobError::Io("upload already finished".into()))?;
-        upload.append(bytes).await.map_err(blob_error)
+        self.open_upload(&upload)?.append(bytes).await.map_err(blob_error)
     }
 }
 
@@ -150,8 +155,7 @@ impl payloads::HostPayload for HostState {
     }
 
     async fn drop(&mut self, handle: Resource<PayloadHandle>) -> wasmtime::Result<()> {
-        let payload = self.table.delete(handle)?;
-        self.payloads.release(payload.bytes.len() as u64);
+        self.remove_payload(handle)?;
         Ok(())
     }
 }
@@ -169,7 +173,7 @@ impl batches::Host for HostState {
         let keys = keys.iter().map(|k| key(k)).collect::<Result<Vec<_>, _>>()?;
         let budget = self.max_call_bytes;
         let per_object = budget / IN_FLIGHT as u64;
-        let used = std::sync::atomic::AtomicU64::new(0);
+        let used = AtomicU64::new(0);
         let used = &used;
         let answers: Vec<_> = futures::stream::iter(keys)
             .map(|k| {
@@ -177,12 +181,12 @@ impl batches::Host for HostState {
                 async move {
                     // Read at most one byte more than an object may be, or than the call has
                     // left: an object that does not fit is refused without being read whole.
-                    let left = budget.saturating_sub(used.load(std::sync::atomic::Ordering::Relaxed));
+                    let left = budget.saturating_sub(used.load(Ordering::Relaxed));
                     let limit = per_object.min(left);
                     match store.get_range(&k, 0, limit.saturating_add(1)).await.map_err(blob_error)? {
                         Some(bytes) if bytes.len() as u64 > per_object => Err(BlobError::TooLarge(bytes.len() as u64)),
                         Some(bytes) => {
-                            used.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                            used.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                             Ok(Some(bytes))
                         }
                         None => Ok(None),
@@ -192,7 +196,7 @@ impl batches::Host for HostState {
             .buffered(IN_FLIGHT)
             .collect()
             .await;
-        let total = used.load(std::sync::atomic::Ordering::Relaxed);
+        let total = used.load(Ordering::Relaxed);
         if total > budget {
             return Err(BlobError::TooLarge(total));
         }
