@@ -234,6 +234,10 @@ mod tests {
         let got =
             payloads::Host::get_range(&mut s, Resource::new_borrow(rep), "a".into(), 1, 3).await.unwrap().unwrap();
         assert_eq!(payloads::HostPayload::read(&mut s, Resource::new_borrow(got.rep()), 0, 100).await, b"ell");
+        let past_end = payloads::HostPayload::read(&mut s, Resource::new_borrow(got.rep()), u64::MAX, u64::MAX).await;
+        assert_eq!(past_end, b"", "past the end: nothing, no panic");
+        let tail = payloads::HostPayload::read(&mut s, Resource::new_borrow(got.rep()), 2, u64::MAX).await;
+        assert_eq!(tail, b"l", "any length is clamped to what is there");
         payloads::Host::write_at(&mut s, Resource::new_borrow(rep), "b".into(), 2, got).await.unwrap();
         assert_eq!(store.get(&BlobKey::new("b").unwrap()).await.unwrap().unwrap(), b"\0\0ell");
         assert_eq!((s.payloads.count, s.payloads.bytes), (0, 0));
