@@ -144,4 +144,5 @@ bench-s3: plugins tahoe s3
 	python3 host/bench/strategies.py $(CARGO_TARGET_DIR)/release/marsh $(CARGO_TARGET_DIR)/release/marsh-load \
 	  $(CURDIR)/target/bench-strategies
 	$(with_s3) $(CARGO_TARGET_DIR)/release/marsh-bench-recovery 100000 records
+	$(with_s3) $(CARGO_TARGET_DIR)/release/marsh-bench-recovery 100000 records pack-changes=0
 	$(with_s3) $(CARGO_TARGET_DIR)/release/marsh-bench-recovery 100000 stash

@@ -134,7 +134,7 @@ pub use host::{Host, Level, SealError};
 pub use payload::Payload;
 pub use persistence::{
     Accountant, ApplyBatch, DbState, PersistError, Persistence, Plan, RecoverySummary, Restore, Snapshot,
-    change_sequence,
+    change_sequence, decode_changes, encode_changes,
 };
 pub use types::{Concurrency, InitError, PluginInfo, Recovery, ShareNumber, StorageIndex, StorageIndexError};
 

@@ -155,6 +155,29 @@ pub fn change_sequence(change: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(*change.first_chunk::<8>()?))
 }
 
+/// Changes framed as one blob (each as a 4-byte big-endian length, then its bytes), the layout
+/// first-party strategies use for a run of changes in one object.
+pub fn encode_changes(changes: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(changes.iter().map(|c| c.len() + 4).sum());
+    for c in changes {
+        out.extend_from_slice(&(c.len() as u32).to_be_bytes());
+        out.extend_from_slice(c);
+    }
+    out
+}
+
+/// The changes [`encode_changes`] framed, or `None` if a frame runs past the end.
+pub fn decode_changes(mut b: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let (len, rest) = b.split_first_chunk::<4>()?;
+        let len = u32::from_be_bytes(*len) as usize;
+        out.push(rest.get(..len)?.to_vec());
+        b = &rest[len..];
+    }
+    Some(out)
+}
+
 /// Recovered changes handed to the host in order, in batches that stay well under the bytes a
 /// call may move. Queue with [`ApplyBatch::push`]; [`ApplyBatch::flush`] what is left at the end.
 #[derive(Debug)]

@@ -97,10 +97,11 @@ fn leases_of(node: &TestNode, si: &str) -> Vec<marsh_accountant::Lease> {
         .expect("leases")
 }
 
-/// `persistence-records` on S3: one sealed object per change.
+/// `persistence-records` on S3: one sealed object per change, and a pack of every two, so
+/// recovery reads packs and then the records after them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_and_leases_survive_the_loss_of_the_machine_with_records() {
-    survive_the_loss_of_the_machine("records", &[], "accounting/").await;
+    survive_the_loss_of_the_machine("records", &[("persistence.config.pack-changes", "2")], "accounting/").await;
 }
 
 /// `persistence-stash` on S3, snapshotting every 5 changes so recovery restores a snapshot and
@@ -153,6 +154,8 @@ async fn survive_the_loss_of_the_machine(strategy: &str, config: &[(&str, &str)]
     assert!(!records.is_empty(), "the strategy wrote nothing under {blobs}");
     if strategy == "stash" {
         assert!(records.iter().any(|k| k.ends_with(".manifest")), "a snapshot was stashed: {records:?}");
+    } else {
+        assert!(records.iter().any(|k| k.starts_with("accounting/packs/")), "changes were packed: {records:?}");
     }
     let alice_swissnum = alice.swissnum.clone();
     let lease_hash = leases_before[0].renew_hash;
@@ -195,15 +198,19 @@ async fn survive_the_loss_of_the_machine(strategy: &str, config: &[(&str, &str)]
     drop(node.start());
     assert_eq!(leases_of(&node, si), leases_before);
 
-    // The store operator deletes the newest record: nothing left in the store refers to it, but
-    // the host's own note of what it handed over does. (The same note covers `stash`; its
-    // newest segment may be inside its newest snapshot, so the case is shown on `records`.)
+    // The store operator deletes the newest record (and every pack, which may hold it too):
+    // nothing left in the store refers to it, but the host's own note of what it handed over
+    // does. (The same note covers `stash`; its newest segment may be inside its newest
+    // snapshot, so the case is shown on `records`.)
     if strategy != "records" {
         return;
     }
     let records = marsh_stores::BlobStore::list(&bucket, blobs, None, 1000).await.unwrap().keys;
+    let (packs, records): (Vec<_>, Vec<_>) = records.into_iter().partition(|k| k.starts_with("accounting/packs/"));
     let newest = records.last().unwrap();
-    assert!(marsh_stores::BlobStore::delete(&bucket, &marsh_stores::BlobKey::new(newest).unwrap()).await.unwrap());
+    for k in packs.iter().chain([newest]) {
+        assert!(marsh_stores::BlobStore::delete(&bucket, &marsh_stores::BlobKey::new(k).unwrap()).await.unwrap());
+    }
     node.restore(&backup);
     let recovered = node.ok(&["recover"]);
     assert!(

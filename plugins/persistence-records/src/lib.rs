@@ -1,24 +1,31 @@
 //! `persistence-records`: every accounting change becomes one small sealed object in a granted
 //! blob store (config `store`, default `shares`: next to the shares), at
-//! `accounting/<sequence:020>`, written create-only. Recovery lists them in order, reads them
-//! 1000 at a time in one batched call (`Store::get_many`: the host reads them concurrently),
-//! unseals each, and applies them through the host's accountant; a blob that does not unseal or whose
-//! sequence does not match its key is counted as tampered and skipped, and missing sequence
-//! numbers are reported as gaps.
+//! `accounting/<sequence:020>`, written create-only; and every `pack-changes` changes (default
+//! 1000; 0 for none) the run of them is sealed again as one pack (`pack`), so recovery reads a
+//! hundred objects for 100,000 changes, not 100,000. Recovery reads the packs that continue each
+//! other from change 1, then lists the records after them and reads those 1000 at a time in one
+//! batched call (`Store::get_many`: the host reads them concurrently), unseals each, and applies
+//! them through the host's accountant; a blob that does not unseal or whose sequence does not
+//! match its key is counted as tampered and skipped (a damaged pack: its records are read
+//! instead), and missing sequence numbers are reported as gaps.
 //!
 //! A change handed over again under a number already held must be the very change stored (a
 //! retry after a crash); other content is refused, never written over.
 //!
 //! The store operator sees how many changes there were and when, never what they say: keys
-//! carry only the sequence number and every object is sealed with the node's key.
+//! carry only sequence numbers and every object is sealed with the node's key.
 //!
 //! Start-up: with a local database that holds every change the store has a record of, use it.
 //! Without one, or with one older than the store (a record past its newest change), the node
 //! must recover first: `recovery-needed`, or recover at once when the operator allowed it.
 
+mod pack;
+
+use std::collections::BTreeMap;
+
 use marsh_plugin_sdk::{
-    Accountant, ApplyBatch, BlobError, Concurrency, Config, DbState, Host, InitError, PersistError, Persistence, Plan,
-    PluginInfo, PutMode, Recovery, RecoverySummary, Store, change_sequence,
+    Accountant, ApplyBatch, BlobError, Concurrency, Config, DbState, Host, InitError, Level, PersistError, Persistence,
+    Plan, PluginInfo, PutMode, Recovery, RecoverySummary, Store, change_sequence,
 };
 
 const PREFIX: &str = "accounting/";
@@ -32,10 +39,20 @@ const PROGRESS_EVERY: u64 = 16;
 pub struct Records {
     host: Host,
     store: Store,
+    /// Changes per pack; 0 for none.
+    pack_changes: u64,
+    /// The changes recorded since the last pack, by sequence: the next pack is built from them
+    /// (and from the store for any this instance did not record itself).
+    unpacked: BTreeMap<u64, Vec<u8>>,
 }
 
 fn key(sequence: u64) -> String {
     format!("{PREFIX}{sequence:020}")
+}
+
+/// The sequence a change record's key names, or `None` for a key that names none.
+fn sequence_of(key: &str) -> Option<u64> {
+    key.strip_prefix(PREFIX)?.parse().ok()
 }
 
 fn io(e: BlobError) -> PersistError {
@@ -62,6 +79,12 @@ impl Records {
         answers.into_iter().zip(keys).map(alone).map(|a| a.map_err(io)).collect()
     }
 
+    /// The change the record under `key` holds, if it unseals and names that sequence.
+    fn open_record(&self, key: &str, sealed: &[u8]) -> Option<Vec<u8>> {
+        let sequence = sequence_of(key)?;
+        self.host.unseal(PURPOSE, sealed).ok().filter(|c| change_sequence(c) == Some(sequence))
+    }
+
     /// The record already held under `sequence` must be `change` itself.
     fn check_held(&self, sequence: u64, change: &[u8]) -> Result<(), PersistError> {
         let k = key(sequence);
@@ -75,8 +98,96 @@ impl Records {
             Err(_) => Err(PersistError::Tampered(format!("{k} does not unseal"))),
         }
     }
+
+    /// Seal the changes up to `last` as one pack. Those this instance did not record itself
+    /// (it started after the pack's first change) are read back from their records; if one
+    /// is missing or damaged the range is left unpacked (recovery reads its records), logged.
+    fn pack(&mut self, last: u64) -> Result<(), PersistError> {
+        let first = last + 1 - self.pack_changes;
+        let mut held = std::mem::take(&mut self.unpacked);
+        let missing: Vec<String> = (first..=last).filter(|s| !held.contains_key(s)).map(key).collect();
+        for window in missing.chunks(READ_WINDOW) {
+            for (k, sealed) in window.iter().zip(self.fetch(window)?) {
+                if let Some(change) = sealed.and_then(|b| self.open_record(k, &b)) {
+                    held.insert(change_sequence(&change).unwrap_or_default(), change);
+                }
+            }
+        }
+        let Some(changes) = (first..=last).map(|s| held.remove(&s)).collect::<Option<Vec<_>>>() else {
+            let note = format!("the records {first}-{last} are not all readable: left unpacked, recovery reads them");
+            self.host.log(Level::Warn, &note);
+            return Ok(());
+        };
+        let sealed =
+            pack::seal(&self.host, first, last, &changes).map_err(|e| PersistError::Io(format!("sealing: {e}")))?;
+        match self.store.put(&pack::key(first, last), &sealed, PutMode::CreateOnly) {
+            // Written before a crash: built from the same held records, so the same pack.
+            Ok(()) | Err(BlobError::Exists) => Ok(()),
+            Err(BlobError::TooLarge(m)) => {
+                self.host.log(
+                    Level::Warn,
+                    &format!("the pack of {first}-{last} is too large to write ({m}): left unpacked"),
+                );
+                Ok(())
+            }
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    /// Every change record after `sequence`, in order (packs and anything else skipped).
+    fn records_after(&self, sequence: u64) -> Result<Vec<String>, PersistError> {
+        let mut keys = Vec::new();
+        let mut after = (sequence > 0).then(|| key(sequence));
+        loop {
+            let page = self.store.list_keys(PREFIX, after.as_deref(), 1000).map_err(io)?;
+            keys.extend(page.keys.into_iter().filter(|k| !k.starts_with(pack::PACKS)));
+            match page.next {
+                Some(n) => after = Some(n),
+                None => return Ok(keys),
+            }
+        }
+    }
 }
 
+/// Changes applied in order, with progress and the summary of what was read.
+struct Replay<'a> {
+    host: &'a Host,
+    batch: ApplyBatch<'a>,
+    summary: RecoverySummary,
+    /// The next sequence expected; anything past it leaves a gap.
+    expected: u64,
+    done: u64,
+    total: u64,
+}
+
+impl Replay<'_> {
+    /// A record or pack reaching `sequence` was found: report the hole before it, if any.
+    fn reached(&mut self, sequence: u64) {
+        if sequence > self.expected {
+            let hole = if sequence - 1 == self.expected {
+                format!("{}", self.expected)
+            } else {
+                format!("{}-{}", self.expected, sequence - 1)
+            };
+            self.summary.gaps.push(hole);
+        }
+        self.expected = self.expected.max(sequence + 1);
+    }
+
+    /// One more change read (`None`: skipped), applied in batches with progress reports.
+    fn step(&mut self, change: Option<Vec<u8>>) -> Result<(), PersistError> {
+        self.done += 1;
+        let applied = match change {
+            Some(change) => self.batch.push(change)?,
+            None => false,
+        };
+        if applied || self.done.is_multiple_of(PROGRESS_EVERY.max(self.total / 1000)) {
+            self.batch.flush()?;
+            self.host.progress(self.done, Some(self.total), "accounting records applied");
+        }
+        Ok(())
+    }
+}
 impl Persistence for Records {
     fn info() -> PluginInfo {
         PluginInfo::new(
@@ -88,9 +199,14 @@ impl Persistence for Records {
     }
 
     fn init(host: Host, config: Config) -> Result<Self, InitError> {
-        config.only_keys(&["store"])?;
+        config.only_keys(&["store", "pack-changes"])?;
         let store = host.open_store(config.get("store").unwrap_or("shares"))?;
-        Ok(Records { host, store })
+        let pack_changes = config.parse_or("pack-changes", 1000u64)?;
+        if pack_changes > pack::MAX_PACK {
+            let m = format!("`pack-changes` = {pack_changes} is more than {}: packs must fit one call", pack::MAX_PACK);
+            return Err(InitError::BadConfig(m));
+        }
+        Ok(Records { host, store, pack_changes, unpacked: BTreeMap::new() })
     }
 
     fn startup(&mut self, state: DbState, auto_recover: bool) -> Result<Plan, InitError> {
@@ -99,7 +215,10 @@ impl Persistence for Records {
             // the database's newest change means the database is older than the store (restored
             // from an old copy): serving from it would forget revocations and leases.
             let after = key(state.last_sequence);
-            match self.store.list_keys(PREFIX, Some(&after), 1)?.keys.first() {
+            // Packs sort after every record and are written after their records: the first key
+            // after this one is a newer record, or there is none.
+            let page = self.store.list_keys(PREFIX, Some(&after), 1)?;
+            match page.keys.first().filter(|k| !k.starts_with(pack::PACKS)) {
                 None => return Ok(Plan::UseLocal),
                 Some(newer) => format!(
                     "the local accounting database ends at change {}, but the store holds the record {newer}: the \
@@ -131,54 +250,66 @@ impl Persistence for Records {
                 Err(BlobError::Exists) => self.check_held(sequence, change)?,
                 Err(e) => return Err(io(e)),
             }
+            if self.pack_changes > 0 {
+                self.unpacked.insert(sequence, change.clone());
+                if sequence.is_multiple_of(self.pack_changes) {
+                    self.pack(sequence)?;
+                }
+            }
         }
         Ok(())
     }
 
     fn recover(&mut self, accountant: &Accountant) -> Result<RecoverySummary, PersistError> {
-        let keys = self.store.list_all(PREFIX).map_err(io)?;
-        let total = keys.len() as u64;
-        let every = PROGRESS_EVERY.max(total / 1000);
-        let mut summary = RecoverySummary::default();
-        let mut batch = ApplyBatch::new(accountant);
-        let mut expected = 1u64;
-        let mut done = 0u64;
-        for window in keys.chunks(READ_WINDOW) {
+        let packs = pack::chain(&self.store.list_all(pack::PACKS).map_err(io)?);
+        let packed = packs.last().map_or(0, |&(_, last)| last);
+        let mut records = self.records_after(packed)?;
+        let host = &self.host;
+        let batch = ApplyBatch::new(accountant);
+        let total = packed + records.len() as u64;
+        let mut replay = Replay { host, batch, summary: RecoverySummary::default(), expected: 1, done: 0, total };
+        for (first, last) in packs {
+            let k = pack::key(first, last);
+            let Some(changes) = self.store.get(&k).map_err(io)?.and_then(|b| pack::open(host, first, last, &b)) else {
+                // Its records are read instead, and every record after them.
+                host.log(Level::Warn, &format!("skipping damaged or missing pack {k}: reading its records instead"));
+                replay.summary.tampered += 1;
+                records = self.records_after(first - 1)?;
+                replay.total = replay.done + records.len() as u64;
+                break;
+            };
+            replay.reached(first);
+            for change in changes {
+                replay.step(Some(change))?;
+            }
+            replay.expected = last + 1;
+        }
+        for window in records.chunks(READ_WINDOW) {
             for (k, sealed) in window.iter().zip(self.fetch(window)?) {
-                done += 1;
-                let Some(sequence) = k.strip_prefix(PREFIX).and_then(|s| s.parse::<u64>().ok()) else {
-                    summary.tampered += 1;
+                let Some(sequence) = sequence_of(k) else {
+                    replay.summary.tampered += 1;
+                    replay.step(None)?;
                     continue;
                 };
-                if sequence > expected {
-                    summary.gaps.push(if sequence - 1 == expected {
-                        format!("{expected}")
-                    } else {
-                        format!("{expected}-{}", sequence - 1)
-                    });
-                }
-                expected = expected.max(sequence + 1);
-                let Some(sealed) = sealed else { continue };
-                let change = match self.host.unseal(PURPOSE, &sealed) {
-                    Ok(c) if change_sequence(&c) == Some(sequence) => c,
-                    _ => {
-                        self.host
-                            .log(marsh_plugin_sdk::Level::Warn, &format!("skipping tampered accounting record {k}"));
-                        summary.tampered += 1;
-                        continue;
+                replay.reached(sequence);
+                let change = match sealed {
+                    None => None,
+                    Some(sealed) => {
+                        let change = self.open_record(k, &sealed);
+                        if change.is_none() {
+                            host.log(Level::Warn, &format!("skipping tampered accounting record {k}"));
+                            replay.summary.tampered += 1;
+                        }
+                        change
                     }
                 };
-                let applied = batch.push(change)?;
-                if applied || done.is_multiple_of(every) {
-                    batch.flush()?;
-                    self.host.progress(done, Some(total), "accounting records applied");
-                }
+                replay.step(change)?;
             }
         }
-        batch.flush()?;
-        summary.changes_read = batch.applied();
-        self.host.progress(total, Some(total), "accounting records applied");
-        Ok(summary)
+        replay.batch.flush()?;
+        replay.summary.changes_read = replay.batch.applied();
+        host.progress(replay.total, Some(replay.total), "accounting records applied");
+        Ok(replay.summary)
     }
 }
 

@@ -43,7 +43,7 @@ use std::collections::BTreeMap;
 
 use marsh_plugin_sdk::{
     Accountant, ApplyBatch, BlobError, Concurrency, Config, DbState, Host, InitError, Level, PersistError, Persistence,
-    Plan, PluginInfo, PutMode, Recovery, RecoverySummary, Store, change_sequence,
+    Plan, PluginInfo, PutMode, Recovery, RecoverySummary, Store, change_sequence, decode_changes, encode_changes,
 };
 
 const ROOT: &str = "stash/";
@@ -166,26 +166,6 @@ impl Manifest {
     }
 }
 
-fn encode_segment(changes: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(changes.iter().map(|c| c.len() + 4).sum());
-    for c in changes {
-        out.extend_from_slice(&(c.len() as u32).to_be_bytes());
-        out.extend_from_slice(c);
-    }
-    out
-}
-
-fn decode_segment(mut b: &[u8]) -> Option<Vec<Vec<u8>>> {
-    let mut out = Vec::new();
-    while !b.is_empty() {
-        let (len, rest) = b.split_first_chunk::<4>()?;
-        let len = u32::from_be_bytes(*len) as usize;
-        out.push(rest.get(..len)?.to_vec());
-        b = &rest[len..];
-    }
-    Some(out)
-}
-
 /// How far a snapshot at `from` plus `segments` (ascending) reach without a hole.
 fn contiguous_end(from: u64, segments: &[(u64, u64, String)]) -> u64 {
     let mut end = from;
@@ -282,7 +262,7 @@ impl Stash {
             }
             let Some(sealed) = self.store.get(&key).map_err(io)? else { continue };
             let stored =
-                self.host.unseal(&segment_purpose(generation, f, l), &sealed).ok().and_then(|p| decode_segment(&p));
+                self.host.unseal(&segment_purpose(generation, f, l), &sealed).ok().and_then(|p| decode_changes(&p));
             held.extend(stored.into_iter().flatten().filter_map(|c| change_sequence(&c).map(|seq| (seq, c))));
         }
         for seq in from..=last {
@@ -457,7 +437,7 @@ impl Stash {
                 .host
                 .unseal(&segment_purpose(generation, *first, *last), &sealed)
                 .ok()
-                .and_then(|p| decode_segment(&p));
+                .and_then(|p| decode_changes(&p));
             let sound = changes.as_ref().is_some_and(|c| {
                 c.len() as u64 == last - first + 1
                     && c.iter().enumerate().all(|(i, c)| change_sequence(c) == Some(first + i as u64))
@@ -555,7 +535,7 @@ impl Persistence for Stash {
         }
         let sealed = self
             .host
-            .seal(&segment_purpose(cursor.generation, first, last), &encode_segment(changes))
+            .seal(&segment_purpose(cursor.generation, first, last), &encode_changes(changes))
             .map_err(seal_failed)?;
         match self.store.put(&segment_key(cursor.generation, first, last), &sealed, PutMode::CreateOnly) {
             Ok(()) => {}
@@ -672,8 +652,8 @@ mod tests {
         assert_eq!((Manifest::decode(&m.encode()), m.parts()), (Some(m), 6));
         assert_eq!(Manifest::decode(&[1, 2, 3]), None);
         let changes = vec![b"abc".to_vec(), Vec::new(), vec![7; 300]];
-        assert_eq!(decode_segment(&encode_segment(&changes)), Some(changes));
-        assert_eq!(decode_segment(&[0, 0, 0, 9, 1]), None);
+        assert_eq!(decode_changes(&encode_changes(&changes)), Some(changes));
+        assert_eq!(decode_changes(&[0, 0, 0, 9, 1]), None);
         let segs = |r: &[(u64, u64)]| r.iter().map(|&(f, l)| (f, l, String::new())).collect::<Vec<_>>();
         assert_eq!(contiguous_end(10, &segs(&[(5, 12), (13, 20), (22, 30)])), 20);
         assert_eq!(contiguous_end(0, &segs(&[(2, 5)])), 0);

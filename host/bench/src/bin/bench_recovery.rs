@@ -2,11 +2,15 @@
 //! database of N leases from an S3 bucket (SeaweedFS under `tests/s3/with-s3.sh`), and how
 //! long persisting them took, through the real plugin and driver.
 //!
-//! Usage: marsh-bench-recovery LEASES [records|stash] (the plugins `make plugins` built)
+//! Usage: marsh-bench-recovery LEASES [records|stash] [KEY=VALUE...] (the plugins `make
+//! plugins` built; KEY=VALUE is plugin config, e.g. `pack-changes=0`)
 //! Reads MARSH_TEST_S3_* for the server.
-//! - `records` (default): setup writes the records with 32 concurrent PUTs (sealed exactly as
-//!   the plugin seals them); the timed recovery is the plugin's own, which lists them and
-//!   reads them 1000 at a time with `batches.get-many` (the host runs 32 reads at once).
+//! - `records` (default): setup writes the per-change records with 32 concurrent PUTs (sealed
+//!   exactly as the plugin seals them), then hands the plugin every `pack-changes`-th change
+//!   again (default 1000), so it writes its packs as it would have (reading the records it did
+//!   not see from the store); the timed recovery is the plugin's own: the packs one by one, then
+//!   the records after them 1000 at a time with `batches.get-many` (the host runs 32 reads at
+//!   once). With `pack-changes=0` there are no packs and every record is read.
 //! - `stash`: the leases are made 500 at a time, and after each 500 the plugin itself persists
 //!   them in one `record` call, as a node's persister would hand them over (taking snapshots
 //!   when it judges them due, with its default of one every 10,000 changes); then it recovers.
@@ -35,6 +39,9 @@ async fn main() -> anyhow::Result<()> {
     let leases: u64 = args.next().context("usage: marsh-bench-recovery LEASES [records|stash]")?.parse()?;
     let strategy_name = args.next().unwrap_or_else(|| "records".to_owned());
     anyhow::ensure!(["records", "stash"].contains(&strategy_name.as_str()), "the strategy is `records` or `stash`");
+    let plugin_config: Vec<(String, String)> = args
+        .map(|a| a.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).context("plugin config is KEY=VALUE"))
+        .collect::<anyhow::Result<_>>()?;
     let tmp = tempfile::tempdir()?;
 
     // The changes a node makes for N lease renewals, as it makes them.
@@ -74,14 +81,18 @@ async fn main() -> anyhow::Result<()> {
         marsh_artifacts::PERSISTENCE_STASH
     };
     let plugin = runtime.load(&artifact.locate()?)?;
+    let grants =
+        Grants::new(key.clone()).store("shares", Arc::new(store.clone())).accounting(Arc::new(Sink(source.clone())));
+    let writer = WasmStrategy::start(&runtime, &plugin, grants, plugin_config.clone(), PluginLimits::default()).await?;
     let mut write = Duration::ZERO;
+    let mut packing = Duration::ZERO;
     if strategy_name == "records" {
         add_leases(0..leases)?;
         let changes = source.changes_after(0, usize::MAX)?;
         let t = Instant::now();
         let sem = Arc::new(tokio::sync::Semaphore::new(32));
         let mut tasks = Vec::new();
-        for change in changes {
+        for change in &changes {
             let seq = change.seq;
             let sealed = key.seal("plugin:records-change", &change.strategy_blob())?;
             let (store, permit) = (store.clone(), sem.clone().acquire_owned().await?);
@@ -95,11 +106,14 @@ async fn main() -> anyhow::Result<()> {
             task.await??;
         }
         write = t.elapsed();
+        let every: u64 =
+            plugin_config.iter().find(|(k, _)| k == "pack-changes").map_or(Ok(1000), |(_, v)| v.parse())?;
+        let t = Instant::now();
+        for change in changes.iter().filter(|c| every > 0 && c.seq.is_multiple_of(every)) {
+            writer.record(change.seq, vec![change.strategy_blob()]).await?;
+        }
+        packing = t.elapsed();
     } else {
-        let grants = Grants::new(key.clone())
-            .store("shares", Arc::new(store.clone()))
-            .accounting(Arc::new(Sink(source.clone())));
-        let writer = WasmStrategy::start(&runtime, &plugin, grants, Vec::new(), PluginLimits::default()).await?;
         for start in (0..leases).step_by(500) {
             add_leases(start..leases.min(start + 500))?;
             let run = source.changes_after(source.persisted_seq()?, usize::MAX)?;
@@ -114,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
 
     let target = Arc::new(Accountant::open(&tmp.path().join("recovered.sqlite"))?);
     let grants = Grants::new(key).store("shares", Arc::new(store.clone())).accounting(Arc::new(Sink(target.clone())));
-    let strategy = WasmStrategy::start(&runtime, &plugin, grants, Vec::new(), PluginLimits::default()).await?;
+    let strategy = WasmStrategy::start(&runtime, &plugin, grants, plugin_config, PluginLimits::default()).await?;
     let before = store.stats();
     let t = Instant::now();
     let report = strategy.recover(Duration::from_secs(3600)).await?;
@@ -127,6 +141,10 @@ async fn main() -> anyhow::Result<()> {
     println!("  logging them locally (SQLite, one transaction each): {:.1} s", local.as_secs_f64());
     if strategy_name == "records" {
         println!("  writing the sealed records, 32 PUTs at a time:        {:.1} s", write.as_secs_f64());
+        println!(
+            "  the plugin packing them (every pack-changes-th change handed over again): {:.1} s",
+            packing.as_secs_f64()
+        );
     } else {
         println!(
             "  persisting them through the plugin, 500 per call:    {:.1} s, {} S3 requests, {} bytes sent",
