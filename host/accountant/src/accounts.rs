@@ -222,10 +222,38 @@ impl Accountant {
         }
     }
 
+    /// The caller `authorization` speaks for, if SQLite need not be waited on: from the cache
+    /// ([`Accountant::cached`]), or, when the connection is free at this instant, from the
+    /// cache checked against SQLite's change counter (a lock and a read of the WAL index, no disk read).
+    /// `None` when the connection is busy or an account must be read: then
+    /// [`Accountant::caller`] or [`Accountant::anonymous`], off the async worker.
+    pub fn quick(&self, authorization: Option<&[u8]>) -> Option<Result<Option<Caller>, AccountantError>> {
+        if let Some(hit) = self.cached(authorization) {
+            return Some(Ok(hit));
+        }
+        let conn = match self.conn.try_lock() {
+            Ok(conn) => conn,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        self.caller_from(&conn, authorization.map(hash), false).transpose()
+    }
+
     /// A caller from the cache, or read (and cached) if accounts changed since it was filled.
     pub(crate) fn cached_caller(&self, key: Option<[u8; 32]>) -> Result<Option<Caller>, AccountantError> {
         // The connection first, then the cache: the order every path takes.
         let conn = self.conn();
+        Ok(self.caller_from(&conn, key, true)?.flatten())
+    }
+
+    /// The caller under `key` from the cache, made current against SQLite's change counter;
+    /// on a miss read from SQLite if `read`, else `None`.
+    fn caller_from(
+        &self,
+        conn: &Connection,
+        key: Option<[u8; 32]>,
+        read: bool,
+    ) -> Result<Option<Option<Caller>>, AccountantError> {
         let writes = self.account_writes.load(std::sync::atomic::Ordering::Acquire);
         let mut cache = self.callers.lock().unwrap_or_else(|p| p.into_inner());
         let version = match (self.vouched(&cache), cache.valid_for) {
@@ -240,11 +268,14 @@ impl Accountant {
             cache.valid_for = Some((version, writes));
         }
         if let Some(hit) = cache.entries.get(&key) {
-            return Ok(hit.clone());
+            return Ok(Some(hit.clone()));
         }
-        let caller = read_caller(&conn, key)?;
+        if !read {
+            return Ok(None);
+        }
+        let caller = read_caller(conn, key)?;
         cache.entries.insert(key, caller.clone());
-        Ok(caller)
+        Ok(Some(caller))
     }
 
     /// SQLite was asked after the directory fell quiet, and it has stayed quiet since: what it
@@ -420,6 +451,30 @@ mod tests {
         operator.revoke("alice", 2).unwrap();
         assert_eq!(node.cached(Some(&auth)), None, "a change elsewhere sends the next lookup to SQLite");
         assert!(node.caller(&auth).unwrap().unwrap().revoked);
+    }
+
+    #[test]
+    fn a_quick_answer_checks_the_change_counter_in_place_and_never_waits_or_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("accountant.sqlite");
+        let (node, operator) = (Accountant::open(&path).unwrap(), Accountant::open(&path).unwrap());
+        let NewAccount { swissnum, .. } = operator.create_account("alice", &Attributes::default(), 1).unwrap();
+        let auth = authorization_value(&swissnum);
+        assert!(node.quick(Some(&auth)).is_none(), "not cached: an account must be read");
+        node.caller(&auth).unwrap();
+        // Not vouched for by a quiet directory (just written): the counter is asked in place.
+        assert!(node.cached(Some(&auth)).is_none());
+        let name = |q: Option<Result<Option<Caller>, AccountantError>>| q.map(|r| r.unwrap().map(|c| c.name));
+        assert_eq!(name(node.quick(Some(&auth))), Some(Some("alice".to_owned())));
+        assert_eq!(name(node.quick(Some(b"never seen"))), None, "a miss is read elsewhere");
+        {
+            let _busy = node.conn();
+            assert!(node.quick(Some(&auth)).is_none(), "the connection is busy: never waited on here");
+        }
+        operator.revoke("alice", 2).unwrap();
+        assert!(node.quick(Some(&auth)).is_none(), "a change elsewhere: the account is read again");
+        assert!(node.caller(&auth).unwrap().unwrap().revoked);
+        assert!(node.quick(Some(&auth)).unwrap().unwrap().unwrap().revoked);
     }
 
     /// The scenarios of a stranger sharing a storage index and share number with a mutable
