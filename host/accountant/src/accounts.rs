@@ -215,7 +215,12 @@ impl Accountant {
     pub fn cached(&self, authorization: Option<&[u8]>) -> Option<Option<Caller>> {
         let key = authorization.map(hash);
         let writes = self.account_writes.load(std::sync::atomic::Ordering::Acquire);
-        let cache = self.callers.lock().unwrap_or_else(|p| p.into_inner());
+        // Held while another request reads SQLite: then this one asks SQLite too, elsewhere.
+        let cache = match self.callers.try_lock() {
+            Ok(cache) => cache,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
         match cache.valid_for {
             Some((_, w)) if w == writes && self.vouched(&cache) => cache.entries.get(&key).cloned(),
             _ => None,
@@ -224,9 +229,10 @@ impl Accountant {
 
     /// The caller `authorization` speaks for, if SQLite need not be waited on: from the cache
     /// ([`Accountant::cached`]), or, when the connection is free at this instant, from the
-    /// cache checked against SQLite's change counter (a lock and a read of the WAL index, no disk read).
-    /// `None` when the connection is busy or an account must be read: then
-    /// [`Accountant::caller`] or [`Accountant::anonymous`], off the async worker.
+    /// cache checked against SQLite's change counter (shared memory, and the first page if
+    /// another connection committed), with SQLite's busy wait off. `None` when the connection
+    /// is busy, SQLite is, or an account must be read: then [`Accountant::caller`] or
+    /// [`Accountant::anonymous`], off the async worker.
     pub fn quick(&self, authorization: Option<&[u8]>) -> Option<Result<Option<Caller>, AccountantError>> {
         if let Some(hit) = self.cached(authorization) {
             return Some(Ok(hit));
@@ -259,8 +265,23 @@ impl Accountant {
         let version = match (self.vouched(&cache), cache.valid_for) {
             (true, Some((version, _))) => version,
             _ => {
-                cache.asked_at = Some(std::time::Instant::now());
-                conn.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))?
+                let asked_at = std::time::Instant::now();
+                let version = if read {
+                    data_version(conn)?
+                } else {
+                    // Never SQLite's busy wait here: a lock held elsewhere sends the caller off.
+                    conn.busy_timeout(std::time::Duration::ZERO)?;
+                    let version = data_version(conn);
+                    conn.busy_timeout(crate::BUSY_TIMEOUT)?;
+                    match version {
+                        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy => {
+                            return Ok(None);
+                        }
+                        other => other?,
+                    }
+                };
+                cache.asked_at = Some(asked_at);
+                version
             }
         };
         if cache.valid_for != Some((version, writes)) || cache.entries.len() >= MAX_CACHED_CALLERS {
@@ -323,6 +344,11 @@ pub(crate) fn attribute_changes(account: &str, a: &Attributes) -> Vec<Change> {
         .into_iter()
         .map(|attribute| Change::Attribute { account: account.to_owned(), attribute })
         .collect()
+}
+
+/// SQLite's change counter: it moves when another connection commits.
+fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))
 }
 
 pub(crate) fn read_caller(conn: &Connection, key: Option<[u8; 32]>) -> Result<Option<Caller>, AccountantError> {

@@ -114,13 +114,16 @@ pub struct Accountant {
     watch: Option<watch::ChangeWatch>,
 }
 
+/// How long a statement waits for another connection's lock before it fails.
+pub(crate) const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Accountant {
     /// Open (creating, or migrating forward) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, AccountantError> {
         let mut conn = Connection::open(path)?;
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
         // `marsh account` and the running node share the file.
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         schema::migrate(&mut conn)?;
         snapshot::remove_stale_temporaries(path);
         Ok(Accountant::with(conn, Some(path.to_path_buf())))

@@ -71,7 +71,7 @@ impl Accountant {
         match &self.path {
             Some(path) => {
                 let reader = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-                reader.busy_timeout(std::time::Duration::from_secs(10))?;
+                reader.busy_timeout(crate::BUSY_TIMEOUT)?;
                 reader.execute("VACUUM INTO ?1", [&target])?;
             }
             None => {

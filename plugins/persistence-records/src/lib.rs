@@ -2,12 +2,13 @@
 //! blob store (config `store`, default `shares`: next to the shares), at
 //! `accounting/<sequence:020>`, written create-only; and every `pack-changes` changes (default
 //! 1000; 0 for none) the run of them is sealed again as one pack (`pack`), so recovery reads a
-//! hundred objects for 100,000 changes, not 100,000. Recovery reads the packs that continue each
-//! other from change 1, then lists the records after them and reads those 1000 at a time in one
-//! batched call (`Store::get_many`: the host reads them concurrently), unseals each, and applies
-//! them through the host's accountant; a blob that does not unseal or whose sequence does not
-//! match its key is counted as tampered and skipped (a damaged pack: its records are read
-//! instead), and missing sequence numbers are reported as gaps.
+//! hundred objects for 100,000 changes, not 100,000. Recovery reads the packs in order, and for
+//! what no sound pack covers (a hole between packs, a damaged pack, the changes after the last)
+//! lists the records and reads them 1000 at a time in one batched call (`Store::get_many`: the
+//! host reads them concurrently), unseals each, and applies them through the host's accountant;
+//! a blob that does not unseal or whose sequence does not match its key is counted as tampered
+//! and skipped, and missing sequence numbers are reported as gaps. Packing never fails a
+//! `record`: a range that cannot be packed is logged and left to its records.
 //!
 //! A change handed over again under a number already held must be the very change stored (a
 //! retry after a crash); other content is refused, never written over.
@@ -100,52 +101,102 @@ impl Records {
     }
 
     /// Seal the changes up to `last` as one pack. Those this instance did not record itself
-    /// (it started after the pack's first change) are read back from their records; if one
-    /// is missing or damaged the range is left unpacked (recovery reads its records), logged.
-    fn pack(&mut self, last: u64) -> Result<(), PersistError> {
+    /// (it started after the pack's first change) are read back from their records. A pack is
+    /// only a shortcut over the records, so nothing here fails `record`: a range that cannot be
+    /// packed (a record missing or damaged, a pack too large to seal or write, a store error)
+    /// is logged and left to its records.
+    fn pack(&mut self, last: u64) {
         let first = last + 1 - self.pack_changes;
-        let mut held = std::mem::take(&mut self.unpacked);
+        let held = std::mem::take(&mut self.unpacked);
+        if let Err(why) = self.write_pack(first, last, held) {
+            let note = format!("changes {first}-{last} left unpacked ({why}): recovery reads their records");
+            self.host.log(Level::Warn, &note);
+        }
+    }
+
+    fn write_pack(&self, first: u64, last: u64, mut held: BTreeMap<u64, Vec<u8>>) -> Result<(), String> {
+        let k = pack::key(first, last);
+        // Written before (a retry after a crash): kept if it agrees with every change held here,
+        // which are the records' own; otherwise replaced, records being the truth.
+        let existing = self.store.get(&k).map_err(|e| e.to_string())?;
+        if let Some(changes) = existing.as_deref().and_then(|b| pack::open(&self.host, first, last, b))
+            && changes.iter().zip(first..).all(|(c, s)| held.get(&s).is_none_or(|h| h == c))
+        {
+            return Ok(());
+        }
         let missing: Vec<String> = (first..=last).filter(|s| !held.contains_key(s)).map(key).collect();
         for window in missing.chunks(READ_WINDOW) {
-            for (k, sealed) in window.iter().zip(self.fetch(window)?) {
+            for (k, sealed) in window.iter().zip(self.fetch(window).map_err(|e| e.to_string())?) {
                 if let Some(change) = sealed.and_then(|b| self.open_record(k, &b)) {
                     held.insert(change_sequence(&change).unwrap_or_default(), change);
                 }
             }
         }
-        let Some(changes) = (first..=last).map(|s| held.remove(&s)).collect::<Option<Vec<_>>>() else {
-            let note = format!("the records {first}-{last} are not all readable: left unpacked, recovery reads them");
-            self.host.log(Level::Warn, &note);
-            return Ok(());
+        let changes = (first..=last)
+            .map(|s| held.remove(&s).ok_or_else(|| format!("record {s} is missing or does not open")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let sealed = pack::seal(&self.host, first, last, &changes).map_err(|e| format!("sealing: {e}"))?;
+        let mode = if existing.is_some() {
+            self.host.log(Level::Warn, &format!("replacing {k}: it does not open or disagrees with the records"));
+            PutMode::Overwrite
+        } else {
+            PutMode::CreateOnly
         };
-        let sealed =
-            pack::seal(&self.host, first, last, &changes).map_err(|e| PersistError::Io(format!("sealing: {e}")))?;
-        match self.store.put(&pack::key(first, last), &sealed, PutMode::CreateOnly) {
-            // Written before a crash: built from the same held records, so the same pack.
-            Ok(()) | Err(BlobError::Exists) => Ok(()),
-            Err(BlobError::TooLarge(m)) => {
-                self.host.log(
-                    Level::Warn,
-                    &format!("the pack of {first}-{last} is too large to write ({m}): left unpacked"),
-                );
-                Ok(())
-            }
-            Err(e) => Err(io(e)),
-        }
+        self.store.put(&k, &sealed, mode).map_err(|e| e.to_string())
     }
 
-    /// Every change record after `sequence`, in order (packs and anything else skipped).
-    fn records_after(&self, sequence: u64) -> Result<Vec<String>, PersistError> {
+    /// The change records after `after` up to `through` (`None`: to the end), in order; packs
+    /// skipped.
+    fn records_between(&self, after: u64, through: Option<u64>) -> Result<Vec<String>, PersistError> {
+        let end = through.map(key);
         let mut keys = Vec::new();
-        let mut after = (sequence > 0).then(|| key(sequence));
+        let mut from = (after > 0).then(|| key(after));
         loop {
-            let page = self.store.list_keys(PREFIX, after.as_deref(), 1000).map_err(io)?;
-            keys.extend(page.keys.into_iter().filter(|k| !k.starts_with(pack::PACKS)));
+            let page = self.store.list_keys(PREFIX, from.as_deref(), 1000).map_err(io)?;
+            for k in page.keys {
+                if k.starts_with(pack::PACKS) || end.as_ref().is_some_and(|e| k > *e) {
+                    return Ok(keys);
+                }
+                keys.push(k);
+            }
             match page.next {
-                Some(n) => after = Some(n),
+                Some(n) => from = Some(n),
                 None => return Ok(keys),
             }
         }
+    }
+
+    /// The highest change any pack in the store names (0 for none).
+    fn newest_packed(&self) -> Result<u64, BlobError> {
+        let packs = self.store.list_all(pack::PACKS)?;
+        Ok(packs.iter().filter_map(|k| pack::range(k)).map(|(_, last)| last).max().unwrap_or(0))
+    }
+
+    /// Read the records under `keys` (ascending) in batches and replay them.
+    fn replay_records(&self, replay: &mut Replay<'_>, keys: &[String]) -> Result<(), PersistError> {
+        for window in keys.chunks(READ_WINDOW) {
+            for (k, sealed) in window.iter().zip(self.fetch(window)?) {
+                let Some(sequence) = sequence_of(k) else {
+                    replay.summary.tampered += 1;
+                    replay.step(None)?;
+                    continue;
+                };
+                replay.reached(sequence);
+                let change = match sealed {
+                    None => None,
+                    Some(sealed) => {
+                        let change = self.open_record(k, &sealed);
+                        if change.is_none() {
+                            self.host.log(Level::Warn, &format!("skipping tampered accounting record {k}"));
+                            replay.summary.tampered += 1;
+                        }
+                        change
+                    }
+                };
+                replay.step(change)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -215,14 +266,20 @@ impl Persistence for Records {
             // the database's newest change means the database is older than the store (restored
             // from an old copy): serving from it would forget revocations and leases.
             let after = key(state.last_sequence);
-            // Packs sort after every record and are written after their records: the first key
-            // after this one is a newer record, or there is none.
+            // Packs sort after every record: the first key after this one is a newer record, or
+            // there is none (then a pack may still reach past it, its records deleted).
             let page = self.store.list_keys(PREFIX, Some(&after), 1)?;
-            match page.keys.first().filter(|k| !k.starts_with(pack::PACKS)) {
+            let newer = match page.keys.first().filter(|k| !k.starts_with(pack::PACKS)) {
+                Some(record) => Some(format!("the record {record}")),
+                None => Some(self.newest_packed()?)
+                    .filter(|&packed| packed > state.last_sequence)
+                    .map(|packed| format!("a pack of changes up to {packed}")),
+            };
+            match newer {
                 None => return Ok(Plan::UseLocal),
                 Some(newer) => format!(
-                    "the local accounting database ends at change {}, but the store holds the record {newer}: the \
-                     database is older than what was persisted (restored from an old copy?) and must catch up",
+                    "the local accounting database ends at change {}, but the store holds {newer}: the database is \
+                     older than what was persisted (restored from an old copy?) and must catch up",
                     state.last_sequence
                 ),
             }
@@ -253,7 +310,7 @@ impl Persistence for Records {
             if self.pack_changes > 0 {
                 self.unpacked.insert(sequence, change.clone());
                 if sequence.is_multiple_of(self.pack_changes) {
-                    self.pack(sequence)?;
+                    self.pack(sequence);
                 }
             }
         }
@@ -261,51 +318,47 @@ impl Persistence for Records {
     }
 
     fn recover(&mut self, accountant: &Accountant) -> Result<RecoverySummary, PersistError> {
-        let packs = pack::chain(&self.store.list_all(pack::PACKS).map_err(io)?);
-        let packed = packs.last().map_or(0, |&(_, last)| last);
-        let mut records = self.records_after(packed)?;
+        // Packs in order of their first change; what no sound pack covers comes from records.
+        let packs: Vec<(u64, u64)> =
+            self.store.list_all(pack::PACKS).map_err(io)?.iter().filter_map(|k| pack::range(k)).collect();
+        let packed = packs.iter().map(|&(_, last)| last).max().unwrap_or(0);
+        let tail = self.records_between(packed, None)?;
         let host = &self.host;
         let batch = ApplyBatch::new(accountant);
-        let total = packed + records.len() as u64;
+        let total = packed + tail.len() as u64;
         let mut replay = Replay { host, batch, summary: RecoverySummary::default(), expected: 1, done: 0, total };
         for (first, last) in packs {
+            if last < replay.expected {
+                continue; // covered already (packs written under another `pack-changes`)
+            }
+            if first > replay.expected {
+                let hole = self.records_between(replay.expected - 1, Some(first - 1))?;
+                self.replay_records(&mut replay, &hole)?;
+            }
             let k = pack::key(first, last);
-            let Some(changes) = self.store.get(&k).map_err(io)?.and_then(|b| pack::open(host, first, last, &b)) else {
-                // Its records are read instead, and every record after them.
-                host.log(Level::Warn, &format!("skipping damaged or missing pack {k}: reading its records instead"));
-                replay.summary.tampered += 1;
-                records = self.records_after(first - 1)?;
-                replay.total = replay.done + records.len() as u64;
-                break;
-            };
-            replay.reached(first);
-            for change in changes {
-                replay.step(Some(change))?;
-            }
-            replay.expected = last + 1;
-        }
-        for window in records.chunks(READ_WINDOW) {
-            for (k, sealed) in window.iter().zip(self.fetch(window)?) {
-                let Some(sequence) = sequence_of(k) else {
-                    replay.summary.tampered += 1;
-                    replay.step(None)?;
-                    continue;
-                };
-                replay.reached(sequence);
-                let change = match sealed {
-                    None => None,
-                    Some(sealed) => {
-                        let change = self.open_record(k, &sealed);
-                        if change.is_none() {
-                            host.log(Level::Warn, &format!("skipping tampered accounting record {k}"));
-                            replay.summary.tampered += 1;
-                        }
-                        change
+            // Any failure to read this one object (missing, too large, unreadable) is a damaged pack.
+            let sealed = self.store.get(&k).ok().flatten();
+            match sealed.and_then(|b| pack::open(host, first, last, &b)) {
+                Some(changes) => {
+                    let from = replay.expected.max(first);
+                    replay.reached(from);
+                    for change in changes.into_iter().skip((from - first) as usize) {
+                        replay.step(Some(change))?;
                     }
-                };
-                replay.step(change)?;
+                    replay.expected = last + 1;
+                }
+                None => {
+                    host.log(
+                        Level::Warn,
+                        &format!("skipping damaged or missing pack {k}: reading its records instead"),
+                    );
+                    replay.summary.tampered += 1;
+                    let covered = self.records_between(replay.expected.max(first) - 1, Some(last))?;
+                    self.replay_records(&mut replay, &covered)?;
+                }
             }
         }
+        self.replay_records(&mut replay, &tail)?;
         replay.batch.flush()?;
         replay.summary.changes_read = replay.batch.applied();
         host.progress(replay.total, Some(replay.total), "accounting records applied");

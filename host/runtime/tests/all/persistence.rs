@@ -156,7 +156,7 @@ async fn records_are_packed_and_recovery_reads_the_packs_and_falls_back_to_the_r
     assert_eq!(applied, (1..=9).map(change).collect::<Vec<_>>());
     // A pack that does not open for its range (another pack's bytes): its records are read.
     let first_pack = store.get(&BlobKey::new(&packs[0]).unwrap()).await.unwrap().unwrap();
-    store.put(&BlobKey::new(&packs[1]).unwrap(), first_pack, PutMode::Overwrite).await.unwrap();
+    store.put(&BlobKey::new(&packs[1]).unwrap(), first_pack.clone(), PutMode::Overwrite).await.unwrap();
     let (report, applied) = recover_packed(&store).await;
     assert_eq!((report.changes_read, report.tampered, report.gaps.len()), (9, 1, 0));
     assert_eq!(applied, (1..=9).map(change).collect::<Vec<_>>());
@@ -175,6 +175,29 @@ async fn records_are_packed_and_recovery_reads_the_packs_and_falls_back_to_the_r
     start_packed().await.unwrap().record(16, vec![change(16)]).await.unwrap();
     assert!(store.get(&BlobKey::new(&pack_key(13, 16)).unwrap()).await.unwrap().is_none());
     assert!(store.get(&record_key(16)).await.unwrap().is_some());
+
+    // A stale object where the next pack goes is replaced by the pack its records make.
+    store.put(&BlobKey::new(&pack_key(17, 20)).unwrap(), first_pack, PutMode::CreateOnly).await.unwrap();
+    start_packed().await.unwrap().record(17, (17..=20).map(change).collect()).await.unwrap();
+    // Every sound pack is used, after a damaged one and around an unpacked range: 10 and 18
+    // come from their packs alone.
+    store.delete(&record_key(10)).await.unwrap();
+    store.delete(&record_key(18)).await.unwrap();
+    let (report, applied) = recover_packed(&store).await;
+    assert_eq!((report.changes_read, report.tampered, report.gaps), (18, 1, vec!["6".to_owned(), "14".to_owned()]));
+    assert_eq!(applied, (1..=20).filter(|s| ![6, 14].contains(s)).map(change).collect::<Vec<_>>());
+
+    // Start-up: a pack reaching past the local database is newer, even with its records gone.
+    for s in 11..=20 {
+        store.delete(&record_key(s)).await.unwrap();
+    }
+    match writer.startup(true, 10, false).await {
+        Err(PersistFailure::Init(marsh_runtime::InitFailure::RecoveryNeeded { reason, .. })) => {
+            assert!(reason.contains("a pack of changes up to 20"), "{reason}")
+        }
+        other => panic!("expected recovery-needed for a pack past the database, got {other:?}"),
+    }
+    assert_eq!(writer.startup(true, 20, false).await.unwrap(), StartupPlan::UseLocal);
 
     // Packs larger than one call may carry are refused at start.
     let too_many =
