@@ -8,7 +8,9 @@
 //! host reads them concurrently), unseals each, and applies them through the host's accountant;
 //! a blob that does not unseal or whose sequence does not match its key is counted as tampered
 //! and skipped, and missing sequence numbers are reported as gaps. Packing never fails a
-//! `record`: a range that cannot be packed is logged and left to its records.
+//! `record`: a range that cannot be packed is logged and left to its records. History recorded
+//! before packs (a store from an older marsh, or `pack-changes` turned on later) is packed one
+//! range per `record` call, newest first.
 //!
 //! A change handed over again under a number already held must be the very change stored (a
 //! retry after a crash); other content is refused, never written over.
@@ -45,7 +47,15 @@ pub struct Records {
     /// The changes recorded since the last pack, by sequence: the next pack is built from them
     /// (and from the store for any this instance did not record itself).
     unpacked: BTreeMap<u64, Vec<u8>>,
+    /// The last changes of ranges recorded before this instance started that have no pack
+    /// (recorded before packs existed, or not packable then), newest at the end: one is packed
+    /// per `record` call, so a store written before packs gets them. `None` until the first
+    /// `record`.
+    backfill: Option<Vec<u64>>,
 }
+
+/// Ranges of history looked at for packing when an instance starts: the newest this many.
+const BACKFILL_RANGES: u64 = 10_000;
 
 fn key(sequence: u64) -> String {
     format!("{PREFIX}{sequence:020}")
@@ -111,6 +121,36 @@ impl Records {
         if let Err(why) = self.write_pack(first, last, held) {
             let note = format!("changes {first}-{last} left unpacked ({why}): recovery reads their records");
             self.host.log(Level::Warn, &note);
+        }
+    }
+
+    /// The last changes of the ranges up to `through` that have no pack under this
+    /// `pack-changes` (the newest [`BACKFILL_RANGES`] ranges), oldest first.
+    fn unpacked_history(&self, through: u64) -> Vec<u64> {
+        let present: std::collections::BTreeSet<(u64, u64)> = match self.store.list_all(pack::PACKS) {
+            Ok(keys) => keys.iter().filter_map(|k| pack::range(k)).collect(),
+            Err(e) => {
+                self.host.log(Level::Warn, &format!("listing packs: {e}; history left unpacked"));
+                return Vec::new();
+            }
+        };
+        let newest = through / self.pack_changes;
+        (newest.saturating_sub(BACKFILL_RANGES) + 1..=newest)
+            .map(|n| n * self.pack_changes)
+            .filter(|&last| !present.contains(&(last + 1 - self.pack_changes, last)))
+            .collect()
+    }
+
+    /// Pack one range of older history, if any is left: quietly skipped when its newest
+    /// record is not there (history from before this strategy, or deleted).
+    fn backfill_one(&mut self) {
+        let Some(last) = self.backfill.as_mut().and_then(Vec::pop) else { return };
+        let first = last + 1 - self.pack_changes;
+        if !matches!(self.store.head(&key(last)), Ok(Some(_))) {
+            return;
+        }
+        if let Err(why) = self.write_pack(first, last, BTreeMap::new()) {
+            self.host.log(Level::Info, &format!("older changes {first}-{last} left unpacked ({why})"));
         }
     }
 
@@ -257,7 +297,7 @@ impl Persistence for Records {
             let m = format!("`pack-changes` = {pack_changes} is more than {}: packs must fit one call", pack::MAX_PACK);
             return Err(InitError::BadConfig(m));
         }
-        Ok(Records { host, store, pack_changes, unpacked: BTreeMap::new() })
+        Ok(Records { host, store, pack_changes, unpacked: BTreeMap::new(), backfill: None })
     }
 
     fn startup(&mut self, state: DbState, auto_recover: bool) -> Result<Plan, InitError> {
@@ -297,6 +337,9 @@ impl Persistence for Records {
     }
 
     fn record(&mut self, _: &Accountant, first_sequence: u64, changes: &[Vec<u8>]) -> Result<(), PersistError> {
+        if self.pack_changes > 0 && self.backfill.is_none() {
+            self.backfill = Some(self.unpacked_history(first_sequence.saturating_sub(1)));
+        }
         for (i, change) in changes.iter().enumerate() {
             let sequence = first_sequence + i as u64;
             let sealed = self.host.seal(PURPOSE, change).map_err(|e| PersistError::Io(format!("sealing: {e}")))?;
@@ -314,6 +357,7 @@ impl Persistence for Records {
                 }
             }
         }
+        self.backfill_one();
         Ok(())
     }
 

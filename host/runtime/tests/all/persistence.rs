@@ -206,6 +206,31 @@ async fn records_are_packed_and_recovery_reads_the_packs_and_falls_back_to_the_r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_recorded_before_packs_is_packed_one_range_per_record_call() {
+    let store = MemoryStore::new("shares");
+    let start = |config: &'static [(&'static str, &'static str)]| {
+        start_with(marsh_artifacts::PERSISTENCE_RECORDS, &store, Arc::default(), config)
+    };
+    // Written without packs (as by a marsh from before them).
+    start(&[("pack-changes", "0")]).await.unwrap().record(1, (1..=8).map(change).collect()).await.unwrap();
+    assert!(store.list("accounting/packs/", None, 10).await.unwrap().keys.is_empty());
+    let packed = start(&[("pack-changes", "4")]).await.unwrap();
+    packed.record(9, vec![change(9)]).await.unwrap();
+    assert_eq!(store.list("accounting/packs/", None, 10).await.unwrap().keys, vec![pack_key(5, 8)], "newest first");
+    packed.record(10, vec![change(10)]).await.unwrap();
+    packed.record(11, vec![change(11)]).await.unwrap();
+    let packs = store.list("accounting/packs/", None, 10).await.unwrap().keys;
+    assert_eq!(packs, vec![pack_key(1, 4), pack_key(5, 8)], "each range once");
+    // The history now comes back from its packs alone.
+    for s in 1..=8 {
+        store.delete(&record_key(s)).await.unwrap();
+    }
+    let (report, applied) = recover_packed(&store).await;
+    assert_eq!((report.changes_read, report.tampered, report.gaps.len()), (11, 0, 0));
+    assert_eq!(applied, (1..=11).map(change).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_strategy_keeps_nothing_and_always_starts() {
     let store = MemoryStore::new("shares");
     let local = start(marsh_artifacts::PERSISTENCE_LOCAL, &store, Arc::default()).await;
