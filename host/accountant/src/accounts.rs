@@ -216,11 +216,7 @@ impl Accountant {
         let key = authorization.map(hash);
         let writes = self.account_writes.load(std::sync::atomic::Ordering::Acquire);
         // Held while another request reads SQLite: then this one asks SQLite too, elsewhere.
-        let cache = match self.callers.try_lock() {
-            Ok(cache) => cache,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return None,
-        };
+        let cache = crate::try_guard(&self.callers)?;
         match cache.valid_for {
             Some((_, w)) if w == writes && self.vouched(&cache) => cache.entries.get(&key).cloned(),
             _ => None,
@@ -237,11 +233,7 @@ impl Accountant {
         if let Some(hit) = self.cached(authorization) {
             return Some(Ok(hit));
         }
-        let conn = match self.conn.try_lock() {
-            Ok(conn) => conn,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return None,
-        };
+        let conn = crate::try_guard(&self.conn)?;
         self.caller_from(&conn, authorization.map(hash), false).transpose()
     }
 

@@ -152,3 +152,13 @@ impl Accountant {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+/// `mutex` locked if no one holds it at this instant (a poisoned lock is taken as it is: every
+/// holder leaves what it guards consistent).
+fn try_guard<T>(mutex: &Mutex<T>) -> Option<std::sync::MutexGuard<'_, T>> {
+    match mutex.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}

@@ -127,8 +127,8 @@ impl Records {
     /// The last changes of the ranges up to `through` that have no pack under this
     /// `pack-changes` (the newest [`BACKFILL_RANGES`] ranges), oldest first.
     fn unpacked_history(&self, through: u64) -> Vec<u64> {
-        let present: std::collections::BTreeSet<(u64, u64)> = match self.store.list_all(pack::PACKS) {
-            Ok(keys) => keys.iter().filter_map(|k| pack::range(k)).collect(),
+        let present: std::collections::BTreeSet<(u64, u64)> = match self.packs() {
+            Ok(packs) => packs.into_iter().collect(),
             Err(e) => {
                 self.host.log(Level::Warn, &format!("listing packs: {e}; history left unpacked"));
                 return Vec::new();
@@ -206,10 +206,9 @@ impl Records {
         }
     }
 
-    /// The highest change any pack in the store names (0 for none).
-    fn newest_packed(&self) -> Result<u64, BlobError> {
-        let packs = self.store.list_all(pack::PACKS)?;
-        Ok(packs.iter().filter_map(|k| pack::range(k)).map(|(_, last)| last).max().unwrap_or(0))
+    /// The range of every pack in the store, in order of their first change.
+    fn packs(&self) -> Result<Vec<(u64, u64)>, BlobError> {
+        Ok(self.store.list_all(pack::PACKS)?.iter().filter_map(|k| pack::range(k)).collect())
     }
 
     /// Read the records under `keys` (ascending) in batches and replay them.
@@ -311,7 +310,7 @@ impl Persistence for Records {
             let page = self.store.list_keys(PREFIX, Some(&after), 1)?;
             let newer = match page.keys.first().filter(|k| !k.starts_with(pack::PACKS)) {
                 Some(record) => Some(format!("the record {record}")),
-                None => Some(self.newest_packed()?)
+                None => Some(pack::newest(&self.packs()?))
                     .filter(|&packed| packed > state.last_sequence)
                     .map(|packed| format!("a pack of changes up to {packed}")),
             };
@@ -363,9 +362,8 @@ impl Persistence for Records {
 
     fn recover(&mut self, accountant: &Accountant) -> Result<RecoverySummary, PersistError> {
         // Packs in order of their first change; what no sound pack covers comes from records.
-        let packs: Vec<(u64, u64)> =
-            self.store.list_all(pack::PACKS).map_err(io)?.iter().filter_map(|k| pack::range(k)).collect();
-        let packed = packs.iter().map(|&(_, last)| last).max().unwrap_or(0);
+        let packs = self.packs().map_err(io)?;
+        let packed = pack::newest(&packs);
         let tail = self.records_between(packed, None)?;
         let host = &self.host;
         let batch = ApplyBatch::new(accountant);

@@ -29,6 +29,11 @@ pub(crate) fn range(key: &str) -> Option<(u64, u64)> {
     (1 <= first && first <= last).then_some((first, last))
 }
 
+/// The highest change any of `packs` holds (0 for none).
+pub(crate) fn newest(packs: &[(u64, u64)]) -> u64 {
+    packs.iter().map(|&(_, last)| last).max().unwrap_or(0)
+}
+
 fn purpose(first: u64, last: u64) -> String {
     format!("records-pack-{first}-{last}")
 }
