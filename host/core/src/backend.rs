@@ -111,6 +111,18 @@ pub trait Backend: Send + Sync {
     async fn begin(&self, si: &StorageIndex, shnum: ShareNumber, size: u64) -> Result<(), BackendError>;
     /// Write bytes of an in-progress immutable share.
     async fn write(&self, si: &StorageIndex, shnum: ShareNumber, offset: u64, data: &[u8]) -> Result<(), BackendError>;
+    /// [`Backend::write`] with the bytes handed over, for a backend that can keep them as they
+    /// are (a wasm 0.2.0 plugin's host-held payload, a native plugin's payload) instead of
+    /// copying them. The server writes an upload's body this way.
+    async fn write_owned(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNumber,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<(), BackendError> {
+        self.write(si, shnum, offset, &data).await
+    }
     /// Read bytes already written to an in-progress share, short at the declared size.
     async fn read_incoming(
         &self,

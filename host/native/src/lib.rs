@@ -110,9 +110,20 @@ impl<B: sdk::Backend + Send> Backend for NativeBackend<B> {
     }
 
     async fn write(&self, si: &StorageIndex, shnum: ShareNumber, offset: u64, data: &[u8]) -> Result<(), BackendError> {
+        self.write_owned(si, shnum, offset, data.to_vec()).await
+    }
+
+    async fn write_owned(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNumber,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<(), BackendError> {
         let si = to_sdk_si(si);
-        // Native, the payload is plugin-side bytes: the one copy a wasm 0.2.0 write makes too.
-        self.call(|b| b.write(&si, shnum.0, offset, sdk::Payload::from(data))).await
+        // Native, the payload is plugin-side bytes: handed over as they are, as a wasm 0.2.0
+        // write hands them to the host.
+        self.call(move |b| b.write(&si, shnum.0, offset, sdk::Payload::from(data))).await
     }
 
     async fn read_incoming(

@@ -10,6 +10,7 @@
 //! gets a fresh instance. Errors the plugin returns as WIT values are ordinary results and
 //! keep the instance.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -450,6 +451,31 @@ impl WasmBackend {
     }
 }
 
+impl WasmBackend {
+    /// `write`, for 0.1.0 from the bytes where they are (the guest's copy is the ABI's), for
+    /// 0.2.0 as a payload: bytes handed over are kept as they are, borrowed ones copied once.
+    async fn write_bytes(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNumber,
+        offset: u64,
+        data: Cow<'_, [u8]>,
+    ) -> Result<(), BackendError> {
+        check_chunk(self.limits.max_call_bytes, data.len())?;
+        let si = si.to_base32();
+        invoke!(self, "write", |_| None, {
+            V1(e, s) => e.call_write(s, &si, shnum.0, offset, &data).await.map(lift),
+            // The plugin hands the payload on without reading it. A plugin that keeps so many
+            // payloads that the host cannot hand it another is faulty: the call fails as a
+            // fault and the instance is replaced.
+            V2(e, s) => match s.data_mut().new_payload(data.into_owned()) {
+                Ok(payload) => e.call_write(s, &si, shnum.0, offset, payload).await.map(lift),
+                Err(e) => Err(wasmtime::Error::msg(format!("the plugin holds too many payloads: {e:?}"))),
+            },
+        })
+    }
+}
+
 fn check_chunk(limit: u64, len: usize) -> Result<(), BackendError> {
     if len as u64 > limit {
         Err(BackendError::OutOfRange(format!("{len} bytes in one call; the limit is {limit}")))
@@ -466,18 +492,17 @@ impl Backend for WasmBackend {
     }
 
     async fn write(&self, si: &StorageIndex, shnum: ShareNumber, offset: u64, data: &[u8]) -> Result<(), BackendError> {
-        check_chunk(self.limits.max_call_bytes, data.len())?;
-        let si = si.to_base32();
-        invoke!(self, "write", |_| None, {
-            V1(e, s) => e.call_write(s, &si, shnum.0, offset, data).await.map(lift),
-            // One copy into host memory; the plugin hands the payload on without reading it.
-            // A plugin that keeps so many payloads that the host cannot hand it another is
-            // faulty: the call fails as a fault and the instance is replaced.
-            V2(e, s) => match s.data_mut().new_payload(data.to_vec()) {
-                Ok(payload) => e.call_write(s, &si, shnum.0, offset, payload).await.map(lift),
-                Err(e) => Err(wasmtime::Error::msg(format!("the plugin holds too many payloads: {e:?}"))),
-            },
-        })
+        self.write_bytes(si, shnum, offset, Cow::Borrowed(data)).await
+    }
+
+    async fn write_owned(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNumber,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<(), BackendError> {
+        self.write_bytes(si, shnum, offset, Cow::Owned(data)).await
     }
 
     async fn read_incoming(

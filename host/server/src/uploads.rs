@@ -336,7 +336,10 @@ impl StorageService {
         let chunk = self.backend.max_chunk().clamp(64 * 1024, 4 << 20);
         let mut body = req.into_body();
         let mut offset = start;
-        let mut pending: Vec<u8> = Vec::with_capacity(chunk.min((end - start) as usize));
+        // Pieces of `chunk` bytes (the last shorter), each filled to its size before it is
+        // handed over, so no buffer grows past its first allocation and the backend keeps it.
+        let piece_for = |offset: u64| Vec::with_capacity(chunk.min((end - offset) as usize));
+        let mut pending: Vec<u8> = piece_for(offset);
         let min_rate = self.config.limits.min_rate;
         let mut rate = MinRate::new(min_rate);
         loop {
@@ -348,26 +351,26 @@ impl StorageService {
                 }
                 Some(Some(Ok(frame))) => frame.into_data().ok(),
             };
-            let done = frame.is_none();
-            if let Some(data) = frame {
-                rate.moved(data.len());
-                if offset + (pending.len() + data.len()) as u64 > end {
-                    return Err(ApiError::text(StatusCode::BAD_REQUEST, "body is longer than its Content-Range"));
+            let Some(mut data) = frame else { break };
+            rate.moved(data.len());
+            if offset + (pending.len() + data.len()) as u64 > end {
+                return Err(ApiError::text(StatusCode::BAD_REQUEST, "body is longer than its Content-Range"));
+            }
+            while !data.is_empty() {
+                let take = (chunk - pending.len()).min(data.len());
+                pending.extend_from_slice(&data.split_to(take));
+                if pending.len() == chunk {
+                    let written = offset + chunk as u64;
+                    let piece = std::mem::replace(&mut pending, piece_for(written));
+                    self.write_piece(&si, n, &mut up, offset, piece).await?;
+                    offset = written;
                 }
-                pending.extend_from_slice(&data);
             }
-            while pending.len() >= chunk || (done && !pending.is_empty()) {
-                let take = pending.len().min(chunk);
-                // Hand the buffer itself to the backend; only a tail past the chunk is copied.
-                let rest = pending.split_off(take);
-                let piece = std::mem::replace(&mut pending, rest);
-                pending.reserve(chunk);
-                self.write_piece(&si, n, &mut up, offset, &piece).await?;
-                offset += take as u64;
-            }
-            if done {
-                break;
-            }
+        }
+        if !pending.is_empty() {
+            let written = offset + pending.len() as u64;
+            self.write_piece(&si, n, &mut up, offset, pending).await?;
+            offset = written;
         }
         if offset != end {
             return Err(ApiError::text(StatusCode::BAD_REQUEST, "body is shorter than its Content-Range"));
@@ -393,7 +396,7 @@ impl StorageService {
         n: ShareNumber,
         up: &mut Upload,
         offset: u64,
-        piece: &[u8],
+        piece: Vec<u8>,
     ) -> Result<(), ApiError> {
         let end = offset + piece.len() as u64;
         for (a, b) in up.written.overlaps(offset, end) {
@@ -403,7 +406,8 @@ impl StorageService {
                 return Err(ApiError::empty(StatusCode::CONFLICT));
             }
         }
-        self.backend.write(si, n, offset, piece).await.map_err(|e| ApiError::backend("write", e))?;
+        // Handed over: a wasm 0.2.0 backend keeps the buffer itself as the payload.
+        self.backend.write_owned(si, n, offset, piece).await.map_err(|e| ApiError::backend("write", e))?;
         up.written.insert(offset, end);
         Ok(())
     }
