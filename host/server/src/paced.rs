@@ -60,9 +60,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for Paced<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Paced<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+impl<T> Paced<T> {
+    /// Account for what a write (plain or vectored) returned.
+    fn wrote(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        match polled {
             Poll::Ready(Ok(n)) => {
                 self.progressed();
                 self.rate.moved(n);
@@ -71,6 +72,28 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Paced<T> {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => self.stalled(cx),
         }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Paced<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(cx, polled)
+    }
+
+    // Passed through: without it hyper copies every body chunk into one buffer before the
+    // TLS layer copies it again to encrypt it.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -102,6 +125,18 @@ mod tests {
         let (writer, _unread) = tokio::io::duplex(64 << 10);
         let mut paced = Paced::new(writer, MinRate::with_window(1 << 20, Duration::from_millis(100)));
         let err = paced.write_all(&vec![0; 1 << 20]).await.expect_err("cut off");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+
+        // The vectored path (hyper's, over TLS) is paced the same.
+        let (writer, _unread) = tokio::io::duplex(64 << 10);
+        let mut paced = Paced::new(writer, MinRate::with_window(1 << 20, Duration::from_millis(100)));
+        let chunk = vec![0; 16 << 10];
+        let err = loop {
+            match paced.write_vectored(&[io::IoSlice::new(&chunk), io::IoSlice::new(&chunk)]).await {
+                Ok(n) => assert!(n > 0, "a write moves bytes or fails"),
+                Err(e) => break e,
+            }
+        };
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
 
         let (writer, mut reader) = tokio::io::duplex(64 << 10);
