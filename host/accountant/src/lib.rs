@@ -19,6 +19,7 @@ mod change;
 mod leases;
 mod log;
 mod schema;
+mod seqnums;
 mod snapshot;
 mod watch;
 mod writes;

@@ -74,6 +74,14 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE open_uploads (si TEXT NOT NULL, shnum INTEGER NOT NULL, PRIMARY KEY (si, shnum));
     CREATE TABLE pending_writes (si TEXT PRIMARY KEY, body BLOB NOT NULL);
     ",
+    // 4: the sequence number each mutable share carried when this node last wrote it, kept on
+    // the node (where the store's operator cannot put an older one back) to refuse a share the
+    // store rolled back.
+    "
+    CREATE TABLE mutable_seqnums (
+        si TEXT NOT NULL, shnum INTEGER NOT NULL, seqnum INTEGER NOT NULL,
+        PRIMARY KEY (si, shnum));
+    ",
 ];
 
 /// Copy the database the previous release (schema 2) made while a stock Tahoe-LAFS 1.20 client
@@ -86,7 +94,7 @@ pub(crate) fn copy_previous_release_database(to: &std::path::Path) {
 
 /// Tables that stay on this node: bookkeeping of the process that wrote them, never part of a
 /// snapshot nor compared when one is restored.
-pub(crate) const NODE_LOCAL: &[&str] = &["meta", "open_uploads", "pending_writes"];
+pub(crate) const NODE_LOCAL: &[&str] = &["meta", "open_uploads", "pending_writes", "mutable_seqnums"];
 
 /// The schema version this build writes.
 pub const VERSION: u32 = MIGRATIONS.len() as u32;

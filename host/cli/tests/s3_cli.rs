@@ -1,6 +1,7 @@
 //! Nodes on a real S3 server (SeaweedFS, started by `make test`): owner fencing between two
-//! nodes on one bucket prefix, its deliberate hand-over, and the refusal to switch the backend
-//! of a node that already keeps shares.
+//! nodes on one bucket prefix, its deliberate hand-over, the refusal to switch the backend
+//! of a node that already keeps shares, disaster recovery, and a mutable share the bucket's
+//! operator rolled back.
 
 mod common;
 
@@ -91,6 +92,63 @@ fn switching_the_backend_of_a_node_with_shares_is_refused() {
     node.set("node.nickname", "still-fine");
 }
 
+/// The node's `shares` store, opened as its operator would.
+async fn bucket_of(node: &TestNode) -> marsh_stores_s3::S3Store {
+    let mut config = marsh_stores_s3::S3Config::new("shares", &var("MARSH_TEST_S3_BUCKET"));
+    config.endpoint = Some(var("MARSH_TEST_S3_ENDPOINT"));
+    config.path_style = true;
+    config.access_key_id = Some(var("MARSH_TEST_S3_ACCESS_KEY"));
+    config.secret_access_key = Some(var("MARSH_TEST_S3_SECRET_KEY"));
+    config.prefix = node.ok(&["config", "get", "s3.shares.prefix"]).trim().to_owned();
+    marsh_stores_s3::S3Store::open(config).await.expect("bucket")
+}
+
+/// The bucket's operator keeps a mutable share's objects and puts them back after the client
+/// wrote a newer version: the pointer is the slot's own, sealed for it, so it opens, and
+/// `backend-s3` serves the older share. The node refuses it, having kept the sequence number
+/// it last wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mutable_share_the_bucket_rolled_back_is_refused() {
+    use http::{Method, StatusCode};
+    use marsh_stores::{BlobKey, BlobStore, PutMode};
+
+    let node = s3_node("rollback", &unique_prefix("rollback"));
+    let running = node.start();
+    let mut client = running.client().await;
+    let (si, secrets) = ("aeaqcaibaeaqcaibaeaqcaibae", Secrets::from_seed(3));
+    let version = |seqnum: u64, body: &[u8]| [&[0u8][..], &seqnum.to_be_bytes(), body].concat();
+    let write = |share: &[u8]| {
+        marsh_gbs_client::rtw_body_shares(&[(0, vec![], vec![(0, share)], Some(share.len() as u64))], &[])
+    };
+    let (v1, v2) = (version(1, b"first version"), version(2, b"second version"));
+    assert_eq!(client.read_test_write(si, &secrets, write(&v1)).await.unwrap().status, StatusCode::OK);
+    let bucket = bucket_of(&node).await;
+    let mut kept = Vec::new();
+    for prefix in ["slots/", "slotdata/"] {
+        for k in BlobStore::list(&bucket, prefix, None, 1000).await.unwrap().keys {
+            let key = BlobKey::new(&k).unwrap();
+            kept.push((key.clone(), BlobStore::get(&bucket, &key).await.unwrap().unwrap()));
+        }
+    }
+    assert!(kept.iter().any(|(k, _)| k.as_str().starts_with("slots/")), "the pointer: {kept:?}");
+    assert_eq!(client.read_test_write(si, &secrets, write(&v2)).await.unwrap().status, StatusCode::OK);
+    let path = format!("mutable/{si}/0");
+    let read = client.call(Method::GET, &path, &[], &[], Vec::new()).await.unwrap();
+    assert_eq!((read.status, read.body.as_ref()), (StatusCode::OK, &v2[..]));
+
+    for (key, bytes) in kept {
+        BlobStore::put(&bucket, &key, bytes, PutMode::Overwrite).await.unwrap();
+    }
+    let tail = client.call(Method::GET, &path, &[], &[("range", "bytes=9-21")], Vec::new()).await.unwrap();
+    assert_eq!(tail.body.as_ref(), b"first version", "the bucket serves the older share again");
+    let refused = client.call(Method::GET, &path, &[], &[], Vec::new()).await.unwrap();
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", refused.body);
+    let over_it = client.read_test_write(si, &secrets, write(&version(3, b"third"))).await.unwrap();
+    assert_eq!(over_it.status, StatusCode::SERVICE_UNAVAILABLE, "nothing is written over it");
+    let stderr = running.stop();
+    assert!(stderr.contains("the store rolled it back"), "{stderr}");
+}
+
 fn leases_of(node: &TestNode, si: &str) -> Vec<marsh_accountant::Lease> {
     node.accountant()
         .leases(&marsh_core::ShareId::immutable(si.parse().expect("si"), marsh_core::ShareNumber(0)))
@@ -143,13 +201,7 @@ async fn survive_the_loss_of_the_machine(strategy: &str, config: &[(&str, &str)]
     assert_eq!(leases_before.len(), 2, "{stderr}");
 
     // What the strategy put in the bucket says nothing in the clear.
-    let mut config = marsh_stores_s3::S3Config::new("shares", &var("MARSH_TEST_S3_BUCKET"));
-    config.endpoint = Some(var("MARSH_TEST_S3_ENDPOINT"));
-    config.path_style = true;
-    config.access_key_id = Some(var("MARSH_TEST_S3_ACCESS_KEY"));
-    config.secret_access_key = Some(var("MARSH_TEST_S3_SECRET_KEY"));
-    config.prefix = node.ok(&["config", "get", "s3.shares.prefix"]).trim().to_owned();
-    let bucket = marsh_stores_s3::S3Store::open(config).await.expect("bucket");
+    let bucket = bucket_of(&node).await;
     let records = marsh_stores::BlobStore::list(&bucket, blobs, None, 1000).await.unwrap().keys;
     assert!(!records.is_empty(), "the strategy wrote nothing under {blobs}");
     if strategy == "stash" {

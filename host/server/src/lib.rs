@@ -25,6 +25,7 @@ pub mod ranges;
 mod reads;
 mod redo;
 mod response;
+mod rollback;
 mod routes;
 mod service;
 mod uploads;

@@ -1,7 +1,8 @@
 //! Mutable read-test-write, all or nothing across every share it names.
 //!
 //! Under the slot's lock, every check runs before any byte is written: the write enabler
-//! against every existing share, share numbers, the test vectors, the sizes, the space the
+//! against every existing share, that no existing share was rolled back by its store
+//! (`rollback`), share numbers, the test vectors, the sizes, the space the
 //! writes need, the writer's quota. Then the accountant records, in one transaction made durable
 //! before the writes start, a redo record of the writes with every share's enabler (new shares,
 //! and any share whose enabler row is missing), holder, size and lease (or its removal). Only
@@ -31,6 +32,7 @@ use marsh_core::{Backend, ShareId, ShareNumber, StorageIndex, WriteVector};
 use crate::offload;
 use crate::redo::{self, RedoRecord, RedoShare};
 use crate::response::{ApiError, Handled, cbor};
+use crate::rollback;
 use crate::service::{MAX_MUTABLE_SHARE_SIZE, StorageService};
 use crate::wire;
 
@@ -146,6 +148,7 @@ impl Writer {
                 tracing::warn!(si = %si, "completing an earlier write failed: {e}");
                 ApiError::unavailable("an earlier write to this slot is not complete yet")
             })?;
+            rollback::keep(&*self.backend, &self.accountant, &si, &record.shares).await;
             let written: Vec<ShareNumber> =
                 record.shares.iter().filter(|s| s.new_length != Some(0)).map(|s| s.shnum).collect();
             let (accountant, hash) = (self.accountant.clone(), record.enabler_hash);
@@ -188,6 +191,7 @@ impl Writer {
             tracing::warn!(si = %si, "applying a mutable write failed: {e}; it will be completed later");
             return Err(ApiError::unavailable("the write is recorded and not yet complete; it will be completed"));
         }
+        rollback::keep(&*self.backend, &self.accountant, &si, &record.shares).await;
         let accountant = self.accountant.clone();
         match blocking(move || accountant.end_mutable_write(&si)).await {
             Ok(()) => {
@@ -262,6 +266,10 @@ impl StorageService {
                 }
             }
         }
+        // 2. No share the store rolled back is tested, read or written over.
+        for n in &existing {
+            rollback::check_stored(&*self.backend, &self.accountant, &si, *n).await?;
+        }
         let mut shares: BTreeMap<u64, ShareNumber> = BTreeMap::new();
         for number in request.test_write_vectors.keys() {
             let n = u16::try_from(*number)
@@ -287,7 +295,7 @@ impl StorageService {
                 format!("the read vector asks for {asked} bytes; a read-test-write may read at most {limit}"),
             ));
         }
-        // 2. Tests. A test passes when the bytes at its range are its specimen; reading one byte
+        // 3. Tests. A test passes when the bytes at its range are its specimen; reading one byte
         // more than the specimen decides that, so a test's size costs nothing past its specimen.
         let mut success = true;
         'tests: for (number, tw) in &request.test_write_vectors {
@@ -300,7 +308,7 @@ impl StorageService {
                 }
             }
         }
-        // 3. Reads, before any write, of every existing share.
+        // 4. Reads, before any write, of every existing share.
         let mut data = BTreeMap::new();
         for n in &existing {
             let mut reads = Vec::new();
@@ -315,14 +323,14 @@ impl StorageService {
         if !success {
             return Ok(answer);
         }
-        // 4. Every check of the writes, before any of them.
+        // 5. Every check of the writes, before any of them.
         let plan = self.plan(&si, &existing, request, &shares).await?;
         if plan.is_empty() {
             return Ok(answer);
         }
         self.check_space(&plan).await?;
         self.check_mutable_quota(caller, &si, &plan)?;
-        // 5. Record, apply, clear: in a task that holds the slot until it ends.
+        // 6. Record, apply, clear: in a task that holds the slot until it ends.
         let mut outcomes = Vec::with_capacity(plan.len());
         let mut redo = Vec::with_capacity(plan.len());
         for p in plan {

@@ -14,6 +14,7 @@ use marsh_core::{Backend, BackendError, ShareNumber, StorageIndex};
 use crate::limits::MinRate;
 use crate::ranges::parse_range;
 use crate::response::{ApiError, ChannelBody, Handled, respond};
+use crate::rollback;
 use crate::service::StorageService;
 
 /// The largest chunk a download streams.
@@ -49,6 +50,9 @@ impl StorageService {
             .map_err(|e| ApiError::backend("read", e))?;
         if (first.len() as u64) < first_len {
             return Err(ApiError::text(StatusCode::SERVICE_UNAVAILABLE, "share shorter than its size"));
+        }
+        if mutable && start == 0 {
+            rollback::check(&self.accountant, &si, n, first_len, &first)?;
         }
         let body = if end - start == first_len {
             Full::new(Bytes::from(first)).map_err(|never| match never {}).boxed_unsync()

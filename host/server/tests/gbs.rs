@@ -17,7 +17,7 @@ use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use marsh_accountant::{Accountant, Attribute, Attributes, LEASE_SECONDS};
 use marsh_conformance::reference::ReferenceBackend;
-use marsh_core::{ShareId, ShareNumber, StorageIndex};
+use marsh_core::{Backend, ShareId, ShareNumber, StorageIndex, WriteVector};
 use marsh_gbs_client::{GbsClient, Nurl, allocate_body, rtw_body_shares};
 use marsh_server::{Limits, ManualClock, ServiceConfig, StorageService, wire};
 
@@ -29,6 +29,8 @@ struct Server {
     spki: String,
     clock: Arc<ManualClock>,
     service: Arc<StorageService>,
+    /// The backend itself, to change shares behind the server's back as a store's operator can.
+    backend: Arc<ReferenceBackend>,
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -42,9 +44,10 @@ async fn start_with(limits: Limits) -> Server {
     let spki = marsh_gbs_client::spki_hash(cert.der()).unwrap();
     let tls = marsh_server::tls_config(cert.der().to_vec(), key.serialize_der()).unwrap();
     let clock = Arc::new(ManualClock::new(T0));
+    let backend = Arc::new(ReferenceBackend::default());
     let service = Arc::new(
         StorageService::new(
-            Arc::new(ReferenceBackend::default()),
+            backend.clone(),
             Arc::new(Accountant::in_memory().unwrap()),
             clock.clone(),
             ServiceConfig { limits, ..ServiceConfig::new(SWISSNUM, 0, "marsh/test") },
@@ -54,7 +57,7 @@ async fn start_with(limits: Limits) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(marsh_server::serve(listener, tls, service.clone()));
-    Server { addr, spki, clock, service, _task: task }
+    Server { addr, spki, clock, service, backend, _task: task }
 }
 
 struct Reply {
@@ -577,6 +580,68 @@ async fn read_test_write_reads_before_writing_and_checks_the_write_enabler() {
     let delete = rtw_body_shares(&[(1, vec![], vec![], Some(0))], &[]);
     assert!(rtw_result(&rtw(&s, &si, b"we", delete).await).0);
     assert_eq!(get(&s, &format!("mutable/{si}/shares"), None).await.cbor(), wire::share_set([0]));
+}
+
+/// A mutable share's store putting its older bytes back (a sound share, only old) is refused
+/// on every read that returns the share's header, and on read-test-write; restored, it serves.
+#[tokio::test]
+async fn a_mutable_share_its_store_rolled_back_is_refused() {
+    let s = start().await;
+    let (si, other) = (si(12), si(13));
+    let slot: StorageIndex = si.parse().unwrap();
+    // An SDMF-shaped share: version 0, then the sequence number, big-endian.
+    let version = |seqnum: u64, body: &[u8]| {
+        let mut share = vec![0u8];
+        share.extend_from_slice(&seqnum.to_be_bytes());
+        share.extend_from_slice(body);
+        share
+    };
+    let (v1, v2) = (version(1, b"the first version"), version(2, b"the second version"));
+    let write = |share: &[u8]| rtw_body_shares(&[(0, vec![], vec![(0, share)], Some(share.len() as u64))], &[]);
+    assert!(rtw_result(&rtw(&s, &si, b"we", write(&v1)).await).0);
+    assert!(rtw_result(&rtw(&s, &si, b"we", write(&v2)).await).0);
+    let whole = |len: usize| format!("bytes=0-{}", len - 1);
+    let read = get(&s, &format!("mutable/{si}/0"), Some(&whole(v2.len()))).await;
+    assert_eq!((read.status, &read.body[..]), (StatusCode::PARTIAL_CONTENT, &v2[..]));
+
+    // The store's operator puts the first version back.
+    let put_back = |share: Vec<u8>| {
+        let (backend, len) = (s.backend.clone(), share.len() as u64);
+        async move {
+            let writes = [WriteVector { offset: 0, data: share }];
+            backend.mutable_write(&slot, ShareNumber(0), &writes, Some(len)).await.unwrap();
+        }
+    };
+    put_back(v1.clone()).await;
+    let refused = get(&s, &format!("mutable/{si}/0"), Some(&whole(v1.len()))).await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "a rolled back share is not served");
+    let unranged = get(&s, &format!("mutable/{si}/0"), None).await;
+    assert_eq!(unranged.status, StatusCode::SERVICE_UNAVAILABLE);
+    let tail = get(&s, &format!("mutable/{si}/0"), Some("bytes=9-12")).await;
+    assert_eq!(tail.status, StatusCode::PARTIAL_CONTENT, "past the header nothing tells (the client checks it)");
+    let read_vector = rtw_body_shares(&[], &[(0, 9)]);
+    assert_eq!(rtw(&s, &si, b"we", read_vector.clone()).await.status, StatusCode::SERVICE_UNAVAILABLE);
+    let over_it = rtw(&s, &si, b"we", write(&version(3, b"on top"))).await;
+    assert_eq!(over_it.status, StatusCode::SERVICE_UNAVAILABLE, "nothing is written over a rolled back share");
+    // A share with no header where one was kept reads as tampered too.
+    put_back(b"no header at all".to_vec()).await;
+    assert_eq!(get(&s, &format!("mutable/{si}/0"), None).await.status, StatusCode::SERVICE_UNAVAILABLE);
+
+    // Restored in the store, it serves again; later versions go on as before.
+    put_back(v2.clone()).await;
+    assert!(rtw_result(&rtw(&s, &si, b"we", read_vector).await).0);
+    let v3 = version(3, b"the third version");
+    assert!(rtw_result(&rtw(&s, &si, b"we", write(&v3)).await).0);
+    let read = get(&s, &format!("mutable/{si}/0"), None).await;
+    assert_eq!((read.status, &read.body[..]), (StatusCode::OK, &v3[..]));
+    put_back(v2.clone()).await;
+    assert_eq!(get(&s, &format!("mutable/{si}/0"), None).await.status, StatusCode::SERVICE_UNAVAILABLE);
+
+    // Bytes that are not a Tahoe header keep no number: their writer may put anything there.
+    assert!(rtw_result(&rtw(&s, &other, b"we", write(b"\x07plain bytes, no header")).await).0);
+    assert!(rtw_result(&rtw(&s, &other, b"we", write(&version(5, b"now one"))).await).0);
+    assert!(rtw_result(&rtw(&s, &other, b"we", write(b"\x07plain again")).await).0);
+    assert_eq!(get(&s, &format!("mutable/{other}/0"), None).await.status, StatusCode::OK);
 }
 
 #[tokio::test]
