@@ -103,6 +103,8 @@ impl Accountant {
         apply_and_log(&tx, &Change::Forget { share: share.into() })?;
         if share.kind == ShareKind::Immutable {
             writes::close_open_upload(&tx, share)?;
+        } else {
+            crate::seqnums::forget(&tx, &share.si, share.shnum)?;
         }
         tx.commit()?;
         Ok(())

@@ -5,7 +5,7 @@
 //! share). A node rebuilt by `marsh recover` has none kept, and keeps them again as it writes.
 
 use marsh_core::{ShareNumber, StorageIndex};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{Accountant, AccountantError};
 
@@ -38,13 +38,15 @@ impl Accountant {
                 "INSERT OR REPLACE INTO mutable_seqnums (si, shnum, seqnum) VALUES (?1, ?2, ?3)",
                 params![si.to_base32(), shnum.0, n as i64],
             )?,
-            None => conn.execute(
-                "DELETE FROM mutable_seqnums WHERE si = ?1 AND shnum = ?2",
-                params![si.to_base32(), shnum.0],
-            )?,
+            None => forget(&conn, si, shnum)?,
         };
         Ok(())
     }
+}
+
+/// Forget the number kept for a mutable share (removed, or collected with its leases).
+pub(crate) fn forget(conn: &Connection, si: &StorageIndex, shnum: ShareNumber) -> rusqlite::Result<usize> {
+    conn.execute("DELETE FROM mutable_seqnums WHERE si = ?1 AND shnum = ?2", params![si.to_base32(), shnum.0])
 }
 
 #[cfg(test)]

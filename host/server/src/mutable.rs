@@ -148,7 +148,7 @@ impl Writer {
                 tracing::warn!(si = %si, "completing an earlier write failed: {e}");
                 ApiError::unavailable("an earlier write to this slot is not complete yet")
             })?;
-            rollback::keep(&*self.backend, &self.accountant, &si, &record.shares).await;
+            rollback::keep(&self.accountant, &si, &record.shares);
             let written: Vec<ShareNumber> =
                 record.shares.iter().filter(|s| s.new_length != Some(0)).map(|s| s.shnum).collect();
             let (accountant, hash) = (self.accountant.clone(), record.enabler_hash);
@@ -191,7 +191,7 @@ impl Writer {
             tracing::warn!(si = %si, "applying a mutable write failed: {e}; it will be completed later");
             return Err(ApiError::unavailable("the write is recorded and not yet complete; it will be completed"));
         }
-        rollback::keep(&*self.backend, &self.accountant, &si, &record.shares).await;
+        rollback::keep(&self.accountant, &si, &record.shares);
         let accountant = self.accountant.clone();
         match blocking(move || accountant.end_mutable_write(&si)).await {
             Ok(()) => {
@@ -266,10 +266,20 @@ impl StorageService {
                 }
             }
         }
-        // 2. No share the store rolled back is tested, read or written over.
+        // 2. No share the store rolled back is tested, read or written over: each header with
+        // a number kept is read now, and every test or read below that covers it is checked.
+        let mut kept = BTreeMap::new();
         for n in &existing {
-            rollback::check_stored(&*self.backend, &self.accountant, &si, *n).await?;
+            if let Some(number) = rollback::kept(&self.accountant, &si, *n)? {
+                let first = self.backend.mutable_read(&si, *n, 0, rollback::HEADER as u64).await.map_err(fail)?;
+                rollback::refuse_older(&si, *n, number, &first)?;
+                kept.insert(*n, number);
+            }
         }
+        let refuse_older = |n: ShareNumber, offset: u64, got: &[u8]| match kept.get(&n) {
+            Some(number) if offset == 0 => rollback::refuse_older(&si, n, *number, got),
+            _ => Ok(()),
+        };
         let mut shares: BTreeMap<u64, ShareNumber> = BTreeMap::new();
         for number in request.test_write_vectors.keys() {
             let n = u16::try_from(*number)
@@ -302,6 +312,7 @@ impl StorageService {
             for t in &tw.test {
                 let len = t.size.min(t.specimen.len() as u64 + 1);
                 let got = self.backend.mutable_read(&si, shares[number], t.offset, len).await.map_err(fail)?;
+                refuse_older(shares[number], t.offset, &got)?;
                 if got != t.specimen {
                     success = false;
                     break 'tests;
@@ -315,7 +326,9 @@ impl StorageService {
             let share_size = sizes.get(n).copied().unwrap_or(0);
             for (offset, size) in &request.read_vector {
                 let len = (*size).min(share_size.saturating_sub(*offset));
-                reads.push(self.backend.mutable_read(&si, *n, *offset, len).await.map_err(fail)?);
+                let got = self.backend.mutable_read(&si, *n, *offset, len).await.map_err(fail)?;
+                refuse_older(*n, *offset, &got)?;
+                reads.push(got);
             }
             data.insert(u64::from(n.0), reads);
         }

@@ -45,14 +45,20 @@ impl StorageService {
         // The first chunk is read before answering, so a failing backend gets an error status
         // rather than a truncated 2xx; the rest streams through a one-chunk channel.
         let first_len = (end - start).min(chunk);
+        // Looked up before the read: a write racing it only raises the number after its bytes
+        // are in, so bytes read now never honestly carry less.
+        let kept = match mutable && start == 0 && first_len >= rollback::HEADER as u64 {
+            true => rollback::kept(&self.accountant, &si, n)?,
+            false => None,
+        };
         let first = read_share(&*self.backend, &si, n, mutable, start, first_len)
             .await
             .map_err(|e| ApiError::backend("read", e))?;
         if (first.len() as u64) < first_len {
             return Err(ApiError::text(StatusCode::SERVICE_UNAVAILABLE, "share shorter than its size"));
         }
-        if mutable && start == 0 {
-            rollback::check(&self.accountant, &si, n, first_len, &first)?;
+        if let Some(kept) = kept {
+            rollback::refuse_older(&si, n, kept, &first)?;
         }
         let body = if end - start == first_len {
             Full::new(Bytes::from(first)).map_err(|never| match never {}).boxed_unsync()

@@ -2,19 +2,28 @@
 //! bytes back (on S3, the slot's own older pointer, which is sealed for the slot and so opens):
 //! the share is sound, only old. Tahoe's mutable shares (SDMF and MDMF, version byte 0 or 1)
 //! carry their sequence number in bytes 1..9, and a client only ever writes a higher one. So
-//! after every write the server keeps the number the share now carries in the accountant, on
-//! the node (`Accountant::set_mutable_seqnum`), and a read that returns the share's first
-//! bytes (a `GET` from offset 0, and every read-test-write, which checks the shares it names
-//! first) refuses a share whose number is lower than the one kept, as a damaged share (503,
-//! logged). A share whose first bytes are not such a header keeps no number and is not checked.
+//! after every write that wrote a share's whole header the server keeps the number the share
+//! now carries in the accountant, on the node (`Accountant::set_mutable_seqnum`), and refuses
+//! (503) a share whose first bytes carry a lower number than the one kept, or none: on a `GET`
+//! from offset 0, and on every read-test-write, which reads the header of each share of the
+//! slot that has a number kept before anything else, and checks every test and read of the
+//! request that covers the header too. The number is looked up before the share is read, so a
+//! reader racing a writer (numbers only grow, and are kept after the write is applied) never
+//! sees bytes older than what it looked up. The first refusal of a share at a number is logged
+//! as an error, not every one.
 //!
-//! Not detected: a share put back at the same number (the same version), a share read from
-//! past its header (a client checks those bytes against the header's hashes), and anything on
-//! a node rebuilt by `marsh recover` until it writes the share again (the numbers are not in
-//! the store, on purpose).
+//! Not detected: a share put back at the same number (the same version); reads past the header
+//! (a client checks those bytes against the header's hashes); a share cut below its header's
+//! 9 bytes, or deleted; a share the node removed (or collected when its leases ran out) put
+//! back, since its number is forgotten with it; shares the node has not written since it
+//! started keeping numbers (a store from before, or one it took over from another node) and
+//! every share on a node whose database `marsh recover` rebuilt, until it writes them (the
+//! numbers are not in the store, on purpose). A refused share stays refused until the store
+//! holds it at the kept number or higher again, or no longer holds it (then a client's repair
+//! writes it anew).
 
 use marsh_accountant::Accountant;
-use marsh_core::{Backend, BackendError, ShareNumber, StorageIndex, WriteVector};
+use marsh_core::{ShareNumber, StorageIndex, WriteVector};
 
 use crate::offload;
 use crate::redo::RedoShare;
@@ -49,80 +58,68 @@ fn header_written(writes: &[WriteVector]) -> Option<[u8; HEADER]> {
     covered.iter().all(|c| *c).then_some(header)
 }
 
-/// After `shares` were applied to `si`: keep the sequence number each now carries (from the
-/// writes when they wrote the whole header, else read back), or forget it. A failure is logged,
-/// not the write's: a number left lower than the share's still passes.
-pub(crate) async fn keep(backend: &dyn Backend, accountant: &Accountant, si: &StorageIndex, shares: &[RedoShare]) {
+/// After `shares` were applied to `si`: keep the number each share's header now carries when
+/// the writes wrote all of it, forget it when the share was removed or cut below its header,
+/// and otherwise leave what is kept (the header is the share's older bytes). Never from a read
+/// of the store, which could lower it. A failure is logged, not the write's: a number left
+/// lower than the share's still passes.
+pub(crate) fn keep(accountant: &Accountant, si: &StorageIndex, shares: &[RedoShare]) {
     for s in shares {
         let number = match (s.new_length, header_written(&s.writes)) {
-            (Some(length), _) if length < HEADER as u64 => Ok(None),
-            (_, Some(header)) => Ok(seqnum(&header)),
-            _ => backend.mutable_read(si, s.shnum, 0, HEADER as u64).await.map(|first| seqnum(&first)),
+            (Some(length), _) if length < HEADER as u64 => None,
+            (_, Some(header)) => seqnum(&header),
+            _ => continue,
         };
-        let kept = match number {
-            Ok(number) => {
-                offload::sqlite(|| accountant.set_mutable_seqnum(si, s.shnum, number)).map_err(|e| e.to_string())
-            }
-            Err(BackendError::NotFound) => {
-                offload::sqlite(|| accountant.set_mutable_seqnum(si, s.shnum, None)).map_err(|e| e.to_string())
-            }
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = kept {
+        if let Err(e) = offload::sqlite(|| accountant.set_mutable_seqnum(si, s.shnum, number)) {
             tracing::warn!(si = %si, shnum = s.shnum.0, "keeping a mutable share's sequence number: {e}");
         }
     }
 }
 
-/// Refuse `first`, the bytes from offset 0 of mutable share `n` (`asked` of them were asked
-/// for), when they carry a lower sequence number than the one kept, or none while one is kept.
-pub(crate) fn check(
-    accountant: &Accountant,
-    si: &StorageIndex,
-    n: ShareNumber,
-    asked: u64,
-    first: &[u8],
-) -> Result<(), ApiError> {
-    if asked < HEADER as u64 {
-        return Ok(());
-    }
-    match kept(accountant, si, n)? {
-        Some(kept) => refuse_older(si, n, kept, first),
-        None => Ok(()),
-    }
-}
-
-/// Refuse mutable share `n` as [`check`] does, reading its header from `backend` only when a
-/// number is kept for it.
-pub(crate) async fn check_stored(
-    backend: &dyn Backend,
-    accountant: &Accountant,
-    si: &StorageIndex,
-    n: ShareNumber,
-) -> Result<(), ApiError> {
-    let Some(kept) = kept(accountant, si, n)? else { return Ok(()) };
-    let first = backend.mutable_read(si, n, 0, HEADER as u64).await.map_err(|e| ApiError::backend("read", e))?;
-    refuse_older(si, n, kept, &first)
-}
-
-fn kept(accountant: &Accountant, si: &StorageIndex, n: ShareNumber) -> Result<Option<u64>, ApiError> {
+/// The number kept for mutable share `n`; look it up before reading the share.
+pub(crate) fn kept(accountant: &Accountant, si: &StorageIndex, n: ShareNumber) -> Result<Option<u64>, ApiError> {
     offload::sqlite(|| accountant.mutable_seqnum(si, n)).map_err(ApiError::accountant)
 }
 
-fn refuse_older(si: &StorageIndex, n: ShareNumber, kept: u64, first: &[u8]) -> Result<(), ApiError> {
+/// Refuse `first`, bytes read from offset 0 of mutable share `n` after `kept` was looked up,
+/// when they hold a whole header with a lower number than `kept`, or no Tahoe header at all.
+/// Fewer bytes than a header cannot tell and pass.
+pub(crate) fn refuse_older(si: &StorageIndex, n: ShareNumber, kept: u64, first: &[u8]) -> Result<(), ApiError> {
+    if first.len() < HEADER {
+        return Ok(());
+    }
     match seqnum(first) {
         Some(number) if number >= kept => Ok(()),
         found => {
-            let found = found.map_or_else(|| "no sequence number".to_owned(), |f| format!("sequence number {f}"));
-            tracing::error!(
-                si = %si,
-                shnum = n.0,
-                "mutable share read from the store carries {found}, older than {kept} this node wrote: the store rolled it back; refused until the share is restored (or removed) in the store"
-            );
-            Err(ApiError::backend("read", BackendError::Corrupt("rolled back".into())))
+            if first_refusal(*si, n, kept) {
+                let found = found.map_or_else(|| "no sequence number".to_owned(), |f| format!("sequence number {f}"));
+                tracing::error!(
+                    si = %si,
+                    shnum = n.0,
+                    "mutable share read from the store carries {found}, older than {kept} this node wrote: the store rolled it back; refused until the store holds it at {kept} or later again (restore it), or no longer holds it"
+                );
+            }
+            Err(ApiError::unavailable("the store holds an older version of this share than this server wrote"))
         }
     }
 }
+
+/// Whether this is the first refusal of share `n` at `kept` since start-up (remembered for up
+/// to [`REFUSALS_REMEMBERED`] shares, then forgotten all at once): a client that asks again and
+/// again does not flood the log.
+fn first_refusal(si: StorageIndex, n: ShareNumber, kept: u64) -> bool {
+    static SEEN: std::sync::Mutex<Option<std::collections::HashSet<(StorageIndex, ShareNumber, u64)>>> =
+        std::sync::Mutex::new(None);
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    let seen = seen.get_or_insert_with(Default::default);
+    if seen.len() >= REFUSALS_REMEMBERED {
+        seen.clear();
+    }
+    seen.insert((si, n, kept))
+}
+
+/// Refused shares whose refusal was logged, remembered at most.
+const REFUSALS_REMEMBERED: usize = 1024;
 
 #[cfg(test)]
 mod tests {
@@ -142,6 +139,38 @@ mod tests {
         assert_eq!(seqnum(&header(2, 7)), None, "not a version Tahoe writes");
         assert_eq!(seqnum(&header(0, 7)[..8]), None, "too short");
         assert_eq!(seqnum(b""), None);
+    }
+
+    #[test]
+    fn a_write_keeps_the_number_it_wrote_and_nothing_from_older_bytes() {
+        let accountant = Accountant::in_memory().unwrap();
+        let (si, n) = (StorageIndex::from_bytes([9; 16]), ShareNumber(2));
+        let share = |writes: Vec<WriteVector>, new_length| RedoShare { shnum: n, writes, new_length };
+        let whole = |number| vec![WriteVector { offset: 0, data: header(0, number) }];
+        keep(&accountant, &si, &[share(whole(4), None)]);
+        assert_eq!(accountant.mutable_seqnum(&si, n).unwrap(), Some(4));
+        let partial = vec![WriteVector { offset: 5, data: b"xxxxxxxx".to_vec() }];
+        keep(&accountant, &si, &[share(partial, None)]);
+        assert_eq!(accountant.mutable_seqnum(&si, n).unwrap(), Some(4), "the header is older bytes: kept as it was");
+        keep(&accountant, &si, &[share(whole(5), Some(8))]);
+        assert_eq!(accountant.mutable_seqnum(&si, n).unwrap(), None, "cut below its header");
+        keep(&accountant, &si, &[share(whole(6), None)]);
+        keep(&accountant, &si, &[share(Vec::new(), Some(0))]);
+        assert_eq!(accountant.mutable_seqnum(&si, n).unwrap(), None, "removed");
+        keep(&accountant, &si, &[share(whole(7), None)]);
+        accountant.forget_share(&marsh_core::ShareId::mutable(si, n)).unwrap();
+        assert_eq!(accountant.mutable_seqnum(&si, n).unwrap(), None, "collected");
+    }
+
+    #[test]
+    fn an_older_or_missing_header_is_refused_and_too_few_bytes_pass() {
+        let si = StorageIndex::from_bytes([9; 16]);
+        assert!(refuse_older(&si, ShareNumber(0), 5, &header(0, 5)).is_ok());
+        assert!(refuse_older(&si, ShareNumber(0), 5, &header(1, 6)).is_ok());
+        assert!(refuse_older(&si, ShareNumber(0), 5, &header(0, 4)).is_err());
+        assert!(refuse_older(&si, ShareNumber(0), 5, b"not a tahoe share").is_err());
+        assert!(refuse_older(&si, ShareNumber(0), 5, &header(0, 4)[..8]).is_ok(), "cannot tell");
+        assert!(refuse_older(&si, ShareNumber(0), 5, b"").is_ok(), "gone");
     }
 
     #[test]
