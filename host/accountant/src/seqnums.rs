@@ -4,6 +4,8 @@
 //! server refuses a share whose header carries a lower number than the one kept (a rolled back
 //! share). A node rebuilt by `marsh recover` has none kept, and keeps them again as it writes.
 
+use std::collections::BTreeMap;
+
 use marsh_core::{ShareNumber, StorageIndex};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -12,36 +14,43 @@ use crate::{Accountant, AccountantError};
 impl Accountant {
     /// The sequence number kept for a mutable share, if any.
     pub fn mutable_seqnum(&self, si: &StorageIndex, shnum: ShareNumber) -> Result<Option<u64>, AccountantError> {
-        let kept: Option<i64> = self
-            .conn()
-            .query_row(
-                "SELECT seqnum FROM mutable_seqnums WHERE si = ?1 AND shnum = ?2",
-                params![si.to_base32(), shnum.0],
-                |r| r.get(0),
-            )
-            .optional()?;
-        // Stored as SQLite's signed integer, the same 64 bits.
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT seqnum FROM mutable_seqnums WHERE si = ?1 AND shnum = ?2")?;
+        let kept: Option<i64> = stmt.query_row(params![si.to_base32(), shnum.0], |r| r.get(0)).optional()?;
         Ok(kept.map(|k| k as u64))
     }
 
-    /// Keep `seqnum` for a mutable share just written, or forget the share's (`None`: removed,
-    /// or too short to carry one).
-    pub fn set_mutable_seqnum(
-        &self,
-        si: &StorageIndex,
-        shnum: ShareNumber,
-        seqnum: Option<u64>,
-    ) -> Result<(), AccountantError> {
+    /// The sequence numbers kept for the mutable shares of `si`, by share number.
+    pub fn mutable_seqnums(&self, si: &StorageIndex) -> Result<BTreeMap<ShareNumber, u64>, AccountantError> {
         let conn = self.conn();
-        match seqnum {
-            Some(n) => conn.execute(
-                "INSERT OR REPLACE INTO mutable_seqnums (si, shnum, seqnum) VALUES (?1, ?2, ?3)",
-                params![si.to_base32(), shnum.0, n as i64],
-            )?,
-            None => forget(&conn, si, shnum)?,
-        };
-        Ok(())
+        let mut stmt = conn.prepare_cached("SELECT shnum, seqnum FROM mutable_seqnums WHERE si = ?1")?;
+        let rows = stmt.query_map([si.to_base32()], |r| Ok((r.get::<_, u16>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut kept = BTreeMap::new();
+        for row in rows {
+            let (shnum, seqnum) = row?;
+            kept.insert(ShareNumber(shnum), seqnum as u64);
+        }
+        Ok(kept)
     }
+}
+
+/// Keep `seqnum` for a mutable share, or forget it (`None`: removed, cut below its header, or
+/// rewritten without a Tahoe header).
+pub(crate) fn set(
+    conn: &Connection,
+    si: &StorageIndex,
+    shnum: ShareNumber,
+    seqnum: Option<u64>,
+) -> rusqlite::Result<()> {
+    match seqnum {
+        // Stored as SQLite's signed integer, the same 64 bits.
+        Some(n) => conn.execute(
+            "INSERT OR REPLACE INTO mutable_seqnums (si, shnum, seqnum) VALUES (?1, ?2, ?3)",
+            params![si.to_base32(), shnum.0, n as i64],
+        )?,
+        None => forget(conn, si, shnum)?,
+    };
+    Ok(())
 }
 
 /// Forget the number kept for a mutable share (removed, or collected with its leases).
@@ -60,16 +69,20 @@ mod tests {
         let (si, other) = (StorageIndex::from_bytes([3; 16]), StorageIndex::from_bytes([4; 16]));
         let a = Accountant::open(&path).unwrap();
         assert_eq!(a.mutable_seqnum(&si, ShareNumber(0)).unwrap(), None);
-        a.set_mutable_seqnum(&si, ShareNumber(0), Some(7)).unwrap();
-        a.set_mutable_seqnum(&si, ShareNumber(1), Some(u64::MAX)).unwrap();
-        a.set_mutable_seqnum(&si, ShareNumber(0), Some(8)).unwrap();
+        a.end_mutable_write(&si, &[(ShareNumber(0), Some(7)), (ShareNumber(1), Some(u64::MAX))]).unwrap();
+        a.end_mutable_write(&si, &[(ShareNumber(0), Some(8))]).unwrap();
         assert_eq!(a.mutable_seqnum(&other, ShareNumber(0)).unwrap(), None);
+        let slot: Vec<_> = a.mutable_seqnums(&si).unwrap().into_iter().collect();
+        assert_eq!(slot, vec![(ShareNumber(0), 8), (ShareNumber(1), u64::MAX)]);
+        assert!(a.mutable_seqnums(&other).unwrap().is_empty());
+        a.end_mutable_write(&other, &[(ShareNumber(3), Some(2)), (ShareNumber(0), None)]).unwrap();
+        assert_eq!(a.mutable_seqnum(&other, ShareNumber(3)).unwrap(), Some(2), "kept as a write ends");
         let snapshot = a.snapshot().unwrap();
         drop(a);
         let a = Accountant::open(&path).unwrap();
         assert_eq!(a.mutable_seqnum(&si, ShareNumber(0)).unwrap(), Some(8));
         assert_eq!(a.mutable_seqnum(&si, ShareNumber(1)).unwrap(), Some(u64::MAX), "all 64 bits");
-        a.set_mutable_seqnum(&si, ShareNumber(1), None).unwrap();
+        a.end_mutable_write(&si, &[(ShareNumber(1), None)]).unwrap();
         assert_eq!(a.mutable_seqnum(&si, ShareNumber(1)).unwrap(), None);
         // A node rebuilt from a snapshot keeps nothing: the numbers are this node's own.
         let rebuilt = Accountant::open(&dir.path().join("rebuilt.sqlite")).unwrap();

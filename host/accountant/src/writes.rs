@@ -124,9 +124,21 @@ impl Accountant {
         Ok(())
     }
 
-    /// The writes recorded for `si` are applied in full.
-    pub fn end_mutable_write(&self, si: &StorageIndex) -> Result<(), AccountantError> {
-        self.conn().execute("DELETE FROM pending_writes WHERE si = ?1", [si.to_base32()])?;
+    /// The writes recorded for `si` are applied in full: their record is cleared and, in the
+    /// same transaction, the sequence numbers they wrote are kept (`Some`) or forgotten (`None`;
+    /// see [`Accountant::mutable_seqnum`]).
+    pub fn end_mutable_write(
+        &self,
+        si: &StorageIndex,
+        seqnums: &[(ShareNumber, Option<u64>)],
+    ) -> Result<(), AccountantError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM pending_writes WHERE si = ?1", [si.to_base32()])?;
+        for (shnum, seqnum) in seqnums {
+            crate::seqnums::set(&tx, si, *shnum, *seqnum)?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -243,7 +255,7 @@ mod tests {
         assert_eq!(a.leases(&ShareId::mutable(si(2), ShareNumber(0))).unwrap().len(), 1);
         assert_eq!(a.pending_mutable_writes().unwrap(), vec![si(2)]);
         assert_eq!(a.pending_mutable_write(&si(2)).unwrap().as_deref(), Some(&b"redo"[..]));
-        a.end_mutable_write(&si(2)).unwrap();
+        a.end_mutable_write(&si(2), &[]).unwrap();
         assert_eq!(a.pending_mutable_write(&si(2)).unwrap(), None);
         let removed = [MutableShareWrite::Removed { shnum: ShareNumber(1) }];
         a.begin_mutable_write(&MutableWrite { shares: &removed, ..w }).unwrap();

@@ -148,15 +148,15 @@ impl Writer {
                 tracing::warn!(si = %si, "completing an earlier write failed: {e}");
                 ApiError::unavailable("an earlier write to this slot is not complete yet")
             })?;
-            rollback::keep(&self.accountant, &si, &record.shares);
             let written: Vec<ShareNumber> =
                 record.shares.iter().filter(|s| s.new_length != Some(0)).map(|s| s.shnum).collect();
             let (accountant, hash) = (self.accountant.clone(), record.enabler_hash);
+            let numbers = rollback::written(&record.shares);
             blocking(move || {
                 for n in written {
                     accountant.ensure_write_enabler_hash(&si, n, hash)?;
                 }
-                accountant.end_mutable_write(&si)
+                accountant.end_mutable_write(&si, &numbers)
             })
             .await?;
             tracing::info!(si = %si, "completed an interrupted mutable write");
@@ -191,9 +191,8 @@ impl Writer {
             tracing::warn!(si = %si, "applying a mutable write failed: {e}; it will be completed later");
             return Err(ApiError::unavailable("the write is recorded and not yet complete; it will be completed"));
         }
-        rollback::keep(&self.accountant, &si, &record.shares);
-        let accountant = self.accountant.clone();
-        match blocking(move || accountant.end_mutable_write(&si)).await {
+        let (accountant, numbers) = (self.accountant.clone(), rollback::written(&record.shares));
+        match blocking(move || accountant.end_mutable_write(&si, &numbers)).await {
             Ok(()) => {
                 self.pending.set().remove(&si);
             }
@@ -268,12 +267,11 @@ impl StorageService {
         }
         // 2. No share the store rolled back is tested, read or written over: each header with
         // a number kept is read now, and every test or read below that covers it is checked.
-        let mut kept = BTreeMap::new();
-        for n in &existing {
-            if let Some(number) = rollback::kept(&self.accountant, &si, *n)? {
+        let kept = offload::sqlite(|| self.accountant.mutable_seqnums(&si)).map_err(ApiError::accountant)?;
+        for (n, number) in &kept {
+            if existing.contains(n) {
                 let first = self.backend.mutable_read(&si, *n, 0, rollback::HEADER as u64).await.map_err(fail)?;
-                rollback::refuse_older(&si, *n, number, &first)?;
-                kept.insert(*n, number);
+                rollback::refuse_older(&si, *n, *number, &first)?;
             }
         }
         let refuse_older = |n: ShareNumber, offset: u64, got: &[u8]| match kept.get(&n) {

@@ -3,8 +3,9 @@
 //! the share is sound, only old. Tahoe's mutable shares (SDMF and MDMF, version byte 0 or 1)
 //! carry their sequence number in bytes 1..9, and a client only ever writes a higher one. So
 //! after every write that wrote a share's whole header the server keeps the number the share
-//! now carries in the accountant, on the node (`Accountant::set_mutable_seqnum`), and refuses
-//! (503) a share whose first bytes carry a lower number than the one kept, or none: on a `GET`
+//! now carries in the accountant, on the node, in the transaction that ends the write
+//! (`Accountant::end_mutable_write`), and refuses (503) a share whose first bytes carry a
+//! lower number than the one kept, or none: on a `GET`
 //! from offset 0, and on every read-test-write, which reads the header of each share of the
 //! slot that has a number kept before anything else, and checks every test and read of the
 //! request that covers the header too. The number is looked up before the share is read, so a
@@ -58,22 +59,19 @@ fn header_written(writes: &[WriteVector]) -> Option<[u8; HEADER]> {
     covered.iter().all(|c| *c).then_some(header)
 }
 
-/// After `shares` were applied to `si`: keep the number each share's header now carries when
-/// the writes wrote all of it, forget it when the share was removed or cut below its header,
-/// and otherwise leave what is kept (the header is the share's older bytes). Never from a read
-/// of the store, which could lower it. A failure is logged, not the write's: a number left
-/// lower than the share's still passes.
-pub(crate) fn keep(accountant: &Accountant, si: &StorageIndex, shares: &[RedoShare]) {
-    for s in shares {
-        let number = match (s.new_length, header_written(&s.writes)) {
-            (Some(length), _) if length < HEADER as u64 => None,
-            (_, Some(header)) => seqnum(&header),
-            _ => continue,
-        };
-        if let Err(e) = offload::sqlite(|| accountant.set_mutable_seqnum(si, s.shnum, number)) {
-            tracing::warn!(si = %si, shnum = s.shnum.0, "keeping a mutable share's sequence number: {e}");
-        }
-    }
+/// What `shares`, once applied, leave kept for each (for `Accountant::end_mutable_write`): the
+/// number each header now carries when the writes wrote all of it, `None` (forget) when the
+/// share was removed or cut below its header; a share whose header is its older bytes is left
+/// out, and what is kept for it stands. Never from a read of the store, which could lower it.
+pub(crate) fn written(shares: &[RedoShare]) -> Vec<(ShareNumber, Option<u64>)> {
+    shares
+        .iter()
+        .filter_map(|s| match (s.new_length, header_written(&s.writes)) {
+            (Some(length), _) if length < HEADER as u64 => Some((s.shnum, None)),
+            (_, Some(header)) => Some((s.shnum, seqnum(&header))),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The number kept for mutable share `n`; look it up before reading the share.
@@ -143,21 +141,21 @@ mod tests {
 
     #[test]
     fn a_write_keeps_the_number_it_wrote_and_nothing_from_older_bytes() {
-        let accountant = Accountant::in_memory().unwrap();
-        let (si, n) = (StorageIndex::from_bytes([9; 16]), ShareNumber(2));
+        let n = ShareNumber(2);
         let share = |writes: Vec<WriteVector>, new_length| RedoShare { shnum: n, writes, new_length };
         let whole = |number| vec![WriteVector { offset: 0, data: header(0, number) }];
-        keep(&accountant, &si, &[share(whole(4), None)]);
-        assert_eq!(accountant.mutable_seqnum(&si, n).unwrap(), Some(4));
+        assert_eq!(written(&[share(whole(4), None)]), vec![(n, Some(4))]);
         let partial = vec![WriteVector { offset: 5, data: b"xxxxxxxx".to_vec() }];
-        keep(&accountant, &si, &[share(partial, None)]);
-        assert_eq!(accountant.mutable_seqnum(&si, n).unwrap(), Some(4), "the header is older bytes: kept as it was");
-        keep(&accountant, &si, &[share(whole(5), Some(8))]);
-        assert_eq!(accountant.mutable_seqnum(&si, n).unwrap(), None, "cut below its header");
-        keep(&accountant, &si, &[share(whole(6), None)]);
-        keep(&accountant, &si, &[share(Vec::new(), Some(0))]);
-        assert_eq!(accountant.mutable_seqnum(&si, n).unwrap(), None, "removed");
-        keep(&accountant, &si, &[share(whole(7), None)]);
+        assert_eq!(written(&[share(partial, None)]), vec![], "the header is older bytes: what is kept stands");
+        assert_eq!(written(&[share(whole(5), Some(8))]), vec![(n, None)], "cut below its header");
+        assert_eq!(written(&[share(Vec::new(), Some(0))]), vec![(n, None)], "removed");
+        let plain = vec![WriteVector { offset: 0, data: b"\x07 not a tahoe share".to_vec() }];
+        assert_eq!(written(&[share(plain, None)]), vec![(n, None)], "no header any more");
+        // Kept as the write ends, forgotten when the share is collected.
+        let accountant = Accountant::in_memory().unwrap();
+        let si = StorageIndex::from_bytes([9; 16]);
+        accountant.end_mutable_write(&si, &written(&[share(whole(7), None)])).unwrap();
+        assert_eq!(accountant.mutable_seqnum(&si, n).unwrap(), Some(7));
         accountant.forget_share(&marsh_core::ShareId::mutable(si, n)).unwrap();
         assert_eq!(accountant.mutable_seqnum(&si, n).unwrap(), None, "collected");
     }
