@@ -93,6 +93,7 @@ pub struct Metrics {
     bytes_out: AtomicU64,
     connections_open: AtomicI64,
     connections_total: AtomicU64,
+    rolled_back: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -106,6 +107,7 @@ impl Default for Metrics {
             bytes_out: AtomicU64::new(0),
             connections_open: AtomicI64::new(0),
             connections_total: AtomicU64::new(0),
+            rolled_back: AtomicU64::new(0),
         }
     }
 }
@@ -183,6 +185,12 @@ impl Metrics {
         }
     }
 
+    /// A read or read-test-write refused: the store held an older mutable share than this
+    /// node wrote (`rollback`).
+    pub(crate) fn rolled_back(&self) {
+        self.rolled_back.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Connections open now.
     pub fn connections_open(&self) -> u64 {
         self.connections_open.load(Ordering::Relaxed).max(0) as u64
@@ -254,6 +262,11 @@ impl Metrics {
             ("marsh_received_bytes_total", "Request body bytes received.", self.bytes_in.load(Ordering::Relaxed)),
             ("marsh_sent_bytes_total", "Response body bytes sent.", self.bytes_out.load(Ordering::Relaxed)),
             ("marsh_connections_total", "TLS connections accepted.", self.connections_total.load(Ordering::Relaxed)),
+            (
+                "marsh_rolled_back_refusals_total",
+                "Requests refused because the store held an older version of a mutable share than this node wrote.",
+                self.rolled_back.load(Ordering::Relaxed),
+            ),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");

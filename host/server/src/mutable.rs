@@ -271,11 +271,11 @@ impl StorageService {
         for (n, number) in &kept {
             if existing.contains(n) {
                 let first = self.backend.mutable_read(&si, *n, 0, rollback::HEADER as u64).await.map_err(fail)?;
-                rollback::refuse_older(&si, *n, *number, &first)?;
+                rollback::refuse_older(&self.metrics, &si, *n, *number, &first)?;
             }
         }
         let refuse_older = |n: ShareNumber, offset: u64, got: &[u8]| match kept.get(&n) {
-            Some(number) if offset == 0 => rollback::refuse_older(&si, n, *number, got),
+            Some(number) if offset == 0 => rollback::refuse_older(&self.metrics, &si, n, *number, got),
             _ => Ok(()),
         };
         let mut shares: BTreeMap<u64, ShareNumber> = BTreeMap::new();

@@ -58,7 +58,7 @@ impl StorageService {
             return Err(ApiError::text(StatusCode::SERVICE_UNAVAILABLE, "share shorter than its size"));
         }
         if let Some(kept) = kept {
-            rollback::refuse_older(&si, n, kept, &first)?;
+            rollback::refuse_older(&self.metrics, &si, n, kept, &first)?;
         }
         let body = if end - start == first_len {
             Full::new(Bytes::from(first)).map_err(|never| match never {}).boxed_unsync()

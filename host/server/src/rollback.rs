@@ -8,7 +8,8 @@
 //! lower number than the one kept, or none: on a `GET`
 //! from offset 0, and on every read-test-write, which reads the header of each share of the
 //! slot that has a number kept before anything else, and checks every test and read of the
-//! request that covers the header too. The number is looked up before the share is read, so a
+//! request that covers the header too; each refusal counts in `marsh_rolled_back_refusals_total`
+//! on `/metrics`. The number is looked up before the share is read, so a
 //! reader racing a writer (numbers only grow, and are kept after the write is applied) never
 //! sees bytes older than what it looked up. The first refusal of a share at a number is logged
 //! as an error, not every one.
@@ -26,6 +27,7 @@
 use marsh_accountant::Accountant;
 use marsh_core::{ShareNumber, StorageIndex, WriteVector};
 
+use crate::metrics::Metrics;
 use crate::offload;
 use crate::redo::RedoShare;
 use crate::response::ApiError;
@@ -82,13 +84,20 @@ pub(crate) fn kept(accountant: &Accountant, si: &StorageIndex, n: ShareNumber) -
 /// Refuse `first`, bytes read from offset 0 of mutable share `n` after `kept` was looked up,
 /// when they hold a whole header with a lower number than `kept`, or no Tahoe header at all.
 /// Fewer bytes than a header cannot tell and pass.
-pub(crate) fn refuse_older(si: &StorageIndex, n: ShareNumber, kept: u64, first: &[u8]) -> Result<(), ApiError> {
+pub(crate) fn refuse_older(
+    metrics: &Metrics,
+    si: &StorageIndex,
+    n: ShareNumber,
+    kept: u64,
+    first: &[u8],
+) -> Result<(), ApiError> {
     if first.len() < HEADER {
         return Ok(());
     }
     match seqnum(first) {
         Some(number) if number >= kept => Ok(()),
         found => {
+            metrics.rolled_back();
             if first_refusal(*si, n, kept) {
                 let found = found.map_or_else(|| "no sequence number".to_owned(), |f| format!("sequence number {f}"));
                 tracing::error!(
@@ -162,13 +171,16 @@ mod tests {
 
     #[test]
     fn an_older_or_missing_header_is_refused_and_too_few_bytes_pass() {
-        let si = StorageIndex::from_bytes([9; 16]);
-        assert!(refuse_older(&si, ShareNumber(0), 5, &header(0, 5)).is_ok());
-        assert!(refuse_older(&si, ShareNumber(0), 5, &header(1, 6)).is_ok());
-        assert!(refuse_older(&si, ShareNumber(0), 5, &header(0, 4)).is_err());
-        assert!(refuse_older(&si, ShareNumber(0), 5, b"not a tahoe share").is_err());
-        assert!(refuse_older(&si, ShareNumber(0), 5, &header(0, 4)[..8]).is_ok(), "cannot tell");
-        assert!(refuse_older(&si, ShareNumber(0), 5, b"").is_ok(), "gone");
+        let (si, m) = (StorageIndex::from_bytes([9; 16]), Metrics::default());
+        assert!(refuse_older(&m, &si, ShareNumber(0), 5, &header(0, 5)).is_ok());
+        assert!(refuse_older(&m, &si, ShareNumber(0), 5, &header(1, 6)).is_ok());
+        assert!(refuse_older(&m, &si, ShareNumber(0), 5, &header(0, 4)).is_err());
+        assert!(refuse_older(&m, &si, ShareNumber(0), 5, b"not a tahoe share").is_err());
+        assert!(refuse_older(&m, &si, ShareNumber(0), 5, &header(0, 4)[..8]).is_ok(), "cannot tell");
+        assert!(refuse_older(&m, &si, ShareNumber(0), 5, b"").is_ok(), "gone");
+        let mut text = String::new();
+        m.prometheus(&mut text);
+        assert!(text.contains("marsh_rolled_back_refusals_total 2\n"), "{text}");
     }
 
     #[test]

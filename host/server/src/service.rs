@@ -102,7 +102,7 @@ pub struct StorageService {
     /// Slots whose last read-test-write may not be applied in full yet.
     pub(crate) pending: Arc<PendingSlots>,
     capacity: Mutex<Capacity>,
-    metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     available: Mutex<Option<(Instant, u64)>>,
     /// The encoded `version` answer for the free space it states: clients poll it every
     /// second, and it changes only when that figure does.

@@ -636,6 +636,10 @@ async fn a_mutable_share_its_store_rolled_back_is_refused() {
     assert_eq!((read.status, &read.body[..]), (StatusCode::OK, &v3[..]));
     put_back(v2.clone()).await;
     assert_eq!(get(&s, &format!("mutable/{si}/0"), None).await.status, StatusCode::SERVICE_UNAVAILABLE);
+    // Every refusal counts where an operator's dashboard reads it: the six 503s above.
+    let mut metrics = String::new();
+    s.service.metrics().prometheus(&mut metrics);
+    assert!(metrics.contains("marsh_rolled_back_refusals_total 6\n"), "{metrics}");
 
     // Bytes that are not a Tahoe header keep no number: their writer may put anything there.
     assert!(rtw_result(&rtw(&s, &other, b"we", write(b"\x07plain bytes, no header")).await).0);
