@@ -34,6 +34,39 @@ impl Accountant {
     }
 }
 
+impl Accountant {
+    /// Every number kept: (storage index, share number, sequence number), by storage index.
+    pub fn kept_mutable_seqnums(&self) -> Result<Vec<(StorageIndex, ShareNumber, u64)>, AccountantError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT si, shnum, seqnum FROM mutable_seqnums ORDER BY si, shnum")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u16>(1)?, r.get::<_, i64>(2)?)))?;
+        let mut kept = Vec::new();
+        for row in rows {
+            let (si, shnum, seqnum) = row?;
+            let si =
+                si.parse().map_err(|e| AccountantError::Corrupt(format!("kept sequence number of {si:?}: {e}")))?;
+            kept.push((si, ShareNumber(shnum), seqnum as u64));
+        }
+        Ok(kept)
+    }
+
+    /// Forget kept numbers: all of them, those of one storage index, or of one share of it;
+    /// how many. The operator's word that the store's shares stand as they are (after
+    /// restoring the store from a backup).
+    pub fn forget_mutable_seqnums(
+        &self,
+        si: Option<&StorageIndex>,
+        shnum: Option<ShareNumber>,
+    ) -> Result<usize, AccountantError> {
+        let conn = self.conn();
+        Ok(match (si, shnum) {
+            (None, _) => conn.execute("DELETE FROM mutable_seqnums", [])?,
+            (Some(si), None) => conn.execute("DELETE FROM mutable_seqnums WHERE si = ?1", [si.to_base32()])?,
+            (Some(si), Some(n)) => forget(&conn, si, n)?,
+        })
+    }
+}
+
 /// Keep `seqnum` for a mutable share, or forget it (`None`: removed, cut below its header, or
 /// rewritten without a Tahoe header).
 pub(crate) fn set(
@@ -77,6 +110,12 @@ mod tests {
         assert!(a.mutable_seqnums(&other).unwrap().is_empty());
         a.end_mutable_write(&other, &[(ShareNumber(3), Some(2)), (ShareNumber(0), None)]).unwrap();
         assert_eq!(a.mutable_seqnum(&other, ShareNumber(3)).unwrap(), Some(2), "kept as a write ends");
+        let all = a.kept_mutable_seqnums().unwrap();
+        assert_eq!(all.len(), 3, "{all:?}");
+        assert_eq!(a.forget_mutable_seqnums(Some(&other), Some(ShareNumber(4))).unwrap(), 0);
+        assert_eq!(a.forget_mutable_seqnums(Some(&other), None).unwrap(), 1);
+        assert_eq!(a.kept_mutable_seqnums().unwrap().iter().filter(|k| k.0 == other).count(), 0);
+        a.end_mutable_write(&other, &[(ShareNumber(3), Some(2))]).unwrap();
         let snapshot = a.snapshot().unwrap();
         drop(a);
         let a = Accountant::open(&path).unwrap();

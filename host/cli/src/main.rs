@@ -69,6 +69,10 @@ enum Command {
     /// Corruption advisories clients sent: list them, clear them.
     #[command(subcommand)]
     Advisories(cmd::advisories::AdvisoriesCommand),
+    /// The sequence numbers kept to refuse mutable shares a store rolled back: list them,
+    /// forget them (after restoring the store from a backup).
+    #[command(subcommand)]
+    Versions(cmd::versions::VersionsCommand),
     /// Named accounts: create, list, show, set attributes, revoke.
     #[command(subcommand)]
     Account(cmd::account::AccountCommand),
@@ -145,6 +149,7 @@ fn main() -> ExitCode {
             }
             Command::Account(command) => cmd::account::run(command),
             Command::Advisories(command) => cmd::advisories::run(command),
+            Command::Versions(command) => cmd::versions::run(command),
             Command::Gc { dir, dry_run } => cmd::gc::run(&dir, dry_run).await,
             Command::Recover { dir } => cmd::recover::run(&dir).await,
             Command::Run { dir, .. } => cmd::run::run(&dir).await,

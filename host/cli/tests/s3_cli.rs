@@ -145,6 +145,21 @@ async fn a_mutable_share_the_bucket_rolled_back_is_refused() {
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", refused.body);
     let over_it = client.read_test_write(si, &secrets, write(&version(3, b"third"))).await.unwrap();
     assert_eq!(over_it.status, StatusCode::SERVICE_UNAVAILABLE, "nothing is written over it");
+
+    // The operator restored the bucket on purpose: their word makes the node serve it as it is.
+    let listed = node.ok(&["versions", "list"]);
+    assert!(
+        listed.contains(&format!("{si} 0 2\n")) && listed.ends_with("1 mutable shares with a sequence number kept\n"),
+        "{listed}"
+    );
+    assert!(node.ok(&["versions", "forget", si]).contains("forgot 1 "));
+    let served = client.call(Method::GET, &path, &[], &[], Vec::new()).await.unwrap();
+    assert_eq!((served.status, served.body.as_ref()), (StatusCode::OK, &v1[..]), "served as the bucket holds it");
+    assert_eq!(
+        client.read_test_write(si, &secrets, write(&version(3, b"third"))).await.unwrap().status,
+        StatusCode::OK
+    );
+    assert!(node.ok(&["versions", "list"]).contains(&format!("{si} 0 3\n")), "kept again as it is written");
     let stderr = running.stop();
     assert!(stderr.contains("the store rolled it back"), "{stderr}");
 }

@@ -57,8 +57,14 @@ impl StorageService {
         if (first.len() as u64) < first_len {
             return Err(ApiError::text(StatusCode::SERVICE_UNAVAILABLE, "share shorter than its size"));
         }
-        if let Some(kept) = kept {
-            rollback::refuse_older(&self.metrics, &si, n, kept, &first)?;
+        if let Some(kept) = kept.filter(|k| rollback::older(*k, &first)) {
+            // A write may have lowered or removed the header (its writer's right) between the
+            // lookup and the read: only a number that still stands, with no write under way,
+            // refuses.
+            let raced = self.pending.contains(&si) || rollback::kept(&self.accountant, &si, n)? != Some(kept);
+            if !raced {
+                rollback::refuse_older(&self.metrics, &si, n, kept, &first)?;
+            }
         }
         let body = if end - start == first_len {
             Full::new(Bytes::from(first)).map_err(|never| match never {}).boxed_unsync()

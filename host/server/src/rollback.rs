@@ -5,24 +5,26 @@
 //! after every write that wrote a share's whole header the server keeps the number the share
 //! now carries in the accountant, on the node, in the transaction that ends the write
 //! (`Accountant::end_mutable_write`), and refuses (503) a share whose first bytes carry a
-//! lower number than the one kept, or none: on a `GET`
-//! from offset 0, and on every read-test-write, which reads the header of each share of the
-//! slot that has a number kept before anything else, and checks every test and read of the
-//! request that covers the header too; each refusal counts in `marsh_rolled_back_refusals_total`
-//! on `/metrics`. The number is looked up before the share is read, so a
-//! reader racing a writer (numbers only grow, and are kept after the write is applied) never
-//! sees bytes older than what it looked up. The first refusal of a share at a number is logged
-//! as an error, not every one.
+//! lower number than the one kept, or none: on a `GET` from offset 0, and on every
+//! read-test-write, which reads the header of each share of the slot that has a number kept
+//! before anything else, and checks every test and read of the request that starts at offset 0
+//! too; each refusal counts in `marsh_rolled_back_refusals_total` on `/metrics`, and the first
+//! for a share and number is logged as an error. A `GET` looks the number up before it reads
+//! the share; as Tahoe's numbers only grow and are kept once a write is applied, what it reads
+//! then carries at least that much. A writer may still lower or remove its own header (and a
+//! partial rewrite of a header forgets the number): a `GET` that finds bytes older than what it
+//! looked up refuses only if no write to the slot is under way and the number still stands.
 //!
-//! Not detected: a share put back at the same number (the same version); reads past the header
-//! (a client checks those bytes against the header's hashes); a share cut below its header's
-//! 9 bytes, or deleted; a share the node removed (or collected when its leases ran out) put
-//! back, since its number is forgotten with it; shares the node has not written since it
-//! started keeping numbers (a store from before, or one it took over from another node) and
-//! every share on a node whose database `marsh recover` rebuilt, until it writes them (the
-//! numbers are not in the store, on purpose). A refused share stays refused until the store
-//! holds it at the kept number or higher again, or no longer holds it (then a client's repair
-//! writes it anew).
+//! Not detected: a share put back at the same number (the same version); reads that start past
+//! offset 0 or ask for fewer than 9 bytes (a client checks the rest against the header's
+//! hashes); a share cut below its header's 9 bytes, or deleted; a share the node removed (or
+//! collected when its leases ran out) put back, since its number is forgotten with it; shares
+//! the node has not written since it started keeping numbers (a store from before, or one it
+//! took over from another node) and every share on a node whose database `marsh recover`
+//! rebuilt, until it writes them (the numbers are not in the store, on purpose). A refused
+//! share stays refused until the store holds it at the kept number or higher again, no longer
+//! holds it (a client's repair then writes it anew), or the operator runs `marsh versions
+//! forget` (after restoring the store from a backup on purpose).
 
 use marsh_accountant::Accountant;
 use marsh_core::{ShareNumber, StorageIndex, WriteVector};
@@ -62,15 +64,19 @@ fn header_written(writes: &[WriteVector]) -> Option<[u8; HEADER]> {
 }
 
 /// What `shares`, once applied, leave kept for each (for `Accountant::end_mutable_write`): the
-/// number each header now carries when the writes wrote all of it, `None` (forget) when the
-/// share was removed or cut below its header; a share whose header is its older bytes is left
-/// out, and what is kept for it stands. Never from a read of the store, which could lower it.
+/// number each header now carries when the writes wrote all of it; `None` (forget) when the
+/// share was removed, cut below its header, or had only part of its header rewritten; a share
+/// whose header is untouched is left out, and what is kept for it stands. Never from a read of
+/// the store, which could lower it.
 pub(crate) fn written(shares: &[RedoShare]) -> Vec<(ShareNumber, Option<u64>)> {
     shares
         .iter()
         .filter_map(|s| match (s.new_length, header_written(&s.writes)) {
             (Some(length), _) if length < HEADER as u64 => Some((s.shnum, None)),
             (_, Some(header)) => Some((s.shnum, seqnum(&header))),
+            // Part of the header rewritten: what it now says is not known without the store's
+            // word, so nothing is kept (a kept number would refuse the writer's own bytes).
+            _ if s.writes.iter().any(|w| w.offset < HEADER as u64 && !w.data.is_empty()) => Some((s.shnum, None)),
             _ => None,
         })
         .collect()
@@ -81,9 +87,14 @@ pub(crate) fn kept(accountant: &Accountant, si: &StorageIndex, n: ShareNumber) -
     offload::sqlite(|| accountant.mutable_seqnum(si, n)).map_err(ApiError::accountant)
 }
 
+/// Whether `first`, bytes read from offset 0 of a mutable share, hold a whole header with a
+/// lower number than `kept`, or no Tahoe header at all. Fewer bytes than a header cannot tell.
+pub(crate) fn older(kept: u64, first: &[u8]) -> bool {
+    first.len() >= HEADER && seqnum(first).is_none_or(|number| number < kept)
+}
+
 /// Refuse `first`, bytes read from offset 0 of mutable share `n` after `kept` was looked up,
-/// when they hold a whole header with a lower number than `kept`, or no Tahoe header at all.
-/// Fewer bytes than a header cannot tell and pass.
+/// when they are [`older`]; counted, and logged the first time for that share and number.
 pub(crate) fn refuse_older(
     metrics: &Metrics,
     si: &StorageIndex,
@@ -91,24 +102,20 @@ pub(crate) fn refuse_older(
     kept: u64,
     first: &[u8],
 ) -> Result<(), ApiError> {
-    if first.len() < HEADER {
+    if !older(kept, first) {
         return Ok(());
     }
-    match seqnum(first) {
-        Some(number) if number >= kept => Ok(()),
-        found => {
-            metrics.rolled_back();
-            if first_refusal(*si, n, kept) {
-                let found = found.map_or_else(|| "no sequence number".to_owned(), |f| format!("sequence number {f}"));
-                tracing::error!(
-                    si = %si,
-                    shnum = n.0,
-                    "mutable share read from the store carries {found}, older than {kept} this node wrote: the store rolled it back; refused until the store holds it at {kept} or later again (restore it), or no longer holds it"
-                );
-            }
-            Err(ApiError::unavailable("the store holds an older version of this share than this server wrote"))
-        }
+    metrics.rolled_back();
+    if first_refusal(*si, n, kept) {
+        let found = seqnum(first).map_or_else(|| "no sequence number".to_owned(), |f| format!("sequence number {f}"));
+        tracing::error!(
+            si = %si,
+            shnum = n.0,
+            "mutable share read from the store carries {found}, older than {kept} this node wrote: the store rolled it back; refused until the store holds it at {kept} or later again (restore it), it no longer holds it, or `marsh versions forget {si} {}` accepts it as it is",
+            n.0
+        );
     }
+    Err(ApiError::unavailable("the store holds an older version of this share than this server wrote"))
 }
 
 /// Whether this is the first refusal of share `n` at `kept` since start-up (remembered for up
@@ -154,8 +161,12 @@ mod tests {
         let share = |writes: Vec<WriteVector>, new_length| RedoShare { shnum: n, writes, new_length };
         let whole = |number| vec![WriteVector { offset: 0, data: header(0, number) }];
         assert_eq!(written(&[share(whole(4), None)]), vec![(n, Some(4))]);
+        let past = vec![WriteVector { offset: 9, data: b"xxxxxxxx".to_vec() }];
+        assert_eq!(written(&[share(past, None)]), vec![], "the header untouched: what is kept stands");
         let partial = vec![WriteVector { offset: 5, data: b"xxxxxxxx".to_vec() }];
-        assert_eq!(written(&[share(partial, None)]), vec![], "the header is older bytes: what is kept stands");
+        assert_eq!(written(&[share(partial, None)]), vec![(n, None)], "part of it rewritten: forgotten");
+        let one_byte = vec![WriteVector { offset: 0, data: b"\x07".to_vec() }];
+        assert_eq!(written(&[share(one_byte, None)]), vec![(n, None)], "its version byte rewritten: forgotten");
         assert_eq!(written(&[share(whole(5), Some(8))]), vec![(n, None)], "cut below its header");
         assert_eq!(written(&[share(Vec::new(), Some(0))]), vec![(n, None)], "removed");
         let plain = vec![WriteVector { offset: 0, data: b"\x07 not a tahoe share".to_vec() }];

@@ -646,6 +646,11 @@ async fn a_mutable_share_its_store_rolled_back_is_refused() {
     assert!(rtw_result(&rtw(&s, &other, b"we", write(&version(5, b"now one"))).await).0);
     assert!(rtw_result(&rtw(&s, &other, b"we", write(b"\x07plain again")).await).0);
     assert_eq!(get(&s, &format!("mutable/{other}/0"), None).await.status, StatusCode::OK);
+    // Nor does a header its writer rewrote in part: the number is forgotten, not left to refuse.
+    assert!(rtw_result(&rtw(&s, &other, b"we", write(&version(6, b"again one"))).await).0);
+    let one_byte = rtw_body_shares(&[(0, vec![], vec![(0, b"\x07")], None)], &[]);
+    assert!(rtw_result(&rtw(&s, &other, b"we", one_byte).await).0);
+    assert_eq!(get(&s, &format!("mutable/{other}/0"), None).await.status, StatusCode::OK);
 }
 
 #[tokio::test]

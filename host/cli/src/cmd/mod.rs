@@ -13,3 +13,4 @@ pub mod run;
 pub mod status;
 pub mod store;
 pub mod upgrade;
+pub mod versions;
