@@ -449,9 +449,7 @@ impl WasmBackend {
             offset += got;
         }
     }
-}
 
-impl WasmBackend {
     /// `write`, for 0.1.0 from the bytes where they are (the guest's copy is the ABI's), for
     /// 0.2.0 as a payload: bytes handed over are kept as they are, borrowed ones copied once.
     async fn write_bytes(

@@ -368,8 +368,8 @@ impl StorageService {
             }
         }
         if !pending.is_empty() {
-            // Short only when the body ended early (refused below once written): the backend
-            // may keep the buffer, so it holds no more than its bytes.
+            // Short of its capacity only when the body ended early (refused below once
+            // written): the backend may keep the buffer, so it holds no more than its bytes.
             pending.shrink_to_fit();
             let written = offset + pending.len() as u64;
             self.write_piece(&si, n, &mut up, offset, pending).await?;

@@ -24,7 +24,7 @@ pub enum AdvisoriesCommand {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
         /// Only those about this storage index.
-        si: Option<String>,
+        si: Option<marsh_core::StorageIndex>,
         /// Only those about this share number of it.
         shnum: Option<u16>,
     },
@@ -60,10 +60,7 @@ pub fn run(command: AdvisoriesCommand) -> anyhow::Result<ExitCode> {
         }
         AdvisoriesCommand::Clear { dir, si, shnum } => {
             let accountant = open_accountant(&NodeDir::open(&dir)?)?;
-            if let Some(si) = &si {
-                si.parse::<marsh_core::StorageIndex>()
-                    .map_err(|e| anyhow::anyhow!("{si:?} is not a storage index: {e}"))?;
-            }
+            let si = si.map(|si| si.to_base32());
             let n = accountant.clear_corruption_advisories(si.as_deref(), shnum)?;
             writeln!(out, "cleared {n} corruption advisories")?;
         }

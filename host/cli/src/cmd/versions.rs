@@ -28,7 +28,7 @@ pub enum VersionsCommand {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
         /// Only those of this storage index.
-        si: Option<String>,
+        si: Option<StorageIndex>,
         /// Only this share number of it.
         shnum: Option<u16>,
     },
@@ -47,9 +47,6 @@ pub fn run(command: VersionsCommand) -> anyhow::Result<ExitCode> {
         }
         VersionsCommand::Forget { dir, si, shnum } => {
             let accountant = open_accountant(&NodeDir::open(&dir)?)?;
-            let si = si
-                .map(|si| si.parse::<StorageIndex>().map_err(|e| anyhow::anyhow!("{si:?} is not a storage index: {e}")))
-                .transpose()?;
             let n = accountant.forget_mutable_seqnums(si.as_ref(), shnum.map(ShareNumber))?;
             writeln!(out, "forgot {n} kept sequence numbers")?;
         }
