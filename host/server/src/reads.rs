@@ -5,6 +5,10 @@
 //! sent, one queued, one being read), and a reader slower than the least rate is cut off, so a
 //! client that opens many downloads and never reads them holds a few MiB each, for a bounded
 //! time.
+//!
+//! A ranged read of an immutable share that one chunk covers (every read the 1.20 client makes)
+//! is one backend call: a read is short at the share's end and `NotFound` without a share, which
+//! is all its size would have told. Other reads ask the size first.
 
 use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode};
@@ -22,6 +26,11 @@ pub const MAX_STREAM_CHUNK: u64 = 1 << 20;
 
 impl StorageService {
     pub(crate) async fn read(&self, si: StorageIndex, n: ShareNumber, mutable: bool, headers: &HeaderMap) -> Handled {
+        let chunk = (self.backend.max_chunk() as u64).clamp(64 * 1024, MAX_STREAM_CHUNK);
+        let range = headers.get(http::header::RANGE).and_then(|r| r.to_str().ok()).and_then(parse_range);
+        if let Some((a, b)) = range.filter(|(a, b)| !mutable && b - a < chunk) {
+            return self.read_piece(si, n, a, b - a + 1).await;
+        }
         let size = if mutable { self.backend.mutable_size(&si, n).await } else { self.backend.size(&si, n).await };
         let size = size
             .map_err(|e| ApiError::backend("size", e))?
@@ -41,7 +50,6 @@ impl StorageService {
                 (StatusCode::PARTIAL_CONTENT, a, end)
             }
         };
-        let chunk = (self.backend.max_chunk() as u64).clamp(64 * 1024, MAX_STREAM_CHUNK);
         // The first chunk is read before answering, so a failing backend gets an error status
         // rather than a truncated 2xx; the rest streams through a one-chunk channel.
         let first_len = (end - start).min(chunk);
@@ -103,19 +111,45 @@ impl StorageService {
             });
             ChannelBody { rx }.boxed_unsync()
         };
-        let mut r = Response::new(body);
-        *r.status_mut() = status;
-        r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/octet-stream"));
-        if status == StatusCode::PARTIAL_CONTENT
-            && let Ok(v) = http::HeaderValue::from_str(&format!("bytes {start}-{}/*", end - 1))
-        {
-            r.headers_mut().insert(http::header::CONTENT_RANGE, v);
-        }
-        if let Ok(v) = http::HeaderValue::from_str(&(end - start).to_string()) {
-            r.headers_mut().insert(http::header::CONTENT_LENGTH, v);
-        }
-        Ok(r)
+        Ok(share_response(status, start, end, body))
     }
+
+    /// Bytes `start..start + len` of a complete immutable share, in one backend call.
+    async fn read_piece(&self, si: StorageIndex, n: ShareNumber, start: u64, len: u64) -> Handled {
+        let data = self.backend.read(&si, n, start, len).await.map_err(|e| ApiError::backend("read", e))?;
+        if data.len() as u64 > len {
+            tracing::error!(si = %si, shnum = n.0, "the backend answered a read with more bytes than asked");
+            return Err(ApiError::unavailable("storage backend failed in read"));
+        }
+        if data.is_empty() {
+            // At or past the share's end, as a range starting there is answered below.
+            return Ok(respond(StatusCode::NO_CONTENT, Some("application/octet-stream"), Bytes::new()));
+        }
+        let end = start + data.len() as u64;
+        let body = Full::new(Bytes::from(data)).map_err(|never| match never {}).boxed_unsync();
+        Ok(share_response(StatusCode::PARTIAL_CONTENT, start, end, body))
+    }
+}
+
+/// A read's answer: `status` with share bytes `start..end` as `body`.
+fn share_response(
+    status: StatusCode,
+    start: u64,
+    end: u64,
+    body: crate::ResponseBody,
+) -> Response<crate::ResponseBody> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/octet-stream"));
+    if status == StatusCode::PARTIAL_CONTENT
+        && let Ok(v) = http::HeaderValue::from_str(&format!("bytes {start}-{}/*", end - 1))
+    {
+        r.headers_mut().insert(http::header::CONTENT_RANGE, v);
+    }
+    if let Ok(v) = http::HeaderValue::from_str(&(end - start).to_string()) {
+        r.headers_mut().insert(http::header::CONTENT_LENGTH, v);
+    }
+    r
 }
 
 async fn read_share(

@@ -680,6 +680,13 @@ async fn ranged_reads_follow_the_reference() {
         assert_eq!(get(&s, &path, Some(bad)).await.status, StatusCode::RANGE_NOT_SATISFIABLE, "{bad}");
     }
     assert_eq!(get(&s, &path, Some("bytes=48-60")).await.status, StatusCode::NO_CONTENT);
+    // A range past the end is answered up to the end, its headers saying so.
+    let r = get(&s, &path, Some("bytes=40-60")).await;
+    assert_eq!(
+        (r.status, r.headers["content-range"].to_str().unwrap()),
+        (StatusCode::PARTIAL_CONTENT, "bytes 40-47/*")
+    );
+    assert_eq!((r.headers["content-length"].to_str().unwrap(), r.body.as_ref()), ("8", &data[40..]));
     let r = get(&s, &path, None).await;
     assert_eq!((r.status, r.body.as_ref()), (StatusCode::OK, data.as_slice()));
     assert_eq!(get(&s, &format!("immutable/{si}/1"), Some("bytes=0-1")).await.status, StatusCode::NOT_FOUND);
