@@ -8,6 +8,12 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     marsh::tasks::process_cpu_seconds(&pid.to_string())
 }
 
+/// CPU seconds a process has used so far in the kernel (system time): its system calls, and
+/// the interrupts and network processing the kernel charges to it while it runs.
+pub fn kernel_cpu_seconds(pid: u32) -> Option<f64> {
+    marsh::tasks::process_cpu_split(&pid.to_string()).map(|(_, kernel)| kernel)
+}
+
 /// Resident memory in KiB (`VmRSS`): private memory plus the mapped pages of the executable
 /// and libraries, which are clean, shared with the page cache and reclaimable.
 pub fn rss_kib(pid: u32) -> Option<u64> {

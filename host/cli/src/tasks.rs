@@ -251,18 +251,43 @@ impl CpuMonitor {
 /// `/proc/PID/stat`, whose ticks are Linux's fixed USER_HZ of 100; `None` where it cannot be
 /// read. The benchmarks read the node's with it too.
 pub fn process_cpu_seconds(pid: &str) -> Option<f64> {
+    process_cpu_split(pid).map(|(user, kernel)| user + kernel)
+}
+
+/// CPU seconds a process has used, (in user space, in the kernel), from `/proc/PID/stat`.
+pub fn process_cpu_split(pid: &str) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses: fields count from the last `)`.
     let (_, rest) = stat.rsplit_once(')')?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+    Some((ticks(11)? as f64 / 100.0, ticks(12)? as f64 / 100.0))
 }
 
 /// CPU seconds this process has used; 0 where that cannot be read.
 pub fn cpu_seconds() -> f64 {
     process_cpu_seconds("self").unwrap_or(0.0)
+}
+
+#[cfg(test)]
+#[test]
+fn a_process_cpu_time_is_read_split_into_user_and_kernel() {
+    let (user0, kernel0) = process_cpu_split("self").expect("this process's /proc/self/stat");
+    let spinning = std::time::Instant::now();
+    let mut x = 0u64;
+    // Spin in user space until the next 10 ms tick lands there (bounded, for a starved machine).
+    while process_cpu_split("self").is_some_and(|(user, _)| user <= user0) {
+        for _ in 0..100_000 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        assert!(spinning.elapsed() < Duration::from_secs(60), "no user CPU time counted while spinning");
+    }
+    let (user1, kernel1) = process_cpu_split("self").unwrap();
+    assert!(user1 > user0 && kernel1 >= kernel0);
+    let total = process_cpu_seconds("self").unwrap();
+    assert!(total >= user1 + kernel1, "the total is the sum, read a moment later");
+    assert_eq!(process_cpu_split("no-such-process"), None);
 }
 
 #[cfg(test)]

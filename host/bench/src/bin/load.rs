@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use http::{Method, StatusCode};
 use marsh_bench::client::{GbsClient, Nurl, allocate_body, rtw_body};
-use marsh_bench::proc::{RssSampler, anon_kib, cpu_seconds, rss_kib};
+use marsh_bench::proc::{RssSampler, anon_kib, cpu_seconds, kernel_cpu_seconds, rss_kib};
 use tokio::sync::Mutex;
 
 #[derive(Debug, Clone)]
@@ -98,6 +98,9 @@ struct Phase {
     bytes: u64,
     elapsed: f64,
     cpu: Option<f64>,
+    /// The part of `cpu` spent in the kernel: what no server code can save (copies between
+    /// sockets, page cache and user space; loopback TCP; wake-ups).
+    kernel_cpu: Option<f64>,
     /// This load generator's own CPU seconds in the phase: on one machine it competes with the
     /// server for the same cores.
     client_cpu: Option<f64>,
@@ -168,6 +171,7 @@ where
 {
     let rec = Recorder::new();
     let cpu0 = args.pid.and_then(cpu_seconds);
+    let kernel0 = args.pid.and_then(kernel_cpu_seconds);
     let client0 = cpu_seconds(std::process::id());
     let start = Instant::now();
     let r2 = rec.clone();
@@ -179,10 +183,11 @@ where
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
+    let kernel_cpu = kernel0.zip(args.pid.and_then(kernel_cpu_seconds)).map(|(a, b)| b - a);
     let client_cpu = client0.zip(cpu_seconds(std::process::id())).map(|(a, b)| b - a);
     let mut latencies_ms = std::mem::take(&mut *rec.latencies.lock().await);
     latencies_ms.sort_by(f64::total_cmp);
-    Ok(Phase { name, latencies_ms, bytes, elapsed, cpu, client_cpu })
+    Ok(Phase { name, latencies_ms, bytes, elapsed, cpu, kernel_cpu, client_cpu })
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -328,10 +333,10 @@ async fn main() -> anyhow::Result<()> {
     let idle = if args.idle_clients > 0 { Some(idle_pollers(&args).await?) } else { None };
 
     println!(
-        "| phase    | requests |  req/s | MiB/s   | p50 ms | p99 ms | server CPU s | CPU s/GiB | client CPU s/GiB |"
+        "| phase    | requests |  req/s | MiB/s   | p50 ms | p99 ms | server CPU s | CPU s/GiB | of it kernel | client CPU s/GiB |"
     );
     println!(
-        "|----------|----------|--------|---------|--------|--------|--------------|-----------|------------------|"
+        "|----------|----------|--------|---------|--------|--------|--------------|-----------|--------------|------------------|"
     );
     let mut json = Vec::new();
     for p in &phases {
@@ -339,19 +344,22 @@ async fn main() -> anyhow::Result<()> {
         let mib_s = p.bytes as f64 / (1 << 20) as f64 / p.elapsed;
         let per_gib =
             |cpu: Option<f64>| cpu.filter(|_| p.bytes > 0).map(|c| c / (p.bytes as f64 / (1u64 << 30) as f64));
-        let (cpu_per_gib, client_per_gib) = (per_gib(p.cpu), per_gib(p.client_cpu));
+        let (cpu_per_gib, kernel_per_gib, client_per_gib) =
+            (per_gib(p.cpu), per_gib(p.kernel_cpu), per_gib(p.client_cpu));
         let (name, rps, p50, p99) = (p.name, n as f64 / p.elapsed, p.percentile(0.5), p.percentile(0.99));
         let shown = |v: Option<f64>, none: &str, digits: usize| v.map_or(none.to_owned(), |c| format!("{c:.digits$}"));
         println!(
-            "| {name:<8} | {n:>8} | {rps:>6.0} | {mib_s:>7.1} | {p50:>6.2} | {p99:>6.2} | {:>12} | {:>9} | {:>16} |",
+            "| {name:<8} | {n:>8} | {rps:>6.0} | {mib_s:>7.1} | {p50:>6.2} | {p99:>6.2} | {:>12} | {:>9} | {:>12} | {:>16} |",
             shown(p.cpu, "-", 2),
             shown(cpu_per_gib, "-", 2),
+            shown(kernel_per_gib, "-", 2),
             shown(client_per_gib, "-", 2),
         );
         json.push(format!(
-            "\"{name}\":{{\"requests\":{n},\"rps\":{rps:.1},\"mib_s\":{mib_s:.2},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"cpu_s\":{},\"cpu_s_per_gib\":{},\"client_cpu_s_per_gib\":{}}}",
+            "\"{name}\":{{\"requests\":{n},\"rps\":{rps:.1},\"mib_s\":{mib_s:.2},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"cpu_s\":{},\"cpu_s_per_gib\":{},\"kernel_cpu_s_per_gib\":{},\"client_cpu_s_per_gib\":{}}}",
             shown(p.cpu, "null", 3),
             shown(cpu_per_gib, "null", 3),
+            shown(kernel_per_gib, "null", 3),
             shown(client_per_gib, "null", 3),
         ));
     }
