@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """`make bench`, second half: the same GBS workload against marsh (backend-disk as a wasm
-plugin), marsh (the same backend linked natively) and the Python tahoe-lafs 1.20 storage
-node, one after the other on this machine, plus the disk's own fsync'd write bandwidth, in
-one run. Prints a table of medians with ratios against the Python server and wasm against
-native, then the spread of the main rows.
+plugin), marsh (the same backend linked natively), the Python tahoe-lafs 1.20 storage node,
+and `marsh-floor` (marsh's TLS and HTTP stack with nothing behind it but files: the least any
+server on this stack costs), one after the other on this machine, plus the disk's own fsync'd
+write bandwidth, in one run. Prints a table of medians with ratios against the Python server,
+wasm against native and wasm against the floor, then the spread of the main rows. The floor
+serves only uploads, downloads and `version`: its mutable and lease cells stay empty.
 
 Run with the tahoe venv's python (it needs `cryptography` to read the reference node's
-certificate). Usage: side_by_side.py MARSH MARSH_LOAD TAHOE SCRATCH_DIR
+certificate). Usage: side_by_side.py MARSH MARSH_LOAD TAHOE SCRATCH_DIR MARSH_FLOOR
 Every server listens on 127.0.0.1; every request goes there. Each marsh node is started once
 before it is measured, so its compiled plugin comes from its cache, as after any restart.
 
@@ -33,7 +35,7 @@ import subprocess
 import sys
 import time
 
-MARSH, LOAD, TAHOE, SCRATCH = sys.argv[1:5]
+MARSH, LOAD, TAHOE, SCRATCH, FLOOR = sys.argv[1:6]
 SHARES, SIZE, CHUNK, CONCURRENCY = 4, 64 << 20, 1 << 20, 4
 IDLE_CLIENTS, IDLE_SECONDS = 1000, 10
 MANY, MANY_SIZE = 32, 8 << 20
@@ -87,9 +89,10 @@ def load(nurl, pid, extra):
     raise RuntimeError(f"no RESULT line from marsh-load:\n{out}")
 
 
-def workloads(nurl, pid):
+def workloads(nurl, pid, small_writes=True):
+    per_kind = "200" if small_writes else "0"
     main, text = load(nurl, pid, ["--shares", str(SHARES), "--size", str(SIZE), "--chunk", str(CHUNK),
-                                  "--concurrency", str(CONCURRENCY), "--mutable", "200", "--renewals", "200",
+                                  "--concurrency", str(CONCURRENCY), "--mutable", per_kind, "--renewals", per_kind,
                                   "--polls", "1000", "--idle-clients", str(IDLE_CLIENTS), "--idle-seconds", str(IDLE_SECONDS)])
     many, _ = load(nurl, pid, ["--shares", str(MANY), "--size", str(MANY_SIZE), "--chunk", str(CHUNK), "--concurrency", str(MANY),
                                "--mutable", "0", "--renewals", "0", "--polls", "0"])
@@ -149,6 +152,16 @@ def python_server():
     return proc, f"pb://{spki_hash}@127.0.0.1:{port}/{swissnum}#v=1"
 
 
+def floor_server():
+    proc = subprocess.Popen([FLOOR, os.path.join(SCRATCH, "floor")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    line = proc.stdout.readline()
+    if "serving pb://" not in line:
+        raise RuntimeError(f"marsh-floor did not start: {line!r}")
+    time.sleep(1)
+    return proc, line.split("serving ", 1)[1].strip()
+
+
 def stop(proc):
     proc.terminate()
     try:
@@ -157,10 +170,11 @@ def stop(proc):
         proc.kill()
 
 
-SERVERS = ["marsh wasm", "marsh native", "python 1.20"]
+SERVERS = ["marsh wasm", "marsh native", "python 1.20", "floor"]
 STARTERS = {"marsh wasm": lambda: marsh_server("marsh-wasm", False),
             "marsh native": lambda: marsh_server("marsh-native", True),
-            "python 1.20": python_server}
+            "python 1.20": python_server,
+            "floor": floor_server}
 
 
 def lookup(result, path):
@@ -186,7 +200,7 @@ def main():
             recycle_page_cache(SCRATCH)
             proc, nurl = STARTERS[name]()
             try:
-                result, text = workloads(nurl, proc.pid)
+                result, text = workloads(nurl, proc.pid, small_writes=name != "floor")
                 runs[name].append(result)
                 print(f"--- round {r + 1}/{ROUNDS}: {name} ---\n{text}", flush=True)
             finally:
@@ -200,7 +214,9 @@ def main():
     short = []
 
     def values(name, path):
-        return [v for v in (lookup(res, path) for res in runs[name]) if v is not None]
+        # A phase that made no requests (the floor's mutable and lease phases) has no figures.
+        ran = [res for res in runs[name] if lookup(res, (path[0], "requests")) != 0]
+        return [v for v in (lookup(res, path) for res in ran) if v is not None]
 
     def g(name, path):
         vals = values(name, path)
@@ -217,6 +233,8 @@ def main():
         ("download MiB/s (1 MiB ranged reads)", ("download", "mib_s")),
         ("server CPU s per GiB uploaded", ("upload", "cpu_s_per_gib")),
         ("server CPU s per GiB downloaded", ("download", "cpu_s_per_gib")),
+        ("of it in the kernel, uploaded", ("upload", "kernel_cpu_s_per_gib")),
+        ("of it in the kernel, downloaded", ("download", "kernel_cpu_s_per_gib")),
         ("load generator CPU s per GiB uploaded (same cores)", ("upload", "client_cpu_s_per_gib")),
         ("upload p50 ms per 1 MiB PATCH", ("upload", "p50_ms")),
         ("mutable read-test-write req/s", ("mutable", "rps")),
@@ -231,19 +249,20 @@ def main():
     ]
     print(f"\nSide by side, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, median of {ROUNDS} rounds; "
           f"disk's own fsync'd write bandwidth: {disk:.0f} MiB/s (rounds: {', '.join(f'{d:.0f}' for d in disks)})")
-    print("| measure | marsh wasm | marsh native | python 1.20 | wasm / python | native / python | wasm / native |")
-    print("|---|---|---|---|---|---|---|")
+    print("| measure | marsh wasm | marsh native | python 1.20 | floor | wasm / python | native / python "
+          "| wasm / native | wasm / floor |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for label, path in rows:
         vals = [g(n, path) for n in SERVERS]
         if path[-1].endswith("_kib"):
             vals = [v / 1024 if v is not None else None for v in vals]
         cells = [f"{v:.2f}" if v is not None else "-" for v in vals]
         ratio = lambda a, b: f"{a / b:.2f}" if a is not None and b not in (None, 0) else "-"
-        print(f"| {label} | {cells[0]} | {cells[1]} | {cells[2]} | {ratio(vals[0], vals[2])} | "
-              f"{ratio(vals[1], vals[2])} | {ratio(vals[0], vals[1])} |")
+        print(f"| {label} | {' | '.join(cells)} | {ratio(vals[0], vals[2])} | "
+              f"{ratio(vals[1], vals[2])} | {ratio(vals[0], vals[1])} | {ratio(vals[0], vals[3])} |")
     print(f"\nSpread over the {ROUNDS} rounds (min-max):")
-    print("| measure | marsh wasm | marsh native | python 1.20 |")
-    print("|---|---|---|---|")
+    print("| measure | marsh wasm | marsh native | python 1.20 | floor |")
+    print("|---|---|---|---|---|")
     spread_rows = {("upload", "mib_s"), ("download", "mib_s"), ("upload", "cpu_s_per_gib"),
                    ("download", "cpu_s_per_gib"), ("idle", "core_percent")}
     for label, path in [r for r in rows if r[1] in spread_rows]:
