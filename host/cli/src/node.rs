@@ -149,6 +149,7 @@ impl Node {
             &self.config.expire,
             started.backend.clone(),
             accountant.clone(),
+            service.slot_locks(),
             state,
             task_stats.clone(),
         );

@@ -20,7 +20,7 @@ use marsh_core::{Backend, unix_now};
 use marsh_node::{CapacitySettings, ExpireMode, ExpireSettings, NodeDir};
 use marsh_runtime::WasmStrategy;
 use marsh_server::gc::{self, ExpiryMode, ExpiryPolicy, GcReport};
-use marsh_server::{Capacity, StorageService};
+use marsh_server::{Capacity, SlotLocks, StorageService};
 use marsh_stores::state::StateStore;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -349,6 +349,7 @@ pub fn collector(
     expire: &ExpireSettings,
     backend: Arc<dyn Backend>,
     accountant: Arc<Accountant>,
+    locks: SlotLocks,
     state: Option<StateStore>,
     stats: Arc<TaskStats>,
 ) {
@@ -360,7 +361,7 @@ pub fn collector(
         let settle = Duration::from_secs(300).min(interval);
         let mut delay = first_delay(state.as_ref(), "gc-last-run", interval, settle).await;
         while stopping.sleep(delay).await {
-            match gc::collect(backend.as_ref(), &accountant, &policy, unix_now(), false).await {
+            match gc::collect(backend.as_ref(), &accountant, &locks, &policy, unix_now(), false).await {
                 Ok(r) => {
                     add(&stats.expiry_passes, 1);
                     add(&stats.expired, r.expired.len() as u64);

@@ -9,9 +9,17 @@
 //! Shares with no lease record at all are kept and counted apart: after a lost `cache/` every
 //! share looks that way, and deleting them would turn a lost database into lost data.
 //! Uploads in progress are not shares yet and are never touched.
+//!
+//! A storage index's leases are read and its expired shares deleted under its lock in
+//! [`SlotLocks`], the lock renewals, allocations (which add leases to shares already held) and
+//! mutable writes take: a renewal or write the client was told succeeded is never followed by a
+//! delete decided on the leases from before it. The lock is one process's: `marsh gc` run
+//! beside a running node does not take the node's.
 
 use marsh_accountant::{Accountant, LEASE_SECONDS, Lease};
 use marsh_core::{Backend, ShareId, ShareNumber, StorageIndex};
+
+use crate::SlotLocks;
 
 /// When leases expire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,10 +82,12 @@ pub enum GcError {
     Accountant(#[from] marsh_accountant::AccountantError),
 }
 
-/// One pass over every share: delete (unless `dry_run`) those whose leases all expired at `now`.
+/// One pass over every share: delete (unless `dry_run`) those whose leases all expired at `now`,
+/// each storage index under its lock in `locks` (the serving process's, [`crate::StorageService::slot_locks`]).
 pub async fn collect(
     backend: &dyn Backend,
     accountant: &Accountant,
+    locks: &SlotLocks,
     policy: &ExpiryPolicy,
     now: u64,
     dry_run: bool,
@@ -87,6 +97,7 @@ pub async fn collect(
     loop {
         let page = backend.list_indexes(after.as_ref(), 1000).await?;
         for si in &page.indexes {
+            let _index = locks.lock(*si).await;
             for mutable in [false, true] {
                 if (mutable && !policy.mutable) || (!mutable && !policy.immutable) {
                     continue;
@@ -131,8 +142,11 @@ pub async fn collect(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use marsh_accountant::AccountId;
+    use marsh_core::{BackendError, IndexPage, Usage, WriteVector};
 
     fn lease(renewed: u64) -> Lease {
         Lease {
@@ -158,7 +172,6 @@ mod tests {
     #[tokio::test]
     async fn expired_shares_go_leased_and_unrecorded_ones_stay() {
         use marsh_conformance::reference::ReferenceBackend;
-        use marsh_core::WriteVector;
         let backend = ReferenceBackend::default();
         let accountant = Accountant::in_memory().unwrap();
         let (old, fresh, unknown, slot, pending) = (
@@ -183,21 +196,162 @@ mod tests {
         accountant.add_or_renew(anon, &ShareId::mutable(slot, ShareNumber(1)), b"r4", b"c4", 1000).unwrap();
         let policy = ExpiryPolicy { mode: ExpiryMode::CutoffDate(5000), immutable: true, mutable: true };
 
-        let dry = collect(&backend, &accountant, &policy, 10_000, true).await.unwrap();
+        let dry = collect(&backend, &accountant, &SlotLocks::default(), &policy, 10_000, true).await.unwrap();
         assert_eq!((dry.examined, dry.leased, dry.unrecorded, dry.expired.len()), (4, 1, 1, 2));
         assert_eq!(dry.expired_bytes, 7);
         assert_eq!(backend.size(&old, ShareNumber(0)).await.unwrap(), Some(3), "a dry run deletes nothing");
 
         let only_immutable = ExpiryPolicy { mutable: false, ..policy };
-        let r = collect(&backend, &accountant, &only_immutable, 10_000, false).await.unwrap();
+        let r = collect(&backend, &accountant, &SlotLocks::default(), &only_immutable, 10_000, false).await.unwrap();
         assert_eq!(r.expired, vec![(old, ShareNumber(0), false, 3)]);
         assert_eq!(backend.size(&old, ShareNumber(0)).await.unwrap(), None);
         assert!(accountant.leases(&ShareId::immutable(old, ShareNumber(0))).unwrap().is_empty());
         assert_eq!(backend.size(&fresh, ShareNumber(0)).await.unwrap(), Some(3), "one live lease keeps it");
         assert_eq!(backend.size(&unknown, ShareNumber(0)).await.unwrap(), Some(3), "no lease record: kept");
         assert_eq!(backend.mutable_size(&slot, ShareNumber(1)).await.unwrap(), Some(4), "mutable shares excluded");
-        let r = collect(&backend, &accountant, &policy, 10_000, false).await.unwrap();
+        let r = collect(&backend, &accountant, &SlotLocks::default(), &policy, 10_000, false).await.unwrap();
         assert_eq!(r.expired, vec![(slot, ShareNumber(1), true, 4)]);
         assert_eq!(backend.read_incoming(&pending, ShareNumber(0), 0, 3).await.unwrap().len(), 3, "uploads untouched");
+    }
+
+    /// The reference backend, except that a pass of lease expiry waits, between its look at a
+    /// share's leases and its delete (at the size it asks for in between), until released, as
+    /// over a slow store.
+    #[derive(Default)]
+    struct Held {
+        inner: marsh_conformance::reference::ReferenceBackend,
+        reached: tokio::sync::Notify,
+        released: tokio::sync::Notify,
+    }
+
+    #[async_trait::async_trait]
+    impl Backend for Held {
+        async fn begin(&self, si: &StorageIndex, n: ShareNumber, size: u64) -> Result<(), BackendError> {
+            self.inner.begin(si, n, size).await
+        }
+        async fn write(&self, si: &StorageIndex, n: ShareNumber, offset: u64, data: &[u8]) -> Result<(), BackendError> {
+            self.inner.write(si, n, offset, data).await
+        }
+        async fn read_incoming(
+            &self,
+            si: &StorageIndex,
+            n: ShareNumber,
+            at: u64,
+            len: u64,
+        ) -> Result<Vec<u8>, BackendError> {
+            self.inner.read_incoming(si, n, at, len).await
+        }
+        async fn finish(&self, si: &StorageIndex, n: ShareNumber) -> Result<(), BackendError> {
+            self.inner.finish(si, n).await
+        }
+        async fn abort(&self, si: &StorageIndex, n: ShareNumber) -> Result<(), BackendError> {
+            self.inner.abort(si, n).await
+        }
+        async fn read(&self, si: &StorageIndex, n: ShareNumber, at: u64, len: u64) -> Result<Vec<u8>, BackendError> {
+            self.inner.read(si, n, at, len).await
+        }
+        async fn size(&self, si: &StorageIndex, n: ShareNumber) -> Result<Option<u64>, BackendError> {
+            self.reached.notify_one();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), self.released.notified()).await;
+            self.inner.size(si, n).await
+        }
+        async fn list_shares(&self, si: &StorageIndex) -> Result<Vec<ShareNumber>, BackendError> {
+            self.inner.list_shares(si).await
+        }
+        async fn delete(&self, si: &StorageIndex, n: ShareNumber) -> Result<bool, BackendError> {
+            self.inner.delete(si, n).await
+        }
+        async fn mutable_read(
+            &self,
+            si: &StorageIndex,
+            n: ShareNumber,
+            at: u64,
+            len: u64,
+        ) -> Result<Vec<u8>, BackendError> {
+            self.inner.mutable_read(si, n, at, len).await
+        }
+        async fn mutable_write(
+            &self,
+            si: &StorageIndex,
+            n: ShareNumber,
+            writes: &[WriteVector],
+            new_length: Option<u64>,
+        ) -> Result<(), BackendError> {
+            self.inner.mutable_write(si, n, writes, new_length).await
+        }
+        async fn mutable_size(&self, si: &StorageIndex, n: ShareNumber) -> Result<Option<u64>, BackendError> {
+            self.inner.mutable_size(si, n).await
+        }
+        async fn mutable_list(&self, si: &StorageIndex) -> Result<Vec<ShareNumber>, BackendError> {
+            self.inner.mutable_list(si).await
+        }
+        async fn mutable_delete(&self, si: &StorageIndex, n: ShareNumber) -> Result<bool, BackendError> {
+            self.inner.mutable_delete(si, n).await
+        }
+        async fn list_indexes(&self, after: Option<&StorageIndex>, limit: u32) -> Result<IndexPage, BackendError> {
+            self.inner.list_indexes(after, limit).await
+        }
+        async fn usage(&self) -> Result<Usage, BackendError> {
+            self.inner.usage().await
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_renewal_or_allocation_racing_expiry_never_vouches_for_a_share_expiry_deletes() {
+        use crate::{ManualClock, ServiceConfig, StorageService, wire};
+        use http_body_util::BodyExt;
+        let backend = Arc::new(Held::default());
+        let accountant = Arc::new(Accountant::in_memory().unwrap());
+        let clock = Arc::new(ManualClock::new(1000));
+        let service = Arc::new(
+            StorageService::new(backend.clone(), accountant.clone(), clock.clone(), ServiceConfig::new("s", 0, "t"))
+                .unwrap(),
+        );
+        // 40 days on, a lease renewed at 1000 (31 days) has expired.
+        let now = 1000 + 40 * 86_400;
+        clock.advance(now - 1000);
+        let policy = ExpiryPolicy { mode: ExpiryMode::Age { override_seconds: None }, immutable: true, mutable: true };
+        for (si, allocating) in [(StorageIndex::from_bytes([6; 16]), false), (StorageIndex::from_bytes([7; 16]), true)]
+        {
+            backend.begin(&si, ShareNumber(0), 3).await.unwrap();
+            backend.write(&si, ShareNumber(0), 0, b"abc").await.unwrap();
+            backend.finish(&si, ShareNumber(0)).await.unwrap();
+            let share = ShareId::immutable(si, ShareNumber(0));
+            accountant.add_or_renew(AccountId::ANONYMOUS, &share, b"r", b"c", 1000).unwrap();
+
+            let (b, a, locks) = (backend.clone(), accountant.clone(), service.slot_locks());
+            let pass = tokio::spawn(async move { collect(b.as_ref(), &a, &locks, &policy, now, false).await });
+            // The pass has read the expired lease and not deleted yet: the client comes now,
+            // renewing, or uploading the same share (which adds a lease to a share held).
+            backend.reached.notified().await;
+            let s = service.clone();
+            let answer = tokio::spawn(async move {
+                let caller = s.accountant().anonymous().unwrap();
+                let r = match allocating {
+                    true => {
+                        let request = wire::AllocateRequest { share_numbers: vec![0], allocated_size: 3 };
+                        s.allocate(&caller, si, request, b"r", b"c", b"upload").await
+                    }
+                    false => s.renew(&caller, si, b"r", b"c").await,
+                };
+                match r {
+                    Ok(r) => (r.status(), r.into_body().collect().await.unwrap().to_bytes()),
+                    Err(e) => (e.status(), Default::default()),
+                }
+            });
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            backend.released.notify_one();
+            let report = pass.await.unwrap().unwrap();
+            let (status, body) = answer.await.unwrap();
+            assert_eq!(report.expired, vec![(si, ShareNumber(0), false, 3)], "decided on the lease it read");
+            assert_eq!(backend.inner.size(&si, ShareNumber(0)).await.unwrap(), None);
+            if allocating {
+                // Not "already have": the client uploads the share again.
+                assert_eq!(status, http::StatusCode::OK);
+                assert_eq!(wire::decode(&body).unwrap(), wire::allocate_response(&[], &[0]));
+            } else {
+                assert_eq!(status, http::StatusCode::NOT_FOUND, "the renewal waited for the pass, and found no share");
+            }
+        }
     }
 }

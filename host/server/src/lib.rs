@@ -44,6 +44,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use limits::{Limits, MAX_ADVISORY_REASON, RATE_GRACE};
 use listen::Stream;
 pub use listen::{Listener, Peer};
+pub use mutable::{SlotGuard, SlotLocks};
 pub use response::ResponseBody;
 pub use service::{
     Capacity, MAX_MUTABLE_SHARE_SIZE, ServiceConfig, StartUpReport, StorageService, UPLOAD_IDLE_TIMEOUT,

@@ -38,22 +38,27 @@ use crate::wire;
 
 type LockMap = Arc<Mutex<HashMap<StorageIndex, Arc<tokio::sync::Mutex<()>>>>>;
 
-/// Async locks by storage index, dropped when nobody holds them.
-#[derive(Debug, Default)]
-pub(crate) struct SlotLocks {
+/// Async locks by storage index, dropped when nobody holds them: a slot's writes, lease
+/// renewals and additions on a storage index's shares, and lease expiry's look at those leases
+/// and its delete take turns, so a renewal or a write the client was told succeeded is never
+/// undone by a delete decided on the leases from before it. Clones share the locks.
+#[derive(Debug, Default, Clone)]
+pub struct SlotLocks {
     locks: LockMap,
 }
 
 /// A held slot lock; released (and forgotten when nobody else waits) on drop, whichever way
 /// the holder ends, a dropped request included.
-pub(crate) struct SlotGuard {
+#[derive(Debug)]
+pub struct SlotGuard {
     si: StorageIndex,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
     locks: LockMap,
 }
 
 impl SlotLocks {
-    pub(crate) async fn lock(&self, si: StorageIndex) -> SlotGuard {
+    /// Wait for, and hold, the lock of `si`.
+    pub async fn lock(&self, si: StorageIndex) -> SlotGuard {
         let lock = self.locks.lock().unwrap_or_else(|p| p.into_inner()).entry(si).or_default().clone();
         let guard = lock.lock_owned().await;
         SlotGuard { si, guard: Some(guard), locks: self.locks.clone() }

@@ -184,6 +184,12 @@ impl StorageService {
         &self.accountant
     }
 
+    /// The locks by storage index its writes and lease changes take, for lease expiry to take
+    /// too ([`crate::gc::collect`]).
+    pub fn slot_locks(&self) -> SlotLocks {
+        self.slot_locks.clone()
+    }
+
     /// What the service has counted since it started.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
@@ -405,7 +411,9 @@ impl StorageService {
         Ok(respond(StatusCode::OK, Some("application/cbor"), body))
     }
 
-    async fn renew(&self, caller: &Caller, si: StorageIndex, renew: &[u8], cancel: &[u8]) -> Handled {
+    pub(crate) async fn renew(&self, caller: &Caller, si: StorageIndex, renew: &[u8], cancel: &[u8]) -> Handled {
+        // Lease expiry decides on these shares' leases under the same lock.
+        let _index = self.slot_locks.lock(si).await;
         let immutable = self.backend.list_shares(&si).await.map_err(|e| ApiError::backend("list", e))?;
         let mutable = self.backend.mutable_list(&si).await.map_err(|e| ApiError::backend("list", e))?;
         let shares: Vec<ShareId> = (immutable.into_iter().map(|n| ShareId::immutable(si, n)))

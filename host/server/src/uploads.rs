@@ -223,6 +223,9 @@ impl StorageService {
         cancel: &[u8],
         upload_secret: &[u8],
     ) -> Handled {
+        // A share answered "already have" gets its lease under the lock lease expiry takes: a
+        // delete decided before the lease cannot follow the answer.
+        let _index = self.slot_locks.lock(si).await;
         let now = self.clock.now();
         let complete = self.backend.list_shares(&si).await.map_err(|e| ApiError::backend("list", e))?;
         for n in &complete {

@@ -17,7 +17,11 @@ pub async fn run(dir: &Path, dry_run: bool) -> anyhow::Result<ExitCode> {
     let policy = expiry_policy(&node.config().expire);
     let started = node.start_backend(&node.runtime()?).await?;
     let accountant = marsh::persistence::open_accountant(node.dir())?;
-    let report = gc::collect(started.backend.as_ref(), &accountant, &policy, marsh_core::unix_now(), dry_run).await?;
+    // This process serves nothing: no request of its own can race the pass. (A node running
+    // beside it does not share these locks.)
+    let locks = marsh_server::SlotLocks::default();
+    let now = marsh_core::unix_now();
+    let report = gc::collect(started.backend.as_ref(), &accountant, &locks, &policy, now, dry_run).await?;
     let mut out = std::io::stdout().lock();
     for (si, n, mutable, size) in &report.expired {
         let kind = if *mutable { "mutable" } else { "immutable" };
