@@ -180,7 +180,7 @@ STARTERS = {"marsh wasm": lambda: marsh_server("marsh-wasm", False),
 def lookup(result, path):
     v = result
     for p in path:
-        v = v.get(p) if v is not None else None
+        v = v.get(p) if isinstance(v, dict) else None
     return v
 
 
@@ -215,7 +215,7 @@ def main():
 
     def values(name, path):
         # A phase that made no requests (the floor's mutable and lease phases) has no figures.
-        ran = [res for res in runs[name] if lookup(res, (path[0], "requests")) != 0]
+        ran = [res for res in runs[name] if len(path) == 1 or lookup(res, (path[0], "requests")) != 0]
         return [v for v in (lookup(res, path) for res in ran) if v is not None]
 
     def g(name, path):

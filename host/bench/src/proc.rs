@@ -8,10 +8,11 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     marsh::tasks::process_cpu_seconds(&pid.to_string())
 }
 
-/// CPU seconds a process has used so far in the kernel (system time): its system calls, and
-/// the interrupts and network processing the kernel charges to it while it runs.
-pub fn kernel_cpu_seconds(pid: u32) -> Option<f64> {
-    marsh::tasks::process_cpu_split(&pid.to_string()).map(|(_, kernel)| kernel)
+/// CPU seconds a process has used so far, (total, of it in the kernel), from one reading. The
+/// kernel's part is its system calls, and the interrupts and network processing the kernel
+/// charges to it while it runs.
+pub fn cpu_and_kernel_seconds(pid: u32) -> Option<(f64, f64)> {
+    marsh::tasks::process_cpu_split(&pid.to_string()).map(|(user, kernel)| (user + kernel, kernel))
 }
 
 /// Resident memory in KiB (`VmRSS`): private memory plus the mapped pages of the executable

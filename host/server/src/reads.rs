@@ -8,7 +8,9 @@
 //!
 //! A ranged read of an immutable share that one chunk covers (every read the 1.20 client makes)
 //! is one backend call: a read is short at the share's end and `NotFound` without a share, which
-//! is all its size would have told. Other reads ask the size first.
+//! is all its size would have told. Other reads ask the size first. The price: a backend that
+//! answers short in the middle of a share is served as a share that ends there (before, 503);
+//! the client's hashes catch it either way.
 
 use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode};
@@ -125,7 +127,9 @@ impl StorageService {
             // At or past the share's end, as a range starting there is answered below.
             return Ok(respond(StatusCode::NO_CONTENT, Some("application/octet-stream"), Bytes::new()));
         }
-        let end = start + data.len() as u64;
+        let Some(end) = start.checked_add(data.len() as u64) else {
+            return Err(ApiError::unavailable("storage backend failed in read"));
+        };
         let body = Full::new(Bytes::from(data)).map_err(|never| match never {}).boxed_unsync();
         Ok(share_response(StatusCode::PARTIAL_CONTENT, start, end, body))
     }

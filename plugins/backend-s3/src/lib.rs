@@ -301,6 +301,12 @@ impl S3Backend {
         Ok(Some(m))
     }
 
+    /// A read through the manifest the store holds now, not the cached one.
+    fn read_fresh(&mut self, si: &StorageIndex, n: ShareNumber, offset: u64, len: u64) -> BackendResult<Payload> {
+        let m = self.manifest(si, n, true)?.ok_or(BackendError::NotFound)?;
+        self.read_manifest(si, n, &m, offset, len)
+    }
+
     fn read_manifest(
         &self,
         si: &StorageIndex,
@@ -611,11 +617,11 @@ impl Backend for S3Backend {
     fn read(&mut self, si: &StorageIndex, n: ShareNumber, offset: u64, len: u64) -> BackendResult<Payload> {
         let m = self.manifest(si, n, false)?.ok_or(BackendError::NotFound)?;
         match self.read_manifest(si, n, &m, offset, len) {
-            // A cached manifest of a share deleted (and perhaps uploaded again) since.
-            Err(BackendError::NotFound) => {
-                let m = self.manifest(si, n, true)?.ok_or(BackendError::NotFound)?;
-                self.read_manifest(si, n, &m, offset, len)
-            }
+            // A cached manifest of a share deleted (and perhaps uploaded again) since: its
+            // chunks are gone, or, for a read at or past its end (which touches no chunk), its
+            // size is all it knows, and the server takes an empty read for the share's end.
+            Err(BackendError::NotFound) => self.read_fresh(si, n, offset, len),
+            Ok(part) if part.is_empty() && len > 0 => self.read_fresh(si, n, offset, len),
             other => other,
         }
     }

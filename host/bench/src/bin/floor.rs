@@ -11,7 +11,9 @@
 //! Usage: `marsh-floor DIR`. It makes a throw-away node identity under `DIR` (for the
 //! certificate and swissnum a NURL needs), listens on a free port of 127.0.0.1, prints
 //! `serving NURL` as `marsh run` does, keeps shares under `DIR/shares`, and runs until killed.
-//! Mutable slots and leases are answered 501 (`marsh-load --mutable 0 --renewals 0`). A
+//! Mutable slots and leases are answered 501 (`marsh-load --mutable 0 --renewals 0`), a read
+//! past a share's end fails, and file work (the `fsync` too) stalls its worker as long as it
+//! takes: its CPU per GiB is the floor, its throughput and latency are no ceiling. A
 //! benchmark's baseline, not a storage server: it checks nothing a client sends.
 
 #![allow(clippy::print_stdout, reason = "it prints its NURL as `marsh run` does")]
@@ -127,7 +129,8 @@ impl Floor {
         let file = file.and_then(|f| f.write_all_at(&data, offset).map(|()| f)).map_err(failed)?;
         let size = self.sizes.lock().unwrap_or_else(|p| p.into_inner()).get(si).copied();
         if size == Some(offset + data.len() as u64) {
-            file.sync_all().map_err(failed)?;
+            // As marsh's directory store finishes a share: the file, then its directory.
+            file.sync_all().and_then(|()| std::fs::File::open(self.shares.join(si))?.sync_all()).map_err(failed)?;
             return Ok((StatusCode::CREATED, Bytes::new()));
         }
         Ok((StatusCode::OK, Bytes::from(wire::encode(&wire::required(&[])))))

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use http::{Method, StatusCode};
 use marsh_bench::client::{GbsClient, Nurl, allocate_body, rtw_body};
-use marsh_bench::proc::{RssSampler, anon_kib, cpu_seconds, kernel_cpu_seconds, rss_kib};
+use marsh_bench::proc::{RssSampler, anon_kib, cpu_and_kernel_seconds, cpu_seconds, rss_kib};
 use tokio::sync::Mutex;
 
 #[derive(Debug, Clone)]
@@ -170,8 +170,7 @@ where
     Fut: Future<Output = anyhow::Result<()>> + Send,
 {
     let rec = Recorder::new();
-    let cpu0 = args.pid.and_then(cpu_seconds);
-    let kernel0 = args.pid.and_then(kernel_cpu_seconds);
+    let server0 = args.pid.and_then(cpu_and_kernel_seconds);
     let client0 = cpu_seconds(std::process::id());
     let start = Instant::now();
     let r2 = rec.clone();
@@ -179,11 +178,8 @@ where
         .await
         .with_context(|| format!("phase {name}"))?;
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu = match (cpu0, args.pid.and_then(cpu_seconds)) {
-        (Some(a), Some(b)) => Some(b - a),
-        _ => None,
-    };
-    let kernel_cpu = kernel0.zip(args.pid.and_then(kernel_cpu_seconds)).map(|(a, b)| b - a);
+    let server = server0.zip(args.pid.and_then(cpu_and_kernel_seconds));
+    let (cpu, kernel_cpu) = (server.map(|(a, b)| b.0 - a.0), server.map(|(a, b)| b.1 - a.1));
     let client_cpu = client0.zip(cpu_seconds(std::process::id())).map(|(a, b)| b - a);
     let mut latencies_ms = std::mem::take(&mut *rec.latencies.lock().await);
     latencies_ms.sort_by(f64::total_cmp);
