@@ -9,6 +9,8 @@ mod support;
 mod conformance;
 /// Plugins that trap, spin, hog memory, flood answers or speak another ABI.
 mod hostile;
+/// Several instances of one plugin over one store.
+mod instances;
 /// Loading, caching, inspection and grants.
 mod loading;
 /// Persistence strategy plugins through `WasmStrategy`.

@@ -30,9 +30,14 @@ pub fn load(plugin: Plugin) -> LoadedPlugin {
 pub async fn start(plugin: Plugin, limits: PluginLimits) -> (WasmBackend, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("store dir");
     let store = DirStore::open("shares", dir.path()).expect("dir store");
-    let grants = Grants::new(SealKey::from_bytes([7; 32])).store("shares", Arc::new(store));
-    let backend = WasmBackend::start(runtime(), &load(plugin), grants, Vec::new(), limits)
+    (start_on(plugin, limits, Arc::new(store)).await, dir)
+}
+
+/// Start a backend plugin with `store` granted as `shares` (and the same sealing key every
+/// time, so several started on one store read each other's sealed objects).
+pub async fn start_on(plugin: Plugin, limits: PluginLimits, store: Arc<DirStore>) -> WasmBackend {
+    let grants = Grants::new(SealKey::from_bytes([7; 32])).store("shares", store);
+    WasmBackend::start(runtime(), &load(plugin), grants, Vec::new(), limits)
         .await
-        .unwrap_or_else(|e| panic!("starting {}: {e}", plugin.package));
-    (backend, dir)
+        .unwrap_or_else(|e| panic!("starting {}: {e}", plugin.package))
 }
