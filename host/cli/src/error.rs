@@ -117,6 +117,14 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// Another process serves this node already.
+    #[error("{dir} is being served by another process (`marsh run` holds {dir}/cache/serving.lock); {what}")]
+    NodeRunning {
+        /// The node directory.
+        dir: String,
+        /// What to do instead.
+        what: &'static str,
+    },
     /// `marsh gc` without `expire.enabled`.
     #[error(
         "expire.enabled is false, so nothing is collected: `marsh gc --dry-run` shows what would be, and `marsh config \

@@ -88,6 +88,10 @@ impl Node {
 
     /// Start serving: see the module documentation for the order.
     pub async fn start(self) -> Result<Running, Error> {
+        let serving = self.dir.try_serving()?.ok_or_else(|| Error::NodeRunning {
+            dir: self.dir.root().display().to_string(),
+            what: "two processes serving one node would both write its accounting and its stores; stop the other first",
+        })?;
         if self.identity.signing_key.is_none() {
             tracing::warn!(
                 "this node has no signing key (made by an earlier marsh): introducers and grid managers need one; \
@@ -187,6 +191,7 @@ impl Node {
             stores: started.stores,
             settled,
             _runtime: runtime,
+            _serving: serving,
         })
     }
 
@@ -264,6 +269,7 @@ pub struct Running {
     stores: Vec<Opened>,
     settled: StartUpReport,
     _runtime: Runtime,
+    _serving: marsh_node::Serving,
 }
 
 impl std::fmt::Debug for Running {

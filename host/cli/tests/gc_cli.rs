@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::TestNode;
+use common::{TestNode, text};
 use marsh_gbs_client::Secrets;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,4 +37,34 @@ async fn gc_deletes_expired_shares_and_keeps_unrecorded_ones() {
     assert!(!leased.exists() && unrecorded.exists());
     // Nothing left to collect.
     assert!(node.ok(&["gc"]).contains("0 expired and deleted"));
+}
+
+/// While `marsh run` serves the node, `marsh gc` deletes nothing (the node's own pass takes the
+/// locks its requests take, which another process cannot), a dry run still shows what a pass
+/// would delete, and a second `marsh run` on the same directory is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_and_a_second_run_are_refused_while_the_node_runs() {
+    let node = TestNode::new();
+    node.set("expire.enabled", "true");
+    node.set("expire.mode", "cutoff-date");
+    node.set("expire.cutoff-date", "9999-12-31");
+    let running = node.start();
+    let si = "aaaaaaaaaaaaaaaaaaaaaaaaaa";
+    running.client().await.upload(si, 0, &Secrets::from_seed(1), b"hello").await.expect("upload");
+    let share = node.storage().join(format!("shares/aa/{si}/0"));
+
+    let refused = node.marsh(&["gc"]);
+    let why = text(&refused.stderr);
+    assert!(!refused.status.success(), "{why}");
+    assert!(why.contains("is being served by another process") && why.contains("marsh gc --dry-run"), "{why}");
+    let dry = node.ok(&["gc", "--dry-run"]);
+    assert!(dry.contains(&format!("would delete {si} 0 immutable 5 bytes")), "{dry}");
+    let Err(second) = node.try_start() else { panic!("a second `marsh run` served the same node") };
+    assert!(second.contains("is being served by another process"), "{second}");
+    assert!(share.exists(), "nothing deleted while the node runs");
+
+    drop(running);
+    assert!(node.ok(&["gc"]).contains("1 expired and deleted (5 bytes)"));
+    assert!(!share.exists());
+    drop(node.start());
 }

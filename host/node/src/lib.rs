@@ -72,6 +72,12 @@ pub(crate) fn io_error(path: &Path, e: std::io::Error) -> NodeError {
     NodeError::Io { path: path.display().to_string(), error: e.to_string() }
 }
 
+/// The mark of the process serving a node ([`NodeDir::try_serving`]); released when dropped.
+#[derive(Debug)]
+pub struct Serving {
+    _lock: std::fs::File,
+}
+
 /// A node directory.
 #[derive(Debug, Clone)]
 pub struct NodeDir {
@@ -109,6 +115,25 @@ impl NodeDir {
         let cache = self.cache();
         std::fs::create_dir_all(&cache).map_err(|e| io_error(&cache, e))?;
         Ok(cache)
+    }
+
+    /// Mark this process as the one serving the node, for as long as the value lives: an
+    /// exclusive lock on `cache/serving.lock`, which the kernel drops when the process ends,
+    /// however it ends. `None` when another process (or another value in this one) holds it:
+    /// the node is being served.
+    pub fn try_serving(&self) -> Result<Option<Serving>, NodeError> {
+        let path = self.ensure_cache()?.join("serving.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| io_error(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Serving { _lock: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(io_error(&path, e)),
+        }
     }
 
     /// The whole configuration, typed (read-only, one read).

@@ -13,8 +13,8 @@
 //! A storage index's leases are read and its expired shares deleted under its lock in
 //! [`SlotLocks`], the lock renewals, allocations (which add leases to shares already held) and
 //! mutable writes take: a renewal or write the client was told succeeded is never followed by a
-//! delete decided on the leases from before it. The lock is one process's: `marsh gc` run
-//! beside a running node does not take the node's.
+//! delete decided on the leases from before it. The locks are one process's: `marsh gc`
+//! deletes nothing while another process serves the node.
 
 use marsh_accountant::{Accountant, LEASE_SECONDS, Lease};
 use marsh_core::{Backend, ShareId, ShareNumber, StorageIndex};

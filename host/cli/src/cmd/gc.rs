@@ -14,11 +14,20 @@ pub async fn run(dir: &Path, dry_run: bool) -> anyhow::Result<ExitCode> {
     if !dry_run && !node.config().expire.enabled {
         return Err(marsh::Error::ExpiryDisabled.into());
     }
+    // A running node's pass takes the locks its requests take; this process cannot, so it
+    // deletes nothing while the node runs.
+    let _serving = match dry_run {
+        true => None,
+        false => Some(node.dir().try_serving()?.ok_or_else(|| marsh::Error::NodeRunning {
+            dir: node.dir().root().display().to_string(),
+            what: "its own lease expiry runs every `expire.interval` (and within five minutes of a start); stop it \
+                   to run a pass now, or see what one would delete with `marsh gc --dry-run`",
+        })?),
+    };
     let policy = expiry_policy(&node.config().expire);
     let started = node.start_backend(&node.runtime()?).await?;
     let accountant = marsh::persistence::open_accountant(node.dir())?;
-    // This process serves nothing: no request of its own can race the pass. (A node running
-    // beside it does not share these locks.)
+    // No node runs (checked above) and this process serves nothing: no request can race the pass.
     let locks = marsh_server::SlotLocks::default();
     let now = marsh_core::unix_now();
     let report = gc::collect(started.backend.as_ref(), &accountant, &locks, &policy, now, dry_run).await?;
