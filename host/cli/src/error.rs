@@ -118,7 +118,10 @@ pub enum Error {
         reason: String,
     },
     /// Another process serves this node already.
-    #[error("{dir} is being served by another process (`marsh run` holds {dir}/cache/serving.lock); {what}")]
+    #[error(
+        "{dir} is being served by another process (one holds {dir}/cache/serving.lock: a `marsh run`, or a `marsh gc` \
+         pass); {what}"
+    )]
     NodeRunning {
         /// The node directory.
         dir: String,
