@@ -88,10 +88,10 @@ impl Node {
 
     /// Start serving: see the module documentation for the order.
     pub async fn start(self) -> Result<Running, Error> {
-        let serving = self.dir.try_serving()?.ok_or_else(|| Error::NodeRunning {
-            dir: self.dir.root().display().to_string(),
-            what: "two processes serving one node would both write its accounting and its stores; stop the other first",
-        })?;
+        let serving = not_while_served(
+            &self.dir,
+            "two processes serving one node would both write its accounting and its stores; stop the other first",
+        )?;
         if self.identity.signing_key.is_none() {
             tracing::warn!(
                 "this node has no signing key (made by an earlier marsh): introducers and grid managers need one; \
@@ -254,6 +254,13 @@ pub fn server_limits(r: &RequestLimits) -> Limits {
         advisories_per_share: u64::from(r.advisories_per_share),
         advisories: u64::from(r.advisories),
     }
+}
+
+/// Hold `dir`'s serving lock for as long as the value lives, for `marsh run` and for the
+/// commands that must not run beside it; refused, naming `what` to do instead, while another
+/// process holds it.
+pub fn not_while_served(dir: &NodeDir, what: &'static str) -> Result<marsh_node::Serving, Error> {
+    dir.try_serving()?.ok_or_else(|| Error::NodeRunning { dir: dir.root().display().to_string(), what })
 }
 
 /// A serving node.

@@ -41,7 +41,8 @@ async fn gc_deletes_expired_shares_and_keeps_unrecorded_ones() {
 
 /// While `marsh run` serves the node, `marsh gc` deletes nothing (the node's own pass takes the
 /// locks its requests take, which another process cannot), a dry run still shows what a pass
-/// would delete, and a second `marsh run` on the same directory is refused.
+/// would delete, and a second `marsh run` on the same directory, `marsh recover` (which rebuilds
+/// the accounting the node is using) and `marsh store release` are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_and_a_second_run_are_refused_while_the_node_runs() {
     let node = TestNode::new();
@@ -61,6 +62,15 @@ async fn gc_and_a_second_run_are_refused_while_the_node_runs() {
     assert!(dry.contains(&format!("would delete {si} 0 immutable 5 bytes")), "{dry}");
     let Err(second) = node.try_start() else { panic!("a second `marsh run` served the same node") };
     assert!(second.contains("is being served by another process"), "{second}");
+    for (command, reason) in [
+        (&["recover"][..], "rebuilds the accounting database the running node is using"),
+        (&["store", "release", "shares"][..], "may be claimed by another node"),
+    ] {
+        let out = node.marsh(command);
+        let why = text(&out.stderr);
+        assert!(!out.status.success() && why.contains("is being served") && why.contains(reason), "{command:?}: {why}");
+    }
+    assert!(node.ok(&["store", "owner"]).contains("(this node)"), "the store is still this node's");
     assert!(share.exists(), "nothing deleted while the node runs");
 
     drop(running);

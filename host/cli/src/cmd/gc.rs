@@ -18,11 +18,11 @@ pub async fn run(dir: &Path, dry_run: bool) -> anyhow::Result<ExitCode> {
     // deletes nothing while the node runs.
     let _serving = match dry_run {
         true => None,
-        false => Some(node.dir().try_serving()?.ok_or_else(|| marsh::Error::NodeRunning {
-            dir: node.dir().root().display().to_string(),
-            what: "its own lease expiry runs every `expire.interval` (and within five minutes of a start); stop it \
-                   to run a pass now, or see what one would delete with `marsh gc --dry-run`",
-        })?),
+        false => Some(marsh::node::not_while_served(
+            node.dir(),
+            "its own lease expiry runs every `expire.interval` (and within five minutes of a start); stop it to run \
+             a pass now, or see what one would delete with `marsh gc --dry-run`",
+        )?),
     };
     let policy = expiry_policy(&node.config().expire);
     let started = node.start_backend(&node.runtime()?).await?;

@@ -11,6 +11,10 @@ use marsh_runtime::ProgressSink;
 
 pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     let node = NodeDir::open(dir)?;
+    let _serving = marsh::node::not_while_served(
+        &node,
+        "recovery rebuilds the accounting database the running node is using; stop the node first",
+    )?;
     let done = marsh::persistence::recover(&node, Some(progress_sink())).await?;
     let mut out = std::io::stdout().lock();
     writeln!(

@@ -69,6 +69,11 @@ pub async fn run(cmd: StoreCommand) -> anyhow::Result<ExitCode> {
         }
         StoreCommand::Release { dir, store, force } => {
             let node = Node::open(&dir)?;
+            let _serving = marsh::node::not_while_served(
+                node.dir(),
+                "a released store may be claimed by another node while this one still writes to it; stop this \
+                 node first",
+            )?;
             let id = node.identity();
             let s = open(node.config(), &store, "the command line").await?;
             let released = if force {
