@@ -1,6 +1,8 @@
 //! [`Node`]: a node directory opened with its identity and typed configuration, and
 //! [`Node::start`], which assembles a serving node ([`Running`]) from the parts:
 //!
+//! 0. `cache/serving.lock` taken ([`not_while_served`]): one process serves a node, and the
+//!    commands that must not run beside it (`marsh gc`, `recover`, `store release`) check it;
 //! 1. the backend's stores opened and claimed for this node, the backend plugin started
 //!    over them (`backend.rs`);
 //! 2. the accounting database and the persistence strategy's start-up decision
