@@ -29,22 +29,21 @@ pub const MAX_STREAM_CHUNK: u64 = 1 << 20;
 impl StorageService {
     pub(crate) async fn read(&self, si: StorageIndex, n: ShareNumber, mutable: bool, headers: &HeaderMap) -> Handled {
         let chunk = (self.backend.max_chunk() as u64).clamp(64 * 1024, MAX_STREAM_CHUNK);
-        let range = headers.get(http::header::RANGE).and_then(|r| r.to_str().ok()).and_then(parse_range);
-        if let Some((a, b)) = range.filter(|(a, b)| !mutable && b - a < chunk) {
+        // `None` without a `Range` header; `Some(None)` for one that does not parse.
+        let range = headers.get(http::header::RANGE).map(|r| r.to_str().ok().and_then(parse_range));
+        if let Some(Some((a, b))) = range.filter(|_| !mutable)
+            && b - a < chunk
+        {
             return self.read_piece(si, n, a, b - a + 1).await;
         }
         let size = if mutable { self.backend.mutable_size(&si, n).await } else { self.backend.size(&si, n).await };
         let size = size
             .map_err(|e| ApiError::backend("size", e))?
             .ok_or_else(|| ApiError::text(StatusCode::NOT_FOUND, "no such share"))?;
-        let (status, start, end) = match headers.get(http::header::RANGE) {
+        let (status, start, end) = match range {
             None => (StatusCode::OK, 0, size),
-            Some(range) => {
-                let (a, b) = range
-                    .to_str()
-                    .ok()
-                    .and_then(parse_range)
-                    .ok_or_else(|| ApiError::empty(StatusCode::RANGE_NOT_SATISFIABLE))?;
+            Some(parsed) => {
+                let (a, b) = parsed.ok_or_else(|| ApiError::empty(StatusCode::RANGE_NOT_SATISFIABLE))?;
                 let end = b.saturating_add(1).min(size);
                 if a >= end {
                     return Ok(respond(StatusCode::NO_CONTENT, Some("application/octet-stream"), Bytes::new()));
