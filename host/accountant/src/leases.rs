@@ -34,7 +34,29 @@ pub struct Lease {
     pub account: AccountId,
 }
 
+/// Whether a lease with `renew_hash` may be added to (or renewed on) `share` under a limit of
+/// `limit` lease records: it is there already, or the share carries fewer than `limit`.
+pub(crate) fn may_add_lease(
+    conn: &rusqlite::Connection,
+    share: &ShareId,
+    renew_hash: &[u8; 32],
+    limit: usize,
+) -> Result<bool, AccountantError> {
+    let (count, mine): (i64, i64) = conn.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(renew_hash = ?4), 0) FROM leases WHERE kind = ?1 AND si = ?2 AND shnum = ?3",
+        params![kind_code(share.kind), share.si.to_base32(), share.shnum.0, &renew_hash[..]],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(mine > 0 || usize::try_from(count).unwrap_or(usize::MAX) < limit)
+}
+
 impl Accountant {
+    /// Whether `account`'s lease with `renew` may go on `share` under a limit of `limit` lease
+    /// records (see [`may_add_lease`]).
+    pub fn may_add_lease(&self, share: &ShareId, renew: &[u8], limit: usize) -> Result<bool, AccountantError> {
+        may_add_lease(&self.conn(), share, &hash(renew), limit)
+    }
+
     /// Record that `account` holds a share of `size` bytes (an allocation or a mutable write).
     /// The first account to hold a share keeps it; the size follows the share.
     pub fn record_share(&self, account: AccountId, share: &ShareId, size: u64) -> Result<(), AccountantError> {

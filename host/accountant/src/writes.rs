@@ -18,7 +18,7 @@ use marsh_core::{ShareId, ShareNumber, StorageIndex};
 use rusqlite::{OptionalExtension, params};
 
 use crate::change::has_write_enabler;
-use crate::leases::lease_change;
+use crate::leases::{lease_change, may_add_lease};
 use crate::log::{apply_and_log, name_of};
 use crate::{AccountId, Accountant, AccountantError, Change, hash};
 
@@ -60,6 +60,10 @@ pub struct MutableWrite<'a> {
     pub cancel: &'a [u8],
     /// Now, seconds since the epoch.
     pub now: u64,
+    /// Lease records a share may carry: a written share already carrying this many, none of
+    /// them the writer's, is written without a new lease (the write is the owner's; the limit
+    /// holds against anyone who adds leases).
+    pub lease_limit: usize,
 }
 
 impl Accountant {
@@ -195,7 +199,9 @@ fn begin_in(conn: &mut rusqlite::Connection, w: &MutableWrite<'_>) -> Result<(),
                     apply_and_log(&tx, &Change::WriteEnabler { si: w.si, shnum, hash: hash(w.enabler) })?;
                 }
                 apply_and_log(&tx, &Change::Share { share: (&id).into(), account: name.clone(), size })?;
-                apply_and_log(&tx, &lease_change(&id, name.clone(), w.renew, w.cancel, w.now))?;
+                if may_add_lease(&tx, &id, &hash(w.renew), w.lease_limit)? {
+                    apply_and_log(&tx, &lease_change(&id, name.clone(), w.renew, w.cancel, w.now))?;
+                }
             }
             MutableShareWrite::Removed { shnum } => {
                 apply_and_log(&tx, &Change::Forget { share: (&ShareId::mutable(w.si, shnum)).into() })?;
@@ -248,6 +254,7 @@ mod tests {
             renew: b"r",
             cancel: b"c",
             now: 5,
+            lease_limit: 2,
         };
         a.begin_mutable_write(&w).unwrap();
         assert_eq!(a.check_write_enabler(&si(2), ShareNumber(1), b"we").unwrap(), Some(true));
@@ -261,5 +268,17 @@ mod tests {
         a.begin_mutable_write(&MutableWrite { shares: &removed, ..w }).unwrap();
         assert_eq!(a.check_write_enabler(&si(2), ShareNumber(1), b"we").unwrap(), None);
         assert_eq!(a.usage(AccountId::ANONYMOUS).unwrap(), 30);
+        a.end_mutable_write(&si(2), &[]).unwrap();
+        // At the limit (2 lease records), a writer whose lease is not among them writes
+        // without adding one; one whose lease is there renews it.
+        let share = ShareId::mutable(si(2), ShareNumber(0));
+        a.add_or_renew(AccountId::ANONYMOUS, &share, b"other", b"c", 5).unwrap();
+        let again = [MutableShareWrite::Written { shnum: ShareNumber(0), size: 40, created: false }];
+        a.begin_mutable_write(&MutableWrite { shares: &again, renew: b"third", ..w }).unwrap();
+        a.end_mutable_write(&si(2), &[]).unwrap();
+        assert_eq!(a.leases(&share).unwrap().len(), 2, "no third lease record");
+        assert_eq!(a.usage(AccountId::ANONYMOUS).unwrap(), 40, "the write itself is recorded");
+        a.begin_mutable_write(&MutableWrite { shares: &again, now: 500, ..w }).unwrap();
+        assert_eq!(a.leases(&share).unwrap().iter().map(|l| l.expires).max(), Some(500 + crate::LEASE_SECONDS));
     }
 }

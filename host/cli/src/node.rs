@@ -248,6 +248,7 @@ pub fn server_limits(r: &RequestLimits) -> Limits {
         header_timeout: r.header_timeout,
         min_rate: r.min_rate,
         cbor_items: n(r.cbor_items),
+        body_memory: r.body_memory,
         rtw_read_bytes: r.rtw_read_bytes,
         max_share_size: r.max_share_size,
         open_uploads: n(r.open_uploads),

@@ -331,8 +331,12 @@ pub fn expiry_policy(expire: &ExpireSettings) -> ExpiryPolicy {
 
 /// One line about a collection pass.
 pub fn describe_expiry(r: &GcReport, dry_run: bool) -> String {
+    let busy = match r.busy {
+        0 => String::new(),
+        n => format!("; {n} storage indexes busy throughout, left to the next pass"),
+    };
     format!(
-        "{} shares examined: {} {} ({} bytes), {} with a live lease, {} with no lease record (kept)",
+        "{} shares examined: {} {} ({} bytes), {} with a live lease, {} with no lease record (kept){busy}",
         r.examined,
         r.expired.len(),
         if dry_run { "expired, would be deleted" } else { "expired and deleted" },

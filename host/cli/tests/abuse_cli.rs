@@ -1,7 +1,10 @@
-//! The standing abuse suite: the hostile clients of issue 14's table, each against a live node
-//! (`marsh run`, backend-disk), with the server's peak RSS and open descriptors read from
-//! `/proc`. Every attack must get its stated answer, leave the node serving, grow the server's
-//! peak RSS by less than [`BOUND_MIB`] over what it was before, and give back its descriptors.
+//! The standing abuse suite: the hostile clients of issue 14's table, and issue 28's second
+//! round (bodies queued behind one storage index, a trickled upload holding one, a connection
+//! table full of connections that never start TLS, one byte claiming a capped node's space),
+//! each against a live node (`marsh run`, backend-disk), with the server's peak RSS and open
+//! descriptors read from `/proc`. Every attack must get its stated answer, leave the node
+//! serving, grow the server's peak RSS by less than its bound over what it was before, and give
+//! back its descriptors.
 //!
 //! Peak RSS is `VmHWM`, reset before each attack by writing 5 to `/proc/PID/clear_refs`.
 
@@ -109,5 +112,89 @@ async fn hostile_clients_stay_within_the_bounds() {
     eprintln!("peak RSS growth per attack (MiB): {report:?}");
     for (what, mib) in &report {
         assert!(*mib < BOUND_MIB, "{what}: the server's peak RSS grew by {mib} MiB\n{stderr}");
+    }
+}
+
+/// The most one round-two attack may add to the server's peak RSS (issue 28).
+const ROUND_TWO_BOUND_MIB: u64 = 512;
+
+/// Hostile grid members, round two (issue 28), each as the issue ran it, against one node with
+/// `storage.max-bytes 8GiB`: bodies queued behind one storage index, a trickled upload holding
+/// a storage index, a connection table filled with connections that never start TLS, and one
+/// byte claiming the node's capacity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_members_round_two_stay_within_the_bounds() {
+    let node = TestNode::with(&[("storage.reserved-space", "0"), ("storage.max-bytes", "8GiB")]);
+    let running = node.start();
+    let (pid, nurl) = (running.pid(), running.nurl());
+    let mut report = Vec::new();
+
+    // 1. Sixteen read-test-writes of 64 MiB each, sent at once to one storage index.
+    let watch = Watch::start(pid);
+    let got = hostile::queued_bodies(&nurl, &si(11), 16, 64 << 20).await.expect("queued bodies");
+    assert!(
+        got.statuses.iter().all(|(s, _)| matches!(*s, StatusCode::OK | StatusCode::SERVICE_UNAVAILABLE))
+            && got.statuses.iter().any(|(s, _)| *s == StatusCode::OK),
+        "each written or told to come back later: {got:?}"
+    );
+    report.push(("16 read-test-writes of 64 MiB at once", watch.growth_mib()));
+    eprintln!("abuse: {:?} {got:?}", report.last());
+    still_serves(&nurl).await;
+
+    // 2. A trickled upload of share 0 and a second allocation of it, then a renewal on the
+    //    storage index, whose share 1 is complete: the renewal is answered.
+    let watch = Watch::start(pid);
+    let mut honest = GbsClient::connect(&nurl).await.expect("connect");
+    let owner = marsh_gbs_client::Secrets::from_seed(0x60);
+    honest.upload(&si(12), 1, &owner, b"a complete share").await.expect("share 1");
+    let trickle = hostile::trickled_upload(&nurl, &si(12), 16 << 20, 6000, 0x56).await.expect("trickle");
+    // The trickle's PATCH holds its upload from its first bytes on.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let second = tokio::spawn({
+        let nurl = nurl.clone();
+        async move {
+            let mut c = GbsClient::connect(&nurl).await.expect("connect");
+            c.allocate(&si(12), &marsh_gbs_client::Secrets::from_seed(0x59), &[0], 16 << 20).await
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let renewal = tokio::time::timeout(Duration::from_secs(15), honest.renew(&si(12), &owner)).await;
+    let renewal = renewal.expect("the renewal answered within 15 s while an upload trickles").expect("renew");
+    assert_eq!(renewal.status, StatusCode::NO_CONTENT);
+    let second = tokio::time::timeout(Duration::from_secs(15), second).await.expect("the second allocation answered");
+    let second = second.expect("task").expect("allocate");
+    assert_eq!(second.status, StatusCode::OK, "not allocated (another secret's upload), but answered");
+    drop(trickle);
+    report.push(("a trickled upload and its storage index", watch.growth_mib()));
+    eprintln!("abuse: {:?}", report.last());
+
+    // 3. 2,000 connections that never start TLS, 10 from each of 200 addresses, then a client
+    //    from another address.
+    let watch = Watch::start(pid);
+    let addr: std::net::SocketAddr = nurl.address().parse().expect("an IP address");
+    let sources: Vec<std::net::IpAddr> =
+        (0..200u32).map(|i| std::net::Ipv4Addr::from(0x7f00_0002 + i).into()).collect();
+    let held = hostile::unstarted_connections(addr, &sources, 10).await.expect("2,000 connections");
+    let served = tokio::time::timeout(Duration::from_secs(5), still_serves(&nurl)).await;
+    assert!(served.is_ok(), "another client served within 5 s of a full connection table");
+    drop(held);
+    report.push(("2,000 connections that never start TLS", watch.growth_mib()));
+    eprintln!("abuse: {:?}", report.last());
+
+    // 4. One byte at the end of the space the node advertises, to a fresh storage index.
+    let before = hostile::available_space(&nurl).await.expect("version");
+    let status = hostile::sparse_claim(&nurl, &si(14), before - 1).await.expect("sparse claim");
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a write leaving a hole is refused");
+    // The node re-reads what it holds at most every 5 s.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after = hostile::available_space(&nurl).await.expect("version");
+    eprintln!("abuse: available space {before} before one byte at its end, {after} after");
+    assert!(before.abs_diff(after) < 64 << 20, "advertised capacity moved from {before} to {after}");
+
+    still_serves(&nurl).await;
+    let stderr = running.stop();
+    eprintln!("peak RSS growth per attack (MiB): {report:?}");
+    for (what, mib) in &report {
+        assert!(*mib < ROUND_TWO_BOUND_MIB, "{what}: the server's peak RSS grew by {mib} MiB\n{stderr}");
     }
 }

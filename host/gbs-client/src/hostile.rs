@@ -155,3 +155,158 @@ pub async fn upload_share(nurl: &Nurl, si: &str, size: usize) -> Result<(), Call
     }
     Ok(())
 }
+
+/// `n` read-test-writes sent at once, each on its own connection, each writing `size` bytes at
+/// offset 0 of share 0 of `si` with the same write enabler: bodies that queue behind the
+/// slot's lock (and, on a node that bounds the bodies it holds, behind that bound).
+pub async fn queued_bodies(nurl: &Nurl, si: &str, n: usize, size: usize) -> Result<Outcome, ClientError> {
+    let data = vec![0x5a; size];
+    let body = bytes::Bytes::from(rtw_body(0, &[], &[(0, &data)], &[]));
+    drop(data);
+    let secrets = Secrets::from_seed(0x55);
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (nurl, si, body, secrets) = (nurl.clone(), si.to_owned(), body.clone(), secrets.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut client = GbsClient::connect(&nurl).await?;
+            let [renew, cancel] = secrets.lease();
+            let all = [("write-enabler", secrets.write_enabler.as_slice()), renew, cancel];
+            client.call(Method::POST, &format!("mutable/{si}/read-test-write"), &all, &[], body).await
+        }));
+    }
+    let mut out = Outcome { statuses: Vec::new() };
+    let mut statuses = Vec::with_capacity(n);
+    for task in tasks {
+        let reply = task.await.map_err(|e| ClientError::Http(e.to_string()))??;
+        statuses.push(reply.status);
+    }
+    statuses.sort();
+    for status in statuses {
+        out.push(status);
+    }
+    Ok(out)
+}
+
+/// A request body fed by the caller a piece at a time.
+#[derive(Debug)]
+struct ChannelBody(tokio::sync::mpsc::Receiver<bytes::Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        self.0.poll_recv(cx).map(|piece| piece.map(|p| Ok(hyper::body::Frame::data(p))))
+    }
+}
+
+/// An upload being trickled: its PATCH goes on (and its connection stays open) until this is
+/// dropped.
+#[derive(Debug)]
+pub struct Trickle {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Trickle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Allocate share 0 of `si` (`size` bytes) with the secrets of `seed`, then send one PATCH of
+/// the whole share whose body arrives at `bytes_per_second` (in pieces once a second), for as
+/// long as the returned [`Trickle`] is held. Returns once the first piece is on its way.
+pub async fn trickled_upload(
+    nurl: &Nurl,
+    si: &str,
+    size: u64,
+    bytes_per_second: usize,
+    seed: u8,
+) -> Result<Trickle, CallError> {
+    let secrets = Secrets::from_seed(seed);
+    let mut client = GbsClient::connect(nurl).await?;
+    let allocated = client.allocate(si, &secrets, &[0], size).await?;
+    if allocated.status != StatusCode::OK {
+        return Err(CallError::Status { what: "allocate", status: allocated.status, body: String::new() });
+    }
+    let tls = crate::tls_stream(nurl).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, ChannelBody>(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?;
+    let (feed, body) = tokio::sync::mpsc::channel(1);
+    let req = Request::builder()
+        .method(Method::PATCH)
+        .uri(format!("/storage/v1/immutable/{si}/0"))
+        .header("host", "tahoe-lafs")
+        .header("authorization", crate::authorization(nurl))
+        .header("content-range", format!("bytes 0-{}/*", size - 1))
+        .header("content-length", size.to_string())
+        .header("x-tahoe-authorization", format!("upload-secret {}", data_encoding::BASE64.encode(&secrets.upload)))
+        .body(ChannelBody(body))
+        .map_err(|e| ClientError::Http(e.to_string()))?;
+    let task = tokio::spawn(async move {
+        let connection = tokio::spawn(conn);
+        let answer = tokio::spawn(sender.send_request(req));
+        let mut sent = 0u64;
+        while sent < size {
+            let piece = (bytes_per_second as u64).min(size - sent);
+            if feed.send(bytes::Bytes::from(vec![0x57; piece as usize])).await.is_err() {
+                break;
+            }
+            sent += piece;
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        let _ = answer.await;
+        connection.abort();
+    });
+    Ok(Trickle { task })
+}
+
+/// Open `per_source` TCP connections to `addr` from each of `sources` (local addresses to bind,
+/// e.g. `127.0.0.2`..), and never start TLS on them. Held until dropped.
+pub async fn unstarted_connections(
+    addr: std::net::SocketAddr,
+    sources: &[std::net::IpAddr],
+    per_source: usize,
+) -> std::io::Result<Vec<tokio::net::TcpStream>> {
+    let mut held = Vec::with_capacity(sources.len() * per_source);
+    for source in sources {
+        for _ in 0..per_source {
+            let socket =
+                if source.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+            socket.bind(std::net::SocketAddr::new(*source, 0))?;
+            held.push(socket.connect(addr).await?);
+        }
+    }
+    Ok(held)
+}
+
+/// The `available-space` a server's `version` answer states.
+pub async fn available_space(nurl: &Nurl) -> Result<u64, ClientError> {
+    use ciborium::value::Value;
+    let mut client = GbsClient::connect(nurl).await?;
+    let reply = client.call(Method::GET, "version", &[], &[], Vec::new()).await?;
+    let bad = || ClientError::Http("a version answer without available-space".into());
+    let Ok(Value::Map(top)) = ciborium::de::from_reader::<Value, _>(&reply.body[..]) else { return Err(bad()) };
+    let v1 = top
+        .iter()
+        .find(|(k, _)| k.as_bytes().is_some_and(|k| k.ends_with(b"storage/v1")))
+        .and_then(|(_, v)| v.as_map())
+        .ok_or_else(bad)?;
+    v1.iter()
+        .find(|(k, _)| k.as_bytes().is_some_and(|k| k == b"available-space"))
+        .and_then(|(_, v)| v.as_integer())
+        .and_then(|i| u64::try_from(i).ok())
+        .ok_or_else(bad)
+}
+
+/// One read-test-write of a single byte at `offset` of share 0 of a fresh `si`: a share that
+/// claims `offset + 1` bytes for one byte sent. Its status.
+pub async fn sparse_claim(nurl: &Nurl, si: &str, offset: u64) -> Result<StatusCode, ClientError> {
+    let mut client = GbsClient::connect(nurl).await?;
+    let body = rtw_body(0, &[], &[(offset, b"!")], &[]);
+    Ok(client.read_test_write(si, &Secrets::from_seed(0x58), body).await?.status)
+}

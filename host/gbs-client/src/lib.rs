@@ -67,6 +67,29 @@ impl std::fmt::Display for Nurl {
 
 pub use marsh_foolscap::tls::{spki_hash, spki_of};
 
+impl Nurl {
+    /// `HOST:PORT`.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// The `Authorization` header value a NURL's swissnum makes.
+pub fn authorization(nurl: &Nurl) -> String {
+    format!("Tahoe-LAFS {}", BASE64.encode(nurl.swissnum.as_bytes()))
+}
+
+/// A TLS connection to the server a NURL names, accepting exactly the certificate it pins.
+pub async fn tls_stream(nurl: &Nurl) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, ClientError> {
+    let addr = nurl.address();
+    let fail = |e: String| ClientError::Connect(addr.clone(), e);
+    let config = tls::client_config(tls::Pin::Spki(nurl.spki.clone()), None).map_err(|e| fail(e.to_string()))?;
+    let tcp = tokio::net::TcpStream::connect(&addr).await.map_err(|e| fail(e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+    let name = ServerName::try_from("tahoe-lafs").map_err(|e| fail(e.to_string()))?;
+    tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.map_err(|e| fail(e.to_string()))
+}
+
 /// A response.
 #[derive(Debug)]
 pub struct Reply {
@@ -88,18 +111,12 @@ pub struct GbsClient {
 impl GbsClient {
     /// Connect to the server a NURL names.
     pub async fn connect(nurl: &Nurl) -> Result<GbsClient, ClientError> {
-        let addr = format!("{}:{}", nurl.host, nurl.port);
-        let fail = |e: String| ClientError::Connect(addr.clone(), e);
-        let config = tls::client_config(tls::Pin::Spki(nurl.spki.clone()), None).map_err(|e| fail(e.to_string()))?;
-        let tcp = tokio::net::TcpStream::connect(&addr).await.map_err(|e| fail(e.to_string()))?;
-        let _ = tcp.set_nodelay(true);
-        let name = ServerName::try_from("tahoe-lafs").map_err(|e| fail(e.to_string()))?;
-        let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.map_err(|e| fail(e.to_string()))?;
+        let tls = tls_stream(nurl).await?;
         let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
             .await
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| ClientError::Connect(nurl.address(), e.to_string()))?;
         tokio::spawn(conn);
-        Ok(GbsClient { sender, authorization: format!("Tahoe-LAFS {}", BASE64.encode(nurl.swissnum.as_bytes())) })
+        Ok(GbsClient { sender, authorization: authorization(nurl) })
     }
 
     /// Send one request to `/storage/v1/{path}` with the given secrets and headers.
@@ -109,7 +126,7 @@ impl GbsClient {
         path: &str,
         secrets: &[(&str, &[u8])],
         headers: &[(&str, &str)],
-        body: Vec<u8>,
+        body: impl Into<Bytes>,
     ) -> Result<Reply, ClientError> {
         let mut b = Request::builder()
             .method(method)
@@ -123,7 +140,7 @@ impl GbsClient {
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
-        let req = b.body(Full::new(Bytes::from(body))).map_err(|e| ClientError::Http(e.to_string()))?;
+        let req = b.body(Full::new(body.into())).map_err(|e| ClientError::Http(e.to_string()))?;
         self.send(req).await
     }
 
@@ -171,7 +188,8 @@ impl Secrets {
         }
     }
 
-    fn lease(&self) -> [(&'static str, &[u8]); 2] {
+    /// The two lease secrets as `X-Tahoe-Authorization` kinds and values.
+    pub fn lease(&self) -> [(&'static str, &[u8]); 2] {
         [("lease-renew-secret", &self.renew), ("lease-cancel-secret", &self.cancel)]
     }
 }

@@ -246,13 +246,13 @@ pub const KEYS: &[Key] = &[
         name: "http.max-connections",
         kind: Kind::Count,
         default: Some("1024"),
-        help: "connections open at once; more are closed at once",
+        help: "connections open at once; at it, one not yet past its TLS handshake or idle is let go for a new one, which is refused only when all are busy",
     },
     Key {
         name: "http.max-connections-per-peer",
         kind: Kind::Count,
         default: Some("64"),
-        help: "connections open at once from one IP address",
+        help: "connections open at once from one peer: an IPv4 address, or an IPv6 /64",
     },
     Key {
         name: "http.handshake-timeout",
@@ -271,6 +271,12 @@ pub const KEYS: &[Key] = &[
         kind: Kind::Size,
         default: Some("4096"),
         help: "least bytes a second a body must arrive and an answer be read at (over every 10 s)",
+    },
+    Key {
+        name: "http.body-memory",
+        kind: Kind::Size,
+        default: Some("256Mi"),
+        help: "memory all request bodies held whole (read-test-writes, allocations, advisories) may take at once; each counts 3x its length; past it a request waits up to 30 s, then gets 503",
     },
     Key {
         name: "http.cbor-items",

@@ -155,6 +155,8 @@ pub struct RequestLimits {
     pub min_rate: u64,
     /// `http.cbor-items`.
     pub cbor_items: u32,
+    /// `http.body-memory`, bytes.
+    pub body_memory: u64,
     /// `storage.rtw-read-bytes`.
     pub rtw_read_bytes: u64,
     /// `storage.max-share-size`.
@@ -533,6 +535,7 @@ impl NodeConfig {
                 header_timeout: Duration::from_secs(values.seconds("http.header-timeout")?),
                 min_rate: values.size("http.min-rate")?,
                 cbor_items: values.count("http.cbor-items")?,
+                body_memory: values.size("http.body-memory")?,
                 rtw_read_bytes: values.size("storage.rtw-read-bytes")?,
                 max_share_size: values.size("storage.max-share-size")?,
                 open_uploads: values.count("storage.open-uploads")?,

@@ -6,14 +6,18 @@
 //! leases, write enablers) only through `marsh_accountant::Accountant`.
 //!
 //! Transport: HTTP/1.1 over rustls, one self-signed certificate, no SNI or ALPN needed, as the
-//! Tahoe 1.20 client connects. Connections are capped in total and per peer address (one past
-//! either is closed at once, before its handshake); slow or silent clients are cut off by the
+//! Tahoe 1.20 client connects. Connections are capped in total and per peer (an IPv4 address,
+//! an IPv6 /64); at the total cap a connection that has not finished its handshake, or one
+//! with no request in flight, is let go to admit a new one, and only when every connection is
+//! busy is the new one closed at once (`conns.rs`). Slow or silent clients are cut off by the
 //! handshake and header timeouts and by the least rate bodies and answers must keep
 //! ([`Limits`]). Several listeners, TCP or Unix sockets ([`Listener`]), share the one total.
 
 pub mod auth;
 mod body;
+pub mod budget;
 mod clock;
+mod conns;
 pub mod gc;
 mod limits;
 mod listen;
@@ -41,6 +45,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+use conns::{ConnHandle, ConnTable, Refused};
 pub use limits::{Limits, MAX_ADVISORY_REASON, RATE_GRACE};
 use listen::Stream;
 pub use listen::{Listener, Peer};
@@ -89,20 +94,13 @@ pub async fn serve_on(listeners: Vec<Listener>, tls: Arc<rustls::ServerConfig>, 
         })
     };
     let _sweeper = AbortOnDrop(sweeper);
-    let slots = Arc::new(tokio::sync::Semaphore::new(service.config.limits.max_connections));
-    let peers = Arc::new(Peers::default());
-    let loops =
-        listeners.into_iter().map(|l| accept_loop(l, acceptor.clone(), service.clone(), slots.clone(), peers.clone()));
+    let limits = service.config.limits;
+    let table = ConnTable::new(limits.max_connections, limits.max_connections_per_peer);
+    let loops = listeners.into_iter().map(|l| accept_loop(l, acceptor.clone(), service.clone(), table.clone()));
     futures::future::join_all(loops).await;
 }
 
-async fn accept_loop(
-    listener: Listener,
-    acceptor: TlsAcceptor,
-    service: Arc<StorageService>,
-    slots: Arc<tokio::sync::Semaphore>,
-    peers: Arc<Peers>,
-) {
+async fn accept_loop(listener: Listener, acceptor: TlsAcceptor, service: Arc<StorageService>, table: Arc<ConnTable>) {
     let limits = service.config.limits;
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -115,62 +113,33 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "refused a connection: {} open", limits.max_connections);
-            continue;
-        };
-        let counted = match peer.ip() {
-            Some(ip) => match peers.admit(ip, limits.max_connections_per_peer) {
-                Some(counted) => Some(counted),
-                None => {
-                    tracing::debug!(%peer, "refused a connection: {} open from this address", limits.max_connections_per_peer);
-                    continue;
+        let handle = match table.admit(peer.ip()) {
+            Ok((handle, evicted)) => {
+                if evicted {
+                    service.metrics().connection_evicted();
                 }
-            },
-            None => None,
+                handle
+            }
+            Err(refused) => {
+                service.metrics().connection_refused();
+                match refused {
+                    Refused::Full => {
+                        tracing::debug!(%peer, "refused a connection: {} open, each busy with a request", limits.max_connections)
+                    }
+                    Refused::PeerFull => {
+                        tracing::debug!(%peer, "refused a connection: {} open from this peer", limits.max_connections_per_peer)
+                    }
+                }
+                continue;
+            }
         };
         let (acceptor, service) = (acceptor.clone(), service.clone());
         tokio::spawn(async move {
-            let _held = (slot, counted);
             let metrics = service.metrics().clone();
             metrics.connection(true);
-            connection(acceptor, service, stream, peer, &limits).await;
+            connection(acceptor, service, stream, peer, &limits, handle).await;
             metrics.connection(false);
         });
-    }
-}
-
-/// Connections open per peer address.
-#[derive(Debug, Default)]
-struct Peers(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
-
-/// One connection counted against its peer address until dropped.
-struct PeerConnection {
-    peers: Arc<Peers>,
-    ip: std::net::IpAddr,
-}
-
-impl Peers {
-    fn admit(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<PeerConnection> {
-        let mut open = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let n = open.entry(ip).or_default();
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(PeerConnection { peers: self.clone(), ip })
-    }
-}
-
-impl Drop for PeerConnection {
-    fn drop(&mut self) {
-        let mut open = self.peers.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = open.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.ip);
-            }
-        }
     }
 }
 
@@ -182,28 +151,61 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn connection(acceptor: TlsAcceptor, service: Arc<StorageService>, stream: Stream, peer: Peer, limits: &Limits) {
-    let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, "tls handshake failed: {e}");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "tls handshake timed out");
+async fn connection(
+    acceptor: TlsAcceptor,
+    service: Arc<StorageService>,
+    stream: Stream,
+    peer: Peer,
+    limits: &Limits,
+    handle: ConnHandle,
+) {
+    let handshake = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream));
+    let tls = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, "tls handshake failed: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "tls handshake timed out");
+                return;
+            }
+        },
+        () = handle.evicted() => {
+            tracing::debug!(%peer, "let go before its tls handshake, to admit another connection");
             return;
         }
     };
+    handle.handshaken();
+    let requests = handle.requests();
     let svc = service_fn(move |req| {
-        let service = service.clone();
-        async move { Ok::<_, std::convert::Infallible>(service.handle(req).await) }
+        let (service, in_flight) = (service.clone(), requests.begin());
+        async move {
+            let response = service.handle(req).await;
+            // In flight until its answer is sent in full (or abandoned).
+            Ok::<_, std::convert::Infallible>(response.map(|body| {
+                http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_frame(body, move |frame| {
+                    let _ = &in_flight;
+                    frame
+                }))
+            }))
+        }
     });
-    let result = http1::Builder::new()
+    let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(64 * 1024)
-        .serve_connection(TokioIo::new(paced::Paced::new(tls, limits::MinRate::new(limits.min_rate))), svc)
-        .await;
+        .serve_connection(TokioIo::new(paced::Paced::new(tls, limits::MinRate::new(limits.min_rate))), svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = handle.evicted() => {
+            tracing::debug!(%peer, "let go while idle, to admit another connection");
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
     if let Err(e) = result {
         tracing::debug!(%peer, "connection ended: {e}");
     }

@@ -7,9 +7,10 @@ use std::time::Duration;
 /// The server's limits. The defaults serve a real Tahoe-LAFS client with room to spare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Connections open at once; past it new connections are closed at once.
+    /// Connections open at once; at it, a new connection evicts one that has not finished its
+    /// handshake or has no request in flight, and is closed at once only if every one is busy.
     pub max_connections: usize,
-    /// Connections open at once from one IP address.
+    /// Connections open at once from one peer (an IPv4 address, an IPv6 /64).
     pub max_connections_per_peer: usize,
     /// Time for a TLS handshake.
     pub handshake_timeout: Duration,
@@ -20,6 +21,8 @@ pub struct Limits {
     pub min_rate: u64,
     /// CBOR data items in one request body, counted before anything is decoded.
     pub cbor_items: usize,
+    /// Bytes all request bodies held whole may take at once ([`crate::budget`]).
+    pub body_memory: u64,
     /// Bytes a read-test-write's read vector may return, over every share of the slot.
     pub rtw_read_bytes: u64,
     /// The largest immutable share an allocation may ask for (on S3, where free space is
@@ -53,6 +56,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(30),
             min_rate: 4096,
             cbor_items: crate::wire::MAX_ITEMS,
+            body_memory: 256 << 20,
             rtw_read_bytes: 16 << 20,
             max_share_size: 64 << 30,
             open_uploads: 10_000,

@@ -93,6 +93,8 @@ pub struct Metrics {
     bytes_out: AtomicU64,
     connections_open: AtomicI64,
     connections_total: AtomicU64,
+    connections_evicted: AtomicU64,
+    connections_refused: AtomicU64,
     rolled_back: AtomicU64,
 }
 
@@ -107,6 +109,8 @@ impl Default for Metrics {
             bytes_out: AtomicU64::new(0),
             connections_open: AtomicI64::new(0),
             connections_total: AtomicU64::new(0),
+            connections_evicted: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
             rolled_back: AtomicU64::new(0),
         }
     }
@@ -173,6 +177,16 @@ impl Metrics {
     /// Response body bytes sent.
     pub(crate) fn bytes_out(&self, n: usize) {
         self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// A connection let go, before its handshake or while idle, to admit another.
+    pub(crate) fn connection_evicted(&self) {
+        self.connections_evicted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection refused at the caps.
+    pub(crate) fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A connection accepted (`true`) or closed.
@@ -262,6 +276,16 @@ impl Metrics {
             ("marsh_received_bytes_total", "Request body bytes received.", self.bytes_in.load(Ordering::Relaxed)),
             ("marsh_sent_bytes_total", "Response body bytes sent.", self.bytes_out.load(Ordering::Relaxed)),
             ("marsh_connections_total", "TLS connections accepted.", self.connections_total.load(Ordering::Relaxed)),
+            (
+                "marsh_connections_evicted_total",
+                "Connections let go at the cap (before their TLS handshake, or idle) to admit another.",
+                self.connections_evicted.load(Ordering::Relaxed),
+            ),
+            (
+                "marsh_connections_refused_total",
+                "Connections refused at the caps (every connection busy, or the peer's cap reached).",
+                self.connections_refused.load(Ordering::Relaxed),
+            ),
             (
                 "marsh_rolled_back_refusals_total",
                 "Requests refused because the store held an older version of a mutable share than this node wrote.",

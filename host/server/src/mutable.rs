@@ -24,11 +24,13 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use http::StatusCode;
 use marsh_accountant::{Accountant, Caller, MutableShareWrite, MutableWrite};
 use marsh_core::{Backend, ShareId, ShareNumber, StorageIndex, WriteVector};
 
+use crate::budget::BodyPermit;
 use crate::offload;
 use crate::redo::{self, RedoRecord, RedoShare};
 use crate::response::{ApiError, Handled, cbor};
@@ -56,12 +58,70 @@ pub struct SlotGuard {
     locks: LockMap,
 }
 
+/// The longest a request waits for a storage index's lock before it is answered 503. Every
+/// holder does a bounded amount of work (backend calls under the plugin deadlines, SQLite
+/// statements): no holder waits on another request.
+pub const SLOT_WAIT: Duration = Duration::from_secs(10);
+
 impl SlotLocks {
+    fn entry(&self, si: StorageIndex) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks.lock().unwrap_or_else(|p| p.into_inner()).entry(si).or_default().clone()
+    }
+
     /// Wait for, and hold, the lock of `si`.
     pub async fn lock(&self, si: StorageIndex) -> SlotGuard {
-        let lock = self.locks.lock().unwrap_or_else(|p| p.into_inner()).entry(si).or_default().clone();
-        let guard = lock.lock_owned().await;
+        let guard = self.entry(si).lock_owned().await;
         SlotGuard { si, guard: Some(guard), locks: self.locks.clone() }
+    }
+
+    /// The lock of `si` if it comes within `wait`; `None` (and nothing left behind) if not.
+    pub async fn lock_within(&self, si: StorageIndex, wait: Duration) -> Option<SlotGuard> {
+        let lock = self.entry(si);
+        match tokio::time::timeout(wait, lock.lock_owned()).await {
+            Ok(guard) => Some(SlotGuard { si, guard: Some(guard), locks: self.locks.clone() }),
+            Err(_) => {
+                self.forget_if_unused(&si);
+                None
+            }
+        }
+    }
+
+    /// The lock of `si` if nobody holds it now.
+    pub fn try_lock(&self, si: StorageIndex) -> Option<SlotGuard> {
+        let lock = self.entry(si);
+        match lock.try_lock_owned() {
+            Ok(guard) => Some(SlotGuard { si, guard: Some(guard), locks: self.locks.clone() }),
+            Err(_) => {
+                self.forget_if_unused(&si);
+                None
+            }
+        }
+    }
+
+    /// Drop the map's entry for `si` when only the map holds it (nobody holds or waits).
+    fn forget_if_unused(&self, si: &StorageIndex) {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        if locks.get(si).is_some_and(|l| Arc::strong_count(l) == 1) {
+            locks.remove(si);
+        }
+    }
+
+    /// Storage indexes with a lock held or waited for now.
+    #[cfg(test)]
+    pub(crate) fn in_use(&self) -> usize {
+        self.locks.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// The answer to a request that did not get its storage index's lock within [`SLOT_WAIT`].
+pub(crate) fn slot_busy() -> ApiError {
+    ApiError::unavailable("this storage index is busy; try again")
+}
+
+impl StorageService {
+    /// The lock of `si` within [`SLOT_WAIT`], or 503.
+    pub(crate) async fn slot(&self, si: StorageIndex) -> Result<SlotGuard, ApiError> {
+        self.slot_locks.lock_within(si, SLOT_WAIT).await.ok_or_else(slot_busy)
     }
 }
 
@@ -122,6 +182,8 @@ async fn blocking<T: Send + 'static>(
 
 /// The write a task records and applies.
 struct Job {
+    /// The request's share of the body budget, held until its redo record is gone.
+    budget: BodyPermit,
     si: StorageIndex,
     record: RedoRecord,
     outcomes: Vec<MutableShareWrite>,
@@ -130,6 +192,7 @@ struct Job {
     renew: Vec<u8>,
     cancel: Vec<u8>,
     now: u64,
+    lease_limit: usize,
 }
 
 impl Writer {
@@ -175,7 +238,7 @@ impl Writer {
         let si = job.si;
         let accountant = self.accountant.clone();
         let bytes = redo::encode_redo(&job.record);
-        let Job { outcomes, account, enabler, renew, cancel, now, record, .. } = job;
+        let Job { outcomes, account, enabler, renew, cancel, now, record, budget, lease_limit, .. } = job;
         blocking(move || {
             accountant.begin_mutable_write(&MutableWrite {
                 account,
@@ -186,6 +249,7 @@ impl Writer {
                 renew: &renew,
                 cancel: &cancel,
                 now,
+                lease_limit,
             })
         })
         .await?;
@@ -205,6 +269,7 @@ impl Writer {
             Err(e) => tracing::warn!(si = %si, "clearing a mutable write's record failed: {}", e.status()),
         }
         drop(slot);
+        drop(budget);
         Ok(())
     }
 }
@@ -235,7 +300,7 @@ impl StorageService {
     /// Settle `si` before a read, when it has a redo record.
     pub(crate) async fn settle_for_read(&self, si: &StorageIndex) -> Result<(), ApiError> {
         if self.pending.contains(si) {
-            let slot = self.slot_locks.lock(*si).await;
+            let slot = self.slot(*si).await?;
             drop(self.settle(*si, slot).await?);
         }
         Ok(())
@@ -247,29 +312,19 @@ impl StorageService {
         si: StorageIndex,
         request: wire::ReadTestWriteRequest,
         secrets: RtwSecrets<'_>,
+        budget: BodyPermit,
     ) -> Handled {
         let writes = request.test_write_vectors.values().any(|v| !v.write.is_empty() || v.new_length.is_some());
         if writes && self.capacity().readonly {
             // The reference lets mutable writes through (tahoe #390); read-only means read-only here.
             return Err(ApiError::text(StatusCode::FORBIDDEN, "this node is read-only (storage.readonly)"));
         }
-        let slot = self.slot_locks.lock(si).await;
+        let slot = self.slot(si).await?;
         let slot = self.settle(si, slot).await?;
         let fail = |e| ApiError::backend("read-test-write", e);
         let existing = self.backend.mutable_list(&si).await.map_err(fail)?;
         // 1. The write enabler must match every existing share.
-        for n in &existing {
-            match offload::sqlite(|| self.accountant.check_write_enabler(&si, *n, secrets.enabler))
-                .map_err(ApiError::accountant)?
-            {
-                Some(true) => {}
-                Some(false) => return Err(ApiError::text(StatusCode::UNAUTHORIZED, "wrong write enabler")),
-                None => {
-                    tracing::error!(si = %si, shnum = n.0, "no write enabler recorded for an existing mutable share; refusing the write (run `marsh recover` if the node's cache was lost)");
-                    return Err(ApiError::text(StatusCode::UNAUTHORIZED, "write enabler unknown to this server"));
-                }
-            }
-        }
+        self.check_write_enabler(&si, &existing, secrets.enabler)?;
         // 2. No share the store rolled back is tested, read or written over: each header with
         // a number kept is read now, and every test or read below that covers it is checked.
         let kept = offload::sqlite(|| self.accountant.mutable_seqnums(&si)).map_err(ApiError::accountant)?;
@@ -354,6 +409,7 @@ impl StorageService {
             redo.push(p.redo);
         }
         let job = Job {
+            budget,
             si,
             record: RedoRecord { enabler_hash: marsh_accountant::hash(secrets.enabler), shares: redo },
             outcomes,
@@ -362,9 +418,35 @@ impl StorageService {
             renew: secrets.renew.to_vec(),
             cancel: secrets.cancel.to_vec(),
             now: self.clock.now(),
+            lease_limit: self.config.limits.leases_per_share,
         };
         tokio::spawn(self.writer().commit(job, slot)).await.map_err(|e| task_failed("write", e))??;
         Ok(answer)
+    }
+
+    /// Refuse (401) a write enabler that does not match every share of `existing`.
+    fn check_write_enabler(&self, si: &StorageIndex, existing: &[ShareNumber], enabler: &[u8]) -> Result<(), ApiError> {
+        for n in existing {
+            match offload::sqlite(|| self.accountant.check_write_enabler(si, *n, enabler))
+                .map_err(ApiError::accountant)?
+            {
+                Some(true) => {}
+                Some(false) => return Err(ApiError::text(StatusCode::UNAUTHORIZED, "wrong write enabler")),
+                None => {
+                    tracing::error!(si = %si, shnum = n.0, "no write enabler recorded for an existing mutable share; refusing the write (run `marsh recover` if the node's cache was lost)");
+                    return Err(ApiError::text(StatusCode::UNAUTHORIZED, "write enabler unknown to this server"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The write-enabler check, before the request's body is read or its slot locked: a
+    /// stranger's read-test-write on a slot that exists is refused at once, holding nothing.
+    /// (Checked again under the lock, where it decides.)
+    pub(crate) async fn precheck_write_enabler(&self, si: &StorageIndex, enabler: &[u8]) -> Result<(), ApiError> {
+        let existing = self.backend.mutable_list(si).await.map_err(|e| ApiError::backend("read-test-write", e))?;
+        self.check_write_enabler(si, &existing, enabler)
     }
 
     /// What each share becomes, with every size checked.
@@ -406,6 +488,17 @@ impl StorageService {
             let mut size = current.max(end);
             if let Some(limit) = tw.new_length {
                 size = size.min(limit);
+            }
+            // A share grows only by bytes the request writes: space is held for a share's
+            // whole length, so a byte far past the end would claim what it never sent.
+            let hole = unwritten(current, size, &tw.write);
+            if hole > MAX_UNWRITTEN {
+                return Err(ApiError::text(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "share {number}: this write would leave {hole} bytes past the share's end unwritten; at most {MAX_UNWRITTEN} may be"
+                    ),
+                ));
             }
             let writes = tw.write.into_iter().map(|(offset, data)| WriteVector { offset, data }).collect();
             plan.push(Planned {
@@ -470,6 +563,38 @@ impl StorageService {
     }
 }
 
+/// The most bytes between a mutable share's old end and its new one that a read-test-write may
+/// leave unwritten. A stock Tahoe-LAFS 1.20 client writes a share whole in one request and
+/// leaves at most a few hundred bytes unwritten (the padding an MDMF share keeps between its
+/// verification key and its data, 2167 bytes into the share, at most 2167 bytes for an empty
+/// file); anything far past the end is refused, as it would claim space nobody wrote.
+pub const MAX_UNWRITTEN: u64 = 4096;
+
+/// Bytes of `current..size` that none of `writes` covers.
+fn unwritten(current: u64, size: u64, writes: &[(u64, Vec<u8>)]) -> u64 {
+    if size <= current {
+        return 0;
+    }
+    let mut spans: Vec<(u64, u64)> = writes
+        .iter()
+        .filter_map(|(offset, data)| {
+            let start = (*offset).max(current);
+            let end = offset.saturating_add(data.len() as u64).min(size);
+            (start < end).then_some((start, end))
+        })
+        .collect();
+    spans.sort_unstable();
+    let (mut covered, mut reach) = (0u64, current);
+    for (start, end) in spans {
+        let start = start.max(reach);
+        if end > start {
+            covered += end - start;
+            reach = end;
+        }
+    }
+    size - current - covered
+}
+
 /// The secrets a read-test-write carries.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RtwSecrets<'a> {
@@ -485,6 +610,20 @@ mod tests {
 
     fn si() -> StorageIndex {
         StorageIndex::from_bytes([4; 16])
+    }
+
+    #[test]
+    fn unwritten_bytes_count_only_what_no_write_covers_past_the_old_end() {
+        let w = |offset: u64, len: usize| (offset, vec![0u8; len]);
+        assert_eq!(unwritten(0, 10, &[w(0, 10)]), 0);
+        assert_eq!(unwritten(0, 1 << 30, &[w((1 << 30) - 1, 1)]), (1 << 30) - 1, "one byte at the end");
+        // An MDMF share as the 1.20 client writes it: blocks at 2167 first, then the header
+        // pieces, out of order and overlapping, leaving the padding before the data.
+        let mdmf = [w(2167, 1000), w(123, 1216), w(3167, 32), w(0, 41), w(41, 18), w(59, 64), w(1339, 687), w(0, 41)];
+        assert_eq!(unwritten(0, 3199, &mdmf), 2167 - 2026);
+        assert_eq!(unwritten(100, 200, &[w(0, 150)]), 50, "only past the old end counts");
+        assert_eq!(unwritten(500, 200, &[w(0, 150)]), 0, "a share that does not grow");
+        assert_eq!(unwritten(0, 10, &[w(u64::MAX - 1, 5)]), 10, "no overflow");
     }
 
     /// A write recorded by a process that died before applying it all is completed at start-up,
@@ -514,6 +653,7 @@ mod tests {
                 renew: b"r",
                 cancel: b"c",
                 now: 1,
+                lease_limit: 10,
             })
             .unwrap();
         // The process died half way: a torn first write, and the enabler row lost with it.

@@ -9,6 +9,7 @@ use hyper::body::Body;
 use marsh_core::{ShareNumber, StorageIndex};
 
 use crate::body::TrackedBody;
+use crate::budget::{BODY_WAIT, BodyBudget, BodyPermit};
 use crate::limits::{Limits, MinRate};
 use crate::response::ApiError;
 use crate::service::Req;
@@ -85,14 +86,15 @@ pub(crate) fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Read a whole small body, refusing more than `limit` bytes or a peer slower than the least
-/// rate.
-async fn small_body(body: TrackedBody, limit: usize, min_rate: u64) -> Result<Vec<u8>, ApiError> {
+/// Read a whole body, refusing more than `limit` bytes or a peer slower than the least rate.
+/// Room for the length it declares is made at once, so the buffer never grows by doubling.
+async fn whole_body(body: TrackedBody, limit: usize, min_rate: u64) -> Result<Vec<u8>, ApiError> {
     if body.size_hint().lower() > limit as u64 {
         return Err(ApiError::text(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {limit} bytes")));
     }
     let mut body = body;
-    let mut out = Vec::new();
+    let declared = body.size_hint().exact().and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
+    let mut out = Vec::with_capacity(declared.min(limit));
     let mut rate = MinRate::new(min_rate);
     loop {
         let frame = match rate.wait(body.frame()).await {
@@ -118,11 +120,26 @@ pub(crate) fn too_slow(min_rate: u64) -> ApiError {
     ApiError::text(StatusCode::REQUEST_TIMEOUT, format!("request body slower than {min_rate} bytes a second"))
 }
 
-/// A CBOR body of at most `limit` bytes and `limits.cbor_items` data items, decoded.
-pub(crate) async fn cbor_body(req: Req, limit: usize, limits: &Limits) -> Result<Value, ApiError> {
+/// A CBOR body of at most `limit` bytes and `limits.cbor_items` data items, decoded, with its
+/// share of `budget`, taken before the body is read (for the length it declares, or `limit`
+/// when it declares none) and held for as long as the caller keeps the permit. The bytes as
+/// received are dropped once decoded.
+pub(crate) async fn cbor_body(
+    req: Req,
+    limit: usize,
+    limits: &Limits,
+    budget: &BodyBudget,
+) -> Result<(Value, BodyPermit), ApiError> {
     check_content_type(req.headers())?;
-    let body = small_body(req.into_body(), limit, limits.min_rate).await?;
-    wire::decode_limited(&body, limits.cbor_items).map_err(|e| ApiError::text(StatusCode::BAD_REQUEST, e.0))
+    let declared = req.body().size_hint().exact();
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::text(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {limit} bytes")));
+    }
+    let permit = budget.take(declared.unwrap_or(limit as u64), BODY_WAIT).await?;
+    let body = whole_body(req.into_body(), limit, limits.min_rate).await?;
+    let value =
+        wire::decode_limited(&body, limits.cbor_items).map_err(|e| ApiError::text(StatusCode::BAD_REQUEST, e.0))?;
+    Ok((value, permit))
 }
 
 #[cfg(test)]

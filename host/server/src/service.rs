@@ -19,6 +19,7 @@ use marsh_core::{Backend, ShareId, StorageIndex};
 
 use crate::auth::{self, SecretKind};
 use crate::body::{TrackedBody, counted};
+use crate::budget::BodyBudget;
 use crate::clock::Clock;
 use crate::limits::{Limits, MAX_ADVISORY_REASON};
 use crate::metrics::{self, Metrics};
@@ -99,6 +100,8 @@ pub struct StorageService {
     authorization: Vec<u8>,
     pub(crate) uploads: UploadTable,
     pub(crate) slot_locks: SlotLocks,
+    /// What request bodies held whole may take at once.
+    pub(crate) body_budget: BodyBudget,
     /// Slots whose last read-test-write may not be applied in full yet.
     pub(crate) pending: Arc<PendingSlots>,
     capacity: Mutex<Capacity>,
@@ -136,6 +139,7 @@ impl StorageService {
             authorization,
             uploads: UploadTable::default(),
             slot_locks: SlotLocks::default(),
+            body_budget: BodyBudget::new(config.limits.body_memory),
             pending: Arc::new(PendingSlots::new(pending)),
             capacity: Mutex::new(config.capacity),
             metrics: Arc::default(),
@@ -303,7 +307,7 @@ impl StorageService {
                 check_accept(req.headers())?;
                 let (renew, cancel, upload) =
                     (secret(SecretKind::LeaseRenew), secret(SecretKind::LeaseCancel), secret(SecretKind::Upload));
-                let body = cbor_body(req, 8192, &self.config.limits).await?;
+                let (body, _permit) = cbor_body(req, 8192, &self.config.limits, &self.body_budget).await?;
                 let request =
                     wire::allocate_request(&body).map_err(|e| ApiError::text(StatusCode::BAD_REQUEST, e.0))?;
                 self.allocate(&caller, si, request, &renew, &cancel, &upload).await
@@ -342,11 +346,15 @@ impl StorageService {
                 check_accept(req.headers())?;
                 let (we, renew, cancel) =
                     (secret(SecretKind::WriteEnabler), secret(SecretKind::LeaseRenew), secret(SecretKind::LeaseCancel));
-                let body = cbor_body(req, MAX_READ_TEST_WRITE_BODY, &self.config.limits).await?;
+                // A stranger's writes to a slot that exists are refused before their body is read.
+                self.precheck_write_enabler(&si, &we).await?;
+                let (body, permit) =
+                    cbor_body(req, MAX_READ_TEST_WRITE_BODY, &self.config.limits, &self.body_budget).await?;
                 let request =
                     wire::read_test_write_request(&body).map_err(|e| ApiError::text(StatusCode::BAD_REQUEST, e.0))?;
-                self.read_test_write(&caller, si, request, RtwSecrets { enabler: &we, renew: &renew, cancel: &cancel })
-                    .await
+                drop(body);
+                let secrets = RtwSecrets { enabler: &we, renew: &renew, cancel: &cancel };
+                self.read_test_write(&caller, si, request, secrets, permit).await
             }
         }
     }
@@ -413,7 +421,7 @@ impl StorageService {
 
     pub(crate) async fn renew(&self, caller: &Caller, si: StorageIndex, renew: &[u8], cancel: &[u8]) -> Handled {
         // Lease expiry decides on these shares' leases under the same lock.
-        let _index = self.slot_locks.lock(si).await;
+        let _index = self.slot(si).await?;
         let immutable = self.backend.list_shares(&si).await.map_err(|e| ApiError::backend("list", e))?;
         let mutable = self.backend.mutable_list(&si).await.map_err(|e| ApiError::backend("list", e))?;
         let shares: Vec<ShareId> = (immutable.into_iter().map(|n| ShareId::immutable(si, n)))
@@ -446,10 +454,7 @@ impl StorageService {
         now: u64,
     ) -> Result<bool, ApiError> {
         offload::sqlite(|| {
-            let leases = self.accountant.leases(share)?;
-            let renew_hash = marsh_accountant::hash(renew);
-            if leases.len() >= self.config.limits.leases_per_share && !leases.iter().any(|l| l.renew_hash == renew_hash)
-            {
+            if !self.accountant.may_add_lease(share, renew, self.config.limits.leases_per_share)? {
                 return Ok(false);
             }
             self.accountant.add_or_renew(caller.id, share, renew, cancel, now)?;
@@ -462,7 +467,7 @@ impl StorageService {
         if !exists {
             return Err(ApiError::text(StatusCode::NOT_FOUND, "no such share"));
         }
-        let body = cbor_body(req, 32_768, &self.config.limits).await?;
+        let (body, _permit) = cbor_body(req, 32_768, &self.config.limits, &self.body_budget).await?;
         let reason = wire::corrupt_request(&body).map_err(|e| ApiError::text(StatusCode::BAD_REQUEST, e.0))?;
         let mut cut = reason.len().min(MAX_ADVISORY_REASON);
         while !reason.is_char_boundary(cut) {

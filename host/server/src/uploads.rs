@@ -26,11 +26,9 @@ use crate::routes::too_slow;
 use crate::service::{Req, StorageService, UPLOAD_IDLE_TIMEOUT};
 use crate::wire;
 
-/// One in-progress immutable upload.
+/// What an in-progress immutable upload keeps between requests, locked while one works on it.
 #[derive(Debug)]
 pub(crate) struct Upload {
-    /// The upload secret that allocated it.
-    pub(crate) secret: Vec<u8>,
     /// Its allocated size.
     pub(crate) size: u64,
     /// The byte ranges written so far.
@@ -39,10 +37,20 @@ pub(crate) struct Upload {
     pub(crate) last_write: u64,
 }
 
+/// One in-progress immutable upload: its secret, which never changes and is checked without
+/// waiting for whoever is writing, and its state behind a lock.
+#[derive(Debug)]
+pub(crate) struct UploadEntry {
+    /// The upload secret that allocated it.
+    pub(crate) secret: Vec<u8>,
+    /// The rest, locked while a request works on it.
+    pub(crate) state: Arc<tokio::sync::Mutex<Upload>>,
+}
+
 /// A share being uploaded.
 pub(crate) type UploadKey = (StorageIndex, ShareNumber);
-/// An upload, locked while a request works on it.
-pub(crate) type Entry = Arc<tokio::sync::Mutex<Upload>>;
+/// An upload.
+pub(crate) type Entry = Arc<UploadEntry>;
 
 /// What [`UploadTable::insert_locked`] did.
 #[derive(Debug)]
@@ -99,12 +107,13 @@ impl UploadTable {
         self.table().entries.get(key).is_some_and(|s| Arc::ptr_eq(&s.entry, entry))
     }
 
-    /// Add `upload` under `key` for `account` if no upload of it is in progress, the open
-    /// uploads are within `limits`, and its size fits in `available` beside what is reserved
-    /// already, reserving its size.
+    /// Add `upload` (allocated with `secret`) under `key` for `account` if no upload of it is
+    /// in progress, the open uploads are within `limits`, and its size fits in `available`
+    /// beside what is reserved already, reserving its size.
     pub(crate) fn insert_locked(
         &self,
         key: UploadKey,
+        secret: &[u8],
         upload: Upload,
         account: AccountId,
         available: u64,
@@ -122,8 +131,8 @@ impl UploadTable {
         let Some(reserved) = table.reserved.checked_add(size).filter(|r| *r <= available) else {
             return Inserted::NoSpace;
         };
-        let entry = Arc::new(tokio::sync::Mutex::new(upload));
-        let Ok(guard) = entry.clone().try_lock_owned() else {
+        let entry = Arc::new(UploadEntry { secret: secret.to_vec(), state: Arc::new(tokio::sync::Mutex::new(upload)) });
+        let Ok(guard) = entry.state.clone().try_lock_owned() else {
             unreachable!("a mutex made just now is not locked");
         };
         table.reserved = reserved;
@@ -175,7 +184,9 @@ impl UploadTable {
     pub(crate) fn idle(&self, now: u64, idle_seconds: u64) -> Vec<(UploadKey, Entry)> {
         let all: Vec<(UploadKey, Entry)> = self.table().entries.iter().map(|(k, s)| (*k, s.entry.clone())).collect();
         all.into_iter()
-            .filter(|(_, entry)| entry.try_lock().is_ok_and(|up| now.saturating_sub(up.last_write) >= idle_seconds))
+            .filter(|(_, entry)| {
+                entry.state.try_lock().is_ok_and(|up| now.saturating_sub(up.last_write) >= idle_seconds)
+            })
             .collect()
     }
 }
@@ -225,13 +236,19 @@ impl StorageService {
     ) -> Handled {
         // A share answered "already have" gets its lease under the lock lease expiry takes: a
         // delete decided before the lease cannot follow the answer.
-        let _index = self.slot_locks.lock(si).await;
+        let _index = self.slot(si).await?;
         let now = self.clock.now();
-        let complete = self.backend.list_shares(&si).await.map_err(|e| ApiError::backend("list", e))?;
-        for n in &complete {
+        let held = self.backend.list_shares(&si).await.map_err(|e| ApiError::backend("list", e))?;
+        // A share that carries the most lease records, none of them the caller's, is not
+        // answered "already have": the server could not keep it for this client, which then
+        // places it elsewhere (it is not allocated either: it exists).
+        let mut have = Vec::with_capacity(held.len());
+        for n in &held {
             let share = ShareId::immutable(si, *n);
-            if !self.lease(caller, &share, renew, cancel, now)? {
-                tracing::debug!(%share, "no lease added on allocation: the share carries the most lease records");
+            if self.lease(caller, &share, renew, cancel, now)? {
+                have.push(u64::from(n.0));
+            } else {
+                tracing::debug!(%share, "not answered already-have: the share carries the most lease records");
             }
         }
         let available = self.available().await;
@@ -254,16 +271,11 @@ impl StorageService {
             let Ok(n) = u16::try_from(number).map(ShareNumber) else {
                 return Err(ApiError::text(StatusCode::BAD_REQUEST, format!("share number {number} is too large")));
             };
-            if complete.contains(&n) {
+            if held.contains(&n) {
                 continue;
             }
             let existing = self.uploads.get(&(si, n));
-            let upload = Upload {
-                secret: upload_secret.to_vec(),
-                size: request.allocated_size,
-                written: RangeSet::default(),
-                last_write: now,
-            };
+            let upload = Upload { size: request.allocated_size, written: RangeSet::default(), last_write: now };
             let inserted = match existing {
                 Some(existing) => Inserted::Exists(existing),
                 None if readonly
@@ -272,7 +284,7 @@ impl StorageService {
                 {
                     continue;
                 }
-                None => self.uploads.insert_locked((si, n), upload, caller.id, available, open_limits),
+                None => self.uploads.insert_locked((si, n), upload_secret, upload, caller.id, available, open_limits),
             };
             let (setting_up, _locked) = match inserted {
                 Inserted::New(entry, guard) => {
@@ -280,8 +292,9 @@ impl StorageService {
                 }
                 Inserted::Exists(existing) => {
                     // Spec behaviour for a retry with the same secret; another secret's upload
-                    // is never disturbed.
-                    if auth::same(&existing.lock().await.secret, upload_secret) {
+                    // is never disturbed. The secret is compared without waiting for a write
+                    // in progress: this request holds the storage index's lock.
+                    if auth::same(&existing.secret, upload_secret) {
                         allocated.push(number);
                     }
                     continue;
@@ -310,7 +323,6 @@ impl StorageService {
             // Once per request, not per share: a hostile client must not be able to flood the log.
             tracing::info!(account = %caller.name, "{too_many} shares not allocated: too many uploads open");
         }
-        let have: Vec<u64> = complete.iter().map(|n| u64::from(n.0)).collect();
         Ok(cbor(StatusCode::OK, &wire::allocate_response(&have, &allocated)))
     }
 
@@ -322,10 +334,12 @@ impl StorageService {
         };
         let upload =
             self.uploads.get(&(si, n)).ok_or_else(|| ApiError::text(StatusCode::NOT_FOUND, "no such upload"))?;
-        let mut up = upload.lock().await;
-        if !auth::same(&up.secret, secret) {
+        // Checked before waiting for the upload: a stranger's request never queues behind its
+        // writer.
+        if !auth::same(&upload.secret, secret) {
             return Err(ApiError::text(StatusCode::UNAUTHORIZED, "wrong upload secret"));
         }
+        let mut up = upload.state.lock().await;
         if !self.uploads.is_current(&(si, n), &upload) {
             // Completed or aborted while this request waited for the lock.
             return Err(ApiError::text(StatusCode::NOT_FOUND, "no such upload"));
@@ -427,10 +441,10 @@ impl StorageService {
                 ApiError::text(StatusCode::NOT_FOUND, "no such upload")
             });
         };
-        let up = upload.lock().await;
-        if !auth::same(&up.secret, secret) {
+        if !auth::same(&upload.secret, secret) {
             return Err(ApiError::text(StatusCode::UNAUTHORIZED, "wrong upload secret"));
         }
+        let up = upload.state.lock().await;
         // Still holding the upload: no write runs while it is discarded.
         self.drop_upload(&si, n, &upload).await?;
         drop(up);
@@ -486,7 +500,7 @@ mod tests {
     }
 
     fn upload(size: u64, now: u64) -> Upload {
-        Upload { secret: b"secret".to_vec(), size, written: RangeSet::default(), last_write: now }
+        Upload { size, written: RangeSet::default(), last_write: now }
     }
 
     fn new(inserted: Inserted) -> (Entry, OwnedMutexGuard<Upload>) {
@@ -499,21 +513,24 @@ mod tests {
     #[test]
     fn each_entry_reserves_its_size_until_it_leaves_once() {
         let table = UploadTable::default();
-        let (a, guard) = new(table.insert_locked(key(1), upload(100, 0), AccountId::ANONYMOUS, 1000, UNLIMITED));
+        let (a, guard) =
+            new(table.insert_locked(key(1), b"secret", upload(100, 0), AccountId::ANONYMOUS, 1000, UNLIMITED));
         drop(guard);
         assert_eq!((table.reserved(), table.len()), (100, 1));
         // A second allocation of the same share changes nothing, whoever asks.
         assert!(
-            matches!(table.insert_locked(key(1), upload(500, 0), AccountId::ANONYMOUS, 1000, UNLIMITED), Inserted::Exists(e) if Arc::ptr_eq(&e, &a))
+            matches!(table.insert_locked(key(1), b"secret", upload(500, 0), AccountId::ANONYMOUS, 1000, UNLIMITED), Inserted::Exists(e) if Arc::ptr_eq(&e, &a))
         );
         assert_eq!(table.reserved(), 100);
-        let (b, _guard) = new(table.insert_locked(key(2), upload(300, 0), AccountId::ANONYMOUS, 1000, UNLIMITED));
+        let (b, _guard) =
+            new(table.insert_locked(key(2), b"secret", upload(300, 0), AccountId::ANONYMOUS, 1000, UNLIMITED));
         assert_eq!(table.reserved(), 400);
         assert!(table.remove(&key(1), &a));
         assert!(!table.remove(&key(1), &a), "released once");
         assert_eq!(table.reserved(), 300);
         // A stale handle (the share was allocated again since) removes nothing.
-        let (c, _guard) = new(table.insert_locked(key(1), upload(50, 0), AccountId::ANONYMOUS, 1000, UNLIMITED));
+        let (c, _guard) =
+            new(table.insert_locked(key(1), b"secret", upload(50, 0), AccountId::ANONYMOUS, 1000, UNLIMITED));
         assert!(!table.remove(&key(1), &a) && table.is_current(&key(1), &c));
         assert_eq!(table.reserved(), 350);
         assert!(table.remove(&key(2), &b) && table.remove(&key(1), &c));
@@ -523,21 +540,21 @@ mod tests {
     #[test]
     fn an_allocation_that_does_not_fit_beside_the_reserved_space_is_refused() {
         let table = UploadTable::default();
-        let _a = new(table.insert_locked(key(1), upload(600, 0), AccountId::ANONYMOUS, 1000, UNLIMITED));
+        let _a = new(table.insert_locked(key(1), b"secret", upload(600, 0), AccountId::ANONYMOUS, 1000, UNLIMITED));
         assert!(matches!(
-            table.insert_locked(key(2), upload(401, 0), AccountId::ANONYMOUS, 1000, UNLIMITED),
+            table.insert_locked(key(2), b"secret", upload(401, 0), AccountId::ANONYMOUS, 1000, UNLIMITED),
             Inserted::NoSpace
         ));
-        let _b = new(table.insert_locked(key(2), upload(400, 0), AccountId::ANONYMOUS, 1000, UNLIMITED));
+        let _b = new(table.insert_locked(key(2), b"secret", upload(400, 0), AccountId::ANONYMOUS, 1000, UNLIMITED));
         assert!(
             matches!(
-                table.insert_locked(key(3), upload(0, 0), AccountId::ANONYMOUS, 999, UNLIMITED),
+                table.insert_locked(key(3), b"secret", upload(0, 0), AccountId::ANONYMOUS, 999, UNLIMITED),
                 Inserted::NoSpace
             ),
             "nothing fits past full"
         );
         assert!(matches!(
-            table.insert_locked(key(4), upload(u64::MAX, 0), AccountId::ANONYMOUS, u64::MAX, UNLIMITED),
+            table.insert_locked(key(4), b"secret", upload(u64::MAX, 0), AccountId::ANONYMOUS, u64::MAX, UNLIMITED),
             Inserted::NoSpace
         ));
         assert_eq!(table.reserved(), 1000);
@@ -548,24 +565,28 @@ mod tests {
         let table = UploadTable::default();
         let limits = OpenLimits { total: 3, per_account: 2 };
         let (alice, bob) = (AccountId(1), AccountId(2));
-        let (a1, _g) = new(table.insert_locked(key(1), upload(0, 0), alice, 100, limits));
-        let _a2 = new(table.insert_locked(key(2), upload(0, 0), alice, 100, limits));
-        assert!(matches!(table.insert_locked(key(3), upload(0, 0), alice, 100, limits), Inserted::TooMany));
-        let _b1 = new(table.insert_locked(key(3), upload(0, 0), bob, 100, limits));
-        assert!(matches!(table.insert_locked(key(4), upload(0, 0), bob, 100, limits), Inserted::TooMany), "total");
+        let (a1, _g) = new(table.insert_locked(key(1), b"secret", upload(0, 0), alice, 100, limits));
+        let _a2 = new(table.insert_locked(key(2), b"secret", upload(0, 0), alice, 100, limits));
+        assert!(matches!(table.insert_locked(key(3), b"secret", upload(0, 0), alice, 100, limits), Inserted::TooMany));
+        let _b1 = new(table.insert_locked(key(3), b"secret", upload(0, 0), bob, 100, limits));
+        assert!(
+            matches!(table.insert_locked(key(4), b"secret", upload(0, 0), bob, 100, limits), Inserted::TooMany),
+            "total"
+        );
         assert!(table.remove(&key(1), &a1));
-        let _a3 = new(table.insert_locked(key(4), upload(0, 0), alice, 100, limits));
+        let _a3 = new(table.insert_locked(key(4), b"secret", upload(0, 0), alice, 100, limits));
         assert_eq!(table.len(), 3);
     }
 
     #[test]
     fn a_new_entry_stays_locked_until_it_is_set_up() {
         let table = UploadTable::default();
-        let (_, guard) = new(table.insert_locked(key(1), upload(10, 0), AccountId::ANONYMOUS, 100, UNLIMITED));
+        let (_, guard) =
+            new(table.insert_locked(key(1), b"secret", upload(10, 0), AccountId::ANONYMOUS, 100, UNLIMITED));
         let found = table.get(&key(1)).expect("listed at once");
-        assert!(found.try_lock().is_err(), "a writer waits until the allocation is done");
+        assert!(found.state.try_lock().is_err(), "a writer waits until the allocation is done");
         drop(guard);
-        assert!(found.try_lock().is_ok());
+        assert!(found.state.try_lock().is_ok());
     }
 
     #[test]
@@ -574,10 +595,10 @@ mod tests {
         let table = UploadTable::default();
         let timeout = UPLOAD_IDLE_TIMEOUT.as_secs();
         let (quiet, guard) =
-            new(table.insert_locked(key(1), upload(10, clock.now()), AccountId::ANONYMOUS, 100, UNLIMITED));
+            new(table.insert_locked(key(1), b"secret", upload(10, clock.now()), AccountId::ANONYMOUS, 100, UNLIMITED));
         drop(guard);
         let (_busy, busy_guard) =
-            new(table.insert_locked(key(2), upload(10, clock.now()), AccountId::ANONYMOUS, 100, UNLIMITED));
+            new(table.insert_locked(key(2), b"secret", upload(10, clock.now()), AccountId::ANONYMOUS, 100, UNLIMITED));
         clock.advance(timeout - 1);
         assert!(table.idle(clock.now(), timeout).is_empty());
         clock.advance(1);
@@ -585,7 +606,7 @@ mod tests {
         assert_eq!(idle.len(), 1, "the one being worked on right now is not idle");
         assert!(idle[0].0 == key(1) && Arc::ptr_eq(&idle[0].1, &quiet));
         // A write moves it back.
-        quiet.try_lock().expect("free").last_write = clock.now();
+        quiet.state.try_lock().expect("free").last_write = clock.now();
         assert!(table.idle(clock.now(), timeout).is_empty());
         drop(busy_guard);
     }
