@@ -178,6 +178,12 @@ impl ResourceLimiter for MemoryCap {
 /// (8 MiB on S3), outside the instance's memory cap.
 pub(crate) const MAX_UPLOADS: usize = 8;
 
+/// Host resources one instance may hold at once, of every kind together (store handles, WASI
+/// streams and pollables, uploads, payloads, snapshots): each lives in host memory, outside
+/// the instance's memory cap, and wasmtime's own bound is a million. The kinds with their own
+/// lower bounds (uploads, payloads, snapshots) fit many times over.
+pub(crate) const MAX_HANDLES: usize = 4096;
+
 /// The state of one plugin instance's store.
 pub(crate) struct HostState {
     pub(crate) plugin: Arc<str>,
@@ -224,7 +230,11 @@ impl HostState {
             restores: 0,
             payloads: crate::payloads::Ledger::new(max_call_bytes),
             wasi,
-            table: ResourceTable::new(),
+            table: {
+                let mut table = ResourceTable::new();
+                table.set_max_capacity(MAX_HANDLES);
+                table
+            },
         }
     }
 
@@ -788,6 +798,30 @@ mod tests {
         begin(&mut s, "again").await.expect("a place was freed");
         begin(&mut s, "and-again").await.expect("a second place was freed");
         assert!(begin(&mut s, "full-again").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_instance_holds_a_bounded_number_of_handles() {
+        let store = Arc::new(marsh_stores::MemoryStore::new("shares"));
+        let mut s = HostState::new(
+            "test".into(),
+            Grants::new(SealKey::from_bytes([7; 32])).store("shares", store),
+            1 << 20,
+            64 << 20,
+        );
+        let mut handles = Vec::new();
+        let err = loop {
+            match blobs::Host::open(&mut s, "shares".into()).await {
+                Ok(h) => handles.push(h),
+                Err(e) => break e,
+            }
+            assert!(handles.len() <= MAX_HANDLES, "opened past the bound");
+        };
+        assert_eq!(handles.len(), MAX_HANDLES);
+        assert!(matches!(&err, types::BlobError::Io(m) if m.contains("resource table")), "{err:?}");
+        // Dropping one gives its place back.
+        blobs::HostStore::drop(&mut s, handles.pop().unwrap()).await.unwrap();
+        assert!(blobs::Host::open(&mut s, "shares".into()).await.is_ok());
     }
 
     /// Counts the changes applied to it.

@@ -212,6 +212,19 @@ impl Writer {
                 tracing::error!(si = %si, "a pending mutable write does not read back: {e}; the slot stays closed");
                 ApiError::unavailable("an earlier write to this slot cannot be completed")
             })?;
+            let newer = rollback::superseded(&*self.backend, &si, &record.shares).await.map_err(|e| {
+                tracing::warn!(si = %si, "reading a slot before completing its earlier write failed: {e}");
+                ApiError::unavailable("an earlier write to this slot is not complete yet")
+            })?;
+            if newer {
+                // Its writes would put older content over what clients wrote since: the record
+                // came back with an accounting database restored from a backup.
+                tracing::warn!(si = %si, "a pending mutable write is older than what the store holds (was cache/ restored from a backup?): not applied again, its record dropped");
+                let accountant = self.accountant.clone();
+                blocking(move || accountant.end_mutable_write(&si, &[])).await?;
+                self.pending.set().remove(&si);
+                return Ok(());
+            }
             redo::apply(&*self.backend, &si, &record.shares).await.map_err(|e| {
                 tracing::warn!(si = %si, "completing an earlier write failed: {e}");
                 ApiError::unavailable("an earlier write to this slot is not complete yet")
@@ -610,6 +623,58 @@ mod tests {
 
     fn si() -> StorageIndex {
         StorageIndex::from_bytes([4; 16])
+    }
+
+    /// A redo record that comes back with an accounting database restored from a backup is
+    /// older than what the store holds since: it is dropped, not applied over newer content.
+    #[tokio::test]
+    async fn a_pending_write_older_than_the_store_is_not_applied_again() {
+        use crate::{ManualClock, ServiceConfig};
+        let backend = Arc::new(ReferenceBackend::default());
+        let accountant = Arc::new(Accountant::in_memory().unwrap());
+        let n = ShareNumber(0);
+        let header = |seq: u64, rest: &[u8]| {
+            let mut h = vec![1u8];
+            h.extend(seq.to_be_bytes());
+            h.extend(rest);
+            h
+        };
+        let old = RedoRecord {
+            enabler_hash: marsh_accountant::hash(b"we"),
+            shares: vec![RedoShare {
+                shnum: n,
+                writes: vec![WriteVector { offset: 0, data: header(5, b"old") }],
+                new_length: None,
+            }],
+        };
+        let outcome = [MutableShareWrite::Written { shnum: n, size: 12, created: true }];
+        accountant
+            .begin_mutable_write(&MutableWrite {
+                account: marsh_accountant::AccountId::ANONYMOUS,
+                si: si(),
+                redo: &redo::encode_redo(&old),
+                shares: &outcome,
+                enabler: b"we",
+                renew: b"r",
+                cancel: b"c",
+                now: 1,
+                lease_limit: 10,
+            })
+            .unwrap();
+        // Since then the client wrote version 7.
+        let newer = header(7, b"new content");
+        backend.mutable_write(&si(), n, &[WriteVector { offset: 0, data: newer.clone() }], None).await.unwrap();
+        let service = StorageService::new(
+            backend.clone(),
+            accountant.clone(),
+            Arc::new(ManualClock::new(5)),
+            ServiceConfig::new("s", 0, "t"),
+        )
+        .unwrap();
+        service.start_up().await.unwrap();
+        assert_eq!(backend.mutable_read(&si(), n, 0, 100).await.unwrap(), newer, "version 7 stays");
+        assert_eq!(accountant.pending_mutable_writes().unwrap(), vec![]);
+        assert!(!service.pending.contains(&si()));
     }
 
     #[test]

@@ -82,6 +82,30 @@ pub(crate) fn written(shares: &[RedoShare]) -> Vec<(ShareNumber, Option<u64>)> {
         .collect()
 }
 
+/// Whether the store already holds a later version than a redo record writes: a share whose
+/// header the record writes in full carries a higher sequence number in the store now. A
+/// record replayed at start-up is then older than what clients wrote since (an accounting
+/// database restored from a backup, with a record still pending in it) and must not be applied
+/// over their writes. Shares without a Tahoe header cannot tell and never count as newer.
+pub(crate) async fn superseded(
+    backend: &dyn marsh_core::Backend,
+    si: &StorageIndex,
+    shares: &[RedoShare],
+) -> Result<bool, marsh_core::BackendError> {
+    for (n, number) in written(shares) {
+        let Some(number) = number else { continue };
+        let first = match backend.mutable_read(si, n, 0, HEADER as u64).await {
+            Ok(first) => first,
+            Err(marsh_core::BackendError::NotFound) => continue,
+            Err(e) => return Err(e),
+        };
+        if seqnum(&first).is_some_and(|now| now > number) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// The number kept for mutable share `n`; look it up before reading the share.
 pub(crate) fn kept(accountant: &Accountant, si: &StorageIndex, n: ShareNumber) -> Result<Option<u64>, ApiError> {
     offload::sqlite(|| accountant.mutable_seqnum(si, n)).map_err(ApiError::accountant)

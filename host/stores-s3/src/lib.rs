@@ -404,6 +404,9 @@ impl BlobStore for S3Store {
         let mut keys = Vec::new();
         let mut after = start_after.map(|a| format!("{}{a}", i.prefix));
         // Reserved keys (the host's own records) are skipped, so a page may need more requests.
+        // The store is not trusted to keep to the page size, the prefix or the order: at most
+        // `limit` keys are kept whatever it answers, and a key that does not come after the
+        // one before it ends the listing with an error instead of a loop.
         loop {
             let _permit = i.permits.acquire().await;
             let mut req = i
@@ -416,16 +419,29 @@ impl BlobStore for S3Store {
                 req = req.start_after(a);
             }
             let out = req.send().await.map_err(|e| self.fail("list", prefix, classify(&e)))?;
-            let mut last = None;
+            let mut last: Option<String> = None;
+            let mut cut = false;
             for object in out.contents() {
                 let Some(full) = object.key() else { continue };
+                let behind = last.as_deref().or(after.as_deref()).is_some_and(|before| full <= before);
+                if behind || !full.starts_with(&format!("{}{prefix}", i.prefix)) {
+                    return Err(StoreError::Io(format!(
+                        "s3 list {prefix:?}: the store answered {:?}, outside the listing asked for (out of order or not under the prefix)",
+                        full.chars().take(200).collect::<String>()
+                    )));
+                }
+                if keys.len() >= limit {
+                    // More than the page asked for: the rest is the next page's.
+                    cut = true;
+                    break;
+                }
                 last = Some(full.to_owned());
                 let Some(key) = full.strip_prefix(&i.prefix) else { continue };
                 if !BlobKey::is_reserved(key) {
                     keys.push(key.to_owned());
                 }
             }
-            let truncated = out.is_truncated().unwrap_or(false) && last.is_some();
+            let truncated = cut || (out.is_truncated().unwrap_or(false) && last.is_some());
             if !truncated {
                 return Ok(Page { keys, next: None });
             }

@@ -15,8 +15,14 @@ pub(crate) fn reserved_component(component: &str) -> bool {
     component.get(..RESERVED_PREFIX.len()).is_some_and(|head| head.eq_ignore_ascii_case(RESERVED_PREFIX))
 }
 
-/// A `/`-separated relative key: no empty, `.` or `..` component, no leading or trailing
-/// slash, no NUL or backslash, no reserved component, at most 1024 bytes.
+/// A `/`-separated relative key of printable ASCII (space to `~`): no empty, `.` or `..`
+/// component, no leading or trailing slash, no backslash, no reserved component, at most 1024
+/// bytes.
+///
+/// ASCII only, because a store may compare names the way its file system does: a
+/// case-insensitive one with Unicode case folding (APFS, NTFS) takes `.marſh-host` (long s) for
+/// `.marsh-host`, and `ſtash` for a strategy's `stash`, where an ASCII comparison does not. With
+/// every key ASCII, comparing ASCII letter case is the whole comparison.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BlobKey(String);
 
@@ -27,7 +33,7 @@ impl BlobKey {
             || key.len() > 1024
             || key.starts_with('/')
             || key.ends_with('/')
-            || key.contains('\0')
+            || !key.bytes().all(|b| (b' '..=b'~').contains(&b))
             || key.contains('\\')
             || key.split('/').any(|c| c.is_empty() || c == "." || c == ".." || reserved_component(c));
         if bad {
@@ -99,9 +105,16 @@ mod tests {
             assert!(matches!(BlobKey::new(bad), Err(StoreError::BadKey(_))), "{bad:?}");
         }
         assert!(BlobKey::new(&"a".repeat(1025)).is_err());
-        // Near misses are ordinary keys, also where the prefix would end inside a character.
-        for near in [".mars", "marsh-host", ".marsé", "é.marsh"] {
+        // Near misses are ordinary keys.
+        for near in [".mars", "marsh-host", ".marsx", "x.marsh", "a b"] {
             assert!(BlobKey::new(near).is_ok(), "{near:?}");
+        }
+        // Nothing but printable ASCII: no letter a file system might fold into a reserved name
+        // (long s, Kelvin sign, fullwidth letters), no control character.
+        for folded in
+            [".mar\u{17f}h-host/owner", "\u{17f}tash/g1", ".marsh\u{212a}", "\u{ff4d}arsh", "a\tb", "a\nb", "é"]
+        {
+            assert!(matches!(BlobKey::new(folded), Err(StoreError::BadKey(_))), "{folded:?}");
         }
     }
 

@@ -133,3 +133,33 @@ async fn an_upload_cut_off_anywhere_never_leaves_a_partial_share() {
     assert!(keys.iter().all(|k| k.starts_with("shares/") || k.starts_with("chunks/")), "{keys:?}");
     assert_eq!(keys.iter().filter(|k| k.starts_with("shares/")).count(), 40);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_past_the_page_size_is_held_to_it_and_one_out_of_order_is_refused() {
+    let proxy = FaultProxy::start(|_, _| Fault::Pass).await;
+    let s = S3Store::open(proxy.config("listing")).await.expect("open");
+    let names: Vec<String> = (0..30).map(|i| format!("k/{i:02}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        s.put(&key(name), vec![i as u8], PutMode::CreateOnly).await.unwrap();
+    }
+    // Every answer carries 50 keys more than the page asked for: pages of 7 stay pages of 7,
+    // in order, and every real key is listed once.
+    proxy.set_plan(|_, _| Fault::ListPadded);
+    let (mut listed, mut after) = (Vec::<String>::new(), None::<String>);
+    loop {
+        let page = s.list("k/", after.as_deref(), 7).await.expect("a page");
+        assert!(page.keys.len() <= 7, "{} keys in a page of 7", page.keys.len());
+        listed.extend(page.keys);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert!(listed.windows(2).all(|w| w[0] < w[1]), "in order, each once: {listed:?}");
+    let real: Vec<&String> = listed.iter().filter(|k| !k.contains('~')).collect();
+    assert_eq!(real, names.iter().collect::<Vec<_>>());
+    // An answer that goes back (its first key twice): an error, not a loop.
+    proxy.set_plan(|_, _| Fault::ListRepeated);
+    let e = s.list("k/", Some("k/10"), 7).await.expect_err("a key twice");
+    assert!(matches!(&e, StoreError::Io(m) if m.contains("outside the listing")), "{e:?}");
+}

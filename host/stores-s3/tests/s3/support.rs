@@ -72,6 +72,12 @@ pub enum Fault {
     /// Forward, then answer with this many bytes more than the service sent (as a hostile or
     /// broken service that ignores the range asked for would).
     Pad(usize),
+    /// A listing answered with 50 made-up keys after the service's last one, past the page
+    /// size the driver asked for (as a service that ignores `max-keys` would answer).
+    ListPadded,
+    /// A listing answered with its first key twice (as a broken service that goes back, or
+    /// loops, would).
+    ListRepeated,
 }
 
 type Plan = dyn Fn(u64, &str) -> Fault + Send + Sync;
@@ -159,9 +165,9 @@ async fn handle(req: Request<Incoming>, fault: Fault, upstream: SocketAddr) -> R
         // An error from the service makes hyper close the connection without answering.
         Fault::Drop => return Err("dropped by the test proxy".into()),
         Fault::Slow(d) => tokio::time::sleep(d).await,
-        Fault::Pad(_) => {}
-        Fault::Pass => {}
+        Fault::Pad(_) | Fault::Pass | Fault::ListPadded | Fault::ListRepeated => {}
     }
+    let listing = parts.uri.query().is_some_and(|q| q.contains("list-type=2"));
     let stream = TcpStream::connect(upstream).await.map_err(|e| e.to_string())?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
@@ -175,7 +181,33 @@ async fn handle(req: Request<Incoming>, fault: Fault, upstream: SocketAddr) -> R
         parts.headers.insert(hyper::header::CONTENT_LENGTH, padded.len().into());
         body = Bytes::from(padded);
     }
+    if listing && matches!(fault, Fault::ListPadded | Fault::ListRepeated) {
+        let xml = String::from_utf8_lossy(&body).into_owned();
+        let rewritten = match fault {
+            Fault::ListPadded => pad_listing(&xml),
+            _ => repeat_first(&xml),
+        };
+        parts.headers.insert(hyper::header::CONTENT_LENGTH, rewritten.len().into());
+        body = Bytes::from(rewritten);
+    }
     Ok(Response::from_parts(parts, Full::new(body)))
+}
+
+/// A ListObjectsV2 answer with 50 made-up entries after its last one, in order.
+fn pad_listing(xml: &str) -> String {
+    let (Some(end), Some(key_at)) = (xml.rfind("</Contents>"), xml.rfind("<Key>")) else { return xml.to_owned() };
+    let last = &xml[key_at + 5..key_at + xml[key_at..].find("</Key>").unwrap_or(5)];
+    let extra: String =
+        (0..50).map(|i| format!("<Contents><Key>{last}~{i:02}</Key><Size>1</Size></Contents>")).collect();
+    let at = end + "</Contents>".len();
+    format!("{}{extra}{}", &xml[..at], &xml[at..])
+}
+
+/// A ListObjectsV2 answer with its first entry twice.
+fn repeat_first(xml: &str) -> String {
+    let (Some(start), Some(end)) = (xml.find("<Contents>"), xml.find("</Contents>")) else { return xml.to_owned() };
+    let entry = &xml[start..end + "</Contents>".len()];
+    format!("{}{entry}{}", &xml[..start], &xml[start..])
 }
 
 fn runtime() -> &'static Runtime {
