@@ -197,7 +197,8 @@ impl Node {
         })
     }
 
-    /// Bind `web.listen` (if on) and serve the status page, metrics and health probe there.
+    /// Serve the status page, metrics and health probe on `cache/web.sock` (always, for
+    /// `marsh status`: no token, only the node's user may open it) and on `web.listen` (if on).
     async fn start_web(
         &self,
         service: &Arc<StorageService>,
@@ -209,8 +210,22 @@ impl Node {
             Arc<tasks::CpuMonitor>,
             crate::introducers::Introducers,
         ),
-    ) -> Result<Option<JoinHandle<()>>, Error> {
-        let Some(listen) = self.config.web_listen else { return Ok(None) };
+    ) -> Result<Vec<JoinHandle<()>>, Error> {
+        let fixed = crate::web::Fixed {
+            nickname: self.config.nickname.clone(),
+            server_id: self.identity.server_id.clone(),
+            reserved: self.config.reserved_space,
+            expiry_enabled: self.config.expire.enabled,
+            persistence: strategy.name().to_owned(),
+        };
+        let source: Arc<dyn marsh_web::Source> = Arc::new(
+            crate::web::NodeSource::new(fixed, service.clone(), accountant.clone(), started, strategy, task_stats, cpu)
+                .with_introducers(introducers),
+        );
+        let socket = crate::web::local_socket(&self.dir);
+        let local = bind_local(&socket).await?;
+        let mut served = vec![tokio::spawn(marsh_web::serve_local(local, source.clone()))];
+        let Some(listen) = self.config.web_listen else { return Ok(served) };
         let token = match &self.config.metrics_token_file {
             Some(path) => {
                 let read = std::fs::read_to_string(path)
@@ -223,19 +238,20 @@ impl Node {
             .await
             .map_err(Error::io(format!("listening on {listen} (web.listen; empty turns it off)")))?;
         let addr = listener.local_addr().map_err(Error::io("reading the web listener's address"))?;
-        let fixed = crate::web::Fixed {
-            nickname: self.config.nickname.clone(),
-            server_id: self.identity.server_id.clone(),
-            reserved: self.config.reserved_space,
-            expiry_enabled: self.config.expire.enabled,
-            persistence: strategy.name().to_owned(),
-        };
-        let source =
-            crate::web::NodeSource::new(fixed, service.clone(), accountant.clone(), started, strategy, task_stats, cpu)
-                .with_introducers(introducers);
         tracing::info!("status page, /metrics and /health at http://{addr}/");
-        Ok(Some(tokio::spawn(marsh_web::serve(listener, Arc::new(source), token))))
+        served.push(tokio::spawn(marsh_web::serve(listener, source, token)));
+        Ok(served)
     }
+}
+
+/// Bind the node's local web socket at `path`, replacing one a previous process left, readable
+/// and writable by the node's user only.
+async fn bind_local(path: &Path) -> Result<tokio::net::UnixListener, Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let what = || format!("listening on {}", path.display());
+    let listener = marsh_server::bind_unix_socket(path).await.map_err(Error::io(what()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(Error::io(what()))?;
+    Ok(listener)
 }
 
 /// `http.*` and `storage.*` as the server takes them.
@@ -275,7 +291,7 @@ pub struct Running {
     accountant: Arc<Accountant>,
     strategy: Arc<WasmStrategy>,
     hand_over: Option<crate::persistence::HandOver>,
-    web: Option<JoinHandle<()>>,
+    web: Vec<JoinHandle<()>>,
     stores: Vec<Opened>,
     settled: StartUpReport,
     _runtime: Runtime,
@@ -321,7 +337,7 @@ impl Running {
     pub async fn shutdown(self) -> Stopped {
         self.server.abort();
         let _ = self.server.await;
-        if let Some(web) = self.web {
+        for web in self.web {
             web.abort();
             let _ = web.await;
         }

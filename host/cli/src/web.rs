@@ -17,6 +17,12 @@ use marsh_web::{
 
 use crate::tasks::{CpuMonitor, TaskStats, cpu_seconds};
 
+/// The socket in `cache/` where a running node serves the web listener's answers without the
+/// token, for `marsh status`.
+pub fn local_socket(dir: &marsh_node::NodeDir) -> std::path::PathBuf {
+    dir.cache().join("web.sock")
+}
+
 /// Advisories the status page lists, newest first.
 const RECENT_ADVISORIES: usize = 10;
 /// Accounts the status page lists (the figures count them all).

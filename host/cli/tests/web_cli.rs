@@ -22,9 +22,18 @@ const SLOT: &str = "afaqcaibaeaqcaibaeaqcaibae";
 
 /// A plain HTTP/1.1 GET: status, headers (lowercased names), body.
 fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String, String) {
+    raw_get(addr, path, &token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default())
+}
+
+/// A plain HTTP/1.1 GET with an `Authorization` header: status, headers, body.
+fn get_with(addr: SocketAddr, path: &str, authorization: &str) -> (u16, String, String) {
+    raw_get(addr, path, &format!("Authorization: {authorization}\r\n"))
+}
+
+/// A plain HTTP/1.1 GET with `auth` (header lines) added.
+fn raw_get(addr: SocketAddr, path: &str, auth: &str) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     write!(s, "GET {path} HTTP/1.1\r\nHost: marsh\r\n{auth}Connection: close\r\n\r\n").unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
@@ -153,7 +162,7 @@ async fn a_scrape_after_known_traffic_reads_that_traffic() {
     // The same figures in a terminal.
     let status = node.ok(&["status"]);
     for line in [
-        format!("serving      yes (http://{addr}/)"),
+        format!("serving      yes; status page at http://{addr}/"),
         "shares       1 immutable, 1 mutable, in 2 storage indexes".to_owned(),
         "accounts     1".to_owned(),
         "advisories   1 (marsh advisories list)".to_owned(),
@@ -176,7 +185,7 @@ async fn a_scrape_after_known_traffic_reads_that_traffic() {
     drop(running);
 
     let status = node.ok(&["status"]);
-    assert!(status.contains(&format!("serving      no answer from http://{addr}/health")), "{status}");
+    assert!(status.contains("serving      no answer from the node ("), "{status}");
 
     // Logs for a collector: one JSON object per line.
     let running = common::Running::start_args(node.dir(), &["--log-format", "json", "--verbose"], &[]).unwrap();
@@ -189,18 +198,35 @@ async fn a_scrape_after_known_traffic_reads_that_traffic() {
         "{logs}"
     );
 
-    // With a token, the machine endpoints want it; the probe and the page do not.
+    // With a token, everything but the probe wants it, as a bearer token or as the password
+    // a browser asks for.
     let token_file = node.scratch("metrics-token");
     std::fs::write(&token_file, "s3cret-token\n").unwrap();
     node.set("web.metrics-token-file", token_file.to_str().unwrap());
     let running = node.start();
-    assert_eq!(get(addr, "/metrics", None).0, 401);
-    assert_eq!(get(addr, "/metrics", Some("wrong")).0, 401);
-    assert_eq!(get(addr, "/statistics?t=openmetrics", None).0, 401);
-    assert_eq!(get(addr, "/metrics", Some("s3cret-token")).0, 200);
+    for path in ["/metrics", "/statistics?t=openmetrics", "/storage?t=json", "/"] {
+        assert_eq!(get(addr, path, None).0, 401, "{path}");
+        assert_eq!(get(addr, path, Some("wrong")).0, 401, "{path}");
+        assert_eq!(get(addr, path, Some("s3cret-token")).0, 200, "{path}");
+    }
+    let (status, head, _) = get(addr, "/", None);
+    assert_eq!(status, 401);
+    assert!(head.contains("www-authenticate: basic realm=\"marsh\""), "{head}");
+    let basic = format!("Basic {}", data_encoding::BASE64.encode(b"operator:s3cret-token"));
+    assert_eq!(get_with(addr, "/", &basic).0, 200);
     assert_eq!(get(addr, "/health", None).0, 200);
-    assert_eq!(get(addr, "/", None).0, 200);
+    // `marsh status` asks the node through its socket, without the token, and gets the live
+    // figures.
+    let status = node.ok(&["status"]);
+    assert!(status.contains("now          0 uploads in progress, "), "{status}");
     drop(running);
+    // With the node stopped, whatever listens on the web port hears nothing from `marsh status`:
+    // the token never leaves the machine's node directory.
+    let impostor = std::net::TcpListener::bind(addr).unwrap();
+    impostor.set_nonblocking(true).unwrap();
+    let status = node.ok(&["status"]);
+    assert!(status.contains("serving      no answer from the node ("), "{status}");
+    assert!(impostor.accept().is_err(), "marsh status connected to the web port");
 }
 
 /// A real browser (Debian's `chromium`, headless; `MARSH_CHROMIUM` names another) renders the

@@ -66,6 +66,19 @@ pub struct Status {
     pub next_attempt: Option<SystemTime>,
 }
 
+/// A connection that stayed up this long was a good one: the next failure waits only
+/// [`Backoff::first`] again.
+pub const STABLE: Duration = Duration::from_secs(60);
+
+/// The failures in a row after a connection that published and lasted `lasted` (`None`: it
+/// never published): counted afresh only after a [`STABLE`] one.
+fn failures_after(failures: u32, lasted: Option<Duration>) -> u32 {
+    match lasted {
+        Some(d) if d >= STABLE => 0,
+        _ => failures.saturating_add(1),
+    }
+}
+
 /// How [`keep_published`] paces itself.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
@@ -131,9 +144,11 @@ pub async fn keep_published(
             Ok(()) => FoolscapError::Closed,
             Err(e) => e,
         };
-        // Connected-since is set by a publication and cleared below after every failure.
-        let published = status.lock().is_ok_and(|s| s.connected_since.is_some());
-        failures = if published { 0 } else { failures.saturating_add(1) };
+        // Connected-since is set by a publication and cleared below after every failure. Only a
+        // connection that lasted starts the backoff afresh: an introducer that takes the
+        // publication and hangs up at once is dialled with the backoff of any other failure.
+        let lasted = status.lock().ok().and_then(|s| s.connected_since).and_then(|t| t.elapsed().ok());
+        failures = failures_after(failures, lasted);
         let wait = backoff.delay(failures);
         tracing::warn!(introducer = %furl, error = %error, retry_in_ms = wait.as_millis() as u64, "introducer connection");
         update(&|s| {
@@ -149,6 +164,21 @@ pub async fn keep_published(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_introducer_that_hangs_up_after_each_publication_is_dialled_ever_more_slowly() {
+        let b = Backoff::default();
+        let mut failures = 0;
+        // Published, and hung up a moment later, ten times over.
+        for _ in 0..10 {
+            failures = failures_after(failures, Some(Duration::from_millis(50)));
+        }
+        assert_eq!(failures, 10);
+        assert!(b.delay(failures) >= Duration::from_secs(150), "at the cap, not every second");
+        // A connection that lasted starts afresh; one that never published counts too.
+        assert_eq!(failures_after(failures, Some(STABLE)), 0);
+        assert_eq!(failures_after(0, None), 1);
+    }
 
     #[test]
     fn backoff_doubles_to_its_cap_with_jitter_below_each_step() {

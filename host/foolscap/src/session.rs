@@ -94,16 +94,16 @@ pub enum FoolscapError {
     #[error("TLS: {0}")]
     Tls(String),
     /// The upgrade or the hello/decision exchange went wrong.
-    #[error("negotiation: {0}")]
+    #[error("negotiation: {}", shown(.0))]
     Negotiation(String),
     /// The peer sent something this side cannot follow.
     #[error("protocol: {0}")]
     Protocol(#[from] ObjectError),
     /// The peer said something well-formed that it should not have.
-    #[error("unexpected from the peer: {0}")]
+    #[error("unexpected from the peer: {}", shown(.0))]
     Unexpected(String),
     /// A call was answered with a failure, or the peer sent ERROR.
-    #[error("the peer refused: {0}")]
+    #[error("the peer refused: {}", shown(.0))]
     Remote(String),
     /// A step took longer than its [`Timeouts`] allow.
     #[error("timed out {0}")]
@@ -111,6 +111,24 @@ pub enum FoolscapError {
     /// The peer closed the connection.
     #[error("the peer closed the connection")]
     Closed,
+}
+
+/// Text a peer wrote, as it may be shown in a log line: control characters (a newline that
+/// would start a forged line, terminal escapes) escaped, and at most 400 characters.
+fn shown(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == 400 {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl From<banana::BananaError> for FoolscapError {
@@ -332,9 +350,15 @@ impl Connection {
         self.write(&out).await
     }
 
+    /// Write `bytes` within [`Timeouts::call`]: a peer that stops reading ends the connection
+    /// instead of holding this side in a write.
     async fn write(&mut self, bytes: &[u8]) -> Result<(), FoolscapError> {
-        self.stream.write_all(bytes).await?;
-        Ok(self.stream.flush().await?)
+        let stream = &mut self.stream;
+        within(self.timeouts.call, "writing to the peer", async {
+            stream.write_all(bytes).await?;
+            Ok(stream.flush().await?)
+        })
+        .await
     }
 
     /// Take in whatever arrives next, answer what needs no caller (PING, `decref`), and hand
@@ -493,7 +517,23 @@ mod tests {
 
     /// Play a well-behaved peer up to Banana, then send `then`; what the client sent after the
     /// negotiation, once it hangs up.
-    async fn negotiating_peer(l: TcpListener, (c, k): (Vec<u8>, Vec<u8>), then: Vec<u8>) -> Vec<u8> {
+    async fn negotiating_peer(l: TcpListener, cert: (Vec<u8>, Vec<u8>), then: Vec<u8>) -> Vec<u8> {
+        let (mut s, mut buf) = negotiated_peer(l, cert, then).await;
+        // Hold the connection open until the client gives up.
+        let mut sink = [0u8; 1024];
+        while let Ok(n @ 1..) = s.read(&mut sink).await {
+            buf.extend_from_slice(&sink[..n]);
+        }
+        buf
+    }
+
+    /// Play a well-behaved peer up to Banana and send `then`; the stream, and what the client
+    /// sent past the negotiation so far.
+    async fn negotiated_peer(
+        l: TcpListener,
+        (c, k): (Vec<u8>, Vec<u8>),
+        then: Vec<u8>,
+    ) -> (tokio_rustls::server::TlsStream<TcpStream>, Vec<u8>) {
         let (mut tcp, _) = l.accept().await.unwrap();
         let mut buf = Vec::new();
         block(&mut tcp, &mut buf, true).await.unwrap();
@@ -525,12 +565,39 @@ mod tests {
             block(&mut s, &mut buf, false).await.unwrap();
         }
         s.write_all(&then).await.unwrap();
-        // Hold the connection open until the client gives up.
-        let mut sink = [0u8; 1024];
-        while let Ok(n @ 1..) = s.read(&mut sink).await {
-            buf.extend_from_slice(&sink[..n]);
+        (s, buf)
+    }
+
+    /// A peer that stops reading ends the connection at the deadline of the write that fills
+    /// its buffers, instead of holding this side in that write.
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_times_out_the_write() {
+        let (l, furl, cert) = peer().await;
+        let peer = tokio::spawn(async move {
+            let (s, _) = negotiated_peer(l, cert, Vec::new()).await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(s);
+        });
+        let mut conn = connect(&furl, &me(), quick(), Limits::default()).await.unwrap();
+        let big = Value::bytes(vec![0u8; 32 << 20]);
+        let r = tokio::time::timeout(Duration::from_secs(10), conn.call(0, "publish", &[big], &[])).await;
+        assert!(matches!(r, Ok(Err(FoolscapError::Timeout("writing to the peer")))), "{r:?}");
+        peer.abort();
+    }
+
+    #[test]
+    fn what_a_peer_wrote_is_shown_without_control_characters() {
+        let forged = "refused\n2026-01-01T00:00:00Z  INFO published the storage announcement\x1b[2J";
+        for e in [
+            FoolscapError::Remote(forged.into()),
+            FoolscapError::Unexpected(forged.into()),
+            FoolscapError::Negotiation(forged.into()),
+        ] {
+            let shown = e.to_string();
+            assert!(!shown.chars().any(char::is_control), "{shown:?}");
+            assert!(shown.contains("refused\\n2026"), "{shown}");
         }
-        buf
+        assert!(FoolscapError::Remote("x".repeat(5000)).to_string().chars().count() < 450);
     }
 
     #[tokio::test]

@@ -168,7 +168,7 @@ pub const KEYS: &[Key] = &[
         name: "web.metrics-token-file",
         kind: Kind::AbsPath,
         default: None,
-        help: "a file holding the bearer token /metrics and /statistics require (unset: none)",
+        help: "a file holding the token everything on web.listen but /health requires, as a bearer token or a browser's password (unset: none)",
     },
     Key {
         name: "introducer.furls",

@@ -48,7 +48,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 use conns::{ConnHandle, ConnTable, Refused};
 pub use limits::{Limits, MAX_ADVISORY_REASON, RATE_GRACE};
 use listen::Stream;
-pub use listen::{Listener, Peer};
+pub use listen::{Listener, Peer, bind_unix_socket};
 pub use mutable::{SlotGuard, SlotLocks};
 pub use response::ResponseBody;
 pub use service::{

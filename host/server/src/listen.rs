@@ -63,15 +63,7 @@ impl Listener {
     /// Bind a Unix socket at `path`. A socket file left by a previous process that nobody
     /// answers on is replaced; anything else there (a live socket, a file) is an error.
     pub async fn bind_unix(path: &Path) -> io::Result<Listener> {
-        if let Ok(meta) = std::fs::symlink_metadata(path) {
-            use std::os::unix::fs::FileTypeExt;
-            let stale = meta.file_type().is_socket() && UnixStream::connect(path).await.is_err();
-            if !stale {
-                return Err(io::Error::new(io::ErrorKind::AddrInUse, "something else is there"));
-            }
-            std::fs::remove_file(path)?;
-        }
-        Ok(Listener::Unix(UnixListener::bind(path)?, path.to_owned()))
+        Ok(Listener::Unix(bind_unix_socket(path).await?, path.to_owned()))
     }
 
     pub(crate) async fn accept(&self) -> io::Result<(Stream, Peer)> {
@@ -85,6 +77,20 @@ impl Listener {
             Listener::Unix(l, path) => Ok((Stream::Unix(l.accept().await?.0), Peer::Local(path.clone()))),
         }
     }
+}
+
+/// Bind a Unix socket at `path`, replacing a socket file a previous process left that nobody
+/// answers on; anything else there (a live socket, a file) is an error.
+pub async fn bind_unix_socket(path: &Path) -> io::Result<UnixListener> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        let stale = meta.file_type().is_socket() && UnixStream::connect(path).await.is_err();
+        if !stale {
+            return Err(io::Error::new(io::ErrorKind::AddrInUse, "something else is there"));
+        }
+        std::fs::remove_file(path)?;
+    }
+    UnixListener::bind(path)
 }
 
 impl AsyncRead for Stream {

@@ -10,8 +10,11 @@
 //!
 //! Architecture invariant: this crate renders [`Figures`] and answers HTTP; it never reaches
 //! the backend, the accountant or a plugin. The node gathers the figures per request through
-//! [`Source`]. With a token (`web.metrics-token-file`), `/metrics`, `/statistics` and
-//! `/storage` want `Authorization: Bearer TOKEN`; `/health` and `/` never do.
+//! [`Source`]. With a token (`web.metrics-token-file`), everything but `/health` wants it:
+//! `Authorization: Bearer TOKEN` (dashboards, scrapers) or HTTP Basic with the token as the
+//! password (a browser asks for it). [`serve_local`] serves the same on a Unix socket in the
+//! node's `cache/` without the token: whoever may open that socket may read the node directory
+//! anyway, and `marsh status` asks there, so the token never goes to whatever listens on a port.
 
 pub mod page;
 pub mod tahoe;
@@ -27,7 +30,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 
 /// Connections the listener serves at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 64;
@@ -234,13 +237,23 @@ fn answer(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>
 
 const TEXT: &str = "text/plain; charset=utf-8";
 
-/// Whether `authorization` carries `token` (compared in constant time).
+/// Whether `authorization` carries `token` (compared in constant time): `Bearer TOKEN`, or
+/// `Basic` credentials whose password is the token (any user name).
 fn authorized(token: Option<&str>, authorization: Option<&http::HeaderValue>) -> bool {
     let Some(token) = token else { return true };
-    let Some(given) = authorization.and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) else {
+    let Some(value) = authorization.and_then(|v| v.to_str().ok()) else { return false };
+    let given = if let Some(bearer) = value.strip_prefix("Bearer ") {
+        bearer.as_bytes().to_vec()
+    } else if let Some(basic) = value.strip_prefix("Basic ") {
+        let Ok(decoded) = data_encoding::BASE64.decode(basic.trim().as_bytes()) else { return false };
+        match decoded.iter().position(|b| *b == b':') {
+            Some(colon) => decoded[colon + 1..].to_vec(),
+            None => return false,
+        }
+    } else {
         return false;
     };
-    let (a, b) = (given.as_bytes(), token.as_bytes());
+    let (a, b) = (given.as_slice(), token.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -252,10 +265,18 @@ pub async fn handle(source: &dyn Source, token: Option<&str>, req: &Request<Inco
     let query = req.uri().query().unwrap_or("");
     let t = query.split('&').find_map(|kv| kv.strip_prefix("t=")).unwrap_or("");
     let path = req.uri().path();
-    let guarded = matches!(path, "/metrics" | "/statistics" | "/storage");
-    if guarded && !authorized(token, req.headers().get(header::AUTHORIZATION)) {
-        let mut r = answer(StatusCode::UNAUTHORIZED, TEXT, "a bearer token is required (web.metrics-token-file)\n");
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+    if path != "/health" && !authorized(token, req.headers().get(header::AUTHORIZATION)) {
+        let mut r = answer(
+            StatusCode::UNAUTHORIZED,
+            TEXT,
+            "the token is required (web.metrics-token-file): Authorization: Bearer TOKEN, or TOKEN as the password\n",
+        );
+        let challenges = r.headers_mut();
+        challenges.append(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+        challenges.append(
+            header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Basic realm=\"marsh\", charset=\"UTF-8\""),
+        );
         return r;
     }
     match path {
@@ -285,34 +306,62 @@ pub async fn handle(source: &dyn Source, token: Option<&str>, req: &Request<Inco
 
 /// Serve `listener` until the task is dropped: plain HTTP/1.1, at most 64 connections at once.
 pub async fn serve(listener: TcpListener, source: Arc<dyn Source>, token: Option<String>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let token: Option<Arc<str>> = token.map(Arc::from);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let (tcp, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                tokio::spawn(connection(TokioIo::new(tcp), peer.to_string(), source.clone(), token.clone(), slot));
+            }
             Err(e) => {
                 tracing::warn!("web listener: accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
             }
-        };
+        }
+    }
+}
+
+/// Serve `listener`, a Unix socket only the node's user may open (in its `cache/`), until the
+/// task is dropped: the same answers, without asking for the token.
+pub async fn serve_local(listener: UnixListener, source: Arc<dyn Source>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(connection(TokioIo::new(stream), "local".to_owned(), source.clone(), None, slot));
+            }
+            Err(e) => {
+                tracing::warn!("web socket: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// One connection, holding its `slot`.
+async fn connection<I>(
+    io: TokioIo<I>,
+    peer: String,
+    source: Arc<dyn Source>,
+    token: Option<Arc<str>>,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let _slot = slot;
+    let svc = service_fn(move |req: Request<Incoming>| {
         let (source, token) = (source.clone(), token.clone());
-        tokio::spawn(async move {
-            let _slot = slot;
-            let svc = service_fn(move |req: Request<Incoming>| {
-                let (source, token) = (source.clone(), token.clone());
-                async move { Ok::<_, Infallible>(handle(source.as_ref(), token.as_deref(), &req).await) }
-            });
-            let served = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(tcp), svc)
-                .await;
-            if let Err(e) = served {
-                tracing::debug!(%peer, "web connection ended: {e}");
-            }
-        });
+        async move { Ok::<_, Infallible>(handle(source.as_ref(), token.as_deref(), &req).await) }
+    });
+    let served = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(io, svc)
+        .await;
+    if let Err(e) = served {
+        tracing::debug!(%peer, "web connection ended: {e}");
     }
 }
 
@@ -351,10 +400,16 @@ mod tests {
     #[test]
     fn a_token_is_compared_whole() {
         let v = |s: &str| http::HeaderValue::from_str(s).unwrap();
+        let basic = |creds: &str| v(&format!("Basic {}", data_encoding::BASE64.encode(creds.as_bytes())));
         assert!(authorized(None, None));
         assert!(authorized(Some("s3cret"), Some(&v("Bearer s3cret"))));
-        for wrong in ["Bearer s3cre", "Bearer s3cret2", "bearer s3cret", "s3cret", "Bearer "] {
+        assert!(authorized(Some("s3cret"), Some(&basic("operator:s3cret"))));
+        assert!(authorized(Some("s3cret"), Some(&basic(":s3cret"))));
+        for wrong in ["Bearer s3cre", "Bearer s3cret2", "bearer s3cret", "s3cret", "Bearer ", "Basic !!!"] {
             assert!(!authorized(Some("s3cret"), Some(&v(wrong))), "{wrong}");
+        }
+        for wrong in ["operator:s3cre", "s3cret", "s3cret:x", "operator:s3cret2"] {
+            assert!(!authorized(Some("s3cret"), Some(&basic(wrong))), "{wrong}");
         }
         assert!(!authorized(Some("s3cret"), None));
     }

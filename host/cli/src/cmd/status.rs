@@ -1,9 +1,11 @@
 //! `marsh status --dir NODE_DIR`: the status page's figures for a terminal. What the node
 //! directory and the accounting database say is read here; whether the node serves, and what
-//! only a running node knows (space available, connections), is asked of its web listener.
+//! only a running node knows (space available, connections), is asked of the node through
+//! its socket in `cache/` (`web.sock`), never of whatever listens on the web port, so the
+//! metrics token is never sent anywhere.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -12,12 +14,12 @@ use marsh::Node;
 use marsh::persistence::open_accountant;
 use marsh_web::page::bytes;
 
-/// A GET to the running node's web listener: the body of a 200, or why not.
-fn ask(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> Result<String, String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+/// A GET to the running node through its local socket: the body of a 200, or why not.
+fn ask(socket: &Path, path: &str) -> Result<String, String> {
+    let mut s = UnixStream::connect(socket).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: marsh\r\n{auth}Connection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: marsh\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
     let mut raw = String::new();
     s.take(16 << 20).read_to_string(&mut raw).map_err(|e| e.to_string())?;
     let (head, body) = raw.split_once("\r\n\r\n").ok_or("a malformed answer")?;
@@ -39,21 +41,13 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "node         {} ({})", config.nickname, node.identity().server_id)?;
     writeln!(out, "NURL         {}", node.nurl())?;
-    let mut live = None;
-    match config.web_listen {
-        None => writeln!(out, "serving      unknown (web.listen is off)")?,
-        Some(addr) => {
-            let token = match &config.metrics_token_file {
-                Some(p) => Some(std::fs::read_to_string(p)?.trim().to_owned()),
-                None => None,
-            };
-            match ask(addr, "/health", None) {
-                Ok(_) => writeln!(out, "serving      yes (http://{addr}/)")?,
-                Err(e) => writeln!(out, "serving      no answer from http://{addr}/health: {e}")?,
-            }
-            live = ask(addr, "/metrics", token.as_deref()).ok();
-        }
+    let socket = marsh::web::local_socket(node.dir());
+    let page = config.web_listen.map_or(String::new(), |addr| format!("; status page at http://{addr}/"));
+    match ask(&socket, "/health") {
+        Ok(_) => writeln!(out, "serving      yes{page}")?,
+        Err(e) => writeln!(out, "serving      no answer from the node ({}: {e})", socket.display())?,
     }
+    let live = ask(&socket, "/metrics").ok();
     let c = &config.capacity;
     let mut space = format!("held {}", bytes(db.held));
     if let Some(m) = live.as_deref() {
