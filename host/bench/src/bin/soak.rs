@@ -3,7 +3,10 @@
 //! account upload fresh shares, read back and check earlier ones, renew leases and write to
 //! mutable slots, while a hostile anonymous client cycles through the abuse suite's attacks
 //! (a sparse 1 GiB read-test-write read, a million tiny CBOR items, zero-sized allocations with
-//! an oversized secret, stalled downloads held 10 s, junk on a raw connection). Every 30 s it
+//! an oversized secret, stalled downloads held 10 s, junk on a raw connection, and issue 28's:
+//! eight 16 MiB read-test-writes at once on one storage index, a trickled upload with a second
+//! allocation and a renewal on its storage index, 1,100 connections that never start TLS held
+//! 5 s, one byte far past a new share's end). Every 30 s it
 //! prints the server's RSS, descriptors and the clients' counts; at the end, a summary of RSS
 //! and descriptors after the warm-up (default 5 minutes) and every honest error. An honest
 //! error, or RSS or descriptors that keep growing, is what the run exists to show.
@@ -128,6 +131,41 @@ async fn hostile(nurl: Nurl, big: String, until: Instant, counts: Arc<Counts>) {
             let mut sink = Vec::new();
             let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut sink)).await;
         }
+        let answered = |o: &hostile::Outcome| {
+            o.statuses.iter().all(|(s, _)| matches!(*s, StatusCode::OK | StatusCode::SERVICE_UNAVAILABLE))
+        };
+        failed(matches!(hostile::queued_bodies(&nurl, &fresh_si(), 8, 16 << 20).await, Ok(o) if answered(&o)));
+        let si = fresh_si();
+        match hostile::trickled_upload(&nurl, &si, 16 << 20, 6000, 0x56).await {
+            Ok(trickle) => {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let second = async {
+                    let mut c = GbsClient::connect(&nurl).await.ok()?;
+                    let allocated = c.allocate(&si, &Secrets::from_seed(0x59), &[0], 16 << 20).await.ok()?;
+                    let renewed = c.renew(&si, &Secrets::from_seed(0x59)).await.ok()?;
+                    Some((allocated.status, renewed.status))
+                };
+                let got = tokio::time::timeout(Duration::from_secs(15), second).await;
+                failed(matches!(got, Ok(Some((StatusCode::OK, StatusCode::NOT_FOUND)))));
+                tokio::time::sleep(Duration::from_secs(8)).await;
+                drop(trickle);
+            }
+            Err(_) => failed(false),
+        }
+        let server: Option<std::net::SocketAddr> = addr.parse().ok();
+        let sources: Vec<std::net::IpAddr> =
+            (0..110u32).map(|i| std::net::Ipv4Addr::from(0x7f00_0102 + i).into()).collect();
+        match server {
+            Some(server) => match hostile::unstarted_connections(server, &sources, 10).await {
+                Ok(held) => {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    drop(held);
+                }
+                Err(_) => failed(false),
+            },
+            None => failed(false),
+        }
+        failed(matches!(hostile::sparse_claim(&nurl, &fresh_si(), 1 << 30).await, Ok(StatusCode::BAD_REQUEST)));
         counts.hostile_rounds.fetch_add(1, Ordering::Relaxed);
     }
 }
