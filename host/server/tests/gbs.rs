@@ -971,6 +971,56 @@ async fn lease_records_advisories_and_open_uploads_stop_at_their_limits() {
     assert_eq!(renew([5; 32]).await, StatusCode::NO_CONTENT);
     assert_eq!(renew([6; 32]).await, StatusCode::CONFLICT);
     assert_eq!(renew([5; 32]).await, StatusCode::NO_CONTENT);
+    // An allocation whose lease cannot go on a share held is not answered "already have" for
+    // it (the client places it elsewhere); one whose lease is there is.
+    let allocate_with = |renew: [u8; 32]| {
+        let s = &s;
+        let path = format!("immutable/{si}");
+        async move {
+            let secrets: [(&str, &[u8]); 3] =
+                [("lease-renew-secret", &renew), ("lease-cancel-secret", CANCEL), ("upload-secret", b"up2")];
+            let r = s.call(Method::POST, &path, &secrets, &[], allocate_body(&[0], 10)).await;
+            assert_eq!(r.status, StatusCode::OK);
+            r.cbor()
+        }
+    };
+    assert_eq!(allocate_with([7; 32]).await, wire::allocate_response(&[], &[]), "no lease, so not already-have");
+    assert_eq!(allocate_with([5; 32]).await, wire::allocate_response(&[0], &[]));
+    let held = ShareId::immutable(si.parse().unwrap(), ShareNumber(0));
+    assert_eq!(s.service.accountant().leases(&held).unwrap().len(), 2);
+    // A read-test-write by a slot's owner goes through at the limit, without a third record.
+    let slot = self::si(44);
+    let write = |data: &'static [u8]| rtw_body_shares(&[(0, vec![], vec![(0, data)], None)], &[]);
+    assert!(rtw_result(&rtw(&s, &slot, b"we", write(b"first")).await).0);
+    let path = format!("lease/{slot}");
+    let add = |r: u8| {
+        let (s, path) = (&s, path.clone());
+        async move {
+            s.call(
+                Method::PUT,
+                &path,
+                &[("lease-renew-secret", &[r; 32]), ("lease-cancel-secret", CANCEL)],
+                &[],
+                vec![],
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!(add(8).await, StatusCode::NO_CONTENT);
+    let written = s
+        .call(
+            Method::POST,
+            &format!("mutable/{slot}/read-test-write"),
+            &[("write-enabler", b"we"), ("lease-renew-secret", &[9; 32]), ("lease-cancel-secret", CANCEL)],
+            &[],
+            write(b"second"),
+        )
+        .await;
+    assert!(rtw_result(&written).0);
+    let slot_share = ShareId::mutable(slot.parse().unwrap(), ShareNumber(0));
+    assert_eq!(s.service.accountant().leases(&slot_share).unwrap().len(), 2);
+    assert_eq!(s.backend.mutable_read(&slot.parse().unwrap(), ShareNumber(0), 0, 6).await.unwrap(), b"second");
     // One advisory kept per share; a long reason is cut.
     let advise = |reason: String| {
         let s = &s;
