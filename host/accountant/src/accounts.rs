@@ -149,9 +149,12 @@ impl Accountant {
             .optional()?;
         let (id, created, revoked) = row.ok_or_else(|| AccountantError::NoSuchAccount(name.to_owned()))?;
         let id = AccountId(id);
-        let usage: i64 =
-            conn.query_row("SELECT coalesce(sum(size), 0) FROM shares WHERE account = ?1", [id.0], |r| r.get(0))?;
-        let leases: i64 = conn.query_row("SELECT count(*) FROM leases WHERE account = ?1", [id.0], |r| r.get(0))?;
+        let (usage, leases): (i64, i64) = conn
+            .query_row("SELECT bytes, leases FROM account_tallies WHERE account = ?1", [id.0], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?
+            .unwrap_or((0, 0));
         Ok(Account {
             id,
             name: name.to_owned(),
@@ -161,6 +164,20 @@ impl Accountant {
             usage: usage.max(0) as u64,
             leases: leases.max(0) as u64,
         })
+    }
+
+    /// How many accounts there are, and the first `limit` of them (anonymous first, then by
+    /// name).
+    pub fn accounts_page(&self, limit: usize) -> Result<(usize, Vec<Account>), AccountantError> {
+        let (count, names): (i64, Vec<String>) = {
+            let conn = self.conn();
+            let count = conn.query_row("SELECT count(*) FROM accounts", [], |r| r.get(0))?;
+            let mut stmt = conn.prepare("SELECT name FROM accounts ORDER BY id != 0, name LIMIT ?1")?;
+            let rows = stmt.query_map([limit as i64], |r| r.get(0))?;
+            (count, rows.collect::<Result<_, _>>()?)
+        };
+        let accounts = names.iter().map(|n| self.account(n)).collect::<Result<_, _>>()?;
+        Ok((count.max(0) as usize, accounts))
     }
 
     /// Every account, anonymous first, then by name.
@@ -303,32 +320,35 @@ impl Accountant {
         self.account_writes.fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
-    /// Bytes of shares an account holds, uploads in progress included.
+    /// Bytes of shares an account holds, uploads in progress included (kept as shares change:
+    /// one row read, whatever the account holds).
     pub fn usage(&self, account: AccountId) -> Result<u64, AccountantError> {
-        let usage: i64 = self.conn().query_row(
-            "SELECT coalesce(sum(size), 0) FROM shares WHERE account = ?1",
-            [account.0],
-            |r| r.get(0),
-        )?;
-        Ok(usage.max(0) as u64)
+        let usage: Option<i64> = self
+            .conn()
+            .prepare_cached("SELECT bytes FROM account_tallies WHERE account = ?1")?
+            .query_row([account.0], |r| r.get(0))
+            .optional()?;
+        Ok(usage.unwrap_or(0).max(0) as u64)
     }
 
     /// Shares the node holds: (immutable, mutable, storage indexes with any).
     pub fn share_counts(&self) -> Result<(u64, u64, u64), AccountantError> {
         let conn = self.conn();
-        let (immutable, mutable, buckets): (i64, i64, i64) = conn.query_row(
-            "SELECT count(*) FILTER (WHERE kind = 0), count(*) FILTER (WHERE kind = 1), count(DISTINCT si) FROM shares",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
-        Ok((immutable.max(0) as u64, mutable.max(0) as u64, buckets.max(0) as u64))
+        let tally = |name: &str| tally(&conn, name);
+        Ok((tally("immutable")?, tally("mutable")?, tally("buckets")?))
     }
 
     /// Bytes of every share the node holds, whoever holds them (`storage.max-bytes`).
     pub fn stored_bytes(&self) -> Result<u64, AccountantError> {
-        let total: i64 = self.conn().query_row("SELECT coalesce(sum(size), 0) FROM shares", [], |r| r.get(0))?;
-        Ok(total.max(0) as u64)
+        tally(&self.conn(), "bytes")
     }
+}
+
+/// One of the node's figures kept by the schema's triggers.
+fn tally(conn: &Connection, name: &str) -> Result<u64, AccountantError> {
+    let value: Option<i64> =
+        conn.prepare_cached("SELECT value FROM tallies WHERE name = ?1")?.query_row([name], |r| r.get(0)).optional()?;
+    Ok(value.unwrap_or(0).max(0) as u64)
 }
 
 pub(crate) fn attribute_changes(account: &str, a: &Attributes) -> Vec<Change> {
@@ -387,6 +407,102 @@ mod tests {
 
     fn si(n: u8) -> StorageIndex {
         StorageIndex::from_bytes([n; 16])
+    }
+
+    /// The figures the triggers keep, against a count of the rows.
+    fn tallies_match_the_rows(a: &Accountant) {
+        let conn = a.conn();
+        let scan = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        let kept = |name: &str| tally(&conn, name).unwrap() as i64;
+        assert_eq!(kept("immutable"), scan("SELECT count(*) FROM shares WHERE kind = 0"));
+        assert_eq!(kept("mutable"), scan("SELECT count(*) FROM shares WHERE kind = 1"));
+        assert_eq!(kept("bytes"), scan("SELECT coalesce(sum(size), 0) FROM shares"));
+        assert_eq!(kept("buckets"), scan("SELECT count(DISTINCT si) FROM shares"));
+        let mut stmt = conn.prepare("SELECT id FROM accounts").unwrap();
+        let ids: Vec<i64> = stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+        for id in ids {
+            let (bytes, shares, leases): (i64, i64, i64) = conn
+                .query_row("SELECT bytes, shares, leases FROM account_tallies WHERE account = ?1", [id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()
+                .unwrap()
+                .unwrap_or_default();
+            let row = |sql: &str| -> i64 { conn.query_row(sql, [id], |r| r.get(0)).unwrap() };
+            assert_eq!(bytes, row("SELECT coalesce(sum(size), 0) FROM shares WHERE account = ?1"), "account {id}");
+            assert_eq!(shares, row("SELECT count(*) FROM shares WHERE account = ?1"), "account {id}");
+            assert_eq!(leases, row("SELECT count(*) FROM leases WHERE account = ?1"), "account {id}");
+        }
+        let expiry = |sql: &str| -> Vec<(i64, String, i64, i64)> {
+            let mut stmt = conn.prepare(sql).unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        assert_eq!(
+            expiry("SELECT kind, si, shnum, expires FROM share_expiry ORDER BY 1, 2, 3"),
+            expiry("SELECT kind, si, shnum, max(expires) FROM leases GROUP BY kind, si, shnum ORDER BY 1, 2, 3")
+        );
+    }
+
+    #[test]
+    fn the_figures_follow_every_change_and_a_restored_snapshot() {
+        use crate::{MutableShareWrite, MutableWrite};
+        let a = Accountant::in_memory().unwrap();
+        let alice = a.create_account("alice", &Attributes::default(), 1).unwrap().account.id;
+        let anon = AccountId::ANONYMOUS;
+        let (one, two) = (ShareId::immutable(si(1), ShareNumber(0)), ShareId::immutable(si(1), ShareNumber(1)));
+        a.allocate(anon, &one, 100, b"r1", b"c", 10).unwrap();
+        a.allocate(alice, &two, 50, b"r2", b"c", 20).unwrap();
+        tallies_match_the_rows(&a);
+        a.add_or_renew(alice, &one, b"r3", b"c", 30).unwrap();
+        a.add_or_renew(anon, &one, b"r1", b"c", 40).unwrap();
+        a.record_share(anon, &one, 120).unwrap();
+        tallies_match_the_rows(&a);
+        let shares = [
+            MutableShareWrite::Written { shnum: ShareNumber(0), size: 30, created: true },
+            MutableShareWrite::Written { shnum: ShareNumber(1), size: 70, created: true },
+        ];
+        let w = MutableWrite {
+            account: alice,
+            si: si(1),
+            redo: b"redo",
+            shares: &shares,
+            enabler: b"we",
+            renew: b"r4",
+            cancel: b"c",
+            now: 50,
+            lease_limit: 10,
+        };
+        a.begin_mutable_write(&w).unwrap();
+        tallies_match_the_rows(&a);
+        assert_eq!(a.share_counts().unwrap(), (2, 2, 1));
+        let removed = [MutableShareWrite::Removed { shnum: ShareNumber(1) }];
+        a.begin_mutable_write(&MutableWrite { shares: &removed, ..w }).unwrap();
+        a.forget_share(&two).unwrap();
+        tallies_match_the_rows(&a);
+        assert_eq!((a.usage(anon).unwrap(), a.usage(alice).unwrap(), a.stored_bytes().unwrap()), (120, 30, 150));
+        assert_eq!(a.account("alice").unwrap().leases, 2);
+        let expiring = a.shares_expiring_before(u64::MAX, None, 10).unwrap();
+        let listed: Vec<(ShareId, u64)> = expiring.iter().map(|e| (e.share, e.expires)).collect();
+        let slot = ShareId::mutable(si(1), ShareNumber(0));
+        assert_eq!(listed, [(one, 40 + crate::LEASE_SECONDS), (slot, 50 + crate::LEASE_SECONDS)]);
+        // Paged from just after the last one listed, and cut at `before`.
+        assert_eq!(a.shares_expiring_before(u64::MAX, Some(&expiring[0]), 10).unwrap(), expiring[1..]);
+        assert_eq!(a.shares_expiring_before(50 + crate::LEASE_SECONDS, None, 10).unwrap(), expiring[..1]);
+        // A snapshot restored into another database brings the same figures with its rows.
+        let b = Accountant::in_memory().unwrap();
+        b.allocate(anon, &ShareId::immutable(si(9), ShareNumber(0)), 999, b"x", b"c", 1).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = Accountant::open(&dir.path().join("a.sqlite")).unwrap();
+        let restored_from = a.snapshot().unwrap();
+        file.restore_snapshot(&restored_from.bytes).unwrap();
+        tallies_match_the_rows(&file);
+        assert_eq!(file.share_counts().unwrap(), a.share_counts().unwrap());
+        b.restore_snapshot(&restored_from.bytes).unwrap();
+        tallies_match_the_rows(&b);
+        assert_eq!(b.stored_bytes().unwrap(), 150, "the rows it held before are gone, and their figures");
     }
 
     #[test]

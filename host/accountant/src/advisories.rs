@@ -61,26 +61,39 @@ impl Accountant {
 
     /// Corruption advisories recorded, oldest first.
     pub fn corruption_advisories(&self) -> Result<Vec<Advisory>, AccountantError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT at, kind, si, shnum, reason FROM corruption_advisories ORDER BY rowid")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, u16>(3)?, r.get(4)?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (at, kind, si, shnum, reason) = row?;
-            let kind = match kind.as_str() {
-                "immutable" => ShareKind::Immutable,
-                "mutable" => ShareKind::Mutable,
-                other => return Err(AccountantError::Corrupt(format!("an advisory's share kind is {other:?}"))),
-            };
-            let si = si.parse().map_err(|e| AccountantError::Corrupt(format!("an advisory's storage index: {e}")))?;
-            out.push(Advisory {
-                at: u64::try_from(at).unwrap_or(0),
-                share: ShareId { kind, si, shnum: ShareNumber(shnum) },
-                reason,
-            });
-        }
-        Ok(out)
+        read_advisories(&self.conn(), "ORDER BY rowid")
     }
+
+    /// How many advisories are kept (at most `storage.advisories`), and the newest `recent` of
+    /// them, newest first.
+    pub fn advisories_summary(&self, recent: usize) -> Result<(u64, Vec<Advisory>), AccountantError> {
+        let conn = self.conn();
+        let count: i64 = conn.query_row("SELECT count(*) FROM corruption_advisories", [], |r| r.get(0))?;
+        let newest = read_advisories(&conn, &format!("ORDER BY rowid DESC LIMIT {recent}"))?;
+        Ok((count.max(0) as u64, newest))
+    }
+}
+
+/// The advisories in the order (and limit) `tail` says.
+fn read_advisories(conn: &rusqlite::Connection, tail: &str) -> Result<Vec<Advisory>, AccountantError> {
+    let mut stmt = conn.prepare(&format!("SELECT at, kind, si, shnum, reason FROM corruption_advisories {tail}"))?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, u16>(3)?, r.get(4)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (at, kind, si, shnum, reason) = row?;
+        let kind = match kind.as_str() {
+            "immutable" => ShareKind::Immutable,
+            "mutable" => ShareKind::Mutable,
+            other => return Err(AccountantError::Corrupt(format!("an advisory's share kind is {other:?}"))),
+        };
+        let si = si.parse().map_err(|e| AccountantError::Corrupt(format!("an advisory's storage index: {e}")))?;
+        out.push(Advisory {
+            at: u64::try_from(at).unwrap_or(0),
+            share: ShareId { kind, si, shnum: ShareNumber(shnum) },
+            reason,
+        });
+    }
+    Ok(out)
 }

@@ -34,6 +34,15 @@ pub struct Lease {
     pub account: AccountId,
 }
 
+/// A leased share and when its last lease runs out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expiring {
+    /// The share.
+    pub share: ShareId,
+    /// The latest expiry among its leases, seconds since the epoch.
+    pub expires: u64,
+}
+
 /// Whether a lease with `renew_hash` may be added to (or renewed on) `share` under a limit of
 /// `limit` lease records: it is there already, or the share carries fewer than `limit`.
 pub(crate) fn may_add_lease(
@@ -93,6 +102,47 @@ impl Accountant {
         now: u64,
     ) -> Result<(), AccountantError> {
         self.commit_for(account, |account| lease_change(share, account, renew, cancel, now))
+    }
+
+    /// Leased shares all of whose leases expire before `before`, in order of their latest
+    /// expiry, at most `limit`, from just after `after` (the last of the previous page). An
+    /// index over each share's latest expiry answers it: the work is proportional to the shares
+    /// listed, not to the shares held. Shares with no lease record are never listed.
+    pub fn shares_expiring_before(
+        &self,
+        before: u64,
+        after: Option<&Expiring>,
+        limit: usize,
+    ) -> Result<Vec<Expiring>, AccountantError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT kind, si, shnum, expires FROM share_expiry
+             WHERE expires < ?1 AND (expires, kind, si, shnum) > (?2, ?3, ?4, ?5)
+             ORDER BY expires, kind, si, shnum LIMIT ?6",
+        )?;
+        let (e, k, s, n) = match after {
+            Some(a) => (a.expires as i64, kind_code(a.share.kind), a.share.si.to_base32(), i64::from(a.share.shnum.0)),
+            None => (-1, -1, String::new(), -1),
+        };
+        let before = i64::try_from(before).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![before, e, k, s, n, limit as i64], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, u16>(2)?, r.get::<_, i64>(3)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (kind, si, shnum, expires) = row?;
+            let kind = match kind {
+                0 => ShareKind::Immutable,
+                1 => ShareKind::Mutable,
+                other => return Err(AccountantError::Corrupt(format!("share_expiry: share kind {other}"))),
+            };
+            let si = si.parse().map_err(|e| AccountantError::Corrupt(format!("share_expiry: {e}")))?;
+            out.push(Expiring {
+                share: ShareId { kind, si, shnum: ShareNumber(shnum) },
+                expires: expires.max(0) as u64,
+            });
+        }
+        Ok(out)
     }
 
     /// The leases of one share, soonest expiry first.

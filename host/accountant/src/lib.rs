@@ -34,7 +34,7 @@ use accounts::CallerCache;
 pub use accounts::{Account, AccountId, Attribute, Attributes, Caller, NewAccount};
 pub use advisories::Advisory;
 pub use change::{BadChange, Change, ShareRef};
-pub use leases::{Holder, Lease};
+pub use leases::{Expiring, Holder, Lease};
 pub use log::Logged;
 pub use schema::VERSION as SCHEMA_VERSION;
 pub use snapshot::{MAX_SNAPSHOT_BYTES, Snapshot};

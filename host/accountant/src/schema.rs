@@ -82,6 +82,84 @@ const MIGRATIONS: &[&str] = &[
         si TEXT NOT NULL, shnum INTEGER NOT NULL, seqnum INTEGER NOT NULL,
         PRIMARY KEY (si, shnum));
     ",
+    // 5: figures kept as the rows change, so nothing a node serves scans a table whose size
+    // grows with the shares it holds: share counts, bytes and storage indexes (`tallies`), each
+    // account's bytes, shares and leases (`account_tallies`), and each leased share's latest
+    // lease expiry (`share_expiry`, indexed by time: lease expiry asks it for what ran out).
+    // Triggers keep them, in the transaction of every change; they are derived, node-local, and
+    // follow a restored snapshot's rows as those are copied in.
+    "
+    CREATE INDEX shares_by_si ON shares (si);
+    CREATE TABLE tallies (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO tallies (name, value) VALUES
+        ('immutable', (SELECT count(*) FROM shares WHERE kind = 0)),
+        ('mutable', (SELECT count(*) FROM shares WHERE kind = 1)),
+        ('bytes', (SELECT coalesce(sum(size), 0) FROM shares)),
+        ('buckets', (SELECT count(DISTINCT si) FROM shares));
+    CREATE TABLE account_tallies (
+        account INTEGER PRIMARY KEY, bytes INTEGER NOT NULL DEFAULT 0, shares INTEGER NOT NULL DEFAULT 0,
+        leases INTEGER NOT NULL DEFAULT 0);
+    INSERT INTO account_tallies (account, bytes, shares)
+        SELECT account, sum(size), count(*) FROM shares GROUP BY account;
+    INSERT INTO account_tallies (account, leases)
+        SELECT account, count(*) FROM leases WHERE true GROUP BY account
+        ON CONFLICT (account) DO UPDATE SET leases = excluded.leases;
+    CREATE TABLE share_expiry (
+        kind INTEGER NOT NULL, si TEXT NOT NULL, shnum INTEGER NOT NULL, expires INTEGER NOT NULL,
+        PRIMARY KEY (kind, si, shnum)) WITHOUT ROWID;
+    INSERT INTO share_expiry (kind, si, shnum, expires)
+        SELECT kind, si, shnum, max(expires) FROM leases GROUP BY kind, si, shnum;
+    CREATE INDEX share_expiry_by_time ON share_expiry (expires, kind, si, shnum);
+
+    CREATE TRIGGER shares_added AFTER INSERT ON shares BEGIN
+        UPDATE tallies SET value = value + 1 WHERE name = CASE NEW.kind WHEN 0 THEN 'immutable' ELSE 'mutable' END;
+        UPDATE tallies SET value = value + NEW.size WHERE name = 'bytes';
+        UPDATE tallies SET value = value + 1 WHERE name = 'buckets' AND NOT EXISTS (
+            SELECT 1 FROM shares WHERE si = NEW.si AND NOT (kind = NEW.kind AND shnum = NEW.shnum));
+        INSERT INTO account_tallies (account, bytes, shares) VALUES (NEW.account, NEW.size, 1)
+            ON CONFLICT (account) DO UPDATE SET bytes = bytes + excluded.bytes, shares = shares + 1;
+    END;
+    CREATE TRIGGER shares_removed AFTER DELETE ON shares BEGIN
+        UPDATE tallies SET value = value - 1 WHERE name = CASE OLD.kind WHEN 0 THEN 'immutable' ELSE 'mutable' END;
+        UPDATE tallies SET value = value - OLD.size WHERE name = 'bytes';
+        UPDATE tallies SET value = value - 1 WHERE name = 'buckets' AND NOT EXISTS (
+            SELECT 1 FROM shares WHERE si = OLD.si);
+        UPDATE account_tallies SET bytes = bytes - OLD.size, shares = shares - 1 WHERE account = OLD.account;
+    END;
+    CREATE TRIGGER shares_changed AFTER UPDATE OF size, account ON shares BEGIN
+        UPDATE tallies SET value = value + NEW.size - OLD.size WHERE name = 'bytes';
+        UPDATE account_tallies SET bytes = bytes - OLD.size, shares = shares - 1 WHERE account = OLD.account;
+        INSERT INTO account_tallies (account, bytes, shares) VALUES (NEW.account, NEW.size, 1)
+            ON CONFLICT (account) DO UPDATE SET bytes = bytes + excluded.bytes, shares = shares + 1;
+    END;
+    CREATE TRIGGER shares_rekeyed BEFORE UPDATE OF kind, si, shnum ON shares BEGIN
+        SELECT RAISE(ABORT, 'a share row is never moved to another share');
+    END;
+    CREATE TRIGGER leases_added AFTER INSERT ON leases BEGIN
+        INSERT INTO account_tallies (account, leases) VALUES (NEW.account, 1)
+            ON CONFLICT (account) DO UPDATE SET leases = leases + 1;
+        INSERT INTO share_expiry (kind, si, shnum, expires) VALUES (NEW.kind, NEW.si, NEW.shnum, NEW.expires)
+            ON CONFLICT (kind, si, shnum) DO UPDATE SET expires = max(expires, excluded.expires);
+    END;
+    CREATE TRIGGER leases_removed AFTER DELETE ON leases BEGIN
+        UPDATE account_tallies SET leases = leases - 1 WHERE account = OLD.account;
+        DELETE FROM share_expiry WHERE kind = OLD.kind AND si = OLD.si AND shnum = OLD.shnum;
+        INSERT INTO share_expiry (kind, si, shnum, expires)
+            SELECT kind, si, shnum, max(expires) FROM leases
+            WHERE kind = OLD.kind AND si = OLD.si AND shnum = OLD.shnum GROUP BY kind, si, shnum;
+    END;
+    CREATE TRIGGER leases_changed AFTER UPDATE OF expires, account ON leases BEGIN
+        UPDATE account_tallies SET leases = leases - 1 WHERE account = OLD.account;
+        INSERT INTO account_tallies (account, leases) VALUES (NEW.account, 1)
+            ON CONFLICT (account) DO UPDATE SET leases = leases + 1;
+        UPDATE share_expiry SET expires = (
+            SELECT max(expires) FROM leases WHERE kind = NEW.kind AND si = NEW.si AND shnum = NEW.shnum)
+            WHERE kind = NEW.kind AND si = NEW.si AND shnum = NEW.shnum;
+    END;
+    CREATE TRIGGER leases_rekeyed BEFORE UPDATE OF kind, si, shnum ON leases BEGIN
+        SELECT RAISE(ABORT, 'a lease row is never moved to another share');
+    END;
+    ",
 ];
 
 /// Copy the database the previous release (schema 2) made while a stock Tahoe-LAFS 1.20 client
@@ -94,7 +172,8 @@ pub(crate) fn copy_previous_release_database(to: &std::path::Path) {
 
 /// Tables that stay on this node: bookkeeping of the process that wrote them, never part of a
 /// snapshot nor compared when one is restored.
-pub(crate) const NODE_LOCAL: &[&str] = &["meta", "open_uploads", "pending_writes", "mutable_seqnums"];
+pub(crate) const NODE_LOCAL: &[&str] =
+    &["meta", "open_uploads", "pending_writes", "mutable_seqnums", "tallies", "account_tallies", "share_expiry"];
 
 /// The schema version this build writes.
 pub const VERSION: u32 = MIGRATIONS.len() as u32;

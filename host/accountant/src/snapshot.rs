@@ -4,7 +4,8 @@
 //!
 //! The format is a SQLite database file of this crate's schema (its version in `user_version`),
 //! with the change log cut down to its newest entry (which names the snapshot's sequence) and
-//! without the node-local bookkeeping (`meta`, unfinished uploads, pending mutable writes). A
+//! without the node-local bookkeeping (`meta`, unfinished uploads, pending mutable writes, the
+//! figures kept by triggers, and the triggers themselves). A
 //! snapshot of an older schema is migrated forward
 //! on restore; one from a newer marsh is refused.
 //!
@@ -81,6 +82,15 @@ impl Accountant {
         let copy = Connection::open(&tmp.0)?;
         let sequence: i64 = copy.query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |r| r.get(0))?;
         copy.execute("DELETE FROM changes WHERE seq < (SELECT max(seq) FROM changes)", [])?;
+        // The triggers that keep the node-local figures go with them: a snapshot is rows only
+        // (a restore refuses any trigger, and copies rows in under the live database's own).
+        let triggers: Vec<String> = copy
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger'")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for trigger in triggers {
+            copy.execute_batch(&format!("DROP TRIGGER \"{trigger}\";"))?;
+        }
         for table in schema::NODE_LOCAL {
             copy.execute_batch(&format!("DROP TABLE {table};"))?;
         }
@@ -208,12 +218,13 @@ fn check_and_migrate(path: &Path) -> Result<u64, AccountantError> {
 /// One schema object as `sqlite_master` records it: type, name, table, definition.
 type SchemaObject = (String, String, String, Option<String>);
 
-/// Every object but the node-local tables (which a snapshot leaves out), as SQLite records its
-/// definition.
+/// Every object but the node-local tables and the triggers (which a snapshot leaves out), as
+/// SQLite records its definition.
 fn schema_of(conn: &Connection) -> Result<Vec<SchemaObject>, AccountantError> {
     let local = schema::NODE_LOCAL.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
     let mut stmt = conn.prepare(&format!(
-        "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE tbl_name NOT IN ({local}) ORDER BY type, name"
+        "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE tbl_name NOT IN ({local}) AND type != 'trigger'
+         ORDER BY type, name"
     ))?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -310,9 +321,11 @@ mod tests {
         let before = a.accounts().unwrap();
         let good = a.snapshot().unwrap().bytes;
 
+        // The head of the second page (a b-tree page's type, free block and cell counts): damage
+        // an integrity check must see, wherever the rows happen to lie in the file.
         let mut flipped = good.clone();
-        let mid = flipped.len() / 2;
-        flipped[mid..mid + 64].iter_mut().for_each(|b| *b ^= 0x5a);
+        let page = usize::from(u16::from_be_bytes([good[16], good[17]]));
+        flipped[page..page + 64].iter_mut().for_each(|b| *b ^= 0x5a);
         let truncated = good[..good.len() / 2].to_vec();
         // Sound databases that are not what a snapshot may be: refused, nothing of them run.
         let doctored = |sql: &str| {

@@ -336,13 +336,12 @@ pub fn describe_expiry(r: &GcReport, dry_run: bool) -> String {
         n => format!("; {n} storage indexes busy throughout, left to the next pass"),
     };
     format!(
-        "{} shares examined: {} {} ({} bytes), {} with a live lease, {} with no lease record (kept){busy}",
+        "{} shares whose leases ran out examined: {} {} ({} bytes), {} renewed meanwhile (kept); shares with no lease record are never collected{busy}",
         r.examined,
         r.expired.len(),
         if dry_run { "expired, would be deleted" } else { "expired and deleted" },
         r.expired_bytes,
         r.leased,
-        r.unrecorded
     )
 }
 

@@ -6,9 +6,17 @@
 //!   set, else at its own expiry time (renewal + 31 days);
 //! - `cutoff-date` mode: when its last renewal is before the cutoff date.
 //!
-//! Shares with no lease record at all are kept and counted apart: after a lost `cache/` every
-//! share looks that way, and deleting them would turn a lost database into lost data.
-//! Uploads in progress are not shares yet and are never touched.
+//! Either way a lease has expired when its expiry time lies before a threshold the policy sets
+//! for now ([`ExpiryPolicy::threshold`]), so a share whose leases have all expired is one whose
+//! latest lease expiry lies before it. The accountant keeps each leased share's latest expiry in
+//! an index, and a pass asks that index for what lies before the threshold: its work is
+//! proportional to the shares whose leases ran out, not to the shares held (Tahoe's own crawler
+//! reads every share file, about five hours per TB). Each of them is looked at again under its
+//! storage index's lock before it is deleted.
+//!
+//! Shares with no lease record at all are never candidates: after a lost `cache/` every share
+//! looks that way, and deleting them would turn a lost database into lost data. Uploads in
+//! progress are not shares yet and are never touched.
 //!
 //! A storage index's leases are read and its expired shares deleted under its lock in
 //! [`SlotLocks`], the lock renewals, allocations (which add leases to shares already held) and
@@ -16,8 +24,8 @@
 //! delete decided on the leases from before it. The locks are one process's: `marsh gc`
 //! deletes nothing while another process serves the node.
 
-use marsh_accountant::{Accountant, LEASE_SECONDS, Lease};
-use marsh_core::{Backend, ShareId, ShareNumber, StorageIndex};
+use marsh_accountant::{Accountant, Expiring, LEASE_SECONDS, Lease};
+use marsh_core::{Backend, ShareId, ShareKind, ShareNumber, StorageIndex};
 
 use crate::SlotLocks;
 
@@ -45,13 +53,27 @@ pub struct ExpiryPolicy {
 }
 
 impl ExpiryPolicy {
+    /// The expiry time before which a lease has expired at `now`: in `age` mode `now` itself, or
+    /// (with an override) `now + 31 days - override`; in `cutoff-date` mode the cutoff plus 31
+    /// days (a lease expires 31 days after its renewal).
+    pub fn threshold(&self, now: u64) -> u64 {
+        match self.mode {
+            ExpiryMode::Age { override_seconds: None } => now,
+            ExpiryMode::Age { override_seconds: Some(d) } => now.saturating_add(LEASE_SECONDS).saturating_sub(d),
+            ExpiryMode::CutoffDate(cutoff) => cutoff.saturating_add(LEASE_SECONDS),
+        }
+    }
+
     /// Whether `lease` has expired at `now`.
     pub fn expired(&self, lease: &Lease, now: u64) -> bool {
-        let renewed = lease.expires.saturating_sub(LEASE_SECONDS);
-        match self.mode {
-            ExpiryMode::Age { override_seconds: Some(d) } => now > renewed.saturating_add(d),
-            ExpiryMode::Age { override_seconds: None } => now > lease.expires,
-            ExpiryMode::CutoffDate(cutoff) => renewed < cutoff,
+        lease.expires < self.threshold(now)
+    }
+
+    /// Whether shares of `kind` are collected.
+    fn covers(&self, kind: ShareKind) -> bool {
+        match kind {
+            ShareKind::Immutable => self.immutable,
+            ShareKind::Mutable => self.mutable,
         }
     }
 }
@@ -59,12 +81,10 @@ impl ExpiryPolicy {
 /// What one collection pass found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcReport {
-    /// Shares examined.
+    /// Shares whose leases had all run out by the index, examined.
     pub examined: u64,
-    /// Shares with at least one live lease, kept.
+    /// Of those, shares renewed since (or with a write still to complete), kept.
     pub leased: u64,
-    /// Shares with no lease record, kept.
-    pub unrecorded: u64,
     /// Shares whose leases all expired: deleted, or (dry run) to be deleted.
     pub expired: Vec<(StorageIndex, ShareNumber, bool, u64)>,
     /// Bytes of the expired shares.
@@ -84,11 +104,12 @@ pub enum GcError {
     Accountant(#[from] marsh_accountant::AccountantError),
 }
 
-/// One pass over every share: delete (unless `dry_run`) those whose leases all expired at `now`,
-/// each storage index under its lock in `locks` (the serving process's, [`crate::StorageService::slot_locks`]).
+/// One pass: delete (unless `dry_run`) the shares whose leases all expired at `now`, found by
+/// the accountant's expiry index, each looked at again under its storage index's lock in `locks`
+/// (the serving process's, [`crate::StorageService::slot_locks`]).
 ///
-/// A storage index whose lock is held (a write, a renewal or an allocation in progress) is
-/// passed over and come back to once the rest of the pass is done, waiting at most
+/// A share whose storage index's lock is held (a write, a renewal or an allocation in progress)
+/// is passed over and come back to once the rest of the pass is done, waiting at most
 /// [`crate::mutable::SLOT_WAIT`] for it then; one still busy is left to the next pass
 /// ([`GcReport::busy`]). So no holder can stop the pass, and whatever follows a busy index is
 /// collected on time.
@@ -100,27 +121,31 @@ pub async fn collect(
     now: u64,
     dry_run: bool,
 ) -> Result<GcReport, GcError> {
+    let threshold = policy.threshold(now);
     let mut report = GcReport::default();
     let mut busy = Vec::new();
-    let mut after: Option<StorageIndex> = None;
+    let mut after: Option<Expiring> = None;
     loop {
-        let page = backend.list_indexes(after.as_ref(), 1000).await?;
-        for si in &page.indexes {
-            match locks.try_lock(*si) {
-                Some(_index) => examine(backend, accountant, policy, *si, now, dry_run, &mut report).await?,
-                None => busy.push(*si),
+        let page = crate::offload::sqlite(|| accountant.shares_expiring_before(threshold, after.as_ref(), 1000))?;
+        let Some(last) = page.last().cloned() else { break };
+        for candidate in page {
+            if !policy.covers(candidate.share.kind) {
+                continue;
+            }
+            match locks.try_lock(candidate.share.si) {
+                Some(_index) => {
+                    examine(backend, accountant, policy, &candidate.share, now, dry_run, &mut report).await?
+                }
+                None => busy.push(candidate.share),
             }
         }
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
+        after = Some(last);
     }
-    for si in busy {
-        match locks.lock_within(si, crate::mutable::SLOT_WAIT).await {
-            Some(_index) => examine(backend, accountant, policy, si, now, dry_run, &mut report).await?,
+    for share in busy {
+        match locks.lock_within(share.si, crate::mutable::SLOT_WAIT).await {
+            Some(_index) => examine(backend, accountant, policy, &share, now, dry_run, &mut report).await?,
             None => {
-                tracing::info!(si = %si, "lease expiry passed over a storage index busy for the whole pass; the next pass looks again");
+                tracing::info!(%share, "lease expiry passed over a share whose storage index was busy for the whole pass; the next pass looks again");
                 report.busy += 1;
             }
         }
@@ -128,50 +153,44 @@ pub async fn collect(
     Ok(report)
 }
 
-/// Look at the shares of `si` (its lock held) and delete those whose leases all expired.
+/// Look at `share` again (its storage index's lock held) and delete it if its leases all
+/// expired.
 async fn examine(
     backend: &dyn Backend,
     accountant: &Accountant,
     policy: &ExpiryPolicy,
-    si: StorageIndex,
+    share: &ShareId,
     now: u64,
     dry_run: bool,
     report: &mut GcReport,
 ) -> Result<(), GcError> {
-    let si = &si;
-    for mutable in [false, true] {
-        if (mutable && !policy.mutable) || (!mutable && !policy.immutable) {
-            continue;
-        }
-        // A slot with a write not yet applied in full is left to the node to complete.
-        if mutable && crate::offload::sqlite(|| accountant.has_pending_mutable_write(si))? {
-            continue;
-        }
-        let shares = if mutable { backend.mutable_list(si).await? } else { backend.list_shares(si).await? };
-        for n in shares {
-            report.examined += 1;
-            let share = if mutable { ShareId::mutable(*si, n) } else { ShareId::immutable(*si, n) };
-            let leases = crate::offload::sqlite(|| accountant.leases(&share))?;
-            if leases.is_empty() {
-                report.unrecorded += 1;
-                continue;
-            }
-            if !leases.iter().all(|l| policy.expired(l, now)) {
-                report.leased += 1;
-                continue;
-            }
-            let size = if mutable { backend.mutable_size(si, n).await? } else { backend.size(si, n).await? };
-            let size = size.unwrap_or(0);
-            if !dry_run {
-                let gone = if mutable { backend.mutable_delete(si, n).await? } else { backend.delete(si, n).await? };
-                if gone {
-                    crate::offload::sqlite(|| accountant.forget_share(&share))?;
-                }
-            }
-            report.expired_bytes += size;
-            report.expired.push((*si, n, mutable, size));
-        }
+    let (si, n, mutable) = (&share.si, share.shnum, share.kind == ShareKind::Mutable);
+    report.examined += 1;
+    // A slot with a write not yet applied in full is left to the node to complete.
+    if mutable && crate::offload::sqlite(|| accountant.has_pending_mutable_write(si))? {
+        report.leased += 1;
+        return Ok(());
     }
+    let leases = crate::offload::sqlite(|| accountant.leases(share))?;
+    if leases.is_empty() || !leases.iter().all(|l| policy.expired(l, now)) {
+        report.leased += 1;
+        return Ok(());
+    }
+    let size = if mutable { backend.mutable_size(si, n).await? } else { backend.size(si, n).await? };
+    if !dry_run {
+        if size.is_some() {
+            if mutable {
+                backend.mutable_delete(si, n).await?;
+            } else {
+                backend.delete(si, n).await?;
+            }
+        }
+        // Gone from the store, or never there (its record outlived it): forgotten either way.
+        crate::offload::sqlite(|| accountant.forget_share(share))?;
+    }
+    let size = size.unwrap_or(0);
+    report.expired_bytes += size;
+    report.expired.push((*si, n, mutable, size));
     Ok(())
 }
 
@@ -202,10 +221,22 @@ mod tests {
         let cutoff = ExpiryPolicy { mode: ExpiryMode::CutoffDate(5000), immutable: true, mutable: true };
         assert!(cutoff.expired(&lease(4999), 0), "renewed before the cutoff");
         assert!(!cutoff.expired(&lease(5000), u64::MAX));
+        // One threshold per policy and time decides every lease, as the expiry index asks it.
+        for policy in [age(None), age(Some(60)), age(Some(90 * 86_400)), cutoff] {
+            for now in [0, 1000, 1000 + LEASE_SECONDS, 5000 + 2 * LEASE_SECONDS] {
+                let t = policy.threshold(now);
+                for expires in [t.saturating_sub(1), t, t + 1] {
+                    let l = Lease { expires, ..lease(0) };
+                    assert_eq!(policy.expired(&l, now), expires < t, "{policy:?} at {now}");
+                }
+            }
+        }
     }
 
     #[tokio::test]
     async fn expired_shares_go_leased_and_unrecorded_ones_stay() {
+        // (A share recorded with leases but gone from the store is forgotten as expired; one in
+        // the store with no record is never touched.)
         use marsh_conformance::reference::ReferenceBackend;
         let backend = ReferenceBackend::default();
         let accountant = Accountant::in_memory().unwrap();
@@ -232,7 +263,9 @@ mod tests {
         let policy = ExpiryPolicy { mode: ExpiryMode::CutoffDate(5000), immutable: true, mutable: true };
 
         let dry = collect(&backend, &accountant, &SlotLocks::default(), &policy, 10_000, true).await.unwrap();
-        assert_eq!((dry.examined, dry.leased, dry.unrecorded, dry.expired.len()), (4, 1, 1, 2));
+        // Only the shares whose latest lease ran out are looked at: `fresh` (renewed after the
+        // cutoff) and `unknown` (no lease record) are not even candidates.
+        assert_eq!((dry.examined, dry.leased, dry.expired.len()), (2, 0, 2));
         assert_eq!(dry.expired_bytes, 7);
         assert_eq!(backend.size(&old, ShareNumber(0)).await.unwrap(), Some(3), "a dry run deletes nothing");
 
