@@ -1,7 +1,10 @@
 //! Server-side measurements from `/proc`: CPU seconds (user + system) and resident memory of
-//! another process, read while a workload runs against it.
+//! another process, read while a workload runs against it. Memory and descriptors are the
+//! tests' own readings (`marsh_testnode::proc`).
 
 use std::time::Duration;
+
+pub use marsh_testnode::proc::{anon_kib, descriptors, peak_kib, reset_peak, rss_kib};
 
 /// CPU seconds (user + system) a process has used so far.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
@@ -13,41 +16,6 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 /// charges to it while it runs.
 pub fn cpu_and_kernel_seconds(pid: u32) -> Option<(f64, f64)> {
     marsh::tasks::process_cpu_split(&pid.to_string()).map(|(user, kernel)| (user + kernel, kernel))
-}
-
-/// Resident memory in KiB (`VmRSS`): private memory plus the mapped pages of the executable
-/// and libraries, which are clean, shared with the page cache and reclaimable.
-pub fn rss_kib(pid: u32) -> Option<u64> {
-    status_kib(pid, "VmRSS:")
-}
-
-/// Resident anonymous memory in KiB (`RssAnon`): heap, stacks, wasm memories; what the process
-/// alone holds and the kernel cannot drop without swap.
-pub fn anon_kib(pid: u32) -> Option<u64> {
-    status_kib(pid, "RssAnon:")
-}
-
-/// The peak resident memory in KiB (`VmHWM`) since start or the last [`reset_peak`].
-pub fn peak_kib(pid: u32) -> Option<u64> {
-    status_kib(pid, "VmHWM:")
-}
-
-/// Reset the process's peak RSS (`/proc/PID/clear_refs`, value 5).
-pub fn reset_peak(pid: u32) -> std::io::Result<()> {
-    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
-}
-
-/// Open descriptors of the process.
-pub fn descriptors(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
-}
-
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
 }
 
 /// Samples a process's RSS every 50 ms until dropped; reports the peak.

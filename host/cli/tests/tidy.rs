@@ -10,6 +10,10 @@
 //! - The `marsh` package's files depend downward: each command file (`src/cmd/`) uses the
 //!   library and never another command; the library's modules form no cycle and never use
 //!   `anyhow` or the binary's modules.
+//! - Every Rust file opens with a `//!` paragraph saying what it is for (a file `include!`d into
+//!   others opens with a plain comment saying so).
+//! - Every relative link in the Markdown the repository keeps resolves to a file, and every
+//!   `make TARGET` the documentation names is a target of the Makefile.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -135,6 +139,17 @@ fn the_stated_dependency_rules_hold() {
         "marsh-web",
         &["marsh-server", "marsh-accountant", "marsh-core", "marsh-stores", "marsh-runtime", "wasmtime", "rusqlite"],
     );
+    never("marsh-conformance", &["marsh-runtime", "wasmtime", "wasmtime-wasi", "marsh-native"]);
+    never(
+        "marsh-testnode",
+        &["marsh", "marsh-runtime", "marsh-server", "marsh-stores", "marsh-stores-s3", "marsh-native", "wasmtime"],
+    );
+    // The Foolscap client knows nothing of marsh; third-party plugins know only the SDK.
+    for krate in ["marsh-foolscap", "minimal-backend"] {
+        let (_, deps) = &packages[krate];
+        let marsh: Vec<&String> = deps.iter().filter(|d| d.starts_with("marsh") && *d != "marsh-plugin-sdk").collect();
+        assert!(marsh.is_empty(), "`{krate}` must not depend on marsh's own crates (ARCHITECTURE.md): {marsh:?}");
+    }
     assert!(
         users("marsh").iter().all(|u| *u == "marsh-bench"),
         "only the benchmarks build on the node library (it compiles marsh-stores-s3); also: {:?}",
@@ -215,4 +230,100 @@ fn the_command_line_depends_downward_on_the_node_library() {
     }
     assert!(left.is_empty(), "the node library's modules use each other in a cycle: {left:?}");
     assert!(uses.len() >= 6, "the library was not read: {uses:?}");
+}
+
+/// Files the repository keeps under version control, as paths relative to the root.
+fn tracked(suffix: &str) -> Vec<PathBuf> {
+    let out = Command::new("git").args(["ls-files", "-z"]).current_dir(root()).output().expect("git ls-files");
+    assert!(out.status.success(), "git ls-files: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+        .split(|b| *b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| PathBuf::from(String::from_utf8_lossy(p).into_owned()))
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect()
+}
+
+#[test]
+fn every_rust_file_says_what_it_is_for() {
+    let files = tracked(".rs");
+    assert!(files.len() > 100, "the files were not listed ({})", files.len());
+    for file in files {
+        let text = std::fs::read_to_string(root().join(&file)).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let first = text.lines().next().unwrap_or("");
+        let included = first.starts_with("// ") && first.contains("include!");
+        assert!(first.starts_with("//!") || included, "{} does not open with a `//!` doc: {first:?}", file.display());
+    }
+}
+
+/// The targets the Makefile defines.
+fn make_targets() -> BTreeSet<String> {
+    let makefile = std::fs::read_to_string(root().join("Makefile")).expect("Makefile");
+    makefile
+        .lines()
+        .filter(|l| !l.starts_with('\t') && !l.starts_with('#') && !l.starts_with('.'))
+        .filter_map(|l| l.split_once(':').filter(|(_, rest)| !rest.starts_with('=')).map(|(t, _)| t.trim()))
+        .filter(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_link_and_make_target_the_documentation_names_exists() {
+    let targets = make_targets();
+    for needed in ["test", "check", "run", "bench", "install"] {
+        assert!(targets.contains(needed), "the Makefile's targets were not read: {targets:?}");
+    }
+    let docs = tracked(".md");
+    assert!(docs.len() >= 10, "the documentation was not listed");
+    let (mut links, mut makes) = (0, 0);
+    for doc in &docs {
+        let text = std::fs::read_to_string(root().join(doc)).unwrap_or_else(|e| panic!("{}: {e}", doc.display()));
+        let dir = doc.parent().unwrap_or(Path::new(""));
+        // `[text](target)`: relative targets must exist (anchors aside).
+        for (i, _) in text.match_indices("](") {
+            let rest = &text[i + 2..];
+            let Some(end) = rest.find(')') else { continue };
+            let target = &rest[..end];
+            if target.contains("://")
+                || target.starts_with('#')
+                || target.starts_with("mailto:")
+                || target.contains(' ')
+            {
+                continue;
+            }
+            let path = target.split('#').next().unwrap_or("");
+            if path.is_empty() {
+                continue;
+            }
+            let resolved = root().join(dir).join(path);
+            assert!(resolved.exists(), "{} links to `{target}`, which does not exist", doc.display());
+            links += 1;
+        }
+        // `make TARGET` as a command: a line of a code block, or an inline code span.
+        let mut in_block = false;
+        for line in text.lines() {
+            if line.trim_start().starts_with("```") {
+                in_block = !in_block;
+                continue;
+            }
+            let commands: Vec<&str> =
+                if in_block { vec![line.trim()] } else { line.split('`').skip(1).step_by(2).collect() };
+            for command in commands {
+                let Some(rest) = command.strip_prefix("make ") else { continue };
+                let word: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+                if word.is_empty() || word.contains('=') {
+                    continue;
+                }
+                assert!(
+                    targets.contains(&word),
+                    "{} names `make {word}`, which the Makefile does not define",
+                    doc.display()
+                );
+                makes += 1;
+            }
+        }
+    }
+    assert!(links > 50, "the links were not read ({links})");
+    assert!(makes > 10, "the make commands were not read ({makes})");
 }

@@ -34,6 +34,10 @@ pub use settings::{
 };
 pub use signing::NodeKey;
 
+/// What `marsh run` prints on its standard output, followed by a space and the NURL, once it
+/// serves: the one line a supervisor, a script or a test waits for.
+pub const SERVING: &str = "marsh: serving";
+
 /// Why the node directory could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {

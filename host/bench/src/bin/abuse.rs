@@ -1,17 +1,18 @@
 //! `marsh-abuse MARSH_BINARY`: the abuse suite's hostile clients (`marsh_gbs_client::hostile`)
-//! against a fresh node of the given `marsh` binary, reporting how far each attack raised the
-//! server's peak RSS (`VmHWM`, reset before each through `/proc/PID/clear_refs`) over the RSS
-//! it had, and its descriptors. Run it against two builds to compare them; the figures go in
-//! README's reliability section.
+//! against a fresh node of the given `marsh` binary (`storage.max-bytes 8GiB`), reporting how
+//! far each attack raised the server's peak RSS (`VmHWM`, reset before each through
+//! `/proc/PID/clear_refs`) over the RSS it had, its descriptors, and what an honest client
+//! meanwhile saw. Run it against two builds to compare them; the figures go in
+//! docs/testing.md ("Bounded under hostile load").
 
 #![allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use marsh_bench::node::BenchNode;
+use marsh_bench::node::TestNode;
 use marsh_bench::proc::{descriptors, peak_kib, reset_peak, rss_kib};
-use marsh_gbs_client::hostile;
+use marsh_gbs_client::{GbsClient, Secrets, hostile};
 
 /// Reset the peak; the RSS now.
 fn reset(pid: u32) -> anyhow::Result<u64> {
@@ -26,8 +27,10 @@ fn si(n: u8) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let marsh = std::env::args().nth(1).context("usage: marsh-abuse MARSH_BINARY")?;
-    let node = BenchNode::start(&marsh, &[])?;
-    let (nurl, pid) = (&node.nurl, node.pid());
+    let config = [("storage.reserved-space", "0"), ("storage.max-bytes", "8GiB")];
+    let node = TestNode::init(std::path::Path::new(&marsh), &config);
+    let running = node.start();
+    let (nurl, pid) = (&running.nurl(), running.pid());
     hostile::upload_share(nurl, &si(4), 64 << 20).await?;
     let idle = (rss_kib(pid).unwrap_or(0), descriptors(pid));
     println!("marsh-abuse {marsh}: idle RSS {} MiB, {} descriptors", idle.0 / 1024, idle.1);
@@ -57,5 +60,42 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(25)).await;
     report("the same 30 s later", "held".into(), before);
     drop(stalled);
+
+    // Issue 28's round.
+    let before = reset(pid)?;
+    let got = hostile::queued_bodies(nurl, &si(11), 16, 64 << 20).await;
+    report("16 read-test-writes of 64 MiB at once on one storage index", format!("{got:?}"), before);
+
+    let before = reset(pid)?;
+    let owner = Secrets::from_seed(0x60);
+    GbsClient::connect(nurl).await?.upload(&si(12), 1, &owner, b"a complete share").await?;
+    let trickle = hostile::trickled_upload(nurl, &si(12), 16 << 20, 6000, 0x56).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let asked = Instant::now();
+    let mut c = GbsClient::connect(nurl).await?;
+    let second = c.allocate(&si(12), &Secrets::from_seed(0x59), &[0], 16 << 20).await?.status;
+    let renewal = c.renew(&si(12), &owner).await?.status;
+    let answers = format!("second allocation {second}, renewal {renewal}, in {:?}", asked.elapsed());
+    report("a trickled upload, a second allocation and a renewal on its storage index", answers, before);
+    drop(trickle);
+
+    let before = reset(pid)?;
+    let server: std::net::SocketAddr = nurl.address().parse()?;
+    let sources: Vec<std::net::IpAddr> =
+        (0..200u32).map(|i| std::net::Ipv4Addr::from(0x7f00_0002 + i).into()).collect();
+    let held = hostile::unstarted_connections(server, &sources, 10).await?;
+    let asked = Instant::now();
+    let served = GbsClient::connect(nurl).await.map(|_| ());
+    let answers = format!("another client: {served:?} in {:?}", asked.elapsed());
+    report("2,000 connections that never start TLS, from 200 addresses", answers, before);
+    drop(held);
+
+    let before = reset(pid)?;
+    let available = hostile::available_space(nurl).await?;
+    let status = hostile::sparse_claim(nurl, &si(14), available - 1).await?;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after = hostile::available_space(nurl).await?;
+    let answers = format!("{status}; available space {available} before, {after} after");
+    report("one byte at the end of the space the node advertises", answers, before);
     Ok(())
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use http::{Method, StatusCode};
-use marsh_bench::node::BenchNode;
+use marsh_bench::node::TestNode;
 use marsh_bench::proc::{anon_kib, descriptors, rss_kib};
 use marsh_conformance::pattern;
 use marsh_gbs_client::{GbsClient, Nurl, Secrets, hostile, rtw_body};
@@ -177,11 +177,12 @@ async fn main() -> anyhow::Result<()> {
     let marsh = args.next().context(usage)?;
     let minutes: u64 = args.next().map_or(Ok(30), |m| m.parse()).context(usage)?;
     let warm_up: u64 = args.next().map_or(Ok(5), |m| m.parse()).context(usage)?;
-    let node = BenchNode::start(&marsh, &[])?;
-    let pid = node.pid();
-    let honest_nurl = node.account("honest")?;
+    let node = TestNode::init(std::path::Path::new(&marsh), &[("storage.reserved-space", "0")]);
+    let running = node.start();
+    let pid = running.pid();
+    let honest_nurl = node.create_account("honest", &[]);
     let big = fresh_si();
-    hostile::upload_share(&node.nurl, &big, 8 << 20).await?;
+    hostile::upload_share(&running.nurl(), &big, 8 << 20).await?;
     let started = Instant::now();
     let until = started + Duration::from_secs(minutes * 60);
     let counts = Arc::new(Counts::default());
@@ -189,7 +190,7 @@ async fn main() -> anyhow::Result<()> {
     for worker in 0..2 {
         tasks.push(tokio::spawn(honest(honest_nurl.clone(), worker, until, counts.clone())));
     }
-    tasks.push(tokio::spawn(hostile(node.nurl.clone(), big, until, counts.clone())));
+    tasks.push(tokio::spawn(hostile(running.nurl(), big, until, counts.clone())));
 
     println!("marsh-soak {marsh}: {minutes} minutes, warm-up {warm_up}");
     println!(

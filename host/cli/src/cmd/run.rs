@@ -25,7 +25,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     // Caught from here on: a supervisor may stop the node the instant it says it serves, and it
     // must still hand over its last changes rather than die of the default action.
     let stopped = shutdown_signals()?;
-    println!("marsh: serving {}", running.nurl());
+    println!("{} {}", marsh_node::SERVING, running.nurl());
     std::io::stdout().flush()?;
     stopped.await;
     tracing::info!("shutting down");

@@ -5,11 +5,7 @@ use std::process::{Command, Output};
 
 fn marsh(args: &[&str]) -> Output {
     let cache = tempfile::tempdir().expect("cache dir");
-    Command::new(env!("CARGO_BIN_EXE_marsh"))
-        .args(args)
-        .env("XDG_CACHE_HOME", cache.path())
-        .output()
-        .expect("run marsh")
+    Command::new(crate::common::BINARY).args(args).env("XDG_CACHE_HOME", cache.path()).output().expect("run marsh")
 }
 
 fn stdout(o: &Output) -> String {

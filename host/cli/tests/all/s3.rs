@@ -3,9 +3,7 @@
 //! of a node that already keeps shares, disaster recovery, and a mutable share the bucket's
 //! operator rolled back.
 
-mod common;
-
-use common::{TestNode, text};
+use crate::common::{Fixture, TestNode, text};
 use marsh_gbs_client::Secrets;
 
 fn var(name: &str) -> String {
@@ -50,7 +48,7 @@ fn a_second_node_on_the_same_prefix_refuses_to_start_until_released() {
     let prefix = unique_prefix("fence");
     let (a, b) = (s3_node("first", &prefix), s3_node("second", &prefix));
     let first = a.start();
-    let refusal = b.try_start().err().expect("the second node must refuse to start");
+    let refusal = b.try_start().expect_err("the second node must refuse to start");
     let a_id = server_id(&a);
     assert!(refusal.contains("status Some(2)"), "{refusal}");
     assert!(refusal.contains(&a_id) && refusal.contains("\"first\""), "names the owner: {refusal}");
@@ -240,7 +238,7 @@ async fn survive_the_loss_of_the_machine(strategy: &str, config: &[(&str, &str)]
 
     // The machine is lost.
     node.restore(&backup);
-    let refused = node.try_start().err().expect("must not start without its accounting state");
+    let refused = node.try_start().expect_err("must not start without its accounting state");
     let command = format!("marsh recover --dir {}", node.d());
     assert!(refused.contains("status Some(3)") && refused.contains(&command), "{refused}");
     let recovered = node.ok(&["recover"]);

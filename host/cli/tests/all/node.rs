@@ -1,11 +1,9 @@
 //! `marsh init`, `marsh config` and `marsh announce`, run as an operator runs them.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{TestNode, marsh, text};
+use crate::common::{Fixture, TestNode, marsh, text};
 
 fn init(dir: &Path) -> Output {
     marsh(&["init", "--dir", dir.to_str().expect("utf-8"), "--listen", "127.0.0.1:45678", "--nickname", "n1"])
@@ -65,7 +63,7 @@ fn announce_prints_a_servers_yaml_entry_the_client_accepts() {
 fn run_raises_its_open_file_limit_to_the_hard_limit() {
     use std::io::BufRead;
     let node = TestNode::new();
-    let script = format!("ulimit -Sn 256 && exec '{}' run --dir '{}'", env!("CARGO_BIN_EXE_marsh"), node.d());
+    let script = format!("ulimit -Sn 256 && exec '{}' run --dir '{}'", crate::common::BINARY, node.d());
     let mut child = Command::new("sh")
         .args(["-c", &script])
         .stdout(std::process::Stdio::piped())
@@ -96,11 +94,11 @@ async fn a_copied_binary_is_a_whole_node() {
     let tmp = tempfile::tempdir().expect("tmp");
     let binary = tmp.path().join("bin/marsh");
     std::fs::create_dir_all(binary.parent().expect("bin")).expect("mkdir");
-    std::fs::copy(env!("CARGO_BIN_EXE_marsh"), &binary).expect("copy the binary");
+    std::fs::copy(crate::common::BINARY, &binary).expect("copy the binary");
     let dir = tmp.path().join("node");
     let d = dir.to_str().expect("utf-8");
     let marsh = |args: &[&str]| Command::new(&binary).args(args).env_remove("MARSH_PLUGIN_DIR").output().expect("run");
-    let listen = format!("127.0.0.1:{}", common::free_port());
+    let listen = format!("127.0.0.1:{}", crate::common::free_port());
     let out = marsh(&["init", "--dir", d, "--listen", &listen, "--web-listen", ""]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let mut child = Command::new(&binary)

@@ -1,9 +1,7 @@
 //! `marsh gc` as an operator runs it: a dry run lists what would go and deletes nothing, a real
 //! pass deletes shares whose leases all expired and keeps shares with no lease record.
 
-mod common;
-
-use common::{TestNode, text};
+use crate::common::{Fixture, TestNode, text};
 use marsh_gbs_client::Secrets;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,12 +11,10 @@
 //! The node's log says how many interrupted writes it completed at start-up; the test requires
 //! that some were, so the kills did land mid-write.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Running, TestNode};
+use crate::common::{Fixture, Running, TestNode};
 use http::{Method, StatusCode};
 use marsh_gbs_client::{GbsClient, Secrets, rtw_body_shares};
 
@@ -71,7 +69,7 @@ async fn generation(client: &mut GbsClient, slot: u8, acked: u64) -> u64 {
 
 /// `marsh run`, logging what start-up settles (and not every request).
 fn start(node: &TestNode) -> Running {
-    Running::start_with(node.dir(), &[("MARSH_LOG", "info,marsh::request=off")])
+    node.start_args(&[], &[("MARSH_LOG", "info,marsh::request=off")])
         .unwrap_or_else(|e| panic!("the node did not start: {e}"))
 }
 

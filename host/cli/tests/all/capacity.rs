@@ -5,12 +5,10 @@
 
 #![allow(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::{Fixture, TestNode};
 use ciborium::value::Value;
-use common::TestNode;
 use http::{Method, StatusCode};
 use marsh_gbs_client::{GbsClient, Secrets, encode, rtw_body, text};
 

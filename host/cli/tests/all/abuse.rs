@@ -6,15 +6,15 @@
 //! serving, grow the server's peak RSS by less than its bound over what it was before, and give
 //! back its descriptors.
 //!
-//! Peak RSS is `VmHWM`, reset before each attack by writing 5 to `/proc/PID/clear_refs`.
-
-mod common;
+//! Peak RSS is `VmHWM`, reset before each attack by writing 5 to `/proc/PID/clear_refs`
+//! (`marsh_testnode::proc::PeakWatch`).
 
 use std::time::Duration;
 
-use common::{TestNode, wait_for};
+use crate::common::{Fixture, TestNode, wait_for};
 use http::{Method, StatusCode};
 use marsh_gbs_client::{GbsClient, Nurl, hostile};
+use marsh_testnode::proc::{PeakWatch, descriptors};
 
 /// The most one hostile client's attack may add to the server's peak RSS.
 const BOUND_MIB: u64 = 256;
@@ -22,34 +22,6 @@ const BOUND_MIB: u64 = 256;
 /// The suites take turns: each measures one node's memory and answers under load, and two
 /// at once on two cores would measure each other.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
-    let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field}"));
-    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("a number of kB")
-}
-
-fn descriptors(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).expect("/proc/PID/fd").count()
-}
-
-/// The server's memory from now on: its peak is reset, and [`Watch::growth_mib`] says how far
-/// the peak rose over the RSS it had now.
-struct Watch {
-    pid: u32,
-    rss_kib: u64,
-}
-
-impl Watch {
-    fn start(pid: u32) -> Watch {
-        std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset the peak RSS");
-        Watch { pid, rss_kib: status_kib(pid, "VmRSS:") }
-    }
-
-    fn growth_mib(&self) -> u64 {
-        status_kib(self.pid, "VmHWM:").saturating_sub(self.rss_kib) / 1024
-    }
-}
 
 async fn still_serves(nurl: &Nurl) {
     let mut client = GbsClient::connect(nurl).await.expect("a new connection");
@@ -76,7 +48,7 @@ async fn hostile_clients_stay_within_the_bounds() {
     // 1. A read-test-write reading back a sparse 1 GiB share it made with one byte: the write
     //    that would leave the hole is refused (issue 28), so there is nothing to read back; and
     //    a 1 GiB read vector over a 20 MiB share written in full is refused before it is read.
-    let watch = Watch::start(pid);
+    let watch = PeakWatch::start(pid);
     let got = hostile::sparse_slot_read(&nurl, &si(1), 1 << 30).await.expect("sparse read");
     assert_eq!(got.statuses, [(StatusCode::BAD_REQUEST, 1), (StatusCode::OK, 1)], "refused, then nothing read");
     let got = hostile::large_slot_read(&nurl, &si(5), 20 << 20).await.expect("large read");
@@ -85,7 +57,7 @@ async fn hostile_clients_stay_within_the_bounds() {
     eprintln!("abuse: {:?}", report.last());
 
     // 2. A body of eight million tiny items.
-    let watch = Watch::start(pid);
+    let watch = PeakWatch::start(pid);
     let got = hostile::tiny_items(&nurl, &si(2), 8_000_000).await.expect("tiny items");
     assert!(got.all(StatusCode::BAD_REQUEST), "{got:?}");
     report.push(("8 million tiny CBOR items", watch.growth_mib()));
@@ -93,7 +65,7 @@ async fn hostile_clients_stay_within_the_bounds() {
 
     // 3. 200 allocations of 256 zero-sized shares: with a 40 KiB upload secret, then with
     //    the 20 bytes Tahoe's client sends (capped by the open uploads an account may have).
-    let watch = Watch::start(pid);
+    let watch = PeakWatch::start(pid);
     let (got, allocated) = hostile::zero_allocations(&nurl, 200, 256, 40 * 1024).await.expect("allocations");
     assert!(got.all(StatusCode::BAD_REQUEST) && allocated == 0, "{got:?}");
     let (got, allocated) = hostile::zero_allocations(&nurl, 200, 256, 20).await.expect("allocations");
@@ -104,7 +76,7 @@ async fn hostile_clients_stay_within_the_bounds() {
     assert!(descriptors(pid) <= idle_descriptors + 8, "open uploads hold no descriptors");
 
     // 4. 40 downloads of a 64 MiB share whose readers never read.
-    let watch = Watch::start(pid);
+    let watch = PeakWatch::start(pid);
     let stalled = hostile::stalled_downloads(&nurl, &si(4), 0, 40).await.expect("stalled downloads");
     eprintln!("abuse: 40 downloads asked for");
     still_serves(&nurl).await;
@@ -140,7 +112,7 @@ async fn hostile_members_round_two_stay_within_the_bounds() {
     let mut report = Vec::new();
 
     // 1. Sixteen read-test-writes of 64 MiB each, sent at once to one storage index.
-    let watch = Watch::start(pid);
+    let watch = PeakWatch::start(pid);
     let got = hostile::queued_bodies(&nurl, &si(11), 16, 64 << 20).await.expect("queued bodies");
     assert!(
         got.statuses.iter().all(|(s, _)| matches!(*s, StatusCode::OK | StatusCode::SERVICE_UNAVAILABLE))
@@ -153,7 +125,7 @@ async fn hostile_members_round_two_stay_within_the_bounds() {
 
     // 2. A trickled upload of share 0 and a second allocation of it, then a renewal on the
     //    storage index, whose share 1 is complete: the renewal is answered.
-    let watch = Watch::start(pid);
+    let watch = PeakWatch::start(pid);
     let mut honest = GbsClient::connect(&nurl).await.expect("connect");
     let owner = marsh_gbs_client::Secrets::from_seed(0x60);
     honest.upload(&si(12), 1, &owner, b"a complete share").await.expect("share 1");
@@ -180,7 +152,7 @@ async fn hostile_members_round_two_stay_within_the_bounds() {
 
     // 3. 2,000 connections that never start TLS, 10 from each of 200 addresses, then a client
     //    from another address.
-    let watch = Watch::start(pid);
+    let watch = PeakWatch::start(pid);
     let addr: std::net::SocketAddr = nurl.address().parse().expect("an IP address");
     let sources: Vec<std::net::IpAddr> =
         (0..200u32).map(|i| std::net::Ipv4Addr::from(0x7f00_0002 + i).into()).collect();

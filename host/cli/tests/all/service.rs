@@ -2,11 +2,9 @@
 //! to say (no unknown or misspelt directive, an executable `ExecStart`), and the unit keeps the
 //! hardening it promises.
 
-mod common;
-
 use std::process::Command;
 
-use common::text;
+use crate::common::text;
 
 #[test]
 fn the_systemd_unit_verifies_clean_and_stays_hardened() {
@@ -30,7 +28,7 @@ fn the_systemd_unit_verifies_clean_and_stays_hardened() {
     // Verified against the binary this build made (verify wants ExecStart to exist).
     let tmp = tempfile::tempdir().expect("tmp");
     let path = tmp.path().join("marsh.service");
-    std::fs::write(&path, unit.replace("/usr/local/bin/marsh", env!("CARGO_BIN_EXE_marsh"))).expect("write");
+    std::fs::write(&path, unit.replace("/usr/local/bin/marsh", crate::common::BINARY)).expect("write");
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&path)

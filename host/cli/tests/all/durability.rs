@@ -7,13 +7,11 @@
 //! - `marsh recover` killed halfway leaves the database marked, so the node refuses to start on
 //!   it; run again, it ends with the same accounts and leases as an uninterrupted recovery.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{TestNode, wait_for};
+use crate::common::{Fixture, TestNode, wait_for};
 use http::StatusCode;
 use marsh_accountant::{AccountId, Accountant};
 use marsh_core::{ShareNumber, StorageIndex};
@@ -196,7 +194,7 @@ fn a_recovery_killed_halfway_is_refused_at_start_and_resumes_to_the_same_result(
     let page = rustix::pipe::fcntl_getpipe_size(&writer).expect("pipe size");
     let shortest_line = "persistence-records: 16/3004 accounting records applied\n".len();
     assert!((5 + page / shortest_line + 1) * 16 < usize::from(LEASES) / 2, "a pipe of {page} bytes is too large");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_marsh"))
+    let mut child = Command::new(crate::common::BINARY)
         .args(["recover", "--dir", node.d()])
         .stdout(Stdio::null())
         .stderr(Stdio::from(writer))
@@ -225,7 +223,7 @@ fn a_recovery_killed_halfway_is_refused_at_start_and_resumes_to_the_same_result(
     let partial = leases(&node.accountant(), LEASES);
     assert!(partial > 0 && partial < u64::from(LEASES), "{partial} of {LEASES} leases recovered when killed");
 
-    let refused = node.try_start().err().expect("must not start on a half-rebuilt database");
+    let refused = node.try_start().expect_err("must not start on a half-rebuilt database");
     assert!(refused.contains("status Some(3)") && refused.contains("interrupted"), "{refused}");
     let done = node.ok(&["recover"]);
     assert!(done.contains(&format!("{changes} change records read")), "{done}");

@@ -1,9 +1,7 @@
 //! `marsh account` and `marsh announce --account` as an operator runs them, against a running
 //! node: a named account's NURL works, and revoking it stops its requests at once.
 
-mod common;
-
-use common::TestNode;
+use crate::common::{Fixture, TestNode};
 use http::{Method, StatusCode};
 use marsh_gbs_client::{GbsClient, Nurl};
 

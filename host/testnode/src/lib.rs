@@ -1,8 +1,17 @@
-//! What the CLI tests share: [`TestNode`], a node made by `marsh init` in a temporary directory
-//! and driven as an operator drives it (the `marsh` binary), [`Running`], a `marsh run` process,
-//! and [`wait_for`], to await a condition instead of sleeping a fixed time.
+//! A marsh node as an operator runs one, for the CLI's integration tests and the benchmarks
+//! alike: [`TestNode`], a node directory made by `marsh init` in a temporary directory and
+//! driven with the `marsh` binary given, [`Running`], a `marsh run` process once it says it
+//! serves, and [`proc`], what the kernel says of a process (memory, descriptors).
+//!
+//! A fixture fails loudly: every call that cannot do what it says panics with the command's
+//! output, which is the test's failure report. It never skips.
+//!
+//! Architecture invariant: this crate runs the binary it is given and reads its output and
+//! `/proc`; it links no part of the node but the node directory's and the accountant's
+//! libraries (for tests that look into the accounting database beside a node), so it builds
+//! quickly and a test binary using it links no plugin runtime or store driver on its account.
 
-#![allow(dead_code, reason = "each test binary uses a different part")]
+pub mod proc;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -12,11 +21,12 @@ use std::time::{Duration, Instant};
 use marsh_accountant::Accountant;
 use marsh_gbs_client::{GbsClient, Nurl};
 
-/// Run `marsh` with `args`.
-pub fn marsh(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_marsh")).args(args).output().expect("run marsh")
+/// Run `binary` with `args`.
+pub fn command(binary: &Path, args: &[&str]) -> Output {
+    Command::new(binary).args(args).output().unwrap_or_else(|e| panic!("running {}: {e}", binary.display()))
 }
 
+/// Bytes as text, lossily.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -27,6 +37,7 @@ pub fn ok(out: Output) -> String {
     text(&out.stdout)
 }
 
+/// A TCP port nothing listens on now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
@@ -44,45 +55,55 @@ pub fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool
 /// `cp -a FROM TO`.
 pub fn copy_dir(from: &Path, to: &Path) {
     let status = Command::new("cp").arg("-a").arg(from).arg(to).status().expect("cp");
-    assert!(status.success(), "cp -a {} {}", from.display(), from.display());
+    assert!(status.success(), "cp -a {} {}", from.display(), to.display());
+}
+
+/// The NURL in the line `marsh run` prints once it serves ([`marsh_node::SERVING`]).
+pub fn serving(line: &str) -> Option<&str> {
+    line.trim().strip_prefix(marsh_node::SERVING)?.strip_prefix(' ')
 }
 
 /// A node directory made by `marsh init` (listening on a free port, shares in `storage/` beside
-/// it) in a temporary directory that goes with it.
+/// it, no web listener) in a temporary directory that goes with it.
+#[derive(Debug)]
 pub struct TestNode {
+    binary: PathBuf,
     tmp: tempfile::TempDir,
     dir: PathBuf,
 }
 
 impl TestNode {
-    /// `marsh init`, then `marsh config set` for each of `config`.
-    pub fn with(config: &[(&str, &str)]) -> TestNode {
+    /// `BINARY init`, then `marsh config set` for each of `config`.
+    pub fn init(binary: &Path, config: &[(&str, &str)]) -> TestNode {
         let tmp = tempfile::tempdir().expect("tmp");
         let dir = tmp.path().join("node");
         let listen = format!("127.0.0.1:{}", free_port());
         let storage = tmp.path().join("storage");
-        ok(marsh(&[
-            "init",
-            "--dir",
-            dir.to_str().expect("utf-8"),
-            "--listen",
-            &listen,
-            "--storage-dir",
-            storage.to_str().expect("utf-8"),
-            // Off: nodes of parallel tests would all want 3458; `web_cli` turns it on.
-            "--web-listen",
-            "",
-        ]));
-        let node = TestNode { tmp, dir };
+        ok(command(
+            binary,
+            &[
+                "init",
+                "--dir",
+                dir.to_str().expect("utf-8"),
+                "--listen",
+                &listen,
+                "--storage-dir",
+                storage.to_str().expect("utf-8"),
+                // Off: nodes of parallel tests would all want 3458; tests of it turn it on.
+                "--web-listen",
+                "",
+            ],
+        ));
+        let node = TestNode { binary: binary.to_owned(), tmp, dir };
         for (key, value) in config {
             node.set(key, value);
         }
         node
     }
 
-    /// A node with the default config.
-    pub fn new() -> TestNode {
-        TestNode::with(&[])
+    /// The `marsh` binary it runs.
+    pub fn binary(&self) -> &Path {
+        &self.binary
     }
 
     /// The node directory.
@@ -109,7 +130,7 @@ impl TestNode {
     pub fn marsh(&self, args: &[&str]) -> Output {
         let mut all = args.to_vec();
         all.extend(["--dir", self.d()]);
-        marsh(&all)
+        command(&self.binary, &all)
     }
 
     /// The same, failing the test unless it succeeds; its stdout.
@@ -132,12 +153,18 @@ impl TestNode {
 
     /// Start `marsh run`; fails the test if it does not serve.
     pub fn start(&self) -> Running {
-        Running::start(&self.dir).unwrap_or_else(|e| panic!("the node did not start: {e}"))
+        self.try_start().unwrap_or_else(|e| panic!("the node did not start: {e}"))
     }
 
     /// Start `marsh run`: `Err` with its exit status and stderr if it stops instead of serving.
     pub fn try_start(&self) -> Result<Running, String> {
-        Running::start(&self.dir)
+        self.start_args(&[], &[])
+    }
+
+    /// The same with more arguments to `marsh run` (say `--log-format json`) and environment
+    /// variables (say `MARSH_LOG`).
+    pub fn start_args(&self, args: &[&str], env: &[(&str, &str)]) -> Result<Running, String> {
+        Running::start(&self.binary, &self.dir, args, env)
     }
 
     /// The node's accounting database, opened beside the node (SQLite allows both).
@@ -162,6 +189,7 @@ impl TestNode {
 
 /// `marsh run`, once it printed that it serves; killed on drop. Its stderr is read as it comes
 /// (a node must never block on a full pipe because the test did not read its log).
+#[derive(Debug)]
 pub struct Running {
     child: Child,
     /// The NURL it serves.
@@ -170,26 +198,17 @@ pub struct Running {
 }
 
 impl Running {
-    /// Start a node; `Err` with its exit status and stderr if it stops instead of serving.
-    pub fn start(dir: &Path) -> Result<Running, String> {
-        Running::start_with(dir, &[])
-    }
-
-    /// The same with environment variables set (say `MARSH_LOG`).
-    pub fn start_with(dir: &Path, env: &[(&str, &str)]) -> Result<Running, String> {
-        Running::start_args(dir, &[], env)
-    }
-
-    /// The same with more arguments to `marsh run` (say `--log-format json`).
-    pub fn start_args(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Running, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_marsh"))
+    /// `BINARY run --dir DIR ARGS` with `env`; `Err` with its exit status and stderr if it stops
+    /// instead of serving.
+    pub fn start(binary: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Running, String> {
+        let mut child = Command::new(binary)
             .args(["run", "--dir", dir.to_str().expect("utf-8")])
             .args(args)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn marsh run");
+            .unwrap_or_else(|e| panic!("spawning {} run: {e}", binary.display()));
         let mut stderr = child.stderr.take().expect("stderr");
         let stderr = std::thread::spawn(move || {
             let mut all = String::new();
@@ -198,7 +217,7 @@ impl Running {
         });
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
-        if let Some(nurl) = line.trim().strip_prefix("marsh: serving ") {
+        if let Some(nurl) = serving(&line) {
             return Ok(Running { child, nurl: nurl.to_owned(), stderr: Some(stderr) });
         }
         let status = child.wait().expect("wait");

@@ -6,14 +6,12 @@
 
 #![allow(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use crate::common::{Fixture, TestNode, free_port};
 use ciborium::value::Value;
-use common::{TestNode, free_port};
 use http::{Method, StatusCode};
 use marsh_gbs_client::{Secrets, encode, rtw_body, text};
 
@@ -188,7 +186,7 @@ async fn a_scrape_after_known_traffic_reads_that_traffic() {
     assert!(status.contains("serving      no answer from the node ("), "{status}");
 
     // Logs for a collector: one JSON object per line.
-    let running = common::Running::start_args(node.dir(), &["--log-format", "json", "--verbose"], &[]).unwrap();
+    let running = node.start_args(&["--log-format", "json", "--verbose"], &[]).unwrap();
     assert_eq!(get(addr, "/health", None).0, 200);
     let logs = running.stop();
     let lines: Vec<serde_json::Value> = logs.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
