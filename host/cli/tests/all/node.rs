@@ -75,7 +75,7 @@ fn run_raises_its_open_file_limit_to_the_hard_limit() {
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).expect("limits");
     let _ = child.kill();
     let _ = child.wait();
-    assert!(line.starts_with("marsh: serving "), "{line}");
+    assert!(marsh_testnode::serving(&line).is_some(), "{line}");
     let row = limits.lines().find(|l| l.starts_with("Max open files")).expect("Max open files");
     let fields: Vec<&str> = row.split_whitespace().collect();
     let (soft, hard) = (fields[3], fields[4]);
@@ -111,7 +111,7 @@ async fn a_copied_binary_is_a_whole_node() {
         .expect("spawn");
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
-    let Some(nurl) = line.trim().strip_prefix("marsh: serving ") else {
+    let Some(nurl) = marsh_testnode::serving(&line) else {
         child.wait().expect("wait");
         let mut err = String::new();
         child.stderr.take().expect("stderr").read_to_string(&mut err).expect("stderr");
