@@ -16,10 +16,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::StatusCode;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::response::ApiError;
+use crate::error::ApiError;
 
 /// How many times its length a body held whole counts against the budget.
 pub const CHARGE: u64 = 3;
@@ -61,10 +60,7 @@ impl BodyBudget {
         match tokio::time::timeout(wait, self.units.clone().acquire_many_owned(units)).await {
             Ok(Ok(permit)) => Ok(BodyPermit { _units: permit }),
             // The semaphore is never closed; either way the request cannot go on now.
-            Ok(Err(_)) | Err(_) => Err(ApiError::text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the server holds as many request bodies as it may (http.body-memory); try again",
-            )),
+            Ok(Err(_)) | Err(_) => Err(ApiError::BodiesFull),
         }
     }
 
@@ -78,6 +74,7 @@ impl BodyBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::StatusCode;
 
     #[tokio::test(start_paused = true)]
     async fn bodies_past_the_budget_wait_and_then_are_refused() {

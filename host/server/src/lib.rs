@@ -18,6 +18,7 @@ mod body;
 pub mod budget;
 mod clock;
 mod conns;
+mod error;
 pub mod gc;
 mod limits;
 mod listen;

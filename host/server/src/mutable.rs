@@ -31,9 +31,10 @@ use marsh_accountant::{Accountant, Caller, MutableShareWrite, MutableWrite};
 use marsh_core::{Backend, ShareId, ShareNumber, StorageIndex, WriteVector};
 
 use crate::budget::BodyPermit;
+use crate::error::ApiError;
 use crate::offload;
 use crate::redo::{self, RedoRecord, RedoShare};
-use crate::response::{ApiError, Handled, cbor};
+use crate::response::{Handled, cbor};
 use crate::rollback;
 use crate::service::{MAX_MUTABLE_SHARE_SIZE, StorageService};
 use crate::wire;
@@ -113,15 +114,10 @@ impl SlotLocks {
     }
 }
 
-/// The answer to a request that did not get its storage index's lock within [`SLOT_WAIT`].
-pub(crate) fn slot_busy() -> ApiError {
-    ApiError::unavailable("this storage index is busy; try again")
-}
-
 impl StorageService {
     /// The lock of `si` within [`SLOT_WAIT`], or 503.
     pub(crate) async fn slot(&self, si: StorageIndex) -> Result<SlotGuard, ApiError> {
-        self.slot_locks.lock_within(si, SLOT_WAIT).await.ok_or_else(slot_busy)
+        self.slot_locks.lock_within(si, SLOT_WAIT).await.ok_or(ApiError::StorageIndexBusy)
     }
 }
 
@@ -169,15 +165,15 @@ pub(crate) struct Writer {
 }
 
 /// A task that ended without an answer (it panicked): 500.
-fn task_failed(what: &str, e: tokio::task::JoinError) -> ApiError {
-    ApiError::text(StatusCode::INTERNAL_SERVER_ERROR, format!("{what} task failed: {e}"))
+fn task_failed(what: &'static str, e: tokio::task::JoinError) -> ApiError {
+    ApiError::TaskFailed { what, error: e.to_string() }
 }
 
 /// A blocking accountant call, off the async threads (redo records can be large).
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, marsh_accountant::AccountantError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| task_failed("accounting", e))?.map_err(ApiError::accountant)
+    tokio::task::spawn_blocking(f).await.map_err(|e| task_failed("accounting", e))?.map_err(ApiError::Accountant)
 }
 
 /// The write a task records and applies.
@@ -210,11 +206,11 @@ impl Writer {
         if let Some(bytes) = blocking(move || accountant.pending_mutable_write(&si)).await? {
             let record = redo::decode_redo(&bytes).map_err(|e| {
                 tracing::error!(si = %si, "a pending mutable write does not read back: {e}; the slot stays closed");
-                ApiError::unavailable("an earlier write to this slot cannot be completed")
+                ApiError::EarlierWriteUnreadable
             })?;
             let newer = rollback::superseded(&*self.backend, &si, &record.shares).await.map_err(|e| {
                 tracing::warn!(si = %si, "reading a slot before completing its earlier write failed: {e}");
-                ApiError::unavailable("an earlier write to this slot is not complete yet")
+                ApiError::EarlierWriteIncomplete
             })?;
             if newer {
                 // Its writes would put older content over what clients wrote since: the record
@@ -227,7 +223,7 @@ impl Writer {
             }
             redo::apply(&*self.backend, &si, &record.shares).await.map_err(|e| {
                 tracing::warn!(si = %si, "completing an earlier write failed: {e}");
-                ApiError::unavailable("an earlier write to this slot is not complete yet")
+                ApiError::EarlierWriteIncomplete
             })?;
             let written: Vec<ShareNumber> =
                 record.shares.iter().filter(|s| s.new_length != Some(0)).map(|s| s.shnum).collect();
@@ -271,7 +267,7 @@ impl Writer {
             // Recorded: it is completed before the slot is next read or written, so the client
             // is not told it failed.
             tracing::warn!(si = %si, "applying a mutable write failed: {e}; it will be completed later");
-            return Err(ApiError::unavailable("the write is recorded and not yet complete; it will be completed"));
+            return Err(ApiError::WriteRecorded);
         }
         let (accountant, numbers) = (self.accountant.clone(), rollback::written(&record.shares));
         match blocking(move || accountant.end_mutable_write(&si, &numbers)).await {
@@ -330,17 +326,17 @@ impl StorageService {
         let writes = request.test_write_vectors.values().any(|v| !v.write.is_empty() || v.new_length.is_some());
         if writes && self.capacity().readonly {
             // The reference lets mutable writes through (tahoe #390); read-only means read-only here.
-            return Err(ApiError::text(StatusCode::FORBIDDEN, "this node is read-only (storage.readonly)"));
+            return Err(ApiError::ReadOnly);
         }
         let slot = self.slot(si).await?;
         let slot = self.settle(si, slot).await?;
-        let fail = |e| ApiError::backend("read-test-write", e);
+        let fail = ApiError::backend("read-test-write");
         let existing = self.backend.mutable_list(&si).await.map_err(fail)?;
         // 1. The write enabler must match every existing share.
         self.check_write_enabler(&si, &existing, secrets.enabler)?;
         // 2. No share the store rolled back is tested, read or written over: each header with
         // a number kept is read now, and every test or read below that covers it is checked.
-        let kept = offload::sqlite(|| self.accountant.mutable_seqnums(&si)).map_err(ApiError::accountant)?;
+        let kept = offload::sqlite(|| self.accountant.mutable_seqnums(&si)).map_err(ApiError::Accountant)?;
         for (n, number) in &kept {
             if existing.contains(n) {
                 let first = self.backend.mutable_read(&si, *n, 0, rollback::HEADER as u64).await.map_err(fail)?;
@@ -355,7 +351,7 @@ impl StorageService {
         for number in request.test_write_vectors.keys() {
             let n = u16::try_from(*number)
                 .map(ShareNumber)
-                .map_err(|_| ApiError::text(StatusCode::BAD_REQUEST, "share number too large"))?;
+                .map_err(|_| ApiError::ShareNumberTooLarge { number: *number })?;
             shares.insert(*number, n);
         }
         // What the reads would return is counted first, from the shares' sizes: a request asking
@@ -371,10 +367,7 @@ impl StorageService {
             sizes.insert(*n, size);
         }
         if asked > limit {
-            return Err(ApiError::text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the read vector asks for {asked} bytes; a read-test-write may read at most {limit}"),
-            ));
+            return Err(ApiError::ReadVectorTooLarge { asked, limit });
         }
         // 3. Tests. A test passes when the bytes at its range are its specimen; reading one byte
         // more than the specimen decides that, so a test's size costs nothing past its specimen.
@@ -441,13 +434,13 @@ impl StorageService {
     fn check_write_enabler(&self, si: &StorageIndex, existing: &[ShareNumber], enabler: &[u8]) -> Result<(), ApiError> {
         for n in existing {
             match offload::sqlite(|| self.accountant.check_write_enabler(si, *n, enabler))
-                .map_err(ApiError::accountant)?
+                .map_err(ApiError::Accountant)?
             {
                 Some(true) => {}
-                Some(false) => return Err(ApiError::text(StatusCode::UNAUTHORIZED, "wrong write enabler")),
+                Some(false) => return Err(ApiError::WrongWriteEnabler),
                 None => {
                     tracing::error!(si = %si, shnum = n.0, "no write enabler recorded for an existing mutable share; refusing the write (run `marsh recover` if the node's cache was lost)");
-                    return Err(ApiError::text(StatusCode::UNAUTHORIZED, "write enabler unknown to this server"));
+                    return Err(ApiError::UnknownWriteEnabler);
                 }
             }
         }
@@ -458,7 +451,7 @@ impl StorageService {
     /// stranger's read-test-write on a slot that exists is refused at once, holding nothing.
     /// (Checked again under the lock, where it decides.)
     pub(crate) async fn precheck_write_enabler(&self, si: &StorageIndex, enabler: &[u8]) -> Result<(), ApiError> {
-        let existing = self.backend.mutable_list(si).await.map_err(|e| ApiError::backend("read-test-write", e))?;
+        let existing = self.backend.mutable_list(si).await.map_err(ApiError::backend("read-test-write"))?;
         self.check_write_enabler(si, &existing, enabler)
     }
 
@@ -478,10 +471,7 @@ impl StorageService {
             for (offset, bytes) in &tw.write {
                 let e = offset.checked_add(bytes.len() as u64).filter(|e| *e <= MAX_MUTABLE_SHARE_SIZE);
                 let Some(e) = e else {
-                    return Err(ApiError::text(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "write past the largest mutable share size",
-                    ));
+                    return Err(ApiError::PastLargestMutable);
                 };
                 end = end.max(e);
             }
@@ -494,7 +484,7 @@ impl StorageService {
                 continue;
             }
             let current = if exists {
-                self.backend.mutable_size(si, shnum).await.map_err(|e| ApiError::backend("size", e))?.unwrap_or(0)
+                self.backend.mutable_size(si, shnum).await.map_err(ApiError::backend("size"))?.unwrap_or(0)
             } else {
                 0
             };
@@ -506,12 +496,7 @@ impl StorageService {
             // whole length, so a byte far past the end would claim what it never sent.
             let hole = unwritten(current, size, &tw.write);
             if hole > MAX_UNWRITTEN {
-                return Err(ApiError::text(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "share {number}: this write would leave {hole} bytes past the share's end unwritten; at most {MAX_UNWRITTEN} may be"
-                    ),
-                ));
+                return Err(ApiError::LeavesHole { share: number, hole, limit: MAX_UNWRITTEN });
             }
             let writes = tw.write.into_iter().map(|(offset, data)| WriteVector { offset, data }).collect();
             plan.push(Planned {
@@ -535,10 +520,7 @@ impl StorageService {
             .fold(0, u64::saturating_add);
         let available = self.available().await;
         if grows > available {
-            return Err(ApiError::text(
-                StatusCode::INSUFFICIENT_STORAGE,
-                format!("this write needs {grows} more bytes; {available} are available"),
-            ));
+            return Err(ApiError::NoSpace { needs: grows, available });
         }
         Ok(())
     }
@@ -551,7 +533,7 @@ impl StorageService {
         for p in plan {
             let MutableShareWrite::Written { shnum, size, .. } = p.outcome else { continue };
             let holder = offload::sqlite(|| self.accountant.holder(&ShareId::mutable(*si, shnum)))
-                .map_err(ApiError::accountant)?;
+                .map_err(ApiError::Accountant)?;
             let (id, name, quota) = match holder {
                 Some(h) => (h.id, h.name, h.quota),
                 None => (caller.id, caller.name.clone(), caller.attributes.quota),
@@ -562,14 +544,9 @@ impl StorageService {
         }
         for (id, (name, quota, grows)) in growth {
             let used = offload::sqlite(|| self.accountant.usage(marsh_accountant::AccountId(id)))
-                .map_err(ApiError::accountant)?;
+                .map_err(ApiError::Accountant)?;
             if grows > 0 && used.saturating_add(grows) > quota {
-                return Err(ApiError::text(
-                    StatusCode::INSUFFICIENT_STORAGE,
-                    format!(
-                        "account `{name}` would go over its quota ({used} of {quota} bytes used; this write adds {grows})"
-                    ),
-                ));
+                return Err(ApiError::OverQuota { account: name, used, quota, adds: grows });
             }
         }
         Ok(())

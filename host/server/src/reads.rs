@@ -17,9 +17,10 @@ use http::{HeaderMap, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use marsh_core::{Backend, BackendError, ShareNumber, StorageIndex};
 
+use crate::error::ApiError;
 use crate::limits::MinRate;
 use crate::ranges::parse_range;
-use crate::response::{ApiError, ChannelBody, Handled, respond};
+use crate::response::{ChannelBody, Handled, respond};
 use crate::rollback;
 use crate::service::StorageService;
 
@@ -37,13 +38,11 @@ impl StorageService {
             return self.read_piece(si, n, a, b - a + 1).await;
         }
         let size = if mutable { self.backend.mutable_size(&si, n).await } else { self.backend.size(&si, n).await };
-        let size = size
-            .map_err(|e| ApiError::backend("size", e))?
-            .ok_or_else(|| ApiError::text(StatusCode::NOT_FOUND, "no such share"))?;
+        let size = size.map_err(ApiError::backend("size"))?.ok_or(ApiError::NoSuchShare)?;
         let (status, start, end) = match range {
             None => (StatusCode::OK, 0, size),
             Some(parsed) => {
-                let (a, b) = parsed.ok_or_else(|| ApiError::empty(StatusCode::RANGE_NOT_SATISFIABLE))?;
+                let (a, b) = parsed.ok_or(ApiError::BadRange)?;
                 let end = b.saturating_add(1).min(size);
                 if a >= end {
                     return Ok(respond(StatusCode::NO_CONTENT, Some("application/octet-stream"), Bytes::new()));
@@ -60,11 +59,10 @@ impl StorageService {
             true => rollback::kept(&self.accountant, &si, n)?,
             false => None,
         };
-        let first = read_share(&*self.backend, &si, n, mutable, start, first_len)
-            .await
-            .map_err(|e| ApiError::backend("read", e))?;
+        let first =
+            read_share(&*self.backend, &si, n, mutable, start, first_len).await.map_err(ApiError::backend("read"))?;
         if (first.len() as u64) < first_len {
-            return Err(ApiError::text(StatusCode::SERVICE_UNAVAILABLE, "share shorter than its size"));
+            return Err(ApiError::BackendMisbehaved { op: "read", what: "a share shorter than its size" });
         }
         if let Some(kept) = kept.filter(|k| rollback::older(*k, &first)) {
             // A write may have lowered or removed the header (its writer's right) between the
@@ -117,17 +115,16 @@ impl StorageService {
 
     /// Bytes `start..start + len` of a complete immutable share, in one backend call.
     async fn read_piece(&self, si: StorageIndex, n: ShareNumber, start: u64, len: u64) -> Handled {
-        let data = self.backend.read(&si, n, start, len).await.map_err(|e| ApiError::backend("read", e))?;
+        let data = self.backend.read(&si, n, start, len).await.map_err(ApiError::backend("read"))?;
         if data.len() as u64 > len {
-            tracing::error!(si = %si, shnum = n.0, "the backend answered a read with more bytes than asked");
-            return Err(ApiError::unavailable("storage backend failed in read"));
+            return Err(ApiError::BackendMisbehaved { op: "read", what: "more bytes than asked" });
         }
         if data.is_empty() {
             // At or past the share's end, as a range starting there is answered below.
             return Ok(respond(StatusCode::NO_CONTENT, Some("application/octet-stream"), Bytes::new()));
         }
         let Some(end) = start.checked_add(data.len() as u64) else {
-            return Err(ApiError::unavailable("storage backend failed in read"));
+            return Err(ApiError::BackendMisbehaved { op: "read", what: "an answer ending past the largest offset" });
         };
         let body = Full::new(Bytes::from(data)).map_err(|never| match never {}).boxed_unsync();
         Ok(share_response(StatusCode::PARTIAL_CONTENT, start, end, body))

@@ -29,10 +29,10 @@
 use marsh_accountant::Accountant;
 use marsh_core::{ShareNumber, StorageIndex, WriteVector};
 
+use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::offload;
 use crate::redo::RedoShare;
-use crate::response::ApiError;
 
 /// Bytes of a mutable share that hold its version byte and sequence number.
 pub(crate) const HEADER: usize = 9;
@@ -108,7 +108,7 @@ pub(crate) async fn superseded(
 
 /// The number kept for mutable share `n`; look it up before reading the share.
 pub(crate) fn kept(accountant: &Accountant, si: &StorageIndex, n: ShareNumber) -> Result<Option<u64>, ApiError> {
-    offload::sqlite(|| accountant.mutable_seqnum(si, n)).map_err(ApiError::accountant)
+    offload::sqlite(|| accountant.mutable_seqnum(si, n)).map_err(ApiError::Accountant)
 }
 
 /// Whether `first`, bytes read from offset 0 of a mutable share, hold a whole header with a
@@ -139,7 +139,7 @@ pub(crate) fn refuse_older(
             n.0
         );
     }
-    Err(ApiError::unavailable("the store holds an older version of this share than this server wrote"))
+    Err(ApiError::RolledBack)
 }
 
 /// Whether this is the first refusal of share `n` at `kept` since start-up (remembered for up

@@ -3,15 +3,15 @@
 //! `Content-Type`, and small CBOR bodies read with a size limit and a stall timeout.
 
 use ciborium::value::Value;
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, Method};
 use http_body_util::BodyExt;
 use hyper::body::Body;
 use marsh_core::{ShareNumber, StorageIndex};
 
 use crate::body::TrackedBody;
 use crate::budget::{BODY_WAIT, BodyBudget, BodyPermit};
+use crate::error::ApiError;
 use crate::limits::{Limits, MinRate};
-use crate::response::ApiError;
 use crate::service::Req;
 use crate::wire;
 
@@ -39,12 +39,12 @@ fn shnum(s: &str) -> Option<ShareNumber> {
     s.parse().ok().map(ShareNumber)
 }
 
-/// Match path and method; `Err` is 404 or 405.
-pub(crate) fn route(method: &Method, path: &str) -> Result<Route, StatusCode> {
-    let rest = path.strip_prefix("/storage/v1/").ok_or(StatusCode::NOT_FOUND)?;
+/// Match path and method; `Err` is [`ApiError::UnknownPath`] or [`ApiError::MethodNotAllowed`].
+pub(crate) fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
+    let rest = path.strip_prefix("/storage/v1/").ok_or(ApiError::UnknownPath)?;
     let parts: Vec<&str> = rest.split('/').collect();
-    let si = |s: &str| s.parse::<StorageIndex>().map_err(|_| StatusCode::NOT_FOUND);
-    let n = |s: &str| shnum(s).ok_or(StatusCode::NOT_FOUND);
+    let si = |s: &str| s.parse::<StorageIndex>().map_err(|_| ApiError::UnknownPath);
+    let n = |s: &str| shnum(s).ok_or(ApiError::UnknownPath);
     let (route, allowed) = match parts.as_slice() {
         ["version"] => (Route::Version, Method::GET),
         ["lease", s] => (Route::Lease(si(s)?), Method::PUT),
@@ -63,9 +63,9 @@ pub(crate) fn route(method: &Method, path: &str) -> Result<Route, StatusCode> {
         ["mutable", s, "shares"] => (Route::MutableList(si(s)?), Method::GET),
         ["mutable", s, k] => (Route::MutableRead(si(s)?, n(k)?), Method::GET),
         ["mutable", s, k, "corrupt"] => (Route::MutableCorrupt(si(s)?, n(k)?), Method::POST),
-        _ => return Err(StatusCode::NOT_FOUND),
+        _ => return Err(ApiError::UnknownPath),
     };
-    if *method == allowed { Ok(route) } else { Err(StatusCode::METHOD_NOT_ALLOWED) }
+    if *method == allowed { Ok(route) } else { Err(ApiError::MethodNotAllowed) }
 }
 
 pub(crate) fn check_accept(headers: &HeaderMap) -> Result<(), ApiError> {
@@ -75,14 +75,14 @@ pub(crate) fn check_accept(headers: &HeaderMap) -> Result<(), ApiError> {
         let media = part.split(';').next().unwrap_or("").trim();
         matches!(media, "application/cbor" | "*/*" | "application/*")
     });
-    if ok { Ok(()) } else { Err(ApiError::text(StatusCode::NOT_ACCEPTABLE, "responses are application/cbor")) }
+    if ok { Ok(()) } else { Err(ApiError::NotAcceptable) }
 }
 
 pub(crate) fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     match headers.get(http::header::CONTENT_TYPE) {
         None => Ok(()),
         Some(v) if v.to_str().unwrap_or("").split(';').next().unwrap_or("").trim() == "application/cbor" => Ok(()),
-        Some(_) => Err(ApiError::text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "request bodies are application/cbor")),
+        Some(_) => Err(ApiError::UnsupportedMediaType),
     }
 }
 
@@ -90,7 +90,7 @@ pub(crate) fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 /// Room for the length it declares is made at once, so the buffer never grows by doubling.
 async fn whole_body(body: TrackedBody, limit: usize, min_rate: u64) -> Result<Vec<u8>, ApiError> {
     if body.size_hint().lower() > limit as u64 {
-        return Err(ApiError::text(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {limit} bytes")));
+        return Err(ApiError::BodyTooLarge { limit });
     }
     let mut body = body;
     let declared = body.size_hint().exact().and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
@@ -100,15 +100,13 @@ async fn whole_body(body: TrackedBody, limit: usize, min_rate: u64) -> Result<Ve
         let frame = match rate.wait(body.frame()).await {
             None => return Err(too_slow(min_rate)),
             Some(None) => return Ok(out),
-            Some(Some(Err(e))) => {
-                return Err(ApiError::text(StatusCode::BAD_REQUEST, format!("reading the body: {e}")));
-            }
+            Some(Some(Err(e))) => return Err(ApiError::BodyUnreadable(e.to_string())),
             Some(Some(Ok(frame))) => frame,
         };
         if let Ok(data) = frame.into_data() {
             rate.moved(data.len());
             if out.len() + data.len() > limit {
-                return Err(ApiError::text(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {limit} bytes")));
+                return Err(ApiError::BodyTooLarge { limit });
             }
             out.extend_from_slice(&data);
         }
@@ -117,7 +115,7 @@ async fn whole_body(body: TrackedBody, limit: usize, min_rate: u64) -> Result<Ve
 
 /// The answer to a body that arrives slower than the least rate.
 pub(crate) fn too_slow(min_rate: u64) -> ApiError {
-    ApiError::text(StatusCode::REQUEST_TIMEOUT, format!("request body slower than {min_rate} bytes a second"))
+    ApiError::BodyTooSlow { min_rate }
 }
 
 /// A CBOR body of at most `limit` bytes and `limits.cbor_items` data items, decoded, with its
@@ -133,18 +131,18 @@ pub(crate) async fn cbor_body(
     check_content_type(req.headers())?;
     let declared = req.body().size_hint().exact();
     if declared.is_some_and(|n| n > limit as u64) {
-        return Err(ApiError::text(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {limit} bytes")));
+        return Err(ApiError::BodyTooLarge { limit });
     }
     let permit = budget.take(declared.unwrap_or(limit as u64), BODY_WAIT).await?;
     let body = whole_body(req.into_body(), limit, limits.min_rate).await?;
-    let value =
-        wire::decode_limited(&body, limits.cbor_items).map_err(|e| ApiError::text(StatusCode::BAD_REQUEST, e.0))?;
+    let value = wire::decode_limited(&body, limits.cbor_items)?;
     Ok((value, permit))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::StatusCode;
 
     const SI: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaa";
 
@@ -169,7 +167,7 @@ mod tests {
             (Method::POST, format!("mutable/{SI}/0/corrupt"), Route::MutableCorrupt(si(), ShareNumber(0))),
         ];
         for (method, path, expected) in cases {
-            assert_eq!(route(&method, &format!("/storage/v1/{path}")), Ok(expected), "{method} {path}");
+            assert_eq!(route(&method, &format!("/storage/v1/{path}")).ok(), Some(expected), "{method} {path}");
         }
     }
 
@@ -186,14 +184,14 @@ mod tests {
             "/storage/v1/immutable/aaaa".to_owned(),
             format!("/storage/v1/mutable/{SI}/1/2"),
         ] {
-            assert_eq!(route(&Method::GET, &path), Err(StatusCode::NOT_FOUND), "{path}");
+            assert!(matches!(route(&Method::GET, &path), Err(ApiError::UnknownPath)), "{path}");
         }
-        assert_eq!(route(&Method::POST, "/storage/v1/version"), Err(StatusCode::METHOD_NOT_ALLOWED));
-        assert_eq!(
+        assert!(matches!(route(&Method::POST, "/storage/v1/version"), Err(ApiError::MethodNotAllowed)));
+        assert!(matches!(
             route(&Method::DELETE, &format!("/storage/v1/immutable/{SI}/1")),
-            Err(StatusCode::METHOD_NOT_ALLOWED)
-        );
-        assert_eq!(route(&Method::GET, &format!("/storage/v1/lease/{SI}")), Err(StatusCode::METHOD_NOT_ALLOWED));
+            Err(ApiError::MethodNotAllowed)
+        ));
+        assert!(matches!(route(&Method::GET, &format!("/storage/v1/lease/{SI}")), Err(ApiError::MethodNotAllowed)));
     }
 
     #[test]

@@ -21,11 +21,12 @@ use crate::auth::{self, SecretKind};
 use crate::body::{TrackedBody, counted};
 use crate::budget::BodyBudget;
 use crate::clock::Clock;
+use crate::error::ApiError;
 use crate::limits::{Limits, MAX_ADVISORY_REASON};
 use crate::metrics::{self, Metrics};
 use crate::mutable::{PendingSlots, RtwSecrets, SlotLocks};
 use crate::offload;
-use crate::response::{ApiError, Handled, ResponseBody, cbor, empty, respond};
+use crate::response::{Handled, ResponseBody, cbor, empty, respond};
 use crate::routes::{Route, cbor_body, check_accept, route};
 use crate::uploads::{CloseError, UploadTable};
 use crate::wire;
@@ -208,10 +209,10 @@ impl StorageService {
     /// other one is looked up, so account changes apply to the very next request.
     fn caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         let Some(value) = headers.get(http::header::AUTHORIZATION) else {
-            return Err(ApiError::text(StatusCode::UNAUTHORIZED, "missing Authorization header"));
+            return Err(ApiError::MissingAuthorization);
         };
         if value.to_str().is_err() {
-            return Err(ApiError::text(StatusCode::BAD_REQUEST, "Authorization header is not text"));
+            return Err(ApiError::AuthorizationNotText);
         }
         // The anonymous account is the node's own swissnum; a named one is looked up. A cache
         // hit, or one checked against SQLite's change counter while the connection is free,
@@ -224,11 +225,10 @@ impl StorageService {
                 Some(authorization) => self.accountant.caller(authorization),
                 None => self.accountant.anonymous().map(Some),
             }),
-        }
-        .map_err(ApiError::accountant)?;
-        let caller = found.ok_or_else(|| ApiError::text(StatusCode::UNAUTHORIZED, "wrong Authorization header"))?;
+        }?;
+        let caller = found.ok_or(ApiError::WrongAuthorization)?;
         if caller.revoked {
-            return Err(ApiError::text(StatusCode::UNAUTHORIZED, format!("account `{}` was revoked", caller.name)));
+            return Err(ApiError::Revoked { account: caller.name });
         }
         Ok(caller)
     }
@@ -244,9 +244,10 @@ impl StorageService {
         let class = metrics::classify(routed.as_ref().ok());
         let (parts, body) = req.into_parts();
         let (body, leftover) = TrackedBody::new(body, self.metrics.clone());
-        let mut response = match self.dispatch(routed, Request::from_parts(parts, body)).await {
+        let share_data = matches!(routed, Ok(Route::ImmutableRead(..) | Route::MutableRead(..)));
+        let mut response = match self.route(routed, Request::from_parts(parts, body)).await {
             Ok(r) => r,
-            Err(e) => e.into_response(),
+            Err(e) => e.into_response(share_data),
         };
         // A body the handler did not read whole is read and dropped here (the reference reads
         // every body before it answers), so the connection serves the client's next request;
@@ -274,17 +275,12 @@ impl StorageService {
         response
     }
 
-    async fn dispatch(&self, routed: Result<Route, StatusCode>, req: Req) -> Handled {
-        let route = routed.map_err(ApiError::empty)?;
-        let share_data = matches!(route, Route::ImmutableRead(..) | Route::MutableRead(..));
-        self.route(route, req).await.map_err(|e| if share_data { e.for_share_data() } else { e })
-    }
-
-    async fn route(&self, route: Route, req: Req) -> Handled {
+    async fn route(&self, routed: Result<Route, ApiError>, req: Req) -> Handled {
+        let route = routed?;
         let caller = self.caller(req.headers())?;
         if matches!(route, Route::Allocate(_) | Route::Write(..) | Route::ReadTestWrite(_)) && !caller.attributes.write
         {
-            return Err(ApiError::text(StatusCode::FORBIDDEN, format!("account `{}` may not write", caller.name)));
+            return Err(ApiError::MayNotWrite { account: caller.name });
         }
         let required: &[SecretKind] = match route {
             Route::Lease(_) => &[SecretKind::LeaseRenew, SecretKind::LeaseCancel],
@@ -293,7 +289,7 @@ impl StorageService {
             Route::ReadTestWrite(_) => &[SecretKind::WriteEnabler, SecretKind::LeaseRenew, SecretKind::LeaseCancel],
             _ => &[],
         };
-        let secrets = auth::secrets(req.headers(), required).map_err(ApiError::auth)?;
+        let secrets = auth::secrets(req.headers(), required).map_err(ApiError::Secret)?;
         let secret = |k: SecretKind| secrets.get(&k).cloned().unwrap_or_default();
         match route {
             Route::Version => {
@@ -308,8 +304,7 @@ impl StorageService {
                 let (renew, cancel, upload) =
                     (secret(SecretKind::LeaseRenew), secret(SecretKind::LeaseCancel), secret(SecretKind::Upload));
                 let (body, _permit) = cbor_body(req, 8192, &self.config.limits, &self.body_budget).await?;
-                let request =
-                    wire::allocate_request(&body).map_err(|e| ApiError::text(StatusCode::BAD_REQUEST, e.0))?;
+                let request = wire::allocate_request(&body)?;
                 self.allocate(&caller, si, request, &renew, &cancel, &upload).await
             }
             Route::Write(si, n) => {
@@ -318,23 +313,22 @@ impl StorageService {
             }
             Route::Abort(si, n) => self.abort(si, n, &secret(SecretKind::Upload)).await,
             Route::ImmutableCorrupt(si, n) => {
-                let exists = self.backend.size(&si, n).await.map_err(|e| ApiError::backend("size", e))?.is_some();
+                let exists = self.backend.size(&si, n).await.map_err(ApiError::backend("size"))?.is_some();
                 self.corrupt(ShareId::immutable(si, n), exists, req).await
             }
             Route::MutableCorrupt(si, n) => {
-                let exists =
-                    self.backend.mutable_size(&si, n).await.map_err(|e| ApiError::backend("size", e))?.is_some();
+                let exists = self.backend.mutable_size(&si, n).await.map_err(ApiError::backend("size"))?.is_some();
                 self.corrupt(ShareId::mutable(si, n), exists, req).await
             }
             Route::ImmutableList(si) => {
                 check_accept(req.headers())?;
-                let shares = self.backend.list_shares(&si).await.map_err(|e| ApiError::backend("list", e))?;
+                let shares = self.backend.list_shares(&si).await.map_err(ApiError::backend("list"))?;
                 Ok(cbor(StatusCode::OK, &wire::share_set(shares.into_iter().map(|n| u64::from(n.0)))))
             }
             Route::MutableList(si) => {
                 check_accept(req.headers())?;
                 self.settle_for_read(&si).await?;
-                let shares = self.backend.mutable_list(&si).await.map_err(|e| ApiError::backend("list", e))?;
+                let shares = self.backend.mutable_list(&si).await.map_err(ApiError::backend("list"))?;
                 Ok(cbor(StatusCode::OK, &wire::share_set(shares.into_iter().map(|n| u64::from(n.0)))))
             }
             Route::ImmutableRead(si, n) => self.read(si, n, false, req.headers()).await,
@@ -350,8 +344,7 @@ impl StorageService {
                 self.precheck_write_enabler(&si, &we).await?;
                 let (body, permit) =
                     cbor_body(req, MAX_READ_TEST_WRITE_BODY, &self.config.limits, &self.body_budget).await?;
-                let request =
-                    wire::read_test_write_request(&body).map_err(|e| ApiError::text(StatusCode::BAD_REQUEST, e.0))?;
+                let request = wire::read_test_write_request(&body)?;
                 drop(body);
                 let secrets = RtwSecrets { enabler: &we, renew: &renew, cancel: &cancel };
                 self.read_test_write(&caller, si, request, secrets, permit).await
@@ -422,22 +415,18 @@ impl StorageService {
     pub(crate) async fn renew(&self, caller: &Caller, si: StorageIndex, renew: &[u8], cancel: &[u8]) -> Handled {
         // Lease expiry decides on these shares' leases under the same lock.
         let _index = self.slot(si).await?;
-        let immutable = self.backend.list_shares(&si).await.map_err(|e| ApiError::backend("list", e))?;
-        let mutable = self.backend.mutable_list(&si).await.map_err(|e| ApiError::backend("list", e))?;
+        let immutable = self.backend.list_shares(&si).await.map_err(ApiError::backend("list"))?;
+        let mutable = self.backend.mutable_list(&si).await.map_err(ApiError::backend("list"))?;
         let shares: Vec<ShareId> = (immutable.into_iter().map(|n| ShareId::immutable(si, n)))
             .chain(mutable.into_iter().map(|n| ShareId::mutable(si, n)))
             .collect();
         if shares.is_empty() {
-            return Err(ApiError::text(StatusCode::NOT_FOUND, "no shares for this storage index"));
+            return Err(ApiError::NoShares);
         }
         let now = self.clock.now();
         for share in &shares {
             if !self.lease(caller, share, renew, cancel, now)? {
-                let limit = self.config.limits.leases_per_share;
-                return Err(ApiError::text(
-                    StatusCode::CONFLICT,
-                    format!("share {share} carries {limit} lease records, the most a share may; renew an existing one"),
-                ));
+                return Err(ApiError::LeaseLimit { share: *share, limit: self.config.limits.leases_per_share });
             }
         }
         Ok(empty(StatusCode::NO_CONTENT))
@@ -460,15 +449,15 @@ impl StorageService {
             self.accountant.add_or_renew(caller.id, share, renew, cancel, now)?;
             Ok(true)
         })
-        .map_err(ApiError::accountant)
+        .map_err(ApiError::Accountant)
     }
 
     async fn corrupt(&self, share: ShareId, exists: bool, req: Req) -> Handled {
         if !exists {
-            return Err(ApiError::text(StatusCode::NOT_FOUND, "no such share"));
+            return Err(ApiError::NoSuchShare);
         }
         let (body, _permit) = cbor_body(req, 32_768, &self.config.limits, &self.body_budget).await?;
-        let reason = wire::corrupt_request(&body).map_err(|e| ApiError::text(StatusCode::BAD_REQUEST, e.0))?;
+        let reason = wire::corrupt_request(&body)?;
         let mut cut = reason.len().min(MAX_ADVISORY_REASON);
         while !reason.is_char_boundary(cut) {
             cut -= 1;
@@ -478,7 +467,7 @@ impl StorageService {
         let (per_share, total) = (limits.advisories_per_share, limits.advisories);
         let now = self.clock.now();
         let kept = offload::sqlite(|| self.accountant.record_corruption(now, &share, reason, per_share, total))
-            .map_err(ApiError::accountant)?;
+            .map_err(ApiError::Accountant)?;
         if kept {
             tracing::warn!(%share, reason, "client reports a corrupt share");
         } else {

@@ -18,10 +18,11 @@ use marsh_core::{BackendError, ShareId, ShareNumber, StorageIndex};
 use tokio::sync::OwnedMutexGuard;
 
 use crate::auth;
+use crate::error::ApiError;
 use crate::limits::MinRate;
 use crate::offload;
 use crate::ranges::{RangeSet, parse_content_range};
-use crate::response::{ApiError, Handled, cbor, empty};
+use crate::response::{Handled, cbor, empty};
 use crate::routes::too_slow;
 use crate::service::{Req, StorageService, UPLOAD_IDLE_TIMEOUT};
 use crate::wire;
@@ -238,7 +239,7 @@ impl StorageService {
         // delete decided before the lease cannot follow the answer.
         let _index = self.slot(si).await?;
         let now = self.clock.now();
-        let held = self.backend.list_shares(&si).await.map_err(|e| ApiError::backend("list", e))?;
+        let held = self.backend.list_shares(&si).await.map_err(ApiError::backend("list"))?;
         // A share that carries the most lease records, none of them the caller's, is not
         // answered "already have": the server could not keep it for this client, which then
         // places it elsewhere (it is not allocated either: it exists).
@@ -259,8 +260,7 @@ impl StorageService {
         let mut too_many = 0u64;
         // Over quota looks like a full server to the client: the shares are not allocated.
         let mut quota_left = match caller.attributes.quota {
-            Some(quota) => quota
-                .saturating_sub(offload::sqlite(|| self.accountant.usage(caller.id)).map_err(ApiError::accountant)?),
+            Some(quota) => quota.saturating_sub(offload::sqlite(|| self.accountant.usage(caller.id))?),
             None => u64::MAX,
         };
         let mut allocated = Vec::new();
@@ -269,7 +269,7 @@ impl StorageService {
         requested.dedup();
         for number in requested {
             let Ok(n) = u16::try_from(number).map(ShareNumber) else {
-                return Err(ApiError::text(StatusCode::BAD_REQUEST, format!("share number {number} is too large")));
+                return Err(ApiError::ShareNumberTooLarge { number });
             };
             if held.contains(&n) {
                 continue;
@@ -305,15 +305,13 @@ impl StorageService {
                     continue;
                 }
             };
-            if let Err(e) = self.backend.begin(&si, n, request.allocated_size).await {
-                return Err(ApiError::backend("begin", e));
-            }
+            self.backend.begin(&si, n, request.allocated_size).await.map_err(ApiError::backend("begin"))?;
             // Lease, holder and the open upload in one transaction; nothing stays if it fails.
             let share = ShareId::immutable(si, n);
             let size = request.allocated_size;
             if let Err(e) = offload::sqlite(|| self.accountant.allocate(caller.id, &share, size, renew, cancel, now)) {
                 let _ = self.backend.abort(&si, n).await;
-                return Err(ApiError::accountant(e));
+                return Err(ApiError::Accountant(e));
             }
             setting_up.done();
             quota_left -= request.allocated_size;
@@ -330,25 +328,21 @@ impl StorageService {
         let range =
             req.headers().get(http::header::CONTENT_RANGE).and_then(|v| v.to_str().ok()).and_then(parse_content_range);
         let Some((start, end)) = range else {
-            return Err(ApiError::empty(StatusCode::RANGE_NOT_SATISFIABLE));
+            return Err(ApiError::BadContentRange);
         };
-        let upload =
-            self.uploads.get(&(si, n)).ok_or_else(|| ApiError::text(StatusCode::NOT_FOUND, "no such upload"))?;
+        let upload = self.uploads.get(&(si, n)).ok_or(ApiError::NoSuchUpload)?;
         // Checked before waiting for the upload: a stranger's request never queues behind its
         // writer.
         if !auth::same(&upload.secret, secret) {
-            return Err(ApiError::text(StatusCode::UNAUTHORIZED, "wrong upload secret"));
+            return Err(ApiError::WrongUploadSecret);
         }
         let mut up = upload.state.lock().await;
         if !self.uploads.is_current(&(si, n), &upload) {
             // Completed or aborted while this request waited for the lock.
-            return Err(ApiError::text(StatusCode::NOT_FOUND, "no such upload"));
+            return Err(ApiError::NoSuchUpload);
         }
         if end > up.size {
-            return Err(ApiError::text(
-                StatusCode::BAD_REQUEST,
-                format!("range ends at {end}, past the allocated size {}", up.size),
-            ));
+            return Err(ApiError::PastAllocation { end, size: up.size });
         }
         let chunk = self.backend.max_chunk().clamp(64 * 1024, 4 << 20);
         let mut body = req.into_body();
@@ -363,15 +357,13 @@ impl StorageService {
             let frame = match rate.wait(body.frame()).await {
                 None => return Err(too_slow(min_rate)),
                 Some(None) => None,
-                Some(Some(Err(e))) => {
-                    return Err(ApiError::text(StatusCode::BAD_REQUEST, format!("reading the body: {e}")));
-                }
+                Some(Some(Err(e))) => return Err(ApiError::BodyUnreadable(e.to_string())),
                 Some(Some(Ok(frame))) => frame.into_data().ok(),
             };
             let Some(mut data) = frame else { break };
             rate.moved(data.len());
             if offset + (pending.len() + data.len()) as u64 > end {
-                return Err(ApiError::text(StatusCode::BAD_REQUEST, "body is longer than its Content-Range"));
+                return Err(ApiError::BodyLongerThanRange);
             }
             while !data.is_empty() {
                 let take = (chunk - pending.len()).min(data.len());
@@ -393,14 +385,14 @@ impl StorageService {
             offset = written;
         }
         if offset != end {
-            return Err(ApiError::text(StatusCode::BAD_REQUEST, "body is shorter than its Content-Range"));
+            return Err(ApiError::BodyShorterThanRange);
         }
         up.last_write = self.clock.now();
         let missing = up.written.missing(up.size);
         if !missing.is_empty() {
             return Ok(cbor(StatusCode::OK, &wire::required(&missing)));
         }
-        self.backend.finish(&si, n).await.map_err(|e| ApiError::backend("finish", e))?;
+        self.backend.finish(&si, n).await.map_err(ApiError::backend("finish"))?;
         self.uploads.remove(&(si, n), &upload);
         if let Err(e) = offload::sqlite(|| self.accountant.upload_finished(&ShareId::immutable(si, n))) {
             // The share is complete; the next start-up sees it so and clears the record.
@@ -420,29 +412,24 @@ impl StorageService {
     ) -> Result<(), ApiError> {
         let end = offset + piece.len() as u64;
         for (a, b) in up.written.overlaps(offset, end) {
-            let existing =
-                self.backend.read_incoming(si, n, a, b - a).await.map_err(|e| ApiError::backend("read", e))?;
+            let existing = self.backend.read_incoming(si, n, a, b - a).await.map_err(ApiError::backend("read"))?;
             if existing != piece[(a - offset) as usize..(b - offset) as usize] {
-                return Err(ApiError::empty(StatusCode::CONFLICT));
+                return Err(ApiError::ConflictingWrite);
             }
         }
         // Handed over: a wasm 0.2.0 backend keeps the buffer itself as the payload.
-        self.backend.write_owned(si, n, offset, piece).await.map_err(|e| ApiError::backend("write", e))?;
+        self.backend.write_owned(si, n, offset, piece).await.map_err(ApiError::backend("write"))?;
         up.written.insert(offset, end);
         Ok(())
     }
 
     pub(crate) async fn abort(&self, si: StorageIndex, n: ShareNumber, secret: &[u8]) -> Handled {
         let Some(upload) = self.uploads.get(&(si, n)) else {
-            let complete = self.backend.size(&si, n).await.map_err(|e| ApiError::backend("size", e))?.is_some();
-            return Err(if complete {
-                ApiError::text(StatusCode::METHOD_NOT_ALLOWED, "the share is complete")
-            } else {
-                ApiError::text(StatusCode::NOT_FOUND, "no such upload")
-            });
+            let complete = self.backend.size(&si, n).await.map_err(ApiError::backend("size"))?.is_some();
+            return Err(if complete { ApiError::ShareComplete } else { ApiError::NoSuchUpload });
         };
         if !auth::same(&upload.secret, secret) {
-            return Err(ApiError::text(StatusCode::UNAUTHORIZED, "wrong upload secret"));
+            return Err(ApiError::WrongUploadSecret);
         }
         let up = upload.state.lock().await;
         // Still holding the upload: no write runs while it is discarded.
@@ -454,8 +441,8 @@ impl StorageService {
     async fn drop_upload(&self, si: &StorageIndex, n: ShareNumber, upload: &Entry) -> Result<(), ApiError> {
         if self.uploads.remove(&(*si, n), upload) {
             self.close_upload(&ShareId::immutable(*si, n)).await.map_err(|e| match e {
-                CloseError::Backend(op, e) => ApiError::backend(op, e),
-                CloseError::Accountant(e) => ApiError::accountant(e),
+                CloseError::Backend(op, error) => ApiError::Backend { op, error },
+                CloseError::Accountant(e) => ApiError::Accountant(e),
             })?;
         }
         Ok(())

@@ -225,7 +225,8 @@ pub trait Source: Send + Sync {
     async fn figures(&self) -> Figures;
 }
 
-type Answer = Response<Full<Bytes>>;
+/// An answer of the web listener.
+pub type Answer = Response<Full<Bytes>>;
 
 fn answer(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Answer {
     let mut r = Response::new(Full::new(body.into()));
@@ -257,33 +258,68 @@ fn authorized(token: Option<&str>, authorization: Option<&http::HeaderValue>) ->
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Why a request to the web listener failed; mapped to its answer in one place
+/// ([`WebError::answer`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebError {
+    /// Anything but `GET` and `HEAD` (405).
+    MethodNotAllowed,
+    /// The token is set and was not given (401, with the challenges a scraper and a browser
+    /// each understand).
+    Unauthorized,
+    /// No such page (404).
+    NotFound,
+    /// `/health`: the node or its backend does not answer (503, with the reason).
+    Unhealthy(String),
+}
+
+impl WebError {
+    /// The answer.
+    pub fn answer(&self) -> Answer {
+        match self {
+            WebError::MethodNotAllowed => answer(StatusCode::METHOD_NOT_ALLOWED, TEXT, "GET only\n"),
+            WebError::NotFound => answer(StatusCode::NOT_FOUND, TEXT, "not found\n"),
+            WebError::Unhealthy(reason) => {
+                answer(StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("unhealthy: {reason}\n"))
+            }
+            WebError::Unauthorized => {
+                let mut r = answer(
+                    StatusCode::UNAUTHORIZED,
+                    TEXT,
+                    "the token is required (web.metrics-token-file): Authorization: Bearer TOKEN, or TOKEN as the password\n",
+                );
+                let challenges = r.headers_mut();
+                challenges.append(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+                challenges.append(
+                    header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Basic realm=\"marsh\", charset=\"UTF-8\""),
+                );
+                r
+            }
+        }
+    }
+}
+
 /// Answer one request.
 pub async fn handle(source: &dyn Source, token: Option<&str>, req: &Request<Incoming>) -> Answer {
+    route(source, token, req).await.unwrap_or_else(|e| e.answer())
+}
+
+async fn route(source: &dyn Source, token: Option<&str>, req: &Request<Incoming>) -> Result<Answer, WebError> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return answer(StatusCode::METHOD_NOT_ALLOWED, TEXT, "GET only\n");
+        return Err(WebError::MethodNotAllowed);
     }
     let query = req.uri().query().unwrap_or("");
     let t = query.split('&').find_map(|kv| kv.strip_prefix("t=")).unwrap_or("");
     let path = req.uri().path();
     if path != "/health" && !authorized(token, req.headers().get(header::AUTHORIZATION)) {
-        let mut r = answer(
-            StatusCode::UNAUTHORIZED,
-            TEXT,
-            "the token is required (web.metrics-token-file): Authorization: Bearer TOKEN, or TOKEN as the password\n",
-        );
-        let challenges = r.headers_mut();
-        challenges.append(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
-        challenges.append(
-            header::WWW_AUTHENTICATE,
-            http::HeaderValue::from_static("Basic realm=\"marsh\", charset=\"UTF-8\""),
-        );
-        return r;
+        return Err(WebError::Unauthorized);
     }
-    match path {
-        "/health" => match source.health().await {
-            Ok(()) => answer(StatusCode::OK, TEXT, "ok\n"),
-            Err(reason) => answer(StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("unhealthy: {reason}\n")),
-        },
+    Ok(match path {
+        "/health" => {
+            source.health().await.map_err(WebError::Unhealthy)?;
+            answer(StatusCode::OK, TEXT, "ok\n")
+        }
         "/metrics" => answer(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
@@ -300,8 +336,8 @@ pub async fn handle(source: &dyn Source, token: Option<&str>, req: &Request<Inco
         }
         "/storage" if t == "json" => answer(StatusCode::OK, TEXT, tahoe::storage_json(&source.figures().await)),
         "/storage" | "/" => answer(StatusCode::OK, "text/html; charset=utf-8", page::status(&source.figures().await)),
-        _ => answer(StatusCode::NOT_FOUND, TEXT, "not found\n"),
-    }
+        _ => return Err(WebError::NotFound),
+    })
 }
 
 /// Serve `listener` until the task is dropped: plain HTTP/1.1, at most 64 connections at once.
