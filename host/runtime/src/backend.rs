@@ -18,15 +18,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use marsh_core::{Backend, BackendError, IndexPage, ShareNumber, StorageIndex, SweepReport, Usage, WriteVector};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wasmtime::{Store, Trap};
+use wasmtime::Store;
 
 use crate::engine::{LoadedPlugin, Runtime};
 use crate::generated::exports::marsh::plugin::shares as ex1;
 use crate::generated::marsh::plugin::types;
 use crate::generated::v0_2::exports::marsh::plugin0_2_0::shares as ex2;
 use crate::generated::{Backend as Bindings1, BackendPre as Pre1, v0_2};
-use crate::host::{Grants, HostState};
+use crate::grants::Grants;
+use crate::host::HostState;
 use crate::inspect::World;
+use crate::lifecycle::{self, Exports, Site};
 use crate::{PluginLimits, StartError};
 
 /// How often a plugin failed and was restarted.
@@ -91,10 +93,36 @@ enum Pre {
     V2(v0_2::BackendPre<HostState>),
 }
 
-struct Instance {
-    store: Store<HostState>,
-    bindings: Bindings,
+impl Exports for Bindings {
+    type Pre = Pre;
+
+    async fn instantiate(pre: &Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
+        match pre {
+            Pre::V1(pre) => pre.instantiate_async(store).await.map(Bindings::V1),
+            Pre::V2(pre) => pre.instantiate_async(store).await.map(Bindings::V2),
+        }
+    }
+
+    async fn info(&self, store: &mut Store<HostState>) -> wasmtime::Result<types::PluginInfo> {
+        match self {
+            Bindings::V1(b) => b.marsh_plugin_shares().call_info(store).await,
+            Bindings::V2(b) => b.marsh_plugin0_2_0_shares().call_info(store).await,
+        }
+    }
+
+    async fn init(
+        &self,
+        store: &mut Store<HostState>,
+        config: &[types::ConfigEntry],
+    ) -> wasmtime::Result<Result<(), types::InitError>> {
+        match self {
+            Bindings::V1(b) => b.marsh_plugin_shares().call_init(store, config).await,
+            Bindings::V2(b) => b.marsh_plugin0_2_0_shares().call_init(store, config).await,
+        }
+    }
 }
+
+type Instance = lifecycle::Instance<Bindings>;
 
 /// An instance checked out of the pool, with the permit that bounds concurrency.
 struct Lease {
@@ -104,20 +132,17 @@ struct Lease {
 
 /// A backend plugin, started and ready for calls.
 pub struct WasmBackend {
-    name: Arc<str>,
-    pre: Pre,
-    engine: wasmtime::Engine,
-    grants: Grants,
-    config: Vec<types::ConfigEntry>,
-    limits: PluginLimits,
+    site: Site<Bindings>,
     idle: Mutex<Vec<Instance>>,
     permits: Arc<Semaphore>,
-    stats: Arc<FaultStats>,
 }
 
 impl std::fmt::Debug for WasmBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WasmBackend").field("name", &self.name).field("limits", &self.limits).finish_non_exhaustive()
+        f.debug_struct("WasmBackend")
+            .field("name", &self.site.name)
+            .field("limits", &self.site.limits)
+            .finish_non_exhaustive()
     }
 }
 
@@ -195,80 +220,31 @@ impl WasmBackend {
             _ => instance_pre.and_then(v0_2::BackendPre::new).map(Pre::V2),
         }
         .map_err(|e| StartError::Link(format!("{e:#}")))?;
-        let mut backend = WasmBackend {
-            name: "plugin".into(),
-            pre,
-            engine: runtime.engine.clone(),
-            grants,
-            config: config.into_iter().map(|(key, value)| types::ConfigEntry { key, value }).collect(),
-            limits,
-            idle: Mutex::new(Vec::new()),
-            permits: Arc::new(Semaphore::new(limits.max_instances.max(1))),
-            stats: Arc::default(),
+        let (site, first, info) = Site::start(runtime, pre, World::Backend, grants, config, limits).await?;
+        let concurrency = match info.concurrency {
+            types::Concurrency::Single => 1,
+            types::Concurrency::Pooled => limits.max_instances.max(1),
         };
-        let mut first = backend.instantiate().await.map_err(StartError::Fault)?;
-        let info = match &first.bindings {
-            Bindings::V1(b) => b.marsh_plugin_shares().call_info(&mut first.store).await,
-            Bindings::V2(b) => b.marsh_plugin0_2_0_shares().call_info(&mut first.store).await,
-        };
-        let info = info.map_err(|e| StartError::Fault(backend.describe_fault("info", &first, &e)))?;
-        backend.name = info.name.as_str().into();
-        backend.grants.bind(World::Backend, &backend.name);
-        first.store.data_mut().plugin = backend.name.clone();
-        first.store.data_mut().grants = backend.grants.clone();
-        if info.concurrency == types::Concurrency::Single {
-            backend.permits = Arc::new(Semaphore::new(1));
-        }
-        backend.init(&mut first).await?;
-        backend.idle_pool().push(first);
-        Ok(backend)
+        Ok(WasmBackend { site, idle: Mutex::new(vec![first]), permits: Arc::new(Semaphore::new(concurrency)) })
     }
 
     /// The plugin's name, as it reported it.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.site.name
     }
 
     /// Fault counters.
     pub fn stats(&self) -> Arc<FaultStats> {
-        self.stats.clone()
+        self.site.stats.clone()
     }
 
     fn idle_pool(&self) -> std::sync::MutexGuard<'_, Vec<Instance>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn instantiate(&self) -> Result<Instance, String> {
-        let mut store = HostState::new_store(&self.engine, self.name.clone(), self.grants.clone(), &self.limits);
-        let bindings = match &self.pre {
-            Pre::V1(pre) => pre.instantiate_async(&mut store).await.map(Bindings::V1),
-            Pre::V2(pre) => pre.instantiate_async(&mut store).await.map(Bindings::V2),
-        }
-        .map_err(|e| format!("instantiation failed: {e:#}"))?;
-        self.stats.instances.fetch_add(1, Ordering::Relaxed);
-        Ok(Instance { store, bindings })
-    }
-
-    async fn init(&self, instance: &mut Instance) -> Result<(), StartError> {
-        HostState::arm(&mut instance.store, self.limits.call_deadline);
-        let Instance { store, bindings } = instance;
-        let call = async {
-            match bindings {
-                Bindings::V1(b) => b.marsh_plugin_shares().call_init(&mut *store, &self.config).await,
-                Bindings::V2(b) => b.marsh_plugin0_2_0_shares().call_init(&mut *store, &self.config).await,
-            }
-        };
-        match tokio::time::timeout(self.backstop(), call).await {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(StartError::Init { plugin: self.name.to_string(), failure: crate::init_failure(e) }),
-            Ok(Err(trap)) => Err(StartError::Fault(self.describe_fault("init", instance, &trap))),
-            Err(_) => Err(StartError::Fault(format!("init did not return within {:?}", self.backstop()))),
-        }
-    }
-
-    /// A wall-clock bound past the epoch deadline, for calls stuck in a host import.
+    /// The wall-clock bound of one call.
     fn backstop(&self) -> Duration {
-        self.limits.call_deadline + Duration::from_secs(1)
+        self.site.backstop(self.site.limits.call_deadline)
     }
 
     async fn checkout(&self) -> Result<Lease, BackendError> {
@@ -281,44 +257,14 @@ impl WasmBackend {
         let pooled = self.idle_pool().pop();
         let mut instance = match pooled {
             Some(i) => i,
-            None => {
-                let mut fresh = self.instantiate().await.map_err(BackendError::Fault)?;
-                self.init(&mut fresh)
-                    .await
-                    .map_err(|e| BackendError::Fault(format!("replacement instance did not start: {e}")))?;
-                fresh
-            }
+            None => self.site.replacement().await.map_err(BackendError::Fault)?,
         };
-        HostState::arm(&mut instance.store, self.limits.call_deadline);
+        HostState::arm(&mut instance.store, self.site.limits.call_deadline);
         Ok(Lease { instance, _permit: permit })
     }
 
-    fn describe_fault(&self, op: &str, instance: &Instance, error: &wasmtime::Error) -> String {
-        let state = instance.store.data();
-        let mut msg = if let Some(asked) = state.memory.refused {
-            format!(
-                "plugin `{}` exceeded its memory cap of {} MiB in `{op}` (asked for {} MiB)",
-                self.name,
-                self.limits.memory_bytes >> 20,
-                asked >> 20
-            )
-        } else if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-            format!("plugin `{}` ran past its deadline of {:?} in `{op}`", self.name, self.limits.call_deadline)
-        } else {
-            format!("plugin `{}` trapped in `{op}`: {}", self.name, error.root_cause())
-        };
-        let stderr = state.stderr_text();
-        if !stderr.is_empty() {
-            msg.push_str(&format!("; plugin stderr: {stderr}"));
-        }
-        msg
-    }
-
     fn fault(&self, message: String) -> BackendError {
-        self.stats.faults.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(plugin = %self.name, faults = self.stats.faults(), "{message}; instance discarded");
-        *self.stats.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.clone());
-        BackendError::Fault(message)
+        BackendError::Fault(self.site.fault(message))
     }
 
     /// Finish a call: keep the instance if the call itself succeeded and its answer is within
@@ -330,13 +276,13 @@ impl WasmBackend {
         outcome: Result<wasmtime::Result<Result<T, BackendError>>, tokio::time::error::Elapsed>,
         oversize: impl FnOnce(&T) -> Option<String>,
     ) -> Result<T, BackendError> {
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        self.site.stats.note_call();
         match outcome {
             Ok(Ok(Ok(value))) => match oversize(&value) {
-                Some(what) => Err(self.fault(format!("plugin `{}` answered `{op}` with {what}", self.name))),
+                Some(what) => Err(self.fault(format!("plugin `{}` answered `{op}` with {what}", self.site.name))),
                 None => {
                     let used = lease.instance.store.data().memory.used as u64;
-                    self.stats.memory_peak.fetch_max(used, Ordering::Relaxed);
+                    self.site.stats.memory_peak.fetch_max(used, Ordering::Relaxed);
                     self.idle_pool().push(lease.instance);
                     Ok(value)
                 }
@@ -345,10 +291,12 @@ impl WasmBackend {
                 self.idle_pool().push(lease.instance);
                 Err(e)
             }
-            Ok(Err(trap)) => Err(self.fault(self.describe_fault(op, &lease.instance, &trap))),
+            Ok(Err(trap)) => {
+                Err(self.fault(self.site.describe_fault(op, self.site.limits.call_deadline, &lease.instance, &trap)))
+            }
             Err(_) => Err(self.fault(format!(
                 "plugin `{}` did not return from `{op}` within {:?} (stuck in a host call)",
-                self.name,
+                self.site.name,
                 self.backstop()
             ))),
         }
@@ -418,7 +366,7 @@ impl WasmBackend {
         let mut out = Vec::new();
         let (mut offset, mut remaining) = (offset, len);
         loop {
-            let n = remaining.min(self.limits.max_call_bytes);
+            let n = remaining.min(self.site.limits.max_call_bytes);
             let part = if mutable {
                 invoke!(
                     self,
@@ -459,7 +407,7 @@ impl WasmBackend {
         offset: u64,
         data: Cow<'_, [u8]>,
     ) -> Result<(), BackendError> {
-        check_chunk(self.limits.max_call_bytes, data.len())?;
+        check_chunk(self.site.limits.max_call_bytes, data.len())?;
         let si = si.to_base32();
         invoke!(self, "write", |_| None, {
             V1(e, s) => e.call_write(s, &si, shnum.0, offset, &data).await.map(lift),
@@ -510,7 +458,7 @@ impl Backend for WasmBackend {
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, BackendError> {
-        check_chunk(self.limits.max_call_bytes, usize::try_from(len).unwrap_or(usize::MAX))?;
+        check_chunk(self.site.limits.max_call_bytes, usize::try_from(len).unwrap_or(usize::MAX))?;
         let si = si.to_base32();
         invoke!(
             self,
@@ -576,7 +524,7 @@ impl Backend for WasmBackend {
         let si = si.to_base32();
         // Split the writes into calls of at most `max_call_bytes`, cutting large vectors; the
         // truncation travels with the last call. The caller holds the slot's lock throughout.
-        let limit = self.limits.max_call_bytes.max(1) as usize;
+        let limit = self.site.limits.max_call_bytes.max(1) as usize;
         let mut batches: Vec<Vec<(u64, &[u8])>> = vec![Vec::new()];
         let mut batch_bytes = 0usize;
         for w in writes {
@@ -659,6 +607,6 @@ impl Backend for WasmBackend {
     }
 
     fn max_chunk(&self) -> usize {
-        usize::try_from(self.limits.max_call_bytes).unwrap_or(usize::MAX)
+        usize::try_from(self.site.limits.max_call_bytes).unwrap_or(usize::MAX)
     }
 }

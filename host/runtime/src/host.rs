@@ -1,6 +1,7 @@
 //! The host side of the imports a plugin sees: `host` (log, progress, now), `seal`, `blobs`,
-//! `state` and (for persistence strategies) `accountant`, implemented over the node's
-//! [`SealKey`], the stores granted to the plugin and the node's accounting database.
+//! `state` and (for persistence strategies) `accountant`, implemented over what the operator
+//! granted the plugin (`grants.rs`: its stores, its sealing key, the node's accounting
+//! database), on one instance's [`HostState`] under its memory cap (`limiter.rs`).
 //!
 //! Every argument from the guest is hostile input: keys are validated into [`BlobKey`]s,
 //! sizes and lengths are checked against the per-call byte bound before anything is read or
@@ -11,92 +12,21 @@
 //! the same `HostState`, and reading them side by side is how the grants are checked to be
 //! enforced the same way everywhere.
 
-use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::Arc;
 
 use marsh_seal::{SealError as HostSealError, SealKey};
 use marsh_stores::{BlobKey, BlobStore, BlobUpload, PutMode as HostPutMode, StoreError};
-use wasmtime::ResourceLimiter;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::World;
 use crate::generated::marsh::plugin::{blobs, host, seal, types};
-
-/// Receives `host.progress` reports (the CLI draws a bar from them).
-pub type ProgressSink = Arc<dyn Fn(&str, u64, Option<u64>, &str) + Send + Sync>;
-
-/// What a persistence strategy's `accountant` import reaches: the node's accounting database.
-/// Changes are the opaque blobs the host produced for `record`; snapshots are opaque too.
-pub trait AccountingSink: Send + Sync {
-    /// Apply recovered changes in order; idempotent.
-    fn apply(&self, changes: Vec<Vec<u8>>) -> Result<(), String>;
-    /// A consistent snapshot of the database: its sequence and its bytes.
-    fn snapshot(&self) -> Result<(u64, Vec<u8>), String>;
-    /// Replace the database with a snapshot made by [`AccountingSink::snapshot`]; returns its
-    /// sequence. Refuses (changing nothing) a snapshot that is not sound.
-    fn restore(&self, snapshot: Vec<u8>) -> Result<u64, String>;
-}
+use crate::grants::{AccountingSink, Grants};
+use crate::limiter::MemoryCap;
 
 /// The largest snapshot a strategy may hand back.
 const MAX_RESTORE_BYTES: u64 = 1 << 30;
-
-/// What the operator granted one plugin: its stores by name, and the sealing key.
-#[derive(Clone)]
-pub struct Grants {
-    pub(crate) stores: BTreeMap<String, Arc<dyn BlobStore>>,
-    pub(crate) seal_key: SealKey,
-    /// The plugin's own sealing key, derived from `seal_key` for its role and name once it
-    /// said who it is ([`Grants::bind`]); until then it cannot seal.
-    pub(crate) plugin_seal: Option<(World, SealKey)>,
-    pub(crate) progress: Option<ProgressSink>,
-    pub(crate) accounting: Option<Arc<dyn AccountingSink>>,
-    pub(crate) state: Option<Arc<dyn BlobStore>>,
-}
-
-impl fmt::Debug for Grants {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Grants").field("stores", &self.stores.keys().collect::<Vec<_>>()).finish_non_exhaustive()
-    }
-}
-
-impl Grants {
-    /// No stores yet, sealing with `seal_key`.
-    pub fn new(seal_key: SealKey) -> Self {
-        Grants { stores: BTreeMap::new(), seal_key, plugin_seal: None, accounting: None, progress: None, state: None }
-    }
-
-    /// Bind the grants to the plugin that reported `name` in `world`: it seals under a key
-    /// derived for that role and name alone, so a backend cannot unseal what the persistence
-    /// strategy sealed (or the host's state), whatever purpose it names.
-    pub(crate) fn bind(&mut self, world: World, name: &str) {
-        self.plugin_seal = Some((world, self.seal_key.for_plugin(&world.to_string(), name)));
-    }
-
-    /// Grant `store` to the plugin under `name`. The first store granted also keeps the
-    /// plugin's `state` values.
-    pub fn store(mut self, name: &str, store: Arc<dyn BlobStore>) -> Self {
-        if self.state.is_none() {
-            self.state = Some(store.clone());
-        }
-        self.stores.insert(name.to_owned(), store);
-        self
-    }
-
-    /// Where a persistence strategy's recovered changes go.
-    pub fn accounting(mut self, sink: Arc<dyn AccountingSink>) -> Self {
-        self.accounting = Some(sink);
-        self
-    }
-
-    /// Send the plugin's progress reports to `sink`.
-    pub fn progress(mut self, sink: ProgressSink) -> Self {
-        self.progress = Some(sink);
-        self
-    }
-}
 
 /// An open store, as a guest resource.
 pub struct StoreHandle {
@@ -117,61 +47,6 @@ pub struct SnapshotHandle {
 /// A snapshot a recovering strategy hands back in pieces, as a guest resource.
 pub struct RestoreHandle {
     bytes: Vec<u8>,
-}
-
-/// Linear memories one instance may create (a component's core modules have one each; a
-/// Rust component has two or three). Each reserves gigabytes of address space, so their
-/// number is bounded even when they are empty.
-const MAX_MEMORIES: usize = 16;
-/// Tables and core instances one instance may create.
-const MAX_TABLES: usize = 64;
-const MAX_CORE_INSTANCES: usize = 64;
-/// Elements one table may hold.
-const MAX_TABLE_ELEMENTS: usize = 1 << 20;
-
-/// The memory cap of one instance: the sum of all its linear memories and tables (a module
-/// with several memories, or a component of several modules, shares one cap), remembering
-/// whether it refused a growth.
-pub(crate) struct MemoryCap {
-    pub(crate) cap: usize,
-    /// Bytes granted so far, over every memory and table of the instance.
-    pub(crate) used: usize,
-    pub(crate) refused: Option<usize>,
-}
-
-impl MemoryCap {
-    fn grow(&mut self, current: usize, desired: usize) -> bool {
-        let total = self.used.saturating_sub(current).saturating_add(desired);
-        if total > self.cap {
-            self.refused = Some(total);
-            return false;
-        }
-        self.used = total;
-        true
-    }
-}
-
-impl ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(self.grow(current, desired))
-    }
-
-    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let slot = size_of::<usize>();
-        Ok(desired <= MAX_TABLE_ELEMENTS && self.grow(current.saturating_mul(slot), desired.saturating_mul(slot)))
-    }
-
-    fn memories(&self) -> usize {
-        MAX_MEMORIES
-    }
-
-    fn tables(&self) -> usize {
-        MAX_TABLES
-    }
-
-    fn instances(&self) -> usize {
-        MAX_CORE_INSTANCES
-    }
 }
 
 /// Streamed uploads one instance may hold open at once: each may buffer a part in the host
@@ -712,22 +587,6 @@ mod tests {
             grants.bind(world, name);
         }
         HostState::new("test".into(), grants, 1 << 20, 64 << 20)
-    }
-
-    #[test]
-    fn the_memory_cap_is_shared_by_every_memory_and_table_of_an_instance() {
-        let mut cap = MemoryCap { cap: 100 << 20, used: 0, refused: None };
-        assert!(cap.memory_growing(0, 60 << 20, None).unwrap(), "first memory");
-        // A second memory may not take the first one's allowance again.
-        assert!(!cap.memory_growing(0, 60 << 20, None).unwrap(), "second memory over the instance total");
-        assert_eq!(cap.refused, Some(120 << 20));
-        assert!(cap.memory_growing(0, 40 << 20, None).unwrap(), "second memory within what is left");
-        // Growing the first memory counts only the difference.
-        assert!(!cap.memory_growing(60 << 20, 61 << 20, None).unwrap());
-        // Tables are charged a pointer per element against the same total.
-        assert!(!cap.table_growing(0, 1, None).unwrap(), "nothing is left for a table");
-        let mut roomy = MemoryCap { cap: usize::MAX, used: 0, refused: None };
-        assert!(!roomy.table_growing(0, MAX_TABLE_ELEMENTS + 1, None).unwrap(), "elements per table");
     }
 
     #[tokio::test]

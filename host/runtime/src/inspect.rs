@@ -11,7 +11,8 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
 
 use crate::generated::marsh::plugin::types;
-use crate::host::{Grants, HostState};
+use crate::grants::Grants;
+use crate::host::HostState;
 use crate::{ABI_VERSIONS, LoadError};
 
 /// The world a plugin exports.

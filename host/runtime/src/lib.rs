@@ -15,8 +15,11 @@
 mod backend;
 mod engine;
 mod generated;
+mod grants;
 mod host;
 mod inspect;
+mod lifecycle;
+mod limiter;
 mod payloads;
 mod strategy;
 
@@ -24,7 +27,7 @@ use std::time::Duration;
 
 pub use backend::{FaultStats, WasmBackend};
 pub use engine::{EPOCH_TICK, LoadedPlugin, Runtime};
-pub use host::{AccountingSink, Grants, ProgressSink};
+pub use grants::{AccountingSink, Grants, ProgressSink};
 pub use inspect::{Description, Inspection, World};
 pub use strategy::{PersistFailure, RecoveryReport, StartupPlan, WasmStrategy};
 

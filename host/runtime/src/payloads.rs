@@ -213,7 +213,7 @@ mod tests {
 
     use super::*;
     use crate::generated::marsh::plugin::blobs;
-    use crate::host::Grants;
+    use crate::grants::Grants;
 
     /// An instance state with one granted memory store, `shares`, and a 1 KiB per-call bound.
     async fn state() -> (HostState, Arc<MemoryStore>, u32) {

@@ -16,7 +16,9 @@ use crate::engine::{LoadedPlugin, Runtime};
 use crate::generated::marsh::plugin::types;
 use crate::generated::persistence::exports::marsh::plugin::strategy as ex;
 use crate::generated::persistence::{Persistence, PersistencePre};
-use crate::host::{Grants, HostState};
+use crate::grants::Grants;
+use crate::host::HostState;
+use crate::lifecycle::{self, Exports, Site};
 use crate::{InitFailure, PluginLimits, StartError, World};
 
 /// How long one `record` call may run: long enough to snapshot a large database to a slow store.
@@ -72,26 +74,37 @@ fn persist_failure(e: ex::PersistError) -> PersistFailure {
     }
 }
 
-struct Instance {
-    store: Store<HostState>,
-    bindings: Persistence,
+impl Exports for Persistence {
+    type Pre = PersistencePre<HostState>;
+
+    async fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
+        pre.instantiate_async(store).await
+    }
+
+    async fn info(&self, store: &mut Store<HostState>) -> wasmtime::Result<types::PluginInfo> {
+        self.marsh_plugin_strategy().call_info(store).await
+    }
+
+    async fn init(
+        &self,
+        store: &mut Store<HostState>,
+        config: &[types::ConfigEntry],
+    ) -> wasmtime::Result<Result<(), types::InitError>> {
+        self.marsh_plugin_strategy().call_init(store, config).await
+    }
 }
+
+type Instance = lifecycle::Instance<Persistence>;
 
 /// A started persistence strategy.
 pub struct WasmStrategy {
-    name: Arc<str>,
-    pre: PersistencePre<HostState>,
-    engine: wasmtime::Engine,
-    grants: Grants,
-    config: Vec<types::ConfigEntry>,
-    limits: PluginLimits,
+    site: Site<Persistence>,
     instance: Mutex<Option<Instance>>,
-    stats: Arc<FaultStats>,
 }
 
 impl std::fmt::Debug for WasmStrategy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WasmStrategy").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("WasmStrategy").field("name", &self.site.name).finish_non_exhaustive()
     }
 }
 
@@ -110,55 +123,18 @@ impl WasmStrategy {
             .instantiate_pre(&plugin.component)
             .and_then(PersistencePre::new)
             .map_err(|e| StartError::Link(format!("{e:#}")))?;
-        let mut strategy = WasmStrategy {
-            name: "strategy".into(),
-            pre,
-            engine: runtime.engine.clone(),
-            grants,
-            config: config.into_iter().map(|(key, value)| types::ConfigEntry { key, value }).collect(),
-            limits,
-            instance: Mutex::new(None),
-            stats: Arc::default(),
-        };
-        let mut first = strategy.instantiate().await.map_err(StartError::Fault)?;
-        let info = first.bindings.marsh_plugin_strategy().call_info(&mut first.store).await;
-        let info = info.map_err(|e| StartError::Fault(format!("plugin trapped in `info`: {}", e.root_cause())))?;
-        strategy.name = info.name.as_str().into();
-        strategy.grants.bind(World::Persistence, &strategy.name);
-        first.store.data_mut().plugin = strategy.name.clone();
-        first.store.data_mut().grants = strategy.grants.clone();
-        strategy.init(&mut first).await?;
-        *strategy.instance.get_mut() = Some(first);
-        Ok(strategy)
+        let (site, first, _) = Site::start(runtime, pre, World::Persistence, grants, config, limits).await?;
+        Ok(WasmStrategy { site, instance: Mutex::new(Some(first)) })
     }
 
     /// The plugin's name, as it reported it.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.site.name
     }
 
     /// Call and fault counters.
     pub fn stats(&self) -> Arc<FaultStats> {
-        self.stats.clone()
-    }
-
-    async fn instantiate(&self) -> Result<Instance, String> {
-        let mut store = HostState::new_store(&self.engine, self.name.clone(), self.grants.clone(), &self.limits);
-        let bindings =
-            self.pre.instantiate_async(&mut store).await.map_err(|e| format!("instantiation failed: {e:#}"))?;
-        self.stats.note_instance();
-        Ok(Instance { store, bindings })
-    }
-
-    async fn init(&self, instance: &mut Instance) -> Result<(), StartError> {
-        HostState::arm(&mut instance.store, self.limits.call_deadline);
-        match instance.bindings.marsh_plugin_strategy().call_init(&mut instance.store, &self.config).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(StartError::Init { plugin: self.name.to_string(), failure: crate::init_failure(e) }),
-            Err(trap) => {
-                Err(StartError::Fault(format!("plugin `{}` trapped in `init`: {}", self.name, trap.root_cause())))
-            }
-        }
+        self.site.stats.clone()
     }
 
     /// Run `call` on the instance (a fresh one if the last call lost it) under `deadline`.
@@ -174,30 +150,22 @@ impl WasmStrategy {
         // drops the instance with it, and the next call gets a fresh one.
         let mut instance = match slot.take() {
             Some(instance) => instance,
-            None => {
-                let mut fresh = self.instantiate().await.map_err(PersistFailure::Fault)?;
-                self.init(&mut fresh).await.map_err(|e| PersistFailure::Fault(format!("replacement instance: {e}")))?;
-                fresh
-            }
+            None => self.site.replacement().await.map_err(PersistFailure::Fault)?,
         };
         HostState::arm(&mut instance.store, deadline);
-        self.stats.note_call();
-        match tokio::time::timeout(deadline + Duration::from_secs(1), call(&mut instance)).await {
+        self.site.stats.note_call();
+        match tokio::time::timeout(self.site.backstop(deadline), call(&mut instance)).await {
             Ok(Ok(value)) => {
                 *slot = Some(instance);
                 Ok(value)
             }
             Ok(Err(trap)) => {
-                let stderr = instance.store.data().stderr_text();
-                let msg = format!("plugin `{}` trapped in `{op}`: {} {stderr}", self.name, trap.root_cause());
-                tracing::warn!("{msg}; instance discarded");
-                self.stats.note_fault(&msg);
-                Err(PersistFailure::Fault(msg))
+                let msg = self.site.describe_fault(op, deadline, &instance, &trap);
+                Err(PersistFailure::Fault(self.site.fault(msg)))
             }
             Err(_) => {
-                let msg = format!("plugin `{}` did not return from `{op}` within {deadline:?}", self.name);
-                self.stats.note_fault(&msg);
-                Err(PersistFailure::Fault(msg))
+                let msg = format!("plugin `{}` did not return from `{op}` within {deadline:?}", self.site.name);
+                Err(PersistFailure::Fault(self.site.fault(msg)))
             }
         }
     }
@@ -211,7 +179,7 @@ impl WasmStrategy {
     ) -> Result<StartupPlan, PersistFailure> {
         let state = ex::DbState { present, last_sequence };
         let answer = self
-            .call("startup", self.limits.call_deadline, async |i: &mut Instance| {
+            .call("startup", self.site.limits.call_deadline, async |i: &mut Instance| {
                 i.bindings.marsh_plugin_strategy().call_startup(&mut i.store, state, auto_recover).await
             })
             .await?;
@@ -226,7 +194,7 @@ impl WasmStrategy {
     /// it out, so it runs under [`RECORD_DEADLINE`] (at least), not the per-call deadline; it
     /// runs in the background persister, never on a request's path.
     pub async fn record(&self, first_sequence: u64, changes: Vec<Vec<u8>>) -> Result<(), PersistFailure> {
-        let deadline = self.limits.call_deadline.max(RECORD_DEADLINE);
+        let deadline = self.site.limits.call_deadline.max(RECORD_DEADLINE);
         self.call("record", deadline, async |i: &mut Instance| {
             i.bindings.marsh_plugin_strategy().call_record(&mut i.store, first_sequence, &changes).await
         })
