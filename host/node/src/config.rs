@@ -2,9 +2,9 @@
 //! default; a value is validated and normalised before it is stored, and an unknown key or a
 //! bad value is refused with a message naming the valid keys or the expected form.
 
-use std::net::SocketAddr;
-
 use rusqlite::Connection;
+
+use crate::kinds::Kind;
 
 /// Why a config change was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,91 +35,6 @@ pub enum ConfigError {
 impl From<rusqlite::Error> for ConfigError {
     fn from(e: rusqlite::Error) -> Self {
         ConfigError::Db(e.to_string())
-    }
-}
-
-/// The form of a value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Any non-empty text.
-    Text,
-    /// `IP:PORT`.
-    Address,
-    /// 1-65535.
-    Port,
-    /// A size such as `1G`, `500MiB`, `4096`.
-    Size,
-    /// Whole seconds.
-    Seconds,
-    /// A positive count.
-    Count,
-    /// `disk`, `memory`, or a path to a `.wasm` file.
-    Plugin,
-    /// `dir:ABSOLUTE_PATH` or `memory`.
-    Store,
-    /// Plugin config: any text.
-    PluginValue,
-    /// Comma-separated names.
-    Names,
-    /// `true` or `false`.
-    Bool,
-    /// An `http://` or `https://` URL.
-    Url,
-    /// Empty, or a key prefix ending in `/` (not starting with one).
-    KeyPrefix,
-    /// An absolute path.
-    AbsPath,
-    /// Text shown as `(set)` by `marsh config list`.
-    Secret,
-    /// `age` or `cutoff-date`.
-    ExpireMode,
-    /// `local`, `records`, `stash`, or a path to a `.wasm` file.
-    Strategy,
-    /// A UTC date `YYYY-MM-DD`.
-    Date,
-    /// `IP:PORT`, or empty for off.
-    Listen,
-    /// One or more of `IP:PORT` and `unix:/ABSOLUTE/PATH`, comma-separated.
-    Listeners,
-    /// Introducer fURLs, comma-separated, or empty.
-    Furls,
-    /// Grid-manager certificate files (absolute paths, comma-separated), or empty; stored as
-    /// the certificates themselves, a JSON list.
-    Certificates,
-}
-
-impl Kind {
-    fn expected(self) -> &'static str {
-        match self {
-            Kind::Text => "non-empty text",
-            Kind::Address => "an address such as 127.0.0.1:3457",
-            Kind::Port => "a port number 1-65535",
-            Kind::Size => "a size such as 1G, 500MiB or 4096 (K/M/G/T are powers of 1000, Ki/Mi/Gi/Ti of 1024)",
-            Kind::Seconds => "a whole number of seconds",
-            Kind::Count => "a whole number from 1",
-            Kind::Plugin => {
-                "`disk`, `s3`, `memory`, the path of a .wasm plugin file, or `native:disk` (benchmark builds only)"
-            }
-            Kind::Store => "`dir:ABSOLUTE_PATH`, `s3` (settings under s3.NAME.*) or `memory`",
-            Kind::Bool => "true or false",
-            Kind::Url => "a URL starting with http:// or https://",
-            Kind::KeyPrefix => "empty, or a prefix ending in `/` such as `node1/`",
-            Kind::AbsPath => "an absolute path",
-            Kind::Secret => "non-empty text",
-            Kind::ExpireMode => "`age` or `cutoff-date`",
-            Kind::Strategy => "`local`, `records`, `stash`, or the absolute path of a .wasm persistence plugin",
-            Kind::Date => "a UTC date such as 2026-01-31",
-            Kind::PluginValue => "text",
-            Kind::Names => "names separated by commas, e.g. shares,state",
-            Kind::Listen => "an address such as 127.0.0.1:3458, or empty for off",
-            Kind::Listeners => "addresses such as 0.0.0.0:3457 or unix:/run/marsh/gbs.sock, comma-separated",
-            Kind::Furls => {
-                "introducer fURLs pb://TUBID@tcp:HOST:PORT/NAME (as `tahoe create-introducer` writes them to private/introducer.furl), comma-separated, or empty"
-            }
-            Kind::Certificates => {
-                "absolute paths of certificate files from `tahoe grid-manager ... add`, each a JSON object with exactly `certificate` and `signature`, comma-separated, or empty"
-            }
-        }
     }
 }
 
@@ -447,98 +362,18 @@ fn find(key: &str) -> Result<&'static Key, ConfigError> {
     })
 }
 
-/// Seconds since the epoch at the start of a UTC date `YYYY-MM-DD`.
-pub fn parse_date(s: &str) -> Option<u64> {
-    let mut parts = s.trim().splitn(3, '-');
-    let (y, m, d): (i64, i64, i64) =
-        (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let days_in = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || d < 1 || d > days_in[(m - 1) as usize] {
-        return None;
-    }
-    // Days from 1970-01-01 to the date, by the civil-calendar algorithm (March-based years).
-    let (y2, m2) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let doy = (153 * m2 + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400).ok()
-}
-
-/// Parse a size: `<int>[K|M|G|T|P|E][i][B]`, case-insensitive.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(digits);
-    let n: u64 = n.parse().ok()?;
-    let unit = unit.to_ascii_lowercase();
-    let unit = unit.strip_suffix('b').unwrap_or(&unit);
-    let (prefix, base) = match unit.strip_suffix('i') {
-        Some(p) => (p, 1024u64),
-        None => (unit, 1000u64),
-    };
-    let exp = match prefix {
-        "" if base == 1000 => 0,
-        "k" => 1,
-        "m" => 2,
-        "g" => 3,
-        "t" => 4,
-        "p" => 5,
-        "e" => 6,
-        _ => return None,
-    };
-    n.checked_mul(base.checked_pow(exp)?)
-}
-
-/// Check and normalise a value for `key`.
+/// Check and normalise a value for `key` ([`Kind::check`]).
 fn validate(key: &Key, name: &str, value: &str) -> Result<String, ConfigError> {
-    let bad = || ConfigError::BadValue {
+    key.kind.check(value).map_err(|expected| ConfigError::BadValue {
         key: name.to_owned(),
         value: value.to_owned(),
-        expected: key.kind.expected().to_owned(),
-    };
-    let v = value.trim();
-    let ok = match key.kind {
-        Kind::Text | Kind::Secret => !v.is_empty(),
-        Kind::Bool => matches!(v, "true" | "false"),
-        Kind::Url => v.starts_with("http://") || v.starts_with("https://"),
-        Kind::KeyPrefix => v.is_empty() || (v.ends_with('/') && !v.starts_with('/') && !v.contains("//")),
-        Kind::AbsPath => std::path::Path::new(v).is_absolute(),
-        Kind::ExpireMode => matches!(v, "age" | "cutoff-date"),
-        Kind::Strategy => {
-            crate::settings::STRATEGIES.iter().any(|(name, _)| *name == v)
-                || (v.ends_with(".wasm") && std::path::Path::new(v).is_absolute())
-        }
-        Kind::Date => parse_date(v).is_some(),
-        Kind::PluginValue => true,
-        Kind::Names => v.split(',').all(|n| !n.trim().is_empty() && !n.contains(char::is_whitespace)),
-        Kind::Address => v.parse::<SocketAddr>().is_ok(),
-        Kind::Listen => v.is_empty() || v.parse::<SocketAddr>().is_ok(),
-        Kind::Listeners => crate::settings::listeners(v).is_some(),
-        Kind::Furls => crate::settings::furls(v).is_ok(),
-        Kind::Certificates => {
-            return crate::settings::stored_certificates(v).map_err(|why| ConfigError::BadValue {
-                key: name.to_owned(),
-                value: value.to_owned(),
-                expected: format!("{} ({why})", key.kind.expected()),
-            });
-        }
-        Kind::Port => v.parse::<u16>().is_ok_and(|p| p > 0),
-        Kind::Size => parse_size(v).is_some(),
-        Kind::Seconds => v.parse::<u64>().is_ok(),
-        Kind::Count => v.parse::<u32>().is_ok_and(|n| n > 0),
-        Kind::Plugin => {
-            crate::settings::BACKENDS.iter().any(|(name, _)| *name == v)
-                || v.strip_prefix("native:").is_some_and(|n| crate::settings::NATIVE_BACKENDS.contains(&n))
-                || (v.ends_with(".wasm") && std::path::Path::new(v).is_absolute())
-        }
-        Kind::Store => {
-            v == "memory" || v == "s3" || v.strip_prefix("dir:").is_some_and(|p| std::path::Path::new(p).is_absolute())
-        }
-    };
-    if ok { Ok(v.to_owned()) } else { Err(bad()) }
+        expected,
+    })
+}
+
+/// The kind a key (or a key of a declared family) takes.
+pub fn kind_of(key: &str) -> Option<Kind> {
+    find(key).ok().map(|k| k.kind)
 }
 
 /// A key and its effective value.
@@ -646,29 +481,6 @@ mod tests {
         let c = Connection::open_in_memory().unwrap();
         c.execute_batch("CREATE TABLE config (key TEXT PRIMARY KEY, value TEXT NOT NULL);").unwrap();
         c
-    }
-
-    #[test]
-    fn sizes_parse_like_tahoe() {
-        assert_eq!(parse_size("1G"), Some(1_000_000_000));
-        assert_eq!(parse_size("100MB"), Some(100_000_000));
-        assert_eq!(parse_size("1MiB"), Some(1 << 20));
-        assert_eq!(parse_size("4096"), Some(4096));
-        assert_eq!(parse_size("256Mi"), Some(256 << 20));
-        for bad in ["", "G", "1 G", "1X", "-1", "99999999999999999999E"] {
-            assert_eq!(parse_size(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn dates_are_utc_days() {
-        assert_eq!(parse_date("1970-01-01"), Some(0));
-        assert_eq!(parse_date("2000-03-01"), Some(951_868_800));
-        assert_eq!(parse_date("2026-11-27"), Some(1_795_737_600));
-        assert_eq!(parse_date("2024-02-29"), Some(1_709_164_800));
-        for bad in ["2023-02-29", "2026-13-01", "1969-12-31", "yesterday", "2026-1"] {
-            assert_eq!(parse_date(bad), None, "{bad}");
-        }
     }
 
     #[test]

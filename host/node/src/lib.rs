@@ -20,6 +20,7 @@
 pub mod announcement;
 pub mod config;
 mod identity;
+pub mod kinds;
 pub mod owner;
 mod settings;
 pub mod signing;
@@ -28,9 +29,10 @@ use std::path::{Path, PathBuf};
 
 pub use config::{ConfigError, Setting};
 pub use identity::{Identity, InitOptions};
+pub use kinds::{ListenOn, PluginChoice};
 pub use settings::{
-    BackendSettings, CapacitySettings, ExpireMode, ExpireSettings, Limits, ListenOn, NodeConfig, PersistenceSettings,
-    PluginChoice, RequestLimits, StoreSpec,
+    BackendSettings, CapacitySettings, ExpireMode, ExpireSettings, Limits, NodeConfig, PersistenceSettings,
+    RequestLimits, StoreSpec,
 };
 pub use signing::NodeKey;
 

@@ -11,7 +11,7 @@ use clap::Subcommand;
 use marsh::Node;
 use marsh_accountant::{Account, Accountant, Attribute, Attributes};
 use marsh_core::unix_now;
-use marsh_node::config::parse_size;
+use marsh_node::kinds::parse_size;
 
 #[derive(Debug, Subcommand)]
 pub enum AccountCommand {
