@@ -119,7 +119,7 @@ impl Accountant {
             });
         }
         let mut raw = [0u8; 20];
-        getrandom::getrandom(&mut raw).map_err(|e| AccountantError::Io(format!("random source: {e}")))?;
+        getrandom::getrandom(&mut raw)?;
         let swissnum = data_encoding::BASE32_NOPAD.encode(&raw).to_ascii_lowercase();
         {
             let mut conn = self.conn();

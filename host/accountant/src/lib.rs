@@ -52,9 +52,17 @@ pub enum AccountantError {
     /// The database holds a value this marsh cannot read (damaged, or written by hand).
     #[error("accountant database: {0}")]
     Corrupt(String),
-    /// A file beside the database, or the system's random source, failed.
-    #[error("accountant: {0}")]
-    Io(String),
+    /// A file beside the database failed.
+    #[error("accountant: {what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The system's random source failed.
+    #[error("accountant: no randomness: {0}")]
+    Random(#[from] getrandom::Error),
     /// The database was written by a newer marsh.
     #[error("the accountant database has schema version {found}; this marsh reads up to {supported}: upgrade marsh")]
     NewerSchema {

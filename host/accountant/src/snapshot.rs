@@ -42,7 +42,7 @@ struct TempDb(PathBuf);
 impl TempDb {
     fn beside(db: Option<&Path>, what: &str) -> Result<Self, AccountantError> {
         let mut tag = [0u8; 8];
-        getrandom::getrandom(&mut tag).map_err(|e| AccountantError::Io(format!("randomness: {e}")))?;
+        getrandom::getrandom(&mut tag)?;
         let name = format!("{what}-{}.sqlite", data_encoding::HEXLOWER.encode(&tag));
         let dir = db.and_then(Path::parent).map_or_else(std::env::temp_dir, Path::to_path_buf);
         Ok(TempDb(dir.join(name)))
@@ -59,8 +59,8 @@ impl Drop for TempDb {
     }
 }
 
-fn db_error(what: &str, e: impl std::fmt::Display) -> AccountantError {
-    AccountantError::Io(format!("{what}: {e}"))
+fn file_error(what: &str, source: std::io::Error) -> AccountantError {
+    AccountantError::Io { what: what.to_owned(), source }
 }
 
 impl Accountant {
@@ -96,7 +96,7 @@ impl Accountant {
         }
         copy.execute_batch("VACUUM;")?;
         drop(copy);
-        let bytes = std::fs::read(&tmp.0).map_err(|e| db_error("reading the snapshot", e))?;
+        let bytes = std::fs::read(&tmp.0).map_err(|e| file_error("reading the snapshot", e))?;
         if bytes.len() as u64 > MAX_SNAPSHOT_BYTES {
             // It could be stored but never restored.
             return Err(AccountantError::BadSnapshot(format!(
@@ -121,7 +121,7 @@ impl Accountant {
             return Err(AccountantError::BadSnapshot("not a database file".into()));
         }
         let tmp = TempDb::beside(self.path.as_deref(), "restore")?;
-        std::fs::write(&tmp.0, snapshot).map_err(|e| db_error("writing the snapshot to a temporary file", e))?;
+        std::fs::write(&tmp.0, snapshot).map_err(|e| file_error("writing the snapshot to a temporary file", e))?;
         let sequence = check_and_migrate(&tmp.0)?;
         let attach = tmp.0.to_string_lossy().into_owned();
         let mut conn = self.conn();
@@ -349,7 +349,7 @@ mod tests {
         ] {
             let err = a.restore_snapshot(&bytes).expect_err(what);
             assert!(
-                matches!(err, AccountantError::BadSnapshot(_) | AccountantError::Db(_) | AccountantError::Io(_)),
+                matches!(err, AccountantError::BadSnapshot(_) | AccountantError::Db(_) | AccountantError::Io { .. }),
                 "{what}: {err}"
             );
             assert_eq!(a.accounts().unwrap(), before, "{what} changed nothing");

@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use crate::kinds::Kind;
 
 /// Why a config change was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// No such key.
     #[error("unknown config key `{key}`; valid keys: {valid}")]
@@ -29,13 +29,7 @@ pub enum ConfigError {
     },
     /// The database failed.
     #[error("node.sqlite: {0}")]
-    Db(String),
-}
-
-impl From<rusqlite::Error> for ConfigError {
-    fn from(e: rusqlite::Error) -> Self {
-        ConfigError::Db(e.to_string())
-    }
+    Db(#[from] rusqlite::Error),
 }
 
 /// One declared key. A `*` stands for one name (a store's, say) in a family of keys; a

@@ -89,7 +89,7 @@ impl Identity {
 
 pub(crate) fn random<const N: usize>() -> Result<[u8; N], NodeError> {
     let mut b = [0u8; N];
-    getrandom::getrandom(&mut b).map_err(|e| NodeError::Identity(format!("no randomness: {e}")))?;
+    getrandom::getrandom(&mut b)?;
     Ok(b)
 }
 
@@ -134,13 +134,13 @@ impl NodeDir {
         std::fs::set_permissions(dir.private(), std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .map_err(|e| io_error(&dir.private(), e))?;
 
-        let key = rcgen::KeyPair::generate().map_err(|e| NodeError::Identity(e.to_string()))?;
+        let key = rcgen::KeyPair::generate()?;
         let params =
-            rcgen::CertificateParams::new(vec!["marsh".to_owned()]).map_err(|e| NodeError::Identity(e.to_string()))?;
-        let cert = params.self_signed(&key).map_err(|e| NodeError::Identity(e.to_string()))?;
+            rcgen::CertificateParams::new(vec!["marsh".to_owned()])?;
+        let cert = params.self_signed(&key)?;
         write_private(&dir.private().join("tls.key"), key.serialize_pem().as_bytes())?;
         write_private(&dir.private().join("tls.crt"), cert.pem().as_bytes())?;
-        SealKey::create_file(&dir.private().join("seal.key")).map_err(|e| NodeError::Identity(e.to_string()))?;
+        SealKey::create_file(&dir.private().join("seal.key"))?;
         write_private(&dir.private().join("swissnum"), base32(&random::<20>()?).as_bytes())?;
 
         let tub_id = base32(&random::<20>()?);
@@ -228,7 +228,7 @@ pub(crate) fn load(dir: &NodeDir) -> Result<Identity, NodeError> {
     let cert_der =
         pem_to_der(&read("tls.crt")?).ok_or_else(|| NodeError::Identity("private/tls.crt is not PEM".into()))?;
     let seal_key =
-        SealKey::load_file(&dir.private().join("seal.key")).map_err(|e| NodeError::Identity(e.to_string()))?;
+        SealKey::load_file(&dir.private().join("seal.key"))?;
     // The key, when there is one, is the server id; the stored one is a legacy node's.
     let key_path = dir.private().join(NODE_KEY);
     let signing_key = match std::fs::read_to_string(&key_path) {

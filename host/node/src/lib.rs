@@ -50,17 +50,26 @@ pub enum NodeError {
     #[error("{0} is not a marsh node directory (no node.sqlite); create one with `marsh init --dir {0}`")]
     Missing(String),
     /// A file could not be read or written.
-    #[error("{path}: {error}")]
+    #[error("{path}: {source}")]
     Io {
         /// The file.
         path: String,
         /// What failed.
-        error: String,
+        source: std::io::Error,
     },
     /// The database failed.
     #[error("node.sqlite: {0}")]
-    Db(String),
-    /// Making keys or the certificate failed.
+    Db(#[from] rusqlite::Error),
+    /// The system's random source failed.
+    #[error("identity: no randomness: {0}")]
+    Random(#[from] getrandom::Error),
+    /// Making or reading the TLS key and certificate failed.
+    #[error("identity: the TLS certificate: {0}")]
+    Certificate(#[from] rcgen::Error),
+    /// The sealing key file could not be made or read.
+    #[error("identity: {0}")]
+    SealKey(#[from] marsh_seal::KeyFileError),
+    /// An identity file does not hold what it should.
     #[error("identity: {0}")]
     Identity(String),
     /// A config problem.
@@ -68,14 +77,8 @@ pub enum NodeError {
     Config(#[from] ConfigError),
 }
 
-impl From<rusqlite::Error> for NodeError {
-    fn from(e: rusqlite::Error) -> Self {
-        NodeError::Db(e.to_string())
-    }
-}
-
 pub(crate) fn io_error(path: &Path, e: std::io::Error) -> NodeError {
-    NodeError::Io { path: path.display().to_string(), error: e.to_string() }
+    NodeError::Io { path: path.display().to_string(), source: e }
 }
 
 /// The mark of the process serving a node ([`NodeDir::try_serving`]); released when dropped.

@@ -34,7 +34,7 @@ impl NodeKey {
     /// A fresh key from the system's randomness.
     pub fn generate() -> Result<NodeKey, NodeError> {
         let mut seed = [0u8; 32];
-        getrandom::getrandom(&mut seed).map_err(|e| NodeError::Identity(format!("no randomness: {e}")))?;
+        getrandom::getrandom(&mut seed)?;
         Ok(NodeKey(SigningKey::from_bytes(&seed)))
     }
 

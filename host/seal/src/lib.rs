@@ -41,7 +41,7 @@ pub enum SealError {
     UnknownVersion(u8),
     /// The random source failed.
     #[error("no randomness for a nonce: {0}")]
-    Random(String),
+    Random(getrandom::Error),
 }
 
 /// Why the key file could not be used.
@@ -65,7 +65,7 @@ pub enum KeyFileError {
     },
     /// The random source failed.
     #[error("no randomness for a new key: {0}")]
-    Random(String),
+    Random(getrandom::Error),
 }
 
 /// The node's 256-bit sealing key.
@@ -118,14 +118,14 @@ impl SealKey {
     /// A fresh random key that is never written anywhere (scratch runs, tests).
     pub fn ephemeral() -> Result<SealKey, KeyFileError> {
         let mut bytes = [0u8; 32];
-        getrandom::getrandom(&mut bytes).map_err(|e| KeyFileError::Random(e.to_string()))?;
+        getrandom::getrandom(&mut bytes).map_err(KeyFileError::Random)?;
         Ok(SealKey::from_bytes(bytes))
     }
 
     /// Write a fresh random key to `path`, which must not exist (mode 0600).
     pub fn create_file(path: &Path) -> Result<SealKey, KeyFileError> {
         let mut bytes = [0u8; 32];
-        getrandom::getrandom(&mut bytes).map_err(|e| KeyFileError::Random(e.to_string()))?;
+        getrandom::getrandom(&mut bytes).map_err(KeyFileError::Random)?;
         let io = |source| KeyFileError::Io { path: path.display().to_string(), source };
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
@@ -150,7 +150,7 @@ impl SealKey {
     /// Encrypt and authenticate `plaintext`, bound to `purpose`.
     pub fn seal(&self, purpose: &str, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
         let mut nonce = [0u8; NONCE_LEN];
-        getrandom::getrandom(&mut nonce).map_err(|e| SealError::Random(e.to_string()))?;
+        getrandom::getrandom(&mut nonce).map_err(SealError::Random)?;
         let ad = associated_data(FRAME_VERSION, purpose);
         let ciphertext = self
             .cipher
