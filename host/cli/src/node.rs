@@ -160,8 +160,6 @@ impl Node {
             task_stats.clone(),
         );
         tasks::capacity_follower(&mut supervisor, self.dir.clone(), service.clone());
-        let introducers =
-            crate::introducers::start(&mut supervisor, &self.config, &self.identity, self.nurl(), self.dir.root())?;
 
         let tls = marsh_server::tls_config(self.identity.cert_der.clone(), self.identity.key_der.clone())?;
         let mut listeners = Vec::new();
@@ -177,12 +175,26 @@ impl Node {
                 ListenOn::Unix(path) => Listener::bind_unix(path).await.map_err(listening)?,
             });
         }
+        // Port 0 (a node made with `--listen IP:0` by an earlier marsh) picks a port at each
+        // start: the NURL this run serves, prints and announces names the one it got.
+        let nurl = match (self.config.public_port, local_addr) {
+            (0, Some(bound)) => {
+                tracing::warn!(
+                    "node.listen asks for port 0: serving on port {} this time; clients need a port that stays (`marsh config set node.listen IP:PORT`)",
+                    bound.port()
+                );
+                self.identity.nurl(&self.config.public_host, bound.port())
+            }
+            _ => self.nurl(),
+        };
+        let introducers =
+            crate::introducers::start(&mut supervisor, &self.config, &self.identity, nurl.clone(), self.dir.root())?;
         let cpu = Arc::new(tasks::CpuMonitor::default());
         tasks::cpu_monitor(&mut supervisor, cpu.clone());
         let web = self.start_web(&service, &accountant, &started, &strategy, (task_stats, cpu, introducers)).await?;
         let server = tokio::spawn(marsh_server::serve_on(listeners, tls, service));
         Ok(Running {
-            nurl: self.nurl(),
+            nurl,
             local_addr,
             server,
             supervisor,

@@ -400,6 +400,18 @@ pub fn defaults() -> Vec<Setting> {
 pub(crate) fn set(conn: &Connection, key: &str, value: &str) -> Result<String, ConfigError> {
     let declared = find(key)?;
     let value = validate(declared, key, value)?;
+    // Parsed, but not what a node should be told to do: port 0 picks another port at every
+    // start, and the NURL clients hold names one.
+    let port_zero = crate::kinds::listeners(&value)
+        .is_some_and(|l| l.iter().any(|on| matches!(on, crate::ListenOn::Tcp(a) if a.port() == 0)));
+    if key == "node.listen" && port_zero {
+        return Err(ConfigError::BadValue {
+            key: key.to_owned(),
+            value,
+            expected: "a port other than 0 (port 0 picks another port at every start; the NURL clients hold names one)"
+                .to_owned(),
+        });
+    }
     conn.execute("INSERT OR REPLACE INTO config (key, value) VALUES (?1, ?2)", [key, value.as_str()])?;
     Ok(value)
 }

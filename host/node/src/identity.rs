@@ -135,8 +135,7 @@ impl NodeDir {
             .map_err(|e| io_error(&dir.private(), e))?;
 
         let key = rcgen::KeyPair::generate()?;
-        let params =
-            rcgen::CertificateParams::new(vec!["marsh".to_owned()])?;
+        let params = rcgen::CertificateParams::new(vec!["marsh".to_owned()])?;
         let cert = params.self_signed(&key)?;
         write_private(&dir.private().join("tls.key"), key.serialize_pem().as_bytes())?;
         write_private(&dir.private().join("tls.crt"), cert.pem().as_bytes())?;
@@ -227,8 +226,7 @@ pub(crate) fn load(dir: &NodeDir) -> Result<Identity, NodeError> {
     let key = rcgen::KeyPair::from_pem(&key_pem).map_err(|e| NodeError::Identity(format!("private/tls.key: {e}")))?;
     let cert_der =
         pem_to_der(&read("tls.crt")?).ok_or_else(|| NodeError::Identity("private/tls.crt is not PEM".into()))?;
-    let seal_key =
-        SealKey::load_file(&dir.private().join("seal.key"))?;
+    let seal_key = SealKey::load_file(&dir.private().join("seal.key"))?;
     // The key, when there is one, is the server id; the stored one is a legacy node's.
     let key_path = dir.private().join(NODE_KEY);
     let signing_key = match std::fs::read_to_string(&key_path) {

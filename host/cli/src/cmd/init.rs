@@ -34,8 +34,18 @@ pub struct InitArgs {
 }
 
 pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
+    // Port 0 would pick another port at every start, and the NURL clients hold must stay the
+    // same: a free port is picked once, now, and kept in the config.
+    let listen = match args.listen.port() {
+        0 => {
+            let picked = std::net::TcpListener::bind(args.listen)?.local_addr()?;
+            println!("listening on {picked} (port 0 asked: a free port picked now, kept in the config)");
+            picked
+        }
+        _ => args.listen,
+    };
     let options = InitOptions {
-        listen: args.listen,
+        listen,
         public_host: args.public_host,
         public_port: args.public_port,
         nickname: args.nickname,

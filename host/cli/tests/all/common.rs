@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Output;
 
-pub use marsh_testnode::{Running, TestNode, free_port, text, wait_for};
+pub use marsh_testnode::{Running, TestNode, free_port, ok, text, wait_for};
 
 /// The `marsh` binary under test.
 pub const BINARY: &str = env!("CARGO_BIN_EXE_marsh");

@@ -23,6 +23,45 @@ fn init_refuses_to_overwrite_a_node() {
     assert_eq!(std::fs::read(dir.join("private/tls.key")).expect("key"), key, "identity untouched");
 }
 
+/// A node made with `--listen IP:0` gets a port picked once, at init, so the NURL it prints,
+/// announces and serves is one a client reaches, every time it starts; `config set` refuses
+/// port 0 for the same reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_zero_is_picked_once_and_the_nurl_is_one_a_client_reaches() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("node");
+    let d = dir.to_str().expect("utf-8");
+    let made = crate::common::ok(marsh(&["init", "--dir", d, "--listen", "127.0.0.1:0", "--web-listen", ""]));
+    let listen = crate::common::ok(marsh(&["config", "get", "node.listen", "--dir", d]));
+    let port: u16 = listen.trim().rsplit_once(':').and_then(|(_, p)| p.parse().ok()).expect("a port");
+    assert_ne!(port, 0, "{made}");
+    assert!(made.contains(&format!("@127.0.0.1:{port}/")), "the NURL init printed names it: {made}");
+    let announced = crate::common::ok(marsh(&["announce", "--dir", d]));
+    assert!(announced.contains(&format!("@127.0.0.1:{port}/")), "{announced}");
+    for _ in 0..2 {
+        let running = marsh_testnode::Running::start(Path::new(crate::common::BINARY), &dir, &[], &[]).expect("serves");
+        assert!(running.nurl.contains(&format!("@127.0.0.1:{port}/")), "{}", running.nurl);
+        let mut client = running.client().await;
+        let version = client.call(http::Method::GET, "version", &[], &[], vec![]).await.expect("version");
+        assert_eq!(version.status, http::StatusCode::OK);
+    }
+    let refused = marsh(&["config", "set", "node.listen", "0.0.0.0:0", "--dir", d]);
+    assert!(
+        !refused.status.success() && text(&refused.stderr).contains("a port other than 0"),
+        "{}",
+        text(&refused.stderr)
+    );
+    // A node an earlier marsh made with port 0: it serves, and its NURL names the port it got.
+    let db = rusqlite::Connection::open(dir.join("node.sqlite")).expect("node.sqlite");
+    db.execute("INSERT OR REPLACE INTO config (key, value) VALUES ('node.listen', '127.0.0.1:0')", []).expect("update");
+    drop(db);
+    let running = marsh_testnode::Running::start(Path::new(crate::common::BINARY), &dir, &[], &[]).expect("serves");
+    let nurl = running.nurl();
+    assert_ne!(nurl.port, 0, "{}", running.nurl);
+    let mut client = running.client().await;
+    assert_eq!(client.call(http::Method::GET, "version", &[], &[], vec![]).await.expect("version").status, 200);
+}
+
 #[test]
 fn config_is_typed_and_explains_refusals() {
     let node = TestNode::new();
