@@ -93,21 +93,35 @@ upstream: tahoe
 	cargo build --locked -p marsh --bin marsh
 	python3 tests/upstream/run.py $(CARGO_TARGET_DIR)/debug/marsh $(TAHOE_VENV)
 
-# An installed node: PREFIX/lib/marsh/marsh with its plugins beside it in plugins/ (where an
-# installed binary looks), and PREFIX/bin/marsh linking to it. The `server` profile, as
-# deployed (INSTALL_PROFILE=release builds quicker); contrib/systemd/marsh.service expects
-# PREFIX=/usr/local.
+# An installed node: PREFIX/lib/marsh/marsh, stripped, with its debug info beside it
+# (marsh.debug, found through the binary's debuglink), PREFIX/bin/marsh linking to it, its man
+# pages and bash, zsh and fish completions (generated from the command line's definition). The
+# first-party plugins are embedded in the binary; plugin files an earlier `make install` put in
+# PREFIX/lib/marsh/plugins are removed, so they cannot shadow the embedded ones. The `server`
+# profile, as deployed (INSTALL_PROFILE=release builds quicker); contrib/systemd/marsh.service
+# expects PREFIX=/usr/local.
 PREFIX ?= /usr/local
 INSTALL_PROFILE ?= server
+INSTALLED := $(DESTDIR)$(PREFIX)/lib/marsh/marsh
 install: plugins
 	cargo build --locked --profile $(INSTALL_PROFILE) -p marsh --bin marsh
-	install -d $(DESTDIR)$(PREFIX)/lib/marsh/plugins $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 $(CARGO_TARGET_DIR)/$(INSTALL_PROFILE)/marsh $(DESTDIR)$(PREFIX)/lib/marsh/marsh
-	install -m 0644 $(MARSH_PLUGIN_DIR)/backend_disk.wasm $(MARSH_PLUGIN_DIR)/backend_memory.wasm \
-	  $(MARSH_PLUGIN_DIR)/backend_s3.wasm $(MARSH_PLUGIN_DIR)/persistence_local.wasm \
-	  $(MARSH_PLUGIN_DIR)/persistence_records.wasm $(MARSH_PLUGIN_DIR)/persistence_stash.wasm \
-	  $(DESTDIR)$(PREFIX)/lib/marsh/plugins/
+	install -d $(DESTDIR)$(PREFIX)/lib/marsh $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
+	  $(DESTDIR)$(PREFIX)/share/bash-completion/completions $(DESTDIR)$(PREFIX)/share/zsh/site-functions \
+	  $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+	objcopy --only-keep-debug $(CARGO_TARGET_DIR)/$(INSTALL_PROFILE)/marsh $(INSTALLED).debug
+	chmod 0644 $(INSTALLED).debug
+	objcopy --strip-debug --strip-unneeded --add-gnu-debuglink=$(INSTALLED).debug \
+	  $(CARGO_TARGET_DIR)/$(INSTALL_PROFILE)/marsh $(INSTALLED).new
+	chmod 0755 $(INSTALLED).new && mv $(INSTALLED).new $(INSTALLED)
 	ln -sf ../lib/marsh/marsh $(DESTDIR)$(PREFIX)/bin/marsh
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/lib/marsh/plugins/,backend_disk.wasm backend_memory.wasm \
+	  backend_s3.wasm persistence_local.wasm persistence_records.wasm persistence_stash.wasm)
+	rmdir $(DESTDIR)$(PREFIX)/lib/marsh/plugins 2>/dev/null || true
+	$(INSTALLED) man --out $(DESTDIR)$(PREFIX)/share/man/man1
+	$(INSTALLED) completions bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/marsh
+	$(INSTALLED) completions zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_marsh
+	$(INSTALLED) completions fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/marsh.fish
+	@ls -l $(INSTALLED) $(INSTALLED).debug | awk '{ printf "%s: %.1f MB\n", $$NF, $$5 / 1e6 }'
 
 # A node with the default plugins on a local directory, printing its NURL.
 NODE_DIR ?= $(CURDIR)/target/node

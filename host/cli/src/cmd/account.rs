@@ -16,6 +16,9 @@ use marsh_node::kinds::parse_size;
 #[derive(Debug, Subcommand)]
 pub enum AccountCommand {
     /// Create a named account; prints its NURL.
+    #[command(
+        after_help = "Example:\n  marsh account create alice --quota 20GiB --dir /var/lib/marsh\n  marsh announce --account alice --dir /var/lib/marsh   # her servers.yaml entry"
+    )]
     Create {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
@@ -32,17 +35,22 @@ pub enum AccountCommand {
         nickname: Option<String>,
     },
     /// Every account with its usage.
+    #[command(after_help = "Example:\n  marsh account list --dir /var/lib/marsh")]
     List {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
     /// One account in full.
+    #[command(after_help = "Example:\n  marsh account show alice --dir /var/lib/marsh")]
     Show {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
         name: String,
     },
     /// Change an attribute: `write true|false`, `quota SIZE|none`, `nickname TEXT|none`.
+    #[command(
+        after_help = "Example:\n  marsh account set alice quota 50GiB --dir /var/lib/marsh\n  marsh account set anonymous write false --dir /var/lib/marsh"
+    )]
     Set {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
@@ -51,6 +59,7 @@ pub enum AccountCommand {
         value: String,
     },
     /// Refuse every further request made with the account's NURL (takes effect at once).
+    #[command(after_help = "Example:\n  marsh account revoke alice --dir /var/lib/marsh")]
     Revoke {
         #[arg(long, default_value = ".")]
         dir: PathBuf,

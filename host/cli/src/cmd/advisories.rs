@@ -13,12 +13,14 @@ use marsh_node::NodeDir;
 pub enum AdvisoriesCommand {
     /// One line per advisory, oldest first: when (UTC), share kind, storage index, share
     /// number, and the client's reason (control characters escaped).
+    #[command(after_help = "Example:\n  marsh advisories list --dir /var/lib/marsh")]
     List {
         /// The node directory.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
     /// Forget advisories: all of them, or those about one storage index (and share number).
+    #[command(after_help = "Example:\n  marsh advisories clear aeaqcaibaeaqcaibaeaqcaibae 0 --dir /var/lib/marsh")]
     Clear {
         /// The node directory.
         #[arg(long, default_value = ".")]

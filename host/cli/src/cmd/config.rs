@@ -11,12 +11,18 @@ use marsh_node::NodeDir;
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Print one key's effective value.
+    #[command(after_help = "Example:\n  marsh config get storage.reserved-space --dir /var/lib/marsh")]
     Get { key: String },
     /// Set a key (validated).
+    #[command(
+        after_help = "Example:\n  marsh config set storage.max-bytes 2TiB --dir /var/lib/marsh\n  marsh config set node.public-host storage1.example.org --dir /var/lib/marsh"
+    )]
     Set { key: String, value: String },
     /// Return a key to its default.
+    #[command(after_help = "Example:\n  marsh config unset storage.max-bytes --dir /var/lib/marsh")]
     Unset { key: String },
     /// Every key, with defaults.
+    #[command(after_help = "Example:\n  marsh config list --dir /var/lib/marsh")]
     List,
 }
 

@@ -20,11 +20,13 @@ use marsh_stores::{BlobStore, DirStore, MemoryStore};
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
     /// Print a plugin's world, ABI version, name and version.
+    #[command(after_help = "Example:\n  marsh plugin inspect ./my_backend.wasm")]
     Inspect {
         /// The plugin file.
         path: PathBuf,
     },
     /// Run the conformance suite against a plugin: the backend suite, or the persistence kit.
+    #[command(after_help = "Example:\n  marsh plugin test ./my_backend.wasm")]
     Test(TestArgs),
 }
 

@@ -13,11 +13,13 @@ use marsh_node::owner;
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
     /// Show who owns each store the backend uses.
+    #[command(after_help = "Example:\n  marsh store owner --dir /var/lib/marsh")]
     Owner {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
     /// Give up this node's claim on a store, so another node may use it (stop this node first).
+    #[command(after_help = "Example:\n  marsh store release shares --dir /var/lib/marsh")]
     Release {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
@@ -28,6 +30,7 @@ pub enum StoreCommand {
         force: bool,
     },
     /// Take a store over from a node that is gone for good.
+    #[command(after_help = "Example:\n  marsh store take-over shares --dir /var/lib/marsh")]
     TakeOver {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
@@ -38,6 +41,7 @@ pub enum StoreCommand {
         from: String,
     },
     /// Remove leftovers of interrupted uploads now (the running node also does this periodically).
+    #[command(after_help = "Example:\n  marsh store sweep --dir /var/lib/marsh")]
     Sweep {
         #[arg(long, default_value = ".")]
         dir: PathBuf,

@@ -16,6 +16,7 @@ use marsh_node::NodeDir;
 pub enum VersionsCommand {
     /// One line per mutable share with a number kept: storage index, share number, sequence
     /// number.
+    #[command(after_help = "Example:\n  marsh versions list --dir /var/lib/marsh")]
     List {
         /// The node directory.
         #[arg(long, default_value = ".")]
@@ -23,6 +24,7 @@ pub enum VersionsCommand {
     },
     /// Forget kept numbers: all of them, those of one storage index, or of one share of it. A
     /// running node serves those shares as the store holds them from its next request on.
+    #[command(after_help = "Example:\n  marsh versions forget aeaqcaibaeaqcaibaeaqcaibae --dir /var/lib/marsh")]
     Forget {
         /// The node directory.
         #[arg(long, default_value = ".")]
