@@ -9,10 +9,13 @@ use http_body_util::Full;
 use crate::{CallError, ClientError, GbsClient, Nurl, Secrets, allocate_body, rtw_body, rtw_body_shares};
 
 /// What one attack got back.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Outcome {
     /// The status of each request, in order, collapsed to one entry per distinct run.
     pub statuses: Vec<(StatusCode, usize)>,
+    /// Requests that got no answer: the server closed the connection while the client was
+    /// still sending (as it does when it refuses a large body without reading it).
+    pub closed: usize,
 }
 
 impl Outcome {
@@ -35,7 +38,7 @@ impl Outcome {
 pub async fn sparse_slot_read(nurl: &Nurl, si: &str, size: u64) -> Result<Outcome, ClientError> {
     let mut client = GbsClient::connect(nurl).await?;
     let secrets = Secrets::from_seed(0x51);
-    let mut out = Outcome { statuses: Vec::new() };
+    let mut out = Outcome::default();
     let create = rtw_body(0, &[], &[(size - 1, b"!")], &[]);
     out.push(client.read_test_write(si, &secrets, create).await?.status);
     let read = rtw_body_shares(&[(0, vec![], vec![], None)], &[(0, size)]);
@@ -48,7 +51,7 @@ pub async fn sparse_slot_read(nurl: &Nurl, si: &str, size: u64) -> Result<Outcom
 pub async fn large_slot_read(nurl: &Nurl, si: &str, size: u64) -> Result<Outcome, ClientError> {
     let mut client = GbsClient::connect(nurl).await?;
     let secrets = Secrets::from_seed(0x59);
-    let mut out = Outcome { statuses: Vec::new() };
+    let mut out = Outcome::default();
     let piece = vec![0x59u8; 4 << 20];
     let mut offset = 0;
     while offset < size {
@@ -82,7 +85,7 @@ pub fn tiny_items_body(items: u32) -> Vec<u8> {
 /// One read-test-write with [`tiny_items_body`].
 pub async fn tiny_items(nurl: &Nurl, si: &str, items: u32) -> Result<Outcome, ClientError> {
     let mut client = GbsClient::connect(nurl).await?;
-    let mut out = Outcome { statuses: Vec::new() };
+    let mut out = Outcome::default();
     out.push(client.read_test_write(si, &Secrets::from_seed(0x52), tiny_items_body(items)).await?.status);
     Ok(out)
 }
@@ -100,7 +103,7 @@ pub async fn zero_allocations(
     let upload = vec![0x53; secret_len];
     let lease = Secrets::from_seed(0x53);
     let numbers: Vec<u64> = (0..shares).collect();
-    let mut out = Outcome { statuses: Vec::new() };
+    let mut out = Outcome::default();
     let mut allocated = 0;
     for round in 0..rounds {
         let mut si = [0x53u8; 16];
@@ -194,11 +197,14 @@ pub async fn queued_bodies(nurl: &Nurl, si: &str, n: usize, size: usize) -> Resu
             client.call(Method::POST, &format!("mutable/{si}/read-test-write"), &all, &[], body).await
         }));
     }
-    let mut out = Outcome { statuses: Vec::new() };
+    let mut out = Outcome::default();
     let mut statuses = Vec::with_capacity(n);
     for task in tasks {
-        let reply = task.await.map_err(|e| ClientError::Http(e.to_string()))??;
-        statuses.push(reply.status);
+        match task.await.map_err(|e| ClientError::Http(e.to_string()))? {
+            Ok(reply) => statuses.push(reply.status),
+            Err(ClientError::Http(_)) => out.closed += 1,
+            Err(e) => return Err(e),
+        }
     }
     statuses.sort();
     for status in statuses {
