@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -90,14 +91,15 @@ def head_bucket(endpoint):
 
 def wait_ready(endpoint, proc, log, deadline_s=120):
     """Until the S3 API answers and the test bucket exists: `weed mini -bucket` creates it only
-    after the API is already up, and a test that starts in between finds no bucket."""
+    after the API is already up, and a test that starts in between finds no bucket. False if weed
+    exited first (one of its ports was taken between picking it and binding it, say)."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            sys.exit(f"weed exited with {proc.returncode} before it was ready; see {log}")
+            return False
         try:
             if head_bucket(endpoint) == 200:
-                return
+                return True
         except OSError:
             pass
         time.sleep(0.2)
@@ -115,20 +117,32 @@ def start(state):
     names = ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
              "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.https", "admin.port", "admin.port.grpc",
              "webdav.port"]
-    ports = dict(zip(names, free_ports(len(names))))
-    args = [weed, "mini", f"-dir={state}/data", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.config={config}",
-            f"-s3.cert.file={cert}", f"-s3.key.file={key}", "-webdav=false", "-admin.ui=false",
-            "-s3.port.iceberg=0", "-s3.port.lance=0",
-            f"-bucket={BUCKET}"]
-    args += [f"-{n}={p}" for n, p in ports.items()]
     log = f"{state}/weed.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    with open(f"{state}/weed.pid", "w") as f:
-        f.write(str(proc.pid))
-    http = f"http://127.0.0.1:{ports['s3.port']}"
-    https = f"https://127.0.0.1:{ports['s3.port.https']}"
-    wait_ready(http, proc, log)
+    # The ports are free when picked and bound by weed a moment later: another process can take
+    # one in between, and weed then exits. Tried again with fresh ports, three times in all.
+    for attempt in range(3):
+        ports = dict(zip(names, free_ports(len(names))))
+        args = [weed, "mini", f"-dir={state}/data", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.config={config}",
+                f"-s3.cert.file={cert}", f"-s3.key.file={key}", "-webdav=false", "-admin.ui=false",
+                "-s3.port.iceberg=0", "-s3.port.lance=0",
+                f"-bucket={BUCKET}"]
+        args += [f"-{n}={p}" for n, p in ports.items()]
+        with open(log, "ab") as out:
+            out.write(f"--- attempt {attempt + 1}\n".encode())
+            out.flush()
+            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        with open(f"{state}/weed.pid", "w") as f:
+            f.write(str(proc.pid))
+        http = f"http://127.0.0.1:{ports['s3.port']}"
+        https = f"https://127.0.0.1:{ports['s3.port.https']}"
+        if wait_ready(http, proc, log):
+            break
+        print(f"weed exited with {proc.returncode} before it was ready (attempt {attempt + 1}); see {log}",
+              file=sys.stderr)
+        shutil.rmtree(f"{state}/data", ignore_errors=True)
+        os.makedirs(f"{state}/data", exist_ok=True)
+    else:
+        sys.exit(f"weed did not start in three attempts; see {log}")
     env = {
         "MARSH_TEST_S3_ENDPOINT": http,
         "MARSH_TEST_S3_ENDPOINT_TLS": https,
