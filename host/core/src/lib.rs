@@ -12,4 +12,4 @@ mod time;
 
 pub use backend::{Backend, BackendError, IndexPage, SweepReport, Usage, WriteVector};
 pub use ids::{ParseStorageIndexError, ShareId, ShareKind, ShareNumber, StorageIndex};
-pub use time::unix_now;
+pub use time::{civil, days_from_civil, unix_now};

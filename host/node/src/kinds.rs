@@ -133,18 +133,10 @@ pub fn parse_date(s: &str) -> Option<u64> {
     let mut parts = s.trim().splitn(3, '-');
     let (y, m, d): (i64, i64, i64) =
         (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let days_in = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || d < 1 || d > days_in[(m - 1) as usize] {
+    if !(1970..=9999).contains(&y) {
         return None;
     }
-    // Days from 1970-01-01 to the date, by the civil-calendar algorithm (March-based years).
-    let (y2, m2) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let doy = (153 * m2 + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = marsh_core::days_from_civil(y, u32::try_from(m).ok()?, u32::try_from(d).ok()?)?;
     u64::try_from(days * 86_400).ok()
 }
 
@@ -320,10 +312,10 @@ pub(crate) fn listeners(value: &str) -> Option<Vec<ListenOn>> {
     (!parts.is_empty()).then_some(parts)
 }
 
-/// `introducer.furls`'s value as fURLs, each with a hint this node can dial. fURLs are separated
-/// by commas, as are the hints inside one, so a piece that does not start with `pb://`
-/// continues the fURL before it.
-pub(crate) fn furls(value: &str) -> Result<Vec<Furl>, String> {
+/// The fURLs of an `introducer.furls` value, as written (swissnums included). fURLs are
+/// separated by commas, as are the hints inside one, so a piece that does not start with
+/// `pb://` continues the fURL before it.
+pub fn furl_texts(value: &str) -> Vec<String> {
     let mut texts: Vec<String> = Vec::new();
     for piece in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match texts.last_mut() {
@@ -335,6 +327,11 @@ pub(crate) fn furls(value: &str) -> Result<Vec<Furl>, String> {
         }
     }
     texts
+}
+
+/// `introducer.furls`'s value as fURLs, each with a hint this node can dial ([`furl_texts`]).
+pub(crate) fn furls(value: &str) -> Result<Vec<Furl>, String> {
+    furl_texts(value)
         .iter()
         .map(|f| {
             let furl: Furl = f.parse().map_err(|e: marsh_foolscap::furl::FurlError| e.to_string())?;
