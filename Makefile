@@ -85,6 +85,7 @@ interop: tahoe s3
 	cargo build --locked -p marsh --bin marsh
 	$(with_s3) python3 tests/interop/run.py $(CARGO_TARGET_DIR)/debug/marsh $(TAHOE)
 	python3 tests/interop/grid.py $(CARGO_TARGET_DIR)/debug/marsh $(TAHOE)
+	$(with_s3) python3 tests/interop/adopt.py $(CARGO_TARGET_DIR)/debug/marsh $(TAHOE)
 
 # Tahoe-LAFS 1.20's own HTTP storage tests (test_storage_http, test_istorageserver) against a
 # live marsh node; the tests that need the Python server's internals are listed, with reasons,

@@ -470,6 +470,7 @@ mod tests {
             redo: b"redo",
             shares: &shares,
             enabler: b"we",
+            keep_raw_enabler: false,
             renew: b"r4",
             cancel: b"c",
             now: 50,

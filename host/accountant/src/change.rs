@@ -16,6 +16,11 @@
 //!   the same version-1 bytes; other changes encode as version 2, which differs only in the
 //!   leading number.
 //!
+//! A lease's secrets are kept as SHA-256 hashes (`lease`, what marsh wrote before schema 6)
+//! or as BLAKE2b-256 hashes, as Tahoe-LAFS keeps them in its share containers (`lease-b2`,
+//! written now: a node adopted from Tahoe keeps its clients' leases, and one moved back hands
+//! them over). The fields are the same; the kind says which hash they hold.
+//!
 //! Decoding validates every field: canonical storage indexes, 32-byte hashes, share numbers,
 //! attribute values that parse. A record that does not is refused whole.
 
@@ -34,6 +39,42 @@ pub struct ShareRef {
     pub si: StorageIndex,
     /// The share number.
     pub shnum: ShareNumber,
+}
+
+/// Which hash a lease's secrets are kept as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LeaseHash {
+    /// SHA-256: leases marsh recorded before schema 6.
+    Sha256,
+    /// BLAKE2b-256, unkeyed: Tahoe-LAFS's own (schema-2 containers), and every new lease.
+    Blake2b,
+}
+
+impl LeaseHash {
+    /// The stored spelling (`leases.scheme`).
+    pub(crate) fn code(self) -> i64 {
+        match self {
+            LeaseHash::Sha256 => 0,
+            LeaseHash::Blake2b => 1,
+        }
+    }
+
+    /// From the stored spelling.
+    pub(crate) fn from_code(code: i64) -> Option<LeaseHash> {
+        match code {
+            0 => Some(LeaseHash::Sha256),
+            1 => Some(LeaseHash::Blake2b),
+            _ => None,
+        }
+    }
+
+    /// `secret` hashed this way.
+    pub fn of(self, secret: &[u8]) -> [u8; 32] {
+        match self {
+            LeaseHash::Sha256 => crate::hash(secret),
+            LeaseHash::Blake2b => crate::blake2b(secret),
+        }
+    }
 }
 
 impl From<&ShareId> for ShareRef {
@@ -73,9 +114,11 @@ pub enum Change {
     Lease {
         /// The share.
         share: ShareRef,
-        /// SHA-256 of the renew secret.
+        /// How its secrets are hashed.
+        hash: LeaseHash,
+        /// The renew secret's hash.
         renew_hash: [u8; 32],
-        /// SHA-256 of the cancel secret.
+        /// The cancel secret's hash.
         cancel_hash: [u8; 32],
         /// Expiry.
         expires: u64,
@@ -104,6 +147,16 @@ pub enum Change {
         shnum: ShareNumber,
         /// SHA-256 of the enabler.
         hash: [u8; 32],
+    },
+    /// A mutable share's write enabler kept raw as well (`storage.keep-write-enablers`), as a
+    /// Tahoe node keeps it, for `marsh export-tahoe`.
+    RawWriteEnabler {
+        /// Storage index.
+        si: StorageIndex,
+        /// Share number.
+        shnum: ShareNumber,
+        /// The enabler, 1 to 64 bytes.
+        enabler: Vec<u8>,
     },
 }
 
@@ -200,8 +253,8 @@ impl Change {
                 vec![text("attribute"), text(account), text(key), value.as_deref().map_or(Value::Null, text)]
             }
             Change::Revoked { account, at } => vec![text("revoked"), text(account), int(*at)],
-            Change::Lease { share, renew_hash, cancel_hash, expires, account } => {
-                let mut v = head("lease", share);
+            Change::Lease { share, hash, renew_hash, cancel_hash, expires, account } => {
+                let mut v = head(if *hash == LeaseHash::Sha256 { "lease" } else { "lease-b2" }, share);
                 v.extend([
                     Value::Bytes(renew_hash.to_vec()),
                     Value::Bytes(cancel_hash.to_vec()),
@@ -219,6 +272,12 @@ impl Change {
             Change::WriteEnabler { si, shnum, hash } => {
                 vec![text("write-enabler"), text(&si.to_base32()), int(u64::from(shnum.0)), Value::Bytes(hash.to_vec())]
             }
+            Change::RawWriteEnabler { si, shnum, enabler } => vec![
+                text("write-enabler-raw"),
+                text(&si.to_base32()),
+                int(u64::from(shnum.0)),
+                Value::Bytes(enabler.clone()),
+            ],
         };
         let mut all = vec![int(if legacy { 1 } else { 2 })];
         all.extend(fields);
@@ -284,8 +343,9 @@ impl Change {
                 Change::Attribute { account, attribute: parse_attribute(&key, value.as_deref())? }
             }
             "revoked" => Change::Revoked { account: string(next()?)?, at: num(next()?)? },
-            "lease" => Change::Lease {
+            kind @ ("lease" | "lease-b2") => Change::Lease {
                 share: share(&mut next)?,
+                hash: if kind == "lease" { LeaseHash::Sha256 } else { LeaseHash::Blake2b },
                 renew_hash: hash(next()?)?,
                 cancel_hash: hash(next()?)?,
                 expires: num(next()?)?,
@@ -294,6 +354,14 @@ impl Change {
             "share" => Change::Share { share: share(&mut next)?, account: string(next()?)?, size: num(next()?)? },
             "forget" => Change::Forget { share: share(&mut next)? },
             "write-enabler" => Change::WriteEnabler { si: si(next()?)?, shnum: shnum(next()?)?, hash: hash(next()?)? },
+            "write-enabler-raw" => Change::RawWriteEnabler {
+                si: si(next()?)?,
+                shnum: shnum(next()?)?,
+                enabler: match next()? {
+                    Value::Bytes(b) if (1..=64).contains(&b.len()) => b,
+                    _ => return Err(bad("expected a write enabler of 1 to 64 bytes")),
+                },
+            },
             other => return Err(BadChange(format!("unknown kind `{other}`"))),
         };
         if next().is_ok() {
@@ -345,10 +413,10 @@ impl Change {
                     params![account, *at as i64],
                 )?;
             }
-            Change::Lease { share, renew_hash, cancel_hash, expires, account } => {
+            Change::Lease { share, hash, renew_hash, cancel_hash, expires, account } => {
                 tx.execute(
-                    "INSERT INTO leases (kind, si, shnum, renew_hash, cancel_hash, expires, account)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                    "INSERT INTO leases (kind, si, shnum, renew_hash, cancel_hash, expires, account, scheme)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT (kind, si, shnum, renew_hash) DO UPDATE SET expires = max(expires, excluded.expires)",
                     params![
                         kind(share)?,
@@ -357,7 +425,8 @@ impl Change {
                         renew_hash.as_slice(),
                         cancel_hash.as_slice(),
                         *expires as i64,
-                        id(account)?
+                        id(account)?,
+                        hash.code()
                     ],
                 )?;
             }
@@ -381,12 +450,33 @@ impl Change {
                 }
                 if share.kind != Some(ShareKind::Immutable) {
                     tx.execute("DELETE FROM write_enablers WHERE si = ?1 AND shnum = ?2", params![si, n])?;
+                    tx.execute("DELETE FROM write_enablers_raw WHERE si = ?1 AND shnum = ?2", params![si, n])?;
                 }
             }
             Change::WriteEnabler { si, shnum, hash } => {
                 tx.execute(
                     "INSERT OR REPLACE INTO write_enablers (si, shnum, enabler_hash) VALUES (?1, ?2, ?3)",
                     params![si.to_base32(), shnum.0, hash.as_slice()],
+                )?;
+                // A kept raw enabler that is not this one's (the share was made again) goes.
+                let raw: Option<Vec<u8>> = tx
+                    .query_row(
+                        "SELECT enabler FROM write_enablers_raw WHERE si = ?1 AND shnum = ?2",
+                        params![si.to_base32(), shnum.0],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if raw.is_some_and(|raw| crate::hash(&raw) != *hash) {
+                    tx.execute(
+                        "DELETE FROM write_enablers_raw WHERE si = ?1 AND shnum = ?2",
+                        params![si.to_base32(), shnum.0],
+                    )?;
+                }
+            }
+            Change::RawWriteEnabler { si, shnum, enabler } => {
+                tx.execute(
+                    "INSERT OR REPLACE INTO write_enablers_raw (si, shnum, enabler) VALUES (?1, ?2, ?3)",
+                    params![si.to_base32(), shnum.0, enabler],
                 )?;
             }
         }
@@ -413,6 +503,15 @@ mod tests {
             Change::Revoked { account: "a".into(), at: 9 },
             Change::Lease {
                 share: share(Some(ShareKind::Mutable)),
+                hash: LeaseHash::Sha256,
+                renew_hash: [1; 32],
+                cancel_hash: [2; 32],
+                expires: 77,
+                account: "anonymous".into(),
+            },
+            Change::Lease {
+                share: share(Some(ShareKind::Immutable)),
+                hash: LeaseHash::Blake2b,
                 renew_hash: [1; 32],
                 cancel_hash: [2; 32],
                 expires: 77,
@@ -422,6 +521,7 @@ mod tests {
             Change::Forget { share: share(Some(ShareKind::Mutable)) },
             Change::Forget { share: share(None) },
             Change::WriteEnabler { si: si(), shnum: ShareNumber(1), hash: [3; 32] },
+            Change::RawWriteEnabler { si: si(), shnum: ShareNumber(1), enabler: vec![4; 32] },
         ];
         for c in all {
             assert_eq!(Change::decode(&c.encode()).unwrap(), c);

@@ -1,14 +1,19 @@
 //! Leases, holders and write enablers, each keyed by [`ShareId`] (kind included): adding or
-//! renewing a lease, the account holding a share (for usage and quota), forgetting a share, and
-//! checking a mutable share's write enabler by hash.
+//! renewing a lease, the account holding a share (for usage and quota), forgetting a share,
+//! checking a mutable share's write enabler by hash, and taking in a share with the leases and
+//! enabler another server kept for it ([`Accountant::adopt_share`]).
+//!
+//! A renewal's secret is looked for among the share's leases by both hashes leases are kept
+//! under ([`LeaseHash`]): a lease recorded with SHA-256 before schema 6 is renewed as it is; a
+//! new one is kept as BLAKE2b-256, as Tahoe-LAFS keeps it.
 
 use marsh_core::{ShareId, ShareKind, ShareNumber, StorageIndex};
 use rusqlite::{OptionalExtension, params};
 
 use crate::accounts::read_attributes;
-use crate::change::{Change, kind_code};
-use crate::log::apply_and_log;
-use crate::{AccountId, Accountant, AccountantError, LEASE_SECONDS, change, hash, writes};
+use crate::change::{Change, LeaseHash, kind_code};
+use crate::log::{apply_and_log, name_of};
+use crate::{AccountId, Accountant, AccountantError, LEASE_SECONDS, blake2b, change, hash, writes};
 
 /// The account holding a share, as quota checks need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,9 +29,11 @@ pub struct Holder {
 /// One lease on one share.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
-    /// SHA-256 of the renew secret.
+    /// How its secrets are hashed.
+    pub hash: LeaseHash,
+    /// The renew secret's hash.
     pub renew_hash: [u8; 32],
-    /// SHA-256 of the cancel secret.
+    /// The cancel secret's hash.
     pub cancel_hash: [u8; 32],
     /// Seconds since the epoch.
     pub expires: u64,
@@ -43,17 +50,48 @@ pub struct Expiring {
     pub expires: u64,
 }
 
-/// Whether a lease with `renew_hash` may be added to (or renewed on) `share` under a limit of
-/// `limit` lease records: it is there already, or the share carries fewer than `limit`.
+/// A lease another server kept, taken in as it was: its secrets' BLAKE2b-256 hashes (the
+/// secrets themselves are never known) and its expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdoptedLease {
+    /// BLAKE2b-256 of the renew secret.
+    pub renew_hash: [u8; 32],
+    /// BLAKE2b-256 of the cancel secret.
+    pub cancel_hash: [u8; 32],
+    /// Seconds since the epoch.
+    pub expires: u64,
+}
+
+/// A share another server kept, taken in by [`Accountant::adopt_share`].
+#[derive(Debug, Clone, Copy)]
+pub struct AdoptedShare<'a> {
+    /// The share.
+    pub share: ShareId,
+    /// Who holds it here.
+    pub account: AccountId,
+    /// Its size, bytes.
+    pub size: u64,
+    /// Its leases.
+    pub leases: &'a [AdoptedLease],
+    /// A mutable share's write enabler, raw (kept raw only when `keep_raw` is set).
+    pub write_enabler: Option<&'a [u8]>,
+    /// Whether to keep the raw write enabler as well as its hash.
+    pub keep_raw: bool,
+}
+
+/// Whether a lease with the renew secret `renew` may be added to (or renewed on) `share` under
+/// a limit of `limit` lease records: it is there already, or the share carries fewer than
+/// `limit`.
 pub(crate) fn may_add_lease(
     conn: &rusqlite::Connection,
     share: &ShareId,
-    renew_hash: &[u8; 32],
+    renew: &[u8],
     limit: usize,
 ) -> Result<bool, AccountantError> {
     let (count, mine): (i64, i64) = conn.query_row(
-        "SELECT COUNT(*), COALESCE(SUM(renew_hash = ?4), 0) FROM leases WHERE kind = ?1 AND si = ?2 AND shnum = ?3",
-        params![kind_code(share.kind), share.si.to_base32(), share.shnum.0, &renew_hash[..]],
+        "SELECT COUNT(*), COALESCE(SUM(renew_hash IN (?4, ?5)), 0) FROM leases
+         WHERE kind = ?1 AND si = ?2 AND shnum = ?3",
+        params![kind_code(share.kind), share.si.to_base32(), share.shnum.0, &blake2b(renew)[..], &hash(renew)[..]],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     Ok(mine > 0 || usize::try_from(count).unwrap_or(usize::MAX) < limit)
@@ -63,7 +101,7 @@ impl Accountant {
     /// Whether `account`'s lease with `renew` may go on `share` under a limit of `limit` lease
     /// records (see [`may_add_lease`]).
     pub fn may_add_lease(&self, share: &ShareId, renew: &[u8], limit: usize) -> Result<bool, AccountantError> {
-        may_add_lease(&self.conn(), share, &hash(renew), limit)
+        may_add_lease(&self.conn(), share, renew, limit)
     }
 
     /// Record that `account` holds a share of `size` bytes (an allocation or a mutable write).
@@ -101,7 +139,57 @@ impl Accountant {
         cancel: &[u8],
         now: u64,
     ) -> Result<(), AccountantError> {
-        self.commit_for(account, |account| lease_change(share, account, renew, cancel, now))
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let name = name_of(&tx, account)?;
+        apply_and_log(&tx, &lease_change(&tx, share, name, renew, cancel, now)?)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Take in a share another server kept (`marsh adopt`): its holder and size, its leases
+    /// as they were (hashes and expiry), and a mutable share's write enabler, in one
+    /// transaction. Taking in the same share again changes nothing (each change is an upsert).
+    pub fn adopt_share(&self, a: &AdoptedShare<'_>) -> Result<(), AccountantError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let name = name_of(&tx, a.account)?;
+        let share = &a.share;
+        if let Some(enabler) = a.write_enabler {
+            apply_and_log(&tx, &Change::WriteEnabler { si: share.si, shnum: share.shnum, hash: hash(enabler) })?;
+            if a.keep_raw {
+                keep_raw_enabler(&tx, &share.si, share.shnum, enabler)?;
+            }
+        }
+        apply_and_log(&tx, &Change::Share { share: share.into(), account: name.clone(), size: a.size })?;
+        for l in a.leases {
+            apply_and_log(
+                &tx,
+                &Change::Lease {
+                    share: share.into(),
+                    hash: LeaseHash::Blake2b,
+                    renew_hash: l.renew_hash,
+                    cancel_hash: l.cancel_hash,
+                    expires: l.expires,
+                    account: name.clone(),
+                },
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The raw write enabler of a mutable share, where one is kept
+    /// (`storage.keep-write-enablers`, or adopted so).
+    pub fn raw_write_enabler(&self, si: &StorageIndex, shnum: ShareNumber) -> Result<Option<Vec<u8>>, AccountantError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT enabler FROM write_enablers_raw WHERE si = ?1 AND shnum = ?2",
+                params![si.to_base32(), shnum.0],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     /// Leased shares all of whose leases expire before `before`, in order of their latest
@@ -149,19 +237,33 @@ impl Accountant {
     pub fn leases(&self, share: &ShareId) -> Result<Vec<Lease>, AccountantError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT renew_hash, cancel_hash, expires, account FROM leases
+            "SELECT renew_hash, cancel_hash, expires, account, scheme FROM leases
              WHERE kind = ?1 AND si = ?2 AND shnum = ?3 ORDER BY expires",
         )?;
         let rows = stmt.query_map(params![kind_code(share.kind), share.si.to_base32(), share.shnum.0], |r| {
-            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (renew, cancel, expires, account) = row?;
+            let (renew, cancel, expires, account, scheme) = row?;
             let (Ok(renew_hash), Ok(cancel_hash)) = (renew.try_into(), cancel.try_into()) else {
                 return Err(AccountantError::Corrupt("a stored lease hash is not 32 bytes".into()));
             };
-            out.push(Lease { renew_hash, cancel_hash, expires: expires.max(0) as u64, account: AccountId(account) });
+            let hash = LeaseHash::from_code(scheme)
+                .ok_or_else(|| AccountantError::Corrupt(format!("a lease's hash scheme is {scheme}")))?;
+            out.push(Lease {
+                hash,
+                renew_hash,
+                cancel_hash,
+                expires: expires.max(0) as u64,
+                account: AccountId(account),
+            });
         }
         Ok(out)
     }
@@ -231,14 +333,44 @@ impl Accountant {
     }
 }
 
-pub(crate) fn lease_change(share: &ShareId, account: String, renew: &[u8], cancel: &[u8], now: u64) -> Change {
-    Change::Lease {
+/// Keep `enabler` raw for the mutable share `si`/`shnum`, as a change like any other.
+pub(crate) fn keep_raw_enabler(
+    tx: &rusqlite::Transaction<'_>,
+    si: &StorageIndex,
+    shnum: ShareNumber,
+    enabler: &[u8],
+) -> Result<(), AccountantError> {
+    apply_and_log(tx, &Change::RawWriteEnabler { si: *si, shnum, enabler: enabler.to_vec() })
+}
+
+/// The change that renews `share`'s lease with the renew secret `renew`, or adds one: a lease
+/// recorded with SHA-256 (before schema 6) is renewed under that hash; otherwise the lease is
+/// kept as BLAKE2b-256, Tahoe-LAFS's hash, whether it is there already or new.
+pub(crate) fn lease_change(
+    conn: &rusqlite::Connection,
+    share: &ShareId,
+    account: String,
+    renew: &[u8],
+    cancel: &[u8],
+    now: u64,
+) -> rusqlite::Result<Change> {
+    let legacy = conn
+        .query_row(
+            "SELECT 1 FROM leases WHERE kind = ?1 AND si = ?2 AND shnum = ?3 AND renew_hash = ?4 AND scheme = 0",
+            params![kind_code(share.kind), share.si.to_base32(), share.shnum.0, &hash(renew)[..]],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    let scheme = if legacy { LeaseHash::Sha256 } else { LeaseHash::Blake2b };
+    Ok(Change::Lease {
         share: share.into(),
-        renew_hash: hash(renew),
-        cancel_hash: hash(cancel),
+        hash: scheme,
+        renew_hash: scheme.of(renew),
+        cancel_hash: scheme.of(cancel),
         expires: now.saturating_add(LEASE_SECONDS),
         account,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -269,9 +401,83 @@ mod tests {
         book.add_or_renew(anon, &ShareId::immutable(si, n), &[3; 32], &[4; 32], 1177).unwrap();
         let leases = book.leases(&ShareId::immutable(si, n)).unwrap();
         assert_eq!(leases.len(), 2);
-        assert_ne!(leases[0].renew_hash, [1; 32], "stored hashed");
+        assert_eq!(leases[0].renew_hash, blake2b(&[1; 32]), "stored hashed as Tahoe hashes it");
+        assert_eq!(leases[0].hash, LeaseHash::Blake2b);
         book.forget_share(&ShareId::immutable(si, n)).unwrap();
         assert!(book.leases(&ShareId::immutable(si, n)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_lease_kept_as_sha256_is_renewed_as_it_is_and_new_ones_are_kept_as_tahoe_keeps_them() {
+        let book = Accountant::in_memory().unwrap();
+        let share = ShareId::immutable(si(4), ShareNumber(0));
+        // As a release before schema 6 recorded it.
+        book.commit(&Change::Lease {
+            share: (&share).into(),
+            hash: LeaseHash::Sha256,
+            renew_hash: hash(b"old"),
+            cancel_hash: hash(b"c"),
+            expires: 100,
+            account: "anonymous".into(),
+        })
+        .unwrap();
+        assert!(book.may_add_lease(&share, b"old", 1).unwrap(), "its own lease, at the limit");
+        assert!(!book.may_add_lease(&share, b"new", 1).unwrap());
+        book.add_or_renew(AccountId::ANONYMOUS, &share, b"old", b"c", 1000).unwrap();
+        book.add_or_renew(AccountId::ANONYMOUS, &share, b"new", b"c", 2000).unwrap();
+        let leases = book.leases(&share).unwrap();
+        assert_eq!(leases.len(), 2, "the old lease renewed, not doubled");
+        assert_eq!(
+            (leases[0].hash, leases[0].renew_hash, leases[0].expires),
+            (LeaseHash::Sha256, hash(b"old"), 1000 + LEASE_SECONDS)
+        );
+        assert_eq!(
+            (leases[1].hash, leases[1].renew_hash, leases[1].cancel_hash),
+            (LeaseHash::Blake2b, blake2b(b"new"), blake2b(b"c"))
+        );
+        assert!(book.may_add_lease(&share, b"new", 2).unwrap());
+    }
+
+    #[test]
+    fn an_adopted_share_keeps_its_leases_which_its_clients_then_renew() {
+        let book = Accountant::in_memory().unwrap();
+        let share = ShareId::mutable(si(5), ShareNumber(2));
+        let leases = [
+            AdoptedLease { renew_hash: blake2b(b"r1"), cancel_hash: blake2b(b"c1"), expires: 5000 },
+            AdoptedLease { renew_hash: blake2b(b"r2"), cancel_hash: blake2b(b"c2"), expires: 6000 },
+        ];
+        let adopted = AdoptedShare {
+            share,
+            account: AccountId::ANONYMOUS,
+            size: 700,
+            leases: &leases,
+            write_enabler: Some(b"we"),
+            keep_raw: true,
+        };
+        book.adopt_share(&adopted).unwrap();
+        book.adopt_share(&adopted).unwrap();
+        assert_eq!(book.leases(&share).unwrap().len(), 2, "taken in twice, kept once");
+        assert_eq!(book.usage(AccountId::ANONYMOUS).unwrap(), 700);
+        assert_eq!(book.check_write_enabler(&si(5), ShareNumber(2), b"we").unwrap(), Some(true));
+        assert_eq!(book.raw_write_enabler(&si(5), ShareNumber(2)).unwrap().as_deref(), Some(&b"we"[..]));
+        book.add_or_renew(AccountId::ANONYMOUS, &share, b"r1", b"c1", 1_000_000).unwrap();
+        let after = book.leases(&share).unwrap();
+        assert_eq!(after.len(), 2, "the client's renewal found its adopted lease");
+        assert_eq!(after.iter().map(|l| l.expires).max(), Some(1_000_000 + LEASE_SECONDS));
+        // The share made again under another enabler: the raw one kept is not its own and goes.
+        book.set_write_enabler(&si(5), ShareNumber(2), b"other").unwrap();
+        assert_eq!(book.raw_write_enabler(&si(5), ShareNumber(2)).unwrap(), None);
+        book.adopt_share(&adopted).unwrap();
+        book.forget_share(&share).unwrap();
+        assert_eq!(book.raw_write_enabler(&si(5), ShareNumber(2)).unwrap(), None, "forgotten with its share");
+        let immutable =
+            AdoptedShare { share: ShareId::immutable(si(5), ShareNumber(2)), write_enabler: None, ..adopted };
+        book.adopt_share(&immutable).unwrap();
+        assert_eq!(
+            book.check_write_enabler(&si(5), ShareNumber(2), b"we").unwrap(),
+            None,
+            "no enabler for an immutable share"
+        );
     }
 
     #[test]

@@ -7,7 +7,10 @@
 //! resolves a request's `Authorization` header to an account on every request, so creating,
 //! changing or revoking an account (from `marsh account`, another process) takes effect at once.
 //!
-//! Secrets: lease renew/cancel secrets and write enablers are stored as SHA-256 hashes. A named
+//! Secrets: lease renew/cancel secrets are stored as BLAKE2b-256 hashes, as Tahoe-LAFS keeps
+//! them (leases recorded before schema 6 keep their SHA-256 ones, and are matched by either),
+//! and write enablers as SHA-256 hashes; the raw enabler only where the operator asked for it
+//! (`storage.keep-write-enablers`, for moving back to Tahoe). A named
 //! account's swissnum is kept in the clear as well as hashed, because `marsh announce --account`
 //! must print its NURL; the file is as private as the node's own key.
 //!
@@ -33,8 +36,8 @@ use sha2::{Digest, Sha256};
 use accounts::CallerCache;
 pub use accounts::{Account, AccountId, Attribute, Attributes, Caller, NewAccount};
 pub use advisories::Advisory;
-pub use change::{BadChange, Change, ShareRef};
-pub use leases::{Expiring, Holder, Lease};
+pub use change::{BadChange, Change, LeaseHash, ShareRef};
+pub use leases::{AdoptedLease, AdoptedShare, Expiring, Holder, Lease};
 pub use log::Logged;
 pub use schema::VERSION as SCHEMA_VERSION;
 pub use snapshot::{MAX_SNAPSHOT_BYTES, Snapshot};
@@ -101,6 +104,13 @@ pub fn hash(secret: &[u8]) -> [u8; 32] {
     Sha256::digest(secret).into()
 }
 
+/// BLAKE2b-256 of a secret (no key, no personalisation), as Tahoe-LAFS keeps lease secrets
+/// and as new leases are kept ([`LeaseHash::Blake2b`]).
+pub fn blake2b(secret: &[u8]) -> [u8; 32] {
+    use blake2::digest::consts::U32;
+    blake2::Blake2b::<U32>::digest(secret).into()
+}
+
 /// The `Authorization` header value a swissnum gives (`Tahoe-LAFS <base64(swissnum)>`).
 pub fn authorization_value(swissnum: &str) -> Vec<u8> {
     format!("Tahoe-LAFS {}", data_encoding::BASE64.encode(swissnum.as_bytes())).into_bytes()
@@ -133,6 +143,7 @@ impl Accountant {
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
         // `marsh account` and the running node share the file.
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        schema::keep_before_migrating(&conn, path)?;
         schema::migrate(&mut conn)?;
         snapshot::remove_stale_temporaries(path);
         Ok(Accountant::with(conn, Some(path.to_path_buf())))

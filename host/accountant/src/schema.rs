@@ -160,6 +160,18 @@ const MIGRATIONS: &[&str] = &[
         SELECT RAISE(ABORT, 'a lease row is never moved to another share');
     END;
     ",
+    // 6: leases say how their secrets are hashed: 0 SHA-256 (every row before), 1 BLAKE2b-256
+    // as Tahoe-LAFS keeps them (new leases, and those adopted from a Tahoe node), so a node
+    // moved either way keeps its clients' leases. And the raw write enablers of mutable shares
+    // (`storage.keep-write-enablers`, which `marsh adopt` turns on), which a Tahoe share
+    // container holds and `marsh export-tahoe` writes back; in the change log like the hashes,
+    // so recovery brings them back.
+    "
+    ALTER TABLE leases ADD COLUMN scheme INTEGER NOT NULL DEFAULT 0 CHECK (scheme IN (0, 1));
+    CREATE TABLE write_enablers_raw (
+        si TEXT NOT NULL, shnum INTEGER NOT NULL, enabler BLOB NOT NULL,
+        PRIMARY KEY (si, shnum));
+    ",
 ];
 
 /// Copy the database the previous release (schema 2) made while a stock Tahoe-LAFS 1.20 client
@@ -174,6 +186,27 @@ pub(crate) fn copy_previous_release_database(to: &std::path::Path) {
 /// snapshot nor compared when one is restored.
 pub(crate) const NODE_LOCAL: &[&str] =
     &["meta", "open_uploads", "pending_writes", "mutable_seqnums", "tallies", "account_tallies", "share_expiry"];
+
+/// Before a database written by an earlier release is migrated, keep a copy of it as it was,
+/// beside it (`accountant.sqlite.schema-N`, a consistent copy by `VACUUM INTO`, made once): the
+/// way back for an operator who returns to that release. It holds the accounting state of the
+/// moment of the upgrade; shares are never touched by a migration.
+pub(crate) fn keep_before_migrating(conn: &Connection, path: &std::path::Path) -> Result<(), AccountantError> {
+    let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version == 0 || version >= VERSION {
+        return Ok(());
+    }
+    let copy = std::path::PathBuf::from(format!("{}.schema-{version}", path.display()));
+    if copy.exists() {
+        return Ok(());
+    }
+    let partial = std::path::PathBuf::from(format!("{}.partial", copy.display()));
+    let _ = std::fs::remove_file(&partial);
+    conn.execute("VACUUM INTO ?1", [partial.to_string_lossy()])?;
+    std::fs::rename(&partial, &copy)
+        .map_err(|source| AccountantError::Io { what: format!("keeping {}", copy.display()), source })?;
+    Ok(())
+}
 
 /// The schema version this build writes.
 pub const VERSION: u32 = MIGRATIONS.len() as u32;
@@ -265,6 +298,14 @@ mod tests {
         }
         assert_eq!(a.usage(AccountId::ANONYMOUS).unwrap(), 200_493 + 1_906 + 201_905);
         assert_eq!(a.open_uploads().unwrap(), vec![]);
+        // The database as that release left it is kept beside, for going back to it.
+        let kept = Connection::open(dir.path().join("accountant.sqlite.schema-2")).unwrap();
+        let v: u32 = kept.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let leases: i64 = kept.query_row("SELECT count(*) FROM leases", [], |r| r.get(0)).unwrap();
+        assert_eq!((v, leases), (2, 3));
+        drop(a);
+        drop(Accountant::open(&path).unwrap());
+        assert!(!dir.path().join("accountant.sqlite.schema-6").exists(), "a current database is not copied");
     }
 
     #[test]

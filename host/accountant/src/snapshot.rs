@@ -21,8 +21,16 @@ use rusqlite::{Connection, OpenFlags};
 use crate::{Accountant, AccountantError, schema};
 
 /// The tables a snapshot carries, in copy order (`schema::NODE_LOCAL` ones stay on the node).
-const TABLES: &[&str] =
-    &["accounts", "attributes", "leases", "shares", "write_enablers", "corruption_advisories", "changes"];
+const TABLES: &[&str] = &[
+    "accounts",
+    "attributes",
+    "leases",
+    "shares",
+    "write_enablers",
+    "write_enablers_raw",
+    "corruption_advisories",
+    "changes",
+];
 
 /// The largest snapshot the host accepts back.
 pub const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
@@ -183,12 +191,14 @@ fn check_and_migrate(path: &Path) -> Result<u64, AccountantError> {
     let objects: Vec<(String, String)> =
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
     drop(stmt);
+    // Schema 6 added a table; a snapshot of an earlier schema has one fewer.
+    let tables: Vec<&str> = TABLES.iter().copied().filter(|t| version >= 6 || *t != "write_enablers_raw").collect();
     for (kind, name) in &objects {
-        if kind != "table" || !(TABLES.contains(&name.as_str()) || name == "sqlite_sequence") {
+        if kind != "table" || !(tables.contains(&name.as_str()) || name == "sqlite_sequence") {
             return Err(AccountantError::BadSnapshot(format!("unexpected {kind} `{name}`")));
         }
     }
-    if objects.len() != TABLES.len() + 1 {
+    if objects.len() != tables.len() + 1 {
         return Err(bad("tables are missing"));
     }
     // Migrations expect `meta`; a snapshot leaves it out.

@@ -18,7 +18,7 @@ use marsh_core::{ShareId, ShareNumber, StorageIndex};
 use rusqlite::{OptionalExtension, params};
 
 use crate::change::has_write_enabler;
-use crate::leases::{lease_change, may_add_lease};
+use crate::leases::{keep_raw_enabler, lease_change, may_add_lease};
 use crate::log::{apply_and_log, name_of};
 use crate::{AccountId, Accountant, AccountantError, Change, hash};
 
@@ -54,6 +54,8 @@ pub struct MutableWrite<'a> {
     pub shares: &'a [MutableShareWrite],
     /// The write enabler, recorded for created shares.
     pub enabler: &'a [u8],
+    /// Whether to keep created shares' enablers raw too (`storage.keep-write-enablers`).
+    pub keep_raw_enabler: bool,
     /// Lease secrets: every written share gets (or renews) the writer's lease.
     pub renew: &'a [u8],
     /// Lease secrets.
@@ -81,7 +83,7 @@ impl Accountant {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let name = name_of(&tx, account)?;
-        apply_and_log(&tx, &lease_change(share, name.clone(), renew, cancel, now))?;
+        apply_and_log(&tx, &lease_change(&tx, share, name.clone(), renew, cancel, now)?)?;
         apply_and_log(&tx, &Change::Share { share: share.into(), account: name, size })?;
         tx.execute(
             "INSERT OR IGNORE INTO open_uploads (si, shnum) VALUES (?1, ?2)",
@@ -197,10 +199,13 @@ fn begin_in(conn: &mut rusqlite::Connection, w: &MutableWrite<'_>) -> Result<(),
                 // went missing (a concurrent collection forgot it) gets it back.
                 if created || !has_write_enabler(&tx, &w.si, shnum)? {
                     apply_and_log(&tx, &Change::WriteEnabler { si: w.si, shnum, hash: hash(w.enabler) })?;
+                    if w.keep_raw_enabler {
+                        keep_raw_enabler(&tx, &w.si, shnum, w.enabler)?;
+                    }
                 }
                 apply_and_log(&tx, &Change::Share { share: (&id).into(), account: name.clone(), size })?;
-                if may_add_lease(&tx, &id, &hash(w.renew), w.lease_limit)? {
-                    apply_and_log(&tx, &lease_change(&id, name.clone(), w.renew, w.cancel, w.now))?;
+                if may_add_lease(&tx, &id, w.renew, w.lease_limit)? {
+                    apply_and_log(&tx, &lease_change(&tx, &id, name.clone(), w.renew, w.cancel, w.now)?)?;
                 }
             }
             MutableShareWrite::Removed { shnum } => {
@@ -251,6 +256,7 @@ mod tests {
             redo: b"redo",
             shares: &shares,
             enabler: b"we",
+            keep_raw_enabler: true,
             renew: b"r",
             cancel: b"c",
             now: 5,
@@ -258,6 +264,7 @@ mod tests {
         };
         a.begin_mutable_write(&w).unwrap();
         assert_eq!(a.check_write_enabler(&si(2), ShareNumber(1), b"we").unwrap(), Some(true));
+        assert_eq!(a.raw_write_enabler(&si(2), ShareNumber(1)).unwrap().as_deref(), Some(&b"we"[..]), "kept, as asked");
         assert_eq!(a.usage(AccountId::ANONYMOUS).unwrap(), 50);
         assert_eq!(a.leases(&ShareId::mutable(si(2), ShareNumber(0))).unwrap().len(), 1);
         assert_eq!(a.pending_mutable_writes().unwrap(), vec![si(2)]);

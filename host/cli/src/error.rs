@@ -143,6 +143,21 @@ pub enum Error {
     /// The TLS configuration.
     #[error(transparent)]
     Tls(#[from] marsh_server::TlsError),
+    /// A Tahoe-LAFS node directory could not be read (`marsh adopt`).
+    #[error(transparent)]
+    Tahoe(#[from] marsh_tahoe::NodeError),
+    /// Moving a node from or to Tahoe-LAFS cannot go on as asked.
+    #[error("{0}")]
+    Moving(String),
+    /// `marsh adopt` has not finished taking a Tahoe node's shares in.
+    #[error(
+        "taking in a Tahoe node's shares has not finished (an earlier `marsh adopt` stopped part way), so this node \
+         would serve part of them: finish it first\nrun: {command}"
+    )]
+    AdoptionUnfinished {
+        /// The exact command that finishes it.
+        command: String,
+    },
     /// A file, socket or signal handler.
     #[error("{what}: {source}")]
     Io {

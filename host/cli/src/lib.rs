@@ -6,6 +6,7 @@
 //!   [`Running`], stopped by [`Running::shutdown`];
 //! - [`stores`]: opening and claiming the configured blob stores, and the check that refuses a
 //!   config change that would hide shares;
+//! - [`adopt`] and [`export`]: moving a Tahoe-LAFS storage node to marsh and back;
 //! - [`backend`] and [`persistence`]: starting the two plugins with the node's limits;
 //!   recovery; handing changes over;
 //! - [`conformance`]: starting a wasm strategy for the persistence conformance kit;
@@ -16,9 +17,11 @@
 //! This package (library and binary) and `marsh-bench` are the only ones that compile the S3
 //! driver (see ARCHITECTURE.md).
 
+pub mod adopt;
 pub mod backend;
 pub mod conformance;
 mod error;
+pub mod export;
 pub mod introducers;
 pub mod node;
 pub mod persistence;

@@ -133,6 +133,22 @@ enum Command {
         #[arg(long)]
         out: std::path::PathBuf,
     },
+    /// Make a marsh node of a stopped Tahoe-LAFS storage node: the same identity (NURL, server
+    /// id), settings, shares, leases and write enablers. The Tahoe directory is only read; run
+    /// again to finish an adoption that stopped part way.
+    #[command(
+        after_help = "Example:\n  marsh adopt ~/.tahoe --dir /var/lib/marsh --dry-run\n  marsh adopt ~/.tahoe --dir /var/lib/marsh --storage-dir /srv/marsh-shares"
+    )]
+    Adopt(cmd::adopt::AdoptArgs),
+    /// Write a stopped node as a Tahoe-LAFS storage node directory: the way back from `marsh adopt`.
+    #[command(after_help = "Example:\n  marsh export-tahoe --dir /var/lib/marsh /var/lib/tahoe-again")]
+    ExportTahoe {
+        /// The node directory.
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+        /// The Tahoe node directory to write (must not exist).
+        tahoe_dir: std::path::PathBuf,
+    },
     /// The node's blob stores: owner, release, take-over, sweep.
     #[command(subcommand, after_help = "Example:\n  marsh store owner --dir /var/lib/marsh")]
     Store(cmd::store::StoreCommand),
@@ -170,6 +186,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Plugin(command) => cmd::plugin::run(command).await,
             Command::Init(args) => cmd::init::run(args),
+            Command::Adopt(args) => cmd::adopt::run(args).await,
+            Command::ExportTahoe { dir, tahoe_dir } => cmd::export_tahoe::run(&dir, &tahoe_dir).await,
             Command::Config { dir, command } => cmd::config::run(&dir, command).await,
             Command::Store(command) => cmd::store::run(command).await,
             Command::Announce { dir, account, signed, public_key } => {

@@ -94,6 +94,9 @@ impl Node {
             &self.dir,
             "two processes serving one node would both write its accounting and its stores; stop the other first",
         )?;
+        if let Some(command) = self.dir.adoption_unfinished() {
+            return Err(Error::AdoptionUnfinished { command });
+        }
         if self.identity.signing_key.is_none() {
             tracing::warn!(
                 "this node has no signing key (made by an earlier marsh): introducers and grid managers need one; \
@@ -115,6 +118,7 @@ impl Node {
                 application_version: format!("marsh/{}", env!("CARGO_PKG_VERSION")),
                 limits: server_limits(&self.config.requests),
                 capacity: tasks::capacity(&self.config.capacity),
+                keep_write_enablers: self.config.keep_write_enablers,
             },
         )?);
         // What a previous process left half done, settled before the first request.

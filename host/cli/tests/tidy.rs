@@ -140,6 +140,11 @@ fn the_stated_dependency_rules_hold() {
         &["marsh-server", "marsh-accountant", "marsh-core", "marsh-stores", "marsh-runtime", "wasmtime", "rusqlite"],
     );
     never("marsh-conformance", &["marsh-runtime", "wasmtime", "wasmtime-wasi", "marsh-native"]);
+    // Reading and writing Tahoe's formats knows nothing of marsh's accounting, plugins or stores.
+    never(
+        "marsh-tahoe",
+        &["marsh-accountant", "marsh-runtime", "marsh-stores", "marsh-stores-s3", "marsh-node", "wasmtime", "rusqlite"],
+    );
     never(
         "marsh-testnode",
         &["marsh", "marsh-runtime", "marsh-server", "marsh-stores", "marsh-stores-s3", "marsh-native", "wasmtime"],

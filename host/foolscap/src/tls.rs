@@ -3,13 +3,17 @@
 //! SHA-256 of its SubjectPublicKeyInfo ([`spki_hash`]). Either way the certificate is not
 //! parsed beyond its key: the Python nodes' certificates are X.509 version 1 (and often expired),
 //! which webpki refuses, so handshake signatures are checked against the raw key
-//! ([`verify_with_spki`]).
+//! ([`verify_with_spki`]). The same holds for a side's own certificate ([`certified_key`]): a
+//! marsh node that took over a Python node's identity presents its v1 certificate.
 
 use std::sync::Arc;
 
 use data_encoding::{BASE32_NOPAD, BASE64URL_NOPAD};
+use rustls::client::ResolvesClientCert;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use sha1::{Digest, Sha1};
 use sha2_next::Sha256;
 
@@ -146,8 +150,46 @@ impl ServerCertVerifier for Pinned {
     }
 }
 
+/// A certificate (DER) and its private key (DER: PKCS#8, PKCS#1 or SEC1) as rustls presents
+/// them, whatever made them: marsh's own (X.509 v3) or a Foolscap node's (X.509 v1, RSA).
+/// rustls's own check that the two belong together parses the certificate as a web PKI
+/// certificate, which a v1 one is not; this one compares the public keys alone. Refused when
+/// the key is not the certificate's.
+pub fn certified_key(cert: &[u8], key: &[u8]) -> Result<Arc<CertifiedKey>, rustls::Error> {
+    let provider = rustls::crypto::ring::default_provider();
+    let key = PrivateKeyDer::try_from(key.to_vec()).map_err(|e| rustls::Error::General(e.to_owned()))?;
+    let key = provider.key_provider.load_private_key(key)?;
+    let spki = spki_of(cert).ok_or_else(|| rustls::Error::General("the certificate does not parse".into()))?;
+    match key.public_key() {
+        Some(public) if public.as_ref() == spki => {}
+        Some(_) => return Err(rustls::Error::General("the private key is not the certificate's".into())),
+        None => return Err(rustls::Error::General("the private key's public key cannot be read".into())),
+    }
+    Ok(Arc::new(CertifiedKey::new(vec![CertificateDer::from(cert.to_vec())], key)))
+}
+
+/// The one certificate a side presents, whatever it is asked.
+#[derive(Debug)]
+pub struct OneCertificate(pub Arc<CertifiedKey>);
+
+impl ResolvesClientCert for OneCertificate {
+    fn resolve(&self, _: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+impl ResolvesServerCert for OneCertificate {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
 /// A client configuration that accepts only the pinned certificate and, when `me` is given,
-/// presents it (certificate DER, PKCS#8 key DER) as its own: Foolscap requires one.
+/// presents it (certificate DER, private key DER) as its own: Foolscap requires one.
 pub fn client_config(pin: Pin, me: Option<(&[u8], &[u8])>) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
@@ -155,10 +197,7 @@ pub fn client_config(pin: Pin, me: Option<(&[u8], &[u8])>) -> Result<Arc<rustls:
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(Pinned(pin)));
     let config = match me {
-        Some((cert, key)) => builder.with_client_auth_cert(
-            vec![CertificateDer::from(cert.to_vec())],
-            PrivateKeyDer::Pkcs8(key.to_vec().into()),
-        )?,
+        Some((cert, key)) => builder.with_client_cert_resolver(Arc::new(OneCertificate(certified_key(cert, key)?))),
         None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))
@@ -177,6 +216,40 @@ mod tests {
             let junk: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37) ^ 0x30).collect();
             let _ = spki_of(&junk);
         }
+    }
+
+    /// The certificate and key of a node Tahoe-LAFS 1.20 made (`marsh-tahoe`'s fixture): RSA,
+    /// X.509 version 1, which rustls's own pairing check refuses to parse.
+    fn tahoe_node_pem() -> (Vec<u8>, Vec<u8>) {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tahoe/tests/fixtures/node-made-by-1.20/private/node.pem");
+        let pem = std::fs::read_to_string(path).unwrap();
+        let block = |label: &str| {
+            let begin = format!("-----BEGIN {label}-----");
+            let body = pem.split(&begin).nth(1).unwrap().split("-----END").next().unwrap();
+            data_encoding::BASE64.decode(body.replace(['\n', '\r'], "").as_bytes()).unwrap()
+        };
+        (block("CERTIFICATE"), block("PRIVATE KEY"))
+    }
+
+    #[test]
+    fn a_tahoe_nodes_v1_certificate_is_presented_and_a_key_must_be_its_certificates() {
+        let (cert, key) = tahoe_node_pem();
+        let certified = certified_key(&cert, &key).expect("Tahoe's own certificate and key");
+        assert!(certified.key.public_key().is_some());
+        assert!(client_config(Pin::TubId("a".repeat(32)), Some((&cert, &key))).is_ok());
+        let other = rcgen::KeyPair::generate().unwrap();
+        let e = certified_key(&cert, &other.serialize_der()).unwrap_err();
+        assert!(e.to_string().contains("not the certificate's"), "{e}");
+        assert!(certified_key(b"junk", &key).is_err());
+        // rustls's own pairing check refuses it: why `certified_key` exists.
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let refused = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned(Pin::TubId("a".repeat(32)))))
+            .with_client_auth_cert(vec![CertificateDer::from(cert)], PrivateKeyDer::Pkcs8(key.into()));
+        assert!(refused.is_err(), "rustls parses the certificate as web PKI, which a v1 one is not");
     }
 
     #[test]

@@ -86,6 +86,7 @@ mod tests {
             nickname: "n1".into(),
             storage_dir: None,
             web_listen: None,
+            settings: Vec::new(),
         };
         let id = NodeDir::init(&tmp.path().join("node"), &options).unwrap().identity().unwrap();
         let nurl = id.nurl("127.0.0.1", 3457);

@@ -104,6 +104,12 @@ pub const KEYS: &[Key] = &[
         help: "refuse new shares and mutable writes (reads, renewals, advisories still work); a running node follows within 5 s",
     },
     Key {
+        name: "storage.keep-write-enablers",
+        kind: Kind::Bool,
+        default: Some("false"),
+        help: "keep new mutable shares' write enablers raw too, as Tahoe does, so `marsh export-tahoe` hands them back writable (`marsh adopt` turns it on)",
+    },
+    Key {
         name: "storage.max-bytes",
         kind: Kind::Size,
         default: None,

@@ -4,6 +4,11 @@
 //! write-enabler secrets from it), the ed25519 signing key whose public key is the server id
 //! ([`NodeKey`]), and the permutation seed (share placement).
 //!
+//! A node adopted from a Tahoe-LAFS storage node ([`NodeDir::adopt`]) keeps that node's
+//! identity instead: its TLS certificate and key (RSA, X.509 v1), so the NURL its clients hold
+//! still pins it; its swissnum, tub id (its clients derived their lease secrets and write
+//! enablers from it), signing key and permutation seed. Only the sealing key is new.
+//!
 //! A node created before marsh had signing keys has a random server id and no key; `marsh
 //! upgrade` ([`NodeDir::add_signing_key`]) gives it one. Its server id then becomes the key's,
 //! and everything else (NURLs, shares, accounts, permutation seed) stays.
@@ -12,9 +17,8 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use data_encoding::{BASE32_NOPAD, BASE64URL_NOPAD};
+use data_encoding::BASE32_NOPAD;
 use marsh_seal::SealKey;
-use sha2::{Digest, Sha256};
 
 use crate::signing::NodeKey;
 use crate::{NodeDir, NodeError, config, io_error};
@@ -37,6 +41,50 @@ pub struct InitOptions {
     pub storage_dir: Option<PathBuf>,
     /// `web.listen`, if not the default (empty: off).
     pub web_listen: Option<String>,
+    /// Further config keys set as the node is made, each checked as `marsh config set`
+    /// checks it (`marsh adopt` carries a Tahoe node's settings over so).
+    pub settings: Vec<(String, String)>,
+}
+
+/// A storage server's identity taken over from another implementation (a Tahoe-LAFS node),
+/// kept as it was.
+#[derive(Clone)]
+pub struct AdoptedIdentity {
+    /// The TLS certificate, DER.
+    pub cert_der: Vec<u8>,
+    /// Its private key, PKCS#8 DER.
+    pub key_pkcs8: Vec<u8>,
+    /// The tub id (base32 SHA-1 of the certificate, for Foolscap's nodes).
+    pub tub_id: String,
+    /// The anonymous swissnum.
+    pub swissnum: String,
+    /// The signing key, `priv-v0-BASE32`.
+    pub node_key: String,
+    /// The permutation seed, base32, kept as it was announced.
+    pub permutation_seed: String,
+}
+
+impl std::fmt::Debug for AdoptedIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdoptedIdentity").field("tub_id", &self.tub_id).finish_non_exhaustive()
+    }
+}
+
+/// The pieces of identity a new node directory is written with.
+struct Pieces {
+    key_pem: String,
+    cert_pem: String,
+    swissnum: String,
+    tub_id: String,
+    node_key: NodeKey,
+    permutation_seed: String,
+}
+
+/// DER as one PEM block.
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = data_encoding::BASE64.encode(der);
+    let lines: Vec<&str> = b64.as_bytes().chunks(64).filter_map(|c| std::str::from_utf8(c).ok()).collect();
+    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
 }
 
 /// The node's identity, as `marsh run` and `marsh announce` use it.
@@ -105,10 +153,6 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), NodeError> {
     f.write_all(data).and_then(|()| f.sync_all()).map_err(|e| io_error(path, e))
 }
 
-fn spki_hash(spki_der: &[u8]) -> String {
-    BASE64URL_NOPAD.encode(&Sha256::digest(spki_der))
-}
-
 /// Decode the first PEM block of a file.
 fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
     let body: String = pem
@@ -124,26 +168,71 @@ impl NodeDir {
     /// Create a node: every piece of identity and the initial config, at once. Refuses an
     /// existing node.
     pub fn init(root: &Path, options: &InitOptions) -> Result<NodeDir, NodeError> {
+        let key = rcgen::KeyPair::generate()?;
+        let params = rcgen::CertificateParams::new(vec!["marsh".to_owned()])?;
+        let cert = params.self_signed(&key)?;
+        let node_key = NodeKey::generate()?;
+        let pieces = Pieces {
+            key_pem: key.serialize_pem(),
+            cert_pem: cert.pem(),
+            swissnum: base32(&random::<20>()?),
+            tub_id: base32(&random::<20>()?),
+            permutation_seed: node_key.permutation_seed(),
+            node_key,
+        };
+        NodeDir::create(root, options, pieces)
+    }
+
+    /// Create a node that takes over another storage server's identity (`marsh adopt`): its
+    /// certificate and key, swissnum, tub id, signing key and permutation seed, so the NURL,
+    /// the server id and share placement its clients know stay the same. The sealing key is
+    /// new. Refuses an existing node, and pieces that are not what they claim (a signing key
+    /// that does not parse, a tub id or seed that is not base32).
+    pub fn adopt(root: &Path, options: &InitOptions, adopted: &AdoptedIdentity) -> Result<NodeDir, NodeError> {
+        let base32ish = |what: &str, v: &str| {
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)) {
+                return Err(NodeError::Identity(format!("the adopted {what} `{v}` is not lowercase base32")));
+            }
+            Ok(())
+        };
+        base32ish("tub id", &adopted.tub_id)?;
+        base32ish("permutation seed", &adopted.permutation_seed)?;
+        base32ish("swissnum", &adopted.swissnum)?;
+        let pieces = Pieces {
+            key_pem: pem("PRIVATE KEY", &adopted.key_pkcs8),
+            cert_pem: pem("CERTIFICATE", &adopted.cert_der),
+            swissnum: adopted.swissnum.clone(),
+            tub_id: adopted.tub_id.clone(),
+            node_key: NodeKey::parse(&adopted.node_key)?,
+            permutation_seed: adopted.permutation_seed.clone(),
+        };
+        NodeDir::create(root, options, pieces)
+    }
+
+    fn create(root: &Path, options: &InitOptions, pieces: Pieces) -> Result<NodeDir, NodeError> {
         let root = std::path::absolute(root).map_err(|e| io_error(root, e))?;
         let dir = NodeDir { root };
         if dir.db_path().exists() || dir.private().exists() {
             return Err(NodeError::Exists(dir.root.display().to_string()));
+        }
+        // Further settings are checked before anything is written.
+        {
+            let conn = rusqlite::Connection::open_in_memory()?;
+            conn.execute_batch("CREATE TABLE config (key TEXT PRIMARY KEY, value TEXT NOT NULL);")?;
+            for (k, v) in &options.settings {
+                config::set(&conn, k, v)?;
+            }
         }
         std::fs::create_dir_all(&dir.root).map_err(|e| io_error(&dir.root, e))?;
         std::fs::create_dir(dir.private()).map_err(|e| io_error(&dir.private(), e))?;
         std::fs::set_permissions(dir.private(), std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .map_err(|e| io_error(&dir.private(), e))?;
 
-        let key = rcgen::KeyPair::generate()?;
-        let params = rcgen::CertificateParams::new(vec!["marsh".to_owned()])?;
-        let cert = params.self_signed(&key)?;
-        write_private(&dir.private().join("tls.key"), key.serialize_pem().as_bytes())?;
-        write_private(&dir.private().join("tls.crt"), cert.pem().as_bytes())?;
+        let Pieces { key_pem, cert_pem, swissnum, tub_id, node_key, permutation_seed } = pieces;
+        write_private(&dir.private().join("tls.key"), key_pem.as_bytes())?;
+        write_private(&dir.private().join("tls.crt"), cert_pem.as_bytes())?;
         SealKey::create_file(&dir.private().join("seal.key"))?;
-        write_private(&dir.private().join("swissnum"), base32(&random::<20>()?).as_bytes())?;
-
-        let tub_id = base32(&random::<20>()?);
-        let node_key = NodeKey::generate()?;
+        write_private(&dir.private().join("swissnum"), swissnum.as_bytes())?;
         write_private(&dir.private().join(NODE_KEY), format!("{}\n", node_key.encode()).as_bytes())?;
         let storage = match &options.storage_dir {
             Some(p) => std::path::absolute(p).map_err(|e| io_error(p, e))?,
@@ -163,11 +252,9 @@ impl NodeDir {
                 "CREATE TABLE identity (key TEXT PRIMARY KEY, value TEXT NOT NULL);
                  CREATE TABLE config (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
             )?;
-            for (k, v) in [
-                ("tub-id", tub_id.clone()),
-                ("server-id", node_key.server_id()),
-                ("permutation-seed", node_key.permutation_seed()),
-            ] {
+            for (k, v) in
+                [("tub-id", tub_id), ("server-id", node_key.server_id()), ("permutation-seed", permutation_seed)]
+            {
                 conn.execute("INSERT INTO identity (key, value) VALUES (?1, ?2)", [k, v.as_str()])?;
             }
             let mut settings = vec![
@@ -184,6 +271,7 @@ impl NodeDir {
             if let Some(w) = &options.web_listen {
                 settings.push(("web.listen".into(), w.clone()));
             }
+            settings.extend(options.settings.iter().cloned());
             for (k, v) in settings {
                 config::set(&conn, &k, &v)?;
             }
@@ -222,10 +310,14 @@ pub(crate) fn load(dir: &NodeDir) -> Result<Identity, NodeError> {
         let p = dir.private().join(name);
         std::fs::read_to_string(&p).map_err(|e| io_error(&p, e))
     };
-    let key_pem = read("tls.key")?;
-    let key = rcgen::KeyPair::from_pem(&key_pem).map_err(|e| NodeError::Identity(format!("private/tls.key: {e}")))?;
+    // The key as it is kept (PKCS#8), and the NURL's pin from the certificate's public key:
+    // whatever made them (marsh's ECDSA, or an adopted Tahoe node's RSA).
+    let key_der =
+        pem_to_der(&read("tls.key")?).ok_or_else(|| NodeError::Identity("private/tls.key is not PEM".into()))?;
     let cert_der =
         pem_to_der(&read("tls.crt")?).ok_or_else(|| NodeError::Identity("private/tls.crt is not PEM".into()))?;
+    let spki_hash = marsh_foolscap::tls::spki_hash(&cert_der)
+        .ok_or_else(|| NodeError::Identity("private/tls.crt: the certificate does not parse".into()))?;
     let seal_key = SealKey::load_file(&dir.private().join("seal.key"))?;
     // The key, when there is one, is the server id; the stored one is a legacy node's.
     let key_path = dir.private().join(NODE_KEY);
@@ -243,9 +335,9 @@ pub(crate) fn load(dir: &NodeDir) -> Result<Identity, NodeError> {
         signing_key,
         permutation_seed: get("permutation-seed")?,
         swissnum: read("swissnum")?.trim().to_owned(),
-        spki_hash: spki_hash(&key.public_key_der()),
+        spki_hash,
         cert_der,
-        key_der: key.serialize_der(),
+        key_der,
         seal_key,
     })
 }

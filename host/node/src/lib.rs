@@ -28,7 +28,7 @@ pub mod signing;
 use std::path::{Path, PathBuf};
 
 pub use config::{ConfigError, Setting};
-pub use identity::{Identity, InitOptions};
+pub use identity::{AdoptedIdentity, Identity, InitOptions};
 pub use kinds::{ListenOn, PluginChoice};
 pub use settings::{
     BackendSettings, CapacitySettings, ExpireMode, ExpireSettings, Limits, NodeConfig, PersistenceSettings,
@@ -93,6 +93,11 @@ pub struct NodeDir {
     root: PathBuf,
 }
 
+/// `cache/adopting`: an adoption has not finished (it holds the command that finishes it).
+const ADOPTING: &str = "adopting";
+/// `cache/adopted`: an adoption finished (from where, and when).
+const ADOPTED: &str = "adopted";
+
 impl NodeDir {
     /// The directory (absolute).
     pub fn root(&self) -> &Path {
@@ -124,6 +129,32 @@ impl NodeDir {
         let cache = self.cache();
         std::fs::create_dir_all(&cache).map_err(|e| io_error(&cache, e))?;
         Ok(cache)
+    }
+
+    /// Where an adoption (`marsh adopt`) is in progress: the command that finishes it, while
+    /// `cache/adopting` says one has not finished (the node must not serve until it has).
+    pub fn adoption_unfinished(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.cache().join(ADOPTING)).ok()?;
+        Some(text.trim().to_owned())
+    }
+
+    /// Whether an adoption finished here (`cache/adopted`): from where and when.
+    pub fn adopted(&self) -> Option<String> {
+        std::fs::read_to_string(self.cache().join(ADOPTED)).ok().map(|t| t.trim().to_owned())
+    }
+
+    /// Mark an adoption begun, with the command that finishes it.
+    pub fn mark_adopting(&self, command: &str) -> Result<(), NodeError> {
+        let path = self.ensure_cache()?.join(ADOPTING);
+        std::fs::write(&path, format!("{command}\n")).map_err(|e| io_error(&path, e))
+    }
+
+    /// Mark the adoption finished: `note` says from where and when.
+    pub fn mark_adopted(&self, note: &str) -> Result<(), NodeError> {
+        let done = self.ensure_cache()?.join(ADOPTED);
+        std::fs::write(&done, format!("{note}\n")).map_err(|e| io_error(&done, e))?;
+        let marker = self.cache().join(ADOPTING);
+        std::fs::remove_file(&marker).map_err(|e| io_error(&marker, e))
     }
 
     /// Mark this process as the one serving the node, for as long as the value lives: an
@@ -217,7 +248,51 @@ mod tests {
             nickname: "n1".into(),
             storage_dir: None,
             web_listen: None,
+            settings: Vec::new(),
         }
+    }
+
+    #[test]
+    fn an_adopted_identity_is_kept_as_it_was_and_its_settings_are_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["elsewhere".to_owned()]).unwrap().self_signed(&key).unwrap();
+        let node_key = NodeKey::generate().unwrap();
+        let adopted = AdoptedIdentity {
+            cert_der: cert.der().to_vec(),
+            key_pkcs8: key.serialize_der(),
+            tub_id: "abcdefghijklmnopqrstuvwxyz234567".into(),
+            swissnum: "swissnumswissnumswissnumswissnum".into(),
+            node_key: node_key.encode(),
+            permutation_seed: "seedseedseed".into(),
+        };
+        let settings = vec![("storage.keep-write-enablers".to_owned(), "true".to_owned())];
+        let root = tmp.path().join("adopted");
+        let node = NodeDir::adopt(&root, &InitOptions { settings, ..options() }, &adopted).unwrap();
+        let id = node.identity().unwrap();
+        assert_eq!((id.tub_id.as_str(), id.swissnum.as_str()), (adopted.tub_id.as_str(), adopted.swissnum.as_str()));
+        assert_eq!((id.permutation_seed.as_str(), id.server_id.clone()), ("seedseedseed", node_key.server_id()));
+        assert_eq!((&id.cert_der, &id.key_der), (&adopted.cert_der, &adopted.key_pkcs8), "kept byte for byte");
+        assert_eq!(
+            Some(id.spki_hash.clone()),
+            marsh_gbs_client::spki_hash(&adopted.cert_der),
+            "the NURL pins the same key"
+        );
+        assert_eq!(node.get("storage.keep-write-enablers").unwrap(), "true");
+        assert!(matches!(NodeDir::adopt(&root, &options(), &adopted), Err(NodeError::Exists(_))));
+        // Pieces that are not what they claim, and settings that do not check, make no node.
+        for bad in [
+            AdoptedIdentity { tub_id: "NOT BASE32".into(), ..adopted.clone() },
+            AdoptedIdentity { node_key: "priv-v0-short".into(), ..adopted.clone() },
+        ] {
+            let at = tmp.path().join("bad");
+            assert!(NodeDir::adopt(&at, &options(), &bad).is_err());
+            assert!(!at.join("node.sqlite").exists());
+        }
+        let wrong = InitOptions { settings: vec![("storage.readonly".into(), "perhaps".into())], ..options() };
+        let at = tmp.path().join("bad-setting");
+        assert!(NodeDir::adopt(&at, &wrong, &adopted).is_err());
+        assert!(!at.join("node.sqlite").exists(), "a node exists complete or not at all");
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct NodeConfig {
     pub reserved_space: u64,
     /// `storage.readonly` and `storage.max-bytes`: what a running node re-reads.
     pub capacity: CapacitySettings,
+    /// `storage.keep-write-enablers`: new mutable shares' enablers kept raw too.
+    pub keep_write_enablers: bool,
     /// `web.listen` (`None`: off).
     pub web_listen: Option<SocketAddr>,
     /// `web.metrics-token-file`.
@@ -320,6 +322,7 @@ impl NodeConfig {
             reserved_space: values.size("storage.reserved-space")?,
             web_listen: values.parse("web.listen", kinds::parse_listen)?,
             metrics_token_file: values.optional("web.metrics-token-file").map(PathBuf::from),
+            keep_write_enablers: values.bool("storage.keep-write-enablers")?,
             capacity: CapacitySettings {
                 readonly: values.bool("storage.readonly")?,
                 max_bytes: match values.optional("storage.max-bytes") {

@@ -204,6 +204,7 @@ mod tests {
 
     fn lease(renewed: u64) -> Lease {
         Lease {
+            hash: marsh_accountant::LeaseHash::Blake2b,
             renew_hash: [0; 32],
             cancel_hash: [0; 32],
             expires: renewed + LEASE_SECONDS,

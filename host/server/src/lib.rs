@@ -33,6 +33,7 @@ mod response;
 mod rollback;
 mod routes;
 mod service;
+mod tls;
 mod uploads;
 pub mod wire;
 
@@ -55,26 +56,7 @@ pub use response::ResponseBody;
 pub use service::{
     Capacity, MAX_MUTABLE_SHARE_SIZE, ServiceConfig, StartUpReport, StorageService, UPLOAD_IDLE_TIMEOUT,
 };
-
-/// Why the TLS configuration could not be built.
-#[derive(Debug, thiserror::Error)]
-#[error("tls: {0}")]
-pub struct TlsError(String);
-
-/// A rustls server configuration for one certificate and key (DER).
-pub fn tls_config(cert_der: Vec<u8>, key_der: Vec<u8>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cert = rustls::pki_types::CertificateDer::from(cert_der);
-    let key = rustls::pki_types::PrivateKeyDer::try_from(key_der).map_err(|e| TlsError(e.to_string()))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], key)
-        .map_err(|e| TlsError(e.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
+pub use tls::{TlsError, tls_config};
 
 /// Serve `service` on `listener` over TLS until the task is dropped or aborted.
 pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, service: Arc<StorageService>) {

@@ -189,6 +189,7 @@ struct Job {
     cancel: Vec<u8>,
     now: u64,
     lease_limit: usize,
+    keep_raw_enabler: bool,
 }
 
 impl Writer {
@@ -247,7 +248,9 @@ impl Writer {
         let si = job.si;
         let accountant = self.accountant.clone();
         let bytes = redo::encode_redo(&job.record);
-        let Job { outcomes, account, enabler, renew, cancel, now, record, budget, lease_limit, .. } = job;
+        let Job {
+            outcomes, account, enabler, renew, cancel, now, record, budget, lease_limit, keep_raw_enabler, ..
+        } = job;
         blocking(move || {
             accountant.begin_mutable_write(&MutableWrite {
                 account,
@@ -255,6 +258,7 @@ impl Writer {
                 redo: &bytes,
                 shares: &outcomes,
                 enabler: &enabler,
+                keep_raw_enabler,
                 renew: &renew,
                 cancel: &cancel,
                 now,
@@ -425,6 +429,7 @@ impl StorageService {
             cancel: secrets.cancel.to_vec(),
             now: self.clock.now(),
             lease_limit: self.config.limits.leases_per_share,
+            keep_raw_enabler: self.config.keep_write_enablers,
         };
         tokio::spawn(self.writer().commit(job, slot)).await.map_err(|e| task_failed("write", e))??;
         Ok(answer)
@@ -632,6 +637,7 @@ mod tests {
                 redo: &redo::encode_redo(&old),
                 shares: &outcome,
                 enabler: b"we",
+                keep_raw_enabler: false,
                 renew: b"r",
                 cancel: b"c",
                 now: 1,
@@ -692,6 +698,7 @@ mod tests {
                 redo: &redo::encode_redo(&record),
                 shares: &outcome,
                 enabler: b"we",
+                keep_raw_enabler: false,
                 renew: b"r",
                 cancel: b"c",
                 now: 1,

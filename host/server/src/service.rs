@@ -53,6 +53,10 @@ pub struct ServiceConfig {
     /// Read-only and the cap on bytes held, as the node starts; [`StorageService::set_capacity`]
     /// changes them while it serves.
     pub capacity: Capacity,
+    /// Keep new mutable shares' write enablers raw as well as hashed
+    /// (`storage.keep-write-enablers`), as a Tahoe node keeps them, so `marsh export-tahoe` can
+    /// hand the shares back writable.
+    pub keep_write_enablers: bool,
 }
 
 /// What the node takes in: settings an operator changes while it serves.
@@ -74,6 +78,7 @@ impl ServiceConfig {
             application_version: application_version.to_owned(),
             limits: Limits::default(),
             capacity: Capacity::default(),
+            keep_write_enablers: false,
         }
     }
 }

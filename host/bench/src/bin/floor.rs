@@ -60,6 +60,7 @@ async fn serve(dir: &Path) -> anyhow::Result<()> {
         nickname: "floor".into(),
         storage_dir: None,
         web_listen: Some(String::new()),
+        settings: Vec::new(),
     };
     let identity = NodeDir::init(&dir.join("node"), &options)?.identity()?;
     let nurl = identity.nurl("127.0.0.1", port);

@@ -51,6 +51,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
         nickname: args.nickname,
         storage_dir: args.storage_dir,
         web_listen: args.web_listen,
+        settings: Vec::new(),
     };
     let dir = NodeDir::init(&args.dir, &options)?;
     let node = Node::open(dir.root())?;

@@ -2,9 +2,11 @@
 //! command's file; what two commands share lives in the library.
 
 pub mod account;
+pub mod adopt;
 pub mod advisories;
 pub mod announce;
 pub mod config;
+pub mod export_tahoe;
 pub mod gc;
 pub mod init;
 pub mod plugin;

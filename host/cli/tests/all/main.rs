@@ -9,6 +9,8 @@ mod common;
 mod abuse;
 /// Named accounts from the command line.
 mod account;
+/// `marsh adopt` and `marsh export-tahoe` on a Tahoe node directory.
+mod adopt;
 /// Read-only and the byte cap set on a running node.
 mod capacity;
 /// Mutable writes killed with SIGKILL at random points.
