@@ -97,6 +97,24 @@ fn ensure_parent(root: &Dir, key: &str) -> std::io::Result<()> {
     }
 }
 
+/// How often an operation under `key` is tried again when a directory on its path vanished.
+const PARENT_RETRIES: usize = 16;
+
+/// Run `op`, which creates something under `key`, with `key`'s parent directories in place.
+/// Another writer's pruning (`prune_empty_parents`, after it removed the last entry of a
+/// directory) may remove a directory between its creation here and `op`, or halfway through
+/// creating the path; `op` then fails with `NotFound` and the two steps are taken again.
+fn in_parent<T>(root: &Dir, key: &str, mut op: impl FnMut(&Dir) -> std::io::Result<T>) -> std::io::Result<T> {
+    let mut tries = 0;
+    loop {
+        let result = ensure_parent(root, key).and_then(|()| op(root));
+        match result {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < PARENT_RETRIES => tries += 1,
+            other => return other,
+        }
+    }
+}
+
 fn sync_parent(root: &Dir, key: &str) -> std::io::Result<()> {
     let parent = key.rsplit_once('/').map_or(".", |(p, _)| p);
     // An O_PATH handle (what `open_dir` gives) cannot be fsynced; open the directory for reading.
@@ -116,18 +134,17 @@ fn prune_empty_parents(root: &Dir, key: &str) {
 
 /// Move a finished temporary file into place under `key`, durably.
 fn install(root: &Dir, tmp: &str, key: &str, mode: PutMode) -> std::io::Result<()> {
-    ensure_parent(root, key)?;
     match mode {
         PutMode::Overwrite => {
             if root.symlink_metadata(key).is_ok_and(|m| m.is_dir()) {
                 let _ = root.remove_file(tmp);
                 return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "a directory is in the way"));
             }
-            root.rename(tmp, root, key)?
+            in_parent(root, key, |root| root.rename(tmp, root, key))?
         }
         PutMode::CreateOnly => {
             // link(2) fails if the target exists, which makes create-only atomic.
-            let linked = root.hard_link(tmp, root, key);
+            let linked = in_parent(root, key, |root| root.hard_link(tmp, root, key));
             let _ = root.remove_file(tmp);
             linked?
         }
@@ -346,9 +363,8 @@ impl BlobStore for DirStore {
     async fn write_at(&self, key: &BlobKey, offset: u64, data: Vec<u8>) -> Result<(), StoreError> {
         let k = key.as_str().to_owned();
         self.blocking("write-at", key.as_str(), move |root| {
-            ensure_parent(root, &k)?;
-            let file = root.open_with(&k, OpenOptions::new().write(true).create(true))?.into_std();
-            file.write_all_at(&data, offset)
+            let file = in_parent(root, &k, |root| root.open_with(&k, OpenOptions::new().write(true).create(true)))?;
+            file.into_std().write_all_at(&data, offset)
         })
         .await
     }
@@ -356,8 +372,7 @@ impl BlobStore for DirStore {
     async fn set_len(&self, key: &BlobKey, len: u64) -> Result<(), StoreError> {
         let k = key.as_str().to_owned();
         self.blocking("set-len", key.as_str(), move |root| {
-            ensure_parent(root, &k)?;
-            root.open_with(&k, OpenOptions::new().write(true).create(true))?.set_len(len)
+            in_parent(root, &k, |root| root.open_with(&k, OpenOptions::new().write(true).create(true)))?.set_len(len)
         })
         .await
     }
@@ -378,11 +393,10 @@ impl BlobStore for DirStore {
                 return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no such object"));
             }
             root.open_with(&f, OpenOptions::new().write(true))?.sync_all()?;
-            ensure_parent(root, &t)?;
             match mode {
-                PutMode::Overwrite => root.rename(&f, root, &t)?,
+                PutMode::Overwrite => in_parent(root, &t, |root| root.rename(&f, root, &t))?,
                 PutMode::CreateOnly => {
-                    root.hard_link(&f, root, &t)?;
+                    in_parent(root, &t, |root| root.hard_link(&f, root, &t))?;
                     root.remove_file(&f)?;
                 }
             }
@@ -452,6 +466,35 @@ mod tests {
         drop(DirStore::open("t", tmp.path()).unwrap());
         assert!(!stale.exists(), "left by a crash");
         assert!(fresh.exists(), "may belong to a write in progress");
+    }
+
+    /// Writers under sibling keys race the empty-directory pruning of each other's finished
+    /// work (an upload staged under `incoming/PREFIX/SI/N` and renamed into `shares/`, as
+    /// backend-disk does): a directory one of them just made, or is about to make, may be
+    /// removed by another that found it empty. Every operation still succeeds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writers_survive_each_others_directory_pruning() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = DirStore::open("t", tmp.path()).unwrap();
+        let mut tasks = Vec::new();
+        for w in 0..8 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..400 {
+                    // Few prefixes, so the writers keep emptying and refilling the same ones.
+                    let name = format!("{}/{w}-{i}/0", i % 3);
+                    let (incoming, complete) = (key(&format!("incoming/{name}")), key(&format!("shares/{name}")));
+                    s.set_len(&incoming, 64).await?;
+                    s.write_at(&incoming, 0, b"data".to_vec()).await?;
+                    s.rename(&incoming, &complete, PutMode::CreateOnly).await?;
+                    s.delete(&complete).await?;
+                }
+                Ok::<_, StoreError>(())
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
     }
 
     #[tokio::test]
