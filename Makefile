@@ -29,7 +29,7 @@ WEED := $(S3_VENV)/bin/weed
 # the server is stopped by pid afterwards, whether CMD passed or not.
 with_s3 = tests/s3/with-s3.sh $(S3_VENV)/bin/python
 
-.PHONY: setup plugins build check test lint run bench bench-s3 soak tahoe interop upstream s3 browser install
+.PHONY: setup plugins build check test lint run bench bench-s3 bench-adopt soak tahoe interop upstream s3 browser install
 
 setup:
 	@command -v rustup >/dev/null || { echo "rustup is required (https://rustup.rs)"; exit 1; }
@@ -148,6 +148,13 @@ soak: plugins
 	cargo build --locked --release -p marsh --bin marsh
 	cargo build --locked --release -p marsh-bench --bin marsh-soak
 	$(CARGO_TARGET_DIR)/release/marsh-soak $(CARGO_TARGET_DIR)/release/marsh $(SOAK_MINUTES)
+
+# Not in CI: `marsh adopt` of a Tahoe node holding ADOPT_SHARES small shares and three of 1 GiB,
+# against `cp -a` and `sync` of the same share tree on the same disk (needs about 10 GiB free).
+ADOPT_SHARES ?= 100000
+bench-adopt: plugins
+	cargo build --locked --release -p marsh --bin marsh
+	python3 host/bench/adopt_vs_cp.py $(CARGO_TARGET_DIR)/release/marsh $(CURDIR)/target/bench-adopt $(ADOPT_SHARES)
 
 # 100 MiB through the real client to backend-disk and to backend-s3 on SeaweedFS, with S3 request
 # counts; lease renewals under each persistence strategy; then persistence-records and

@@ -151,29 +151,37 @@ impl Accountant {
     /// as they were (hashes and expiry), and a mutable share's write enabler, in one
     /// transaction. Taking in the same share again changes nothing (each change is an upsert).
     pub fn adopt_share(&self, a: &AdoptedShare<'_>) -> Result<(), AccountantError> {
+        self.adopt_shares(std::slice::from_ref(a))
+    }
+
+    /// [`Accountant::adopt_share`] for several shares in one transaction (a commit per share
+    /// is most of what taking in a small share costs).
+    pub fn adopt_shares(&self, shares: &[AdoptedShare<'_>]) -> Result<(), AccountantError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let name = name_of(&tx, a.account)?;
-        let share = &a.share;
-        if let Some(enabler) = a.write_enabler {
-            apply_and_log(&tx, &Change::WriteEnabler { si: share.si, shnum: share.shnum, hash: hash(enabler) })?;
-            if a.keep_raw {
-                keep_raw_enabler(&tx, &share.si, share.shnum, enabler)?;
+        for a in shares {
+            let name = name_of(&tx, a.account)?;
+            let share = &a.share;
+            if let Some(enabler) = a.write_enabler {
+                apply_and_log(&tx, &Change::WriteEnabler { si: share.si, shnum: share.shnum, hash: hash(enabler) })?;
+                if a.keep_raw {
+                    keep_raw_enabler(&tx, &share.si, share.shnum, enabler)?;
+                }
             }
-        }
-        apply_and_log(&tx, &Change::Share { share: share.into(), account: name.clone(), size: a.size })?;
-        for l in a.leases {
-            apply_and_log(
-                &tx,
-                &Change::Lease {
-                    share: share.into(),
-                    hash: LeaseHash::Blake2b,
-                    renew_hash: l.renew_hash,
-                    cancel_hash: l.cancel_hash,
-                    expires: l.expires,
-                    account: name.clone(),
-                },
-            )?;
+            apply_and_log(&tx, &Change::Share { share: share.into(), account: name.clone(), size: a.size })?;
+            for l in a.leases {
+                apply_and_log(
+                    &tx,
+                    &Change::Lease {
+                        share: share.into(),
+                        hash: LeaseHash::Blake2b,
+                        renew_hash: l.renew_hash,
+                        cancel_hash: l.cancel_hash,
+                        expires: l.expires,
+                        account: name.clone(),
+                    },
+                )?;
+            }
         }
         tx.commit()?;
         Ok(())

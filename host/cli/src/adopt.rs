@@ -29,7 +29,11 @@ use marsh_tahoe::{Entry, Shares, TahoeNode, cfg};
 use crate::{Error, Node};
 
 /// Shares taken in at once.
-const IN_FLIGHT: usize = 4;
+const IN_FLIGHT: usize = 8;
+/// Chunks of one immutable share written at once.
+const CHUNKS_IN_FLIGHT: usize = 4;
+/// Shares recorded per accountant transaction.
+const RECORD_BATCH: usize = 256;
 
 /// What `marsh adopt` was asked.
 #[derive(Debug, Clone)]
@@ -327,13 +331,16 @@ fn open_container(path: &Path, size: u64) -> Result<(std::fs::File, Container), 
     Ok((file, c))
 }
 
-/// Walk the Tahoe node's shares, reading every container's header and leases.
-pub fn survey(tahoe: &TahoeNode) -> Result<Survey, Error> {
+/// Walk the Tahoe node's shares. With `read_containers`, read every container's header and
+/// leases (what `--dry-run` and `--strict` report); without, only the files' sizes, for the
+/// progress bar (`import` reads each container as it takes it in).
+pub fn survey(tahoe: &TahoeNode, read_containers: bool) -> Result<Survey, Error> {
     let mut s = Survey::default();
     let walk = Shares::walk(&tahoe.storage_dir)
         .map_err(Error::io(format!("reading {}", tahoe.storage_dir.join("shares").display())))?;
     for entry in walk {
         match entry {
+            Entry::Share { size, .. } if !read_containers => s.file_bytes += size,
             Entry::Share { path, size, .. } => match open_container(&path, size) {
                 Ok((_, c)) => {
                     let slot = if c.kind == Kind::Immutable { &mut s.immutable } else { &mut s.mutable };
@@ -440,11 +447,8 @@ pub type Progress = dyn Fn(u64) + Send + Sync;
 
 /// What became of one entry of the Tahoe node's share tree.
 enum Outcome {
-    Taken {
-        mutable: bool,
-        bytes: u64,
-        leases: u64,
-    },
+    /// Its data is in whole; what to record about it.
+    Taken(Record),
     Already,
     Problem(PathBuf, String),
     /// An unfinished upload, left behind: its bytes.
@@ -480,18 +484,18 @@ pub async fn import(node: &Node, plan: &Plan, progress: &Progress) -> Result<Imp
             }
         })
         .buffer_unordered(IN_FLIGHT);
+    // Shares whose data is in, recorded RECORD_BATCH at a time (and the rest at the end): a
+    // run that stops before recording them copies them again, or finds them whole.
+    let mut pending = Vec::new();
     while let Some((size, outcome)) = outcomes.next().await {
         done_bytes += size;
         progress(done_bytes);
         match outcome {
-            Ok(Outcome::Taken { mutable, bytes, leases }) => {
-                if mutable {
-                    imported.taken.1 += 1;
-                } else {
-                    imported.taken.0 += 1;
+            Ok(Outcome::Taken(r)) => {
+                pending.push(r);
+                if pending.len() >= RECORD_BATCH {
+                    record(&accountant, &mut pending, &mut imported)?;
                 }
-                imported.bytes += bytes;
-                imported.leases += leases;
             }
             Ok(Outcome::Already) => imported.already += 1,
             Ok(Outcome::Problem(path, why)) => imported.problems.push((path, why)),
@@ -499,10 +503,15 @@ pub async fn import(node: &Node, plan: &Plan, progress: &Progress) -> Result<Imp
                 imported.incoming.0 += 1;
                 imported.incoming.1 += bytes;
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                // What is whole is kept: the next run need not copy it again.
+                record(&accountant, &mut pending, &mut imported)?;
+                return Err(e);
+            }
         }
     }
     drop(outcomes);
+    record(&accountant, &mut pending, &mut imported)?;
     imported.advisories = take_advisories(node, plan, &accountant, &mut imported.problems)?;
     node.dir().mark_adopted(&format!(
         "from {} at {} (seconds since the epoch)",
@@ -512,8 +521,42 @@ pub async fn import(node: &Node, plan: &Plan, progress: &Progress) -> Result<Imp
     Ok(imported)
 }
 
-/// Take in one share file: its data through the backend (unless it is there whole), then its
-/// holder, leases and enabler in one accountant transaction.
+/// What is recorded about a share once its data is in whole.
+struct Record {
+    share: ShareId,
+    size: u64,
+    leases: Vec<AdoptedLease>,
+    write_enabler: Option<[u8; 32]>,
+}
+
+/// Record shares whose data is in whole: their holders, leases and enablers, in one accountant
+/// transaction, and count them.
+fn record(accountant: &Accountant, records: &mut Vec<Record>, imported: &mut Imported) -> Result<(), Error> {
+    let adopted: Vec<AdoptedShare<'_>> = records
+        .iter()
+        .map(|r| AdoptedShare {
+            share: r.share,
+            account: AccountId::ANONYMOUS,
+            size: r.size,
+            leases: &r.leases,
+            write_enabler: r.write_enabler.as_ref().map(|w| &w[..]),
+            keep_raw: true,
+        })
+        .collect();
+    accountant.adopt_shares(&adopted)?;
+    for r in records.drain(..) {
+        match r.share.kind {
+            marsh_core::ShareKind::Immutable => imported.taken.0 += 1,
+            marsh_core::ShareKind::Mutable => imported.taken.1 += 1,
+        }
+        imported.bytes += r.size;
+        imported.leases += r.leases.len() as u64;
+    }
+    Ok(())
+}
+
+/// Take in one share file's data through the backend (unless it is there whole); what to
+/// record about it.
 async fn take_share(
     backend: &dyn Backend,
     accountant: &Accountant,
@@ -528,17 +571,15 @@ async fn take_share(
     };
     let mutable = c.kind == Kind::Mutable;
     let share = if mutable { ShareId::mutable(si, shnum) } else { ShareId::immutable(si, shnum) };
-    let there = if mutable { backend.mutable_size(&si, shnum).await } else { backend.size(&si, shnum).await };
     // A share is recorded only once its data is in whole: one recorded is done (and may have
     // been written since, so it is never written again).
     if accountant.holder(&share)?.is_some() {
         return Ok(Outcome::Already);
     }
-    let there = there?;
     if mutable && c.data_len == 0 {
         return Ok(Outcome::Problem(path.to_owned(), "an empty mutable share (no data to take in)".into()));
     }
-    match copy_data(backend, &file, &c, si, shnum, there).await {
+    match copy_data(backend, &file, &c, si, shnum).await {
         Ok(()) => {}
         Err(CopyError::Read(e)) => return Ok(Outcome::Problem(path.to_owned(), format!("reading: {e}"))),
         Err(CopyError::Differs(n)) => {
@@ -550,7 +591,9 @@ async fn take_share(
                 ),
             ));
         }
-        Err(CopyError::Backend(e)) => return Err(e.into()),
+        Err(CopyError::Backend(e)) => {
+            return Err(Error::Moving(format!("taking in {} ({si}/{}): the backend: {e}", path.display(), shnum.0)));
+        }
     }
     let secrets = c.secrets();
     let leases: Vec<AdoptedLease> = c
@@ -561,16 +604,7 @@ async fn take_share(
             AdoptedLease { renew_hash, cancel_hash, expires: u64::from(l.expires) }
         })
         .collect();
-    let adopted = AdoptedShare {
-        share,
-        account: AccountId::ANONYMOUS,
-        size: c.data_len,
-        leases: &leases,
-        write_enabler: c.write_enabler.as_ref().map(|w| &w[..]),
-        keep_raw: true,
-    };
-    accountant.adopt_share(&adopted)?;
-    Ok(Outcome::Taken { mutable, bytes: c.data_len, leases: leases.len() as u64 })
+    Ok(Outcome::Taken(Record { share, size: c.data_len, leases, write_enabler: c.write_enabler }))
 }
 
 enum CopyError {
@@ -579,14 +613,15 @@ enum CopyError {
     Backend(marsh_core::BackendError),
 }
 
-/// Copy a container's data into the backend, in the backend's chunks.
+/// Copy a container's data into the backend, in the backend's chunks. An immutable share that
+/// is there already whole (an earlier run stopped between copying it and recording it) is left
+/// as it is; one an earlier run left unfinished is begun again (`begin` discards it).
 async fn copy_data(
     backend: &dyn Backend,
     file: &std::fs::File,
     c: &Container,
     si: StorageIndex,
     shnum: ShareNumber,
-    there: Option<u64>,
 ) -> Result<(), CopyError> {
     let chunk = backend.max_chunk().max(1) as u64;
     let (start, len) = c.data();
@@ -596,30 +631,38 @@ async fn copy_data(
         Ok(buf)
     };
     if c.kind == Kind::Immutable {
-        match there {
-            // Complete from an earlier run that stopped before recording it.
-            Some(n) if n == len => return Ok(()),
-            Some(n) => return Err(CopyError::Differs(n)),
-            None => {}
+        match backend.begin(&si, shnum, len).await {
+            Ok(()) => {}
+            Err(marsh_core::BackendError::Exists) => {
+                return match backend.size(&si, shnum).await.map_err(CopyError::Backend)? {
+                    Some(n) if n == len => Ok(()),
+                    Some(n) => Err(CopyError::Differs(n)),
+                    None => Err(CopyError::Backend(marsh_core::BackendError::Exists)),
+                };
+            }
+            Err(e) => return Err(CopyError::Backend(e)),
         }
-        // An upload an earlier run left open is begun again.
-        backend.abort(&si, shnum).await.map_err(CopyError::Backend)?;
-        backend.begin(&si, shnum, len).await.map_err(CopyError::Backend)?;
-        let mut offset = 0;
-        while offset < len {
-            let n = chunk.min(len - offset);
-            let data = read(offset, n)?;
-            backend.write_owned(&si, shnum, offset, data).await.map_err(CopyError::Backend)?;
-            offset += n;
+        // A few chunks in flight: the next is read while the last ones are written.
+        let offsets = (0..len.div_ceil(chunk)).map(|i| i * chunk);
+        let mut writes = futures::stream::iter(offsets)
+            .map(|offset| {
+                let data = read(offset, chunk.min(len - offset));
+                async move { backend.write_owned(&si, shnum, offset, data?).await.map_err(CopyError::Backend) }
+            })
+            .buffer_unordered(CHUNKS_IN_FLIGHT);
+        while let Some(written) = writes.next().await {
+            written?;
         }
+        drop(writes);
         return backend.finish(&si, shnum).await.map_err(CopyError::Backend);
     }
+    // Whatever an earlier, longer copy left past the end is cut off by the last write.
+    let there = backend.mutable_size(&si, shnum).await.map_err(CopyError::Backend)?;
     let mut offset = 0;
     while offset < len {
         let n = chunk.min(len - offset);
         let data = read(offset, n)?;
         let last = offset + n >= len;
-        // The last write cuts off whatever an earlier, longer copy left past the end.
         let new_length = (last && there.is_some_and(|t| t > len)).then_some(len);
         backend
             .mutable_write(&si, shnum, &[WriteVector { offset, data }], new_length)

@@ -100,17 +100,25 @@ fn ensure_parent(root: &Dir, key: &str) -> std::io::Result<()> {
 /// How often an operation under `key` is tried again when a directory on its path vanished.
 const PARENT_RETRIES: usize = 16;
 
-/// Run `op`, which creates something under `key`, with `key`'s parent directories in place.
-/// Another writer's pruning (`prune_empty_parents`, after it removed the last entry of a
-/// directory) may remove a directory between its creation here and `op`, or halfway through
-/// creating the path; `op` then fails with `NotFound` and the two steps are taken again.
+/// Run `op`, which creates something under `key`, making `key`'s parent directories when it
+/// finds them missing (tried first without: they are there for most operations, and making
+/// them is a system call per level). Another writer's pruning (`prune_empty_parents`, after
+/// it removed the last entry of a directory) may remove a directory between its creation here
+/// and `op` (`op` fails with `NotFound`), or while the path is being made (making it fails with
+/// `NotFound`, or with `AlreadyExists` when a directory another writer made is gone again by
+/// the time it is looked at); then the two steps are taken again.
 fn in_parent<T>(root: &Dir, key: &str, mut op: impl FnMut(&Dir) -> std::io::Result<T>) -> std::io::Result<T> {
+    use std::io::ErrorKind::{AlreadyExists, NotFound};
     let mut tries = 0;
     loop {
-        let result = ensure_parent(root, key).and_then(|()| op(root));
-        match result {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < PARENT_RETRIES => tries += 1,
+        match op(root) {
+            Err(e) if e.kind() == NotFound && tries < PARENT_RETRIES => tries += 1,
             other => return other,
+        }
+        match ensure_parent(root, key) {
+            Ok(()) => {}
+            Err(e) if matches!(e.kind(), NotFound | AlreadyExists) && tries < PARENT_RETRIES => tries += 1,
+            Err(e) => return Err(e),
         }
     }
 }
@@ -121,11 +129,13 @@ fn sync_parent(root: &Dir, key: &str) -> std::io::Result<()> {
     root.open_with(parent, OpenOptions::new().read(true).maybe_dir(true))?.sync_all()
 }
 
-/// Remove empty directories from `key`'s parent up towards the root.
+/// Remove empty directories from `key`'s parent up towards the root, leaving the top-level
+/// ones (`shares/`, `incoming/`, ...): they empty and fill again all the time, and making and
+/// removing a directory per upload is work for nothing.
 fn prune_empty_parents(root: &Dir, key: &str) {
     let mut path = key;
     while let Some((parent, _)) = path.rsplit_once('/') {
-        if root.remove_dir(parent).is_err() {
+        if !parent.contains('/') || root.remove_dir(parent).is_err() {
             break;
         }
         path = parent;

@@ -158,7 +158,7 @@ fn be64(b: &[u8]) -> u64 {
 
 /// Read the container in `file` (of `size` bytes): its kind, schema, where its data lies, and
 /// its leases.
-pub fn read<F: Read + Seek>(file: &mut F, size: u64) -> Result<Container, ContainerError> {
+pub fn read<F: Source>(file: &mut F, size: u64) -> Result<Container, ContainerError> {
     if size < IMMUTABLE_HEADER {
         return Err(ContainerError::TooShort(size));
     }
@@ -174,20 +174,46 @@ pub fn read<F: Read + Seek>(file: &mut F, size: u64) -> Result<Container, Contai
     }
 }
 
-/// Read exactly `buf.len()` bytes at `offset` (short only at the end of the file).
-fn read_at<F: Read + Seek>(file: &mut F, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-    file.seek(SeekFrom::Start(offset))?;
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read(&mut buf[filled..])? {
-            0 => break,
-            n => filled += n,
-        }
-    }
-    Ok(filled)
+/// Where a container is read from: a file (by `pread`, one system call a read) or, in tests,
+/// anything that reads and seeks.
+pub trait Source {
+    /// Read up to `buf.len()` bytes at `offset`; fewer only at the end.
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize>;
 }
 
-fn read_immutable<F: Read + Seek>(file: &mut F, size: u64, schema: u8) -> Result<Container, ContainerError> {
+impl Source for std::fs::File {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match std::os::unix::fs::FileExt::read_at(self, &mut buf[filled..], offset + filled as u64)? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        Ok(filled)
+    }
+}
+
+impl<T: AsRef<[u8]>> Source for std::io::Cursor<T> {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.seek(SeekFrom::Start(offset))?;
+        let mut filled = 0;
+        while filled < buf.len() {
+            match self.read(&mut buf[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        Ok(filled)
+    }
+}
+
+/// Read exactly `buf.len()` bytes at `offset` (short only at the end of the file).
+fn read_at<F: Source>(file: &mut F, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+    file.read_at(offset, buf)
+}
+
+fn read_immutable<F: Source>(file: &mut F, size: u64, schema: u8) -> Result<Container, ContainerError> {
     let mut header = [0u8; 12];
     read_at(file, 0, &mut header)?;
     let count = u64::from(be32(&header[8..12]));
@@ -235,7 +261,7 @@ fn mutable_lease(r: &[u8]) -> Option<Lease> {
     })
 }
 
-fn read_mutable<F: Read + Seek>(file: &mut F, size: u64, schema: u8) -> Result<Container, ContainerError> {
+fn read_mutable<F: Source>(file: &mut F, size: u64, schema: u8) -> Result<Container, ContainerError> {
     if size < MUTABLE_DATA + 4 {
         return Err(ContainerError::TooShort(size));
     }

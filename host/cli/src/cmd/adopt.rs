@@ -88,18 +88,25 @@ pub async fn run(args: AdoptArgs) -> anyhow::Result<ExitCode> {
             writeln!(out, "  {what}: {why}")?;
         }
     }
-    let survey = adopt::survey(&plan.tahoe)?;
-    writeln!(
-        out,
-        "shares in {}: {} immutable ({}), {} mutable ({}), {} leases, {} corruption advisories",
-        plan.tahoe.storage_dir.display(),
-        survey.immutable.0,
-        gib(survey.immutable.1),
-        survey.mutable.0,
-        gib(survey.mutable.1),
-        survey.leases,
-        survey.advisories
-    )?;
+    // What is there, from every container's header: asked for (`--dry-run`), or needed up front
+    // (`--strict`). Otherwise the shares are read once, as they are taken in.
+    let survey = adopt::survey(&plan.tahoe, args.dry_run || args.strict)?;
+    if args.dry_run || args.strict {
+        writeln!(
+            out,
+            "shares in {}: {} immutable ({}), {} mutable ({}), {} leases, {} corruption advisories",
+            plan.tahoe.storage_dir.display(),
+            survey.immutable.0,
+            gib(survey.immutable.1),
+            survey.mutable.0,
+            gib(survey.mutable.1),
+            survey.leases,
+            survey.advisories
+        )?;
+        for (path, why) in &survey.problems {
+            writeln!(out, "  not a share this reads: {}: {why}", path.display())?;
+        }
+    }
     if survey.incoming.0 > 0 {
         writeln!(
             out,
@@ -107,9 +114,6 @@ pub async fn run(args: AdoptArgs) -> anyhow::Result<ExitCode> {
             survey.incoming.0,
             gib(survey.incoming.1)
         )?;
-    }
-    for (path, why) in &survey.problems {
-        writeln!(out, "  not a share this reads: {}: {why}", path.display())?;
     }
     if args.strict && !survey.problems.is_empty() {
         writeln!(
