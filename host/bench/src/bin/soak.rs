@@ -52,7 +52,7 @@ fn fresh_si() -> String {
 }
 
 /// One honest client: upload a 4-64 KiB share, read back and check one uploaded before, renew
-/// its lease, write 4 KiB into one of its 8 slots; over and over until `until`.
+/// its lease, write the next 4 KiB of one of its 8 slots; over and over until `until`.
 async fn honest(nurl: Nurl, worker: u64, until: Instant, counts: Arc<Counts>) {
     let secrets = Secrets::from_seed(0x60 + worker as u8);
     let slots: Vec<String> = (0..8).map(|_| fresh_si()).collect();
@@ -84,7 +84,10 @@ async fn honest(nurl: Nurl, worker: u64, until: Instant, counts: Arc<Counts>) {
             anyhow::ensure!(renewed.status == StatusCode::NO_CONTENT, "renew {si}: {}", renewed.status);
             let slot = &slots[n as usize % slots.len()];
             let data = pattern(n, 4096);
-            let body = rtw_body(0, &[], &[((n % 64) * 4096, &data)], &[]);
+            // Each slot grows by one 4 KiB block a visit up to 256 KiB, then is rewritten from
+            // the start: writes that continue a share, as a real client's do (a write leaving a
+            // hole past a share's end is refused).
+            let body = rtw_body(0, &[], &[((n / slots.len() as u64) % 64 * 4096, &data)], &[]);
             let written = c.read_test_write(slot, &secrets, body).await?;
             anyhow::ensure!(written.status == StatusCode::OK, "read-test-write {slot}: {}", written.status);
             Ok(())
