@@ -29,7 +29,7 @@ WEED := $(S3_VENV)/bin/weed
 # the server is stopped by pid afterwards, whether CMD passed or not.
 with_s3 = tests/s3/with-s3.sh $(S3_VENV)/bin/python
 
-.PHONY: setup plugins build check test lint run bench bench-s3 bench-adopt soak tahoe interop upstream s3 browser install
+.PHONY: setup plugins build check test lint run bench bench-s3 bench-adopt bench-scale soak tahoe interop upstream s3 browser install
 
 setup:
 	@command -v rustup >/dev/null || { echo "rustup is required (https://rustup.rs)"; exit 1; }
@@ -155,6 +155,17 @@ ADOPT_SHARES ?= 100000
 bench-adopt: plugins
 	cargo build --locked --release -p marsh --bin marsh
 	python3 host/bench/adopt_vs_cp.py $(CARGO_TARGET_DIR)/release/marsh $(CURDIR)/target/bench-adopt $(ADOPT_SHARES)
+
+# Not in CI: a node holding 1,000, 100,000 and 1,000,000 shares (SCALE_SHARES), each made by
+# `marsh adopt` of a synthetic Tahoe node: start-up, idle RSS, web and status latency, allocation
+# and renewal rates, database bytes per share, a lease-expiry pass, recovery (about 25 minutes,
+# 12 GiB of scratch under target/ at a million).
+SCALE_SHARES ?= 1000 100000 1000000
+bench-scale: plugins
+	cargo build --locked --release -p marsh --bin marsh
+	cargo build --locked --release -p marsh-bench --bin marsh-load
+	python3 host/bench/scale.py $(CARGO_TARGET_DIR)/release/marsh $(CARGO_TARGET_DIR)/release/marsh-load \
+	  $(CURDIR)/target/bench-scale $(SCALE_SHARES)
 
 # 100 MiB through the real client to backend-disk and to backend-s3 on SeaweedFS, with S3 request
 # counts; lease renewals under each persistence strategy; then persistence-records and
