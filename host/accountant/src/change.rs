@@ -373,7 +373,7 @@ impl Change {
     /// Apply to the tables (not the log) inside `tx`. Idempotent.
     pub(crate) fn apply(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
         let id = |name: &str| -> rusqlite::Result<i64> {
-            tx.query_row("SELECT id FROM accounts WHERE name = ?1", [name], |r| r.get(0))
+            tx.prepare_cached("SELECT id FROM accounts WHERE name = ?1")?.query_row([name], |r| r.get(0))
         };
         // A version-1 record's share: mutable when it has a write enabler (the migration's rule).
         let kind = |share: &ShareRef| -> rusqlite::Result<i64> {
@@ -414,21 +414,22 @@ impl Change {
                 )?;
             }
             Change::Lease { share, hash, renew_hash, cancel_hash, expires, account } => {
-                tx.execute(
+                // Every renewal comes here: the statement is prepared once per connection.
+                tx.prepare_cached(
                     "INSERT INTO leases (kind, si, shnum, renew_hash, cancel_hash, expires, account, scheme)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT (kind, si, shnum, renew_hash) DO UPDATE SET expires = max(expires, excluded.expires)",
-                    params![
-                        kind(share)?,
-                        share.si.to_base32(),
-                        share.shnum.0,
-                        renew_hash.as_slice(),
-                        cancel_hash.as_slice(),
-                        *expires as i64,
-                        id(account)?,
-                        hash.code()
-                    ],
-                )?;
+                )?
+                .execute(params![
+                    kind(share)?,
+                    share.si.to_base32(),
+                    share.shnum.0,
+                    renew_hash.as_slice(),
+                    cancel_hash.as_slice(),
+                    *expires as i64,
+                    id(account)?,
+                    hash.code()
+                ])?;
             }
             Change::Share { share, account, size } => {
                 tx.execute(

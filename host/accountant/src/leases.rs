@@ -88,12 +88,15 @@ pub(crate) fn may_add_lease(
     renew: &[u8],
     limit: usize,
 ) -> Result<bool, AccountantError> {
-    let (count, mine): (i64, i64) = conn.query_row(
-        "SELECT COUNT(*), COALESCE(SUM(renew_hash IN (?4, ?5)), 0) FROM leases
+    let (count, mine): (i64, i64) = conn
+        .prepare_cached(
+            "SELECT COUNT(*), COALESCE(SUM(renew_hash IN (?4, ?5)), 0) FROM leases
          WHERE kind = ?1 AND si = ?2 AND shnum = ?3",
-        params![kind_code(share.kind), share.si.to_base32(), share.shnum.0, &blake2b(renew)[..], &hash(renew)[..]],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+        )?
+        .query_row(
+            params![kind_code(share.kind), share.si.to_base32(), share.shnum.0, &blake2b(renew)[..], &hash(renew)[..]],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
     Ok(mine > 0 || usize::try_from(count).unwrap_or(usize::MAX) < limit)
 }
 
@@ -363,11 +366,10 @@ pub(crate) fn lease_change(
     now: u64,
 ) -> rusqlite::Result<Change> {
     let legacy = conn
-        .query_row(
+        .prepare_cached(
             "SELECT 1 FROM leases WHERE kind = ?1 AND si = ?2 AND shnum = ?3 AND renew_hash = ?4 AND scheme = 0",
-            params![kind_code(share.kind), share.si.to_base32(), share.shnum.0, &hash(renew)[..]],
-            |_| Ok(()),
-        )
+        )?
+        .query_row(params![kind_code(share.kind), share.si.to_base32(), share.shnum.0, &hash(renew)[..]], |_| Ok(()))
         .optional()?
         .is_some();
     let scheme = if legacy { LeaseHash::Sha256 } else { LeaseHash::Blake2b };

@@ -135,6 +135,8 @@ pub struct Accountant {
 
 /// How long a statement waits for another connection's lock before it fails.
 pub(crate) const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Prepared statements kept per connection (rusqlite keeps 16 unless told).
+const STATEMENT_CACHE: usize = 64;
 
 impl Accountant {
     /// Open (creating, or migrating forward) the database at `path`.
@@ -143,6 +145,9 @@ impl Accountant {
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
         // `marsh account` and the running node share the file.
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Statements on the request paths are prepared once and kept (`prepare_cached`); room
+        // for all of them, so none is prepared again for being pushed out.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         schema::keep_before_migrating(&conn, path)?;
         schema::migrate(&mut conn)?;
         snapshot::remove_stale_temporaries(path);

@@ -147,12 +147,13 @@ impl Accountant {
 
 pub(crate) fn apply_and_log(tx: &rusqlite::Transaction<'_>, change: &Change) -> Result<(), AccountantError> {
     change.apply(tx)?;
-    tx.execute("INSERT INTO changes (body) VALUES (?1)", [change.encode()])?;
+    tx.prepare_cached("INSERT INTO changes (body) VALUES (?1)")?.execute([change.encode()])?;
     Ok(())
 }
 
 pub(crate) fn name_of(tx: &rusqlite::Transaction<'_>, id: AccountId) -> Result<String, AccountantError> {
-    tx.query_row("SELECT name FROM accounts WHERE id = ?1", [id.0], |r| r.get(0))
+    tx.prepare_cached("SELECT name FROM accounts WHERE id = ?1")?
+        .query_row([id.0], |r| r.get(0))
         .optional()?
         .ok_or_else(|| AccountantError::NoSuchAccount(format!("#{}", id.0)))
 }
