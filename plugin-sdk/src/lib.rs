@@ -120,6 +120,7 @@ mod host;
 pub mod native;
 mod payload;
 mod persistence;
+pub mod snapshots;
 pub mod testing;
 mod types;
 

@@ -41,14 +41,14 @@
 
 use std::collections::BTreeMap;
 
+use marsh_plugin_sdk::snapshots::{Restored, Snapshots};
 use marsh_plugin_sdk::{
     Accountant, ApplyBatch, BlobError, Concurrency, Config, DbState, Host, InitError, Level, PersistError, Persistence,
     Plan, PluginInfo, PutMode, Recovery, RecoverySummary, Store, change_sequence, decode_changes, encode_changes,
 };
 
 const ROOT: &str = "stash/";
-/// Plaintext bytes per sealed snapshot part (the host moves at most 4 MiB per call).
-pub const PART: u64 = 2 << 20;
+pub use marsh_plugin_sdk::snapshots::PART;
 /// The state value naming the newest snapshot: `[generation: u64 BE][seq: u64 BE][taken at: u64 BE]`.
 const LAST_SNAPSHOT: &str = "last-snapshot";
 
@@ -111,22 +111,6 @@ fn segment_range(generation: u64, key: &str) -> Option<(u64, u64)> {
     (first <= last).then_some((first, last))
 }
 
-fn manifest_key(generation: u64, seq: u64) -> String {
-    format!("{}{seq:020}.manifest", snapshots_prefix(generation))
-}
-
-fn manifest_purpose(generation: u64, seq: u64) -> String {
-    format!("stash-manifest:{generation}:{seq}")
-}
-
-fn part_key(generation: u64, seq: u64, attempt: u64, i: u64) -> String {
-    format!("{}{seq:020}-{attempt}/part-{i:06}", snapshots_prefix(generation))
-}
-
-fn part_purpose(generation: u64, seq: u64, attempt: u64, i: u64, parts: u64) -> String {
-    format!("stash-part:{generation}:{seq}:{attempt}:{i}/{parts}")
-}
-
 /// The generation a key under `stash/` belongs to.
 fn generation_of(key: &str) -> Option<u64> {
     key.strip_prefix(ROOT)?.strip_prefix('g')?.get(..6)?.parse().ok()
@@ -135,35 +119,6 @@ fn generation_of(key: &str) -> Option<u64> {
 /// The snapshot sequence a key under a generation's `snapshots/` belongs to.
 fn snapshot_of(generation: u64, key: &str) -> Option<u64> {
     key.strip_prefix(&snapshots_prefix(generation))?.get(..20)?.parse().ok()
-}
-
-/// A manifest: which attempt's parts make snapshot `seq`, and how many bytes they hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Manifest {
-    seq: u64,
-    attempt: u64,
-    size: u64,
-}
-
-impl Manifest {
-    fn parts(&self) -> u64 {
-        self.size.div_ceil(PART)
-    }
-
-    fn encode(&self) -> Vec<u8> {
-        let mut out = vec![1u8];
-        for v in [self.seq, self.attempt, self.size] {
-            out.extend_from_slice(&v.to_be_bytes());
-        }
-        out
-    }
-
-    fn decode(b: &[u8]) -> Option<Self> {
-        let (&1, rest) = b.split_first()? else { return None };
-        let v = |i: usize| Some(u64::from_be_bytes(rest.get(i * 8..i * 8 + 8)?.try_into().ok()?));
-        (rest.len() == 24).then_some(())?;
-        Some(Manifest { seq: v(0)?, attempt: v(1)?, size: v(2)? })
-    }
 }
 
 /// How far a snapshot at `from` plus `segments` (ascending) reach without a hole.
@@ -208,8 +163,7 @@ impl Stash {
 
     /// Sequences of generation `generation`'s snapshots whose manifest exists, ascending.
     fn manifests(&self, generation: u64) -> Result<Vec<u64>, PersistError> {
-        let keys = self.store.list_all(&snapshots_prefix(generation)).map_err(io)?;
-        Ok(keys.iter().filter(|k| k.ends_with(".manifest")).filter_map(|k| snapshot_of(generation, k)).collect())
+        self.snapshots(generation).list()
     }
 
     /// Generation `generation`'s log segments `(first, last, key)`, ascending.
@@ -276,46 +230,24 @@ impl Stash {
         Ok(())
     }
 
+    /// Generation `generation`'s snapshots.
+    fn snapshots(&self, generation: u64) -> Snapshots<'_> {
+        Snapshots::new(
+            &self.host,
+            &self.store,
+            snapshots_prefix(generation),
+            format!("stash-part:{generation}"),
+            format!("stash-manifest:{generation}"),
+        )
+    }
+
     /// Take a snapshot into generation `generation` and make it the cursor's; then prune.
     fn snapshot(&mut self, accountant: &Accountant, generation: u64) -> Result<(), PersistError> {
-        let snap = accountant.snapshot()?;
-        let seq = snap.sequence();
         let now = self.host.now();
-        let manifest = Manifest { seq, attempt: now, size: snap.size() };
-        let parts = manifest.parts();
-        let mut written = 0;
-        let mut upload = || -> Result<(), PersistError> {
-            for i in 0..parts {
-                let plain = snap.read(i * PART, PART)?;
-                let purpose = part_purpose(generation, seq, manifest.attempt, i, parts);
-                let sealed = self.host.seal(&purpose, &plain).map_err(seal_failed)?;
-                let key = part_key(generation, seq, manifest.attempt, i);
-                self.store.put(&key, &sealed, PutMode::CreateOnly).map_err(io)?;
-                written += 1;
-            }
-            Ok(())
-        };
-        if let Err(e) = upload() {
-            // Best effort: leave no parts behind that no manifest will ever name.
-            for i in 0..written {
-                let _ = self.store.delete(&part_key(generation, seq, manifest.attempt, i));
-            }
-            return Err(e);
-        }
-        let sealed = self.host.seal(&manifest_purpose(generation, seq), &manifest.encode()).map_err(seal_failed)?;
-        match self.store.put(&manifest_key(generation, seq), &sealed, PutMode::CreateOnly) {
-            Ok(()) => {}
-            // A snapshot of this very state is already complete: ours is surplus.
-            Err(BlobError::Exists) => {
-                for i in 0..parts {
-                    self.store.delete(&part_key(generation, seq, manifest.attempt, i)).map_err(io)?;
-                }
-            }
-            Err(e) => return Err(io(e)),
-        }
+        let (seq, size) = self.snapshots(generation).take(accountant)?;
         self.host.log(
             Level::Info,
-            &format!("stashed a snapshot as of change {seq} in generation {generation} ({} bytes)", manifest.size),
+            &format!("stashed a snapshot as of change {seq} in generation {generation} ({size} bytes)"),
         );
         let mut state = generation.to_be_bytes().to_vec();
         state.extend_from_slice(&seq.to_be_bytes());
@@ -333,23 +265,7 @@ impl Stash {
     /// In generation `generation`, keep the two newest snapshots and the log after the older; delete
     /// everything older, and parts of attempts that never got a manifest.
     fn prune(&mut self, generation: u64) -> Result<(), PersistError> {
-        let manifests = self.manifests(generation)?;
-        let keep = match manifests[..] {
-            [.., keep, _] => keep,
-            _ => 0,
-        };
-        let mut stale: Vec<String> = self
-            .store
-            .list_all(&snapshots_prefix(generation))
-            .map_err(io)?
-            .into_iter()
-            .filter(|k| snapshot_of(generation, k).is_some_and(|s| s < keep || !manifests.contains(&s)))
-            .collect();
-        // Manifests first, so no manifest is ever left naming parts already gone.
-        stale.sort_by_key(|k| !k.ends_with(".manifest"));
-        for k in stale {
-            self.store.delete(&k).map_err(io)?;
-        }
+        let keep = self.snapshots(generation).prune()?;
         if keep > 0 {
             for (_, last, key) in self.segments(generation)? {
                 if last <= keep {
@@ -369,42 +285,11 @@ impl Stash {
         seq: u64,
         summary: &mut RecoverySummary,
     ) -> Result<Option<u64>, PersistError> {
-        let tampered = |summary: &mut RecoverySummary, what: &str| {
-            self.host
-                .log(Level::Warn, &format!("snapshot {seq} of generation {generation}: {what}; trying an older one"));
-            summary.tampered += 1;
-            Ok(None)
-        };
-        let Some(sealed) = self.store.get(&manifest_key(generation, seq)).map_err(io)? else { return Ok(None) };
-        let manifest =
-            match self.host.unseal(&manifest_purpose(generation, seq), &sealed).ok().and_then(|m| Manifest::decode(&m))
-            {
-                Some(m) if m.seq == seq => m,
-                _ => return tampered(summary, "the manifest does not unseal"),
-            };
-        let parts = manifest.parts();
-        let mut restore = accountant.begin_restore()?;
-        let mut size = 0;
-        for i in 0..parts {
-            let Some(sealed) = self.store.get(&part_key(generation, seq, manifest.attempt, i)).map_err(io)? else {
-                return tampered(summary, &format!("part {i} of {parts} is missing"));
-            };
-            let Ok(plain) = self.host.unseal(&part_purpose(generation, seq, manifest.attempt, i, parts), &sealed)
-            else {
-                return tampered(summary, &format!("part {i} of {parts} does not unseal"));
-            };
-            size += plain.len() as u64;
-            restore.append(&plain)?;
-            self.host.progress(i + 1, Some(parts), "snapshot parts read");
-        }
-        if size != manifest.size {
-            return tampered(summary, "its parts do not add up to its size");
-        }
-        match restore.finish() {
-            Ok(restored) if restored == seq => Ok(Some(seq)),
-            Ok(other) => Err(PersistError::Tampered(format!("snapshot {seq} restored as change {other}"))),
-            Err(e) => {
-                self.host.log(Level::Warn, &format!("the host refused snapshot {seq}: {e}"));
+        match self.snapshots(generation).restore(accountant, seq)? {
+            Restored::Done(seq) => Ok(Some(seq)),
+            Restored::Damaged(what) => {
+                let note = format!("snapshot {seq} of generation {generation}: {what}; trying an older one");
+                self.host.log(Level::Warn, &note);
                 summary.tampered += 1;
                 Ok(None)
             }
@@ -609,8 +494,7 @@ impl Stash {
     fn unrecoverable(&self, gens: &[u64]) -> Result<PersistError, PersistError> {
         for &generation in gens {
             for seq in self.manifests(generation)? {
-                let Some(sealed) = self.store.get(&manifest_key(generation, seq)).map_err(io)? else { continue };
-                if self.host.unseal(&manifest_purpose(generation, seq), &sealed).is_ok() {
+                if self.snapshots(generation).manifest_opens(seq)? {
                     return Ok(PersistError::Gap(
                         "no snapshot in the stash could be restored and no log starts at change 1 (the node's \
                          log says why); refusing to start from nothing"
@@ -645,12 +529,10 @@ mod tests {
         assert_eq!(segment_range(3, &segment_key(3, 7, 9)), Some((7, 9)));
         assert_eq!(segment_range(3, &segment_key(4, 7, 9)), None);
         assert_eq!(segment_range(3, "stash/g000003/log/9-7"), None);
-        assert_eq!(snapshot_of(2, &part_key(2, 42, 1700, 3)), Some(42));
-        assert_eq!(snapshot_of(2, &manifest_key(2, 42)), Some(42));
-        assert_eq!((generation_of(&manifest_key(12, 1)), generation_of("stash/x")), (Some(12), None));
-        let m = Manifest { seq: 42, attempt: 1700, size: 5 * PART + 1 };
-        assert_eq!((Manifest::decode(&m.encode()), m.parts()), (Some(m), 6));
-        assert_eq!(Manifest::decode(&[1, 2, 3]), None);
+        assert_eq!(snapshot_of(2, "stash/g000002/snapshots/00000000000000000042-1700/part-000003"), Some(42));
+        assert_eq!(snapshot_of(2, "stash/g000002/snapshots/00000000000000000042.manifest"), Some(42));
+        assert_eq!(snapshot_of(3, "stash/g000002/snapshots/00000000000000000042.manifest"), None);
+        assert_eq!((generation_of("stash/g000012/snapshots/x"), generation_of("stash/x")), (Some(12), None));
         let changes = vec![b"abc".to_vec(), Vec::new(), vec![7; 300]];
         assert_eq!(decode_changes(&encode_changes(&changes)), Some(changes));
         assert_eq!(decode_changes(&[0, 0, 0, 9, 1]), None);
