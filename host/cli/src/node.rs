@@ -323,11 +323,18 @@ impl std::fmt::Debug for Running {
     }
 }
 
+/// How long a stopping node hands accounting changes to its strategy before it stops anyway
+/// (well inside the systemd unit's `TimeoutStopSec`).
+pub const STOP_HAND_OVER: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// What [`Running::shutdown`] did.
 #[derive(Debug)]
 pub struct Stopped {
     /// Accounting changes handed to the strategy at the end, or why that failed.
     pub persisted: Result<u64, Error>,
+    /// Changes still not handed over when [`STOP_HAND_OVER`] ran out: kept in the local
+    /// accounting database and handed over after the next start.
+    pub left: u64,
     /// S3 stores' request counts: (name, location, counts).
     pub s3: Vec<(String, String, String)>,
 }
@@ -349,8 +356,14 @@ impl Running {
     }
 
     /// Stop: no new connections, the periodic tasks stopped, then the changes made since the
-    /// last hand-over handed to the strategy.
+    /// last hand-over handed to the strategy for up to [`STOP_HAND_OVER`].
     pub async fn shutdown(self) -> Stopped {
+        self.shutdown_within(STOP_HAND_OVER).await
+    }
+
+    /// [`Running::shutdown`], handing changes over for up to `hand_over` (what is left stays in
+    /// the local database for the next start).
+    pub async fn shutdown_within(self, hand_over: std::time::Duration) -> Stopped {
         self.server.abort();
         let _ = self.server.await;
         for web in self.web {
@@ -358,13 +371,18 @@ impl Running {
             let _ = web.await;
         }
         self.supervisor.shutdown().await;
-        let persisted = crate::persistence::flush(&self.accountant, &self.strategy, self.hand_over.as_ref()).await;
+        let until = Some(std::time::Instant::now() + hand_over);
+        let persisted =
+            crate::persistence::flush_until(&self.accountant, &self.strategy, self.hand_over.as_ref(), until).await;
+        let left = (self.accountant.last_seq().ok())
+            .zip(self.accountant.persisted_seq().ok())
+            .map_or(0, |(last, persisted)| last.saturating_sub(persisted));
         let s3 = self
             .stores
             .iter()
             .filter_map(|s| s.s3.as_ref().map(|s3| (s.name.clone(), s.location.clone(), s3.stats().to_string())))
             .collect();
-        Stopped { persisted, s3 }
+        Stopped { persisted, left, s3 }
     }
 }
 

@@ -188,8 +188,23 @@ pub async fn flush(
     strategy: &WasmStrategy,
     hand_over: Option<&HandOver>,
 ) -> Result<u64, Error> {
+    flush_until(accountant, strategy, hand_over, None).await
+}
+
+/// [`flush`], starting no batch after `until`: what is left stays in the local log (committed,
+/// so nothing is lost) for the next hand-over. A node stops within a bounded time even when
+/// changes came faster than its strategy writes them.
+pub async fn flush_until(
+    accountant: &Accountant,
+    strategy: &WasmStrategy,
+    hand_over: Option<&HandOver>,
+    until: Option<Instant>,
+) -> Result<u64, Error> {
     let mut sent = 0;
     loop {
+        if until.is_some_and(|u| Instant::now() >= u) {
+            return Ok(sent);
+        }
         let batch = accountant.changes_after(accountant.persisted_seq()?, RECORD_BATCH)?;
         let Some(first) = batch.first().map(|c| c.seq) else { return Ok(sent) };
         let run: Vec<Logged> =

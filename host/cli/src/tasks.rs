@@ -54,6 +54,9 @@ fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
 }
 
+/// The longest the persister hands changes over before it looks for a stop again.
+pub const PERSIST_SLICE: Duration = Duration::from_secs(1);
+
 /// How often a running node re-reads `storage.readonly` and `storage.max-bytes`.
 pub const CAPACITY_EVERY: Duration = Duration::from_secs(5);
 
@@ -72,6 +75,11 @@ impl Stopping {
                 return;
             }
         }
+    }
+
+    /// Whether shutdown was asked for.
+    pub fn asked(&self) -> bool {
+        *self.0.borrow()
     }
 
     /// Wait `delay`; `false` if shutdown was asked for first (the task should return).
@@ -173,16 +181,25 @@ pub fn persister(
 ) {
     supervisor.spawn("persister", move |mut stopping| async move {
         while stopping.sleep(every).await {
-            match crate::persistence::flush(&accountant, &strategy, hand_over.as_ref()).await {
-                Ok(0) => {}
-                Ok(n) => {
-                    add(&stats.persisted, n);
-                    stats.last_persisted.store(unix_now(), Ordering::Relaxed);
-                    tracing::debug!("handed {n} accounting changes to the persistence plugin");
+            // A backlog is handed over a slice at a time, so a stop is seen within a slice.
+            loop {
+                let until = Some(std::time::Instant::now() + PERSIST_SLICE);
+                match crate::persistence::flush_until(&accountant, &strategy, hand_over.as_ref(), until).await {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        add(&stats.persisted, n);
+                        stats.last_persisted.store(unix_now(), Ordering::Relaxed);
+                        tracing::debug!("handed {n} accounting changes to the persistence plugin");
+                    }
+                    Err(e) => {
+                        add(&stats.persist_failures, 1);
+                        tracing::warn!("persisting accounting changes failed (will retry): {e}");
+                        break;
+                    }
                 }
-                Err(e) => {
-                    add(&stats.persist_failures, 1);
-                    tracing::warn!("persisting accounting changes failed (will retry): {e}");
+                let behind = accountant.last_seq().ok() > accountant.persisted_seq().ok();
+                if !behind || stopping.asked() {
+                    break;
                 }
             }
         }

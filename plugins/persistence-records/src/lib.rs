@@ -12,6 +12,17 @@
 //! before packs (a store from an older marsh, or `pack-changes` turned on later) is packed one
 //! range per `record` call, newest first.
 //!
+//! History is bounded: once `snapshot-changes` changes (default 100,000; 0 keeps every record
+//! forever, as marsh did before) were recorded since the last snapshot, a sealed snapshot of the
+//! whole database is taken through the host (`accounting/snapshots/`, the SDK's
+//! [`snapshots`](marsh_plugin_sdk::snapshots) layout), the two newest are kept, and the records
+//! and packs the older of the two covers are deleted. The store then holds at most two
+//! snapshots and about twice `snapshot-changes` records, however many changes the node makes.
+//! Recovery restores the newest snapshot that opens (the older one when it is damaged) and
+//! replays the packs and records after it. Changes a snapshot already holds get no record (nor
+//! pack): a node whose changes came faster than records are written catches up at its next
+//! snapshot instead of writing a backlog out one object at a time.
+//!
 //! A change handed over again under a number already held must be the very change stored (a
 //! retry after a crash); other content is refused, never written over.
 //!
@@ -26,6 +37,7 @@ mod pack;
 
 use std::collections::BTreeMap;
 
+use marsh_plugin_sdk::snapshots::{Restored, Snapshots};
 use marsh_plugin_sdk::{
     Accountant, ApplyBatch, BlobError, Concurrency, Config, DbState, Host, InitError, Level, PersistError, Persistence,
     Plan, PluginInfo, PutMode, Recovery, RecoverySummary, Store, change_sequence,
@@ -33,6 +45,8 @@ use marsh_plugin_sdk::{
 
 const PREFIX: &str = "accounting/";
 const PURPOSE: &str = "records-change";
+/// Where snapshots live: under the strategy's prefix, sorted after every record and pack.
+const SNAPSHOTS: &str = "accounting/snapshots/";
 /// Records between progress reports (and applies): at least this many, and enough that a
 /// recovery reports about a thousand times whatever its size.
 const PROGRESS_EVERY: u64 = 16;
@@ -52,6 +66,10 @@ pub struct Records {
     /// per `record` call, so a store written before packs gets them. `None` until the first
     /// `record`.
     backfill: Option<Vec<u64>>,
+    /// Changes between snapshots; 0 for none (history kept whole).
+    snapshot_changes: u64,
+    /// The newest snapshot's change (0: none), learnt at the first `record`.
+    newest_snapshot: Option<u64>,
 }
 
 /// Ranges of history looked at for packing when an instance starts: the newest this many.
@@ -66,6 +84,11 @@ fn sequence_of(key: &str) -> Option<u64> {
     key.strip_prefix(PREFIX)?.parse().ok()
 }
 
+/// Whether `key` is a change record's (not a pack's or a snapshot's, which sort after them all).
+fn is_record(key: &str) -> bool {
+    key.strip_prefix(PREFIX).and_then(|k| k.bytes().next()).is_some_and(|b| b.is_ascii_digit())
+}
+
 fn io(e: BlobError) -> PersistError {
     PersistError::Io(e.to_string())
 }
@@ -74,6 +97,73 @@ fn io(e: BlobError) -> PersistError {
 const READ_WINDOW: usize = 1000;
 
 impl Records {
+    /// The strategy's snapshots.
+    fn snapshots(&self) -> Snapshots<'_> {
+        Snapshots::new(
+            &self.host,
+            &self.store,
+            SNAPSHOTS.into(),
+            "records-snapshot-part".into(),
+            "records-snapshot-manifest".into(),
+        )
+    }
+
+    /// Take a snapshot when `snapshot-changes` were recorded since the last (`last` being the
+    /// newest recorded), then delete what the older of the two kept covers. Like packing, this
+    /// never fails `record`: the records stay the truth until a snapshot is complete.
+    fn compact(&mut self, accountant: &Accountant, last: u64) {
+        if self.snapshot_changes == 0 || last.saturating_sub(self.newest_snapshot()) < self.snapshot_changes {
+            return;
+        }
+        let compacted = self.snapshots().take(accountant).and_then(|(seq, size)| {
+            self.newest_snapshot = Some(seq);
+            self.host.log(Level::Info, &format!("took an accounting snapshot as of change {seq} ({size} bytes)"));
+            let keep = self.snapshots().prune()?;
+            self.delete_through(keep)
+        });
+        if let Err(e) = compacted {
+            self.host.log(Level::Warn, &format!("compacting the change records: {e}; they are kept"));
+        }
+    }
+
+    /// The newest snapshot's change (0 for none), listed once per instance (again after a
+    /// listing failed).
+    fn newest_snapshot(&mut self) -> u64 {
+        if let Some(n) = self.newest_snapshot {
+            return n;
+        }
+        match self.snapshots().list() {
+            Ok(list) => *self.newest_snapshot.insert(list.last().copied().unwrap_or(0)),
+            Err(e) => {
+                self.host.log(Level::Warn, &format!("listing snapshots: {e}"));
+                0
+            }
+        }
+    }
+
+    /// Delete the records and packs of changes up to `through` (a snapshot holds them).
+    fn delete_through(&self, through: u64) -> Result<(), PersistError> {
+        if through == 0 {
+            return Ok(());
+        }
+        for (first, last) in self.packs().map_err(io)? {
+            if last <= through {
+                self.store.delete(&pack::key(first, last)).map_err(io)?;
+            }
+        }
+        loop {
+            let page = self.store.list_keys(PREFIX, None, 1000).map_err(io)?;
+            let old: Vec<&String> =
+                page.keys.iter().take_while(|k| is_record(k) && sequence_of(k).is_some_and(|s| s <= through)).collect();
+            for k in &old {
+                self.store.delete(k).map_err(io)?;
+            }
+            if old.len() < page.keys.len() || page.next.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
     /// The objects under `keys`, read in one batched call (concurrently by the host). A
     /// window too large for one call, or an object too large for a batch (records are far
     /// smaller than either), is read one by one.
@@ -118,6 +208,9 @@ impl Records {
     fn pack(&mut self, last: u64) {
         let first = last + 1 - self.pack_changes;
         let held = std::mem::take(&mut self.unpacked);
+        if first <= self.newest_snapshot() {
+            return; // a snapshot holds the range, or part of it: no pack needed
+        }
         if let Err(why) = self.write_pack(first, last, held) {
             let note = format!("changes {first}-{last} left unpacked ({why}): recovery reads their records");
             self.host.log(Level::Warn, &note);
@@ -146,6 +239,9 @@ impl Records {
     fn backfill_one(&mut self) {
         let Some(last) = self.backfill.as_mut().and_then(Vec::pop) else { return };
         let first = last + 1 - self.pack_changes;
+        if first <= self.newest_snapshot() {
+            return;
+        }
         if !matches!(self.store.head(&key(last)), Ok(Some(_))) {
             return;
         }
@@ -194,7 +290,7 @@ impl Records {
         loop {
             let page = self.store.list_keys(PREFIX, from.as_deref(), 1000).map_err(io)?;
             for k in page.keys {
-                if k.starts_with(pack::PACKS) || end.as_ref().is_some_and(|e| k > *e) {
+                if !is_record(&k) || end.as_ref().is_some_and(|e| k > *e) {
                     return Ok(keys);
                 }
                 keys.push(k);
@@ -289,14 +385,23 @@ impl Persistence for Records {
     }
 
     fn init(host: Host, config: Config) -> Result<Self, InitError> {
-        config.only_keys(&["store", "pack-changes"])?;
+        config.only_keys(&["store", "pack-changes", "snapshot-changes"])?;
         let store = host.open_store(config.get("store").unwrap_or("shares"))?;
         let pack_changes = config.parse_or("pack-changes", 1000u64)?;
         if pack_changes > pack::MAX_PACK {
             let m = format!("`pack-changes` = {pack_changes} is more than {}: packs must fit one call", pack::MAX_PACK);
             return Err(InitError::BadConfig(m));
         }
-        Ok(Records { host, store, pack_changes, unpacked: BTreeMap::new(), backfill: None })
+        let snapshot_changes = config.parse_or("snapshot-changes", 100_000u64)?;
+        Ok(Records {
+            host,
+            store,
+            pack_changes,
+            unpacked: BTreeMap::new(),
+            backfill: None,
+            snapshot_changes,
+            newest_snapshot: None,
+        })
     }
 
     fn startup(&mut self, state: DbState, auto_recover: bool) -> Result<Plan, InitError> {
@@ -308,11 +413,18 @@ impl Persistence for Records {
             // Packs sort after every record: the first key after this one is a newer record, or
             // there is none (then a pack may still reach past it, its records deleted).
             let page = self.store.list_keys(PREFIX, Some(&after), 1)?;
-            let newer = match page.keys.first().filter(|k| !k.starts_with(pack::PACKS)) {
+            let snapshot = self.snapshots().list().map_err(|e| InitError::Unavailable(e.to_string()))?;
+            let newer = match page.keys.first().filter(|k| is_record(k)) {
                 Some(record) => Some(format!("the record {record}")),
                 None => Some(pack::newest(&self.packs()?))
                     .filter(|&packed| packed > state.last_sequence)
-                    .map(|packed| format!("a pack of changes up to {packed}")),
+                    .map(|packed| format!("a pack of changes up to {packed}"))
+                    .or_else(|| {
+                        snapshot
+                            .last()
+                            .filter(|&&s| s > state.last_sequence)
+                            .map(|s| format!("a snapshot as of change {s}"))
+                    }),
             };
             match newer {
                 None => return Ok(Plan::UseLocal),
@@ -335,12 +447,23 @@ impl Persistence for Records {
         Err(InitError::RecoveryNeeded(Recovery { reason, command: "marsh recover".into() }))
     }
 
-    fn record(&mut self, _: &Accountant, first_sequence: u64, changes: &[Vec<u8>]) -> Result<(), PersistError> {
+    fn record(
+        &mut self,
+        accountant: &Accountant,
+        first_sequence: u64,
+        changes: &[Vec<u8>],
+    ) -> Result<(), PersistError> {
         if self.pack_changes > 0 && self.backfill.is_none() {
             self.backfill = Some(self.unpacked_history(first_sequence.saturating_sub(1)));
         }
+        // Changes a snapshot already holds need no record: a node that fell behind (changes came
+        // faster than records are written) catches up at its next snapshot.
+        let snapshot = self.newest_snapshot();
         for (i, change) in changes.iter().enumerate() {
             let sequence = first_sequence + i as u64;
+            if sequence <= snapshot {
+                continue;
+            }
             let sealed = self.host.seal(PURPOSE, change).map_err(|e| PersistError::Io(format!("sealing: {e}")))?;
             match self.store.put(&key(sequence), &sealed, PutMode::CreateOnly) {
                 Ok(()) => {}
@@ -357,18 +480,36 @@ impl Persistence for Records {
             }
         }
         self.backfill_one();
+        if let Some(last) = (first_sequence + changes.len() as u64).checked_sub(1) {
+            self.compact(accountant, last);
+        }
         Ok(())
     }
 
     fn recover(&mut self, accountant: &Accountant) -> Result<RecoverySummary, PersistError> {
-        // Packs in order of their first change; what no sound pack covers comes from records.
+        // The newest snapshot that opens, then packs in order of their first change; what no
+        // sound pack covers comes from records.
+        let mut summary = RecoverySummary::default();
+        let mut base = 0;
+        for seq in self.snapshots().list()?.into_iter().rev() {
+            match self.snapshots().restore(accountant, seq)? {
+                Restored::Done(seq) => {
+                    (base, summary.snapshots_read) = (seq, 1);
+                    break;
+                }
+                Restored::Damaged(why) => {
+                    self.host.log(Level::Warn, &format!("accounting snapshot {seq}: {why}; trying an older one"));
+                    summary.tampered += 1;
+                }
+            }
+        }
         let packs = self.packs().map_err(io)?;
-        let packed = pack::newest(&packs);
+        let packed = pack::newest(&packs).max(base);
         let tail = self.records_between(packed, None)?;
         let host = &self.host;
         let batch = ApplyBatch::new(accountant);
-        let total = packed + tail.len() as u64;
-        let mut replay = Replay { host, batch, summary: RecoverySummary::default(), expected: 1, done: 0, total };
+        let total = packed - base + tail.len() as u64;
+        let mut replay = Replay { host, batch, summary, expected: base + 1, done: 0, total };
         for (first, last) in packs {
             if last < replay.expected {
                 continue; // covered already (packs written under another `pack-changes`)

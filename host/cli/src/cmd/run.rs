@@ -35,6 +35,14 @@ pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         Ok(_) => {}
         Err(e) => tracing::error!("could not persist the last accounting changes: {e}"),
     }
+    if stopped.left > 0 {
+        tracing::warn!(
+            "{} accounting changes were not handed to the persistence plugin within {} s; they are kept in the \
+             local accounting database and handed over after the next start",
+            stopped.left,
+            marsh::node::STOP_HAND_OVER.as_secs()
+        );
+    }
     for (name, location, stats) in &stopped.s3 {
         tracing::info!("store `{name}` ({location}): {stats}");
     }

@@ -4,6 +4,8 @@
 //!   hour-equivalent workload (accounts, uploads, lease renewals, repeated lease-expiry passes
 //!   and sweeps, stash snapshots) and after, and must be identical. What the node learns while
 //!   it runs goes to node state in the store instead, which the test reads back.
+//! - A stop hands changes over for a bounded time; what it could not hand over stays in the
+//!   local database and is handed over after the next start, nothing lost.
 //! - `marsh recover` killed halfway leaves the database marked, so the node refuses to start on
 //!   it; run again, it ends with the same accounts and leases as an uninterrupted recovery.
 
@@ -246,4 +248,39 @@ fn blocked_writing_a_pipe(pid: u32) -> bool {
     threads
         .filter_map(Result::ok)
         .any(|t| std::fs::read_to_string(t.path().join("wchan")).is_ok_and(|w| w.contains("pipe_write")))
+}
+
+/// `n` leases made by the accountant, as the node's requests make them.
+fn make_leases(db: &Accountant, n: u16) {
+    for i in 0..n {
+        let mut si = [0u8; 16];
+        si[..2].copy_from_slice(&i.to_be_bytes());
+        let secret = Sha256::digest(i.to_be_bytes());
+        let share = marsh_core::ShareId::immutable(StorageIndex::from_bytes(si), ShareNumber(0));
+        db.add_or_renew(AccountId::ANONYMOUS, &share, &secret, &secret, 1000).expect("lease");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_a_stop_had_no_time_to_hand_over_are_handed_over_after_the_next_start() {
+    let node = TestNode::with(&[("persistence.plugin", "records"), ("persistence.max-delay", "3600")]);
+    let running = marsh::Node::open(node.dir()).expect("open").start().await.expect("start");
+    make_leases(&node.accountant(), 200);
+    // No time at all to hand over: every change is left, and said to be.
+    let stopped = running.shutdown_within(std::time::Duration::ZERO).await;
+    assert_eq!(stopped.persisted.expect("no failure"), 0);
+    let db = node.accountant();
+    let (last, persisted) = (db.last_seq().expect("seq"), db.persisted_seq().expect("seq"));
+    assert!(last >= 200 && persisted < last, "{persisted} of {last}");
+    assert_eq!(stopped.left, last - persisted);
+    // The next run hands them over (here, at its stop): the store holds a record of each.
+    let running = marsh::Node::open(node.dir()).expect("open").start().await.expect("start");
+    let stopped = running.shutdown().await;
+    assert_eq!((stopped.persisted.expect("handed over"), stopped.left), (last - persisted, 0));
+    assert_eq!(db.persisted_seq().expect("seq"), last);
+    let records = std::fs::read_dir(node.storage().join("accounting"))
+        .expect("the strategy's records")
+        .filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().starts_with(|c: char| c.is_ascii_digit())))
+        .count() as u64;
+    assert_eq!(records, last, "one record per change, none lost");
 }

@@ -470,3 +470,133 @@ async fn stash_restores_the_newest_sound_snapshot_plus_the_contiguous_log_and_re
         other => panic!("expected recovery-needed, got {other:?}"),
     }
 }
+
+async fn records_over(
+    store: &MemoryStore,
+    accountant: &Arc<marsh_accountant::Accountant>,
+    config: &[(&str, &str)],
+) -> WasmStrategy {
+    let grants = Grants::new(SealKey::from_bytes([5; 32]))
+        .store("shares", Arc::new(store.clone()))
+        .accounting(Arc::new(Db(accountant.clone())));
+    let config = config.iter().map(|&(k, v)| (k.to_owned(), v.to_owned())).collect();
+    WasmStrategy::start(runtime(), &load(marsh_artifacts::PERSISTENCE_RECORDS), grants, config, PluginLimits::default())
+        .await
+        .expect("start")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_history_is_compacted_to_two_snapshots_and_recovers_whole() {
+    use marsh_accountant::{AccountId, Attributes};
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemoryStore::new("shares");
+    let a = db(dir.path(), "a.sqlite");
+    let config = [("snapshot-changes", "30"), ("pack-changes", "8")];
+    let writer = records_over(&store, &a, &config).await;
+    assert_eq!(writer.startup(true, 0, false).await.unwrap(), StartupPlan::UseLocal);
+    a.create_account("alice-the-tenant", &Attributes { quota: Some(1 << 30), ..Attributes::default() }, 10).unwrap();
+    for i in 0..250u8 {
+        let share =
+            marsh_core::ShareId::immutable(marsh_core::StorageIndex::from_bytes([i; 16]), marsh_core::ShareNumber(0));
+        a.add_or_renew(AccountId::ANONYMOUS, &share, &[i; 32], &[i; 32], 1000 + u64::from(i)).unwrap();
+        if i % 7 == 0 {
+            persist(&a, &writer).await;
+        }
+    }
+    persist(&a, &writer).await;
+    let renew = |from: u8, to: u8, expiry: u64| {
+        for i in from..to {
+            let si = marsh_core::StorageIndex::from_bytes([i; 16]);
+            let share = marsh_core::ShareId::immutable(si, marsh_core::ShareNumber(0));
+            a.add_or_renew(AccountId::ANONYMOUS, &share, &[i; 32], &[i; 32], expiry).unwrap();
+        }
+    };
+
+    // A backlog (changes came faster than records are written): the next snapshot holds it,
+    // and what it holds gets no records.
+    let backlog = a.last_seq().unwrap() + 1;
+    renew(0, 100, 5000);
+    persist(&a, &writer).await;
+    let keys = store.list("accounting/", None, 10_000).await.unwrap().keys;
+    let in_backlog = keys.iter().filter(|k| !k.contains("/packs/") && !k.contains("/snapshots/")).filter(|k| {
+        let s = seq_in(k, "accounting/");
+        (backlog..backlog + 100).contains(&s)
+    });
+    assert!(in_backlog.count() <= 40, "a snapshot caught the backlog up: {keys:?}");
+    // Changes at the usual pace after it, so the older snapshot kept is the one that caught up.
+    for i in 100..180u8 {
+        renew(i, i + 1, 6000);
+        if i % 7 == 0 {
+            persist(&a, &writer).await;
+        }
+    }
+    persist(&a, &writer).await;
+    let changes = a.last_seq().unwrap();
+    assert!(changes > 400, "{changes}");
+
+    // Two snapshots, and only the records and packs after the older of them: bounded by the
+    // snapshot interval, not by the number of changes.
+    let keys = store.list("accounting/", None, 10_000).await.unwrap().keys;
+    let manifests: Vec<u64> =
+        keys.iter().filter(|k| k.ends_with(".manifest")).map(|k| seq_in(k, "snapshots/")).collect();
+    assert_eq!(manifests.len(), 2, "{keys:?}");
+    let older = manifests[0];
+    let records: Vec<u64> = keys
+        .iter()
+        .filter(|k| !k.contains("/packs/") && !k.contains("/snapshots/"))
+        .map(|k| seq_in(k, "accounting/"))
+        .collect();
+    assert!(records.iter().all(|&s| s > older), "records the older snapshot covers are gone: {records:?}");
+    assert!(records.len() <= 2 * 30 + 10, "{} records for {changes} changes", records.len());
+    for k in keys.iter().filter(|k| k.contains("/packs/")) {
+        assert!(k[k.len() - 20..].parse::<u64>().unwrap() > older, "pack {k} is covered and should be gone");
+    }
+    for k in &keys {
+        let blob = store.get(&BlobKey::new(k).unwrap()).await.unwrap().unwrap();
+        for secret in [&b"alice-the-tenant"[..], &[7u8; 32]] {
+            assert!(!blob.windows(secret.len()).any(|w| w == secret), "{k} holds plaintext");
+        }
+    }
+
+    // The machine is lost: the newest snapshot plus the records after it give the same database.
+    let recover = |name: &'static str| {
+        let (dir, store) = (dir.path().to_owned(), store.clone());
+        async move {
+            let b = db(&dir, name);
+            let report = records_over(&store, &b, &config).await.recover(std::time::Duration::from_secs(60)).await;
+            (b, report.expect("recover"))
+        }
+    };
+    let (b, report) = recover("b.sqlite").await;
+    assert_eq!((report.snapshots_read, report.tampered, report.gaps.len()), (1, 0, 0), "{report:?}");
+    assert_eq!(b.accounts().unwrap(), a.accounts().unwrap());
+    assert_eq!(leases(&b, 250), leases(&a, 250));
+    assert_eq!(b.last_seq().unwrap(), a.last_seq().unwrap());
+
+    // The newest snapshot damaged: the older one and the records after it give the same again.
+    let newest_part = keys.iter().rfind(|k| k.contains("/part-")).unwrap();
+    let k = BlobKey::new(newest_part).unwrap();
+    let mut part = store.get(&k).await.unwrap().unwrap();
+    part[40] ^= 1;
+    store.put(&k, part, PutMode::Overwrite).await.unwrap();
+    let (c, report) = recover("c.sqlite").await;
+    assert_eq!((report.snapshots_read, report.tampered, report.gaps.len()), (1, 1, 0), "{report:?}");
+    assert_eq!(c.accounts().unwrap(), a.accounts().unwrap());
+    assert_eq!(leases(&c, 250), leases(&a, 250));
+    assert_eq!(c.last_seq().unwrap(), a.last_seq().unwrap());
+
+    // A local database older than the newest snapshot is not served from, even with every
+    // record and pack after it gone.
+    for s in records.iter().filter(|&&s| s >= manifests[1]) {
+        store.delete(&record_key(*s)).await.unwrap();
+    }
+    for k in keys.iter().filter(|k| k.contains("/packs/")) {
+        store.delete(&BlobKey::new(k).unwrap()).await.unwrap();
+    }
+    match writer.startup(true, manifests[1] - 1, false).await {
+        Err(PersistFailure::Init(marsh_runtime::InitFailure::RecoveryNeeded { reason, .. })) => {
+            assert!(reason.contains(&format!("a snapshot as of change {}", manifests[1])), "{reason}")
+        }
+        other => panic!("expected recovery-needed for a database behind a snapshot, got {other:?}"),
+    }
+}
