@@ -139,7 +139,8 @@ bench: plugins tahoe
 	$(CARGO_TARGET_DIR)/release/marsh-bench-plugin $(MARSH_PLUGIN_DIR) $(CURDIR)/target
 	cargo build --locked --profile server -p marsh-bench --bin marsh-floor
 	$(TAHOE_VENV)/bin/python host/bench/side_by_side.py $(CARGO_TARGET_DIR)/server/marsh \
-	  $(CARGO_TARGET_DIR)/release/marsh-load $(TAHOE) $(CURDIR)/target/bench $(CARGO_TARGET_DIR)/server/marsh-floor
+	  $(CARGO_TARGET_DIR)/release/marsh-load $(TAHOE) $(CURDIR)/target/bench $(CARGO_TARGET_DIR)/server/marsh-floor \
+	  $(CARGO_TARGET_DIR)/release/marsh-bench-cipher
 
 # Not in CI: a release node under honest and hostile load for SOAK_MINUTES (default 30), its RSS,
 # descriptors and the clients' errors every 30 s, and a summary after a 5-minute warm-up.

@@ -7,8 +7,13 @@ write bandwidth, in one run. Prints a table of medians with ratios against the P
 wasm against native and wasm against the floor, then the spread of the main rows. The floor
 serves only uploads, downloads and `version`: its mutable and lease cells stay empty.
 
+After the tables it prints issue 31's targets (marsh against the floor and against the Python
+node, each met or not) and, given MARSH_BENCH_CIPHER, the floor's user-space CPU per GiB beside
+what the TLS record cipher alone costs on this CPU. Each run's medians are kept in
+SCRATCH_DIR/../bench-last.json and the previous run's are printed beside the targets.
+
 Run with the tahoe venv's python (it needs `cryptography` to read the reference node's
-certificate). Usage: side_by_side.py MARSH MARSH_LOAD TAHOE SCRATCH_DIR MARSH_FLOOR
+certificate). Usage: side_by_side.py MARSH MARSH_LOAD TAHOE SCRATCH_DIR MARSH_FLOOR [MARSH_BENCH_CIPHER]
 Every server listens on 127.0.0.1; every request goes there. Each marsh node is started once
 before it is measured, so its compiled plugin comes from its cache, as after any restart.
 
@@ -36,7 +41,11 @@ import sys
 import time
 
 MARSH, LOAD, TAHOE, SCRATCH, FLOOR = sys.argv[1:6]
-SHARES, SIZE, CHUNK, CONCURRENCY = 4, 64 << 20, 1 << 20, 4
+CIPHER = sys.argv[6] if len(sys.argv) > 6 else None
+# 4 shares of 256 MiB: 1 GiB each way, so one tick of the kernel's CPU clock (10 ms) is about 1%
+# of the floor's CPU per GiB and a 5% target is not lost in rounding.
+SHARES, CHUNK, CONCURRENCY = 4, 1 << 20, 4
+SIZE = int(os.environ.get("MARSH_BENCH_SHARE_MIB", "256")) << 20
 IDLE_CLIENTS, IDLE_SECONDS = 1000, 10
 MANY, MANY_SIZE = 32, 8 << 20
 ROUNDS = max(1, int(os.environ.get("MARSH_BENCH_ROUNDS", "3")))
@@ -184,12 +193,47 @@ def lookup(result, path):
     return v
 
 
+def negotiated_suite(nurl):
+    """The TLS suite the 1.20 client's own context (Twisted's `CertificateOptions`, as
+    `allmydata.storage.http_client` builds it, without its pinning check) agrees with `nurl`."""
+    from OpenSSL import SSL
+    from twisted.internet.ssl import CertificateOptions
+    host, port = nurl.split("@", 1)[1].split("/", 1)[0].removeprefix("tcp:").rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as sock:
+        conn = SSL.Connection(CertificateOptions().getContext(), sock)
+        conn.set_connect_state()
+        conn.do_handshake()
+        suite, version = conn.get_cipher_name(), conn.get_protocol_version_name()
+        conn.shutdown()
+    return suite, version
+
+
+def cipher_alone(marsh_nurl):
+    """What the suite the client negotiates costs alone, from marsh-bench-cipher (run on an idle
+    machine, before any server): {suite, open, seal} in s/GiB."""
+    suite, version = negotiated_suite(marsh_nurl)
+    result = json.loads(run(CIPHER).strip().splitlines()[-1].removeprefix("RESULT "))
+    # OpenSSL's name for a TLS 1.3 suite is its IANA name; rustls prefixes it with TLS13_.
+    figures = result["TLS13_" + suite.removeprefix("TLS_")]
+    print(f"the 1.20 client's TLS context negotiates {suite} ({version}) with marsh")
+    return {"suite": suite, "open": figures["open_s_per_gib"], "seal": figures["seal_s_per_gib"]}
+
+
 def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     if os.path.exists(SCRATCH):
         shutil.rmtree(SCRATCH)
     os.makedirs(SCRATCH)
+    cipher = None
+    if CIPHER:
+        proc, nurl = STARTERS["marsh wasm"]()
+        try:
+            cipher = cipher_alone(nurl)
+        finally:
+            stop(proc)
+            for d in os.listdir(SCRATCH):
+                shutil.rmtree(os.path.join(SCRATCH, d), ignore_errors=True)
     disks = []
     runs = {name: [] for name in SERVERS}
     for r in range(ROUNDS):
@@ -271,6 +315,63 @@ def main():
         print(f"note: {line}")
     up = g("marsh wasm", ("upload", "mib_s"))
     print(f"\nmarsh wasm upload as a fraction of the disk's fsync'd bandwidth: {up / disk * 100:.0f}%")
+    targets(g, runs, cipher)
+
+
+# Issue 31's targets: (label, path, the server compared with, how the two must relate, words).
+TARGETS = [
+    ("server CPU s per GiB uploaded", ("upload", "cpu_s_per_gib"), "floor", lambda m, o: m <= o * 1.05,
+     "within 5% of the floor"),
+    ("server CPU s per GiB downloaded", ("download", "cpu_s_per_gib"), "floor", lambda m, o: m <= o * 1.10,
+     "within 10% of the floor"),
+    (f"{IDLE_CLIENTS} idle clients: % of one core", ("idle", "core_percent"), "floor", lambda m, o: m <= o + 1,
+     "within 1 point of the floor"),
+    ("mutable read-test-write req/s", ("mutable", "rps"), "python 1.20", lambda m, o: m >= 2 * o,
+     "twice Python's in every round"),
+    ("lease renewal req/s", ("lease", "rps"), "python 1.20", lambda m, o: m >= 3 * o, "three times Python's"),
+    (f"peak RSS MiB, {MANY} concurrent {MANY_SIZE >> 20} MiB uploads", ("peak_rss_32_kib",), "python 1.20",
+     lambda m, o: m <= o / 2, "half Python's"),
+]
+
+
+def targets(g, runs, cipher):
+    last = os.path.join(os.path.dirname(os.path.abspath(SCRATCH)), "bench-last.json")
+    previous = {}
+    if os.path.exists(last):
+        with open(last) as f:
+            previous = json.load(f)
+    now = {}
+    print("\nIssue 31's targets (medians; in brackets the previous run's, from bench-last.json):")
+    print("| measure | marsh wasm | against | its figure | target | met |")
+    print("|---|---|---|---|---|---|")
+    for label, path, other, ok, words in TARGETS:
+        m, o = g("marsh wasm", path), g(other, path)
+        if path[-1].endswith("_kib"):
+            m, o = (v / 1024 if v is not None else None for v in (m, o))
+        now[label] = [m, o]
+        if m is None or o is None:
+            print(f"| {label} | - | {other} | - | {words} | not measured |")
+            continue
+        met = ok(m, o)
+        if "every round" in words:
+            pairs = zip((r[path[0]][path[1]] for r in runs["marsh wasm"]), (r[path[0]][path[1]] for r in runs[other]))
+            met = all(ok(a, b) for a, b in pairs)
+        prev = previous.get(label)
+        was = lambda i: f" ({prev[i]:.2f})" if prev and prev[i] is not None else ""
+        print(f"| {label} | {m:.2f}{was(0)} | {other} | {o:.2f}{was(1)} | {words} | {'yes' if met else 'no'} |")
+    if cipher:
+        print("\nThe floor's user-space CPU (its CPU per GiB less its kernel part) beside the TLS record cipher alone "
+              f"({cipher['suite']}, ring, marsh-bench-cipher):")
+        print("| direction | floor, all | floor, kernel | floor, user space | cipher alone | user space less cipher |")
+        print("|---|---|---|---|---|---|")
+        for direction, op in [("upload", "open"), ("download", "seal")]:
+            total, kernel = g("floor", (direction, "cpu_s_per_gib")), g("floor", (direction, "kernel_cpu_s_per_gib"))
+            alone = cipher[op]
+            user = total - kernel
+            now[f"floor user {direction}"] = [user, alone]
+            print(f"| {direction} | {total:.2f} | {kernel:.2f} | {user:.2f} | {alone:.2f} | {user - alone:.2f} |")
+    with open(last, "w") as f:
+        json.dump(now, f)
 
 
 if __name__ == "__main__":

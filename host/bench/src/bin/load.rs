@@ -5,7 +5,7 @@
 //!
 //! Phases, in order: immutable upload (`--shares` of `--size` bytes in PATCH chunks of
 //! `--chunk`, `--concurrency` at a time), ranged download of everything uploaded (content
-//! verified), mutable read-test-write of small slots, lease renewals, `version` polls, and
+//! verified; `--download-rounds N` reads it N times, a phase long enough to profile), mutable read-test-write of small slots, lease renewals, `version` polls, and
 //! optionally `--idle-clients` connections each polling `version` once a second.
 //!
 //! The last line is `RESULT {json}` for scripts. Traffic goes only to the NURL's address.
@@ -35,6 +35,8 @@ struct Args {
     polls: usize,
     idle_clients: usize,
     idle_seconds: u64,
+    /// Times the download phase reads everything uploaded (a longer phase to profile).
+    download_rounds: u64,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -50,6 +52,7 @@ fn parse_args() -> anyhow::Result<Args> {
         polls: 500,
         idle_clients: 0,
         idle_seconds: 10,
+        download_rounds: 1,
     };
     let mut nurl = None;
     let mut it = std::env::args().skip(1);
@@ -67,6 +70,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--polls" => a.polls = value()?.parse()?,
             "--idle-clients" => a.idle_clients = value()?.parse()?,
             "--idle-seconds" => a.idle_seconds = value()?.parse()?,
+            "--download-rounds" => a.download_rounds = value()?.parse::<u64>()?.max(1),
             other => bail!("unknown flag {other}; see the file's doc for the flags"),
         }
     }
@@ -242,14 +246,16 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let s = sis.clone();
+    let rounds = args.download_rounds;
     phases.push(
-        phase(&args, "download", args.shares, args.size * args.shares as u64, move |i, client, rec| {
+        phase(&args, "download", args.shares, args.size * args.shares as u64 * rounds, move |i, client, rec| {
             let si = s[i];
             async move {
                 let mut c = client.lock().await;
                 let path = format!("immutable/{}/0", si_text(&si));
-                let mut offset = 0;
-                while offset < size {
+                let mut read = 0;
+                while read < size * rounds {
+                    let offset = read % size;
                     let n = chunk.min(size - offset);
                     let range = format!("bytes={}-{}", offset, offset + n - 1);
                     let r =
@@ -260,7 +266,7 @@ async fn main() -> anyhow::Result<()> {
                         r.body.as_ref() == pattern(&si, offset, n as usize).as_slice(),
                         "read at {offset}: content differs"
                     );
-                    offset += n;
+                    read += n;
                 }
                 Ok(())
             }
