@@ -432,11 +432,18 @@ impl Change {
                 ])?;
             }
             Change::Share { share, account, size } => {
-                tx.execute(
+                // Every read-test-write comes here and to the enablers below: prepared once.
+                tx.prepare_cached(
                     "INSERT INTO shares (kind, si, shnum, account, size) VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (kind, si, shnum) DO UPDATE SET size = excluded.size",
-                    params![kind(share)?, share.si.to_base32(), share.shnum.0, id(account)?, *size as i64],
-                )?;
+                )?
+                .execute(params![
+                    kind(share)?,
+                    share.si.to_base32(),
+                    share.shnum.0,
+                    id(account)?,
+                    *size as i64
+                ])?;
             }
             Change::Forget { share } => {
                 let (si, n) = (share.si.to_base32(), share.shnum.0);
@@ -455,17 +462,14 @@ impl Change {
                 }
             }
             Change::WriteEnabler { si, shnum, hash } => {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT OR REPLACE INTO write_enablers (si, shnum, enabler_hash) VALUES (?1, ?2, ?3)",
-                    params![si.to_base32(), shnum.0, hash.as_slice()],
-                )?;
+                )?
+                .execute(params![si.to_base32(), shnum.0, hash.as_slice()])?;
                 // A kept raw enabler that is not this one's (the share was made again) goes.
                 let raw: Option<Vec<u8>> = tx
-                    .query_row(
-                        "SELECT enabler FROM write_enablers_raw WHERE si = ?1 AND shnum = ?2",
-                        params![si.to_base32(), shnum.0],
-                        |r| r.get(0),
-                    )
+                    .prepare_cached("SELECT enabler FROM write_enablers_raw WHERE si = ?1 AND shnum = ?2")?
+                    .query_row(params![si.to_base32(), shnum.0], |r| r.get(0))
                     .optional()?;
                 if raw.is_some_and(|raw| crate::hash(&raw) != *hash) {
                     tx.execute(

@@ -305,11 +305,8 @@ impl Accountant {
     ) -> Result<Option<bool>, AccountantError> {
         let stored: Option<Vec<u8>> = self
             .conn()
-            .query_row(
-                "SELECT enabler_hash FROM write_enablers WHERE si = ?1 AND shnum = ?2",
-                params![si.to_base32(), shnum.0],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT enabler_hash FROM write_enablers WHERE si = ?1 AND shnum = ?2")?
+            .query_row(params![si.to_base32(), shnum.0], |r| r.get(0))
             .optional()?;
         let want = hash(enabler);
         Ok(stored.map(|s| s.len() == 32 && s.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0))

@@ -77,10 +77,9 @@ pub(crate) fn set(
 ) -> rusqlite::Result<()> {
     match seqnum {
         // Stored as SQLite's signed integer, the same 64 bits.
-        Some(n) => conn.execute(
-            "INSERT OR REPLACE INTO mutable_seqnums (si, shnum, seqnum) VALUES (?1, ?2, ?3)",
-            params![si.to_base32(), shnum.0, n as i64],
-        )?,
+        Some(n) => conn
+            .prepare_cached("INSERT OR REPLACE INTO mutable_seqnums (si, shnum, seqnum) VALUES (?1, ?2, ?3)")?
+            .execute(params![si.to_base32(), shnum.0, n as i64])?,
         None => forget(conn, si, shnum)?,
     };
     Ok(())
@@ -88,7 +87,8 @@ pub(crate) fn set(
 
 /// Forget the number kept for a mutable share (removed, or collected with its leases).
 pub(crate) fn forget(conn: &Connection, si: &StorageIndex, shnum: ShareNumber) -> rusqlite::Result<usize> {
-    conn.execute("DELETE FROM mutable_seqnums WHERE si = ?1 AND shnum = ?2", params![si.to_base32(), shnum.0])
+    conn.prepare_cached("DELETE FROM mutable_seqnums WHERE si = ?1 AND shnum = ?2")?
+        .execute(params![si.to_base32(), shnum.0])
 }
 
 #[cfg(test)]

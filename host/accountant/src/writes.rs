@@ -140,7 +140,7 @@ impl Accountant {
     ) -> Result<(), AccountantError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        tx.execute("DELETE FROM pending_writes WHERE si = ?1", [si.to_base32()])?;
+        tx.prepare_cached("DELETE FROM pending_writes WHERE si = ?1")?.execute([si.to_base32()])?;
         for (shnum, seqnum) in seqnums {
             crate::seqnums::set(&tx, si, *shnum, *seqnum)?;
         }
@@ -213,7 +213,8 @@ fn begin_in(conn: &mut rusqlite::Connection, w: &MutableWrite<'_>) -> Result<(),
             }
         }
     }
-    tx.execute("INSERT OR REPLACE INTO pending_writes (si, body) VALUES (?1, ?2)", params![w.si.to_base32(), w.redo])?;
+    tx.prepare_cached("INSERT OR REPLACE INTO pending_writes (si, body) VALUES (?1, ?2)")?
+        .execute(params![w.si.to_base32(), w.redo])?;
     tx.commit()?;
     Ok(())
 }
