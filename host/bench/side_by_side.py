@@ -273,7 +273,7 @@ def main():
         return f"{min(vals):.2f}-{max(vals):.2f}" if vals else "-"
 
     rows = [
-        ("upload MiB/s (4 x 64 MiB, 4 at once)", ("upload", "mib_s")),
+        (f"upload MiB/s ({SHARES} x {SIZE >> 20} MiB, {CONCURRENCY} at once)", ("upload", "mib_s")),
         ("download MiB/s (1 MiB ranged reads)", ("download", "mib_s")),
         ("server CPU s per GiB uploaded", ("upload", "cpu_s_per_gib")),
         ("server CPU s per GiB downloaded", ("download", "cpu_s_per_gib")),
