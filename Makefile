@@ -29,7 +29,7 @@ WEED := $(S3_VENV)/bin/weed
 # the server is stopped by pid afterwards, whether CMD passed or not.
 with_s3 = tests/s3/with-s3.sh $(S3_VENV)/bin/python
 
-.PHONY: setup plugins build check test lint run bench bench-s3 bench-adopt bench-scale soak tahoe interop upstream s3 browser install
+.PHONY: setup plugins build check test lint run bench bench-s3 bench-adopt bench-scale soak tahoe interop upstream s3 browser postgres install
 
 setup:
 	@command -v rustup >/dev/null || { echo "rustup is required (https://rustup.rs)"; exit 1; }
@@ -59,7 +59,7 @@ check: plugins lint
 	cargo test --locked -p marsh-server -p marsh-runtime -p marsh-accountant --tests
 	cargo test --locked -p marsh --test tidy
 
-test: plugins lint tahoe s3 browser
+test: plugins lint tahoe s3 browser postgres
 	cargo build --locked --workspace --tests
 	$(with_s3) cargo test --locked --workspace
 	$(MAKE) --no-print-directory upstream
@@ -70,6 +70,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browser:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
 	  $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null && chromium --version; }
+
+# A real PostgreSQL for the fleet-accounting tests: Debian's server package (initdb and pg_ctl
+# under /usr/lib/postgresql/<version>/bin; the tests run them as an unprivileged user).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
+	@ls /usr/lib/postgresql/*/bin/initdb
 
 tahoe:
 	@$(TAHOE) --version >/dev/null 2>&1 || { \
