@@ -172,6 +172,12 @@ impl Accountant {
         }
     }
 
+    /// Whether no caller holds the connection at this instant: a short call made now will not
+    /// wait for another's (it may still wait for another process's lock on the file).
+    pub fn idle(&self) -> bool {
+        try_guard(&self.conn).is_some()
+    }
+
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // Every statement leaves the connection consistent; a panic elsewhere does not poison it.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())

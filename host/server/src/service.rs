@@ -447,7 +447,7 @@ impl StorageService {
         cancel: &[u8],
         now: u64,
     ) -> Result<bool, ApiError> {
-        offload::sqlite(|| {
+        offload::sqlite_short(&self.accountant, || {
             if !self.accountant.may_add_lease(share, renew, self.config.limits.leases_per_share)? {
                 return Ok(false);
             }
