@@ -41,7 +41,8 @@ def immutable(size, expired):
 def mutable(i, data, expired):
     """A mutable schema-1 container holding `data`, its write enabler and one lease."""
     enabler = hashlib.sha256(b"we-%d" % i).digest()
-    lease = struct.pack(">LL32s32s20s", 0, expiry(expired), hashlib.sha256(b"mr-%d" % i).digest(),
+    # Owner 1: in a mutable container owner 0 marks an empty lease slot (allmydata/storage/mutable.py).
+    lease = struct.pack(">LL32s32s20s", 1, expiry(expired), hashlib.sha256(b"mr-%d" % i).digest(),
                         hashlib.sha256(b"mc-%d" % i).digest(), NODE_ID)
     blank = b"\0" * 92 * 3
     extra = 468 + len(data)
