@@ -227,4 +227,16 @@ mod tests {
         assert_eq!(Manifest::decode(&[1, 2, 3]), None);
         assert_eq!(Manifest::decode(&[[2u8].as_slice(), &[0; 24]].concat()), None, "unknown version");
     }
+
+    #[test]
+    fn keys_name_their_snapshot_under_their_own_prefix_only() {
+        let host = crate::testing::TestHost::new().with_memory_store("shares").build();
+        let store = host.open_store("shares").expect("granted");
+        let at = |prefix: &str| Snapshots::new(&host, &store, prefix.into(), "p".into(), "m".into());
+        let g2 = at("stash/g000002/snapshots/");
+        assert_eq!(g2.snapshot_of(&g2.part_key(42, 1700, 3)), Some(42));
+        assert_eq!(g2.snapshot_of(&g2.manifest_key(42)), Some(42));
+        assert_eq!(g2.part_key(42, 1700, 3), "stash/g000002/snapshots/00000000000000000042-1700/part-000003");
+        assert_eq!(at("stash/g000003/snapshots/").snapshot_of(&g2.manifest_key(42)), None);
+    }
 }

@@ -77,6 +77,11 @@ impl Accountant {
         Ok(seq.max(0) as u64)
     }
 
+    /// Changes logged and not yet confirmed by the persistence strategy.
+    pub fn unpersisted(&self) -> Result<u64, AccountantError> {
+        Ok(self.last_seq()?.saturating_sub(self.persisted_seq()?))
+    }
+
     /// Record that changes up to `seq` are persisted (never moves back).
     pub fn mark_persisted(&self, seq: u64) -> Result<(), AccountantError> {
         self.conn().execute("UPDATE meta SET value = max(value, ?1) WHERE key = 'persisted_seq'", [seq as i64])?;

@@ -374,9 +374,7 @@ impl Running {
         let until = Some(std::time::Instant::now() + hand_over);
         let persisted =
             crate::persistence::flush_until(&self.accountant, &self.strategy, self.hand_over.as_ref(), until).await;
-        let left = (self.accountant.last_seq().ok())
-            .zip(self.accountant.persisted_seq().ok())
-            .map_or(0, |(last, persisted)| last.saturating_sub(persisted));
+        let left = self.accountant.unpersisted().unwrap_or(0);
         let s3 = self
             .stores
             .iter()

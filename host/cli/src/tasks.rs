@@ -70,7 +70,7 @@ pub struct Stopping(watch::Receiver<bool>);
 impl Stopping {
     /// Wait until shutdown is asked for.
     pub async fn stopped(&mut self) {
-        while !*self.0.borrow() {
+        while !self.asked() {
             if self.0.changed().await.is_err() {
                 return;
             }
@@ -84,7 +84,7 @@ impl Stopping {
 
     /// Wait `delay`; `false` if shutdown was asked for first (the task should return).
     pub async fn sleep(&mut self, delay: Duration) -> bool {
-        if *self.0.borrow() {
+        if self.asked() {
             return false;
         }
         tokio::select! {
@@ -197,7 +197,7 @@ pub fn persister(
                         break;
                     }
                 }
-                let behind = accountant.last_seq().ok() > accountant.persisted_seq().ok();
+                let behind = accountant.unpersisted().is_ok_and(|n| n > 0);
                 if !behind || stopping.asked() {
                     break;
                 }

@@ -138,7 +138,7 @@ pub fn accounting(a: &Accountant) -> Result<Accounting, marsh_accountant::Accoun
                 revoked: x.revoked.is_some(),
             })
             .collect(),
-        unpersisted: a.last_seq()?.saturating_sub(a.persisted_seq()?),
+        unpersisted: a.unpersisted()?,
         advisories,
         recent: recent
             .iter()

@@ -116,11 +116,6 @@ fn generation_of(key: &str) -> Option<u64> {
     key.strip_prefix(ROOT)?.strip_prefix('g')?.get(..6)?.parse().ok()
 }
 
-/// The snapshot sequence a key under a generation's `snapshots/` belongs to.
-fn snapshot_of(generation: u64, key: &str) -> Option<u64> {
-    key.strip_prefix(&snapshots_prefix(generation))?.get(..20)?.parse().ok()
-}
-
 /// How far a snapshot at `from` plus `segments` (ascending) reach without a hole.
 fn contiguous_end(from: u64, segments: &[(u64, u64, String)]) -> u64 {
     let mut end = from;
@@ -145,8 +140,9 @@ impl Stash {
             )));
         }
         let usable = |generation: u64| {
+            let snapshots = self.snapshots(generation);
             keys.iter().any(|k| {
-                (k.ends_with(".manifest") && snapshot_of(generation, k).is_some())
+                (k.ends_with(".manifest") && snapshots.snapshot_of(k).is_some())
                     || segment_range(generation, k).is_some_and(|(first, _)| first == 1)
             })
         };
@@ -529,9 +525,6 @@ mod tests {
         assert_eq!(segment_range(3, &segment_key(3, 7, 9)), Some((7, 9)));
         assert_eq!(segment_range(3, &segment_key(4, 7, 9)), None);
         assert_eq!(segment_range(3, "stash/g000003/log/9-7"), None);
-        assert_eq!(snapshot_of(2, "stash/g000002/snapshots/00000000000000000042-1700/part-000003"), Some(42));
-        assert_eq!(snapshot_of(2, "stash/g000002/snapshots/00000000000000000042.manifest"), Some(42));
-        assert_eq!(snapshot_of(3, "stash/g000002/snapshots/00000000000000000042.manifest"), None);
         assert_eq!((generation_of("stash/g000012/snapshots/x"), generation_of("stash/x")), (Some(12), None));
         let changes = vec![b"abc".to_vec(), Vec::new(), vec![7; 300]];
         assert_eq!(decode_changes(&encode_changes(&changes)), Some(changes));

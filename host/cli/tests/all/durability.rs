@@ -138,17 +138,24 @@ async fn a_running_node_leaves_its_node_directory_byte_identical() {
     assert_eq!(tree(node.dir()), before);
 }
 
-/// How many leases the node's database holds over shares `0..n`.
+/// Share `i` of the ones [`make_leases`] leases.
+fn share(i: u16) -> marsh_core::ShareId {
+    let mut si = [0u8; 16];
+    si[..2].copy_from_slice(&i.to_be_bytes());
+    marsh_core::ShareId::immutable(StorageIndex::from_bytes(si), ShareNumber(0))
+}
+
+/// `n` leases made by the accountant, as the node's requests make them.
+fn make_leases(db: &Accountant, n: u16) {
+    for i in 0..n {
+        let secret = Sha256::digest(i.to_be_bytes());
+        db.add_or_renew(AccountId::ANONYMOUS, &share(i), &secret, &secret, 1000).expect("lease");
+    }
+}
+
+/// How many leases the node's database holds over shares `0..n` (those [`make_leases`] makes).
 fn leases(db: &Accountant, n: u16) -> u64 {
-    (0..n)
-        .map(|i| {
-            let mut si = [0u8; 16];
-            si[..2].copy_from_slice(&i.to_be_bytes());
-            db.leases(&marsh_core::ShareId::immutable(StorageIndex::from_bytes(si), ShareNumber(0)))
-                .expect("leases")
-                .len() as u64
-        })
-        .sum()
+    (0..n).map(|i| db.leases(&share(i)).expect("leases").len() as u64).sum()
 }
 
 #[test]
@@ -160,22 +167,7 @@ fn a_recovery_killed_halfway_is_refused_at_start_and_resumes_to_the_same_result(
 
     // Many changes, made by the accountant as the node's requests make them; the node hands
     // them to the strategy (one sealed record each) and stops.
-    {
-        let db = node.accountant();
-        for i in 0..LEASES {
-            let mut si = [0u8; 16];
-            si[..2].copy_from_slice(&i.to_be_bytes());
-            let secret = Sha256::digest(i.to_be_bytes());
-            db.add_or_renew(
-                AccountId::ANONYMOUS,
-                &marsh_core::ShareId::immutable(StorageIndex::from_bytes(si), ShareNumber(0)),
-                &secret,
-                &secret,
-                1000,
-            )
-            .expect("lease");
-        }
-    }
+    make_leases(&node.accountant(), LEASES);
     // Stopped the moment it says it serves: it must still shut down cleanly and hand over.
     let stderr = node.start().stop();
     assert!(stderr.contains("shutting down"), "stopped by the default action of SIGTERM: {stderr}");
@@ -248,17 +240,6 @@ fn blocked_writing_a_pipe(pid: u32) -> bool {
     threads
         .filter_map(Result::ok)
         .any(|t| std::fs::read_to_string(t.path().join("wchan")).is_ok_and(|w| w.contains("pipe_write")))
-}
-
-/// `n` leases made by the accountant, as the node's requests make them.
-fn make_leases(db: &Accountant, n: u16) {
-    for i in 0..n {
-        let mut si = [0u8; 16];
-        si[..2].copy_from_slice(&i.to_be_bytes());
-        let secret = Sha256::digest(i.to_be_bytes());
-        let share = marsh_core::ShareId::immutable(StorageIndex::from_bytes(si), ShareNumber(0));
-        db.add_or_renew(AccountId::ANONYMOUS, &share, &secret, &secret, 1000).expect("lease");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -268,13 +268,22 @@ async fn stash_keyed(
     accountant: &Arc<marsh_accountant::Accountant>,
     key: [u8; 32],
 ) -> WasmStrategy {
+    over_db(marsh_artifacts::PERSISTENCE_STASH, store, accountant, key, &[("snapshot-changes", "40")]).await
+}
+
+/// Strategy `plugin` over `store`, with the real `accountant` and the node key `key`.
+async fn over_db(
+    plugin: marsh_artifacts::Plugin,
+    store: &MemoryStore,
+    accountant: &Arc<marsh_accountant::Accountant>,
+    key: [u8; 32],
+    config: &[(&str, &str)],
+) -> WasmStrategy {
     let grants = Grants::new(SealKey::from_bytes(key))
         .store("shares", Arc::new(store.clone()))
         .accounting(Arc::new(Db(accountant.clone())));
-    let config = vec![("snapshot-changes".to_owned(), "40".to_owned())];
-    WasmStrategy::start(runtime(), &load(marsh_artifacts::PERSISTENCE_STASH), grants, config, PluginLimits::default())
-        .await
-        .expect("start")
+    let config = config.iter().map(|&(k, v)| (k.to_owned(), v.to_owned())).collect();
+    WasmStrategy::start(runtime(), &load(plugin), grants, config, PluginLimits::default()).await.expect("start")
 }
 
 /// What the persister does: hand over every change not yet confirmed, in runs of 10.
@@ -476,13 +485,7 @@ async fn records_over(
     accountant: &Arc<marsh_accountant::Accountant>,
     config: &[(&str, &str)],
 ) -> WasmStrategy {
-    let grants = Grants::new(SealKey::from_bytes([5; 32]))
-        .store("shares", Arc::new(store.clone()))
-        .accounting(Arc::new(Db(accountant.clone())));
-    let config = config.iter().map(|&(k, v)| (k.to_owned(), v.to_owned())).collect();
-    WasmStrategy::start(runtime(), &load(marsh_artifacts::PERSISTENCE_RECORDS), grants, config, PluginLimits::default())
-        .await
-        .expect("start")
+    over_db(marsh_artifacts::PERSISTENCE_RECORDS, store, accountant, [5; 32], config).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -495,15 +498,6 @@ async fn records_history_is_compacted_to_two_snapshots_and_recovers_whole() {
     let writer = records_over(&store, &a, &config).await;
     assert_eq!(writer.startup(true, 0, false).await.unwrap(), StartupPlan::UseLocal);
     a.create_account("alice-the-tenant", &Attributes { quota: Some(1 << 30), ..Attributes::default() }, 10).unwrap();
-    for i in 0..250u8 {
-        let share =
-            marsh_core::ShareId::immutable(marsh_core::StorageIndex::from_bytes([i; 16]), marsh_core::ShareNumber(0));
-        a.add_or_renew(AccountId::ANONYMOUS, &share, &[i; 32], &[i; 32], 1000 + u64::from(i)).unwrap();
-        if i % 7 == 0 {
-            persist(&a, &writer).await;
-        }
-    }
-    persist(&a, &writer).await;
     let renew = |from: u8, to: u8, expiry: u64| {
         for i in from..to {
             let si = marsh_core::StorageIndex::from_bytes([i; 16]);
@@ -511,6 +505,13 @@ async fn records_history_is_compacted_to_two_snapshots_and_recovers_whole() {
             a.add_or_renew(AccountId::ANONYMOUS, &share, &[i; 32], &[i; 32], expiry).unwrap();
         }
     };
+    for i in 0..250u8 {
+        renew(i, i + 1, 1000 + u64::from(i));
+        if i % 7 == 0 {
+            persist(&a, &writer).await;
+        }
+    }
+    persist(&a, &writer).await;
 
     // A backlog (changes came faster than records are written): the next snapshot holds it,
     // and what it holds gets no records.
