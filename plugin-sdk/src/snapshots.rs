@@ -112,6 +112,24 @@ impl<'a> Snapshots<'a> {
         Ok(keys.iter().filter(|k| k.ends_with(".manifest")).filter_map(|k| self.snapshot_of(k)).collect())
     }
 
+    /// The newest `n` snapshots whose manifest opens with this node's key for its own sequence,
+    /// ascending: what the strategy may act on. A manifest planted or damaged in the store is
+    /// passed over (and left there), so it can neither stand for a snapshot nor push the real
+    /// ones out.
+    pub fn newest_sound(&self, n: usize) -> Result<Vec<u64>, PersistError> {
+        let mut sound = Vec::with_capacity(n);
+        for seq in self.list()?.into_iter().rev() {
+            if sound.len() == n {
+                break;
+            }
+            if self.manifest_opens(seq)? {
+                sound.push(seq);
+            }
+        }
+        sound.reverse();
+        Ok(sound)
+    }
+
     /// Take a snapshot of `accountant`'s database now and store it: its sequence and size in
     /// bytes. Parts of a failed attempt are deleted (best effort); a snapshot of the same
     /// change already complete makes this one surplus, and its parts are deleted.
@@ -150,15 +168,16 @@ impl<'a> Snapshots<'a> {
         Ok((seq, manifest.size))
     }
 
-    /// Keep the two newest snapshots; delete older ones and parts no manifest names (manifests
-    /// first, so no manifest is ever left naming parts already gone). Returns the older of the
-    /// two kept (0 with fewer than two): what the strategy's own history up to it may go by.
+    /// Keep the two newest sound snapshots ([`Snapshots::newest_sound`]); delete older ones
+    /// and parts no manifest names (manifests first, so no manifest is ever left naming parts
+    /// already gone). Returns the older of the two kept (0 with fewer than two): what the
+    /// strategy's own history up to it may go by.
     pub fn prune(&self) -> Result<u64, PersistError> {
-        let manifests = self.list()?;
-        let keep = match manifests[..] {
-            [.., keep, _] => keep,
+        let keep = match self.newest_sound(2)?[..] {
+            [keep, _] => keep,
             _ => 0,
         };
+        let manifests = self.list()?;
         let mut stale: Vec<String> = self
             .store
             .list_all(&self.prefix)

@@ -132,7 +132,7 @@ impl Records {
         if let Some(n) = self.newest_snapshot {
             return n;
         }
-        match self.snapshots().list() {
+        match self.snapshots().newest_sound(1) {
             Ok(list) => *self.newest_snapshot.insert(list.last().copied().unwrap_or(0)),
             Err(e) => {
                 self.host.log(Level::Warn, &format!("listing snapshots: {e}"));
@@ -413,7 +413,7 @@ impl Persistence for Records {
             // Packs sort after every record: the first key after this one is a newer record, or
             // there is none (then a pack may still reach past it, its records deleted).
             let page = self.store.list_keys(PREFIX, Some(&after), 1)?;
-            let snapshot = self.snapshots().list().map_err(|e| InitError::Unavailable(e.to_string()))?;
+            let snapshot = self.snapshots().newest_sound(1).map_err(|e| InitError::Unavailable(e.to_string()))?;
             let newer = match page.keys.first().filter(|k| is_record(k)) {
                 Some(record) => Some(format!("the record {record}")),
                 None => Some(pack::newest(&self.packs()?))

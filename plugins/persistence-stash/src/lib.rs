@@ -182,7 +182,9 @@ impl Stash {
             return Ok(c);
         }
         let generation = self.generations()?.last().copied().unwrap_or(0);
-        let snapshot = self.manifests(generation)?.last().copied().unwrap_or(0);
+        // Only a manifest that opens counts: one planted in the store must not stand for changes
+        // the stash does not hold (it would stop the log).
+        let snapshot = self.snapshots(generation).newest_sound(1)?.last().copied().unwrap_or(0);
         let segments = self.segments(generation)?;
         let end = contiguous_end(snapshot, &segments);
         let beyond = segments.iter().map(|s| s.1).max().unwrap_or(0).max(end);

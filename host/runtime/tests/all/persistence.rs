@@ -401,6 +401,15 @@ async fn stash_restores_the_newest_sound_snapshot_plus_the_contiguous_log_and_re
         }
         other => panic!("expected recovery-needed for a stale database, got {other:?}"),
     }
+    // A manifest planted in the stash (it does not open with the node's key) holds nothing: a
+    // node with its database up to date still starts on it.
+    let planted = BlobKey::new(&format!("{GEN0}snapshots/09999999999999999999.manifest")).unwrap();
+    store.put(&planted, vec![1; 64], PutMode::CreateOnly).await.unwrap();
+    assert_eq!(
+        stash(&store, &a).await.startup(true, a.last_seq().unwrap(), false).await.unwrap(),
+        StartupPlan::UseLocal
+    );
+    store.delete(&planted).await.unwrap();
 
     // The machine is lost: a new database comes back equal, numbering included.
     let recover = |name: &'static str, key: [u8; 32]| {
@@ -600,4 +609,28 @@ async fn records_history_is_compacted_to_two_snapshots_and_recovers_whole() {
         }
         other => panic!("expected recovery-needed for a database behind a snapshot, got {other:?}"),
     }
+
+    // A manifest planted in the store (it does not open with the node's key) stands for nothing:
+    // a new instance keeps writing records, a start is not sent to recovery, and compaction
+    // keeps the real snapshots (the planted one is left for the operator to see).
+    let planted = BlobKey::new("accounting/snapshots/09999999999999999999.manifest").unwrap();
+    store.put(&planted, vec![1; 64], PutMode::CreateOnly).await.unwrap();
+    let writer = records_over(&store, &a, &config).await;
+    assert_eq!(writer.startup(true, a.last_seq().unwrap(), false).await.unwrap(), StartupPlan::UseLocal);
+    renew(200, 201, 7000);
+    persist(&a, &writer).await;
+    assert!(store.get(&record_key(a.last_seq().unwrap())).await.unwrap().is_some(), "not skipped");
+    for i in 201..240u8 {
+        renew(i, i + 1, 7000);
+        persist(&a, &writer).await;
+    }
+    let keys = store.list("accounting/snapshots/", None, 1000).await.unwrap().keys;
+    let real: Vec<u64> = keys
+        .iter()
+        .filter(|k| k.ends_with(".manifest") && k.as_str() != planted.as_str())
+        .map(|k| seq_in(k, "snapshots/"))
+        .collect();
+    assert_eq!(real.len(), 2, "{keys:?}");
+    assert!(real[0] >= manifests[1] && real[1] > manifests[1], "compacted past {manifests:?}: {real:?}");
+    assert!(keys.iter().any(|k| k.as_str() == planted.as_str()), "the planted manifest is left where it is");
 }
