@@ -110,14 +110,70 @@ impl Cluster {
 
     /// Start it again after [`Cluster::stop`], on the same port.
     pub fn start_server(&self) -> Result<(), ClusterError> {
-        let options = format!(
+        let mut options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off",
             self.port,
             self.tmp.path().display()
         );
+        if self.data().join("server.crt").exists() {
+            options.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        }
         let log = self.tmp.path().join("server.log");
         self.run("pg_ctl", &["-D", path(&self.data()), "-l", path(&log), "-o", &options, "-w", "start"])?;
         Ok(())
+    }
+
+    /// One cluster for the whole test process, started at its first use. It outlives every
+    /// test and is stopped (and its directory removed) when the process exits, however it
+    /// exits: a watchdog child waits for its standard input, a pipe only this process holds,
+    /// to close. Each test takes its own database from it ([`Cluster::fresh_database`]).
+    pub fn shared() -> Result<&'static Cluster, String> {
+        static SHARED: std::sync::OnceLock<Result<(Cluster, std::process::ChildStdin), String>> =
+            std::sync::OnceLock::new();
+        SHARED
+            .get_or_init(|| {
+                let cluster = Cluster::start().map_err(|e| e.to_string())?;
+                let stop = cluster.command("pg_ctl", &["-D", path(&cluster.data()), "-m", "immediate", "stop"]);
+                let script = format!(
+                    "cat >/dev/null; {} >/dev/null 2>&1; rm -rf '{}'",
+                    stop.join(" "),
+                    cluster.tmp.path().display()
+                );
+                let mut watchdog = Command::new("sh")
+                    .args(["-c", &script])
+                    .stdin(std::process::Stdio::piped())
+                    .spawn()
+                    .map_err(|e| format!("starting the cluster's watchdog: {e}"))?;
+                let pipe = watchdog.stdin.take().ok_or("the watchdog's stdin")?;
+                Ok((cluster, pipe))
+            })
+            .as_ref()
+            .map(|(cluster, _)| cluster)
+            .map_err(Clone::clone)
+    }
+
+    /// A new, empty database of its own; its name.
+    pub fn fresh_database(&self) -> Result<String, ClusterError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let name = format!("t{}_{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        self.create_database(&name)?;
+        Ok(name)
+    }
+
+    /// Serve TLS from now on with this certificate and key (PEM): written into the data
+    /// directory as the cluster's user wants them, then the server restarted with `ssl=on`.
+    pub fn enable_tls(&self, cert_pem: &str, key_pem: &str) -> Result<(), ClusterError> {
+        use std::os::unix::fs::PermissionsExt;
+        for (name, text, mode) in [("server.crt", cert_pem, 0o644), ("server.key", key_pem, 0o600)] {
+            let file = self.data().join(name);
+            std::fs::write(&file, text).map_err(ClusterError::Dir)?;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).map_err(ClusterError::Dir)?;
+            if let Some(user) = &self.user {
+                chown(&file, user)?;
+            }
+        }
+        self.stop()?;
+        self.start_server()
     }
 
     /// The server's log so far (for a failing test's message).
@@ -125,17 +181,24 @@ impl Cluster {
         std::fs::read_to_string(self.tmp.path().join("server.log")).unwrap_or_default()
     }
 
-    fn run(&self, program: &str, args: &[&str]) -> Result<Output, ClusterError> {
-        let exe = self.bin.join(program);
-        let mut command = match &self.user {
-            Some(user) => {
-                let mut c = Command::new("setpriv");
-                c.args(["--reuid", user, "--regid", &group_of(user), "--clear-groups", "--"]).arg(&exe);
-                c
-            }
-            None => Command::new(&exe),
+    /// `program` with `args`, as the cluster's user: the words of the command line.
+    fn command(&self, program: &str, args: &[&str]) -> Vec<String> {
+        let exe = self.bin.join(program).display().to_string();
+        let mut words = match &self.user {
+            Some(user) => ["setpriv", "--reuid", user, "--regid", &group_of(user), "--clear-groups", "--", &exe]
+                .map(str::to_owned)
+                .to_vec(),
+            None => vec![exe],
         };
-        command.args(args).current_dir(self.tmp.path());
+        words.extend(args.iter().map(|a| (*a).to_owned()));
+        words
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> Result<Output, ClusterError> {
+        let words = self.command(program, args);
+        let mut command = Command::new(&words[0]);
+        command.args(&words[1..]).current_dir(self.tmp.path());
+        let exe = self.bin.join(program);
         let shown = format!("{} {}", exe.display(), args.join(" "));
         let output = command.output().map_err(|source| ClusterError::Spawn { command: shown.clone(), source })?;
         if !output.status.success() {
