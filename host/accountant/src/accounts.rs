@@ -3,7 +3,8 @@
 //! that stays valid until any connection (this one, or `marsh account` in another process)
 //! changes accounts.
 
-use rusqlite::{Connection, OptionalExtension};
+use marsh_sql::{Conn, Engine, Query, params, transaction};
+use rusqlite::Connection;
 
 use crate::change::{self, Change};
 use crate::log::apply_and_log;
@@ -99,6 +100,10 @@ pub(crate) struct CallerCache {
     entries: std::collections::HashMap<Option<[u8; 32]>, Option<Caller>>,
 }
 
+/// How long callers read from PostgreSQL are taken as they were before the fleet's accounts
+/// version is asked again: the longest a revocation on another node goes unseen here.
+pub const POSTGRES_CALLERS_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Callers kept at most; past that the cache starts again (unknown swissnums are cached too).
 const MAX_CACHED_CALLERS: usize = 4096;
 
@@ -121,46 +126,35 @@ impl Accountant {
         let mut raw = [0u8; 20];
         getrandom::getrandom(&mut raw)?;
         let swissnum = data_encoding::BASE32_NOPAD.encode(&raw).to_ascii_lowercase();
-        {
-            let mut conn = self.conn();
-            let tx = conn.transaction()?;
-            let exists: bool =
-                tx.query_row("SELECT count(*) FROM accounts WHERE name = ?1", [name], |r| r.get::<_, i64>(0))? > 0;
-            if exists {
+        transaction(&mut self.conn()?, |c| {
+            if c.value::<i64>("SELECT 1 FROM accounts WHERE name = ?1", &params![name])?.is_some() {
                 return Err(AccountantError::AccountExists(name.to_owned()));
             }
-            apply_and_log(&tx, &Change::Account { name: name.to_owned(), swissnum: swissnum.clone(), created: now })?;
+            apply_and_log(c, &Change::Account { name: name.to_owned(), swissnum: swissnum.clone(), created: now })?;
             for change in attribute_changes(name, attributes) {
-                apply_and_log(&tx, &change)?;
+                apply_and_log(c, &change)?;
             }
-            tx.commit()?;
-            self.accounts_changed();
-        }
+            Ok(())
+        })?;
+        self.accounts_changed();
         Ok(NewAccount { account: self.account(name)?, swissnum })
     }
 
     /// An account by name.
     pub fn account(&self, name: &str) -> Result<Account, AccountantError> {
-        let conn = self.conn();
-        let row: Option<(i64, i64, Option<i64>)> = conn
-            .query_row("SELECT id, created, revoked FROM accounts WHERE name = ?1", [name], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .optional()?;
+        let mut conn = self.conn()?;
+        let row: Option<(i64, i64, Option<i64>)> =
+            conn.row("SELECT id, created, revoked FROM accounts WHERE name = ?1", &params![name])?;
         let (id, created, revoked) = row.ok_or_else(|| AccountantError::NoSuchAccount(name.to_owned()))?;
         let id = AccountId(id);
-        let (usage, leases): (i64, i64) = conn
-            .query_row("SELECT bytes, leases FROM account_tallies WHERE account = ?1", [id.0], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?
-            .unwrap_or((0, 0));
+        let (usage, leases): (i64, i64) =
+            conn.row("SELECT bytes, leases FROM account_tallies WHERE account = ?1", &params![id.0])?.unwrap_or((0, 0));
         Ok(Account {
             id,
             name: name.to_owned(),
             created: created.max(0) as u64,
             revoked: revoked.map(|r| r.max(0) as u64),
-            attributes: read_attributes(&conn, id)?,
+            attributes: read_attributes(&mut conn, id)?,
             usage: usage.max(0) as u64,
             leases: leases.max(0) as u64,
         })
@@ -170,11 +164,9 @@ impl Accountant {
     /// name).
     pub fn accounts_page(&self, limit: usize) -> Result<(usize, Vec<Account>), AccountantError> {
         let (count, names): (i64, Vec<String>) = {
-            let conn = self.conn();
-            let count = conn.query_row("SELECT count(*) FROM accounts", [], |r| r.get(0))?;
-            let mut stmt = conn.prepare("SELECT name FROM accounts ORDER BY id != 0, name LIMIT ?1")?;
-            let rows = stmt.query_map([limit as i64], |r| r.get(0))?;
-            (count, rows.collect::<Result<_, _>>()?)
+            let mut conn = self.conn()?;
+            let count = conn.value("SELECT count(*) FROM accounts", &[])?.unwrap_or(0);
+            (count, conn.values("SELECT name FROM accounts ORDER BY id != 0, name LIMIT ?1", &params![limit])?)
         };
         let accounts = names.iter().map(|n| self.account(n)).collect::<Result<_, _>>()?;
         Ok((count.max(0) as usize, accounts))
@@ -182,26 +174,21 @@ impl Accountant {
 
     /// Every account, anonymous first, then by name.
     pub fn accounts(&self) -> Result<Vec<Account>, AccountantError> {
-        let names: Vec<String> = {
-            let conn = self.conn();
-            let mut stmt = conn.prepare("SELECT name FROM accounts ORDER BY id != 0, name")?;
-            let rows = stmt.query_map([], |r| r.get(0))?;
-            rows.collect::<Result<_, _>>()?
-        };
+        let names: Vec<String> = self.conn()?.values("SELECT name FROM accounts ORDER BY id != 0, name", &[])?;
         names.iter().map(|n| self.account(n)).collect()
     }
 
     /// A named account's swissnum (for its NURL); `None` for anonymous, whose swissnum is the node's.
     pub fn swissnum(&self, name: &str) -> Result<Option<String>, AccountantError> {
         let row: Option<Option<String>> =
-            self.conn().query_row("SELECT swissnum FROM accounts WHERE name = ?1", [name], |r| r.get(0)).optional()?;
+            self.conn()?.value("SELECT swissnum FROM accounts WHERE name = ?1", &params![name])?;
         row.ok_or_else(|| AccountantError::NoSuchAccount(name.to_owned()))
     }
 
     /// Change one attribute.
     pub fn set_attribute(&self, name: &str, attribute: Attribute) -> Result<(), AccountantError> {
         // Only the account's existence: an operator repairs an unreadable attribute this way.
-        let exists = self.conn().query_row("SELECT 1 FROM accounts WHERE name = ?1", [name], |_| Ok(())).optional()?;
+        let exists = self.conn()?.value::<i64>("SELECT 1 FROM accounts WHERE name = ?1", &params![name])?;
         if exists.is_none() {
             return Err(AccountantError::NoSuchAccount(name.to_owned()));
         }
@@ -250,22 +237,22 @@ impl Accountant {
         if let Some(hit) = self.cached(authorization) {
             return Some(Ok(hit));
         }
-        let conn = crate::try_guard(&self.conn)?;
-        self.caller_from(&conn, authorization.map(hash), false).transpose()
+        let mut conn = self.conn_if_idle()?;
+        self.caller_from(&mut conn, authorization.map(hash), false).transpose()
     }
 
     /// A caller from the cache, or read (and cached) if accounts changed since it was filled.
     pub(crate) fn cached_caller(&self, key: Option<[u8; 32]>) -> Result<Option<Caller>, AccountantError> {
         // The connection first, then the cache: the order every path takes.
-        let conn = self.conn();
-        Ok(self.caller_from(&conn, key, true)?.flatten())
+        let mut conn = self.conn()?;
+        Ok(self.caller_from(&mut conn, key, true)?.flatten())
     }
 
     /// The caller under `key` from the cache, made current against SQLite's change counter;
     /// on a miss read from SQLite if `read`, else `None`.
     fn caller_from(
         &self,
-        conn: &Connection,
+        conn: &mut crate::Guard<'_>,
         key: Option<[u8; 32]>,
         read: bool,
     ) -> Result<Option<Option<Caller>>, AccountantError> {
@@ -275,13 +262,17 @@ impl Accountant {
             (true, Some((version, _))) => version,
             _ => {
                 let asked_at = std::time::Instant::now();
-                let version = if read {
-                    data_version(conn)?
+                let version = if conn.engine() == Engine::Postgres {
+                    // Moved by every node's change to accounts or attributes.
+                    conn.value("SELECT version FROM marsh.accounts_version", &[])?.unwrap_or(0)
+                } else if read {
+                    data_version(conn.sqlite("data_version")?)?
                 } else {
                     // Never SQLite's busy wait here: a lock held elsewhere sends the caller off.
-                    conn.busy_timeout(std::time::Duration::ZERO)?;
-                    let version = data_version(conn);
-                    conn.busy_timeout(crate::BUSY_TIMEOUT)?;
+                    let raw = conn.sqlite("data_version")?;
+                    raw.busy_timeout(std::time::Duration::ZERO)?;
+                    let version = data_version(raw);
+                    raw.busy_timeout(crate::BUSY_TIMEOUT)?;
                     match version {
                         Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy => {
                             return Ok(None);
@@ -309,8 +300,12 @@ impl Accountant {
     }
 
     /// SQLite was asked after the directory fell quiet, and it has stayed quiet since: what it
-    /// said still holds. Otherwise it must be asked again.
+    /// said still holds. Otherwise it must be asked again. PostgreSQL's answer holds for
+    /// [`POSTGRES_CALLERS_FOR`]: another node's revocation is seen within it.
     fn vouched(&self, cache: &CallerCache) -> bool {
+        if self.engine() == Engine::Postgres {
+            return cache.asked_at.is_some_and(|asked| asked.elapsed() < POSTGRES_CALLERS_FOR);
+        }
         let quiet = self.watch.as_ref().and_then(watch::ChangeWatch::quiet_since);
         quiet.zip(cache.asked_at).is_some_and(|(since, asked)| asked >= since)
     }
@@ -323,31 +318,26 @@ impl Accountant {
     /// Bytes of shares an account holds, uploads in progress included (kept as shares change:
     /// one row read, whatever the account holds).
     pub fn usage(&self, account: AccountId) -> Result<u64, AccountantError> {
-        let usage: Option<i64> = self
-            .conn()
-            .prepare_cached("SELECT bytes FROM account_tallies WHERE account = ?1")?
-            .query_row([account.0], |r| r.get(0))
-            .optional()?;
+        let usage: Option<i64> =
+            self.conn()?.value("SELECT bytes FROM account_tallies WHERE account = ?1", &params![account.0])?;
         Ok(usage.unwrap_or(0).max(0) as u64)
     }
 
     /// Shares the node holds: (immutable, mutable, storage indexes with any).
     pub fn share_counts(&self) -> Result<(u64, u64, u64), AccountantError> {
-        let conn = self.conn();
-        let tally = |name: &str| tally(&conn, name);
-        Ok((tally("immutable")?, tally("mutable")?, tally("buckets")?))
+        let mut conn = self.conn()?;
+        Ok((tally(&mut conn, "immutable")?, tally(&mut conn, "mutable")?, tally(&mut conn, "buckets")?))
     }
 
     /// Bytes of every share the node holds, whoever holds them (`storage.max-bytes`).
     pub fn stored_bytes(&self) -> Result<u64, AccountantError> {
-        tally(&self.conn(), "bytes")
+        tally(&mut self.conn()?, "bytes")
     }
 }
 
 /// One of the node's figures kept by the schema's triggers.
-fn tally(conn: &Connection, name: &str) -> Result<u64, AccountantError> {
-    let value: Option<i64> =
-        conn.prepare_cached("SELECT value FROM tallies WHERE name = ?1")?.query_row([name], |r| r.get(0)).optional()?;
+fn tally(c: &mut dyn Conn, name: &str) -> Result<u64, AccountantError> {
+    let value: Option<i64> = c.value("SELECT value FROM tallies WHERE name = ?1", &params![name])?;
     Ok(value.unwrap_or(0).max(0) as u64)
 }
 
@@ -363,28 +353,20 @@ fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))
 }
 
-pub(crate) fn read_caller(conn: &Connection, key: Option<[u8; 32]>) -> Result<Option<Caller>, AccountantError> {
+pub(crate) fn read_caller(c: &mut dyn Conn, key: Option<[u8; 32]>) -> Result<Option<Caller>, AccountantError> {
     let row: Option<(i64, String, Option<i64>)> = match key {
-        None => conn
-            .prepare_cached("SELECT id, name, revoked FROM accounts WHERE id = 0")?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .optional()?,
-        Some(hash) => conn
-            .prepare_cached("SELECT id, name, revoked FROM accounts WHERE swissnum_hash = ?1")?
-            .query_row([hash.as_slice()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .optional()?,
+        None => c.row("SELECT id, name, revoked FROM accounts WHERE id = 0", &[])?,
+        Some(hash) => c.row("SELECT id, name, revoked FROM accounts WHERE swissnum_hash = ?1", &params![hash])?,
     };
     let Some((id, name, revoked)) = row else { return Ok(None) };
     let id = AccountId(id);
-    Ok(Some(Caller { id, name, revoked: revoked.is_some(), attributes: read_attributes(conn, id)? }))
+    Ok(Some(Caller { id, name, revoked: revoked.is_some(), attributes: read_attributes(c, id)? }))
 }
 
-pub(crate) fn read_attributes(conn: &Connection, id: AccountId) -> Result<Attributes, AccountantError> {
-    let mut stmt = conn.prepare_cached("SELECT key, value FROM attributes WHERE account = ?1")?;
-    let rows = stmt.query_map([id.0], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+pub(crate) fn read_attributes(c: &mut dyn Conn, id: AccountId) -> Result<Attributes, AccountantError> {
+    let rows: Vec<(String, String)> = c.rows("SELECT key, value FROM attributes WHERE account = ?1", &params![id.0])?;
     let mut a = Attributes::default();
-    for row in rows {
-        let (k, v) = row?;
+    for (k, v) in rows {
         // Fail closed: a value that does not parse refuses the caller instead of granting a
         // default (write permission, no quota).
         match change::parse_attribute(&k, Some(&v))
@@ -403,7 +385,6 @@ mod tests {
     use super::*;
     use crate::{AccountId, authorization_value};
     use marsh_core::{ShareId, ShareNumber, StorageIndex};
-    use rusqlite::params;
 
     fn si(n: u8) -> StorageIndex {
         StorageIndex::from_bytes([n; 16])
@@ -411,45 +392,43 @@ mod tests {
 
     /// The figures the triggers keep, against a count of the rows.
     fn tallies_match_the_rows(a: &Accountant) {
-        let conn = a.conn();
-        let scan = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
-        let kept = |name: &str| tally(&conn, name).unwrap() as i64;
-        assert_eq!(kept("immutable"), scan("SELECT count(*) FROM shares WHERE kind = 0"));
-        assert_eq!(kept("mutable"), scan("SELECT count(*) FROM shares WHERE kind = 1"));
-        assert_eq!(kept("bytes"), scan("SELECT coalesce(sum(size), 0) FROM shares"));
-        assert_eq!(kept("buckets"), scan("SELECT count(DISTINCT si) FROM shares"));
-        let mut stmt = conn.prepare("SELECT id FROM accounts").unwrap();
-        let ids: Vec<i64> = stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+        let mut guard = a.conn().unwrap();
+        let conn: &mut dyn Conn = &mut guard;
+        let scan =
+            |conn: &mut dyn Conn, sql: &str, p: &[marsh_sql::Value]| -> i64 { conn.value(sql, p).unwrap().unwrap() };
+        for (name, sql) in [
+            ("immutable", "SELECT count(*) FROM shares WHERE kind = 0"),
+            ("mutable", "SELECT count(*) FROM shares WHERE kind = 1"),
+            ("bytes", "SELECT CAST(coalesce(sum(size), 0) AS BIGINT) FROM shares"),
+            ("buckets", "SELECT count(DISTINCT si) FROM shares"),
+        ] {
+            assert_eq!(tally(conn, name).unwrap() as i64, scan(conn, sql, &[]), "{name}");
+        }
+        let ids: Vec<i64> = conn.values("SELECT id FROM accounts", &[]).unwrap();
         for id in ids {
             let (bytes, shares, leases): (i64, i64, i64) = conn
-                .query_row("SELECT bytes, shares, leases FROM account_tallies WHERE account = ?1", [id], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .optional()
+                .row("SELECT bytes, shares, leases FROM account_tallies WHERE account = ?1", &params![id])
                 .unwrap()
                 .unwrap_or_default();
-            let row = |sql: &str| -> i64 { conn.query_row(sql, [id], |r| r.get(0)).unwrap() };
-            assert_eq!(bytes, row("SELECT coalesce(sum(size), 0) FROM shares WHERE account = ?1"), "account {id}");
-            assert_eq!(shares, row("SELECT count(*) FROM shares WHERE account = ?1"), "account {id}");
-            assert_eq!(leases, row("SELECT count(*) FROM leases WHERE account = ?1"), "account {id}");
+            let p = params![id];
+            assert_eq!(
+                bytes,
+                scan(conn, "SELECT CAST(coalesce(sum(size), 0) AS BIGINT) FROM shares WHERE account = ?1", &p),
+                "account {id}"
+            );
+            assert_eq!(shares, scan(conn, "SELECT count(*) FROM shares WHERE account = ?1", &p), "account {id}");
+            assert_eq!(leases, scan(conn, "SELECT count(*) FROM leases WHERE account = ?1", &p), "account {id}");
         }
-        let expiry = |sql: &str| -> Vec<(i64, String, i64, i64)> {
-            let mut stmt = conn.prepare(sql).unwrap();
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                .unwrap()
-                .map(Result::unwrap)
-                .collect()
-        };
+        let expiry = |conn: &mut dyn Conn, sql: &str| -> Vec<(i64, String, i64, i64)> { conn.rows(sql, &[]).unwrap() };
         assert_eq!(
-            expiry("SELECT kind, si, shnum, expires FROM share_expiry ORDER BY 1, 2, 3"),
-            expiry("SELECT kind, si, shnum, max(expires) FROM leases GROUP BY kind, si, shnum ORDER BY 1, 2, 3")
+            expiry(conn, "SELECT kind, si, shnum, expires FROM share_expiry ORDER BY 1, 2, 3"),
+            expiry(conn, "SELECT kind, si, shnum, max(expires) FROM leases GROUP BY kind, si, shnum ORDER BY 1, 2, 3")
         );
     }
 
-    #[test]
-    fn the_figures_follow_every_change_and_a_restored_snapshot() {
+    fn the_figures_follow_every_change_and_a_restored_snapshot(new: &dyn Fn() -> Accountant) {
         use crate::{MutableShareWrite, MutableWrite};
-        let a = Accountant::in_memory().unwrap();
+        let a = new();
         let alice = a.create_account("alice", &Attributes::default(), 1).unwrap().account.id;
         let anon = AccountId::ANONYMOUS;
         let (one, two) = (ShareId::immutable(si(1), ShareNumber(0)), ShareId::immutable(si(1), ShareNumber(1)));
@@ -492,8 +471,12 @@ mod tests {
         // Paged from just after the last one listed, and cut at `before`.
         assert_eq!(a.shares_expiring_before(u64::MAX, Some(&expiring[0]), 10).unwrap(), expiring[1..]);
         assert_eq!(a.shares_expiring_before(50 + crate::LEASE_SECONDS, None, 10).unwrap(), expiring[..1]);
+        if a.engine() == Engine::Postgres {
+            assert!(matches!(a.snapshot(), Err(AccountantError::NotOnPostgres(_))), "snapshots are SQLite's");
+            return;
+        }
         // A snapshot restored into another database brings the same figures with its rows.
-        let b = Accountant::in_memory().unwrap();
+        let b = new();
         b.allocate(anon, &ShareId::immutable(si(9), ShareNumber(0)), 999, b"x", b"c", 1).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let file = Accountant::open(&dir.path().join("a.sqlite")).unwrap();
@@ -506,9 +489,8 @@ mod tests {
         assert_eq!(b.stored_bytes().unwrap(), 150, "the rows it held before are gone, and their figures");
     }
 
-    #[test]
-    fn accounts_resolve_by_swissnum_and_revocation_sticks() {
-        let a = Accountant::in_memory().unwrap();
+    fn accounts_resolve_by_swissnum_and_revocation_sticks(new: &dyn Fn() -> Accountant) {
+        let a = new();
         let attrs = Attributes { quota: Some(1000), ..Attributes::default() };
         let NewAccount { account: alice, swissnum } = a.create_account("alice", &attrs, 77).unwrap();
         assert_eq!((alice.name.as_str(), alice.created, alice.attributes.quota), ("alice", 77, Some(1000)));
@@ -578,7 +560,7 @@ mod tests {
         node.caller(&auth).unwrap();
         {
             // With the connection held elsewhere (a long write), a cache hit still answers.
-            let _busy = node.conn();
+            let _busy = node.conn().unwrap();
             let hit = node.cached(Some(&auth)).expect("answered from the cache");
             assert_eq!(hit.map(|c| c.name), Some("alice".to_owned()));
             assert_eq!(node.cached(Some(b"never seen")), None, "a miss goes to SQLite");
@@ -603,7 +585,7 @@ mod tests {
         assert_eq!(name(node.quick(Some(&auth))), Some(Some("alice".to_owned())));
         assert_eq!(name(node.quick(Some(b"never seen"))), None, "a miss is read elsewhere");
         {
-            let _busy = node.conn();
+            let _busy = node.conn().unwrap();
             assert!(node.quick(Some(&auth)).is_none(), "the connection is busy: never waited on here");
         }
         operator.revoke("alice", 2).unwrap();
@@ -637,9 +619,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn usage_counts_the_shares_an_account_holds() {
-        let a = Accountant::in_memory().unwrap();
+    fn usage_counts_the_shares_an_account_holds(new: &dyn Fn() -> Accountant) {
+        let a = new();
         let NewAccount { account: alice, .. } = a.create_account("alice", &Attributes::default(), 1).unwrap();
         a.record_share(alice.id, &ShareId::immutable(si(1), ShareNumber(0)), 100).unwrap();
         a.record_share(alice.id, &ShareId::immutable(si(1), ShareNumber(1)), 50).unwrap();
@@ -655,4 +636,10 @@ mod tests {
         assert_eq!(a.usage(alice.id).unwrap(), 70);
         assert_eq!(a.stored_bytes().unwrap(), 70);
     }
+
+    crate::on_both_engines!(
+        the_figures_follow_every_change_and_a_restored_snapshot,
+        accounts_resolve_by_swissnum_and_revocation_sticks,
+        usage_counts_the_shares_an_account_holds,
+    );
 }

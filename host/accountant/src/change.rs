@@ -26,7 +26,7 @@
 
 use ciborium::value::Value;
 use marsh_core::{ShareId, ShareKind, ShareNumber, StorageIndex};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use marsh_sql::{Conn, Query, SqlError, params};
 
 use crate::Attribute;
 
@@ -182,14 +182,8 @@ pub(crate) fn kind_code(kind: ShareKind) -> i64 {
 }
 
 /// Whether a write enabler is recorded for the mutable share `si`/`shnum`.
-pub(crate) fn has_write_enabler(conn: &Connection, si: &StorageIndex, shnum: ShareNumber) -> rusqlite::Result<bool> {
-    Ok(conn
-        .query_row(
-            "SELECT 1 FROM write_enablers WHERE si = ?1 AND shnum = ?2",
-            params![si.to_base32(), shnum.0],
-            |_| Ok(()),
-        )
-        .optional()?
+pub(crate) fn has_write_enabler(c: &mut dyn Conn, si: &StorageIndex, shnum: ShareNumber) -> Result<bool, SqlError> {
+    Ok(c.value::<i64>("SELECT 1 FROM write_enablers WHERE si = ?1 AND shnum = ?2", &params![si.to_base32(), shnum.0])?
         .is_some())
 }
 
@@ -370,80 +364,64 @@ impl Change {
         Ok(change)
     }
 
-    /// Apply to the tables (not the log) inside `tx`. Idempotent.
-    pub(crate) fn apply(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
-        let id = |name: &str| -> rusqlite::Result<i64> {
-            tx.prepare_cached("SELECT id FROM accounts WHERE name = ?1")?.query_row([name], |r| r.get(0))
+    /// Apply to the tables (not the log) inside a transaction on `c`. Idempotent.
+    pub(crate) fn apply(&self, c: &mut dyn Conn) -> Result<(), SqlError> {
+        let id = |c: &mut dyn Conn, name: &str| -> Result<i64, SqlError> {
+            c.value("SELECT id FROM accounts WHERE name = ?1", &params![name])?.ok_or(SqlError::NoRow)
         };
         // A version-1 record's share: mutable when it has a write enabler (the migration's rule).
-        let kind = |share: &ShareRef| -> rusqlite::Result<i64> {
+        let kind = |c: &mut dyn Conn, share: &ShareRef| -> Result<i64, SqlError> {
             match share.kind {
                 Some(k) => Ok(kind_code(k)),
-                None => Ok(i64::from(has_write_enabler(tx, &share.si, share.shnum)?)),
+                None => Ok(i64::from(has_write_enabler(c, &share.si, share.shnum)?)),
             }
         };
         match self {
             Change::Account { name, swissnum, created } => {
-                tx.execute(
-                    "INSERT OR IGNORE INTO accounts (name, swissnum, swissnum_hash, created) VALUES (?1, ?2, ?3, ?4)",
-                    params![
-                        name,
-                        swissnum,
-                        crate::hash(&crate::authorization_value(swissnum)).as_slice(),
-                        *created as i64
-                    ],
+                c.execute(
+                    "INSERT INTO accounts (name, swissnum, swissnum_hash, created) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT DO NOTHING",
+                    &params![name, swissnum, crate::hash(&crate::authorization_value(swissnum)), *created],
                 )?;
             }
             Change::Attribute { account, attribute } => {
-                let id = id(account)?;
+                let id = id(c, account)?;
                 match attribute_entry(attribute) {
-                    (key, Some(v)) => tx.execute(
+                    (key, Some(v)) => c.execute(
                         "INSERT INTO attributes (account, key, value) VALUES (?1, ?2, ?3)
                          ON CONFLICT (account, key) DO UPDATE SET value = excluded.value",
-                        params![id, key, v],
+                        &params![id, key, v],
                     )?,
                     (key, None) => {
-                        tx.execute("DELETE FROM attributes WHERE account = ?1 AND key = ?2", params![id, key])?
+                        c.execute("DELETE FROM attributes WHERE account = ?1 AND key = ?2", &params![id, key])?
                     }
                 };
             }
             Change::Revoked { account, at } => {
-                tx.execute(
+                c.execute(
                     "UPDATE accounts SET revoked = coalesce(revoked, ?2) WHERE name = ?1",
-                    params![account, *at as i64],
+                    &params![account, *at],
                 )?;
             }
             Change::Lease { share, hash, renew_hash, cancel_hash, expires, account } => {
                 // Every renewal comes here: the statement is prepared once per connection.
-                tx.prepare_cached(
+                let (kind, account) = (kind(c, share)?, id(c, account)?);
+                c.execute(
                     "INSERT INTO leases (kind, si, shnum, renew_hash, cancel_hash, expires, account, scheme)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                     ON CONFLICT (kind, si, shnum, renew_hash) DO UPDATE SET expires = max(expires, excluded.expires)",
-                )?
-                .execute(params![
-                    kind(share)?,
-                    share.si.to_base32(),
-                    share.shnum.0,
-                    renew_hash.as_slice(),
-                    cancel_hash.as_slice(),
-                    *expires as i64,
-                    id(account)?,
-                    hash.code()
-                ])?;
+                     ON CONFLICT (kind, si, shnum, renew_hash) DO UPDATE
+                     SET expires = CASE WHEN excluded.expires > leases.expires THEN excluded.expires ELSE leases.expires END",
+                    &params![kind, share.si.to_base32(), share.shnum.0, renew_hash, cancel_hash, *expires, account, hash.code()],
+                )?;
             }
             Change::Share { share, account, size } => {
                 // Every read-test-write comes here and to the enablers below: prepared once.
-                tx.prepare_cached(
+                let (kind, account) = (kind(c, share)?, id(c, account)?);
+                c.execute(
                     "INSERT INTO shares (kind, si, shnum, account, size) VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (kind, si, shnum) DO UPDATE SET size = excluded.size",
-                )?
-                .execute(params![
-                    kind(share)?,
-                    share.si.to_base32(),
-                    share.shnum.0,
-                    id(account)?,
-                    *size as i64
-                ])?;
+                    &params![kind, share.si.to_base32(), share.shnum.0, account, *size],
+                )?;
             }
             Change::Forget { share } => {
                 let (si, n) = (share.si.to_base32(), share.shnum.0);
@@ -453,35 +431,35 @@ impl Change {
                     None => &[0, 1],
                 };
                 for k in kinds {
-                    tx.execute("DELETE FROM leases WHERE kind = ?1 AND si = ?2 AND shnum = ?3", params![k, si, n])?;
-                    tx.execute("DELETE FROM shares WHERE kind = ?1 AND si = ?2 AND shnum = ?3", params![k, si, n])?;
+                    c.execute("DELETE FROM leases WHERE kind = ?1 AND si = ?2 AND shnum = ?3", &params![*k, &si, n])?;
+                    c.execute("DELETE FROM shares WHERE kind = ?1 AND si = ?2 AND shnum = ?3", &params![*k, &si, n])?;
                 }
                 if share.kind != Some(ShareKind::Immutable) {
-                    tx.execute("DELETE FROM write_enablers WHERE si = ?1 AND shnum = ?2", params![si, n])?;
-                    tx.execute("DELETE FROM write_enablers_raw WHERE si = ?1 AND shnum = ?2", params![si, n])?;
+                    c.execute("DELETE FROM write_enablers WHERE si = ?1 AND shnum = ?2", &params![&si, n])?;
+                    c.execute("DELETE FROM write_enablers_raw WHERE si = ?1 AND shnum = ?2", &params![&si, n])?;
                 }
             }
             Change::WriteEnabler { si, shnum, hash } => {
-                tx.prepare_cached(
-                    "INSERT OR REPLACE INTO write_enablers (si, shnum, enabler_hash) VALUES (?1, ?2, ?3)",
-                )?
-                .execute(params![si.to_base32(), shnum.0, hash.as_slice()])?;
+                let si = si.to_base32();
+                c.execute(
+                    "INSERT INTO write_enablers (si, shnum, enabler_hash) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (si, shnum) DO UPDATE SET enabler_hash = excluded.enabler_hash",
+                    &params![&si, shnum.0, hash],
+                )?;
                 // A kept raw enabler that is not this one's (the share was made again) goes.
-                let raw: Option<Vec<u8>> = tx
-                    .prepare_cached("SELECT enabler FROM write_enablers_raw WHERE si = ?1 AND shnum = ?2")?
-                    .query_row(params![si.to_base32(), shnum.0], |r| r.get(0))
-                    .optional()?;
+                let raw: Option<Vec<u8>> = c.value(
+                    "SELECT enabler FROM write_enablers_raw WHERE si = ?1 AND shnum = ?2",
+                    &params![&si, shnum.0],
+                )?;
                 if raw.is_some_and(|raw| crate::hash(&raw) != *hash) {
-                    tx.execute(
-                        "DELETE FROM write_enablers_raw WHERE si = ?1 AND shnum = ?2",
-                        params![si.to_base32(), shnum.0],
-                    )?;
+                    c.execute("DELETE FROM write_enablers_raw WHERE si = ?1 AND shnum = ?2", &params![&si, shnum.0])?;
                 }
             }
             Change::RawWriteEnabler { si, shnum, enabler } => {
-                tx.execute(
-                    "INSERT OR REPLACE INTO write_enablers_raw (si, shnum, enabler) VALUES (?1, ?2, ?3)",
-                    params![si.to_base32(), shnum.0, enabler],
+                c.execute(
+                    "INSERT INTO write_enablers_raw (si, shnum, enabler) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (si, shnum) DO UPDATE SET enabler = excluded.enabler",
+                    &params![si.to_base32(), shnum.0, enabler.as_slice()],
                 )?;
             }
         }

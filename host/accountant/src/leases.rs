@@ -8,7 +8,7 @@
 //! new one is kept as BLAKE2b-256, as Tahoe-LAFS keeps it.
 
 use marsh_core::{ShareId, ShareKind, ShareNumber, StorageIndex};
-use rusqlite::{OptionalExtension, params};
+use marsh_sql::{Conn, Query, SqlError, params, transaction};
 
 use crate::accounts::read_attributes;
 use crate::change::{Change, LeaseHash, kind_code};
@@ -83,20 +83,18 @@ pub struct AdoptedShare<'a> {
 /// a limit of `limit` lease records: it is there already, or the share carries fewer than
 /// `limit`.
 pub(crate) fn may_add_lease(
-    conn: &rusqlite::Connection,
+    c: &mut dyn Conn,
     share: &ShareId,
     renew: &[u8],
     limit: usize,
 ) -> Result<bool, AccountantError> {
-    let (count, mine): (i64, i64) = conn
-        .prepare_cached(
-            "SELECT COUNT(*), COALESCE(SUM(renew_hash IN (?4, ?5)), 0) FROM leases
-         WHERE kind = ?1 AND si = ?2 AND shnum = ?3",
+    let (count, mine): (i64, i64) = c
+        .row(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(CASE WHEN renew_hash IN (?4, ?5) THEN 1 ELSE 0 END), 0) AS BIGINT)
+             FROM leases WHERE kind = ?1 AND si = ?2 AND shnum = ?3",
+            &params![kind_code(share.kind), share.si.to_base32(), share.shnum.0, blake2b(renew), hash(renew)],
         )?
-        .query_row(
-            params![kind_code(share.kind), share.si.to_base32(), share.shnum.0, &blake2b(renew)[..], &hash(renew)[..]],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        .ok_or(SqlError::NoRow)?;
     Ok(mine > 0 || usize::try_from(count).unwrap_or(usize::MAX) < limit)
 }
 
@@ -104,7 +102,7 @@ impl Accountant {
     /// Whether `account`'s lease with `renew` may go on `share` under a limit of `limit` lease
     /// records (see [`may_add_lease`]).
     pub fn may_add_lease(&self, share: &ShareId, renew: &[u8], limit: usize) -> Result<bool, AccountantError> {
-        may_add_lease(&self.conn(), share, renew, limit)
+        may_add_lease(&mut self.conn()?, share, renew, limit)
     }
 
     /// Record that `account` holds a share of `size` bytes (an allocation or a mutable write).
@@ -115,18 +113,15 @@ impl Accountant {
 
     /// The account holding a share, if the share is recorded.
     pub fn holder(&self, share: &ShareId) -> Result<Option<Holder>, AccountantError> {
-        let conn = self.conn();
-        let row: Option<(i64, String)> = conn
-            .query_row(
-                "SELECT s.account, a.name FROM shares s JOIN accounts a ON a.id = s.account
-                 WHERE s.kind = ?1 AND s.si = ?2 AND s.shnum = ?3",
-                params![kind_code(share.kind), share.si.to_base32(), share.shnum.0],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
+        let mut conn = self.conn()?;
+        let row: Option<(i64, String)> = conn.row(
+            "SELECT s.account, a.name FROM shares s JOIN accounts a ON a.id = s.account
+             WHERE s.kind = ?1 AND s.si = ?2 AND s.shnum = ?3",
+            &params![kind_code(share.kind), share.si.to_base32(), share.shnum.0],
+        )?;
         match row {
             Some((id, name)) => {
-                let quota = read_attributes(&conn, AccountId(id))?.quota;
+                let quota = read_attributes(&mut conn, AccountId(id))?.quota;
                 Ok(Some(Holder { id: AccountId(id), name, quota }))
             }
             None => Ok(None),
@@ -142,12 +137,11 @@ impl Accountant {
         cancel: &[u8],
         now: u64,
     ) -> Result<(), AccountantError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let name = name_of(&tx, account)?;
-        apply_and_log(&tx, &lease_change(&tx, share, name, renew, cancel, now)?)?;
-        tx.commit()?;
-        Ok(())
+        transaction(&mut self.conn()?, |c| {
+            let name = name_of(c, account)?;
+            let change = lease_change(c, share, name, renew, cancel, now)?;
+            apply_and_log(c, &change)
+        })
     }
 
     /// Take in a share another server kept (`marsh adopt`): its holder and size, its leases
@@ -160,47 +154,21 @@ impl Accountant {
     /// [`Accountant::adopt_share`] for several shares in one transaction (a commit per share
     /// is most of what taking in a small share costs).
     pub fn adopt_shares(&self, shares: &[AdoptedShare<'_>]) -> Result<(), AccountantError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        for a in shares {
-            let name = name_of(&tx, a.account)?;
-            let share = &a.share;
-            if let Some(enabler) = a.write_enabler {
-                apply_and_log(&tx, &Change::WriteEnabler { si: share.si, shnum: share.shnum, hash: hash(enabler) })?;
-                if a.keep_raw {
-                    keep_raw_enabler(&tx, &share.si, share.shnum, enabler)?;
-                }
+        transaction(&mut self.conn()?, |c| {
+            for a in shares {
+                adopt_one(c, a)?;
             }
-            apply_and_log(&tx, &Change::Share { share: share.into(), account: name.clone(), size: a.size })?;
-            for l in a.leases {
-                apply_and_log(
-                    &tx,
-                    &Change::Lease {
-                        share: share.into(),
-                        hash: LeaseHash::Blake2b,
-                        renew_hash: l.renew_hash,
-                        cancel_hash: l.cancel_hash,
-                        expires: l.expires,
-                        account: name.clone(),
-                    },
-                )?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// The raw write enabler of a mutable share, where one is kept
     /// (`storage.keep-write-enablers`, or adopted so).
     pub fn raw_write_enabler(&self, si: &StorageIndex, shnum: ShareNumber) -> Result<Option<Vec<u8>>, AccountantError> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT enabler FROM write_enablers_raw WHERE si = ?1 AND shnum = ?2",
-                params![si.to_base32(), shnum.0],
-                |r| r.get(0),
-            )
-            .optional()?)
+        Ok(self.conn()?.value(
+            "SELECT enabler FROM write_enablers_raw WHERE si = ?1 AND shnum = ?2",
+            &params![si.to_base32(), shnum.0],
+        )?)
     }
 
     /// Leased shares all of whose leases expire before `before`, in order of their latest
@@ -213,23 +181,18 @@ impl Accountant {
         after: Option<&Expiring>,
         limit: usize,
     ) -> Result<Vec<Expiring>, AccountantError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT kind, si, shnum, expires FROM share_expiry
-             WHERE expires < ?1 AND (expires, kind, si, shnum) > (?2, ?3, ?4, ?5)
-             ORDER BY expires, kind, si, shnum LIMIT ?6",
-        )?;
         let (e, k, s, n) = match after {
             Some(a) => (a.expires as i64, kind_code(a.share.kind), a.share.si.to_base32(), i64::from(a.share.shnum.0)),
             None => (-1, -1, String::new(), -1),
         };
-        let before = i64::try_from(before).unwrap_or(i64::MAX);
-        let rows = stmt.query_map(params![before, e, k, s, n, limit as i64], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, u16>(2)?, r.get::<_, i64>(3)?))
-        })?;
+        let rows: Vec<(i64, String, u16, i64)> = self.conn()?.rows(
+            "SELECT kind, si, shnum, expires FROM share_expiry
+             WHERE expires < ?1 AND (expires, kind, si, shnum) > (?2, ?3, ?4, ?5)
+             ORDER BY expires, kind, si, shnum LIMIT ?6",
+            &params![before, e, k, s, n, limit],
+        )?;
         let mut out = Vec::new();
-        for row in rows {
-            let (kind, si, shnum, expires) = row?;
+        for (kind, si, shnum, expires) in rows {
             let kind = match kind {
                 0 => ShareKind::Immutable,
                 1 => ShareKind::Mutable,
@@ -246,23 +209,14 @@ impl Accountant {
 
     /// The leases of one share, soonest expiry first.
     pub fn leases(&self, share: &ShareId) -> Result<Vec<Lease>, AccountantError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
+        type LeaseRow = (Vec<u8>, Vec<u8>, i64, i64, i64);
+        let rows: Vec<LeaseRow> = self.conn()?.rows(
             "SELECT renew_hash, cancel_hash, expires, account, scheme FROM leases
              WHERE kind = ?1 AND si = ?2 AND shnum = ?3 ORDER BY expires",
+            &params![kind_code(share.kind), share.si.to_base32(), share.shnum.0],
         )?;
-        let rows = stmt.query_map(params![kind_code(share.kind), share.si.to_base32(), share.shnum.0], |r| {
-            Ok((
-                r.get::<_, Vec<u8>>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-            ))
-        })?;
         let mut out = Vec::new();
-        for row in rows {
-            let (renew, cancel, expires, account, scheme) = row?;
+        for (renew, cancel, expires, account, scheme) in rows {
             let (Ok(renew_hash), Ok(cancel_hash)) = (renew.try_into(), cancel.try_into()) else {
                 return Err(AccountantError::Corrupt("a stored lease hash is not 32 bytes".into()));
             };
@@ -283,16 +237,15 @@ impl Accountant {
     /// holder and, for a mutable share, its write enabler. The other kind's share of the same
     /// storage index and number is untouched.
     pub fn forget_share(&self, share: &ShareId) -> Result<(), AccountantError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        apply_and_log(&tx, &Change::Forget { share: share.into() })?;
-        if share.kind == ShareKind::Immutable {
-            writes::close_open_upload(&tx, share)?;
-        } else {
-            crate::seqnums::forget(&tx, &share.si, share.shnum)?;
-        }
-        tx.commit()?;
-        Ok(())
+        transaction(&mut self.conn()?, |c| {
+            apply_and_log(c, &Change::Forget { share: share.into() })?;
+            if share.kind == ShareKind::Immutable {
+                writes::close_open_upload(c, share)?;
+            } else {
+                crate::seqnums::forget(c, &share.si, share.shnum)?;
+            }
+            Ok(())
+        })
     }
 
     /// Whether `enabler` is the recorded write enabler of a mutable share: `None` when none is
@@ -303,11 +256,10 @@ impl Accountant {
         shnum: ShareNumber,
         enabler: &[u8],
     ) -> Result<Option<bool>, AccountantError> {
-        let stored: Option<Vec<u8>> = self
-            .conn()
-            .prepare_cached("SELECT enabler_hash FROM write_enablers WHERE si = ?1 AND shnum = ?2")?
-            .query_row(params![si.to_base32(), shnum.0], |r| r.get(0))
-            .optional()?;
+        let stored: Option<Vec<u8>> = self.conn()?.value(
+            "SELECT enabler_hash FROM write_enablers WHERE si = ?1 AND shnum = ?2",
+            &params![si.to_base32(), shnum.0],
+        )?;
         let want = hash(enabler);
         Ok(stored.map(|s| s.len() == 32 && s.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0))
     }
@@ -330,44 +282,69 @@ impl Accountant {
         shnum: ShareNumber,
         hash: [u8; 32],
     ) -> Result<bool, AccountantError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let present = change::has_write_enabler(&tx, si, shnum)?;
-        if !present {
-            apply_and_log(&tx, &Change::WriteEnabler { si: *si, shnum, hash })?;
-        }
-        tx.commit()?;
-        Ok(!present)
+        transaction(&mut self.conn()?, |c| {
+            let present = change::has_write_enabler(c, si, shnum)?;
+            if !present {
+                apply_and_log(c, &Change::WriteEnabler { si: *si, shnum, hash })?;
+            }
+            Ok(!present)
+        })
     }
+}
+
+/// Take in one adopted share inside the caller's transaction on `c`.
+fn adopt_one(c: &mut dyn Conn, a: &AdoptedShare<'_>) -> Result<(), AccountantError> {
+    let name = name_of(c, a.account)?;
+    let share = &a.share;
+    if let Some(enabler) = a.write_enabler {
+        apply_and_log(c, &Change::WriteEnabler { si: share.si, shnum: share.shnum, hash: hash(enabler) })?;
+        if a.keep_raw {
+            keep_raw_enabler(c, &share.si, share.shnum, enabler)?;
+        }
+    }
+    apply_and_log(c, &Change::Share { share: share.into(), account: name.clone(), size: a.size })?;
+    for l in a.leases {
+        apply_and_log(
+            c,
+            &Change::Lease {
+                share: share.into(),
+                hash: LeaseHash::Blake2b,
+                renew_hash: l.renew_hash,
+                cancel_hash: l.cancel_hash,
+                expires: l.expires,
+                account: name.clone(),
+            },
+        )?;
+    }
+    Ok(())
 }
 
 /// Keep `enabler` raw for the mutable share `si`/`shnum`, as a change like any other.
 pub(crate) fn keep_raw_enabler(
-    tx: &rusqlite::Transaction<'_>,
+    c: &mut dyn Conn,
     si: &StorageIndex,
     shnum: ShareNumber,
     enabler: &[u8],
 ) -> Result<(), AccountantError> {
-    apply_and_log(tx, &Change::RawWriteEnabler { si: *si, shnum, enabler: enabler.to_vec() })
+    apply_and_log(c, &Change::RawWriteEnabler { si: *si, shnum, enabler: enabler.to_vec() })
 }
 
 /// The change that renews `share`'s lease with the renew secret `renew`, or adds one: a lease
 /// recorded with SHA-256 (before schema 6) is renewed under that hash; otherwise the lease is
 /// kept as BLAKE2b-256, Tahoe-LAFS's hash, whether it is there already or new.
 pub(crate) fn lease_change(
-    conn: &rusqlite::Connection,
+    c: &mut dyn Conn,
     share: &ShareId,
     account: String,
     renew: &[u8],
     cancel: &[u8],
     now: u64,
-) -> rusqlite::Result<Change> {
-    let legacy = conn
-        .prepare_cached(
+) -> Result<Change, SqlError> {
+    let legacy = c
+        .value::<i64>(
             "SELECT 1 FROM leases WHERE kind = ?1 AND si = ?2 AND shnum = ?3 AND renew_hash = ?4 AND scheme = 0",
+            &params![kind_code(share.kind), share.si.to_base32(), share.shnum.0, hash(renew)],
         )?
-        .query_row(params![kind_code(share.kind), share.si.to_base32(), share.shnum.0, &hash(renew)[..]], |_| Ok(()))
-        .optional()?
         .is_some();
     let scheme = if legacy { LeaseHash::Sha256 } else { LeaseHash::Blake2b };
     Ok(Change::Lease {
@@ -389,9 +366,8 @@ mod tests {
         StorageIndex::from_bytes([n; 16])
     }
 
-    #[test]
-    fn renewal_matches_by_renew_secret_and_never_shortens() {
-        let book = Accountant::in_memory().unwrap();
+    fn renewal_matches_by_renew_secret_and_never_shortens(new: &dyn Fn() -> Accountant) {
+        let book = new();
         let (si, n, anon) = (si(1), ShareNumber(0), AccountId::ANONYMOUS);
         book.add_or_renew(anon, &ShareId::immutable(si, n), &[1; 32], &[2; 32], 1000).unwrap();
         book.add_or_renew(anon, &ShareId::immutable(si, n), &[1; 32], &[2; 32], 1167).unwrap();
@@ -414,9 +390,10 @@ mod tests {
         assert!(book.leases(&ShareId::immutable(si, n)).unwrap().is_empty());
     }
 
-    #[test]
-    fn a_lease_kept_as_sha256_is_renewed_as_it_is_and_new_ones_are_kept_as_tahoe_keeps_them() {
-        let book = Accountant::in_memory().unwrap();
+    fn a_lease_kept_as_sha256_is_renewed_as_it_is_and_new_ones_are_kept_as_tahoe_keeps_them(
+        new: &dyn Fn() -> Accountant,
+    ) {
+        let book = new();
         let share = ShareId::immutable(si(4), ShareNumber(0));
         // As a release before schema 6 recorded it.
         book.commit(&Change::Lease {
@@ -445,9 +422,8 @@ mod tests {
         assert!(book.may_add_lease(&share, b"new", 2).unwrap());
     }
 
-    #[test]
-    fn an_adopted_share_keeps_its_leases_which_its_clients_then_renew() {
-        let book = Accountant::in_memory().unwrap();
+    fn an_adopted_share_keeps_its_leases_which_its_clients_then_renew(new: &dyn Fn() -> Accountant) {
+        let book = new();
         let share = ShareId::mutable(si(5), ShareNumber(2));
         let leases = [
             AdoptedLease { renew_hash: blake2b(b"r1"), cancel_hash: blake2b(b"c1"), expires: 5000 },
@@ -487,18 +463,16 @@ mod tests {
         );
     }
 
-    #[test]
-    fn write_enablers_are_checked_by_hash() {
-        let book = Accountant::in_memory().unwrap();
+    fn write_enablers_are_checked_by_hash(new: &dyn Fn() -> Accountant) {
+        let book = new();
         assert_eq!(book.check_write_enabler(&si(1), ShareNumber(1), b"we").unwrap(), None);
         book.set_write_enabler(&si(1), ShareNumber(1), b"we").unwrap();
         assert_eq!(book.check_write_enabler(&si(1), ShareNumber(1), b"we").unwrap(), Some(true));
         assert_eq!(book.check_write_enabler(&si(1), ShareNumber(1), b"WE").unwrap(), Some(false));
     }
 
-    #[test]
-    fn the_two_kinds_of_one_share_number_never_touch() {
-        let a = Accountant::in_memory().unwrap();
+    fn the_two_kinds_of_one_share_number_never_touch(new: &dyn Fn() -> Accountant) {
+        let a = new();
         let NewAccount { account: owner, .. } = a.create_account("owner", &Attributes::default(), 1).unwrap();
         let (m, i) = (ShareId::mutable(si(9), ShareNumber(0)), ShareId::immutable(si(9), ShareNumber(0)));
         a.set_write_enabler(&si(9), ShareNumber(0), b"we").unwrap();
@@ -518,4 +492,12 @@ mod tests {
         assert_eq!(a.leases(&i).unwrap().len(), 1);
         assert_eq!(a.check_write_enabler(&si(9), ShareNumber(0), b"we").unwrap(), None);
     }
+
+    crate::on_both_engines!(
+        renewal_matches_by_renew_secret_and_never_shortens,
+        a_lease_kept_as_sha256_is_renewed_as_it_is_and_new_ones_are_kept_as_tahoe_keeps_them,
+        an_adopted_share_keeps_its_leases_which_its_clients_then_renew,
+        write_enablers_are_checked_by_hash,
+        the_two_kinds_of_one_share_number_never_touch,
+    );
 }

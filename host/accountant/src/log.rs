@@ -3,7 +3,7 @@
 //! confirmed (`persisted_seq`) and pruning behind it; replaying recovered changes; and the
 //! mark of a recovery in progress.
 
-use rusqlite::{OptionalExtension, params};
+use marsh_sql::{Conn, Query, params, transaction};
 
 use crate::change::{BadChange, Change};
 use crate::{AccountId, Accountant, AccountantError};
@@ -27,10 +27,7 @@ impl Logged {
 impl Accountant {
     /// Apply one change and log it, in one transaction.
     pub(crate) fn commit(&self, change: &Change) -> Result<(), AccountantError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        apply_and_log(&tx, change)?;
-        tx.commit()?;
+        transaction(&mut self.conn()?, |c| apply_and_log(c, change))?;
         if change.touches_accounts() {
             self.accounts_changed();
         }
@@ -41,14 +38,13 @@ impl Accountant {
     pub(crate) fn commit_for(
         &self,
         account: AccountId,
-        make: impl FnOnce(String) -> Change,
+        make: impl Fn(String) -> Change,
     ) -> Result<(), AccountantError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let name = name_of(&tx, account)?;
-        let change = make(name);
-        apply_and_log(&tx, &change)?;
-        tx.commit()?;
+        let change = transaction(&mut self.conn()?, |c| {
+            let change = make(name_of(c, account)?);
+            apply_and_log(c, &change)?;
+            Ok::<_, AccountantError>(change)
+        })?;
         if change.touches_accounts() {
             self.accounts_changed();
         }
@@ -57,24 +53,22 @@ impl Accountant {
 
     /// Logged changes after `seq`, oldest first, at most `limit`.
     pub fn changes_after(&self, seq: u64, limit: usize) -> Result<Vec<Logged>, AccountantError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT seq, body FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
-        let rows = stmt.query_map(params![seq as i64, limit as i64], |r| {
-            Ok(Logged { seq: r.get::<_, i64>(0)?.max(0) as u64, body: r.get(1)? })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows: Vec<(u64, Vec<u8>)> = self
+            .conn()?
+            .rows("SELECT seq, body FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2", &params![seq, limit])?;
+        Ok(rows.into_iter().map(|(seq, body)| Logged { seq, body }).collect())
     }
 
     /// The newest logged change's number (0 when none).
     pub fn last_seq(&self) -> Result<u64, AccountantError> {
-        let seq: Option<i64> = self.conn().query_row("SELECT max(seq) FROM changes", [], |r| r.get(0))?;
-        Ok(seq.unwrap_or(0).max(0) as u64)
+        let seq: Option<Option<i64>> = self.conn()?.value("SELECT max(seq) FROM changes", &[])?;
+        Ok(seq.flatten().unwrap_or(0).max(0) as u64)
     }
 
     /// How far the persistence strategy has confirmed the log.
     pub fn persisted_seq(&self) -> Result<u64, AccountantError> {
-        let seq: i64 = self.conn().query_row("SELECT value FROM meta WHERE key = 'persisted_seq'", [], |r| r.get(0))?;
-        Ok(seq.max(0) as u64)
+        let seq: Option<i64> = self.conn()?.value("SELECT value FROM meta WHERE key = 'persisted_seq'", &[])?;
+        Ok(seq.ok_or(marsh_sql::SqlError::NoRow)?.max(0) as u64)
     }
 
     /// Changes logged and not yet confirmed by the persistence strategy.
@@ -84,31 +78,38 @@ impl Accountant {
 
     /// Record that changes up to `seq` are persisted (never moves back).
     pub fn mark_persisted(&self, seq: u64) -> Result<(), AccountantError> {
-        self.conn().execute("UPDATE meta SET value = max(value, ?1) WHERE key = 'persisted_seq'", [seq as i64])?;
+        self.conn()?.execute(MARK_PERSISTED, &params![seq])?;
         Ok(())
     }
 
     /// Drop logged changes before `seq` that the strategy has confirmed, keeping the newest
     /// (its number continues the log). Returns how many went.
     pub fn prune_persisted(&self, seq: u64) -> Result<u64, AccountantError> {
-        let n = self.conn().execute(
-            "DELETE FROM changes WHERE seq < min(?1, (SELECT value FROM meta WHERE key = 'persisted_seq'),
-                                                (SELECT max(seq) FROM changes))",
-            [seq as i64],
+        let n = self.conn()?.execute(
+            "DELETE FROM changes WHERE seq < ?1 AND seq < (SELECT value FROM meta WHERE key = 'persisted_seq')
+                                   AND seq < (SELECT max(seq) FROM changes)",
+            &params![seq],
         )?;
-        Ok(n as u64)
+        Ok(n)
     }
 
     /// Apply a change recovered from a persistence strategy under its original number, and
     /// count it as persisted. Idempotent; a record that does not parse is refused untouched.
     pub fn apply_recovered(&self, seq: u64, body: &[u8]) -> Result<(), AccountantError> {
         let change = Change::decode(body)?;
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        change.apply(&tx)?;
-        tx.execute("INSERT OR IGNORE INTO changes (seq, body) VALUES (?1, ?2)", params![seq as i64, body])?;
-        tx.execute("UPDATE meta SET value = max(value, ?1) WHERE key = 'persisted_seq'", [seq as i64])?;
-        tx.commit()?;
+        transaction(&mut self.conn()?, |c| {
+            change.apply(c)?;
+            c.execute("INSERT INTO changes (seq, body) VALUES (?1, ?2) ON CONFLICT DO NOTHING", &params![seq, body])?;
+            if c.engine() == marsh_sql::Engine::Postgres {
+                // An identity column does not follow numbers given to it; SQLite's does.
+                c.query(
+                    "SELECT setval(pg_get_serial_sequence('changes', 'seq'), (SELECT max(seq) FROM changes))",
+                    &[],
+                )?;
+            }
+            c.execute(MARK_PERSISTED, &params![seq])?;
+            Ok::<_, marsh_sql::SqlError>(())
+        })?;
         if change.touches_accounts() {
             self.accounts_changed();
         }
@@ -134,32 +135,34 @@ impl Accountant {
     /// Mark a recovery as started (`true`) or finished; an interrupted recovery stays marked,
     /// so the node does not start on a half-rebuilt database.
     pub fn set_recovering(&self, on: bool) -> Result<(), AccountantError> {
-        self.conn().execute(
+        self.conn()?.execute(
             "INSERT INTO meta (key, value) VALUES ('recovering', ?1)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [i64::from(on)],
+            &params![on],
         )?;
         Ok(())
     }
 
     /// Whether a recovery started and did not finish.
     pub fn recovering(&self) -> Result<bool, AccountantError> {
-        let v: Option<i64> =
-            self.conn().query_row("SELECT value FROM meta WHERE key = 'recovering'", [], |r| r.get(0)).optional()?;
+        let v: Option<i64> = self.conn()?.value("SELECT value FROM meta WHERE key = 'recovering'", &[])?;
         Ok(v == Some(1))
     }
 }
 
-pub(crate) fn apply_and_log(tx: &rusqlite::Transaction<'_>, change: &Change) -> Result<(), AccountantError> {
-    change.apply(tx)?;
-    tx.prepare_cached("INSERT INTO changes (body) VALUES (?1)")?.execute([change.encode()])?;
+/// Move `persisted_seq` up to `?1` (never back).
+const MARK_PERSISTED: &str =
+    "UPDATE meta SET value = CASE WHEN ?1 > value THEN ?1 ELSE value END WHERE key = 'persisted_seq'";
+
+/// Apply `change` and append it to the log, inside the caller's transaction on `c`.
+pub(crate) fn apply_and_log(c: &mut dyn Conn, change: &Change) -> Result<(), AccountantError> {
+    change.apply(c)?;
+    c.execute("INSERT INTO changes (body) VALUES (?1)", &params![change.encode()])?;
     Ok(())
 }
 
-pub(crate) fn name_of(tx: &rusqlite::Transaction<'_>, id: AccountId) -> Result<String, AccountantError> {
-    tx.prepare_cached("SELECT name FROM accounts WHERE id = ?1")?
-        .query_row([id.0], |r| r.get(0))
-        .optional()?
+pub(crate) fn name_of(c: &mut dyn Conn, id: AccountId) -> Result<String, AccountantError> {
+    c.value("SELECT name FROM accounts WHERE id = ?1", &params![id.0])?
         .ok_or_else(|| AccountantError::NoSuchAccount(format!("#{}", id.0)))
 }
 
@@ -173,9 +176,8 @@ mod tests {
         StorageIndex::from_bytes([n; 16])
     }
 
-    #[test]
-    fn the_log_replays_into_an_equal_database() {
-        let a = Accountant::in_memory().unwrap();
+    fn the_log_replays_into_an_equal_database(new: &dyn Fn() -> Accountant) {
+        let a = new();
         let quota = Attributes { quota: Some(5), ..Attributes::default() };
         let NewAccount { account: alice, swissnum } = a.create_account("alice", &quota, 3).unwrap();
         a.add_or_renew(alice.id, &ShareId::immutable(si(1), ShareNumber(0)), b"r", b"c", 100).unwrap();
@@ -193,7 +195,7 @@ mod tests {
         a.mark_persisted(2).unwrap();
         assert_eq!(a.persisted_seq().unwrap(), 4, "never moves back");
 
-        let b = Accountant::in_memory().unwrap();
+        let b = new();
         for entry in log.iter().chain(log.iter()) {
             b.apply_recovered(entry.seq, &entry.body).unwrap();
         }
@@ -215,7 +217,7 @@ mod tests {
         b.add_or_renew(AccountId::ANONYMOUS, &ShareId::immutable(si(4), ShareNumber(0)), b"r", b"c", 1).unwrap();
         assert_eq!(b.last_seq().unwrap(), last + 1);
         assert!(matches!(b.apply_recovered(99, b"junk"), Err(AccountantError::BadChange(_))));
-        let c = Accountant::in_memory().unwrap();
+        let c = new();
         c.set_recovering(true).unwrap();
         for entry in &log {
             c.apply_strategy_blob(&entry.strategy_blob()).unwrap();
@@ -226,4 +228,6 @@ mod tests {
         assert_eq!(c.accounts().unwrap(), a.accounts().unwrap());
         assert!(c.apply_strategy_blob(b"short").is_err());
     }
+
+    crate::on_both_engines!(the_log_replays_into_an_equal_database,);
 }

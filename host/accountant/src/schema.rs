@@ -1,6 +1,7 @@
-//! The accountant's SQLite schema and its forward migrations. The version lives in SQLite's
-//! `user_version`; each migration runs in its own transaction and moves the version by one, so
-//! an interrupted upgrade resumes where it stopped. A database from a newer marsh is refused.
+//! The accountant's SQLite schema and its forward migrations, applied by `marsh_sql::migrate`:
+//! the version lives in SQLite's `user_version`; each migration runs in its own transaction and
+//! moves the version by one, so an interrupted upgrade resumes where it stopped. A database from
+//! a newer marsh is refused.
 
 use rusqlite::Connection;
 
@@ -211,12 +212,22 @@ pub(crate) fn keep_before_migrating(conn: &Connection, path: &std::path::Path) -
 /// The schema version this build writes.
 pub const VERSION: u32 = MIGRATIONS.len() as u32;
 
-/// Bring `conn` to [`VERSION`].
-pub(crate) fn migrate(conn: &mut Connection) -> Result<(), AccountantError> {
-    migrate_to(conn, VERSION)
+/// The accountant's schema: its name and steps.
+pub(crate) const SCHEMA: marsh_sql::Schema<'static> = marsh_sql::Schema { name: "accountant", steps: MIGRATIONS };
+
+/// Bring `conn` to [`VERSION`], each step in its own transaction under the write lock.
+pub(crate) fn migrate(conn: &mut dyn marsh_sql::Conn) -> Result<(), AccountantError> {
+    match marsh_sql::migrate(conn, &SCHEMA) {
+        Ok(_) => Ok(()),
+        Err(marsh_sql::SqlError::NewerSchema { found, supported, .. }) => {
+            Err(AccountantError::NewerSchema { found, supported })
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Bring `conn` to `target` (tests make databases of earlier releases with it).
+#[cfg(test)]
 fn migrate_to(conn: &mut Connection, target: u32) -> Result<(), AccountantError> {
     loop {
         let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;

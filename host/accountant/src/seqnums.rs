@@ -7,27 +7,26 @@
 use std::collections::BTreeMap;
 
 use marsh_core::{ShareNumber, StorageIndex};
-use rusqlite::{Connection, OptionalExtension, params};
+use marsh_sql::{Conn, Query, SqlError, params};
 
 use crate::{Accountant, AccountantError};
 
 impl Accountant {
     /// The sequence number kept for a mutable share, if any.
     pub fn mutable_seqnum(&self, si: &StorageIndex, shnum: ShareNumber) -> Result<Option<u64>, AccountantError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT seqnum FROM mutable_seqnums WHERE si = ?1 AND shnum = ?2")?;
-        let kept: Option<i64> = stmt.query_row(params![si.to_base32(), shnum.0], |r| r.get(0)).optional()?;
+        let kept: Option<i64> = self.conn()?.value(
+            "SELECT seqnum FROM mutable_seqnums WHERE si = ?1 AND shnum = ?2",
+            &params![si.to_base32(), shnum.0],
+        )?;
         Ok(kept.map(|k| k as u64))
     }
 
     /// The sequence numbers kept for the mutable shares of `si`, by share number.
     pub fn mutable_seqnums(&self, si: &StorageIndex) -> Result<BTreeMap<ShareNumber, u64>, AccountantError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT shnum, seqnum FROM mutable_seqnums WHERE si = ?1")?;
-        let rows = stmt.query_map([si.to_base32()], |r| Ok((r.get::<_, u16>(0)?, r.get::<_, i64>(1)?)))?;
+        let rows: Vec<(u16, i64)> =
+            self.conn()?.rows("SELECT shnum, seqnum FROM mutable_seqnums WHERE si = ?1", &params![si.to_base32()])?;
         let mut kept = BTreeMap::new();
-        for row in rows {
-            let (shnum, seqnum) = row?;
+        for (shnum, seqnum) in rows {
             kept.insert(ShareNumber(shnum), seqnum as u64);
         }
         Ok(kept)
@@ -37,12 +36,10 @@ impl Accountant {
 impl Accountant {
     /// Every number kept: (storage index, share number, sequence number), by storage index.
     pub fn kept_mutable_seqnums(&self) -> Result<Vec<(StorageIndex, ShareNumber, u64)>, AccountantError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT si, shnum, seqnum FROM mutable_seqnums ORDER BY si, shnum")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u16>(1)?, r.get::<_, i64>(2)?)))?;
+        let rows: Vec<(String, u16, i64)> =
+            self.conn()?.rows("SELECT si, shnum, seqnum FROM mutable_seqnums ORDER BY si, shnum", &[])?;
         let mut kept = Vec::new();
-        for row in rows {
-            let (si, shnum, seqnum) = row?;
+        for (si, shnum, seqnum) in rows {
             let si =
                 si.parse().map_err(|e| AccountantError::Corrupt(format!("kept sequence number of {si:?}: {e}")))?;
             kept.push((si, ShareNumber(shnum), seqnum as u64));
@@ -58,37 +55,39 @@ impl Accountant {
         si: Option<&StorageIndex>,
         shnum: Option<ShareNumber>,
     ) -> Result<usize, AccountantError> {
-        let conn = self.conn();
-        Ok(match (si, shnum) {
-            (None, _) => conn.execute("DELETE FROM mutable_seqnums", [])?,
-            (Some(si), None) => conn.execute("DELETE FROM mutable_seqnums WHERE si = ?1", [si.to_base32()])?,
-            (Some(si), Some(n)) => forget(&conn, si, n)?,
-        })
+        let mut conn = self.conn()?;
+        let n = match (si, shnum) {
+            (None, _) => conn.execute("DELETE FROM mutable_seqnums", &[])?,
+            (Some(si), None) => conn.execute("DELETE FROM mutable_seqnums WHERE si = ?1", &params![si.to_base32()])?,
+            (Some(si), Some(n)) => forget(&mut conn, si, n)?,
+        };
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 }
 
 /// Keep `seqnum` for a mutable share, or forget it (`None`: removed, cut below its header, or
 /// rewritten without a Tahoe header).
 pub(crate) fn set(
-    conn: &Connection,
+    c: &mut dyn Conn,
     si: &StorageIndex,
     shnum: ShareNumber,
     seqnum: Option<u64>,
-) -> rusqlite::Result<()> {
+) -> Result<(), SqlError> {
     match seqnum {
-        // Stored as SQLite's signed integer, the same 64 bits.
-        Some(n) => conn
-            .prepare_cached("INSERT OR REPLACE INTO mutable_seqnums (si, shnum, seqnum) VALUES (?1, ?2, ?3)")?
-            .execute(params![si.to_base32(), shnum.0, n as i64])?,
-        None => forget(conn, si, shnum)?,
+        // Stored as a signed 64-bit integer, the same 64 bits.
+        Some(n) => c.execute(
+            "INSERT INTO mutable_seqnums (si, shnum, seqnum) VALUES (?1, ?2, ?3)
+             ON CONFLICT (si, shnum) DO UPDATE SET seqnum = excluded.seqnum",
+            &params![si.to_base32(), shnum.0, n as i64],
+        )?,
+        None => forget(c, si, shnum)?,
     };
     Ok(())
 }
 
 /// Forget the number kept for a mutable share (removed, or collected with its leases).
-pub(crate) fn forget(conn: &Connection, si: &StorageIndex, shnum: ShareNumber) -> rusqlite::Result<usize> {
-    conn.prepare_cached("DELETE FROM mutable_seqnums WHERE si = ?1 AND shnum = ?2")?
-        .execute(params![si.to_base32(), shnum.0])
+pub(crate) fn forget(c: &mut dyn Conn, si: &StorageIndex, shnum: ShareNumber) -> Result<u64, SqlError> {
+    c.execute("DELETE FROM mutable_seqnums WHERE si = ?1 AND shnum = ?2", &params![si.to_base32(), shnum.0])
 }
 
 #[cfg(test)]

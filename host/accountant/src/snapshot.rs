@@ -16,6 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
+use marsh_sql::{Query, SqliteConn};
 use rusqlite::{Connection, OpenFlags};
 
 use crate::{Accountant, AccountantError, schema};
@@ -75,6 +76,9 @@ impl Accountant {
     /// A consistent copy of the database as of its newest change. Taken on a connection of its
     /// own when the database is a file, so requests are not held up while it is written.
     pub fn snapshot(&self) -> Result<Snapshot, AccountantError> {
+        if self.engine() == marsh_sql::Engine::Postgres {
+            return Err(AccountantError::NotOnPostgres("snapshots"));
+        }
         let tmp = TempDb::beside(self.path.as_deref(), "snapshot")?;
         let target = tmp.0.to_string_lossy().into_owned();
         match &self.path {
@@ -84,7 +88,7 @@ impl Accountant {
                 reader.execute("VACUUM INTO ?1", [&target])?;
             }
             None => {
-                self.conn().execute("VACUUM INTO ?1", [&target])?;
+                self.conn()?.sqlite("snapshots")?.execute("VACUUM INTO ?1", [&target])?;
             }
         }
         let copy = Connection::open(&tmp.0)?;
@@ -119,6 +123,9 @@ impl Accountant {
     /// in one transaction; returns the snapshot's sequence. Changes up to it count as persisted.
     /// A snapshot that is not a sound database of this schema is refused and nothing changes.
     pub fn restore_snapshot(&self, snapshot: &[u8]) -> Result<u64, AccountantError> {
+        if self.engine() == marsh_sql::Engine::Postgres {
+            return Err(AccountantError::NotOnPostgres("restoring a snapshot"));
+        }
         if snapshot.len() as u64 > MAX_SNAPSHOT_BYTES {
             return Err(AccountantError::BadSnapshot(format!(
                 "{} bytes; at most {MAX_SNAPSHOT_BYTES}",
@@ -132,35 +139,32 @@ impl Accountant {
         std::fs::write(&tmp.0, snapshot).map_err(|e| file_error("writing the snapshot to a temporary file", e))?;
         let sequence = check_and_migrate(&tmp.0)?;
         let attach = tmp.0.to_string_lossy().into_owned();
-        let mut conn = self.conn();
-        conn.execute("ATTACH DATABASE ?1 AS snap", [&attach])?;
-        let copied = (|| -> Result<(), AccountantError> {
-            let tx = conn.transaction()?;
+        let mut conn = self.conn()?;
+        conn.sqlite("restoring a snapshot")?.execute("ATTACH DATABASE ?1 AS snap", [&attach])?;
+        let copied = marsh_sql::transaction(&mut conn, |c| {
             // Rows reference each other (attributes name accounts): children go first, parents
             // come back first.
             for table in TABLES.iter().rev() {
-                tx.execute_batch(&format!("DELETE FROM main.{table};"))?;
+                c.batch(&format!("DELETE FROM main.{table};"))?;
             }
             for table in TABLES {
-                tx.execute_batch(&format!("INSERT INTO main.{table} SELECT * FROM snap.{table};"))?;
+                c.batch(&format!("INSERT INTO main.{table} SELECT * FROM snap.{table};"))?;
             }
-            tx.execute_batch(
+            c.batch(
                 "DELETE FROM main.sqlite_sequence; INSERT INTO main.sqlite_sequence SELECT * FROM snap.sqlite_sequence;",
             )?;
-            tx.execute("UPDATE meta SET value = ?1 WHERE key = 'persisted_seq'", [sequence as i64])?;
+            c.execute("UPDATE meta SET value = ?1 WHERE key = 'persisted_seq'", &marsh_sql::params![sequence])?;
             // Rows SQLite accepts may still not mean anything here: every account's attributes
             // must read, or the snapshot would install accounts that refuse every request.
-            let ids: Vec<i64> =
-                tx.prepare("SELECT id FROM accounts")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            let ids: Vec<i64> = c.values("SELECT id FROM accounts", &[])?;
             for id in ids {
-                crate::accounts::read_attributes(&tx, crate::AccountId(id))?;
+                crate::accounts::read_attributes(c, crate::AccountId(id))?;
             }
-            tx.commit()?;
-            Ok(())
-        })();
+            Ok::<_, AccountantError>(())
+        });
         // Whatever happened, callers are read again.
         self.accounts_changed();
-        conn.execute("DETACH DATABASE snap", [])?;
+        conn.sqlite("restoring a snapshot")?.execute("DETACH DATABASE snap", [])?;
         copied.map_err(|e| AccountantError::BadSnapshot(format!("copying its rows: {e}")))?;
         Ok(sequence)
     }
@@ -169,7 +173,7 @@ impl Accountant {
 /// Open a snapshot defensively, check it, bring it to this schema; returns its sequence.
 fn check_and_migrate(path: &Path) -> Result<u64, AccountantError> {
     let bad = |what: &str| AccountantError::BadSnapshot(what.to_owned());
-    let mut conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
         .map_err(|e| AccountantError::BadSnapshot(format!("does not open: {e}")))?;
     conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
     conn.execute_batch("PRAGMA trusted_schema = OFF;")?;
@@ -206,11 +210,13 @@ fn check_and_migrate(path: &Path) -> Result<u64, AccountantError> {
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
          INSERT INTO meta (key, value) VALUES ('persisted_seq', 0);",
     )?;
+    let mut conn = SqliteConn::new(conn);
     schema::migrate(&mut conn)?;
+    let conn = conn.raw();
     // Exactly this build's tables, columns, constraints and indexes, as its migrations make them.
-    let mut fresh = Connection::open_in_memory()?;
+    let mut fresh = SqliteConn::in_memory()?;
     schema::migrate(&mut fresh)?;
-    if schema_of(&conn)? != schema_of(&fresh)? {
+    if schema_of(conn)? != schema_of(fresh.raw())? {
         return Err(bad("its tables are not the accounting schema"));
     }
     let sequence: i64 = conn.query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |r| r.get(0))?;

@@ -15,7 +15,7 @@
 //! not in the change log.
 
 use marsh_core::{ShareId, ShareNumber, StorageIndex};
-use rusqlite::{OptionalExtension, params};
+use marsh_sql::{Conn, Engine, Query, SqlError, params, transaction};
 
 use crate::change::has_write_enabler;
 use crate::leases::{keep_raw_enabler, lease_change, may_add_lease};
@@ -68,6 +68,23 @@ pub struct MutableWrite<'a> {
     pub lease_limit: usize,
 }
 
+/// One immutable share's allocation ([`Accountant::allocate_within`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Allocation<'a> {
+    /// Who allocates.
+    pub account: AccountId,
+    /// The share.
+    pub share: &'a ShareId,
+    /// Its allocated size.
+    pub size: u64,
+    /// Lease secrets.
+    pub renew: &'a [u8],
+    /// Lease secrets.
+    pub cancel: &'a [u8],
+    /// Now, seconds since the epoch.
+    pub now: u64,
+}
+
 impl Accountant {
     /// Record a new immutable upload: `account`'s lease on it, its holder with the allocated
     /// size (uploads in progress count towards usage), and the upload as open, together.
@@ -80,32 +97,52 @@ impl Accountant {
         cancel: &[u8],
         now: u64,
     ) -> Result<(), AccountantError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let name = name_of(&tx, account)?;
-        apply_and_log(&tx, &lease_change(&tx, share, name.clone(), renew, cancel, now)?)?;
-        apply_and_log(&tx, &Change::Share { share: share.into(), account: name, size })?;
-        tx.execute(
-            "INSERT OR IGNORE INTO open_uploads (si, shnum) VALUES (?1, ?2)",
-            params![share.si.to_base32(), share.shnum.0],
-        )?;
-        tx.commit()?;
-        Ok(())
+        let allocation = Allocation { account, share, size, renew, cancel, now };
+        self.allocate_within(&allocation, None).map(drop)
+    }
+
+    /// [`Accountant::allocate`] if the account's usage (on PostgreSQL, the fleet's: every
+    /// node's) plus the allocation stays within `quota`, checked in the allocation's own
+    /// transaction with the account's row locked, so that allocations racing on other nodes
+    /// are counted one after another, never past the quota together. `Ok(false)`: over the
+    /// quota, nothing recorded.
+    pub fn allocate_within(&self, a: &Allocation<'_>, quota: Option<u64>) -> Result<bool, AccountantError> {
+        let Allocation { account, share, size, renew, cancel, now } = *a;
+        transaction(&mut self.conn()?, |c| {
+            if let Some(quota) = quota {
+                if c.engine() == Engine::Postgres {
+                    // SQLite's BEGIN IMMEDIATE has already made this the only writer.
+                    c.execute("SELECT id FROM accounts WHERE id = ?1 FOR UPDATE", &params![account.0])?;
+                }
+                let used: i64 =
+                    c.value("SELECT bytes FROM account_tallies WHERE account = ?1", &params![account.0])?.unwrap_or(0);
+                if u64::try_from(used).unwrap_or(0).saturating_add(size) > quota {
+                    return Ok(false);
+                }
+            }
+            let name = name_of(c, account)?;
+            let lease = lease_change(c, share, name.clone(), renew, cancel, now)?;
+            apply_and_log(c, &lease)?;
+            apply_and_log(c, &Change::Share { share: share.into(), account: name, size })?;
+            c.execute(
+                "INSERT INTO open_uploads (si, shnum) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                &params![share.si.to_base32(), share.shnum.0],
+            )?;
+            Ok(true)
+        })
     }
 
     /// An upload finished: its share is complete and stays held and leased.
     pub fn upload_finished(&self, share: &ShareId) -> Result<(), AccountantError> {
-        Ok(close_open_upload(&self.conn(), share)?)
+        Ok(close_open_upload(&mut self.conn()?, share)?)
     }
 
     /// Uploads recorded as open: at start-up, those of a process that is gone.
     pub fn open_uploads(&self) -> Result<Vec<ShareId>, AccountantError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT si, shnum FROM open_uploads ORDER BY si, shnum")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u16>(1)?)))?;
+        let rows: Vec<(String, u16)> =
+            self.conn()?.rows("SELECT si, shnum FROM open_uploads ORDER BY si, shnum", &[])?;
         let mut out = Vec::new();
-        for row in rows {
-            let (si, n) = row?;
+        for (si, n) in rows {
             let si = si.parse().map_err(|e| AccountantError::Corrupt(format!("open_uploads: {e}")))?;
             out.push(ShareId::immutable(si, ShareNumber(n)));
         }
@@ -121,13 +158,18 @@ impl Accountant {
     /// the backend writes right after it, and a power loss must not keep the writes and lose
     /// the record and enablers.
     pub fn begin_mutable_write(&self, w: &MutableWrite<'_>) -> Result<(), AccountantError> {
-        let mut conn = self.conn();
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        let result = begin_in(&mut conn, w);
-        let restored = conn.pragma_update(None, "synchronous", "NORMAL");
-        result?;
-        restored?;
-        Ok(())
+        let mut conn = self.conn()?;
+        // SQLite syncs this commit to disk (its redo record must survive a power loss);
+        // PostgreSQL's every commit is durable already.
+        let sqlite = conn.engine() == Engine::Sqlite;
+        if sqlite {
+            conn.sqlite("synchronous")?.pragma_update(None, "synchronous", "FULL")?;
+        }
+        let result = transaction(&mut conn, |c| begin_in(c, w));
+        if sqlite {
+            conn.sqlite("synchronous")?.pragma_update(None, "synchronous", "NORMAL")?;
+        }
+        result
     }
 
     /// The writes recorded for `si` are applied in full: their record is cleared and, in the
@@ -138,84 +180,73 @@ impl Accountant {
         si: &StorageIndex,
         seqnums: &[(ShareNumber, Option<u64>)],
     ) -> Result<(), AccountantError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.prepare_cached("DELETE FROM pending_writes WHERE si = ?1")?.execute([si.to_base32()])?;
-        for (shnum, seqnum) in seqnums {
-            crate::seqnums::set(&tx, si, *shnum, *seqnum)?;
-        }
-        tx.commit()?;
-        Ok(())
+        transaction(&mut self.conn()?, |c| {
+            c.execute("DELETE FROM pending_writes WHERE si = ?1", &params![si.to_base32()])?;
+            for (shnum, seqnum) in seqnums {
+                crate::seqnums::set(c, si, *shnum, *seqnum)?;
+            }
+            Ok(())
+        })
     }
 
     /// The redo record of a read-test-write on `si` not yet known to be applied, if any.
     pub fn pending_mutable_write(&self, si: &StorageIndex) -> Result<Option<Vec<u8>>, AccountantError> {
-        Ok(self
-            .conn()
-            .query_row("SELECT body FROM pending_writes WHERE si = ?1", [si.to_base32()], |r| r.get(0))
-            .optional()?)
+        Ok(self.conn()?.value("SELECT body FROM pending_writes WHERE si = ?1", &params![si.to_base32()])?)
     }
 
     /// Whether `si` has a read-test-write not yet known to be applied.
     pub fn has_pending_mutable_write(&self, si: &StorageIndex) -> Result<bool, AccountantError> {
-        Ok(self
-            .conn()
-            .query_row("SELECT 1 FROM pending_writes WHERE si = ?1", [si.to_base32()], |_| Ok(()))
-            .optional()?
-            .is_some())
+        Ok(self.conn()?.value::<i64>("SELECT 1 FROM pending_writes WHERE si = ?1", &params![si.to_base32()])?.is_some())
     }
 
     /// Slots with a read-test-write not yet known to be applied.
     pub fn pending_mutable_writes(&self) -> Result<Vec<StorageIndex>, AccountantError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT si FROM pending_writes ORDER BY si")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let rows: Vec<String> = self.conn()?.values("SELECT si FROM pending_writes ORDER BY si", &[])?;
         let mut out = Vec::new();
         for row in rows {
-            out.push(row?.parse().map_err(|e| AccountantError::Corrupt(format!("pending_writes: {e}")))?);
+            out.push(row.parse().map_err(|e| AccountantError::Corrupt(format!("pending_writes: {e}")))?);
         }
         Ok(out)
     }
 }
 
 /// The upload of `share` is no longer open (finished, or forgotten).
-pub(crate) fn close_open_upload(conn: &rusqlite::Connection, share: &ShareId) -> rusqlite::Result<()> {
-    conn.execute(
-        "DELETE FROM open_uploads WHERE si = ?1 AND shnum = ?2",
-        params![share.si.to_base32(), share.shnum.0],
-    )?;
+pub(crate) fn close_open_upload(c: &mut dyn Conn, share: &ShareId) -> Result<(), SqlError> {
+    c.execute("DELETE FROM open_uploads WHERE si = ?1 AND shnum = ?2", &params![share.si.to_base32(), share.shnum.0])?;
     Ok(())
 }
 
 /// The transaction of [`Accountant::begin_mutable_write`].
-fn begin_in(conn: &mut rusqlite::Connection, w: &MutableWrite<'_>) -> Result<(), AccountantError> {
-    let tx = conn.transaction()?;
-    let name = name_of(&tx, w.account)?;
+/// Record a mutable write inside the caller's transaction on `c`.
+fn begin_in(c: &mut dyn Conn, w: &MutableWrite<'_>) -> Result<(), AccountantError> {
+    let name = name_of(c, w.account)?;
     for share in w.shares {
         match *share {
             MutableShareWrite::Written { shnum, size, created } => {
                 let id = ShareId::mutable(w.si, shnum);
                 // A new share's enabler replaces any stale row; an existing share whose row
                 // went missing (a concurrent collection forgot it) gets it back.
-                if created || !has_write_enabler(&tx, &w.si, shnum)? {
-                    apply_and_log(&tx, &Change::WriteEnabler { si: w.si, shnum, hash: hash(w.enabler) })?;
+                if created || !has_write_enabler(c, &w.si, shnum)? {
+                    apply_and_log(c, &Change::WriteEnabler { si: w.si, shnum, hash: hash(w.enabler) })?;
                     if w.keep_raw_enabler {
-                        keep_raw_enabler(&tx, &w.si, shnum, w.enabler)?;
+                        keep_raw_enabler(c, &w.si, shnum, w.enabler)?;
                     }
                 }
-                apply_and_log(&tx, &Change::Share { share: (&id).into(), account: name.clone(), size })?;
-                if may_add_lease(&tx, &id, w.renew, w.lease_limit)? {
-                    apply_and_log(&tx, &lease_change(&tx, &id, name.clone(), w.renew, w.cancel, w.now)?)?;
+                apply_and_log(c, &Change::Share { share: (&id).into(), account: name.clone(), size })?;
+                if may_add_lease(c, &id, w.renew, w.lease_limit)? {
+                    let lease = lease_change(c, &id, name.clone(), w.renew, w.cancel, w.now)?;
+                    apply_and_log(c, &lease)?;
                 }
             }
             MutableShareWrite::Removed { shnum } => {
-                apply_and_log(&tx, &Change::Forget { share: (&ShareId::mutable(w.si, shnum)).into() })?;
+                apply_and_log(c, &Change::Forget { share: (&ShareId::mutable(w.si, shnum)).into() })?;
             }
         }
     }
-    tx.prepare_cached("INSERT OR REPLACE INTO pending_writes (si, body) VALUES (?1, ?2)")?
-        .execute(params![w.si.to_base32(), w.redo])?;
-    tx.commit()?;
+    c.execute(
+        "INSERT INTO pending_writes (si, body) VALUES (?1, ?2) ON CONFLICT (si) DO UPDATE SET body = excluded.body",
+        &params![w.si.to_base32(), w.redo],
+    )?;
     Ok(())
 }
 
@@ -227,9 +258,8 @@ mod tests {
         StorageIndex::from_bytes([n; 16])
     }
 
-    #[test]
-    fn an_allocation_is_one_state_and_an_open_upload_until_finished_or_forgotten() {
-        let a = Accountant::in_memory().unwrap();
+    fn an_allocation_is_one_state_and_an_open_upload_until_finished_or_forgotten(new: &dyn Fn() -> Accountant) {
+        let a = new();
         let (one, two) = (ShareId::immutable(si(1), ShareNumber(0)), ShareId::immutable(si(1), ShareNumber(1)));
         a.allocate(AccountId::ANONYMOUS, &one, 100, b"r", b"c", 10).unwrap();
         a.allocate(AccountId::ANONYMOUS, &two, 50, b"r", b"c", 10).unwrap();
@@ -244,9 +274,8 @@ mod tests {
         assert_eq!(a.open_uploads().unwrap(), vec![], "a failed allocation records nothing");
     }
 
-    #[test]
-    fn a_mutable_write_records_everything_at_once_and_keeps_its_redo_until_ended() {
-        let a = Accountant::in_memory().unwrap();
+    fn a_mutable_write_records_everything_at_once_and_keeps_its_redo_until_ended(new: &dyn Fn() -> Accountant) {
+        let a = new();
         let shares = [
             MutableShareWrite::Written { shnum: ShareNumber(0), size: 30, created: true },
             MutableShareWrite::Written { shnum: ShareNumber(1), size: 20, created: true },
@@ -289,4 +318,9 @@ mod tests {
         a.begin_mutable_write(&MutableWrite { shares: &again, now: 500, ..w }).unwrap();
         assert_eq!(a.leases(&share).unwrap().iter().map(|l| l.expires).max(), Some(500 + crate::LEASE_SECONDS));
     }
+
+    crate::on_both_engines!(
+        an_allocation_is_one_state_and_an_open_upload_until_finished_or_forgotten,
+        a_mutable_write_records_everything_at_once_and_keeps_its_redo_until_ended,
+    );
 }

@@ -33,7 +33,7 @@ mod value;
 pub use migrate::{Migrated, Schema, migrate, version};
 pub use postgres::{PgConn, PgSettings, Pool, PoolStats, Pooled};
 pub use sqlite::SqliteConn;
-pub use value::{FromValue, Row, Value};
+pub use value::{FromRow, FromValue, Row, Value};
 
 /// Which engine a connection talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,14 +55,14 @@ pub enum SqlError {
     Sqlite(#[from] rusqlite::Error),
     /// PostgreSQL answered with an error, or the connection failed mid-statement.
     #[error("PostgreSQL: {}", postgres::describe(.0))]
-    Postgres(#[from] ::postgres::Error),
+    Postgres(#[from] tokio_postgres::Error),
     /// No connection to PostgreSQL could be made.
     #[error("cannot reach the accounting database ({target}): {}", postgres::describe(.source))]
     Unreachable {
         /// Host and port (never the password).
         target: String,
         /// Why.
-        source: ::postgres::Error,
+        source: tokio_postgres::Error,
     },
     /// Every pooled connection stayed busy for as long as a caller waits.
     #[error("all {size} connections to the accounting database stayed busy for {waited:?}")]
@@ -126,8 +126,8 @@ impl SqlError {
     pub fn is_retryable(&self) -> bool {
         match self {
             SqlError::Postgres(e) => e.code().is_some_and(|c| {
-                *c == ::postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
-                    || *c == ::postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+                *c == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+                    || *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
             }),
             _ => false,
         }
@@ -145,7 +145,7 @@ impl SqlError {
 }
 
 /// A connection to either engine.
-pub trait Conn: Send {
+pub trait Conn {
     /// Which engine it talks to.
     fn engine(&self) -> Engine;
 
@@ -180,6 +180,32 @@ pub trait Conn: Send {
         self.query_opt(sql, params)?.ok_or(SqlError::NoRow)
     }
 }
+
+/// Typed answers from any [`Conn`]: the first column or the whole row of each row, read as
+/// Rust types (rows as tuples).
+pub trait Query: Conn {
+    /// The first column of the first row, if any.
+    fn value<T: FromValue>(&mut self, sql: &str, params: &[Value]) -> Result<Option<T>, SqlError> {
+        self.query_opt(sql, params)?.map(|r| r.get(0)).transpose()
+    }
+
+    /// The first column of every row.
+    fn values<T: FromValue>(&mut self, sql: &str, params: &[Value]) -> Result<Vec<T>, SqlError> {
+        self.query(sql, params)?.iter().map(|r| r.get(0)).collect()
+    }
+
+    /// The first row, if any.
+    fn row<T: FromRow>(&mut self, sql: &str, params: &[Value]) -> Result<Option<T>, SqlError> {
+        self.query_opt(sql, params)?.map(T::from_row).transpose()
+    }
+
+    /// Every row.
+    fn rows<T: FromRow>(&mut self, sql: &str, params: &[Value]) -> Result<Vec<T>, SqlError> {
+        self.query(sql, params)?.into_iter().map(T::from_row).collect()
+    }
+}
+
+impl<C: Conn + ?Sized> Query for C {}
 
 /// An error a transaction's closure returns: it says whether it came from a serialization
 /// failure worth a retry.

@@ -3,8 +3,10 @@
 //! from a newer marsh.
 //!
 //! Where the version lives: SQLite keeps it in the file's `user_version` (one schema per file,
-//! as the accountant's file has always kept it); PostgreSQL in a `marsh_schema` table, one row
-//! per schema name, so a database can hold marsh's schema beside others. The lock: SQLite's
+//! as the accountant's file has always kept it); PostgreSQL in `marsh.schema_versions`, one row
+//! per schema name (a fleet's shared schema and each node's), in the `marsh` namespace, which
+//! the first migration makes: nothing is created in `public`, which PostgreSQL 15 closes to
+//! roles that do not own the database. The lock: SQLite's
 //! write lock, taken by `BEGIN IMMEDIATE`; PostgreSQL's transaction-scoped advisory lock keyed
 //! by the schema's name, taken before the version is read. A second node starting against the
 //! same database waits for the first's step, then finds the version already moved.
@@ -16,7 +18,7 @@ use crate::{Conn, Engine, SqlError, params, transaction};
 /// A schema: its name and its steps; step `i` takes the database from version `i` to `i + 1`.
 #[derive(Debug, Clone, Copy)]
 pub struct Schema<'a> {
-    /// Its name (the advisory lock's key, and the `marsh_schema` row; used in messages).
+    /// Its name (the advisory lock's key, and the `marsh.schema_versions` row; in messages).
     pub name: &'a str,
     /// The steps, oldest first.
     pub steps: &'a [&'a str],
@@ -50,12 +52,13 @@ pub fn version(conn: &mut dyn Conn, schema: &Schema<'_>) -> Result<u32, SqlError
     match conn.engine() {
         Engine::Sqlite => conn.query_one("PRAGMA user_version", &[])?.get(0),
         Engine::Postgres => {
-            let exists: bool = conn.query_one("SELECT to_regclass('marsh_schema') IS NOT NULL", &[])?.get(0)?;
+            let exists: bool =
+                conn.query_one("SELECT to_regclass('marsh.schema_versions') IS NOT NULL", &[])?.get(0)?;
             if !exists {
                 return Ok(0);
             }
             Ok(conn
-                .query_opt("SELECT version FROM marsh_schema WHERE name = ?1", &params![schema.name])?
+                .query_opt("SELECT version FROM marsh.schema_versions WHERE name = ?1", &params![schema.name])?
                 .map(|r| r.get(0))
                 .transpose()?
                 .unwrap_or(0))
@@ -71,7 +74,10 @@ pub fn migrate(conn: &mut dyn Conn, schema: &Schema<'_>) -> Result<Migrated, Sql
         let done = transaction(conn, |conn| {
             if conn.engine() == Engine::Postgres {
                 conn.execute("SELECT pg_advisory_xact_lock(?1)", &params![schema.lock_key()])?;
-                conn.batch("CREATE TABLE IF NOT EXISTS marsh_schema (name TEXT PRIMARY KEY, version BIGINT NOT NULL)")?;
+                conn.batch(
+                    "CREATE SCHEMA IF NOT EXISTS marsh;
+                     CREATE TABLE IF NOT EXISTS marsh.schema_versions (name TEXT PRIMARY KEY, version BIGINT NOT NULL)",
+                )?;
             }
             let found = version(conn, schema)?;
             from.get_or_insert(found);
@@ -88,7 +94,7 @@ pub fn migrate(conn: &mut dyn Conn, schema: &Schema<'_>) -> Result<Migrated, Sql
                 Engine::Sqlite => conn.batch(&format!("PRAGMA user_version = {to}"))?,
                 Engine::Postgres => {
                     conn.execute(
-                        "INSERT INTO marsh_schema (name, version) VALUES (?1, ?2)
+                        "INSERT INTO marsh.schema_versions (name, version) VALUES (?1, ?2)
                          ON CONFLICT (name) DO UPDATE SET version = excluded.version",
                         &params![schema.name, to],
                     )?;

@@ -19,8 +19,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use postgres::error::SqlState;
-use postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres as pg;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 
 use crate::{Conn, Engine, Row, SqlError, Value};
 
@@ -28,7 +29,7 @@ use crate::{Conn, Engine, Row, SqlError, Value};
 const STATEMENTS: usize = 256;
 
 /// A PostgreSQL error as a sentence: the server's message and code where it sent one.
-pub(crate) fn describe(e: &postgres::Error) -> String {
+pub(crate) fn describe(e: &pg::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({}): {}", db.severity(), db.code().code(), db.message()),
         None => {
@@ -132,8 +133,8 @@ impl<'a> FromSql<'a> for Value {
 
 /// One PostgreSQL connection.
 pub struct PgConn {
-    client: postgres::Client,
-    statements: HashMap<String, postgres::Statement>,
+    client: pg::Client,
+    statements: HashMap<String, pg::Statement>,
     round_trips: u64,
 }
 
@@ -144,12 +145,12 @@ impl std::fmt::Debug for PgConn {
 }
 
 impl PgConn {
-    fn statement(&mut self, sql: &str) -> Result<postgres::Statement, SqlError> {
+    fn statement(&mut self, sql: &str) -> Result<pg::Statement, SqlError> {
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
         }
         self.round_trips += 1;
-        let statement = self.client.prepare(&numbered(sql))?;
+        let statement = wait(self.client.prepare(&numbered(sql)))?;
         if self.statements.len() >= STATEMENTS {
             self.statements.clear();
         }
@@ -162,8 +163,8 @@ impl PgConn {
         self.client.is_closed()
     }
 
-    /// The `postgres` client, for what only PostgreSQL has (notifications).
-    pub fn raw(&mut self) -> &mut postgres::Client {
+    /// The client, for what only PostgreSQL has.
+    pub fn raw(&mut self) -> &mut pg::Client {
         &mut self.client
     }
 }
@@ -180,13 +181,13 @@ impl Conn for PgConn {
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, SqlError> {
         let statement = self.statement(sql)?;
         self.round_trips += 1;
-        Ok(self.client.execute(&statement, &refs(params))?)
+        Ok(wait(self.client.execute(&statement, &refs(params)))?)
     }
 
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, SqlError> {
         let statement = self.statement(sql)?;
         self.round_trips += 1;
-        let rows = self.client.query(&statement, &refs(params))?;
+        let rows = wait(self.client.query(&statement, &refs(params)))?;
         rows.iter()
             .map(|row| {
                 let values = (0..row.len()).map(|i| row.try_get::<_, Value>(i)).collect::<Result<Vec<_>, _>>()?;
@@ -197,7 +198,7 @@ impl Conn for PgConn {
 
     fn batch(&mut self, sql: &str) -> Result<(), SqlError> {
         self.round_trips += 1;
-        Ok(self.client.batch_execute(sql)?)
+        Ok(wait(self.client.batch_execute(sql))?)
     }
 
     fn round_trips(&self) -> u64 {
@@ -221,6 +222,8 @@ pub struct PgSettings {
     pub wait: Duration,
     /// How long making one connection may take.
     pub connect_timeout: Duration,
+    /// The schemas unqualified names are looked up in, first first (`SET search_path`).
+    pub search_path: Option<String>,
 }
 
 impl std::fmt::Debug for PgSettings {
@@ -232,6 +235,7 @@ impl std::fmt::Debug for PgSettings {
             .field("max_connections", &self.max_connections)
             .field("wait", &self.wait)
             .field("connect_timeout", &self.connect_timeout)
+            .field("search_path", &self.search_path)
             .finish()
     }
 }
@@ -246,11 +250,12 @@ impl PgSettings {
             max_connections: 8,
             wait: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+            search_path: None,
         }
     }
 
-    fn config(&self) -> Result<postgres::Config, SqlError> {
-        let mut config: postgres::Config =
+    fn config(&self) -> Result<pg::Config, SqlError> {
+        let mut config: pg::Config =
             self.conninfo.parse().map_err(|e| SqlError::Settings(format!("the connection string: {e}")))?;
         if config.get_password().is_some() {
             return Err(SqlError::Settings(
@@ -265,18 +270,24 @@ impl PgSettings {
             config.application_name("marsh");
         }
         config.connect_timeout(self.connect_timeout).keepalives(true).keepalives_idle(Duration::from_secs(30));
+        if let Some(path) = &self.search_path {
+            if !path.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b',') {
+                return Err(SqlError::Settings(format!("search path {path:?}: names of a-z, 0-9 and _ only")));
+            }
+            config.options(format!("-c search_path={path}"));
+        }
         Ok(config)
     }
 
     /// Where it connects, for messages: hosts and ports, never the password.
     pub fn target(&self) -> String {
-        let Ok(config) = self.conninfo.parse::<postgres::Config>() else { return "unparsable settings".into() };
+        let Ok(config) = self.conninfo.parse::<pg::Config>() else { return "unparsable settings".into() };
         let hosts: Vec<String> = config
             .get_hosts()
             .iter()
             .map(|h| match h {
-                postgres::config::Host::Tcp(h) => h.clone(),
-                postgres::config::Host::Unix(p) => p.display().to_string(),
+                pg::config::Host::Tcp(h) => h.clone(),
+                pg::config::Host::Unix(p) => p.display().to_string(),
             })
             .collect();
         let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
@@ -309,20 +320,63 @@ impl PgSettings {
     /// Open one connection.
     pub fn connect(&self) -> Result<PgConn, SqlError> {
         let config = self.config()?;
-        let unreachable = |source| SqlError::Unreachable { target: self.target(), source };
-        let client = match (config.get_ssl_mode(), &self.ca_pem) {
-            (postgres::config::SslMode::Disable, _) | (postgres::config::SslMode::Prefer, None) => {
-                config.connect(postgres::NoTls).map_err(unreachable)?
-            }
+        let tls = match (config.get_ssl_mode(), &self.ca_pem) {
+            (pg::config::SslMode::Disable, _) | (pg::config::SslMode::Prefer, None) => None,
             (_, None) => {
                 return Err(SqlError::Settings(
                     "sslmode=require needs the CA the server's certificate chains to (the CA file setting)".into(),
                 ));
             }
-            (_, Some(_)) => config.connect(self.tls()?).map_err(unreachable)?,
+            (_, Some(_)) => Some(self.tls()?),
         };
+        // The connection's socket is driven on the engine's own thread; only the client's
+        // channel to it is used here, from whichever thread asks.
+        let connected = wait(runtime().spawn(async move {
+            match tls {
+                None => {
+                    let (client, connection) = config.connect(pg::NoTls).await?;
+                    tokio::spawn(connection);
+                    Ok::<_, pg::Error>(client)
+                }
+                Some(tls) => {
+                    let (client, connection) = config.connect(tls).await?;
+                    tokio::spawn(connection);
+                    Ok::<_, pg::Error>(client)
+                }
+            }
+        }))
+        .map_err(|e| SqlError::Settings(format!("the database thread: {e}")))?;
+        let client = connected.map_err(|source| SqlError::Unreachable { target: self.target(), source })?;
         Ok(PgConn { client, statements: HashMap::new(), round_trips: 0 })
     }
+}
+
+/// Wait for `future` on this thread. PostgreSQL's sockets are driven by [`runtime`]'s thread,
+/// so this never needs the caller's runtime (a caller may be on one: the accountant is
+/// synchronous and called from everywhere).
+fn wait<F: Future>(future: F) -> F::Output {
+    futures::executor::block_on(future)
+}
+
+/// The thread every PostgreSQL connection's socket is driven on: a single-threaded runtime of
+/// its own, started at first use and living as long as the process.
+fn runtime() -> &'static tokio::runtime::Handle {
+    static HANDLE: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("marsh-postgres".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime for the PostgreSQL connections");
+                let _ = tx.send(runtime.handle().clone());
+                runtime.block_on(std::future::pending::<()>());
+            })
+            .expect("the PostgreSQL connections' thread");
+        rx.recv().expect("the PostgreSQL connections' runtime")
+    })
 }
 
 /// A bounded pool of connections.

@@ -218,6 +218,30 @@ impl Row {
     }
 }
 
+/// A Rust type a whole row reads as: tuples of [`FromValue`] types, one per column.
+pub trait FromRow: Sized {
+    /// Read `row`.
+    fn from_row(row: Row) -> Result<Self, SqlError>;
+}
+
+macro_rules! tuple_from_row {
+    ($($name:ident $i:tt),+) => {
+        impl<$($name: FromValue),+> FromRow for ($($name,)+) {
+            fn from_row(row: Row) -> Result<Self, SqlError> {
+                Ok(($(row.get::<$name>($i)?,)+))
+            }
+        }
+    };
+}
+tuple_from_row!(A 0);
+tuple_from_row!(A 0, B 1);
+tuple_from_row!(A 0, B 1, C 2);
+tuple_from_row!(A 0, B 1, C 2, D 3);
+tuple_from_row!(A 0, B 1, C 2, D 3, E 4);
+tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5);
+tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
+tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
+
 #[cfg(test)]
 mod tests {
     use super::*;
