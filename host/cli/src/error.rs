@@ -87,6 +87,16 @@ pub enum Error {
     /// The accounting database.
     #[error(transparent)]
     Accountant(#[from] AccountantError),
+    /// A file an `accounting.*` setting names could not be read.
+    #[error("{key} = {}: {source}", path.display())]
+    AccountingFile {
+        /// The setting.
+        key: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The persistence strategy failed.
     #[error("the persistence plugin `{plugin}`: {failure}")]
     Persistence {

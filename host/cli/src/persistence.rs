@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use marsh_accountant::{Accountant, Logged};
-use marsh_node::{Identity, NodeConfig, NodeDir};
+use marsh_node::{AccountingSettings, Identity, NodeConfig, NodeDir};
 use marsh_runtime::{
     AccountingSink, Grants, InitFailure, PersistFailure, ProgressSink, RecoveryReport, Runtime, StartError,
     StartupPlan, WasmStrategy,
@@ -42,10 +42,32 @@ impl AccountingSink for AccountantSink {
     }
 }
 
-/// Open the node's accounting database (`cache/accountant.sqlite`, created on first use).
+/// Open the node's accounting: `cache/accountant.sqlite` (created on first use), or with
+/// `accounting.engine postgres` the node's part of the fleet's database (its schema made or
+/// migrated on first use), keyed by the node's server id.
 pub fn open_accountant(dir: &NodeDir) -> Result<Accountant, Error> {
-    dir.ensure_cache()?;
-    Ok(Accountant::open(&dir.accountant_path())?)
+    match dir.config()?.accounting {
+        AccountingSettings::Sqlite => {
+            dir.ensure_cache()?;
+            Ok(Accountant::open(&dir.accountant_path())?)
+        }
+        AccountingSettings::Postgres { conninfo, password_file, ca_file, connections } => {
+            let read = |key: &'static str, path: &std::path::Path| {
+                std::fs::read(path).map_err(|source| Error::AccountingFile { key, path: path.to_owned(), source })
+            };
+            let mut settings = marsh_sql::PgSettings::new(conninfo);
+            if let Some(path) = password_file {
+                let text = read("accounting.postgres-password-file", &path)?;
+                let text = String::from_utf8_lossy(&text);
+                settings.password = Some(text.trim_end_matches(['\n', '\r']).to_owned());
+            }
+            if let Some(path) = ca_file {
+                settings.ca_pem = Some(read("accounting.postgres-ca-file", &path)?);
+            }
+            settings.max_connections = connections as usize;
+            Ok(Accountant::open_postgres(&settings, &dir.identity()?.server_id)?)
+        }
+    }
 }
 
 fn failed(strategy: &WasmStrategy) -> impl FnOnce(PersistFailure) -> Error + '_ {

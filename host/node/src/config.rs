@@ -250,6 +250,36 @@ pub const KEYS: &[Key] = &[
         help: "most seconds an accounting change waits before it is handed to the persistence plugin",
     },
     Key {
+        name: "accounting.engine",
+        kind: Kind::Engine,
+        default: Some("sqlite"),
+        help: "where accounts, leases and usage live: `sqlite` (cache/accountant.sqlite, this node's alone) or `postgres` (a database a fleet of nodes shares: accounting.postgres)",
+    },
+    Key {
+        name: "accounting.postgres",
+        kind: Kind::Conninfo,
+        default: None,
+        help: "with accounting.engine postgres: the connection string (host=... port=... user=... dbname=... sslmode=...), without the password",
+    },
+    Key {
+        name: "accounting.postgres-password-file",
+        kind: Kind::AbsPath,
+        default: None,
+        help: "a file holding the database password, read at start (the password is never kept in the settings)",
+    },
+    Key {
+        name: "accounting.postgres-ca-file",
+        kind: Kind::AbsPath,
+        default: None,
+        help: "CA certificates (PEM) the database server's certificate must chain to; with it, connections use TLS",
+    },
+    Key {
+        name: "accounting.postgres-connections",
+        kind: Kind::Count,
+        default: Some("8"),
+        help: "most connections the node holds to the database; a request waits at most 5 s for one",
+    },
+    Key {
         name: "recovery.auto",
         kind: Kind::Bool,
         default: Some("false"),

@@ -58,6 +58,10 @@ pub enum Kind {
     /// Grid-manager certificate files (absolute paths, comma-separated), or empty; stored as
     /// the certificates themselves, a JSON list.
     Certificates,
+    /// `sqlite` or `postgres`.
+    Engine,
+    /// A libpq connection string (`key=value ...` or a `postgresql://` URL) without a password.
+    Conninfo,
 }
 
 impl Kind {
@@ -92,6 +96,10 @@ impl Kind {
             Kind::Certificates => {
                 "absolute paths of certificate files from `tahoe grid-manager ... add`, each a JSON object with exactly `certificate` and `signature`, comma-separated, or empty"
             }
+            Kind::Engine => "`sqlite` or `postgres`",
+            Kind::Conninfo => {
+                "a PostgreSQL connection string such as `host=db.example port=5432 user=marsh dbname=marsh sslmode=require`, without a password (give that as accounting.postgres-password-file)"
+            }
         }
     }
 }
@@ -123,6 +131,8 @@ impl Kind {
             Kind::Count => parse_count(v).is_some(),
             Kind::Plugin => backend_plugin(v).is_some(),
             Kind::Store => store_kind(v).is_some(),
+            Kind::Engine => parse_engine(v).is_some(),
+            Kind::Conninfo => conninfo_without_password(v),
         };
         if ok { Ok(v.to_owned()) } else { Err(self.expected().to_owned()) }
     }
@@ -440,4 +450,34 @@ mod tests {
         assert_eq!(furls("").unwrap(), []);
         assert!(furls(&format!("pb://{tub}@tcp:a:1/x,garbage")).is_err());
     }
+}
+
+/// Where accounting lives (`accounting.engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountingEngine {
+    /// SQLite under the node's `cache/`.
+    Sqlite,
+    /// A PostgreSQL database, perhaps shared by a fleet.
+    Postgres,
+}
+
+/// `sqlite` or `postgres`.
+pub fn parse_engine(v: &str) -> Option<AccountingEngine> {
+    match v {
+        "sqlite" => Some(AccountingEngine::Sqlite),
+        "postgres" => Some(AccountingEngine::Postgres),
+        _ => None,
+    }
+}
+
+/// Whether `v` is a non-empty connection string that carries no password: no `password` key,
+/// and no `user:password@` in a URL (a password kept in the settings would be printed with them).
+pub fn conninfo_without_password(v: &str) -> bool {
+    let lower = v.to_ascii_lowercase();
+    let url_password = ["postgresql://", "postgres://"]
+        .iter()
+        .find_map(|scheme| lower.strip_prefix(scheme))
+        .and_then(|rest| rest.split_once('@'))
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'));
+    !v.trim().is_empty() && !lower.contains("password") && !url_password
 }

@@ -31,8 +31,8 @@ pub use config::{ConfigError, Setting};
 pub use identity::{AdoptedIdentity, Identity, InitOptions};
 pub use kinds::{ListenOn, PluginChoice};
 pub use settings::{
-    BackendSettings, CapacitySettings, ExpireMode, ExpireSettings, Limits, NodeConfig, PersistenceSettings,
-    RequestLimits, StoreSpec,
+    AccountingSettings, BackendSettings, CapacitySettings, ExpireMode, ExpireSettings, Limits, NodeConfig,
+    PersistenceSettings, RequestLimits, StoreSpec,
 };
 pub use signing::NodeKey;
 

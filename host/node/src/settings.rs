@@ -39,6 +39,8 @@ pub struct NodeConfig {
     pub backend: BackendSettings,
     /// `persistence.*` and `recovery.auto`.
     pub persistence: PersistenceSettings,
+    /// `accounting.*`.
+    pub accounting: AccountingSettings,
     /// `expire.*`.
     pub expire: ExpireSettings,
     /// `limits.*`: applied to every plugin the node runs.
@@ -81,6 +83,24 @@ pub struct PersistenceSettings {
     pub max_delay: Duration,
     /// `recovery.auto`.
     pub recovery_auto: bool,
+}
+
+/// Where accounting lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountingSettings {
+    /// SQLite under `cache/` (`accounting.engine sqlite`).
+    Sqlite,
+    /// PostgreSQL (`accounting.engine postgres`).
+    Postgres {
+        /// `accounting.postgres`: the connection string, without a password.
+        conninfo: String,
+        /// `accounting.postgres-password-file`.
+        password_file: Option<PathBuf>,
+        /// `accounting.postgres-ca-file`.
+        ca_file: Option<PathBuf>,
+        /// `accounting.postgres-connections`.
+        connections: u32,
+    },
 }
 
 /// How leases expire (`expire.mode`).
@@ -336,6 +356,15 @@ impl NodeConfig {
                 config: values.under("backend.config."),
                 sweep_interval: (sweep_interval > 0).then(|| Duration::from_secs(sweep_interval)),
                 sweep_grace: values.seconds("backend.sweep-grace")?,
+            },
+            accounting: match values.parse("accounting.engine", kinds::parse_engine)? {
+                kinds::AccountingEngine::Sqlite => AccountingSettings::Sqlite,
+                kinds::AccountingEngine::Postgres => AccountingSettings::Postgres {
+                    conninfo: values.raw("accounting.postgres")?.to_owned(),
+                    password_file: values.optional("accounting.postgres-password-file").map(PathBuf::from),
+                    ca_file: values.optional("accounting.postgres-ca-file").map(PathBuf::from),
+                    connections: values.count("accounting.postgres-connections")?,
+                },
             },
             persistence: PersistenceSettings {
                 plugin: values.parse("persistence.plugin", kinds::strategy_plugin)?,

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use http::StatusCode;
 use http_body_util::BodyExt;
-use marsh_accountant::{AccountId, AccountantError, Caller};
+use marsh_accountant::{AccountId, AccountantError, Allocation, Caller};
 use marsh_core::{BackendError, ShareId, ShareNumber, StorageIndex};
 use tokio::sync::OwnedMutexGuard;
 
@@ -309,9 +309,20 @@ impl StorageService {
             // Lease, holder and the open upload in one transaction; nothing stays if it fails.
             let share = ShareId::immutable(si, n);
             let size = request.allocated_size;
-            if let Err(e) = offload::sqlite(|| self.accountant.allocate(caller.id, &share, size, renew, cancel, now)) {
-                let _ = self.backend.abort(&si, n).await;
-                return Err(ApiError::Accountant(e));
+            // The quota is checked again in the allocation's transaction: usage read above may
+            // have moved since (another request, or on PostgreSQL another node of the fleet).
+            let allocation = Allocation { account: caller.id, share: &share, size, renew, cancel, now };
+            match offload::sqlite(|| self.accountant.allocate_within(&allocation, caller.attributes.quota)) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let _ = self.backend.abort(&si, n).await;
+                    quota_left = 0;
+                    continue;
+                }
+                Err(e) => {
+                    let _ = self.backend.abort(&si, n).await;
+                    return Err(ApiError::Accountant(e));
+                }
             }
             setting_up.done();
             quota_left -= request.allocated_size;

@@ -17,6 +17,8 @@ mod capacity;
 mod crash;
 /// The node directory through an hour's workload; a recovery killed halfway.
 mod durability;
+/// Three nodes keeping their accounting on one PostgreSQL database.
+mod fleet;
 /// `marsh gc`.
 mod gc;
 /// `marsh init`, `config`, `announce`, `run`, `upgrade`.
