@@ -170,6 +170,8 @@ pub struct Accountant {
     /// Tells whether another process may have changed the file, without a SQLite read (none in
     /// memory, or where inotify is unavailable: then `data_version` is asked every time).
     watch: Option<watch::ChangeWatch>,
+    /// Whether opening it made it: no file before, or no schema of this node in PostgreSQL.
+    created: bool,
 }
 
 /// How long a statement waits for another connection's lock before it fails.
@@ -178,6 +180,7 @@ pub(crate) const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 impl Accountant {
     /// Open (creating, or migrating forward) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, AccountantError> {
+        let created = !path.exists();
         let conn = Connection::open(path)?;
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
         // `marsh account` and the running node share the file.
@@ -187,7 +190,7 @@ impl Accountant {
         let mut conn = SqliteConn::new(conn);
         schema::migrate(&mut conn)?;
         snapshot::remove_stale_temporaries(path);
-        Ok(Accountant::with(conn, Some(path.to_path_buf())))
+        Ok(Accountant { created, ..Accountant::with(conn, Some(path.to_path_buf())) })
     }
 
     /// A database in memory, for tests.
@@ -205,21 +208,31 @@ impl Accountant {
         let mut settings = settings.clone();
         settings.search_path = Some(format!("{},marsh", pg_schema::namespace(node)));
         let pool = marsh_sql::Pool::new(settings);
-        {
+        let created = {
             let mut conn = pool.get()?;
             pg_migrate(&mut conn, &marsh_sql::Schema { name: "fleet", steps: pg_schema::FLEET })?;
             let steps = pg_schema::node_steps(node);
             let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
             let name = format!("node:{}", pg_schema::namespace(node));
-            pg_migrate(&mut conn, &marsh_sql::Schema { name: &name, steps: &steps })?;
-        }
+            let schema = marsh_sql::Schema { name: &name, steps: &steps };
+            let created = marsh_sql::version(&mut conn, &schema)? == 0;
+            pg_migrate(&mut conn, &schema)?;
+            created
+        };
         Ok(Accountant {
             db: Db::Postgres(pool),
             path: None,
             callers: Mutex::default(),
             account_writes: std::sync::atomic::AtomicU64::new(0),
             watch: None,
+            created,
         })
+    }
+
+    /// Whether opening it made it (a new file; on PostgreSQL, this node's first use of the
+    /// database): a persistence strategy's copy then holds everything there is.
+    pub fn was_created(&self) -> bool {
+        self.created
     }
 
     /// The engine holding this accounting.
@@ -246,6 +259,7 @@ impl Accountant {
             callers: Mutex::default(),
             account_writes: std::sync::atomic::AtomicU64::new(0),
             watch,
+            created: true,
         }
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use marsh_accountant::{Accountant, Logged};
-use marsh_node::{AccountingSettings, Identity, NodeConfig, NodeDir};
+use marsh_node::{AccountingSettings, Identity, NodeConfig, NodeDir, PluginChoice};
 use marsh_runtime::{
     AccountingSink, Grants, InitFailure, PersistFailure, ProgressSink, RecoveryReport, Runtime, StartError,
     StartupPlan, WasmStrategy,
@@ -131,6 +131,11 @@ pub async fn start(
     progress: Option<ProgressSink>,
     open: &[Opened],
 ) -> Result<WasmStrategy, Error> {
+    if accountant.engine() == marsh_sql::Engine::Postgres
+        && let Some((plugin, message)) = snapshots_on_postgres(&config.persistence)
+    {
+        return Err(Error::PluginConfig { role: "persistence", plugin, message, dir: dir.root().display().to_string() });
+    }
     let mut grants = Grants::new(id.seal_key.clone()).accounting(Arc::new(AccountantSink(accountant)));
     for name in &config.persistence.stores {
         let mut store = match open.iter().find(|s| &s.name == name) {
@@ -156,6 +161,23 @@ pub async fn start(
     }
 }
 
+/// Why the configured first-party strategy cannot run with accounting on PostgreSQL (it asks
+/// for SQLite snapshots of the database), if it cannot: the plugin's name and what to change.
+fn snapshots_on_postgres(p: &marsh_node::PersistenceSettings) -> Option<(String, String)> {
+    let PluginChoice::FirstParty(plugin) = &p.plugin else { return None };
+    let snapshot_changes = p.config.iter().find(|(k, _)| k == "snapshot-changes").map(|(_, v)| v.trim());
+    if *plugin == marsh_artifacts::PERSISTENCE_STASH {
+        Some(("stash".into(), "it keeps SQLite snapshots of the accounting database, and accounting.engine is postgres: \
+              set persistence.plugin to `local` (the database's own backups keep it) or to `records` with \
+              persistence.config.snapshot-changes 0".into()))
+    } else if *plugin == marsh_artifacts::PERSISTENCE_RECORDS && snapshot_changes != Some("0") {
+        Some(("records".into(), "it compacts its records into SQLite snapshots (snapshot-changes, 100000 unless set), \
+              and accounting.engine is postgres: set snapshot-changes to 0".into()))
+    } else {
+        None
+    }
+}
+
 /// The command that recovers this node.
 pub fn recover_command(dir: &NodeDir) -> String {
     format!("marsh recover --dir {}", dir.root().display())
@@ -170,8 +192,8 @@ pub async fn startup(
     runtime: &Runtime,
     open: &[Opened],
 ) -> Result<(Arc<Accountant>, Arc<WasmStrategy>), Error> {
-    let present = dir.accountant_path().exists();
     let accountant = Arc::new(open_accountant(dir)?);
+    let present = !accountant.was_created();
     let interrupted = accountant.recovering()?;
     let strategy = Arc::new(start(dir, config, id, runtime, accountant.clone(), None, open).await?);
     let auto = config.persistence.recovery_auto;

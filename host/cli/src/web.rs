@@ -117,6 +117,23 @@ pub struct Accounting {
     pub recent: Vec<AdvisoryRow>,
 }
 
+/// The PostgreSQL pool's figures (`accounting.engine postgres`) in Prometheus text.
+fn pool_series(out: &mut String, p: &marsh_sql::PoolStats) {
+    use std::fmt::Write as _;
+    let series: [(&str, &str, &str, u64); 7] = [
+        ("marsh_accounting_connections_max", "gauge", "accounting.postgres-connections.", p.max as u64),
+        ("marsh_accounting_connections_open", "gauge", "Connections to the accounting database open.", p.open as u64),
+        ("marsh_accounting_connections_idle", "gauge", "Of those, idle.", p.idle as u64),
+        ("marsh_accounting_waits_total", "counter", "Calls that waited for a connection.", p.waits),
+        ("marsh_accounting_wait_timeouts_total", "counter", "Calls that waited in vain (answered 503).", p.timeouts),
+        ("marsh_accounting_connections_dropped_total", "counter", "Connections found closed and dropped.", p.dropped),
+        ("marsh_accounting_round_trips_total", "counter", "Messages sent to the database.", p.round_trips),
+    ];
+    for (name, kind, help, value) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    }
+}
+
 /// Read [`Accounting`] from `a`: figures the accountant keeps as its rows change, the accounts
 /// and the newest advisories; nothing here reads every share or lease, so a node holding
 /// millions answers as quickly as an empty one.
@@ -199,6 +216,9 @@ impl Source for NodeSource {
             .collect();
         let mut server_series = String::new();
         metrics.prometheus(&mut server_series);
+        if let Some(pool) = self.accountant.pool_stats() {
+            pool_series(&mut server_series, &pool);
+        }
         Figures {
             nickname: self.fixed.nickname.clone(),
             server_id: self.fixed.server_id.clone(),

@@ -32,6 +32,8 @@ async fn three_nodes_on_one_database_share_accounts_usage_quota_and_revocation()
     let url = cluster.url(&cluster.fresh_database().unwrap());
     let config = [("accounting.engine", "postgres"), ("accounting.postgres", url.as_str())];
     let nodes: Vec<TestNode> = (0..3).map(|_| TestNode::with(&config)).collect();
+    let web: std::net::SocketAddr = format!("127.0.0.1:{}", crate::common::free_port()).parse().unwrap();
+    nodes[0].set("web.listen", &web.to_string());
     let running: Vec<_> = nodes.iter().map(TestNode::start).collect();
 
     // Made on one node, valid on every node: each prints its own NURL for the account.
@@ -58,6 +60,13 @@ async fn three_nodes_on_one_database_share_accounts_usage_quota_and_revocation()
     third.upload(&si(9), 0, &Secrets::from_seed(9), &[7; 50_000]).await.expect("exactly up to the quota");
     assert!(nodes[1].ok(&["account", "show", "alice"]).contains("usage 250000"));
 
+    // The first node's pool, as /metrics shows it.
+    let metrics = crate::web::get(web, "/metrics", None).2;
+    assert_eq!(crate::web::sample(&metrics, "marsh_accounting_connections_max"), 8.0);
+    let open = crate::web::sample(&metrics, "marsh_accounting_connections_open");
+    assert!((1.0..=8.0).contains(&open), "{metrics}");
+    assert!(crate::web::sample(&metrics, "marsh_accounting_round_trips_total") > 0.0, "{metrics}");
+
     // Revoked on one node, refused by every node within a second.
     nodes[1].ok(&["account", "revoke", "alice"]);
     tokio::time::sleep(marsh_accountant::POSTGRES_CALLERS_FOR + Duration::from_millis(200)).await;
@@ -66,5 +75,50 @@ async fn three_nodes_on_one_database_share_accounts_usage_quota_and_revocation()
     }
     for r in running {
         r.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_on_postgres_recovers_from_its_records_into_an_empty_database() {
+    let cluster = Cluster::shared().expect("a PostgreSQL cluster (`make postgres` installs the server)");
+    let first = cluster.url(&cluster.fresh_database().unwrap());
+    let node = TestNode::with(&[
+        ("accounting.engine", "postgres"),
+        ("accounting.postgres", first.as_str()),
+        ("persistence.plugin", "records"),
+        ("persistence.config.snapshot-changes", "0"),
+    ]);
+    let running = node.start();
+    let alice = node.create_account("alice", &["--quota", "1GiB"]);
+    GbsClient::connect(&alice).await.unwrap().upload(&si(1), 0, &Secrets::from_seed(1), &[5; 30_000]).await.unwrap();
+    running.stop();
+    let before = node.ok(&["account", "show", "alice"]);
+    assert!(before.contains("usage 30000"), "{before}");
+
+    // The database is lost: the node is pointed at an empty one.
+    node.set("accounting.postgres", &cluster.url(&cluster.fresh_database().unwrap()));
+    let refused = node.marsh(&["run"]);
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(3), "{why}");
+    assert!(why.contains(&format!("marsh recover --dir {}", node.d())), "{why}");
+    node.ok(&["recover"]);
+    assert_eq!(node.ok(&["account", "show", "alice"]), before, "the account, its quota and usage came back");
+    let running = node.start();
+    assert_eq!(version_status(&alice).await, StatusCode::OK, "alice's NURL answers again");
+    running.stop();
+}
+
+#[test]
+fn a_strategy_that_needs_sqlite_snapshots_is_refused_with_what_to_set() {
+    let cluster = Cluster::shared().expect("a PostgreSQL cluster (`make postgres` installs the server)");
+    let url = cluster.url(&cluster.fresh_database().unwrap());
+    for (plugin, says) in [("stash", "persistence.plugin"), ("records", "snapshot-changes")] {
+        let node = TestNode::with(&[
+            ("accounting.engine", "postgres"),
+            ("accounting.postgres", url.as_str()),
+            ("persistence.plugin", plugin),
+        ]);
+        let why = node.try_start().map(|r| r.stop()).expect_err("refused");
+        assert!(why.contains("accounting.engine is postgres") && why.contains(says), "{plugin}: {why}");
     }
 }

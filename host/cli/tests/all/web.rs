@@ -19,7 +19,7 @@ const SI: &str = "aeaqcaibaeaqcaibaeaqcaibae";
 const SLOT: &str = "afaqcaibaeaqcaibaeaqcaibae";
 
 /// A plain HTTP/1.1 GET: status, headers (lowercased names), body.
-fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String, String) {
+pub(crate) fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String, String) {
     raw_get(addr, path, &token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default())
 }
 
@@ -41,7 +41,7 @@ fn raw_get(addr: SocketAddr, path: &str, auth: &str) -> (u16, String, String) {
 }
 
 /// The value of the sample line `name` (with its labels) in a Prometheus or OpenMetrics text.
-fn sample(text: &str, name: &str) -> f64 {
+pub(crate) fn sample(text: &str, name: &str) -> f64 {
     let line = text.lines().find(|l| l.rsplit_once(' ').is_some_and(|(n, _)| n == name));
     line.unwrap_or_else(|| panic!("no {name} in\n{text}")).rsplit_once(' ').unwrap().1.parse().unwrap()
 }
