@@ -227,6 +227,14 @@ impl Accountant {
         }
     }
 
+    /// The caller `authorization` (`None`: the anonymous account) spoke for when last read,
+    /// however long ago: the answer there is while the accounting database cannot be reached,
+    /// for requests that change nothing.
+    pub fn last_known(&self, authorization: Option<&[u8]>) -> Option<Caller> {
+        let cache = self.callers.lock().unwrap_or_else(|p| p.into_inner());
+        cache.entries.get(&authorization.map(hash)).cloned().flatten()
+    }
+
     /// The caller `authorization` speaks for, if SQLite need not be waited on: from the cache
     /// ([`Accountant::cached`]), or, when the connection is free at this instant, from the
     /// cache checked against SQLite's change counter (shared memory, and the first page if

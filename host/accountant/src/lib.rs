@@ -367,6 +367,14 @@ impl marsh_sql::Conn for Guard<'_> {
 
 /// `mutex` locked if no one holds it at this instant (a poisoned lock is taken as it is: every
 /// holder leaves what it guards consistent).
+impl AccountantError {
+    /// Whether the database could not be reached (PostgreSQL down, or every pooled connection
+    /// busy past the wait): the same call later may succeed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, AccountantError::Sql(e) if e.is_unavailable())
+    }
+}
+
 impl marsh_sql::Retry for AccountantError {
     fn is_retryable(&self) -> bool {
         matches!(self, AccountantError::Sql(e) if e.is_retryable())

@@ -134,7 +134,12 @@ pub async fn start(
     if accountant.engine() == marsh_sql::Engine::Postgres
         && let Some((plugin, message)) = snapshots_on_postgres(&config.persistence)
     {
-        return Err(Error::PluginConfig { role: "persistence", plugin, message, dir: dir.root().display().to_string() });
+        return Err(Error::PluginConfig {
+            role: "persistence",
+            plugin,
+            message,
+            dir: dir.root().display().to_string(),
+        });
     }
     let mut grants = Grants::new(id.seal_key.clone()).accounting(Arc::new(AccountantSink(accountant)));
     for name in &config.persistence.stores {
@@ -167,14 +172,40 @@ fn snapshots_on_postgres(p: &marsh_node::PersistenceSettings) -> Option<(String,
     let PluginChoice::FirstParty(plugin) = &p.plugin else { return None };
     let snapshot_changes = p.config.iter().find(|(k, _)| k == "snapshot-changes").map(|(_, v)| v.trim());
     if *plugin == marsh_artifacts::PERSISTENCE_STASH {
-        Some(("stash".into(), "it keeps SQLite snapshots of the accounting database, and accounting.engine is postgres: \
+        Some((
+            "stash".into(),
+            "it keeps SQLite snapshots of the accounting database, and accounting.engine is postgres: \
               set persistence.plugin to `local` (the database's own backups keep it) or to `records` with \
-              persistence.config.snapshot-changes 0".into()))
+              persistence.config.snapshot-changes 0"
+                .into(),
+        ))
     } else if *plugin == marsh_artifacts::PERSISTENCE_RECORDS && snapshot_changes != Some("0") {
-        Some(("records".into(), "it compacts its records into SQLite snapshots (snapshot-changes, 100000 unless set), \
-              and accounting.engine is postgres: set snapshot-changes to 0".into()))
+        Some((
+            "records".into(),
+            "it compacts its records into SQLite snapshots (snapshot-changes, 100000 unless set), \
+              and accounting.engine is postgres: set snapshot-changes to 0"
+                .into(),
+        ))
     } else {
         None
+    }
+}
+
+/// How long `marsh run` waits for an accounting database it cannot reach at start.
+pub const START_WAIT: Duration = Duration::from_secs(120);
+
+/// [`open_accountant`], trying again every 2 s for [`START_WAIT`] while the database cannot be
+/// reached (a node and its database started together, or a database restarting), saying so.
+async fn open_accountant_waiting(dir: &NodeDir) -> Result<Accountant, Error> {
+    let started = Instant::now();
+    loop {
+        match open_accountant(dir) {
+            Err(Error::Accountant(e)) if e.is_unavailable() && started.elapsed() < START_WAIT => {
+                tracing::warn!("{e}; trying again in 2 s (for up to {} s)", START_WAIT.as_secs());
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -192,7 +223,7 @@ pub async fn startup(
     runtime: &Runtime,
     open: &[Opened],
 ) -> Result<(Arc<Accountant>, Arc<WasmStrategy>), Error> {
-    let accountant = Arc::new(open_accountant(dir)?);
+    let accountant = Arc::new(open_accountant_waiting(dir).await?);
     let present = !accountant.was_created();
     let interrupted = accountant.recovering()?;
     let strategy = Arc::new(start(dir, config, id, runtime, accountant.clone(), None, open).await?);

@@ -175,6 +175,14 @@ impl Source for NodeSource {
                 store.head(&probe).await.map_err(|e| format!("store `{name}`: {e}"))?;
             }
             self.backend.usage().await.map_err(|e| format!("the backend failed: {e}"))?;
+            // Accounting on PostgreSQL is a server that can be away: one short read.
+            if self.accountant.engine() == marsh_sql::Engine::Postgres {
+                let accountant = self.accountant.clone();
+                tokio::task::spawn_blocking(move || accountant.stored_bytes())
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("the accounting database: {e}"))?;
+            }
             Ok(())
         };
         match tokio::time::timeout(HEALTH_TIMEOUT, asked).await {

@@ -262,6 +262,7 @@ impl ApiError {
                 BackendError::OutOfRange(_) => StatusCode::BAD_REQUEST,
                 _ => StatusCode::SERVICE_UNAVAILABLE,
             },
+            Accountant(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             Accountant(_) | TaskFailed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -322,6 +323,7 @@ impl ApiError {
                 _ => format!("storage backend failed in {op}"),
             },
             BackendMisbehaved { op, .. } => format!("storage backend failed in {op}"),
+            Accountant(e) if e.is_unavailable() => "accounting database unavailable; try again".into(),
             Accountant(_) => "accounting database failed".into(),
             TaskFailed { what, .. } => format!("{what} task failed"),
         }

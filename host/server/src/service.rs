@@ -212,7 +212,7 @@ impl StorageService {
 
     /// The account a request speaks for: the anonymous account's swissnum is the node's, every
     /// other one is looked up, so account changes apply to the very next request.
-    fn caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    fn caller(&self, headers: &HeaderMap, reads_only: bool) -> Result<Caller, ApiError> {
         let Some(value) = headers.get(http::header::AUTHORIZATION) else {
             return Err(ApiError::MissingAuthorization);
         };
@@ -230,6 +230,16 @@ impl StorageService {
                 Some(authorization) => self.accountant.caller(authorization),
                 None => self.accountant.anonymous().map(Some),
             }),
+        };
+        // While the accounting database cannot be reached, a request that changes nothing and
+        // needs nothing else of it is served as the caller was last known (a revocation made
+        // during the outage takes effect when it ends); anything else is answered 503.
+        let found = match found {
+            Err(e) if reads_only && e.is_unavailable() => match self.accountant.last_known(named) {
+                Some(caller) => Ok(Some(caller)),
+                None => Err(e),
+            },
+            other => other,
         }?;
         let caller = found.ok_or(ApiError::WrongAuthorization)?;
         if caller.revoked {
@@ -282,7 +292,8 @@ impl StorageService {
 
     async fn route(&self, routed: Result<Route, ApiError>, req: Req) -> Handled {
         let route = routed?;
-        let caller = self.caller(req.headers())?;
+        let reads_only = matches!(route, Route::Version | Route::ImmutableRead(..) | Route::ImmutableList(_));
+        let caller = self.caller(req.headers(), reads_only)?;
         if matches!(route, Route::Allocate(_) | Route::Write(..) | Route::ReadTestWrite(_)) && !caller.attributes.write
         {
             return Err(ApiError::MayNotWrite { account: caller.name });

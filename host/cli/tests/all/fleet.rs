@@ -51,7 +51,7 @@ async fn three_nodes_on_one_database_share_accounts_usage_quota_and_revocation()
     }
     for node in &nodes {
         let shown = node.ok(&["account", "show", "alice"]);
-        assert!(shown.contains("usage 200000"), "{shown}");
+        assert!(shown.contains("usage 200000 bytes"), "{shown}");
     }
     // The quota holds on the sum: 60 kB more would pass on the third node alone, not on the fleet.
     let mut third = GbsClient::connect(&nurls[2]).await.unwrap();
@@ -121,4 +121,59 @@ fn a_strategy_that_needs_sqlite_snapshots_is_refused_with_what_to_set() {
         let why = node.try_start().map(|r| r.stop()).expect_err("refused");
         assert!(why.contains("accounting.engine is postgres") && why.contains(says), "{plugin}: {why}");
     }
+}
+
+async fn read_share(client: &mut GbsClient) -> StatusCode {
+    let path = format!("immutable/{}/0", si(1));
+    client.call(Method::GET, &path, &[], &[("range", "bytes=0-99")], Vec::new()).await.expect("a read").status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_database_is_down_reads_go_on_writes_get_503_and_all_resumes_after() {
+    let cluster = Cluster::start().expect("a PostgreSQL cluster (`make postgres` installs the server)");
+    let url = cluster.url(&cluster.fresh_database().unwrap());
+    let node = TestNode::with(&[("accounting.engine", "postgres"), ("accounting.postgres", url.as_str())]);
+    let web: std::net::SocketAddr = format!("127.0.0.1:{}", crate::common::free_port()).parse().unwrap();
+    node.set("web.listen", &web.to_string());
+    node.set("accounting.postgres-connections", "2");
+    let running = node.start();
+    let nurl = running.nurl();
+    let mut client = GbsClient::connect(&nurl).await.unwrap();
+    client.upload(&si(1), 0, &Secrets::from_seed(1), &[3; 20_000]).await.unwrap();
+    assert_eq!(read_share(&mut client).await, StatusCode::PARTIAL_CONTENT);
+
+    cluster.stop().unwrap();
+    tokio::time::sleep(marsh_accountant::POSTGRES_CALLERS_FOR + Duration::from_millis(200)).await;
+    // Bounded: a hang would show as this guard, not as a slow answer.
+    let guard = Duration::from_secs(60);
+    let during = tokio::time::timeout(guard, read_share(&mut client)).await.expect("no hang");
+    assert_eq!(during, StatusCode::PARTIAL_CONTENT, "a share read needs no accounting");
+    let allocate = tokio::time::timeout(guard, client.allocate(&si(2), &Secrets::from_seed(2), &[0], 10)).await;
+    assert_eq!(allocate.expect("no hang").unwrap().status, StatusCode::SERVICE_UNAVAILABLE);
+    let renew = tokio::time::timeout(guard, client.renew(&si(1), &Secrets::from_seed(1))).await;
+    assert_eq!(renew.expect("no hang").unwrap().status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(crate::web::get(web, "/health", None).0, 503, "not ready while accounting is away");
+
+    cluster.start_server().unwrap();
+    let renewed = client.renew(&si(1), &Secrets::from_seed(1)).await.unwrap().status;
+    assert_eq!(renewed, StatusCode::NO_CONTENT, "resumed by itself");
+    client.upload(&si(2), 0, &Secrets::from_seed(2), &[4; 1000]).await.expect("uploads resume");
+    assert_eq!(crate::web::get(web, "/health", None).0, 200);
+    let shown = node.ok(&["account", "show", "anonymous"]);
+    assert!(shown.contains("usage 21000 bytes, 2 leases"), "one lease each, renewed, never doubled: {shown}");
+    running.stop();
+}
+
+#[test]
+fn a_node_whose_database_is_not_up_yet_waits_for_it_and_then_serves() {
+    let cluster = Cluster::start().expect("a PostgreSQL cluster (`make postgres` installs the server)");
+    let url = cluster.url(&cluster.fresh_database().unwrap());
+    let node = TestNode::with(&[("accounting.engine", "postgres"), ("accounting.postgres", url.as_str())]);
+    cluster.stop().unwrap();
+    let starting = std::thread::spawn(move || node.try_start().map(|r| (r.stop(), node)));
+    std::thread::sleep(Duration::from_secs(3));
+    cluster.start_server().unwrap();
+    let (log, node) = starting.join().unwrap().expect("serves once the database is up");
+    assert!(log.contains("cannot reach the accounting database") && log.contains("trying again"), "{log}");
+    drop(node);
 }
