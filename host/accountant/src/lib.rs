@@ -49,6 +49,7 @@ pub(crate) mod testing {
 mod accounts;
 mod advisories;
 mod change;
+mod fleet;
 mod leases;
 mod log;
 mod pg_schema;
@@ -69,6 +70,7 @@ use accounts::CallerCache;
 pub use accounts::{Account, AccountId, Attribute, Attributes, Caller, NewAccount, POSTGRES_CALLERS_FOR};
 pub use advisories::Advisory;
 pub use change::{BadChange, Change, LeaseHash, ShareRef};
+pub use fleet::{FleetNode, NodeRecord};
 pub use leases::{AdoptedLease, AdoptedShare, Expiring, Holder, Lease};
 pub use log::Logged;
 pub use schema::VERSION as SCHEMA_VERSION;

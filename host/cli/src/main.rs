@@ -85,6 +85,9 @@ enum Command {
     /// Named accounts: create, list, show, set attributes, revoke.
     #[command(subcommand, after_help = "Example:\n  marsh account create alice --quota 20GiB --dir /var/lib/marsh")]
     Account(cmd::account::AccountCommand),
+    /// The nodes sharing this node's PostgreSQL accounting: space, shares, liveness.
+    #[command(subcommand, after_help = "Example:\n  marsh fleet status --dir /var/lib/marsh")]
+    Fleet(cmd::fleet::FleetCommand),
     /// Serve the GBS storage protocol.
     #[command(after_help = "Example:\n  marsh run --dir /var/lib/marsh --verbose")]
     Run {
@@ -194,6 +197,7 @@ fn main() -> ExitCode {
                 cmd::announce::run(&dir, account.as_deref(), signed, public_key)
             }
             Command::Account(command) => cmd::account::run(command),
+            Command::Fleet(command) => cmd::fleet::run(command),
             Command::Advisories(command) => cmd::advisories::run(command),
             Command::Versions(command) => cmd::versions::run(command),
             Command::Gc { dir, dry_run } => cmd::gc::run(&dir, dry_run).await,

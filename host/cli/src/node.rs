@@ -193,6 +193,22 @@ impl Node {
         };
         let introducers =
             crate::introducers::start(&mut supervisor, &self.config, &self.identity, nurl.clone(), self.dir.root())?;
+        // On a fleet's database, the node enters the fleet's register with its entry for
+        // clients (an account's swissnum goes where the anonymous one is), then reports in.
+        let record = marsh_accountant::NodeRecord {
+            server_id: self.identity.server_id.clone(),
+            nickname: self.config.nickname.clone(),
+            nurl: nurl.replace(&self.identity.swissnum, "{swissnum}"),
+            furl: self.identity.furl().replace(&self.identity.swissnum, "{swissnum}"),
+            permutation_seed: self.identity.permutation_seed.clone(),
+        };
+        accountant.register_node(&record, marsh_core::unix_now())?;
+        tasks::fleet_heartbeat(
+            &mut supervisor,
+            accountant.clone(),
+            self.identity.server_id.clone(),
+            started.backend.clone(),
+        );
         let cpu = Arc::new(tasks::CpuMonitor::default());
         tasks::cpu_monitor(&mut supervisor, cpu.clone());
         let web = self.start_web(&service, &accountant, &started, &strategy, (task_stats, cpu, introducers)).await?;

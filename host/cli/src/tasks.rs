@@ -206,6 +206,33 @@ pub fn persister(
     })
 }
 
+/// How often a node on a fleet's PostgreSQL accounting reports its free space and that it is
+/// alive (`marsh fleet status` shows when each was last seen).
+pub const FLEET_EVERY: Duration = Duration::from_secs(10);
+
+/// Report to the fleet's register every [`FLEET_EVERY`] (accounting on PostgreSQL only).
+pub fn fleet_heartbeat(
+    supervisor: &mut Supervisor,
+    accountant: Arc<Accountant>,
+    server_id: String,
+    backend: Arc<dyn Backend>,
+) {
+    if accountant.engine() != marsh_sql::Engine::Postgres {
+        return;
+    }
+    supervisor.spawn("fleet heartbeat", move |mut stopping| async move {
+        while stopping.sleep(FLEET_EVERY).await {
+            let available = backend.usage().await.ok().and_then(|u| u.available);
+            let (accountant, id) = (accountant.clone(), server_id.clone());
+            let beat = tokio::task::spawn_blocking(move || accountant.heartbeat(&id, available, unix_now())).await;
+            match beat.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+                Ok(()) => {}
+                Err(e) => tracing::warn!("reporting to the fleet's register: {e}"),
+            }
+        }
+    })
+}
+
 /// `storage.readonly` and `storage.max-bytes` as the server takes them.
 pub fn capacity(c: &CapacitySettings) -> Capacity {
     Capacity { readonly: c.readonly, max_bytes: c.max_bytes }

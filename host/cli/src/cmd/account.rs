@@ -58,6 +58,16 @@ pub enum AccountCommand {
         attribute: String,
         value: String,
     },
+    /// The servers.yaml a client of the account needs: an entry for every node of the fleet
+    /// (accounting on PostgreSQL), each with the account's NURL on that node.
+    #[command(
+        after_help = "Example:\n  marsh account servers alice --dir /var/lib/marsh > servers.yaml\n  # then on the client: NODEDIR/private/servers.yaml"
+    )]
+    Servers {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        name: String,
+    },
     /// Refuse every further request made with the account's NURL (takes effect at once).
     #[command(after_help = "Example:\n  marsh account revoke alice --dir /var/lib/marsh")]
     Revoke {
@@ -109,6 +119,38 @@ pub fn run(cmd: AccountCommand) -> anyhow::Result<ExitCode> {
             writeln!(out, "created {}", describe(&account))?;
             writeln!(out, "NURL: {}", node.account_nurl(&accountant, &name)?)?;
             writeln!(out, "servers.yaml entry: marsh announce --dir {} --account {name}", node.dir().root().display())?;
+        }
+        AccountCommand::Servers { dir, name } => {
+            let (_, accountant) = node_of(&dir)?;
+            let Some(swissnum) = accountant.swissnum(&name)? else {
+                bail!("the anonymous account's NURL is each node's own: run `marsh announce` on each node");
+            };
+            let nodes = accountant.fleet()?;
+            if nodes.is_empty() {
+                bail!(
+                    "this node's accounting is its own (accounting.engine sqlite), so the account is valid here alone: \
+                     `marsh announce --account {name} --dir {}` prints its entry",
+                    dir.display()
+                );
+            }
+            writeln!(
+                out,
+                "# servers.yaml for account `{name}` on {} nodes (NODEDIR/private/servers.yaml):",
+                nodes.len()
+            )?;
+            writeln!(out, "storage:")?;
+            for n in &nodes {
+                let r = &n.record;
+                let (nurl, furl) = (r.nurl.replace("{swissnum}", &swissnum), r.furl.replace("{swissnum}", &swissnum));
+                let entry = crate::cmd::announce::Entry {
+                    server_id: &r.server_id,
+                    nickname: &r.nickname,
+                    furl: &furl,
+                    nurl: &nurl,
+                    permutation_seed: &r.permutation_seed,
+                };
+                entry.write(&mut out)?;
+            }
         }
         AccountCommand::List { dir } => {
             let (_, accountant) = node_of(&dir)?;

@@ -7,6 +7,7 @@ pub mod advisories;
 pub mod announce;
 pub mod config;
 pub mod export_tahoe;
+pub mod fleet;
 pub mod gc;
 pub mod init;
 pub mod plugin;

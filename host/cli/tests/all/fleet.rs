@@ -43,6 +43,14 @@ async fn three_nodes_on_one_database_share_accounts_usage_quota_and_revocation()
     for nurl in &nurls {
         assert_eq!(version_status(nurl).await, StatusCode::OK, "{nurl}");
     }
+    // One servers.yaml for the account, from any node: every node's entry with its NURL there.
+    let servers = nodes[2].ok(&["account", "servers", "alice"]);
+    assert!(servers.contains("on 3 nodes"), "{servers}");
+    for nurl in &nurls {
+        assert!(servers.contains(&format!("- {nurl}")), "{nurl} in\n{servers}");
+    }
+    let status = nodes[1].ok(&["fleet", "status"]);
+    assert!(status.starts_with("3 nodes") && status.matches(": running (seen").count() == 3, "{status}");
 
     // 100 kB on each of two nodes: the account's usage is the sum, seen from every node.
     for (i, nurl) in nurls.iter().take(2).enumerate() {
