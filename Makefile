@@ -29,7 +29,7 @@ WEED := $(S3_VENV)/bin/weed
 # the server is stopped by pid afterwards, whether CMD passed or not.
 with_s3 = tests/s3/with-s3.sh $(S3_VENV)/bin/python
 
-.PHONY: setup plugins build check test lint run bench bench-s3 bench-adopt bench-scale soak tahoe interop upstream s3 browser postgres install
+.PHONY: setup plugins build check test lint run bench bench-s3 bench-adopt bench-scale bench-fleet soak tahoe interop upstream s3 browser postgres install
 
 setup:
 	@command -v rustup >/dev/null || { echo "rustup is required (https://rustup.rs)"; exit 1; }
@@ -164,6 +164,14 @@ ADOPT_SHARES ?= 100000
 bench-adopt: plugins
 	cargo build --locked --release -p marsh --bin marsh
 	python3 host/bench/adopt_vs_cp.py $(CARGO_TARGET_DIR)/release/marsh $(CURDIR)/target/bench-adopt $(ADOPT_SHARES)
+
+# Not in CI: database round trips per GBS request with accounting on PostgreSQL (a throwaway
+# local cluster), and one marsh-load workload against the same node on SQLite and on PostgreSQL.
+bench-fleet: plugins postgres
+	cargo build --locked --release -p marsh --bin marsh
+	cargo build --locked --release -p marsh-bench --bin marsh-load
+	python3 host/bench/fleet.py $(CARGO_TARGET_DIR)/release/marsh $(CARGO_TARGET_DIR)/release/marsh-load \
+	  $(CURDIR)/target/bench-fleet
 
 # Not in CI: a node holding 1,000, 100,000 and 1,000,000 shares (SCALE_SHARES), each made by
 # `marsh adopt` of a synthetic Tahoe node: start-up, idle RSS, web and status latency, allocation

@@ -52,6 +52,7 @@ mod change;
 mod fleet;
 mod leases;
 mod log;
+mod moving;
 mod pg_schema;
 mod schema;
 mod seqnums;
@@ -73,6 +74,7 @@ pub use change::{BadChange, Change, LeaseHash, ShareRef};
 pub use fleet::{FleetNode, NodeRecord};
 pub use leases::{AdoptedLease, AdoptedShare, Expiring, Holder, Lease};
 pub use log::Logged;
+pub use moving::{Counts, Moved};
 pub use schema::VERSION as SCHEMA_VERSION;
 pub use snapshot::{MAX_SNAPSHOT_BYTES, Snapshot};
 pub use writes::{Allocation, MutableShareWrite, MutableWrite};
@@ -135,6 +137,12 @@ pub enum AccountantError {
     /// PostgreSQL.
     #[error("{0} is not available with accounting on PostgreSQL")]
     NotOnPostgres(&'static str),
+    /// Accounts of these names exist in the target of a move with other swissnums.
+    #[error(
+        "these accounts exist in the target database as other accounts (another node's): {}; nothing was moved. Rename them here first (create the account under a new name and move its clients), or drop them",
+        .0.join(", ")
+    )]
+    NameClash(Vec<String>),
     /// The name is not acceptable.
     #[error("`{0}` is not a valid account name: use 1-64 of a-z, 0-9, `-` and `_`, starting with a letter or digit")]
     BadName(String),

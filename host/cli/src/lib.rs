@@ -12,6 +12,7 @@
 //! - [`conformance`]: starting a wasm strategy for the persistence conformance kit;
 //! - [`tasks`]: the periodic work under one supervisor;
 //! - [`introducers`]: keeping the node's announcement published at the grid's introducers;
+//! - [`servers_yaml`]: a node's entry in a client's `servers.yaml`;
 //! - [`Error`]: every failure, typed, with what to do about it.
 //!
 //! This package (library and binary) and `marsh-bench` are the only ones that compile the S3
@@ -26,6 +27,7 @@ pub mod introducers;
 pub mod node;
 pub mod persistence;
 pub mod plugins;
+pub mod servers_yaml;
 pub mod stores;
 pub mod tasks;
 pub mod web;

@@ -85,6 +85,12 @@ enum Command {
     /// Named accounts: create, list, show, set attributes, revoke.
     #[command(subcommand, after_help = "Example:\n  marsh account create alice --quota 20GiB --dir /var/lib/marsh")]
     Account(cmd::account::AccountCommand),
+    /// Move the node's accounting between SQLite and PostgreSQL.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  marsh accounting move --to postgres --postgres 'host=db dbname=marsh' --dir /var/lib/marsh"
+    )]
+    Accounting(cmd::accounting::AccountingCommand),
     /// The nodes sharing this node's PostgreSQL accounting: space, shares, liveness.
     #[command(subcommand, after_help = "Example:\n  marsh fleet status --dir /var/lib/marsh")]
     Fleet(cmd::fleet::FleetCommand),
@@ -198,6 +204,7 @@ fn main() -> ExitCode {
             }
             Command::Account(command) => cmd::account::run(command),
             Command::Fleet(command) => cmd::fleet::run(command),
+            Command::Accounting(command) => cmd::accounting::run(command),
             Command::Advisories(command) => cmd::advisories::run(command),
             Command::Versions(command) => cmd::versions::run(command),
             Command::Gc { dir, dry_run } => cmd::gc::run(&dir, dry_run).await,

@@ -46,7 +46,13 @@ impl AccountingSink for AccountantSink {
 /// `accounting.engine postgres` the node's part of the fleet's database (its schema made or
 /// migrated on first use), keyed by the node's server id.
 pub fn open_accountant(dir: &NodeDir) -> Result<Accountant, Error> {
-    match dir.config()?.accounting {
+    open_accountant_with(dir, dir.config()?.accounting)
+}
+
+/// [`open_accountant`] with `accounting` instead of the node's own setting (`marsh accounting
+/// move` opens the engine it moves to).
+pub fn open_accountant_with(dir: &NodeDir, accounting: AccountingSettings) -> Result<Accountant, Error> {
+    match accounting {
         AccountingSettings::Sqlite => {
             dir.ensure_cache()?;
             Ok(Accountant::open(&dir.accountant_path())?)

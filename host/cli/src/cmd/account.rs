@@ -142,7 +142,7 @@ pub fn run(cmd: AccountCommand) -> anyhow::Result<ExitCode> {
             for n in &nodes {
                 let r = &n.record;
                 let (nurl, furl) = (r.nurl.replace("{swissnum}", &swissnum), r.furl.replace("{swissnum}", &swissnum));
-                let entry = crate::cmd::announce::Entry {
+                let entry = marsh::servers_yaml::Entry {
                     server_id: &r.server_id,
                     nickname: &r.nickname,
                     furl: &furl,

@@ -40,7 +40,7 @@ pub fn run(dir: &Path, account: Option<&str>, signed: bool, public_key: bool) ->
     writeln!(out, "# NURL: {nurl}")?;
     writeln!(out, "# servers.yaml entry for a Tahoe-LAFS 1.20 client (NODEDIR/private/servers.yaml):")?;
     writeln!(out, "storage:")?;
-    let entry = Entry {
+    let entry = marsh::servers_yaml::Entry {
         server_id: &id.server_id,
         nickname: &node.config().nickname,
         furl: &id.furl(),
@@ -49,31 +49,4 @@ pub fn run(dir: &Path, account: Option<&str>, signed: bool, public_key: bool) ->
     };
     entry.write(&mut out)?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// One node's entry under `storage:` in a client's `servers.yaml`.
-pub struct Entry<'a> {
-    /// Its server id.
-    pub server_id: &'a str,
-    /// `node.nickname`.
-    pub nickname: &'a str,
-    /// The placeholder fURL.
-    pub furl: &'a str,
-    /// The NURL the client is to use.
-    pub nurl: &'a str,
-    /// Its permutation seed.
-    pub permutation_seed: &'a str,
-}
-
-impl Entry<'_> {
-    /// Write it, indented to go under `storage:`.
-    pub fn write(&self, out: &mut impl Write) -> std::io::Result<()> {
-        writeln!(out, "  {}:", self.server_id)?;
-        writeln!(out, "    ann:")?;
-        writeln!(out, "      nickname: {}", self.nickname)?;
-        writeln!(out, "      anonymous-storage-FURL: {}", self.furl)?;
-        writeln!(out, "      anonymous-storage-NURLs:")?;
-        writeln!(out, "        - {}", self.nurl)?;
-        writeln!(out, "      permutation-seed-base32: {}", self.permutation_seed)
-    }
 }

@@ -2,6 +2,7 @@
 //! command's file; what two commands share lives in the library.
 
 pub mod account;
+pub mod accounting;
 pub mod adopt;
 pub mod advisories;
 pub mod announce;

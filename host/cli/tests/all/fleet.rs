@@ -185,3 +185,43 @@ fn a_node_whose_database_is_not_up_yet_waits_for_it_and_then_serves() {
     assert!(log.contains("cannot reach the accounting database") && log.contains("trying again"), "{log}");
     drop(node);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_moves_its_accounting_to_postgres_and_back_with_everything_and_a_clash_is_refused() {
+    let cluster = Cluster::shared().expect("a PostgreSQL cluster (`make postgres` installs the server)");
+    let url = cluster.url(&cluster.fresh_database().unwrap());
+    let node = TestNode::new();
+    let running = node.start();
+    let alice = node.create_account("alice", &["--quota", "1GiB"]);
+    GbsClient::connect(&alice).await.unwrap().upload(&si(1), 0, &Secrets::from_seed(1), &[5; 20_000]).await.unwrap();
+    let to_postgres = ["accounting", "move", "--to", "postgres", "--postgres", url.as_str()];
+    assert!(!node.marsh(&to_postgres).status.success(), "refused while the node serves");
+    running.stop();
+    let before = node.ok(&["account", "list"]);
+
+    let out = node.ok(&to_postgres);
+    assert!(out.contains("moved 1 accounts, 1 shares, 1 leases") && out.contains("counts match"), "{out}");
+    assert_eq!(node.ok(&["config", "get", "accounting.engine"]).trim(), "postgres");
+    assert_eq!(node.ok(&["account", "list"]), before, "the same accounts, usage and leases");
+    let running = node.start();
+    assert_eq!(version_status(&alice).await, StatusCode::OK, "alice's NURL works on the moved node");
+    assert!(node.ok(&["account", "servers", "alice"]).contains(&alice.to_string()));
+    running.stop();
+
+    // A second node with an alice of its own cannot join: reported, nothing merged or moved.
+    let other = TestNode::new();
+    other.create_account("alice", &[]);
+    let refused = other.marsh(&to_postgres);
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && why.contains("alice") && why.contains("nothing was moved"), "{why}");
+    assert_eq!(other.ok(&["config", "get", "accounting.engine"]).trim(), "sqlite");
+
+    // And back: the node's accounts as they were, its old SQLite database kept beside.
+    let out = node.ok(&["accounting", "move", "--to", "sqlite"]);
+    assert!(out.contains("counts match") && out.contains("kept the SQLite database"), "{out}");
+    assert_eq!(node.ok(&["config", "get", "accounting.engine"]).trim(), "sqlite");
+    assert_eq!(node.ok(&["account", "list"]), before);
+    let running = node.start();
+    assert_eq!(version_status(&alice).await, StatusCode::OK);
+    running.stop();
+}
