@@ -27,7 +27,7 @@ pub enum AccountingCommand {
     /// Move the node's accounting to the other engine and switch the node to it (the node must
     /// be stopped).
     #[command(
-        after_help = "Examples:\n  marsh accounting move --to postgres --postgres 'host=db port=5432 user=marsh dbname=marsh' \\\n      --password-file /etc/marsh/db-password --dir /var/lib/marsh\n  marsh accounting move --to sqlite --dir /var/lib/marsh"
+        after_help = "Example:\n  marsh accounting move --to postgres --postgres 'host=db port=5432 user=marsh dbname=marsh' \\\n      --password-file /etc/marsh/db-password --dir /var/lib/marsh\n  marsh accounting move --to sqlite --dir /var/lib/marsh"
     )]
     Move {
         #[arg(long, default_value = ".")]

@@ -1,7 +1,9 @@
-//! A fleet of nodes keeping their accounting on one PostgreSQL database
-//! (`accounting.engine postgres`): three `marsh run` processes, one account made on one of
-//! them, its usage the sum over all three, its quota enforced on that sum, its revocation
-//! refused by every node within a second.
+//! Nodes keeping their accounting on PostgreSQL (`accounting.engine postgres`): three `marsh run`
+//! processes on one database (an account made on one of them, its usage the sum over all three,
+//! its quota enforced on that sum, its revocation refused by every node within a second; the
+//! fleet's register); recovery from the `records` strategy on S3 into an empty database; a
+//! strategy that needs SQLite refused; the database away at start and under traffic; moving a
+//! node's accounting there and back.
 
 use std::time::Duration;
 
@@ -87,15 +89,19 @@ async fn three_nodes_on_one_database_share_accounts_usage_quota_and_revocation()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_on_postgres_recovers_from_its_records_into_an_empty_database() {
+async fn a_node_on_postgres_recovers_from_its_records_on_s3_into_an_empty_database() {
     let cluster = Cluster::shared().expect("a PostgreSQL cluster (`make postgres` installs the server)");
     let first = cluster.url(&cluster.fresh_database().unwrap());
-    let node = TestNode::with(&[
+    // Shares and the strategy's records in the S3 bucket (SeaweedFS, which `make test` starts).
+    let node = crate::s3::s3_node("pg-recovery", &crate::s3::unique_prefix("pg-recovery"));
+    for (key, value) in [
         ("accounting.engine", "postgres"),
         ("accounting.postgres", first.as_str()),
         ("persistence.plugin", "records"),
         ("persistence.config.snapshot-changes", "0"),
-    ]);
+    ] {
+        node.set(key, value);
+    }
     let running = node.start();
     let alice = node.create_account("alice", &["--quota", "1GiB"]);
     GbsClient::connect(&alice).await.unwrap().upload(&si(1), 0, &Secrets::from_seed(1), &[5; 30_000]).await.unwrap();
@@ -137,7 +143,7 @@ async fn read_share(client: &mut GbsClient) -> StatusCode {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn while_the_database_is_down_reads_go_on_writes_get_503_and_all_resumes_after() {
+async fn while_the_database_is_down_under_traffic_reads_go_on_the_rest_gets_503_and_all_resumes() {
     let cluster = Cluster::start().expect("a PostgreSQL cluster (`make postgres` installs the server)");
     let url = cluster.url(&cluster.fresh_database().unwrap());
     let node = TestNode::with(&[("accounting.engine", "postgres"), ("accounting.postgres", url.as_str())]);
@@ -149,6 +155,21 @@ async fn while_the_database_is_down_reads_go_on_writes_get_503_and_all_resumes_a
     let mut client = GbsClient::connect(&nurl).await.unwrap();
     client.upload(&si(1), 0, &Secrets::from_seed(1), &[3; 20_000]).await.unwrap();
     assert_eq!(read_share(&mut client).await, StatusCode::PARTIAL_CONTENT);
+    // Client traffic throughout: renewals one after another on a connection of their own.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = tokio::spawn({
+        let (nurl, stop) = (nurl.clone(), stop.clone());
+        async move {
+            let mut c = GbsClient::connect(&nurl).await.unwrap();
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                seen.push(c.renew(&si(1), &Secrets::from_seed(1)).await.map(|r| r.status).map_err(|e| e.to_string()));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            seen
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
 
     cluster.stop().unwrap();
     tokio::time::sleep(marsh_accountant::POSTGRES_CALLERS_FOR + Duration::from_millis(200)).await;
@@ -167,6 +188,20 @@ async fn while_the_database_is_down_reads_go_on_writes_get_503_and_all_resumes_a
     assert_eq!(renewed, StatusCode::NO_CONTENT, "resumed by itself");
     client.upload(&si(2), 0, &Secrets::from_seed(2), &[4; 1000]).await.expect("uploads resume");
     assert_eq!(crate::web::get(web, "/health", None).0, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // The traffic saw the outage as one stretch of 503s, and nothing else fail: renewals
+    // succeeded before it, and every one after the first success that followed it.
+    let seen = traffic.await.unwrap();
+    let statuses: Vec<StatusCode> = seen.iter().map(|s| *s.as_ref().expect("no transport error")).collect();
+    let first = statuses.iter().position(|s| *s == StatusCode::SERVICE_UNAVAILABLE).expect("the outage was seen");
+    let last = statuses.iter().rposition(|s| *s == StatusCode::SERVICE_UNAVAILABLE).unwrap();
+    assert!(first > 0 && last + 1 < statuses.len(), "{statuses:?}");
+    assert!(
+        statuses[..first].iter().chain(&statuses[last + 1..]).all(|s| *s == StatusCode::NO_CONTENT),
+        "{statuses:?}"
+    );
+    assert!(statuses[first..=last].iter().all(|s| *s == StatusCode::SERVICE_UNAVAILABLE), "one stretch: {statuses:?}");
     let shown = node.ok(&["account", "show", "anonymous"]);
     assert!(shown.contains("usage 21000 bytes, 2 leases"), "one lease each, renewed, never doubled: {shown}");
     running.stop();

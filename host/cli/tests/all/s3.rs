@@ -13,7 +13,7 @@ fn var(name: &str) -> String {
 }
 
 /// A node whose backend is `backend-s3` on the test bucket under `prefix`.
-fn s3_node(nickname: &str, prefix: &str) -> TestNode {
+pub(crate) fn s3_node(nickname: &str, prefix: &str) -> TestNode {
     let node = TestNode::with(&[("node.nickname", nickname)]);
     for (k, v) in [
         ("backend.plugin", "s3".to_owned()),
@@ -38,7 +38,7 @@ fn server_id(node: &TestNode) -> String {
         .expect("server id")
 }
 
-fn unique_prefix(what: &str) -> String {
+pub(crate) fn unique_prefix(what: &str) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     format!("cli-{what}-{}-{nanos}/", std::process::id())
 }
