@@ -302,7 +302,10 @@ fn a_deadlock_is_retried_and_both_transactions_land() {
     for w in workers {
         w.join().unwrap().unwrap();
     }
-    assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 3, "one of the two was run again");
+    // At least one was run again (PostgreSQL picks which, and on a busy machine the retried one
+    // can meet the other's lock again: CI once saw four runs); each counted exactly once.
+    let attempts = attempts.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(attempts >= 3, "a deadlock was detected and retried: {attempts} runs");
     let counts: Vec<i64> =
         setup.query("SELECT n FROM c ORDER BY id", &[]).unwrap().iter().map(|r| r.get(0).unwrap()).collect();
     assert_eq!(counts, [2, 2], "each transaction counted once");
