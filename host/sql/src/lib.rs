@@ -26,12 +26,14 @@
 //! crate names rusqlite's or postgres' types for statements.
 
 mod migrate;
+mod pool;
 mod postgres;
 mod sqlite;
 mod value;
 
 pub use migrate::{Migrated, Schema, migrate, version};
-pub use postgres::{PgConn, PgSettings, Pool, PoolStats, Pooled};
+pub use pool::{Pool, PoolStats, Pooled};
+pub use postgres::{PgConn, PgSettings};
 pub use sqlite::SqliteConn;
 pub use value::{FromRow, FromValue, Row, Value};
 
