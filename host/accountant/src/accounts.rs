@@ -462,6 +462,7 @@ mod tests {
             cancel: b"c",
             now: 50,
             lease_limit: 10,
+            quotas: &[],
         };
         a.begin_mutable_write(&w).unwrap();
         tallies_match_the_rows(&a);

@@ -77,7 +77,7 @@ pub use log::Logged;
 pub use moving::{Counts, Moved};
 pub use schema::VERSION as SCHEMA_VERSION;
 pub use snapshot::{MAX_SNAPSHOT_BYTES, Snapshot};
-pub use writes::{Allocation, MutableShareWrite, MutableWrite};
+pub use writes::{Allocation, MutableShareWrite, MutableWrite, QuotaCheck};
 
 /// Lease duration: 31 days, as Tahoe's clients expect.
 pub const LEASE_SECONDS: u64 = 31 * 24 * 60 * 60;
@@ -143,6 +143,18 @@ pub enum AccountantError {
         .0.join(", ")
     )]
     NameClash(Vec<String>),
+    /// A mutable write would take an account past its quota ([`QuotaCheck`]).
+    #[error("account `{account}` would go over its quota ({used} of {quota} bytes used; this write adds {adds})")]
+    OverQuota {
+        /// The account.
+        account: String,
+        /// Its usage.
+        used: u64,
+        /// Its quota.
+        quota: u64,
+        /// What the write adds.
+        adds: u64,
+    },
     /// The name is not acceptable.
     #[error("`{0}` is not a valid account name: use 1-64 of a-z, 0-9, `-` and `_`, starting with a letter or digit")]
     BadName(String),

@@ -327,6 +327,7 @@ mod tests {
             cancel: b"c",
             now: 13,
             lease_limit: 10,
+            quotas: &[],
         };
         a.begin_mutable_write(&w).unwrap();
         a.end_mutable_write(&si(200), &[(ShareNumber(0), Some(4))]).unwrap();

@@ -66,6 +66,21 @@ pub struct MutableWrite<'a> {
     /// them the writer's, is written without a new lease (the write is the owner's; the limit
     /// holds against anyone who adds leases).
     pub lease_limit: usize,
+    /// Quotas the write must stay within, checked in its transaction (on PostgreSQL with each
+    /// account's row locked, against the fleet's usage): refused whole with
+    /// [`AccountantError::OverQuota`] otherwise.
+    pub quotas: &'a [QuotaCheck],
+}
+
+/// An account whose quota a mutable write must stay within.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaCheck {
+    /// The account holding the shares that grow.
+    pub account: AccountId,
+    /// Its quota.
+    pub quota: u64,
+    /// Bytes the write adds to what it holds.
+    pub grows: u64,
 }
 
 /// One immutable share's allocation ([`Accountant::allocate_within`]).
@@ -109,16 +124,10 @@ impl Accountant {
     pub fn allocate_within(&self, a: &Allocation<'_>, quota: Option<u64>) -> Result<bool, AccountantError> {
         let Allocation { account, share, size, renew, cancel, now } = *a;
         transaction(&mut self.conn()?, |c| {
-            if let Some(quota) = quota {
-                if c.engine() == Engine::Postgres {
-                    // SQLite's BEGIN IMMEDIATE has already made this the only writer.
-                    c.execute("SELECT id FROM accounts WHERE id = ?1 FOR UPDATE", &params![account.0])?;
-                }
-                let used: i64 =
-                    c.value("SELECT bytes FROM account_tallies WHERE account = ?1", &params![account.0])?.unwrap_or(0);
-                if u64::try_from(used).unwrap_or(0).saturating_add(size) > quota {
-                    return Ok(false);
-                }
+            if let Some(quota) = quota
+                && locked_usage(c, account)?.saturating_add(size) > quota
+            {
+                return Ok(false);
             }
             let name = name_of(c, account)?;
             let lease = lease_change(c, share, name.clone(), renew, cancel, now)?;
@@ -217,8 +226,30 @@ pub(crate) fn close_open_upload(c: &mut dyn Conn, share: &ShareId) -> Result<(),
 }
 
 /// The transaction of [`Accountant::begin_mutable_write`].
+/// `account`'s usage (on PostgreSQL the fleet's), read inside the caller's transaction with the
+/// account's row locked until it ends, so that writes racing on other nodes are counted one
+/// after another (SQLite's BEGIN IMMEDIATE has already made this the only writer).
+fn locked_usage(c: &mut dyn Conn, account: AccountId) -> Result<u64, AccountantError> {
+    if c.engine() == Engine::Postgres {
+        c.execute("SELECT id FROM accounts WHERE id = ?1 FOR UPDATE", &params![account.0])?;
+    }
+    let used: i64 = c.value("SELECT bytes FROM account_tallies WHERE account = ?1", &params![account.0])?.unwrap_or(0);
+    Ok(u64::try_from(used).unwrap_or(0))
+}
+
 /// Record a mutable write inside the caller's transaction on `c`.
 fn begin_in(c: &mut dyn Conn, w: &MutableWrite<'_>) -> Result<(), AccountantError> {
+    for q in w.quotas.iter().filter(|q| q.grows > 0) {
+        let used = locked_usage(c, q.account)?;
+        if used.saturating_add(q.grows) > q.quota {
+            return Err(AccountantError::OverQuota {
+                account: name_of(c, q.account)?,
+                used,
+                quota: q.quota,
+                adds: q.grows,
+            });
+        }
+    }
     let name = name_of(c, w.account)?;
     for share in w.shares {
         match *share {
@@ -291,6 +322,7 @@ mod tests {
             cancel: b"c",
             now: 5,
             lease_limit: 2,
+            quotas: &[],
         };
         a.begin_mutable_write(&w).unwrap();
         assert_eq!(a.check_write_enabler(&si(2), ShareNumber(1), b"we").unwrap(), Some(true));

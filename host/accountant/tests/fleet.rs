@@ -105,8 +105,10 @@ fn the_database_unreachable_is_an_unavailable_error_not_a_hang() {
     assert_eq!(Accountant::open_postgres(&settings, "node-a").unwrap().share_counts().unwrap(), (1, 0, 1));
 }
 
-#[test]
-fn a_quota_holds_exactly_under_allocations_racing_on_every_node() {
+/// Alice, with a quota of 1,000 bytes, and four nodes on one database each making ten tries of
+/// 100 bytes at once with `attempt` (node, alice, a storage index of its own): how many
+/// succeeded, and alice's usage after.
+fn race(attempt: fn(&Accountant, AccountId, StorageIndex) -> bool) -> (usize, u64) {
     let db = database();
     let first = Accountant::open_postgres(&db, "node-0").unwrap();
     let alice = first.create_account("alice", &Attributes { quota: Some(1000), ..Attributes::default() }, 5).unwrap();
@@ -119,25 +121,49 @@ fn a_quota_holds_exactly_under_allocations_racing_on_every_node() {
             std::thread::spawn(move || {
                 let node = Accountant::open_postgres(&db, &format!("node-{n}")).unwrap();
                 start.wait();
-                (0..10u8)
-                    .filter(|i| {
-                        let share =
-                            ShareId::immutable(StorageIndex::from_bytes([n as u8 * 16 + i; 16]), ShareNumber(0));
-                        let a = marsh_accountant::Allocation {
-                            account: id,
-                            share: &share,
-                            size: 100,
-                            renew: b"r",
-                            cancel: b"c",
-                            now: 1,
-                        };
-                        node.allocate_within(&a, Some(1000)).unwrap()
-                    })
-                    .count()
+                (0..10u8).filter(|i| attempt(&node, id, StorageIndex::from_bytes([n as u8 * 16 + i; 16]))).count()
             })
         })
         .collect();
-    let allocated: usize = racers.into_iter().map(|r| r.join().unwrap()).sum();
-    assert_eq!(allocated, 10, "40 tries of 100 bytes under a quota of 1000");
-    assert_eq!(first.usage(id).unwrap(), 1000);
+    let done = racers.into_iter().map(|r| r.join().unwrap()).sum();
+    (done, first.usage(id).unwrap())
+}
+
+#[test]
+fn a_quota_holds_exactly_under_allocations_racing_on_every_node() {
+    let (allocated, usage) = race(|node, id, si| {
+        let share = ShareId::immutable(si, ShareNumber(0));
+        let a =
+            marsh_accountant::Allocation { account: id, share: &share, size: 100, renew: b"r", cancel: b"c", now: 1 };
+        node.allocate_within(&a, Some(1000)).unwrap()
+    });
+    assert_eq!((allocated, usage), (10, 1000), "40 tries of 100 bytes under a quota of 1000");
+}
+
+#[test]
+fn a_quota_holds_exactly_under_mutable_writes_racing_on_every_node() {
+    use marsh_accountant::{MutableShareWrite, MutableWrite, QuotaCheck};
+    let (written, usage) = race(|node, id, si| {
+        let shares = [MutableShareWrite::Written { shnum: ShareNumber(0), size: 100, created: true }];
+        let quotas = [QuotaCheck { account: id, quota: 1000, grows: 100 }];
+        let w = MutableWrite {
+            account: id,
+            si,
+            redo: b"redo",
+            shares: &shares,
+            enabler: b"we",
+            keep_raw_enabler: false,
+            renew: b"r",
+            cancel: b"c",
+            now: 1,
+            lease_limit: 10,
+            quotas: &quotas,
+        };
+        match node.begin_mutable_write(&w) {
+            Ok(()) => true,
+            Err(AccountantError::OverQuota { .. }) => false,
+            Err(e) => panic!("{e}"),
+        }
+    });
+    assert_eq!((written, usage), (10, 1000), "40 writes of 100 bytes under a quota of 1000");
 }

@@ -115,6 +115,8 @@ pub struct Accounting {
     pub advisories: u64,
     /// The newest of them, newest first.
     pub recent: Vec<AdvisoryRow>,
+    /// The fleet's nodes (accounting on PostgreSQL).
+    pub fleet: Vec<marsh_web::FleetRow>,
 }
 
 /// The PostgreSQL pool's figures (`accounting.engine postgres`) in Prometheus text.
@@ -160,6 +162,18 @@ pub fn accounting(a: &Accountant) -> Result<Accounting, marsh_accountant::Accoun
         recent: recent
             .iter()
             .map(|x| AdvisoryRow { at: x.at, share: x.share.to_string(), reason: x.reason.clone() })
+            .collect(),
+        fleet: a
+            .fleet()?
+            .into_iter()
+            .map(|n| marsh_web::FleetRow {
+                nickname: n.record.nickname,
+                server_id: n.record.server_id,
+                last_seen: n.last_seen,
+                available: n.available,
+                shares: n.shares.0 + n.shares.1,
+                bytes: n.bytes,
+            })
             .collect(),
     })
 }
@@ -288,6 +302,7 @@ impl Source for NodeSource {
             operations,
             server_series,
             introducers: self.introducers.rows(),
+            fleet: db.fleet,
         }
     }
 }

@@ -203,7 +203,13 @@ enum Shape {
 
 impl From<AccountantError> for ApiError {
     fn from(e: AccountantError) -> Self {
-        ApiError::Accountant(e)
+        match e {
+            // Found in the write's own transaction: the client's error (507), not the node's.
+            AccountantError::OverQuota { account, used, quota, adds } => {
+                ApiError::OverQuota { account, used, quota, adds }
+            }
+            e => ApiError::Accountant(e),
+        }
     }
 }
 

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::StatusCode;
-use marsh_accountant::{Accountant, Caller, MutableShareWrite, MutableWrite};
+use marsh_accountant::{Accountant, Caller, MutableShareWrite, MutableWrite, QuotaCheck};
 use marsh_core::{Backend, ShareId, ShareNumber, StorageIndex, WriteVector};
 
 use crate::budget::BodyPermit;
@@ -173,7 +173,7 @@ fn task_failed(what: &'static str, e: tokio::task::JoinError) -> ApiError {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, marsh_accountant::AccountantError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| task_failed("accounting", e))?.map_err(ApiError::Accountant)
+    tokio::task::spawn_blocking(f).await.map_err(|e| task_failed("accounting", e))?.map_err(ApiError::from)
 }
 
 /// The write a task records and applies.
@@ -190,6 +190,8 @@ struct Job {
     now: u64,
     lease_limit: usize,
     keep_raw_enabler: bool,
+    /// The quotas checked again in the write's transaction.
+    quotas: Vec<QuotaCheck>,
 }
 
 impl Writer {
@@ -249,7 +251,18 @@ impl Writer {
         let accountant = self.accountant.clone();
         let bytes = redo::encode_redo(&job.record);
         let Job {
-            outcomes, account, enabler, renew, cancel, now, record, budget, lease_limit, keep_raw_enabler, ..
+            outcomes,
+            account,
+            enabler,
+            renew,
+            cancel,
+            now,
+            record,
+            budget,
+            lease_limit,
+            keep_raw_enabler,
+            quotas,
+            ..
         } = job;
         blocking(move || {
             accountant.begin_mutable_write(&MutableWrite {
@@ -263,6 +276,7 @@ impl Writer {
                 cancel: &cancel,
                 now,
                 lease_limit,
+                quotas: &quotas,
             })
         })
         .await?;
@@ -410,7 +424,7 @@ impl StorageService {
             return Ok(answer);
         }
         self.check_space(&plan).await?;
-        self.check_mutable_quota(caller, &si, &plan)?;
+        let quotas = self.check_mutable_quota(caller, &si, &plan)?;
         // 6. Record, apply, clear: in a task that holds the slot until it ends.
         let mut outcomes = Vec::with_capacity(plan.len());
         let mut redo = Vec::with_capacity(plan.len());
@@ -430,6 +444,7 @@ impl StorageService {
             now: self.clock.now(),
             lease_limit: self.config.limits.leases_per_share,
             keep_raw_enabler: self.config.keep_write_enablers,
+            quotas,
         };
         tokio::spawn(self.writer().commit(job, slot)).await.map_err(|e| task_failed("write", e))??;
         Ok(answer)
@@ -532,7 +547,14 @@ impl StorageService {
 
     /// Refuse (507) a read-test-write that would grow mutable shares past the quota of the
     /// account holding them: the account that created each share, or the caller for new ones.
-    fn check_mutable_quota(&self, caller: &Caller, si: &StorageIndex, plan: &[Planned]) -> Result<(), ApiError> {
+    /// The growth per account is checked again in the write's transaction (usage may move
+    /// meanwhile: on PostgreSQL, on another node), which is what it returns.
+    fn check_mutable_quota(
+        &self,
+        caller: &Caller,
+        si: &StorageIndex,
+        plan: &[Planned],
+    ) -> Result<Vec<QuotaCheck>, ApiError> {
         // Growth per holding account, for holders with a quota.
         let mut growth: BTreeMap<i64, (String, u64, u64)> = BTreeMap::new();
         for p in plan {
@@ -547,14 +569,16 @@ impl StorageService {
             let entry = growth.entry(id.0).or_insert((name, quota, 0));
             entry.2 = entry.2.saturating_add(size.saturating_sub(p.current));
         }
+        let mut checks = Vec::with_capacity(growth.len());
         for (id, (name, quota, grows)) in growth {
-            let used = offload::sqlite(|| self.accountant.usage(marsh_accountant::AccountId(id)))
-                .map_err(ApiError::Accountant)?;
+            let account = marsh_accountant::AccountId(id);
+            let used = offload::sqlite(|| self.accountant.usage(account)).map_err(ApiError::Accountant)?;
             if grows > 0 && used.saturating_add(grows) > quota {
                 return Err(ApiError::OverQuota { account: name, used, quota, adds: grows });
             }
+            checks.push(QuotaCheck { account, quota, grows });
         }
-        Ok(())
+        Ok(checks)
     }
 }
 
@@ -642,6 +666,7 @@ mod tests {
                 cancel: b"c",
                 now: 1,
                 lease_limit: 10,
+                quotas: &[],
             })
             .unwrap();
         // Since then the client wrote version 7.
@@ -703,6 +728,7 @@ mod tests {
                 cancel: b"c",
                 now: 1,
                 lease_limit: 10,
+                quotas: &[],
             })
             .unwrap();
         // The process died half way: a torn first write, and the enabler row lost with it.

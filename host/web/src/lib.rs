@@ -171,6 +171,23 @@ pub struct IntroducerRow {
     pub last_error: Option<(u64, String)>,
 }
 
+/// One node of the fleet sharing this node's accounting on PostgreSQL.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetRow {
+    /// Its nickname.
+    pub nickname: String,
+    /// Its server id.
+    pub server_id: String,
+    /// When it last reported, seconds since the epoch.
+    pub last_seen: u64,
+    /// Free space it last reported.
+    pub available: Option<u64>,
+    /// Its shares, immutable and mutable.
+    pub shares: u64,
+    /// Bytes of its shares.
+    pub bytes: u64,
+}
+
 /// Everything the listener shows, gathered by the node for one request.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Figures {
@@ -214,6 +231,8 @@ pub struct Figures {
     pub server_series: String,
     /// The introducers, in `introducer.furls` order.
     pub introducers: Vec<IntroducerRow>,
+    /// The fleet's nodes (accounting on PostgreSQL; empty otherwise).
+    pub fleet: Vec<FleetRow>,
 }
 
 /// Where the listener gets its figures.

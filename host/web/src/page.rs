@@ -147,6 +147,28 @@ pub fn status(f: &Figures) -> String {
         }
         out.push_str("</table>");
     }
+    if !f.fleet.is_empty() {
+        let _ = write!(
+            out,
+            "<h2>Fleet ({} nodes)</h2><table id=\"fleet\"><tr><th>node</th><th>last seen</th><th>free</th><th>shares</th><th>holds</th></tr>",
+            f.fleet.len()
+        );
+        for n in &f.fleet {
+            let ago = now().saturating_sub(n.last_seen);
+            // Silent for three report intervals (10 s each): not running.
+            let class = if ago > 30 { " class=\"warn\"" } else { "" };
+            let _ = write!(
+                out,
+                "<tr><td title=\"{}\">{}</td><td{class}>{ago} s ago</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+                escape(&n.server_id),
+                escape(&n.nickname),
+                n.available.map_or("?".into(), bytes),
+                n.shares,
+                bytes(n.bytes)
+            );
+        }
+        out.push_str("</table>");
+    }
     out.push_str("<h2>Accounting and leases</h2><table>");
     row(&mut out, "persistence", &escape(&f.persistence), "persistence");
     let p = &f.periodic;

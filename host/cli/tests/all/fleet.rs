@@ -53,6 +53,8 @@ async fn three_nodes_on_one_database_share_accounts_usage_quota_and_revocation()
     }
     let status = nodes[1].ok(&["fleet", "status"]);
     assert!(status.starts_with("3 nodes") && status.matches(": running (seen").count() == 3, "{status}");
+    let page = crate::web::get(web, "/", None).2;
+    assert!(page.contains("<h2>Fleet (3 nodes)</h2>") && page.matches("<tr><td title=\"v0-").count() == 3, "{page}");
 
     // 100 kB on each of two nodes: the account's usage is the sum, seen from every node.
     for (i, nurl) in nurls.iter().take(2).enumerate() {
