@@ -5,7 +5,9 @@
 //! [`BlobKey`]s refuse most of them earlier). Whole-object writes go to a temporary file under
 //! `.marsh-tmp/`, are fsynced, then linked (create-only) or renamed (overwrite) into place, and
 //! the parent directory is fsynced: a reader sees the old object or the new one, never half.
-//! Blocking file work runs on tokio's blocking pool.
+//! Blocking file work runs on tokio's blocking pool, except what the kernel can answer from its
+//! caches (a read of cached pages, a listing of one directory, a size): that is answered in
+//! place ([`cached`](crate::cached)).
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
@@ -17,6 +19,7 @@ use cap_fs_ext::OpenOptionsMaybeDirExt;
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, OpenOptions};
 
+use crate::cached;
 use crate::key::reserved_component;
 use crate::{BlobKey, BlobStore, BlobUpload, MAX_PAGE, Page, PutMode, StoreError, page_of};
 
@@ -294,6 +297,9 @@ impl BlobStore for DirStore {
     }
 
     async fn get_range(&self, key: &BlobKey, offset: u64, len: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(data) = cached::read_range(&self.root, key.as_str(), offset, len) {
+            return Ok(Some(data));
+        }
         let k = key.as_str().to_owned();
         self.blocking("get-range", key.as_str(), move |root| {
             let Some(size) = is_file(root, &k)? else {
@@ -307,6 +313,9 @@ impl BlobStore for DirStore {
     }
 
     async fn head(&self, key: &BlobKey) -> Result<Option<u64>, StoreError> {
+        if let Some(size) = cached::size(&self.root, key.as_str()) {
+            return Ok(size);
+        }
         let k = key.as_str().to_owned();
         self.blocking("head", key.as_str(), move |root| is_file(root, &k)).await
     }
@@ -335,6 +344,9 @@ impl BlobStore for DirStore {
 
     async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Page, StoreError> {
         let limit = limit.clamp(1, MAX_PAGE);
+        if let Some(keys) = cached::list_files(&self.root, prefix) {
+            return Ok(page_of(keys.iter().map(String::as_str), prefix, start_after, limit));
+        }
         let (prefix, after) = (prefix.to_owned(), start_after.map(str::to_owned));
         let p = prefix.clone();
         let found = self

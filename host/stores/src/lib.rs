@@ -8,6 +8,7 @@
 //! [`state`]: the host's own small sealed values, kept under the reserved prefix. A store a
 //! backend shares with a persistence strategy is split between them by [`Partition`].
 
+mod cached;
 mod dir;
 mod key;
 mod memory;
