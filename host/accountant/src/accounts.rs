@@ -307,15 +307,16 @@ impl Accountant {
         Ok(Some(caller))
     }
 
-    /// SQLite was asked after the directory fell quiet, and it has stayed quiet since: what it
-    /// said still holds. Otherwise it must be asked again. PostgreSQL's answer holds for
+    /// SQLite was asked after the directory fell quiet, less than [`watch::REASK`] ago, and
+    /// the directory has stayed quiet since: what it said still holds. Otherwise it must be
+    /// asked again. PostgreSQL's answer holds for
     /// [`POSTGRES_CALLERS_FOR`]: another node's revocation is seen within it.
     fn vouched(&self, cache: &CallerCache) -> bool {
         if self.engine() == Engine::Postgres {
             return cache.asked_at.is_some_and(|asked| asked.elapsed() < POSTGRES_CALLERS_FOR);
         }
         let quiet = self.watch.as_ref().and_then(watch::ChangeWatch::quiet_since);
-        quiet.zip(cache.asked_at).is_some_and(|(since, asked)| asked >= since)
+        quiet.zip(cache.asked_at).is_some_and(|(since, asked)| asked >= since && asked.elapsed() < watch::REASK)
     }
 
     /// Note a change to accounts or attributes made through this value.
@@ -577,6 +578,25 @@ mod tests {
         operator.revoke("alice", 2).unwrap();
         assert_eq!(node.cached(Some(&auth)), None, "a change elsewhere sends the next lookup to SQLite");
         assert!(node.caller(&auth).unwrap().unwrap().revoked);
+    }
+
+    #[test]
+    fn a_vouched_cache_is_asked_again_after_a_second_even_when_quiet() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("accountant.sqlite");
+        let (node, operator) = (Accountant::open(&path).unwrap(), Accountant::open(&path).unwrap());
+        let NewAccount { swissnum, .. } = operator.create_account("alice", &Attributes::default(), 1).unwrap();
+        let auth = authorization_value(&swissnum);
+        node.caller(&auth).unwrap();
+        std::thread::sleep(watch::QUIET + std::time::Duration::from_millis(200));
+        node.caller(&auth).unwrap();
+        assert!(node.cached(Some(&auth)).is_some(), "vouched for");
+        // A commit whose WAL write came long before it was visible raised its only event
+        // then: the quiet directory does not vouch for it for longer than REASK.
+        std::thread::sleep(watch::REASK + std::time::Duration::from_millis(100));
+        assert_eq!(node.cached(Some(&auth)), None, "SQLite is asked again");
+        node.caller(&auth).unwrap();
+        assert!(node.cached(Some(&auth)).is_some(), "and vouched for again");
     }
 
     #[test]

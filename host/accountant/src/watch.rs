@@ -6,7 +6,8 @@
 //! directory has been quiet for [`QUIET`] no commit is in flight, and what SQLite
 //! (`data_version`) said *after that point* stays true until the next event: the caller asks
 //! SQLite once past [`ChangeWatch::quiet_since`], and from then on cached callers stand
-//! without a SQLite read (locks, `fcntl`), at the cost of one non-blocking `read` per request.
+//! without a SQLite read (locks, `fcntl`), at the cost of one non-blocking `read` per request,
+//! for [`REASK`] at a time.
 //!
 //! Any event counts (our own writes too), an overflowing queue counts, and a watch the kernel
 //! dropped (the directory deleted or moved) answers `None` from then on, so the caller asks
@@ -25,8 +26,17 @@ const WATCH_GONE: u32 = 0x0000_8000 /* IN_IGNORED */ | 0x0000_0400 /* IN_DELETE_
     | 0x0000_0800 /* IN_MOVE_SELF */ | 0x0000_2000 /* IN_UNMOUNT */;
 
 /// How long after the last event the directory must stay quiet before the watch vouches for
-/// the database again: far longer than a commit takes from its WAL write to its index update.
-pub(crate) const QUIET: Duration = Duration::from_secs(10);
+/// the database again: longer than a commit takes from its WAL write to its index update,
+/// save one stalled in its sync on a saturated disk; for that one the accountant asks SQLite
+/// again at least every [`REASK`] anyway. While the directory is not quiet every request asks
+/// SQLite (a read transaction: locks, `fcntl`), so this is what a node pays after each of its
+/// own writes: 10 s put such checks under nearly all of the 1,000-client idle phase of `make
+/// bench`, which follows phases that write.
+pub(crate) const QUIET: Duration = Duration::from_secs(2);
+
+/// How long what SQLite said stands, even with the directory quiet: a commit whose WAL write
+/// and index update were further apart than [`QUIET`] is seen within this.
+pub(crate) const REASK: Duration = Duration::from_secs(1);
 
 /// A watch on the directory holding the database.
 #[derive(Debug)]
