@@ -38,10 +38,30 @@ PROCS = []
 RESULTS = []
 
 
+def _ephemeral_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now on 127.0.0.1, from below the kernel's ephemeral range. A port the kernel
+    handed out for `bind(0)` is in that range, and between this call and the server's own bind
+    any outgoing connection may take it as its local port (CI once saw a Tahoe node fail with
+    "Address already in use" that way); below the range only explicit binds compete."""
+    low, _ = _ephemeral_range()
+    for _ in range(1000):
+        port = random.randrange(10000, max(low, 10001))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def run(*args, input=None, check=True, timeout=300):
