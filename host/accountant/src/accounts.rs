@@ -532,13 +532,27 @@ mod tests {
         assert_eq!(names, ["anonymous", "alice"]);
     }
 
-    #[test]
-    fn resolved_callers_follow_changes_made_by_another_process_at_once() {
+    /// One database opened twice, as the running node and as `marsh account` in another
+    /// process, with the account `alice` made through the second; her `Authorization` value.
+    fn node_and_operator_with_alice() -> (tempfile::TempDir, Accountant, Accountant, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("accountant.sqlite");
         let (node, operator) = (Accountant::open(&path).unwrap(), Accountant::open(&path).unwrap());
-        let NewAccount { account: _, swissnum } = operator.create_account("alice", &Attributes::default(), 1).unwrap();
-        let auth = authorization_value(&swissnum);
+        let NewAccount { swissnum, .. } = operator.create_account("alice", &Attributes::default(), 1).unwrap();
+        (dir, node, operator, authorization_value(&swissnum))
+    }
+
+    /// Resolve `auth` on `node`, let the database's directory fall quiet, and resolve it again:
+    /// from then on the watch vouches for the cached caller.
+    fn vouched_for(node: &Accountant, auth: &[u8]) {
+        node.caller(auth).unwrap();
+        std::thread::sleep(watch::QUIET + std::time::Duration::from_millis(200));
+        node.caller(auth).unwrap();
+    }
+
+    #[test]
+    fn resolved_callers_follow_changes_made_by_another_process_at_once() {
+        let (_dir, node, operator, auth) = node_and_operator_with_alice();
         // Resolved (and cached) by the node, before and after a lease write of its own.
         assert!(!node.caller(&auth).unwrap().unwrap().revoked);
         node.add_or_renew(AccountId::ANONYMOUS, &ShareId::immutable(si(1), ShareNumber(0)), b"r", b"c", 5).unwrap();
@@ -557,17 +571,11 @@ mod tests {
 
     #[test]
     fn a_vouched_cache_answers_without_the_connection_and_stops_at_a_change() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("accountant.sqlite");
-        let (node, operator) = (Accountant::open(&path).unwrap(), Accountant::open(&path).unwrap());
-        let NewAccount { swissnum, .. } = operator.create_account("alice", &Attributes::default(), 1).unwrap();
-        let auth = authorization_value(&swissnum);
+        let (_dir, node, operator, auth) = node_and_operator_with_alice();
         assert_eq!(node.cached(Some(&auth)), None, "nothing cached yet");
-        node.caller(&auth).unwrap();
         // Once the directory has been quiet, SQLite is asked once more, and from then on the
         // cache alone answers.
-        std::thread::sleep(watch::QUIET + std::time::Duration::from_millis(200));
-        node.caller(&auth).unwrap();
+        vouched_for(&node, &auth);
         {
             // With the connection held elsewhere (a long write), a cache hit still answers.
             let _busy = node.conn().unwrap();
@@ -582,14 +590,8 @@ mod tests {
 
     #[test]
     fn a_vouched_cache_is_asked_again_after_a_second_even_when_quiet() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("accountant.sqlite");
-        let (node, operator) = (Accountant::open(&path).unwrap(), Accountant::open(&path).unwrap());
-        let NewAccount { swissnum, .. } = operator.create_account("alice", &Attributes::default(), 1).unwrap();
-        let auth = authorization_value(&swissnum);
-        node.caller(&auth).unwrap();
-        std::thread::sleep(watch::QUIET + std::time::Duration::from_millis(200));
-        node.caller(&auth).unwrap();
+        let (_dir, node, _operator, auth) = node_and_operator_with_alice();
+        vouched_for(&node, &auth);
         assert!(node.cached(Some(&auth)).is_some(), "vouched for");
         // A commit whose WAL write came long before it was visible raised its only event
         // then: the quiet directory does not vouch for it for longer than REASK.
@@ -601,11 +603,7 @@ mod tests {
 
     #[test]
     fn a_quick_answer_checks_the_change_counter_in_place_and_never_waits_or_reads() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("accountant.sqlite");
-        let (node, operator) = (Accountant::open(&path).unwrap(), Accountant::open(&path).unwrap());
-        let NewAccount { swissnum, .. } = operator.create_account("alice", &Attributes::default(), 1).unwrap();
-        let auth = authorization_value(&swissnum);
+        let (_dir, node, operator, auth) = node_and_operator_with_alice();
         assert!(node.quick(Some(&auth)).is_none(), "not cached: an account must be read");
         node.caller(&auth).unwrap();
         // Not vouched for by a quiet directory (just written): the counter is asked in place.
